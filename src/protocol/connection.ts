@@ -1,0 +1,214 @@
+import type { Socket } from 'node:net';
+import mqttPacket, { type Packet } from 'mqtt-packet';
+import { ProtocolViolation } from '../errors.js';
+import type { Logger } from '../logger.js';
+import type { Distributor } from '../session/distributor.js';
+import type { OutboundChannel, OutgoingPublish, Session } from '../session/session.js';
+import type { SessionManager } from '../session/session-manager.js';
+import type { Message } from '../store/repository.js';
+import { dispatch } from './dispatcher.js';
+
+export interface ProtocolOptions {
+  /** A socket that has not sent CONNECT by then is closed. */
+  connectTimeoutMs: number;
+}
+
+/** What packet handlers work with: the layers below, never the store directly. */
+export interface BrokerContext {
+  sessions: SessionManager;
+  distributor: Distributor;
+  log: Logger;
+  options: ProtocolOptions;
+  /** Set while the broker shuts down: connections it ends do not publish their wills. */
+  shuttingDown: boolean;
+}
+
+export interface Will {
+  message: Message;
+  retain: boolean;
+}
+
+type State = 'awaiting-connect' | 'connecting' | 'connected' | 'closed';
+
+/** Packets queued before the socket is paused: bounds what a fast sender can make us buffer. */
+const INBOX_HIGH_WATER = 256;
+
+/**
+ * One client connection: parses bytes into packets, runs them through the dispatcher one at a
+ * time, and writes responses. Handlers that only need their acknowledgement ordered (PUBLISH,
+ * PUBREL) start their store write at once and queue the reply with `reply`, so one client's
+ * writes share group commits while its acks still go out in order [MQTT-4.6.0-2] [MQTT-4.6.0-3].
+ */
+export class Connection implements OutboundChannel {
+  readonly context: BrokerContext;
+  readonly remote: string;
+  state: State = 'awaiting-connect';
+  session: Session | undefined;
+  will: Will | undefined;
+  protocolVersion: 3 | 4 = 4;
+
+  readonly #socket: Socket;
+  readonly #parser = mqttPacket.parser({ protocolVersion: 4 });
+  readonly #inbox: Packet[] = [];
+  #processing: Promise<void> | undefined;
+  #replies: Promise<void> = Promise.resolve();
+  #keepaliveTimer: NodeJS.Timeout | undefined;
+  #connectTimer: NodeJS.Timeout | undefined;
+  #closedResolve!: () => void;
+  readonly closed = new Promise<void>((resolve) => (this.#closedResolve = resolve));
+
+  constructor(socket: Socket, context: BrokerContext) {
+    this.#socket = socket;
+    this.context = context;
+    this.remote = `${socket.remoteAddress}:${socket.remotePort}`;
+    socket.setNoDelay(true);
+    this.#parser.on('packet', (packet: Packet) => this.#receive(packet));
+    this.#parser.on('error', (error: Error) => this.#malformed(error));
+    socket.on('data', (chunk: Buffer) => this.#parser.parse(chunk));
+    socket.on('error', () => this.close('socket error'));
+    socket.on('close', () => this.close('connection lost'));
+    this.#connectTimer = setTimeout(() => this.close('no CONNECT in time'), context.options.connectTimeoutMs);
+  }
+
+  get isClosed(): boolean {
+    return this.state === 'closed';
+  }
+
+  get clientId(): string | undefined {
+    return this.session?.clientId;
+  }
+
+  send(packet: Packet): void {
+    if (this.state === 'closed' || this.#socket.destroyed) return;
+    this.#socket.write(mqttPacket.generate(packet, { protocolVersion: this.protocolVersion }));
+  }
+
+  publish(packet: OutgoingPublish): void {
+    this.send({
+      cmd: 'publish',
+      topic: packet.topic,
+      payload: packet.payload,
+      qos: packet.qos,
+      retain: packet.retain,
+      dup: packet.dup,
+      ...(packet.packetId === undefined ? {} : { messageId: packet.packetId }),
+    });
+  }
+
+  pubrel(packetId: number): void {
+    this.send({ cmd: 'pubrel', messageId: packetId });
+  }
+
+  end(reason: string): void {
+    this.close(reason);
+  }
+
+  /**
+   * Sends a reply once `work` is done and every earlier reply has gone out. A failure of `work`
+   * (a store write) means the reply must not be sent: the connection is closed instead, and the
+   * client re-sends what was not acknowledged when it reconnects.
+   */
+  reply<T>(work: Promise<T>, send: (result: T) => void, onFailure?: () => void): void {
+    work.catch(() => {}); // handled below, in order; keeps an early rejection from going unhandled
+    this.#replies = this.#replies.then(
+      () =>
+        work.then(send, (error: unknown) => {
+          onFailure?.();
+          this.context.log.error(`${this.describe()}: ${errorMessage(error)}; nothing acknowledged, closing the connection`);
+          this.close('store failure');
+        }),
+    );
+  }
+
+  /** Resolves when every reply queued so far is sent (or abandoned). */
+  repliesSent(): Promise<void> {
+    return this.#replies;
+  }
+
+  /** Keepalive: close after 1.5 times the interval without a packet [MQTT-3.1.2-24]. Zero turns it off. */
+  startKeepalive(seconds: number): void {
+    if (this.#connectTimer) clearTimeout(this.#connectTimer);
+    this.#connectTimer = undefined;
+    if (seconds > 0) {
+      this.#keepaliveTimer = setTimeout(() => this.close('keepalive expired'), seconds * 1500);
+    }
+  }
+
+  describe(): string {
+    return this.clientId === undefined ? `connection ${this.remote}` : `client ${JSON.stringify(this.clientId)}`;
+  }
+
+  /** Graceful (after DISCONNECT) closes discard the will [MQTT-3.14.4-3]; all others publish it. */
+  close(reason: string, options: { graceful?: boolean } = {}): void {
+    if (this.state === 'closed') return;
+    const wasConnected = this.state === 'connected';
+    this.state = 'closed';
+    clearTimeout(this.#keepaliveTimer);
+    clearTimeout(this.#connectTimer);
+    this.#inbox.length = 0;
+    this.#socket.destroy();
+    if (wasConnected) this.context.log.info(`${this.describe()} disconnected: ${reason}`);
+    void this.#finish(options.graceful === true).finally(() => this.#closedResolve());
+  }
+
+  async #finish(graceful: boolean): Promise<void> {
+    const { sessions, distributor, log, shuttingDown } = this.context;
+    const will = this.will;
+    this.will = undefined;
+    if (will && !graceful && !shuttingDown) {
+      try {
+        await distributor.publish(will.message, { retain: will.retain });
+      } catch (error) {
+        log.error(`${this.describe()}: will message not published: ${errorMessage(error)}`);
+      }
+    }
+    await Promise.allSettled([this.#processing, this.#replies]);
+    if (this.session) {
+      try {
+        await sessions.close(this.session, this);
+      } catch (error) {
+        log.error(`${this.describe()}: session not closed cleanly: ${errorMessage(error)}`);
+      }
+    }
+  }
+
+  #receive(packet: Packet): void {
+    if (this.state === 'closed') return;
+    this.#inbox.push(packet);
+    if (this.#inbox.length >= INBOX_HIGH_WATER) this.#socket.pause();
+    this.#processing ??= this.#process().finally(() => (this.#processing = undefined));
+  }
+
+  async #process(): Promise<void> {
+    while (this.#inbox.length > 0 && this.state !== 'closed') {
+      const packet = this.#inbox.shift()!;
+      this.#keepaliveTimer?.refresh();
+      try {
+        await dispatch(this, packet);
+      } catch (error) {
+        if (error instanceof ProtocolViolation) {
+          this.context.log.warn(`${this.describe()}: protocol violation: ${error.message}`);
+          this.close(`protocol violation: ${error.message}`);
+        } else {
+          this.context.log.error(`${this.describe()}: ${errorMessage(error)}`);
+          this.close(errorMessage(error));
+        }
+        return;
+      }
+      if (this.#inbox.length < INBOX_HIGH_WATER / 2 && this.#socket.isPaused()) this.#socket.resume();
+    }
+  }
+
+  #malformed(error: Error): void {
+    if (this.state === 'awaiting-connect' && /protocol version/i.test(error.message)) {
+      // An unsupported protocol level gets CONNACK 0x01 before the close [MQTT-3.1.2-2].
+      this.send({ cmd: 'connack', returnCode: 1, sessionPresent: false });
+    }
+    this.context.log.warn(`${this.describe()}: malformed packet: ${error.message}`);
+    this.close(`malformed packet: ${error.message}`);
+  }
+}
+
+export function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

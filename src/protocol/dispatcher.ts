@@ -1,0 +1,52 @@
+import type { Packet } from 'mqtt-packet';
+import { ProtocolViolation } from '../errors.js';
+import type { Connection } from './connection.js';
+import { handleConnect } from './handlers/connect.js';
+import { handleDisconnect } from './handlers/disconnect.js';
+import { handlePingreq } from './handlers/pingreq.js';
+import { handlePuback } from './handlers/puback.js';
+import { handlePubcomp } from './handlers/pubcomp.js';
+import { handlePublish } from './handlers/publish.js';
+import { handlePubrec } from './handlers/pubrec.js';
+import { handlePubrel } from './handlers/pubrel.js';
+import { handleSubscribe } from './handlers/subscribe.js';
+import { handleUnsubscribe } from './handlers/unsubscribe.js';
+
+/** Routes one packet to its handler; a ProtocolViolation thrown by any handler closes the connection. */
+export async function dispatch(connection: Connection, packet: Packet): Promise<void> {
+  if (packet.cmd === 'connect') return handleConnect(connection, packet);
+  // The first packet from a client must be CONNECT [MQTT-3.1.0-1].
+  if (connection.state !== 'connected') {
+    throw new ProtocolViolation(`${packet.cmd.toUpperCase()} before CONNECT`);
+  }
+  switch (packet.cmd) {
+    case 'publish':
+      return handlePublish(connection, packet);
+    case 'puback':
+      return handlePuback(connection, packet);
+    case 'pubrec':
+      return handlePubrec(connection, packet);
+    case 'pubrel':
+      return handlePubrel(connection, packet);
+    case 'pubcomp':
+      return handlePubcomp(connection, packet);
+    case 'subscribe':
+      return handleSubscribe(connection, packet);
+    case 'unsubscribe':
+      return handleUnsubscribe(connection, packet);
+    case 'pingreq':
+      return handlePingreq(connection);
+    case 'disconnect':
+      return handleDisconnect(connection);
+    default:
+      // CONNACK, SUBACK, UNSUBACK, PINGRESP and AUTH only ever travel from server to client.
+      throw new ProtocolViolation(`a client may not send ${packet.cmd.toUpperCase()}`);
+  }
+}
+
+/** The session of a connected connection; the dispatcher guarantees there is one. */
+export function sessionOf(connection: Connection) {
+  const session = connection.session;
+  if (!session) throw new ProtocolViolation('no session');
+  return session;
+}

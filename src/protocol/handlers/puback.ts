@@ -1,0 +1,8 @@
+import type { IPubackPacket } from 'mqtt-packet';
+import type { Connection } from '../connection.js';
+import { sessionOf } from '../dispatcher.js';
+
+/** PUBACK for a QoS1 message we sent: the delivery is complete. */
+export async function handlePuback(connection: Connection, packet: IPubackPacket): Promise<void> {
+  await sessionOf(connection).acknowledge(packet.messageId!);
+}

@@ -1,0 +1,8 @@
+import type { IPubcompPacket } from 'mqtt-packet';
+import type { Connection } from '../connection.js';
+import { sessionOf } from '../dispatcher.js';
+
+/** PUBCOMP for a QoS2 message we sent: the delivery is complete. */
+export async function handlePubcomp(connection: Connection, packet: IPubcompPacket): Promise<void> {
+  await sessionOf(connection).completed(packet.messageId!);
+}

@@ -1,0 +1,20 @@
+import type { IUnsubscribePacket } from 'mqtt-packet';
+import { ProtocolViolation } from '../../errors.js';
+import { isValidTopicFilter } from '../../routing/topic.js';
+import type { Connection } from '../connection.js';
+import { sessionOf } from '../dispatcher.js';
+
+/** UNSUBSCRIBE: stored, unrouted, then UNSUBACK, even for filters not subscribed [MQTT-3.10.4-5]. */
+export async function handleUnsubscribe(connection: Connection, packet: IUnsubscribePacket): Promise<void> {
+  const session = sessionOf(connection);
+  const filters = packet.unsubscriptions;
+  if (filters.length === 0) throw new ProtocolViolation('UNSUBSCRIBE without topic filters [MQTT-3.10.3-2]');
+  for (const filter of filters) {
+    if (!isValidTopicFilter(filter)) throw new ProtocolViolation(`invalid topic filter ${JSON.stringify(filter)}`);
+  }
+  await connection.repliesSent();
+  const held = filters.filter((filter) => session.subscriptions.has(filter));
+  if (held.length > 0) await connection.context.sessions.unsubscribe(session, held);
+  // `granted` is MQTT 5 only; the 3.1.1 encoder ignores it.
+  connection.send({ cmd: 'unsuback', messageId: packet.messageId!, granted: [] });
+}

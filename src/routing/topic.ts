@@ -1,0 +1,45 @@
+/**
+ * Topic names and filters (MQTT 3.1.1 section 4.7). Pure functions, shared by the protocol layer
+ * (validation) and routing (matching).
+ */
+
+/** Longest topic a client may use: the length prefix of an MQTT string is 16 bits [MQTT-1.5.3]. */
+const MAX_TOPIC_BYTES = 65535;
+
+/** A topic name in PUBLISH: at least one character [MQTT-4.7.3-1], no wildcards [MQTT-3.3.2-2], no NUL [MQTT-1.5.3-2]. */
+export function isValidTopicName(topic: string): boolean {
+  if (topic.length === 0 || Buffer.byteLength(topic) > MAX_TOPIC_BYTES) return false;
+  return !/[+#\u0000]/.test(topic);
+}
+
+/**
+ * A topic filter in SUBSCRIBE/UNSUBSCRIBE: non-empty [MQTT-4.7.3-1]; `#` only alone as the last
+ * level [MQTT-4.7.1-2]; `+` only as a whole level [MQTT-4.7.1-3]; no NUL [MQTT-1.5.3-2].
+ */
+export function isValidTopicFilter(filter: string): boolean {
+  if (filter.length === 0 || Buffer.byteLength(filter) > MAX_TOPIC_BYTES || filter.includes('\u0000')) return false;
+  const levels = filter.split('/');
+  for (let index = 0; index < levels.length; index++) {
+    const level = levels[index]!;
+    if (level.includes('#') && (level !== '#' || index !== levels.length - 1)) return false;
+    if (level.includes('+') && level !== '+') return false;
+  }
+  return true;
+}
+
+/**
+ * Whether a topic name matches a filter. A filter starting with a wildcard does not match topics
+ * starting with `$` [MQTT-4.7.2-1]; `sport/#` also matches `sport` [MQTT-4.7.1-2].
+ */
+export function topicMatches(filter: string, topic: string): boolean {
+  if (topic.startsWith('$') && (filter.startsWith('+') || filter.startsWith('#'))) return false;
+  const filterLevels = filter.split('/');
+  const topicLevels = topic.split('/');
+  for (let index = 0; index < filterLevels.length; index++) {
+    const level = filterLevels[index]!;
+    if (level === '#') return true;
+    if (index >= topicLevels.length) return false;
+    if (level !== '+' && level !== topicLevels[index]) return false;
+  }
+  return filterLevels.length === topicLevels.length;
+}

@@ -1,0 +1,184 @@
+import type { Logger } from '../logger.js';
+import { RetainedIndex } from '../routing/retained-index.js';
+import { TopicTree } from '../routing/topic-tree.js';
+import type { QoS, SessionRepository, Subscription } from '../store/repository.js';
+import { Session, type OutboundChannel, type SessionLimits } from './session.js';
+
+export interface SessionManagerOptions {
+  /** Persistent (CleanSession=0) sessions and retained messages. */
+  durable: SessionRepository;
+  /** CleanSession=1 sessions: gone with their connection, so never written to disk. */
+  volatile: SessionRepository;
+  limits: SessionLimits;
+  log: Logger;
+}
+
+export interface StartResult {
+  session: Session;
+  /** CONNACK session present flag [MQTT-3.2.2-2] [MQTT-3.2.2-3]. */
+  sessionPresent: boolean;
+}
+
+/**
+ * Owns every session: looks them up, starts them (new or resumed), closes them (state kept) and
+ * destroys them (state discarded). It also owns the routing table, which always mirrors the
+ * stored subscriptions. Operations on one client id run one at a time, so a takeover racing a
+ * disconnect cannot interleave.
+ */
+export class SessionManager {
+  readonly topics = new TopicTree();
+  readonly retained = new RetainedIndex();
+  readonly durable: SessionRepository;
+  readonly volatile: SessionRepository;
+  readonly #sessions = new Map<string, Session>();
+  readonly #limits: SessionLimits;
+  readonly #log: Logger;
+  readonly #locks = new Map<string, Promise<unknown>>();
+
+  constructor(options: SessionManagerOptions) {
+    this.durable = options.durable;
+    this.volatile = options.volatile;
+    this.#limits = options.limits;
+    this.#log = options.log;
+  }
+
+  /** Loads what routing needs: every persistent session's subscriptions and the retained messages. */
+  async restore(): Promise<{ sessions: number; retained: number }> {
+    const stored = await this.durable.loadSessions();
+    for (const { clientId, subscriptions } of stored) {
+      const session = this.#newSession(clientId, false);
+      for (const { filter, qos } of subscriptions) this.#route(session, filter, qos);
+    }
+    const retained = await this.durable.loadRetained();
+    for (const message of retained) this.retained.set(message);
+    return { sessions: stored.length, retained: retained.length };
+  }
+
+  lookup(clientId: string): Session | undefined {
+    return this.#sessions.get(clientId);
+  }
+
+  get size(): number {
+    return this.#sessions.size;
+  }
+
+  sessions(): IterableIterator<Session> {
+    return this.#sessions.values();
+  }
+
+  /**
+   * Starts the session of a CONNECT and links it to the connection. An existing connection of the
+   * same client is ended first [MQTT-3.1.4-2]. CleanSession=1 discards any previous session
+   * [MQTT-3.1.2-6]; CleanSession=0 resumes it or creates one [MQTT-3.1.2-4].
+   */
+  start(clientId: string, clean: boolean, channel: OutboundChannel): Promise<StartResult> {
+    return this.#exclusive(clientId, async () => {
+      let session = this.#sessions.get(clientId);
+      if (session?.channel) {
+        const previous = session.channel;
+        session.unlink(previous);
+        previous.end('another connection took over the session');
+        if (session.clean) {
+          await this.#discard(session);
+          session = undefined;
+        }
+      }
+      if (session && clean) {
+        await this.#discard(session);
+        session = undefined;
+      }
+      const sessionPresent = session !== undefined;
+      if (!session) {
+        session = this.#newSession(clientId, clean);
+        try {
+          await session.repository.createSession(clientId);
+        } catch (error) {
+          this.#sessions.delete(clientId);
+          throw error;
+        }
+      }
+      session.link(channel);
+      return { session, sessionPresent };
+    });
+  }
+
+  /** The connection ended: a persistent session keeps its state, a clean one is discarded [MQTT-3.1.2-6]. */
+  close(session: Session, channel: OutboundChannel): Promise<void> {
+    return this.#exclusive(session.clientId, async () => {
+      if (!session.unlink(channel)) return;
+      if (session.clean) await this.#discard(session);
+    });
+  }
+
+  /** Discards a session's state whether or not it is connected; its connection, if any, is ended. */
+  destroy(clientId: string, reason: string): Promise<boolean> {
+    return this.#exclusive(clientId, async () => {
+      const session = this.#sessions.get(clientId);
+      if (!session) return false;
+      const channel = session.channel;
+      if (channel) {
+        session.unlink(channel);
+        channel.end(reason);
+      }
+      await this.#discard(session);
+      return true;
+    });
+  }
+
+  /** Stores the subscriptions, then routes them: nothing is routed that a restart would forget. */
+  async subscribe(session: Session, subscriptions: Subscription[]): Promise<void> {
+    await session.repository.subscribe(session.clientId, subscriptions);
+    for (const { filter, qos } of subscriptions) this.#route(session, filter, qos);
+  }
+
+  async unsubscribe(session: Session, filters: string[]): Promise<void> {
+    await session.repository.unsubscribe(session.clientId, filters);
+    for (const filter of filters) {
+      session.subscriptions.delete(filter);
+      this.topics.remove(filter, session.clientId);
+    }
+  }
+
+  /** Ends every connection and waits for session operations under way. */
+  async closeAll(): Promise<void> {
+    for (const session of this.#sessions.values()) {
+      const channel = session.channel;
+      if (channel) channel.end('the broker is shutting down');
+    }
+    await Promise.allSettled([...this.#locks.values()]);
+  }
+
+  #newSession(clientId: string, clean: boolean): Session {
+    const repository = clean ? this.volatile : this.durable;
+    const session = new Session(clientId, clean, repository, this.#limits, this.#log);
+    this.#sessions.set(clientId, session);
+    return session;
+  }
+
+  #route(session: Session, filter: string, qos: QoS): void {
+    session.subscriptions.set(filter, qos);
+    this.topics.add(filter, session.clientId, qos);
+  }
+
+  /** Unroutes first, so no new message is queued for a session whose state is being deleted. */
+  async #discard(session: Session): Promise<void> {
+    for (const filter of session.subscriptions.keys()) this.topics.remove(filter, session.clientId);
+    session.subscriptions.clear();
+    this.#sessions.delete(session.clientId);
+    await session.repository.destroySession(session.clientId);
+  }
+
+  #exclusive<T>(clientId: string, operation: () => Promise<T>): Promise<T> {
+    const previous = this.#locks.get(clientId) ?? Promise.resolve();
+    const result = previous.then(operation, operation);
+    const settled = result.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#locks.set(clientId, settled);
+    void settled.then(() => {
+      if (this.#locks.get(clientId) === settled) this.#locks.delete(clientId);
+    });
+    return result;
+  }
+}

@@ -1,0 +1,309 @@
+import type { Logger } from '../logger.js';
+import type { Message, OutboundEntry, QoS, SessionRepository } from '../store/repository.js';
+import { PacketIds } from './packet-ids.js';
+
+export interface OutgoingPublish {
+  topic: string;
+  payload: Buffer;
+  qos: QoS;
+  retain: boolean;
+  dup: boolean;
+  packetId?: number;
+}
+
+/** What a session needs from the connection it is linked to; the protocol layer implements it. */
+export interface OutboundChannel {
+  publish(packet: OutgoingPublish): void;
+  pubrel(packetId: number): void;
+  /** The session no longer belongs to this connection (taken over, dropped, store failure): close it. */
+  end(reason: string): void;
+}
+
+export interface SessionLimits {
+  /** PUBLISHes with QoS > 0 sent and not yet fully acknowledged, per session. */
+  maxInflight: number;
+  /** How many queued entries a connected session holds in memory; the rest stays in the store. */
+  readWindow: number;
+}
+
+/** In flight: 'sending' until markSent is stored, 'completing'/'releasing' while that transition is stored. */
+type InflightState = 'sending' | 'sent' | 'releasing' | 'released' | 'completing';
+
+interface Inflight {
+  entry: OutboundEntry;
+  state: InflightState;
+}
+
+/**
+ * One client's session (spec 4.1). Outbound messages flow store → window in memory → inflight →
+ * acknowledged, and every step is stored before it is acted on: markSent before the PUBLISH goes
+ * out, markReleased before PUBREL, complete before the entry is forgotten. A disconnected
+ * persistent session keeps nothing in memory but its subscriptions.
+ */
+export class Session {
+  readonly clientId: string;
+  /** CleanSession=1: lives as long as its connection, in the volatile repository. */
+  readonly clean: boolean;
+  readonly subscriptions = new Map<string, QoS>();
+  readonly #repository: SessionRepository;
+  readonly #limits: SessionLimits;
+  readonly #log: Logger;
+
+  #channel: OutboundChannel | undefined;
+  /** Changes on every link/unlink, so a store write finishing late never acts for another connection. */
+  #epoch = 0;
+  #loading = false;
+  readonly #inflight = new Map<number, Inflight>();
+  #window: OutboundEntry[] = [];
+  /** Highest seq taken from the store into memory; reads continue after it. */
+  #lastSeq = 0;
+  #storeHasMore = true;
+  #refilling = false;
+  readonly #packetIds = new PacketIds();
+  /** Inbound QoS2 packet ids received (or being stored) and not yet released by PUBREL. */
+  readonly #inbound = new Set<number>();
+  readonly #pendingWrites = new Set<Promise<unknown>>();
+
+  constructor(clientId: string, clean: boolean, repository: SessionRepository, limits: SessionLimits, log: Logger) {
+    this.clientId = clientId;
+    this.clean = clean;
+    this.#repository = repository;
+    this.#limits = limits;
+    this.#log = log;
+  }
+
+  get repository(): SessionRepository {
+    return this.#repository;
+  }
+
+  get connected(): boolean {
+    return this.#channel !== undefined;
+  }
+
+  get channel(): OutboundChannel | undefined {
+    return this.#channel;
+  }
+
+  /** Links a connection; nothing is sent until `resume`, so CONNACK can go first. */
+  link(channel: OutboundChannel): void {
+    this.#channel = channel;
+    this.#epoch++;
+    this.#loading = true;
+  }
+
+  /** Unlinks the connection. A persistent session drops its in-memory queue; the store keeps it. */
+  unlink(channel: OutboundChannel): boolean {
+    if (this.#channel !== channel) return false;
+    this.#channel = undefined;
+    this.#epoch++;
+    this.#inflight.clear();
+    this.#window = [];
+    this.#packetIds.clear();
+    this.#inbound.clear();
+    this.#lastSeq = 0;
+    this.#storeHasMore = true;
+    return true;
+  }
+
+  /**
+   * Loads the session's inflight and the first window of its queue, re-sends what was in flight in
+   * its original order with its original packet ids [MQTT-4.4.0-1] [MQTT-4.6.0-1] (PUBLISH with
+   * DUP=1 [MQTT-3.3.1-1], or PUBREL once PUBREC had arrived), then continues with the queue.
+   */
+  async resume(): Promise<void> {
+    const epoch = this.#epoch;
+    // Transitions of the previous connection must land before the store is read back.
+    await Promise.allSettled([...this.#pendingWrites]);
+    const inbound = await this.#repository.loadInbound(this.clientId);
+    const entries = await this.#repository.readOutbound(this.clientId, 0, this.#limits.readWindow);
+    if (epoch !== this.#epoch) return;
+    for (const id of inbound) this.#inbound.add(id);
+    const resend: Inflight[] = [];
+    for (const entry of entries) {
+      this.#lastSeq = entry.seq;
+      if (entry.state === 'queued' || entry.packetId === undefined) {
+        this.#window.push(entry);
+      } else {
+        const inflight: Inflight = { entry, state: entry.state };
+        this.#packetIds.reserve(entry.packetId);
+        this.#inflight.set(entry.packetId, inflight);
+        resend.push(inflight);
+      }
+    }
+    this.#storeHasMore = entries.length >= this.#limits.readWindow;
+    this.#loading = false;
+    for (const { entry, state } of resend) {
+      if (state === 'released') this.#channel?.pubrel(entry.packetId!);
+      else this.#channel?.publish(toPacket(entry, true));
+    }
+    this.#pump();
+  }
+
+  /** A stored transition queued an entry for this session. */
+  enqueued(seq: number, message: Message, qos: QoS, retain: boolean): void {
+    if (!this.#channel) return;
+    if (this.#loading || this.#storeHasMore || this.#window.length >= this.#limits.readWindow || seq <= this.#lastSeq) {
+      // It is in the store; the next read picks it up in order.
+      this.#storeHasMore = true;
+    } else {
+      this.#window.push({ seq, message, qos, retain, state: 'queued' });
+      this.#lastSeq = seq;
+    }
+    this.#pump();
+  }
+
+  /** A QoS 0 delivery: nothing to store, sent only if connected [MQTT-4.3.1]. */
+  sendDirect(message: Message, retain: boolean): void {
+    this.#channel?.publish({ topic: message.topic, payload: message.payload, qos: 0, retain, dup: false });
+  }
+
+  /** PUBACK: the QoS1 delivery is complete [MQTT-4.3.2]. Unknown ids are ignored. */
+  async acknowledge(packetId: number): Promise<void> {
+    const inflight = this.#inflight.get(packetId);
+    if (!inflight || inflight.entry.qos !== 1 || inflight.state !== 'sent') return;
+    await this.#finish(packetId, inflight);
+  }
+
+  /** PUBREC: store that the QoS2 message arrived, then PUBREL [MQTT-4.3.3-1]. */
+  async received(packetId: number): Promise<void> {
+    const inflight = this.#inflight.get(packetId);
+    if (!inflight || inflight.entry.qos !== 2) return;
+    if (inflight.state === 'released') {
+      this.#channel?.pubrel(packetId);
+      return;
+    }
+    if (inflight.state !== 'sent') return;
+    inflight.state = 'releasing';
+    const epoch = this.#epoch;
+    await this.#track(this.#repository.markReleased(this.clientId, inflight.entry.seq));
+    if (epoch !== this.#epoch) return;
+    inflight.state = 'released';
+    this.#channel?.pubrel(packetId);
+  }
+
+  /** PUBCOMP: the QoS2 delivery is complete. */
+  async completed(packetId: number): Promise<void> {
+    const inflight = this.#inflight.get(packetId);
+    if (!inflight || inflight.state !== 'released') return;
+    await this.#finish(packetId, inflight);
+  }
+
+  /**
+   * Claims an inbound QoS2 packet id. false: it is already received and not released, so the
+   * PUBLISH is a re-send to answer with PUBREC only, without delivering it again [MQTT-4.3.3-2].
+   */
+  claimInbound(packetId: number): boolean {
+    if (this.#inbound.has(packetId)) return false;
+    this.#inbound.add(packetId);
+    return true;
+  }
+
+  /** The inbound QoS2 PUBLISH could not be stored: forget the claim so a re-send is processed. */
+  abandonInbound(packetId: number): void {
+    this.#inbound.delete(packetId);
+  }
+
+  /** PUBREL: the packet id is released; the caller answers PUBCOMP. */
+  async releaseInbound(packetId: number): Promise<void> {
+    await this.#track(this.#repository.releaseInbound(this.clientId, packetId));
+    this.#inbound.delete(packetId);
+  }
+
+  get inflightCount(): number {
+    return this.#inflight.size;
+  }
+
+  async #finish(packetId: number, inflight: Inflight): Promise<void> {
+    inflight.state = 'completing';
+    const epoch = this.#epoch;
+    await this.#track(this.#repository.complete(this.clientId, inflight.entry.seq));
+    if (epoch !== this.#epoch) return;
+    this.#inflight.delete(packetId);
+    this.#packetIds.release(packetId);
+    this.#pump();
+  }
+
+  /** Moves queued entries into flight while the window allows. */
+  #pump(): void {
+    if (!this.#channel || this.#loading) return;
+    while (this.#inflight.size < this.#limits.maxInflight) {
+      const entry = this.#window.shift();
+      if (!entry) {
+        if (this.#storeHasMore) void this.#refill();
+        return;
+      }
+      if (entry.qos === 0) {
+        this.sendDirect(entry.message, entry.retain);
+        void this.#track(this.#repository.complete(this.clientId, entry.seq)).catch((error) => this.#fail(error));
+        continue;
+      }
+      this.#send(entry);
+    }
+  }
+
+  #send(entry: OutboundEntry): void {
+    const packetId = this.#packetIds.allocate();
+    const inflight: Inflight = { entry: { ...entry, packetId }, state: 'sending' };
+    this.#inflight.set(packetId, inflight);
+    const epoch = this.#epoch;
+    this.#track(this.#repository.markSent(this.clientId, entry.seq, packetId)).then(
+      () => {
+        if (epoch !== this.#epoch) return;
+        inflight.state = 'sent';
+        inflight.entry.state = 'sent';
+        this.#channel?.publish(toPacket(inflight.entry, false));
+      },
+      (error) => this.#fail(error),
+    );
+  }
+
+  async #refill(): Promise<void> {
+    if (this.#refilling) return;
+    this.#refilling = true;
+    const epoch = this.#epoch;
+    try {
+      const entries = await this.#repository.readOutbound(this.clientId, this.#lastSeq, this.#limits.readWindow);
+      if (epoch !== this.#epoch) return;
+      // Entries already in flight (their seq can only be below the window) are skipped by seq.
+      for (const entry of entries) {
+        this.#lastSeq = entry.seq;
+        if (entry.state === 'queued') this.#window.push(entry);
+      }
+      this.#storeHasMore = entries.length >= this.#limits.readWindow;
+    } catch (error) {
+      this.#fail(error);
+      return;
+    } finally {
+      this.#refilling = false;
+    }
+    this.#pump();
+  }
+
+  #track<T>(write: Promise<T>): Promise<T> {
+    this.#pendingWrites.add(write);
+    const untrack = () => this.#pendingWrites.delete(write);
+    write.then(untrack, untrack);
+    return write;
+  }
+
+  /**
+   * A store operation failed. The store still holds a consistent state (each transition is atomic);
+   * ending the connection makes the client reconnect and the session reload from it.
+   */
+  #fail(error: unknown): void {
+    const message = error instanceof Error ? error.message : String(error);
+    this.#log.error(`session ${JSON.stringify(this.clientId)}: ${message}; closing its connection`);
+    this.#channel?.end(`store failure: ${message}`);
+  }
+}
+
+function toPacket(entry: OutboundEntry, dup: boolean): OutgoingPublish {
+  return {
+    topic: entry.message.topic,
+    payload: entry.message.payload,
+    qos: entry.qos,
+    retain: entry.retain,
+    dup,
+    packetId: entry.packetId!,
+  };
+}

@@ -1,0 +1,139 @@
+import type { ClassicLevel } from 'classic-level';
+import { BrokerError, ErrorCodes } from '../errors.js';
+import { decode, encode } from './codec.js';
+
+type Db = ClassicLevel<string, Uint8Array>;
+
+type Operation = { type: 'put'; key: string; value: Uint8Array } | { type: 'del'; key: string };
+
+/**
+ * One batch under construction. Reads see the committed store plus everything earlier jobs of the
+ * same batch wrote, so a job may read-modify-write (reference counts) without racing other jobs:
+ * only one batch is ever being built or written at a time.
+ */
+export class BatchBuilder {
+  readonly #db: Db;
+  readonly #overlay = new Map<string, Uint8Array | null>();
+  readonly operations: Operation[] = [];
+
+  constructor(db: Db) {
+    this.#db = db;
+  }
+
+  put(key: string, value: unknown): void {
+    const bytes = encode(value);
+    this.#overlay.set(key, bytes);
+    this.operations.push({ type: 'put', key, value: bytes });
+  }
+
+  del(key: string): void {
+    this.#overlay.set(key, null);
+    this.operations.push({ type: 'del', key });
+  }
+
+  get<T>(key: string): T | undefined {
+    const pending = this.#overlay.get(key);
+    if (pending === null) return undefined;
+    const bytes = pending ?? this.#db.getSync(key);
+    return bytes === undefined ? undefined : decode<T>(bytes, key);
+  }
+
+  /** Committed keys in a range (not the overlay): only exclusive jobs, which run in a batch of their own, use it. */
+  async keysIn(range: { gt: string; lt: string }): Promise<string[]> {
+    return this.#db.keys(range).all();
+  }
+}
+
+export interface Job {
+  /** Adds the job's writes to the batch. Must only read through the builder, so it can be re-run. */
+  prepare(batch: BatchBuilder): void | Promise<void>;
+  /** Runs in a batch of its own, after everything submitted before it is committed. */
+  exclusive?: boolean;
+}
+
+interface Queued {
+  job: Job;
+  resolve: () => void;
+  reject: (error: unknown) => void;
+}
+
+/**
+ * Group commit: transitions submitted while a batch is being written wait and then share the next
+ * batch, so N concurrent acknowledgements cost one fsync instead of N. Submission order is commit
+ * order, and promises resolve in that order.
+ */
+export class GroupCommitWriter {
+  readonly #db: Db;
+  readonly #sync: boolean;
+  #pending: Queued[] = [];
+  #draining: Promise<void> | undefined;
+  #closed = false;
+
+  constructor(db: Db, options: { sync: boolean }) {
+    this.#db = db;
+    this.#sync = options.sync;
+  }
+
+  submit(job: Job): Promise<void> {
+    if (this.#closed) {
+      return Promise.reject(new BrokerError(ErrorCodes.STORE_CLOSED, 'the store is closed'));
+    }
+    return new Promise<void>((resolve, reject) => {
+      this.#pending.push({ job, resolve, reject });
+      this.#draining ??= this.#drain().finally(() => {
+        this.#draining = undefined;
+      });
+    });
+  }
+
+  /** Stops accepting jobs and waits until every submitted one is settled. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await this.#draining;
+  }
+
+  async #drain(): Promise<void> {
+    // Let the submitting tick finish so that every transition it submits joins the first batch.
+    await Promise.resolve();
+    while (this.#pending.length > 0) {
+      const jobs = this.#takeBatch();
+      const batch = await this.#build(jobs);
+      if (jobs.length === 0) continue;
+      try {
+        await this.#db.batch(batch.operations, { sync: this.#sync });
+      } catch (cause) {
+        const error = new BrokerError(ErrorCodes.STORE_WRITE_FAILED, `store write failed: ${String(cause)}`, { cause });
+        for (const queued of jobs) queued.reject(error);
+        continue;
+      }
+      for (const queued of jobs) queued.resolve();
+    }
+  }
+
+  #takeBatch(): Queued[] {
+    const first = this.#pending[0];
+    if (first?.job.exclusive) return this.#pending.splice(0, 1);
+    const end = this.#pending.findIndex((queued) => queued.job.exclusive);
+    return this.#pending.splice(0, end === -1 ? this.#pending.length : end);
+  }
+
+  /** Builds the batch; a job whose prepare throws is rejected alone and the batch rebuilt without it. */
+  async #build(jobs: Queued[]): Promise<BatchBuilder> {
+    for (;;) {
+      const batch = new BatchBuilder(this.#db);
+      let failed = -1;
+      let failure: unknown;
+      for (let index = 0; index < jobs.length; index++) {
+        try {
+          await jobs[index]!.job.prepare(batch);
+        } catch (error) {
+          failed = index;
+          failure = error;
+          break;
+        }
+      }
+      if (failed === -1) return batch;
+      jobs.splice(failed, 1)[0]!.reject(failure);
+    }
+  }
+}

@@ -1,0 +1,107 @@
+/**
+ * LevelDB key layout. Every key is `<kind>\0<parts…>`; NUL separates parts because MQTT strings
+ * never contain U+0000 [MQTT-1.5.3-2] (the protocol layer rejects any that do), so a client id or
+ * topic can never run into the next part, and a range `<prefix>\0` … `<prefix>\x01` covers exactly
+ * one client's keys. Numbers are fixed-width hex so that byte order is numeric order.
+ *
+ *   !format                      store format version
+ *   s\0<client>                  persistent session            { c: createdAt }
+ *   b\0<client>\0<filter>        subscription                  { q: qos }
+ *   q\0<client>\0<seq>           outbound queue entry          { q, r, m } or { q, r, t, p, o }
+ *   f\0<client>\0<seq>           outbound flight state          { s: 1 sent | 2 released, i: packetId }
+ *   i\0<client>\0<packetId>      inbound QoS2 awaiting PUBREL  { a: receivedAt }
+ *   m\0<messageId>               message body shared by ≥ 2 queue entries { t, p, o }
+ *   c\0<messageId>               how many queue entries still reference that body
+ *   r\0<topic>                   retained message              { p, o }
+ *
+ * A message delivered to one session is stored inline in its queue entry (one key, no count);
+ * only fan-out stores the body once and counts references.
+ */
+
+export const FORMAT_KEY = '!format';
+export const FORMAT_VERSION = 1;
+
+const SEP = '\u0000';
+const END = '\u0001';
+
+export interface KeyRange {
+  gt: string;
+  lt: string;
+}
+
+function hex(n: number, width: number): string {
+  return n.toString(16).padStart(width, '0');
+}
+
+export const keys = {
+  session: (clientId: string) => `s${SEP}${clientId}`,
+  sessions: (): KeyRange => ({ gt: `s${SEP}`, lt: `s${END}` }),
+  clientIdOfSession: (key: string) => key.slice(2),
+
+  subscription: (clientId: string, filter: string) => `b${SEP}${clientId}${SEP}${filter}`,
+  subscriptions: (clientId: string): KeyRange => ({ gt: `b${SEP}${clientId}${SEP}`, lt: `b${SEP}${clientId}${END}` }),
+  allSubscriptions: (): KeyRange => ({ gt: `b${SEP}`, lt: `b${END}` }),
+  /** [clientId, filter] of a subscription key. */
+  splitSubscription(key: string): [string, string] {
+    const at = key.indexOf(SEP, 2);
+    return [key.slice(2, at), key.slice(at + 1)];
+  },
+
+  queueEntry: (clientId: string, seq: number) => `q${SEP}${clientId}${SEP}${hex(seq, 12)}`,
+  queue: (clientId: string): KeyRange => ({ gt: `q${SEP}${clientId}${SEP}`, lt: `q${SEP}${clientId}${END}` }),
+  queueAfter: (clientId: string, seq: number): KeyRange => ({
+    gt: `q${SEP}${clientId}${SEP}${hex(seq, 12)}`,
+    lt: `q${SEP}${clientId}${END}`,
+  }),
+  seqOfQueueKey: (key: string) => parseInt(key.slice(key.length - 12), 16),
+
+  flight: (clientId: string, seq: number) => `f${SEP}${clientId}${SEP}${hex(seq, 12)}`,
+  flights: (clientId: string): KeyRange => ({ gt: `f${SEP}${clientId}${SEP}`, lt: `f${SEP}${clientId}${END}` }),
+
+  inbound: (clientId: string, packetId: number) => `i${SEP}${clientId}${SEP}${hex(packetId, 4)}`,
+  inbounds: (clientId: string): KeyRange => ({ gt: `i${SEP}${clientId}${SEP}`, lt: `i${SEP}${clientId}${END}` }),
+  packetIdOfInboundKey: (key: string) => parseInt(key.slice(key.length - 4), 16),
+
+  body: (messageId: number) => `m${SEP}${hex(messageId, 12)}`,
+  bodies: (): KeyRange => ({ gt: `m${SEP}`, lt: `m${END}` }),
+  messageIdOfBodyKey: (key: string) => parseInt(key.slice(2), 16),
+  refCount: (messageId: number) => `c${SEP}${hex(messageId, 12)}`,
+
+  retained: (topic: string) => `r${SEP}${topic}`,
+  allRetained: (): KeyRange => ({ gt: `r${SEP}`, lt: `r${END}` }),
+  topicOfRetainedKey: (key: string) => key.slice(2),
+};
+
+/** Stored value shapes (short names keep small messages small on disk). */
+export interface SessionValue {
+  c: number;
+}
+export interface SubscriptionValue {
+  q: 0 | 1 | 2;
+}
+export interface QueueEntryValue {
+  q: 0 | 1 | 2;
+  r: boolean;
+  /** Shared body id, when the body lives under m\0. */
+  m?: number;
+  /** Inline body, when this entry is the only reference. */
+  t?: string;
+  p?: Uint8Array;
+  o?: 0 | 1 | 2;
+}
+export interface FlightValue {
+  s: 1 | 2;
+  i: number;
+}
+export interface InboundValue {
+  a: number;
+}
+export interface BodyValue {
+  t: string;
+  p: Uint8Array;
+  o: 0 | 1 | 2;
+}
+export interface RetainedValue {
+  p: Uint8Array;
+  o: 0 | 1 | 2;
+}

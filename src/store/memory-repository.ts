@@ -1,0 +1,153 @@
+import { BrokerError, ErrorCodes } from '../errors.js';
+import type {
+  OutboundEntry,
+  PublishTransition,
+  QoS,
+  RetainedMessage,
+  SessionRepository,
+  StoredSession,
+  Subscription,
+} from './repository.js';
+
+interface MemorySession {
+  subscriptions: Map<string, QoS>;
+  /** Insertion order is seq order: seqs only grow. */
+  queue: Map<number, OutboundEntry>;
+  nextSeq: number;
+  inbound: Set<number>;
+}
+
+/**
+ * The repository in memory: the reference the LevelDB repository is checked against, and the home
+ * of CleanSession=1 sessions, whose state must end with their connection and never touch disk.
+ * Its state survives close/open of the same instance, not a process restart.
+ */
+export class MemoryRepository implements SessionRepository {
+  readonly #sessions = new Map<string, MemorySession>();
+  readonly #retained = new Map<string, RetainedMessage>();
+  #open = false;
+
+  async open(): Promise<void> {
+    this.#open = true;
+  }
+
+  async close(): Promise<void> {
+    this.#open = false;
+  }
+
+  async loadSessions(): Promise<StoredSession[]> {
+    this.#checkOpen();
+    return [...this.#sessions].map(([clientId, session]) => ({
+      clientId,
+      subscriptions: [...session.subscriptions].map(([filter, qos]) => ({ filter, qos })),
+    }));
+  }
+
+  async loadRetained(): Promise<RetainedMessage[]> {
+    this.#checkOpen();
+    return [...this.#retained.values()];
+  }
+
+  async readOutbound(clientId: string, afterSeq: number, limit: number): Promise<OutboundEntry[]> {
+    this.#checkOpen();
+    const entries: OutboundEntry[] = [];
+    const session = this.#sessions.get(clientId);
+    if (!session || limit <= 0) return entries;
+    for (const entry of session.queue.values()) {
+      if (entry.seq <= afterSeq) continue;
+      entries.push({ ...entry });
+      if (entries.length >= limit) break;
+    }
+    return entries;
+  }
+
+  async loadInbound(clientId: string): Promise<number[]> {
+    this.#checkOpen();
+    return [...(this.#sessions.get(clientId)?.inbound ?? [])];
+  }
+
+  async createSession(clientId: string): Promise<void> {
+    this.#checkOpen();
+    if (this.#sessions.has(clientId)) return;
+    this.#sessions.set(clientId, { subscriptions: new Map(), queue: new Map(), nextSeq: 1, inbound: new Set() });
+  }
+
+  async destroySession(clientId: string): Promise<void> {
+    this.#checkOpen();
+    this.#sessions.delete(clientId);
+  }
+
+  async subscribe(clientId: string, subscriptions: Subscription[]): Promise<void> {
+    const session = this.#session(clientId);
+    for (const { filter, qos } of subscriptions) session.subscriptions.set(filter, qos);
+  }
+
+  async unsubscribe(clientId: string, filters: string[]): Promise<void> {
+    const session = this.#session(clientId);
+    for (const filter of filters) session.subscriptions.delete(filter);
+  }
+
+  async publish(transition: PublishTransition): Promise<Map<string, number>> {
+    this.#checkOpen();
+    const { message, deliveries, retained, inbound } = transition;
+    // Validate everything before changing anything: a transition lands whole or not at all.
+    const targets = deliveries.map((delivery) => [delivery, this.#session(delivery.clientId)] as const);
+    if (new Set(deliveries.map((delivery) => delivery.clientId)).size !== deliveries.length) {
+      throw new Error('publish delivers twice to one session');
+    }
+    const inboundSession = inbound ? this.#session(inbound.clientId) : undefined;
+    const seqs = new Map<string, number>();
+    for (const [{ clientId, qos, retain }, session] of targets) {
+      const seq = session.nextSeq++;
+      session.queue.set(seq, { seq, message, qos, retain, state: 'queued' });
+      seqs.set(clientId, seq);
+    }
+    if (retained === 'set') this.#retained.set(message.topic, { ...message });
+    else if (retained === 'clear') this.#retained.delete(message.topic);
+    if (inbound) inboundSession!.inbound.add(inbound.packetId);
+    return seqs;
+  }
+
+  async markSent(clientId: string, seq: number, packetId: number): Promise<void> {
+    this.#checkOpen();
+    const entry = this.#sessions.get(clientId)?.queue.get(seq);
+    if (entry) {
+      entry.state = 'sent';
+      entry.packetId = packetId;
+    }
+  }
+
+  async markReleased(clientId: string, seq: number): Promise<void> {
+    this.#checkOpen();
+    const entry = this.#sessions.get(clientId)?.queue.get(seq);
+    if (entry && entry.state !== 'queued') entry.state = 'released';
+  }
+
+  async complete(clientId: string, seq: number): Promise<void> {
+    this.#checkOpen();
+    this.#sessions.get(clientId)?.queue.delete(seq);
+  }
+
+  async releaseInbound(clientId: string, packetId: number): Promise<void> {
+    this.#checkOpen();
+    this.#sessions.get(clientId)?.inbound.delete(packetId);
+  }
+
+  async clearRetained(topic: string): Promise<void> {
+    this.#checkOpen();
+    this.#retained.delete(topic);
+  }
+
+  #session(clientId: string): MemorySession {
+    this.#checkOpen();
+    const session = this.#sessions.get(clientId);
+    if (!session) {
+      throw new BrokerError(ErrorCodes.STORE_UNKNOWN_SESSION, `no stored session for client ${JSON.stringify(clientId)}`);
+    }
+    return session;
+  }
+
+  #checkOpen(): void {
+    if (!this.#open) throw new BrokerError(ErrorCodes.STORE_CLOSED, 'the store is not open');
+  }
+}

@@ -1,0 +1,98 @@
+/**
+ * The session repository: the only door between the session layer and storage.
+ *
+ * Its methods are session state transitions, not key/value operations. Every transition is
+ * atomic (it lands whole or not at all) and its promise resolves only once the transition is
+ * durable in the backend's terms; callers act on a transition (send an ack, write a packet)
+ * only after that. Transitions submitted without awaiting in between are applied in submission
+ * order, which lets a backend commit many of them in one batch (group commit).
+ */
+
+export type QoS = 0 | 1 | 2;
+
+export interface Subscription {
+  filter: string;
+  qos: QoS;
+}
+
+/** An application message as the store keeps it: the body is stored once, whatever its fan-out. */
+export interface Message {
+  topic: string;
+  payload: Buffer;
+  qos: QoS;
+}
+
+/** queued: not sent yet; sent: PUBLISH sent, awaiting PUBACK/PUBREC; released: PUBREL sent, awaiting PUBCOMP. */
+export type OutboundState = 'queued' | 'sent' | 'released';
+
+/** One message on its way to one session, in the session's outbound order. */
+export interface OutboundEntry {
+  /** Position in the session's outbound order; increases with every enqueue, never reused. */
+  seq: number;
+  message: Message;
+  /** QoS of this delivery: the lower of the message QoS and the subscription's granted QoS. */
+  qos: QoS;
+  /** RETAIN flag of this delivery: true only for retained messages sent because of a new subscription. */
+  retain: boolean;
+  state: OutboundState;
+  /** Set once the entry has been sent; redelivery reuses it [MQTT-4.4.0-1]. */
+  packetId?: number;
+}
+
+export interface StoredSession {
+  clientId: string;
+  subscriptions: Subscription[];
+}
+
+export interface Delivery {
+  clientId: string;
+  qos: QoS;
+  retain: boolean;
+}
+
+export interface PublishTransition {
+  message: Message;
+  /** Sessions whose outbound queue receives the message, each once. */
+  deliveries: Delivery[];
+  /** 'set' stores the message as the topic's retained message, 'clear' removes it. */
+  retained?: 'set' | 'clear';
+  /** An inbound QoS2 PUBLISH: its packet id is recorded as received-not-released in the same batch. */
+  inbound?: { clientId: string; packetId: number };
+}
+
+export interface RetainedMessage {
+  topic: string;
+  payload: Buffer;
+  qos: QoS;
+}
+
+export interface SessionRepository {
+  open(): Promise<void>;
+  /** Waits for transitions already submitted, then releases the backend. */
+  close(): Promise<void>;
+
+  /** Every stored session with its subscriptions: what routing needs at startup; no queues. */
+  loadSessions(): Promise<StoredSession[]>;
+  loadRetained(): Promise<RetainedMessage[]>;
+  /** Up to `limit` outbound entries of a session with seq > afterSeq, in seq order. */
+  readOutbound(clientId: string, afterSeq: number, limit: number): Promise<OutboundEntry[]>;
+  /** Packet ids of inbound QoS2 messages received but not yet released by PUBREL. */
+  loadInbound(clientId: string): Promise<number[]>;
+
+  createSession(clientId: string): Promise<void>;
+  /** Discards everything the session holds: subscriptions, queue, inflight, inbound packet ids. */
+  destroySession(clientId: string): Promise<void>;
+  subscribe(clientId: string, subscriptions: Subscription[]): Promise<void>;
+  unsubscribe(clientId: string, filters: string[]): Promise<void>;
+  /** Stores a message and its deliveries in one batch; resolves to the seq given to each session. */
+  publish(transition: PublishTransition): Promise<Map<string, number>>;
+  /** A PUBLISH is about to go out for an entry with this packet id. */
+  markSent(clientId: string, seq: number, packetId: number): Promise<void>;
+  /** PUBREC arrived for an outbound QoS2 entry: from now on it is PUBREL that gets resent. */
+  markReleased(clientId: string, seq: number): Promise<void>;
+  /** PUBACK (QoS1) or PUBCOMP (QoS2) arrived: the entry is gone. Also drops undeliverable entries. */
+  complete(clientId: string, seq: number): Promise<void>;
+  /** PUBREL arrived for an inbound QoS2 packet id. */
+  releaseInbound(clientId: string, packetId: number): Promise<void>;
+  clearRetained(topic: string): Promise<void>;
+}
