@@ -146,7 +146,14 @@ export class Connection implements OutboundChannel {
     clearTimeout(this.#keepaliveTimer);
     clearTimeout(this.#connectTimer);
     this.#inbox.length = 0;
-    this.#socket.destroy();
+    // end() flushes what was written (a refusing CONNACK) before the FIN; a peer that never
+    // finishes its side is cut off shortly after.
+    if (this.context.shuttingDown) {
+      this.#socket.destroy();
+    } else {
+      this.#socket.end();
+      setTimeout(() => this.#socket.destroy(), 1000).unref();
+    }
     if (wasConnected) this.context.log.info(`${this.describe()} disconnected: ${reason}`);
     void this.#finish(options.graceful === true).finally(() => this.#closedResolve());
   }

@@ -56,7 +56,12 @@ export class Distributor {
     // Submitted in the same tick as the match above: a session discarded after this point has
     // its state deleted by a transition ordered after this one.
     const needsDurableWrite = durable.deliveries.length > 0 || durable.retained !== undefined || durable.inbound;
-    const durableSeqs = needsDurableWrite ? await this.#sessions.durable.publish(durable) : new Map<string, number>();
+    if (needsDurableWrite) {
+      const durableSeqs = await this.#sessions.durable.publish(durable);
+      // Notified before anything else is awaited: batches resolve in seq order, and a session
+      // must learn of its entries in that order to keep them in order.
+      notify(durableTargets, durableSeqs, message);
+    }
 
     if (options.retain) {
       if (durable.retained === 'clear') this.#sessions.retained.delete(message.topic);
@@ -75,7 +80,6 @@ export class Distributor {
       });
     }
 
-    notify(durableTargets, durableSeqs, message);
     notify(stillVolatile, volatileSeqs, message);
     for (const session of direct) session.sendDirect(message, false);
   }

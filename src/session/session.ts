@@ -58,6 +58,8 @@ export class Session {
   /** Highest seq taken from the store into memory; reads continue after it. */
   #lastSeq = 0;
   #storeHasMore = true;
+  /** An entry was stored while `resume` was reading: the first read may have missed it. */
+  #enqueuedWhileLoading = false;
   #refilling = false;
   readonly #packetIds = new PacketIds();
   /** Inbound QoS2 packet ids received (or being stored) and not yet released by PUBREL. */
@@ -89,6 +91,7 @@ export class Session {
     this.#channel = channel;
     this.#epoch++;
     this.#loading = true;
+    this.#enqueuedWhileLoading = false;
   }
 
   /** Unlinks the connection. A persistent session drops its in-memory queue; the store keeps it. */
@@ -130,7 +133,7 @@ export class Session {
         resend.push(inflight);
       }
     }
-    this.#storeHasMore = entries.length >= this.#limits.readWindow;
+    this.#storeHasMore = this.#enqueuedWhileLoading || entries.length >= this.#limits.readWindow;
     this.#loading = false;
     for (const { entry, state } of resend) {
       if (state === 'released') this.#channel?.pubrel(entry.packetId!);
@@ -142,6 +145,7 @@ export class Session {
   /** A stored transition queued an entry for this session. */
   enqueued(seq: number, message: Message, qos: QoS, retain: boolean): void {
     if (!this.#channel) return;
+    if (this.#loading) this.#enqueuedWhileLoading = true;
     if (this.#loading || this.#storeHasMore || this.#window.length >= this.#limits.readWindow || seq <= this.#lastSeq) {
       // It is in the store; the next read picks it up in order.
       this.#storeHasMore = true;
@@ -261,22 +265,32 @@ export class Session {
     if (this.#refilling) return;
     this.#refilling = true;
     const epoch = this.#epoch;
+    let entries: OutboundEntry[];
     try {
-      const entries = await this.#repository.readOutbound(this.clientId, this.#lastSeq, this.#limits.readWindow);
-      if (epoch !== this.#epoch) return;
-      // Entries already in flight (their seq can only be below the window) are skipped by seq.
+      entries = await this.#repository.readOutbound(this.clientId, this.#lastSeq, this.#limits.readWindow);
+    } catch (error) {
+      this.#refilling = false;
+      if (epoch === this.#epoch) this.#fail(error);
+      return;
+    }
+    this.#refilling = false;
+    if (epoch === this.#epoch) {
       for (const entry of entries) {
         this.#lastSeq = entry.seq;
         if (entry.state === 'queued') this.#window.push(entry);
       }
       this.#storeHasMore = entries.length >= this.#limits.readWindow;
-    } catch (error) {
-      this.#fail(error);
-      return;
-    } finally {
-      this.#refilling = false;
     }
+    // Also after a relink: a refill the new connection skipped while this one ran is due now.
     this.#pump();
+  }
+
+  /**
+   * Registers a transition of this session that someone else submitted (an inbound QoS2 PUBLISH),
+   * so a resume waits for it before reading the store back.
+   */
+  track<T>(write: Promise<T>): Promise<T> {
+    return this.#track(write);
   }
 
   #track<T>(write: Promise<T>): Promise<T> {

@@ -30,7 +30,7 @@ export async function handlePublish(connection: Connection, packet: IPublishPack
     connection.reply(Promise.resolve(), () => connection.send({ cmd: 'pubrec', messageId: packetId }));
   } else {
     connection.reply(
-      distributor.publish(message, { retain: packet.retain, inbound: { session, packetId } }),
+      session.track(distributor.publish(message, { retain: packet.retain, inbound: { session, packetId } })),
       () => connection.send({ cmd: 'pubrec', messageId: packetId }),
       () => session.abandonInbound(packetId),
     );

@@ -1,0 +1,1441 @@
+/**
+ * The SessionRepository contract, shared by every implementation: the same examples and the same
+ * model-based property run against the in-memory reference and the LevelDB repository.
+ *
+ * A factory returns an OPEN repository. `reopen`, when given, closes the current repository and
+ * opens a new instance on the same backing store: every test that involves it proves state
+ * survives a restart. Tests that need it skip themselves when the factory does not provide it.
+ */
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { BrokerError, ErrorCodes, type ErrorCode } from '../../src/errors.js';
+import type {
+  Delivery,
+  Message,
+  OutboundEntry,
+  OutboundState,
+  PublishTransition,
+  QoS,
+  RetainedMessage,
+  SessionRepository,
+  StoredSession,
+  Subscription,
+} from '../../src/store/repository.js';
+
+export interface RepositoryFixture {
+  /** An open repository. */
+  repository: SessionRepository;
+  /** Closes the current repository and opens a new instance on the same store. */
+  reopen?: () => Promise<SessionRepository>;
+  /** Releases everything the fixture holds (closing the current repository if still open). */
+  cleanup: () => Promise<void>;
+}
+
+export type RepositoryFactory = () => Promise<RepositoryFixture>;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+function describeError(error: unknown): string {
+  if (error instanceof BrokerError) return `${error.name} ${error.code}: ${error.message}`;
+  if (error instanceof Error) return `${error.name}: ${error.message}`;
+  return String(error);
+}
+
+/**
+ * The call must return a promise that rejects with a BrokerError of this code. A synchronous throw
+ * is a contract violation of its own: callers chain `.then`/`.catch` on the returned promise.
+ */
+async function expectRejection(call: () => Promise<unknown>, code: ErrorCode): Promise<void> {
+  let promise: Promise<unknown>;
+  try {
+    promise = call();
+  } catch (error) {
+    throw new Error(
+      `expected a promise rejecting with ${code}, but the call threw synchronously: ${describeError(error)}`,
+    );
+  }
+  const outcome = await promise.then(
+    (value) => ({ rejected: false as const, value }),
+    (error: unknown) => ({ rejected: true as const, error }),
+  );
+  if (!outcome.rejected) throw new Error(`expected a rejection with ${code}, but the promise resolved`);
+  expect(outcome.error, describeError(outcome.error)).toBeInstanceOf(BrokerError);
+  expect((outcome.error as BrokerError).code).toBe(code);
+}
+
+type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
+
+/** Runs a call, turning a synchronous throw or a rejection into a value. */
+async function settle<T>(call: () => Promise<T>): Promise<Settled<T>> {
+  try {
+    return { ok: true, value: await call() };
+  } catch (error) {
+    return { ok: false, error };
+  }
+}
+
+function errorCodeOf(error: unknown): string {
+  return error instanceof BrokerError ? error.code : describeError(error);
+}
+
+function message(topic: string, payload: string | Buffer, qos: QoS = 1): Message {
+  return { topic, payload: typeof payload === 'string' ? Buffer.from(payload) : payload, qos };
+}
+
+function to(clientId: string, qos: QoS = 1, retain = false): Delivery {
+  return { clientId, qos, retain };
+}
+
+function seqOf(seqs: Map<string, number>, clientId: string): number {
+  const seq = seqs.get(clientId);
+  if (seq === undefined) throw new Error(`publish returned no seq for ${clientId}`);
+  return seq;
+}
+
+/** A comparable, order-independent view of loadSessions. */
+function normalizeSessions(sessions: StoredSession[]): { clientId: string; subscriptions: Subscription[] }[] {
+  return sessions
+    .map(({ clientId, subscriptions }) => ({
+      clientId,
+      subscriptions: subscriptions
+        .map(({ filter, qos }) => ({ filter, qos }))
+        .sort((a, b) => compareStrings(a.filter, b.filter)),
+    }))
+    .sort((a, b) => compareStrings(a.clientId, b.clientId));
+}
+
+interface NormalizedRetained {
+  topic: string;
+  payloadIsBuffer: boolean;
+  payload: string;
+  qos: QoS;
+}
+
+function normalizeRetained(retained: RetainedMessage[]): NormalizedRetained[] {
+  return retained
+    .map(({ topic, payload, qos }) => ({
+      topic,
+      payloadIsBuffer: Buffer.isBuffer(payload),
+      payload: Buffer.from(payload).toString('hex'),
+      qos,
+    }))
+    .sort((a, b) => compareStrings(a.topic, b.topic));
+}
+
+interface NormalizedEntry {
+  seq: number;
+  topic: string;
+  payloadIsBuffer: boolean;
+  payload: string;
+  messageQos: QoS;
+  qos: QoS;
+  retain: boolean;
+  state: OutboundState;
+  packetId: number | undefined;
+}
+
+function normalizeEntry(entry: OutboundEntry): NormalizedEntry {
+  return {
+    seq: entry.seq,
+    topic: entry.message.topic,
+    payloadIsBuffer: Buffer.isBuffer(entry.message.payload),
+    payload: Buffer.from(entry.message.payload).toString('hex'),
+    messageQos: entry.message.qos,
+    qos: entry.qos,
+    retain: entry.retain,
+    state: entry.state,
+    packetId: entry.packetId,
+  };
+}
+
+function compareStrings(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+async function readAll(repository: SessionRepository, clientId: string): Promise<OutboundEntry[]> {
+  return repository.readOutbound(clientId, 0, Number.MAX_SAFE_INTEGER);
+}
+
+async function inboundOf(repository: SessionRepository, clientId: string): Promise<number[]> {
+  return [...(await repository.loadInbound(clientId))].sort((a, b) => a - b);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The model for the property: plain maps, applied one transition at a time.
+// ---------------------------------------------------------------------------------------------
+
+interface ModelEntry {
+  seq: number;
+  topic: string;
+  payload: Buffer;
+  messageQos: QoS;
+  qos: QoS;
+  retain: boolean;
+  state: OutboundState;
+  packetId?: number;
+}
+
+interface ModelSession {
+  subscriptions: Map<string, QoS>;
+  /** In seq order. */
+  queue: ModelEntry[];
+  /** Highest seq ever given to this session: every later seq must be greater, restarts included. */
+  lastSeq: number;
+  inbound: Set<number>;
+}
+
+interface Model {
+  sessions: Map<string, ModelSession>;
+  retained: Map<string, { payload: Buffer; qos: QoS }>;
+}
+
+interface Real {
+  repository: SessionRepository;
+  reopen: (() => Promise<SessionRepository>) | undefined;
+}
+
+const CLIENTS = ['alice', 'bob', 'carol', 'dave'] as const;
+const FILTERS = ['a/b', 'a/+', '#', 'x/y/z', 'sport/+/score'] as const;
+const TOPICS = ['a/b', 'a/c', 'x/y/z', 'sport/tennis/score'] as const;
+
+function expectedEntry(entry: ModelEntry): NormalizedEntry {
+  return {
+    seq: entry.seq,
+    topic: entry.topic,
+    payloadIsBuffer: true,
+    payload: entry.payload.toString('hex'),
+    messageQos: entry.messageQos,
+    qos: entry.qos,
+    retain: entry.retain,
+    state: entry.state,
+    packetId: entry.packetId,
+  };
+}
+
+function expectedWindow(model: Model, clientId: string, afterSeq: number, limit: number): NormalizedEntry[] {
+  const queue = model.sessions.get(clientId)?.queue ?? [];
+  return queue
+    .filter((entry) => entry.seq > afterSeq)
+    .slice(0, Math.max(0, limit))
+    .map(expectedEntry);
+}
+
+/** Compares everything observable through the read side of the repository with the model. */
+async function expectMatchesModel(model: Model, repository: SessionRepository, context: string): Promise<void> {
+  const expectedSessions = [...model.sessions]
+    .map(([clientId, session]) => ({
+      clientId,
+      subscriptions: [...session.subscriptions]
+        .map(([filter, qos]) => ({ filter, qos }))
+        .sort((a, b) => compareStrings(a.filter, b.filter)),
+    }))
+    .sort((a, b) => compareStrings(a.clientId, b.clientId));
+  expect(normalizeSessions(await repository.loadSessions()), `${context}: loadSessions`).toEqual(expectedSessions);
+
+  const expectedRetained = [...model.retained]
+    .map(([topic, { payload, qos }]) => ({ topic, payloadIsBuffer: true, payload: payload.toString('hex'), qos }))
+    .sort((a, b) => compareStrings(a.topic, b.topic));
+  expect(normalizeRetained(await repository.loadRetained()), `${context}: loadRetained`).toEqual(expectedRetained);
+
+  for (const clientId of CLIENTS) {
+    const entries = (await readAll(repository, clientId)).map(normalizeEntry);
+    expect(entries, `${context}: readOutbound(${clientId})`).toEqual(
+      expectedWindow(model, clientId, 0, Number.MAX_SAFE_INTEGER),
+    );
+    const inbound = [...(model.sessions.get(clientId)?.inbound ?? [])].sort((a, b) => a - b);
+    expect(await inboundOf(repository, clientId), `${context}: loadInbound(${clientId})`).toEqual(inbound);
+  }
+}
+
+/** Picks the seq of the pick-th queued entry, or a seq that is in no queue when pick is out of range. */
+function pickSeq(model: Model, clientId: string, pick: number): number {
+  const session = model.sessions.get(clientId);
+  const queue = session?.queue ?? [];
+  const entry = queue[pick];
+  if (entry) return entry.seq;
+  // Either a seq given out before and no longer queued, or one never given out.
+  const lastSeq = session?.lastSeq ?? 0;
+  if (pick % 2 === 0) {
+    for (let seq = lastSeq - pick; seq > 0; seq--) if (!queue.some((e) => e.seq === seq)) return seq;
+  }
+  return lastSeq + 1 + pick;
+}
+
+type Cmd = fc.AsyncCommand<Model, Real>;
+
+const clientArb = fc.constantFrom(...CLIENTS);
+const qosArb = fc.constantFrom<QoS>(0, 1, 2);
+const pickArb = fc.nat({ max: 6 });
+const packetIdArb = fc.oneof(fc.integer({ min: 1, max: 4 }), fc.constant(65535));
+const payloadArb = fc.uint8Array({ maxLength: 12 }).map((bytes) => Buffer.from(bytes));
+
+class CreateSessionCmd implements Cmd {
+  constructor(readonly clientId: string) {}
+  check(): boolean {
+    return true;
+  }
+  async run(model: Model, real: Real): Promise<void> {
+    await real.repository.createSession(this.clientId);
+    if (!model.sessions.has(this.clientId)) {
+      model.sessions.set(this.clientId, { subscriptions: new Map(), queue: [], lastSeq: 0, inbound: new Set() });
+    }
+    await expectMatchesModel(model, real.repository, this.toString());
+  }
+  toString(): string {
+    return `createSession(${this.clientId})`;
+  }
+}
+
+class DestroySessionCmd implements Cmd {
+  constructor(readonly clientId: string) {}
+  check(): boolean {
+    return true;
+  }
+  async run(model: Model, real: Real): Promise<void> {
+    await real.repository.destroySession(this.clientId);
+    model.sessions.delete(this.clientId);
+    await expectMatchesModel(model, real.repository, this.toString());
+  }
+  toString(): string {
+    return `destroySession(${this.clientId})`;
+  }
+}
+
+/** How a rejection is delivered (rejection vs synchronous throw) is checked by the examples; here state matters. */
+async function expectUnknownSession(call: () => Promise<unknown>, context: string): Promise<void> {
+  const outcome = await settle(call);
+  expect(outcome.ok, `${context} should fail: unknown session`).toBe(false);
+  if (!outcome.ok) expect(errorCodeOf(outcome.error), context).toBe(ErrorCodes.STORE_UNKNOWN_SESSION);
+}
+
+class SubscribeCmd implements Cmd {
+  constructor(
+    readonly clientId: string,
+    readonly subscriptions: Subscription[],
+  ) {}
+  check(): boolean {
+    return true;
+  }
+  async run(model: Model, real: Real): Promise<void> {
+    const session = model.sessions.get(this.clientId);
+    if (!session) {
+      await expectUnknownSession(() => real.repository.subscribe(this.clientId, this.subscriptions), this.toString());
+    } else {
+      await real.repository.subscribe(this.clientId, this.subscriptions);
+      for (const { filter, qos } of this.subscriptions) session.subscriptions.set(filter, qos);
+    }
+    await expectMatchesModel(model, real.repository, this.toString());
+  }
+  toString(): string {
+    return `subscribe(${this.clientId}, ${JSON.stringify(this.subscriptions)})`;
+  }
+}
+
+class UnsubscribeCmd implements Cmd {
+  constructor(
+    readonly clientId: string,
+    readonly filters: string[],
+  ) {}
+  check(): boolean {
+    return true;
+  }
+  async run(model: Model, real: Real): Promise<void> {
+    const session = model.sessions.get(this.clientId);
+    if (!session) {
+      await expectUnknownSession(() => real.repository.unsubscribe(this.clientId, this.filters), this.toString());
+    } else {
+      await real.repository.unsubscribe(this.clientId, this.filters);
+      for (const filter of this.filters) session.subscriptions.delete(filter);
+    }
+    await expectMatchesModel(model, real.repository, this.toString());
+  }
+  toString(): string {
+    return `unsubscribe(${this.clientId}, ${JSON.stringify(this.filters)})`;
+  }
+}
+
+class PublishCmd implements Cmd {
+  constructor(
+    readonly topic: string,
+    readonly payload: Buffer,
+    readonly qos: QoS,
+    readonly deliveries: Delivery[],
+    readonly retained: 'set' | 'clear' | undefined,
+    readonly inbound: { clientId: string; packetId: number } | undefined,
+  ) {}
+  check(): boolean {
+    return true;
+  }
+  async run(model: Model, real: Real): Promise<void> {
+    const transition: PublishTransition = {
+      // A copy per run: the model keeps its own bytes.
+      message: { topic: this.topic, payload: Buffer.from(this.payload), qos: this.qos },
+      deliveries: this.deliveries.map((delivery) => ({ ...delivery })),
+    };
+    if (this.retained) transition.retained = this.retained;
+    if (this.inbound) transition.inbound = { ...this.inbound };
+    const named = [...this.deliveries.map((delivery) => delivery.clientId), ...(this.inbound ? [this.inbound.clientId] : [])];
+    if (named.some((clientId) => !model.sessions.has(clientId))) {
+      // One unknown session anywhere: the whole transition fails and nothing lands.
+      await expectUnknownSession(() => real.repository.publish(transition), this.toString());
+      await expectMatchesModel(model, real.repository, this.toString());
+      return;
+    }
+    const seqs = await real.repository.publish(transition);
+    expect([...seqs.keys()].sort(), `${this}: clients of the returned map`).toEqual(
+      this.deliveries.map((delivery) => delivery.clientId).sort(),
+    );
+    for (const { clientId, qos, retain } of this.deliveries) {
+      const session = model.sessions.get(clientId)!;
+      const seq = seqOf(seqs, clientId);
+      expect(Number.isSafeInteger(seq), `${this}: seq of ${clientId} is an integer`).toBe(true);
+      expect(seq, `${this}: seq of ${clientId} must exceed every seq given before (${session.lastSeq})`).toBeGreaterThan(
+        session.lastSeq,
+      );
+      session.lastSeq = seq;
+      session.queue.push({
+        seq,
+        topic: this.topic,
+        payload: Buffer.from(this.payload),
+        messageQos: this.qos,
+        qos,
+        retain,
+        state: 'queued',
+      });
+    }
+    if (this.retained === 'set') model.retained.set(this.topic, { payload: Buffer.from(this.payload), qos: this.qos });
+    if (this.retained === 'clear') model.retained.delete(this.topic);
+    if (this.inbound) model.sessions.get(this.inbound.clientId)!.inbound.add(this.inbound.packetId);
+    await expectMatchesModel(model, real.repository, this.toString());
+  }
+  toString(): string {
+    const deliveries = this.deliveries.map((d) => `${d.clientId}:q${d.qos}${d.retain ? ':r' : ''}`).join(',');
+    const extras = [
+      this.retained ? `retained=${this.retained}` : '',
+      this.inbound ? `inbound=${this.inbound.clientId}#${this.inbound.packetId}` : '',
+    ].filter(Boolean);
+    return `publish(${this.topic} q${this.qos} 0x${this.payload.toString('hex')} → [${deliveries}]${extras.length ? ' ' + extras.join(' ') : ''})`;
+  }
+}
+
+class MarkSentCmd implements Cmd {
+  constructor(
+    readonly clientId: string,
+    readonly pick: number,
+    readonly packetId: number,
+  ) {}
+  check(): boolean {
+    return true;
+  }
+  async run(model: Model, real: Real): Promise<void> {
+    const seq = pickSeq(model, this.clientId, this.pick);
+    await real.repository.markSent(this.clientId, seq, this.packetId);
+    const entry = model.sessions.get(this.clientId)?.queue.find((e) => e.seq === seq);
+    if (entry) {
+      entry.state = 'sent';
+      entry.packetId = this.packetId;
+    }
+    await expectMatchesModel(model, real.repository, `${this} (seq ${seq})`);
+  }
+  toString(): string {
+    return `markSent(${this.clientId}, pick ${this.pick}, packetId ${this.packetId})`;
+  }
+}
+
+class MarkReleasedCmd implements Cmd {
+  constructor(
+    readonly clientId: string,
+    readonly pick: number,
+  ) {}
+  check(): boolean {
+    return true;
+  }
+  async run(model: Model, real: Real): Promise<void> {
+    const seq = pickSeq(model, this.clientId, this.pick);
+    await real.repository.markReleased(this.clientId, seq);
+    const entry = model.sessions.get(this.clientId)?.queue.find((e) => e.seq === seq);
+    // Only an entry whose PUBLISH went out can be released; a queued one stays queued.
+    if (entry && entry.state !== 'queued') entry.state = 'released';
+    await expectMatchesModel(model, real.repository, `${this} (seq ${seq})`);
+  }
+  toString(): string {
+    return `markReleased(${this.clientId}, pick ${this.pick})`;
+  }
+}
+
+class CompleteCmd implements Cmd {
+  constructor(
+    readonly clientId: string,
+    readonly pick: number,
+  ) {}
+  check(): boolean {
+    return true;
+  }
+  async run(model: Model, real: Real): Promise<void> {
+    const seq = pickSeq(model, this.clientId, this.pick);
+    await real.repository.complete(this.clientId, seq);
+    const session = model.sessions.get(this.clientId);
+    if (session) session.queue = session.queue.filter((e) => e.seq !== seq);
+    await expectMatchesModel(model, real.repository, `${this} (seq ${seq})`);
+  }
+  toString(): string {
+    return `complete(${this.clientId}, pick ${this.pick})`;
+  }
+}
+
+class ReleaseInboundCmd implements Cmd {
+  constructor(
+    readonly clientId: string,
+    readonly packetId: number,
+  ) {}
+  check(): boolean {
+    return true;
+  }
+  async run(model: Model, real: Real): Promise<void> {
+    await real.repository.releaseInbound(this.clientId, this.packetId);
+    model.sessions.get(this.clientId)?.inbound.delete(this.packetId);
+    await expectMatchesModel(model, real.repository, this.toString());
+  }
+  toString(): string {
+    return `releaseInbound(${this.clientId}, ${this.packetId})`;
+  }
+}
+
+class ClearRetainedCmd implements Cmd {
+  constructor(readonly topic: string) {}
+  check(): boolean {
+    return true;
+  }
+  async run(model: Model, real: Real): Promise<void> {
+    await real.repository.clearRetained(this.topic);
+    model.retained.delete(this.topic);
+    await expectMatchesModel(model, real.repository, this.toString());
+  }
+  toString(): string {
+    return `clearRetained(${this.topic})`;
+  }
+}
+
+/** A paging read: readOutbound(afterSeq, limit) must be exactly the model's window. */
+class ReadWindowCmd implements Cmd {
+  constructor(
+    readonly clientId: string,
+    readonly pick: number,
+    readonly limit: number,
+  ) {}
+  check(): boolean {
+    return true;
+  }
+  async run(model: Model, real: Real): Promise<void> {
+    const session = model.sessions.get(this.clientId);
+    const queue = session?.queue ?? [];
+    const afterSeq = this.pick === 0 ? 0 : (queue[this.pick - 1]?.seq ?? (session?.lastSeq ?? 0) + this.pick);
+    const entries = await real.repository.readOutbound(this.clientId, afterSeq, this.limit);
+    expect(entries.map(normalizeEntry), `${this} (afterSeq ${afterSeq})`).toEqual(
+      expectedWindow(model, this.clientId, afterSeq, this.limit),
+    );
+  }
+  toString(): string {
+    return `readOutbound(${this.clientId}, pick ${this.pick}, limit ${this.limit})`;
+  }
+}
+
+class ReopenCmd implements Cmd {
+  check(): boolean {
+    return true;
+  }
+  async run(model: Model, real: Real): Promise<void> {
+    if (!real.reopen) return;
+    real.repository = await real.reopen();
+    await expectMatchesModel(model, real.repository, 'after reopen');
+  }
+  toString(): string {
+    return 'reopen()';
+  }
+}
+
+function commandArbitraries(withReopen: boolean): fc.Arbitrary<Cmd>[] {
+  const subscriptionArb = fc.record({ filter: fc.constantFrom(...FILTERS), qos: qosArb });
+  const deliveryArb = fc.record({ clientId: clientArb, qos: qosArb, retain: fc.boolean() });
+  const arbitraries: fc.Arbitrary<Cmd>[] = [
+    clientArb.map((clientId) => new CreateSessionCmd(clientId)),
+    clientArb.map((clientId) => new CreateSessionCmd(clientId)),
+    clientArb.map((clientId) => new DestroySessionCmd(clientId)),
+    fc
+      .tuple(clientArb, fc.array(subscriptionArb, { minLength: 1, maxLength: 3 }))
+      .map(([clientId, subscriptions]) => new SubscribeCmd(clientId, subscriptions)),
+    fc
+      .tuple(clientArb, fc.array(fc.constantFrom(...FILTERS), { minLength: 1, maxLength: 2 }))
+      .map(([clientId, filters]) => new UnsubscribeCmd(clientId, filters)),
+    ...[1, 2, 3].map(() =>
+      fc
+        .record({
+          topic: fc.constantFrom(...TOPICS),
+          payload: payloadArb,
+          qos: qosArb,
+          deliveries: fc.uniqueArray(deliveryArb, { selector: (delivery) => delivery.clientId, maxLength: 4 }),
+          retained: fc.constantFrom<'set' | 'clear' | undefined>(undefined, undefined, 'set', 'clear'),
+          inbound: fc.option(fc.record({ clientId: clientArb, packetId: packetIdArb }), { nil: undefined, freq: 3 }),
+        })
+        .map((p) => new PublishCmd(p.topic, p.payload, p.qos, p.deliveries, p.retained, p.inbound)),
+    ),
+    fc
+      .tuple(clientArb, pickArb, fc.integer({ min: 1, max: 65535 }))
+      .map(([clientId, pick, packetId]) => new MarkSentCmd(clientId, pick, packetId)),
+    fc.tuple(clientArb, pickArb).map(([clientId, pick]) => new MarkReleasedCmd(clientId, pick)),
+    fc.tuple(clientArb, pickArb).map(([clientId, pick]) => new CompleteCmd(clientId, pick)),
+    fc.tuple(clientArb, pickArb).map(([clientId, pick]) => new CompleteCmd(clientId, pick)),
+    fc.tuple(clientArb, packetIdArb).map(([clientId, packetId]) => new ReleaseInboundCmd(clientId, packetId)),
+    fc.constantFrom(...TOPICS).map((topic) => new ClearRetainedCmd(topic)),
+    fc
+      .tuple(clientArb, fc.nat({ max: 5 }), fc.integer({ min: 0, max: 4 }))
+      .map(([clientId, pick, limit]) => new ReadWindowCmd(clientId, pick, limit)),
+  ];
+  if (withReopen) arbitraries.push(fc.constant(new ReopenCmd()), fc.constant(new ReopenCmd()));
+  return arbitraries;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The contract
+// ---------------------------------------------------------------------------------------------
+
+export function repositoryContract(name: string, factory: RepositoryFactory): void {
+  describe(`SessionRepository contract: ${name}`, () => {
+    /** Runs a test body on a fresh fixture and always cleans it up. */
+    async function withFixture(body: (fixture: RepositoryFixture) => Promise<void>): Promise<void> {
+      const fixture = await factory();
+      try {
+        await body(fixture);
+      } finally {
+        await fixture.cleanup();
+      }
+    }
+
+    /** Runs a test body that needs reopen; skips the test when the factory has none. */
+    function withReopen(
+      skip: (note?: string) => never,
+      body: (repository: SessionRepository, reopen: () => Promise<SessionRepository>) => Promise<void>,
+    ): Promise<void> {
+      return withFixture(async (fixture) => {
+        const reopen = fixture.reopen;
+        if (!reopen) skip(`${name} cannot be reopened`);
+        await body(fixture.repository, reopen);
+      });
+    }
+
+    describe('sessions and subscriptions', () => {
+      it('createSession is idempotent: a second call keeps subscriptions, queue and inbound ids', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          await repository.subscribe('a', [{ filter: 'a/b', qos: 1 }]);
+          await repository.publish({ message: message('a/b', 'x'), deliveries: [to('a')], inbound: { clientId: 'a', packetId: 7 } });
+          await repository.createSession('a');
+          expect(normalizeSessions(await repository.loadSessions())).toEqual([
+            { clientId: 'a', subscriptions: [{ filter: 'a/b', qos: 1 }] },
+          ]);
+          expect(await readAll(repository, 'a')).toHaveLength(1);
+          expect(await repository.loadInbound('a')).toEqual([7]);
+        }));
+
+      it('a new store holds no sessions and no retained messages', () =>
+        withFixture(async ({ repository }) => {
+          expect(await repository.loadSessions()).toEqual([]);
+          expect(await repository.loadRetained()).toEqual([]);
+          expect(await readAll(repository, 'nobody')).toEqual([]);
+          expect(await repository.loadInbound('nobody')).toEqual([]);
+        }));
+
+      it('loadSessions returns every session with its subscriptions (and [] for none)', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          await repository.createSession('b');
+          await repository.createSession('c');
+          await repository.subscribe('a', [
+            { filter: 'sport/+/score', qos: 2 },
+            { filter: '#', qos: 0 },
+          ]);
+          await repository.subscribe('b', [{ filter: 'a/b', qos: 1 }]);
+          expect(normalizeSessions(await repository.loadSessions())).toEqual([
+            {
+              clientId: 'a',
+              subscriptions: [
+                { filter: '#', qos: 0 },
+                { filter: 'sport/+/score', qos: 2 },
+              ],
+            },
+            { clientId: 'b', subscriptions: [{ filter: 'a/b', qos: 1 }] },
+            { clientId: 'c', subscriptions: [] },
+          ]);
+        }));
+
+      it('client ids and filters that share a prefix stay apart', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          await repository.createSession('ab');
+          await repository.createSession('a/b');
+          await repository.subscribe('a', [{ filter: 'x', qos: 0 }]);
+          await repository.subscribe('ab', [{ filter: 'x/y', qos: 1 }]);
+          await repository.subscribe('a/b', [{ filter: 'x', qos: 2 }, { filter: 'x/#', qos: 2 }]);
+          await repository.publish({ message: message('x', 'to-ab'), deliveries: [to('ab')], inbound: { clientId: 'ab', packetId: 3 } });
+          expect(normalizeSessions(await repository.loadSessions())).toEqual([
+            { clientId: 'a', subscriptions: [{ filter: 'x', qos: 0 }] },
+            { clientId: 'a/b', subscriptions: [{ filter: 'x', qos: 2 }, { filter: 'x/#', qos: 2 }] },
+            { clientId: 'ab', subscriptions: [{ filter: 'x/y', qos: 1 }] },
+          ]);
+          expect(await readAll(repository, 'a')).toEqual([]);
+          expect(await repository.loadInbound('a')).toEqual([]);
+          expect((await readAll(repository, 'ab')).map((e) => e.message.payload.toString())).toEqual(['to-ab']);
+          await repository.destroySession('a');
+          expect(normalizeSessions(await repository.loadSessions()).map((s) => s.clientId)).toEqual(['a/b', 'ab']);
+          expect(await readAll(repository, 'ab')).toHaveLength(1);
+          expect(await repository.loadInbound('ab')).toEqual([3]);
+        }));
+
+      it('subscribe to an existing filter replaces its QoS [MQTT-3.8.4-3]', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          await repository.subscribe('a', [
+            { filter: 'a/b', qos: 2 },
+            { filter: 'c/d', qos: 1 },
+          ]);
+          await repository.subscribe('a', [{ filter: 'a/b', qos: 0 }]);
+          expect(normalizeSessions(await repository.loadSessions())).toEqual([
+            {
+              clientId: 'a',
+              subscriptions: [
+                { filter: 'a/b', qos: 0 },
+                { filter: 'c/d', qos: 1 },
+              ],
+            },
+          ]);
+        }));
+
+      it('unsubscribe removes the named filters only; an unknown filter is a no-op', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          await repository.subscribe('a', [
+            { filter: 'a/b', qos: 1 },
+            { filter: 'c/d', qos: 2 },
+            { filter: 'e/#', qos: 0 },
+          ]);
+          await repository.unsubscribe('a', ['a/b', 'e/#', 'not/subscribed']);
+          expect(normalizeSessions(await repository.loadSessions())).toEqual([
+            { clientId: 'a', subscriptions: [{ filter: 'c/d', qos: 2 }] },
+          ]);
+        }));
+
+      it('subscribe for an unknown session rejects with STORE_UNKNOWN_SESSION and stores nothing', () =>
+        withFixture(async ({ repository }) => {
+          await expectRejection(
+            () => repository.subscribe('ghost', [{ filter: 'a/b', qos: 1 }]),
+            ErrorCodes.STORE_UNKNOWN_SESSION,
+          );
+          expect(await repository.loadSessions()).toEqual([]);
+        }));
+
+      it('unsubscribe for an unknown session rejects with STORE_UNKNOWN_SESSION', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          await expectRejection(() => repository.unsubscribe('ghost', ['a/b']), ErrorCodes.STORE_UNKNOWN_SESSION);
+          expect(normalizeSessions(await repository.loadSessions())).toEqual([{ clientId: 'a', subscriptions: [] }]);
+        }));
+
+      it('a destroyed session is unknown: subscribe rejects with STORE_UNKNOWN_SESSION', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          await repository.destroySession('a');
+          await expectRejection(
+            () => repository.subscribe('a', [{ filter: 'a/b', qos: 1 }]),
+            ErrorCodes.STORE_UNKNOWN_SESSION,
+          );
+          expect(await repository.loadSessions()).toEqual([]);
+        }));
+    });
+
+    describe('publish and readOutbound', () => {
+      it('returns a Map of clientId → seq with one seq per delivery', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          await repository.createSession('b');
+          await repository.createSession('c');
+          const seqs = await repository.publish({ message: message('t', 'p'), deliveries: [to('a'), to('b')] });
+          expect(seqs).toBeInstanceOf(Map);
+          expect([...seqs.keys()].sort()).toEqual(['a', 'b']);
+          for (const seq of seqs.values()) expect(Number.isSafeInteger(seq)).toBe(true);
+          expect(await readAll(repository, 'c')).toEqual([]);
+        }));
+
+      it('a publish with no deliveries returns an empty Map and queues nothing', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          const seqs = await repository.publish({ message: message('t', 'p'), deliveries: [] });
+          expect(seqs.size).toBe(0);
+          expect(await readAll(repository, 'a')).toEqual([]);
+        }));
+
+      it('seqs of a session strictly increase across publishes, interleaved with other sessions', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          await repository.createSession('b');
+          const seen: Record<string, number[]> = { a: [], b: [] };
+          const plan: string[][] = [['a'], ['a', 'b'], ['b'], ['b', 'a'], ['a'], ['b']];
+          for (const [index, clients] of plan.entries()) {
+            const seqs = await repository.publish({
+              message: message('t', `m${index}`),
+              deliveries: clients.map((clientId) => to(clientId)),
+            });
+            for (const clientId of clients) seen[clientId]!.push(seqOf(seqs, clientId));
+          }
+          for (const clientId of ['a', 'b']) {
+            const seqs = seen[clientId]!;
+            for (let i = 1; i < seqs.length; i++) expect(seqs[i]!).toBeGreaterThan(seqs[i - 1]!);
+            expect((await readAll(repository, clientId)).map((entry) => entry.seq)).toEqual(seqs);
+          }
+        }));
+
+      it('seqs keep increasing after entries are completed (a seq is never reused)', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          const first = seqOf(await repository.publish({ message: message('t', '1'), deliveries: [to('a')] }), 'a');
+          const second = seqOf(await repository.publish({ message: message('t', '2'), deliveries: [to('a')] }), 'a');
+          await repository.complete('a', second);
+          await repository.complete('a', first);
+          const third = seqOf(await repository.publish({ message: message('t', '3'), deliveries: [to('a')] }), 'a');
+          expect(third).toBeGreaterThan(second);
+        }));
+
+      it('readOutbound returns queued entries with message, delivery qos, retain flag, state queued and no packetId', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          const binary = Buffer.from([0x00, 0xff, 0x10, 0x00, 0x7f, 0x80]);
+          const s1 = await repository.publish({ message: message('sport/tennis/score', binary, 2), deliveries: [to('a', 1, false)] });
+          const s2 = await repository.publish({ message: message('a/b', Buffer.alloc(0), 0), deliveries: [to('a', 0, true)] });
+          const s3 = await repository.publish({ message: message('ünï/cødé', 'héllo', 1), deliveries: [to('a', 1, false)] });
+          const entries = await readAll(repository, 'a');
+          expect(entries).toHaveLength(3);
+          const [e1, e2, e3] = entries as [OutboundEntry, OutboundEntry, OutboundEntry];
+          expect(e1.seq).toBe(seqOf(s1, 'a'));
+          expect(e2.seq).toBe(seqOf(s2, 'a'));
+          expect(e3.seq).toBe(seqOf(s3, 'a'));
+          for (const entry of entries) {
+            expect(Buffer.isBuffer(entry.message.payload)).toBe(true);
+            expect(entry.state).toBe('queued');
+            expect(entry.packetId).toBeUndefined();
+          }
+          expect(e1.message.topic).toBe('sport/tennis/score');
+          expect(e1.message.payload.equals(binary)).toBe(true);
+          expect(e1.message.qos).toBe(2);
+          expect(e1.qos).toBe(1);
+          expect(e1.retain).toBe(false);
+          expect(e2.message.topic).toBe('a/b');
+          expect(e2.message.payload.length).toBe(0);
+          expect(e2.message.qos).toBe(0);
+          expect(e2.qos).toBe(0);
+          expect(e2.retain).toBe(true);
+          expect(e3.message.topic).toBe('ünï/cødé');
+          expect(e3.message.payload.equals(Buffer.from('héllo'))).toBe(true);
+        }));
+
+      it('a large payload comes back byte-equal', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          await repository.createSession('b');
+          const big = Buffer.alloc(256 * 1024);
+          for (let i = 0; i < big.length; i++) big[i] = (i * 31 + 7) & 0xff;
+          await repository.publish({ message: message('big', big, 1), deliveries: [to('a')] });
+          await repository.publish({ message: message('big', big, 1), deliveries: [to('a'), to('b')] });
+          for (const clientId of ['a', 'b']) {
+            for (const entry of await readAll(repository, clientId)) expect(entry.message.payload.equals(big)).toBe(true);
+          }
+        }));
+
+      it('each delivery of a fan-out has its own qos and retain flag; the message is shared', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          await repository.createSession('b');
+          await repository.createSession('c');
+          await repository.publish({
+            message: message('fan/out', 'body', 2),
+            deliveries: [to('a', 0, false), to('b', 2, true), to('c', 1, false)],
+          });
+          const [a] = await readAll(repository, 'a');
+          const [b] = await readAll(repository, 'b');
+          const [c] = await readAll(repository, 'c');
+          expect([a?.qos, b?.qos, c?.qos]).toEqual([0, 2, 1]);
+          expect([a?.retain, b?.retain, c?.retain]).toEqual([false, true, false]);
+          for (const entry of [a, b, c]) {
+            expect(entry?.message.topic).toBe('fan/out');
+            expect(entry?.message.qos).toBe(2);
+            expect(entry?.message.payload.equals(Buffer.from('body'))).toBe(true);
+          }
+        }));
+
+      it('readOutbound returns only seq > afterSeq, in seq order, at most limit', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          const seqs: number[] = [];
+          for (let i = 0; i < 7; i++) {
+            seqs.push(seqOf(await repository.publish({ message: message('t', `m${i}`), deliveries: [to('a')] }), 'a'));
+          }
+          const payloads = (entries: OutboundEntry[]) => entries.map((e) => e.message.payload.toString());
+          expect(payloads(await repository.readOutbound('a', 0, 100))).toEqual(['m0', 'm1', 'm2', 'm3', 'm4', 'm5', 'm6']);
+          expect(payloads(await repository.readOutbound('a', 0, 3))).toEqual(['m0', 'm1', 'm2']);
+          expect(payloads(await repository.readOutbound('a', seqs[2]!, 2))).toEqual(['m3', 'm4']);
+          expect(payloads(await repository.readOutbound('a', seqs[5]!, 10))).toEqual(['m6']);
+          expect(await repository.readOutbound('a', seqs[6]!, 10)).toEqual([]);
+          expect(await repository.readOutbound('a', 0, 0)).toEqual([]);
+          // afterSeq between two seqs (after a completed entry) still works.
+          await repository.complete('a', seqs[3]!);
+          expect(payloads(await repository.readOutbound('a', seqs[2]!, 2))).toEqual(['m4', 'm5']);
+          expect(payloads(await repository.readOutbound('a', seqs[3]!, 1))).toEqual(['m4']);
+        }));
+
+      it('paging with a small limit visits every entry exactly once, in order', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          for (let i = 0; i < 11; i++) await repository.publish({ message: message('t', `m${i}`), deliveries: [to('a')] });
+          const seen: string[] = [];
+          let after = 0;
+          for (;;) {
+            const page = await repository.readOutbound('a', after, 3);
+            expect(page.length).toBeLessThanOrEqual(3);
+            if (page.length === 0) break;
+            seen.push(...page.map((e) => e.message.payload.toString()));
+            after = page[page.length - 1]!.seq;
+          }
+          expect(seen).toEqual(Array.from({ length: 11 }, (_, i) => `m${i}`));
+        }));
+
+      it('a publish naming one unknown session among known ones rejects with STORE_UNKNOWN_SESSION and stores nothing for anyone', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          await repository.createSession('b');
+          await expectRejection(
+            () =>
+              repository.publish({
+                message: message('t', 'lost'),
+                deliveries: [to('a'), to('ghost'), to('b')],
+                retained: 'set',
+                inbound: { clientId: 'a', packetId: 9 },
+              }),
+            ErrorCodes.STORE_UNKNOWN_SESSION,
+          );
+          expect(await readAll(repository, 'a')).toEqual([]);
+          expect(await readAll(repository, 'b')).toEqual([]);
+          expect(await readAll(repository, 'ghost')).toEqual([]);
+          expect(await repository.loadRetained()).toEqual([]);
+          expect(await repository.loadInbound('a')).toEqual([]);
+          expect(normalizeSessions(await repository.loadSessions()).map((s) => s.clientId)).toEqual(['a', 'b']);
+          // The sessions still work afterwards.
+          const seqs = await repository.publish({ message: message('t', 'ok'), deliveries: [to('a'), to('b')] });
+          expect((await readAll(repository, 'a')).map((e) => e.seq)).toEqual([seqOf(seqs, 'a')]);
+          expect((await readAll(repository, 'b')).map((e) => e.seq)).toEqual([seqOf(seqs, 'b')]);
+        }));
+
+      it('a publish whose only delivery is to an unknown session rejects with STORE_UNKNOWN_SESSION', () =>
+        withFixture(async ({ repository }) => {
+          await expectRejection(
+            () => repository.publish({ message: message('t', 'lost'), deliveries: [to('ghost')], retained: 'set' }),
+            ErrorCodes.STORE_UNKNOWN_SESSION,
+          );
+          expect(await repository.loadRetained()).toEqual([]);
+          expect(await repository.loadSessions()).toEqual([]);
+        }));
+
+      it('a publish whose inbound packet id names an unknown session rejects and queues nothing', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          await expectRejection(
+            () =>
+              repository.publish({
+                message: message('t', 'lost'),
+                deliveries: [to('a')],
+                inbound: { clientId: 'ghost', packetId: 1 },
+              }),
+            ErrorCodes.STORE_UNKNOWN_SESSION,
+          );
+          expect(await readAll(repository, 'a')).toEqual([]);
+          expect(await repository.loadInbound('ghost')).toEqual([]);
+        }));
+    });
+
+    describe('outbound flight: markSent, markReleased, complete', () => {
+      async function oneEntry(repository: SessionRepository, qos: QoS = 2): Promise<number> {
+        await repository.createSession('a');
+        return seqOf(await repository.publish({ message: message('t', 'p', qos), deliveries: [to('a', qos)] }), 'a');
+      }
+
+      it('markSent sets state sent and the packet id; a re-read returns the original packet id [MQTT-4.4.0-1]', () =>
+        withFixture(async ({ repository }) => {
+          const seq = await oneEntry(repository, 1);
+          await repository.markSent('a', seq, 42);
+          for (let i = 0; i < 2; i++) {
+            const [entry] = await readAll(repository, 'a');
+            expect(entry).toMatchObject({ seq, state: 'sent', packetId: 42, qos: 1 });
+            expect(entry?.message.payload.equals(Buffer.from('p'))).toBe(true);
+          }
+        }));
+
+      it('markSent again (a resend) overwrites the packet id', () =>
+        withFixture(async ({ repository }) => {
+          const seq = await oneEntry(repository, 1);
+          await repository.markSent('a', seq, 1);
+          await repository.markSent('a', seq, 65535);
+          expect(await readAll(repository, 'a')).toMatchObject([{ seq, state: 'sent', packetId: 65535 }]);
+        }));
+
+      it('markReleased turns sent into released and keeps the packet id, so PUBREL is resent with it [MQTT-4.4.0-1]', () =>
+        withFixture(async ({ repository }) => {
+          const seq = await oneEntry(repository, 2);
+          await repository.markSent('a', seq, 7);
+          await repository.markReleased('a', seq);
+          expect(await readAll(repository, 'a')).toMatchObject([{ seq, state: 'released', packetId: 7 }]);
+        }));
+
+      it('complete removes the entry and leaves the others', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          const seqs: number[] = [];
+          for (let i = 0; i < 3; i++) {
+            seqs.push(seqOf(await repository.publish({ message: message('t', `m${i}`), deliveries: [to('a')] }), 'a'));
+          }
+          await repository.markSent('a', seqs[0]!, 1);
+          await repository.markSent('a', seqs[1]!, 2);
+          await repository.complete('a', seqs[1]!);
+          expect((await readAll(repository, 'a')).map((e) => [e.seq, e.state, e.packetId])).toEqual([
+            [seqs[0], 'sent', 1],
+            [seqs[2], 'queued', undefined],
+          ]);
+          await repository.complete('a', seqs[0]!);
+          await repository.complete('a', seqs[2]!);
+          expect(await readAll(repository, 'a')).toEqual([]);
+        }));
+
+      it('complete of a queued (never sent) entry drops it', () =>
+        withFixture(async ({ repository }) => {
+          const seq = await oneEntry(repository, 0);
+          await repository.complete('a', seq);
+          expect(await readAll(repository, 'a')).toEqual([]);
+        }));
+
+      it('complete, markSent and markReleased of a missing seq are harmless no-ops', () =>
+        withFixture(async ({ repository }) => {
+          const seq = await oneEntry(repository, 1);
+          await repository.markSent('a', seq, 5);
+          const before = (await readAll(repository, 'a')).map(normalizeEntry);
+          await repository.complete('a', seq + 1000);
+          await repository.markSent('a', seq + 1000, 6);
+          await repository.markReleased('a', seq + 1000);
+          await repository.complete('nobody', seq);
+          await repository.markSent('nobody', seq, 6);
+          await repository.markReleased('nobody', seq);
+          expect((await readAll(repository, 'a')).map(normalizeEntry)).toEqual(before);
+          expect(await readAll(repository, 'nobody')).toEqual([]);
+          // A completed seq stays gone whatever arrives late for it.
+          await repository.complete('a', seq);
+          await repository.complete('a', seq);
+          await repository.markSent('a', seq, 9);
+          await repository.markReleased('a', seq);
+          expect(await readAll(repository, 'a')).toEqual([]);
+          const next = seqOf(await repository.publish({ message: message('t', 'n'), deliveries: [to('a')] }), 'a');
+          expect(await readAll(repository, 'a')).toMatchObject([{ seq: next, state: 'queued' }]);
+          expect((await readAll(repository, 'a'))[0]?.packetId).toBeUndefined();
+        }));
+
+      it('transitions submitted without awaiting apply in submission order', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          const seqs = await repository.publish({ message: message('t', 'p'), deliveries: [to('a')] });
+          const seq = seqOf(seqs, 'a');
+          const second = seqOf(await repository.publish({ message: message('t', 'q'), deliveries: [to('a')] }), 'a');
+          await Promise.all([
+            repository.markSent('a', seq, 11),
+            repository.markReleased('a', seq),
+            repository.markSent('a', second, 12),
+            repository.markReleased('a', second),
+            repository.complete('a', second),
+          ]);
+          expect((await readAll(repository, 'a')).map((e) => [e.seq, e.state, e.packetId])).toEqual([
+            [seq, 'released', 11],
+          ]);
+        }));
+
+      it('createSession, subscribe and publish submitted without awaiting all apply', () =>
+        withFixture(async ({ repository }) => {
+          const results = await Promise.all([
+            repository.createSession('a'),
+            repository.subscribe('a', [{ filter: 't', qos: 1 }]),
+            repository.publish({ message: message('t', 'p'), deliveries: [to('a')], inbound: { clientId: 'a', packetId: 4 } }),
+          ]);
+          const seqs = results[2];
+          expect(normalizeSessions(await repository.loadSessions())).toEqual([
+            { clientId: 'a', subscriptions: [{ filter: 't', qos: 1 }] },
+          ]);
+          expect((await readAll(repository, 'a')).map((e) => e.seq)).toEqual([seqOf(seqs, 'a')]);
+          expect(await repository.loadInbound('a')).toEqual([4]);
+        }));
+    });
+
+    describe('inbound QoS 2 packet ids', () => {
+      it('publish with inbound records the packet id; releaseInbound removes it', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          await repository.createSession('b');
+          await repository.publish({ message: message('t', 'p', 2), deliveries: [to('b', 2)], inbound: { clientId: 'a', packetId: 10 } });
+          await repository.publish({ message: message('t', 'q', 2), deliveries: [to('b', 2)], inbound: { clientId: 'a', packetId: 65535 } });
+          expect(await inboundOf(repository, 'a')).toEqual([10, 65535]);
+          expect(await repository.loadInbound('b')).toEqual([]);
+          await repository.releaseInbound('a', 10);
+          expect(await inboundOf(repository, 'a')).toEqual([65535]);
+          await repository.releaseInbound('a', 10);
+          await repository.releaseInbound('a', 3);
+          await repository.releaseInbound('nobody', 3);
+          expect(await inboundOf(repository, 'a')).toEqual([65535]);
+        }));
+
+      it('a publish with no deliveries still records the inbound packet id', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          const seqs = await repository.publish({
+            message: message('nobody/listens', 'p', 2),
+            deliveries: [],
+            inbound: { clientId: 'a', packetId: 1 },
+          });
+          expect(seqs.size).toBe(0);
+          expect(await repository.loadInbound('a')).toEqual([1]);
+          expect(await readAll(repository, 'a')).toEqual([]);
+        }));
+
+      it('the same packet id recorded twice is held once', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          for (let i = 0; i < 2; i++) {
+            await repository.publish({ message: message('t', 'p', 2), deliveries: [], inbound: { clientId: 'a', packetId: 5 } });
+          }
+          expect(await repository.loadInbound('a')).toEqual([5]);
+          await repository.releaseInbound('a', 5);
+          expect(await repository.loadInbound('a')).toEqual([]);
+        }));
+    });
+
+    describe('retained messages', () => {
+      it("publish with retained 'set' stores topic, payload and qos, even with no deliveries", () =>
+        withFixture(async ({ repository }) => {
+          await repository.publish({ message: message('a/b', Buffer.from([1, 0, 2]), 2), deliveries: [], retained: 'set' });
+          const retained = await repository.loadRetained();
+          expect(normalizeRetained(retained)).toEqual([
+            { topic: 'a/b', payloadIsBuffer: true, payload: '010002', qos: 2 },
+          ]);
+        }));
+
+      it("a later 'set' on the same topic replaces the retained message; other topics are kept", () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          await repository.publish({ message: message('a/b', 'old', 1), deliveries: [to('a')], retained: 'set' });
+          await repository.publish({ message: message('c', 'other', 0), deliveries: [], retained: 'set' });
+          await repository.publish({ message: message('a/b', 'new', 0), deliveries: [to('a')], retained: 'set' });
+          expect(normalizeRetained(await repository.loadRetained())).toEqual([
+            { topic: 'a/b', payloadIsBuffer: true, payload: Buffer.from('new').toString('hex'), qos: 0 },
+            { topic: 'c', payloadIsBuffer: true, payload: Buffer.from('other').toString('hex'), qos: 0 },
+          ]);
+          expect((await readAll(repository, 'a')).map((e) => e.message.payload.toString())).toEqual(['old', 'new']);
+        }));
+
+      it("publish with retained 'clear' removes the topic's retained message and still delivers", () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          await repository.publish({ message: message('a/b', 'x', 1), deliveries: [], retained: 'set' });
+          await repository.publish({ message: message('keep', 'y', 1), deliveries: [], retained: 'set' });
+          await repository.publish({ message: message('a/b', '', 1), deliveries: [to('a')], retained: 'clear' });
+          expect((await repository.loadRetained()).map((r) => r.topic)).toEqual(['keep']);
+          expect(await readAll(repository, 'a')).toHaveLength(1);
+          // Clearing what is not there is harmless.
+          await repository.publish({ message: message('never', '', 0), deliveries: [], retained: 'clear' });
+          expect((await repository.loadRetained()).map((r) => r.topic)).toEqual(['keep']);
+        }));
+
+      it('clearRetained removes the retained message of a topic; an unknown topic is a no-op', () =>
+        withFixture(async ({ repository }) => {
+          await repository.publish({ message: message('a/b', 'x', 1), deliveries: [], retained: 'set' });
+          await repository.publish({ message: message('a/c', 'y', 1), deliveries: [], retained: 'set' });
+          await repository.clearRetained('a/b');
+          await repository.clearRetained('nothing/here');
+          expect((await repository.loadRetained()).map((r) => r.topic)).toEqual(['a/c']);
+        }));
+    });
+
+    describe('destroySession', () => {
+      it('removes the session, its subscriptions, queue, inflight and inbound ids; other sessions are untouched', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('gone');
+          await repository.createSession('kept');
+          await repository.subscribe('gone', [{ filter: 'a/#', qos: 2 }]);
+          await repository.subscribe('kept', [{ filter: 'a/#', qos: 1 }]);
+          const own = await repository.publish({ message: message('a/1', 'own', 1), deliveries: [to('gone')] });
+          const sent = await repository.publish({ message: message('a/2', 'sent', 2), deliveries: [to('gone', 2)] });
+          await repository.markSent('gone', seqOf(sent, 'gone'), 3);
+          const released = await repository.publish({ message: message('a/3', 'rel', 2), deliveries: [to('gone', 2)] });
+          await repository.markSent('gone', seqOf(released, 'gone'), 4);
+          await repository.markReleased('gone', seqOf(released, 'gone'));
+          const shared = await repository.publish({
+            message: message('a/4', 'shared', 1),
+            deliveries: [to('gone'), to('kept')],
+            inbound: { clientId: 'gone', packetId: 8 },
+          });
+          await repository.publish({ message: message('a/5', 'mine', 1), deliveries: [to('kept')], inbound: { clientId: 'kept', packetId: 8 } });
+          expect(seqOf(own, 'gone')).toBeGreaterThan(0);
+          const keptBefore = (await readAll(repository, 'kept')).map(normalizeEntry);
+
+          await repository.destroySession('gone');
+
+          expect(normalizeSessions(await repository.loadSessions())).toEqual([
+            { clientId: 'kept', subscriptions: [{ filter: 'a/#', qos: 1 }] },
+          ]);
+          expect(await readAll(repository, 'gone')).toEqual([]);
+          expect(await repository.loadInbound('gone')).toEqual([]);
+          expect(await repository.loadInbound('kept')).toEqual([8]);
+          const keptAfter = await readAll(repository, 'kept');
+          expect(keptAfter.map(normalizeEntry)).toEqual(keptBefore);
+          // The body shared with the destroyed session is still readable by the survivor.
+          expect(keptAfter[0]?.seq).toBe(seqOf(shared, 'kept'));
+          expect(keptAfter[0]?.message.payload.equals(Buffer.from('shared'))).toBe(true);
+          await repository.complete('kept', seqOf(shared, 'kept'));
+          expect((await readAll(repository, 'kept')).map((e) => e.message.payload.toString())).toEqual(['mine']);
+        }));
+
+      it('destroying an unknown session is a no-op', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          await repository.destroySession('ghost');
+          expect(normalizeSessions(await repository.loadSessions())).toEqual([{ clientId: 'a', subscriptions: [] }]);
+        }));
+
+      it('a session created again after destroySession starts empty', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          await repository.subscribe('a', [{ filter: 'x', qos: 1 }]);
+          await repository.publish({ message: message('x', 'old'), deliveries: [to('a')], inbound: { clientId: 'a', packetId: 2 } });
+          await repository.destroySession('a');
+          await repository.createSession('a');
+          expect(normalizeSessions(await repository.loadSessions())).toEqual([{ clientId: 'a', subscriptions: [] }]);
+          expect(await readAll(repository, 'a')).toEqual([]);
+          expect(await repository.loadInbound('a')).toEqual([]);
+          await repository.publish({ message: message('x', 'new'), deliveries: [to('a')] });
+          expect((await readAll(repository, 'a')).map((e) => e.message.payload.toString())).toEqual(['new']);
+        }));
+
+      it('destroySession, createSession and publish submitted without awaiting apply in order', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          await repository.publish({ message: message('x', 'old'), deliveries: [to('a')] });
+          const [, , seqs] = await Promise.all([
+            repository.destroySession('a'),
+            repository.createSession('a'),
+            repository.publish({ message: message('x', 'new'), deliveries: [to('a')] }),
+          ]);
+          expect((await readAll(repository, 'a')).map((e) => [e.seq, e.message.payload.toString()])).toEqual([
+            [seqOf(seqs, 'a'), 'new'],
+          ]);
+        }));
+    });
+
+    describe('after close()', () => {
+      const operations: [string, (repository: SessionRepository, seq: number) => Promise<unknown>][] = [
+        ['loadSessions', (r) => r.loadSessions()],
+        ['loadRetained', (r) => r.loadRetained()],
+        ['readOutbound', (r) => r.readOutbound('a', 0, 10)],
+        ['loadInbound', (r) => r.loadInbound('a')],
+        ['createSession', (r) => r.createSession('b')],
+        ['destroySession', (r) => r.destroySession('a')],
+        ['subscribe', (r) => r.subscribe('a', [{ filter: 'x', qos: 1 }])],
+        ['unsubscribe', (r) => r.unsubscribe('a', ['x'])],
+        ['publish', (r) => r.publish({ message: message('x', 'p'), deliveries: [to('a')] })],
+        ['markSent', (r, seq) => r.markSent('a', seq, 1)],
+        ['markReleased', (r, seq) => r.markReleased('a', seq)],
+        ['complete', (r, seq) => r.complete('a', seq)],
+        ['releaseInbound', (r) => r.releaseInbound('a', 1)],
+        ['clearRetained', (r) => r.clearRetained('x')],
+      ];
+
+      it.each(operations)('%s rejects with STORE_CLOSED', (_, operation) =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          const seq = seqOf(await repository.publish({ message: message('x', 'p'), deliveries: [to('a')] }), 'a');
+          await repository.close();
+          await expectRejection(() => operation(repository, seq), ErrorCodes.STORE_CLOSED);
+        }),
+      );
+
+      it('close waits for transitions already submitted', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          const pending = [
+            repository.subscribe('a', [{ filter: 'x', qos: 1 }]),
+            repository.publish({ message: message('x', 'p'), deliveries: [to('a')] }),
+          ];
+          await repository.close();
+          const outcomes = await Promise.allSettled(pending);
+          expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'fulfilled']);
+        }));
+    });
+
+    describe('restart (reopen)', () => {
+      it('sessions, subscriptions, queues with flight state, inbound ids and retained messages survive reopen', ({ skip }) =>
+        withReopen(skip, async (repository, reopen) => {
+          await repository.createSession('a');
+          await repository.createSession('b');
+          await repository.createSession('idle');
+          await repository.subscribe('a', [{ filter: 'a/#', qos: 2 }, { filter: 'b', qos: 0 }]);
+          await repository.subscribe('b', [{ filter: '#', qos: 1 }]);
+          const queued = await repository.publish({ message: message('a/1', Buffer.from([0, 1, 2]), 1), deliveries: [to('a')] });
+          const sent = await repository.publish({ message: message('a/2', 'sent', 2), deliveries: [to('a', 2)] });
+          const released = await repository.publish({ message: message('a/3', 'rel', 2), deliveries: [to('a', 2)] });
+          const shared = await repository.publish({
+            message: message('a/4', 'shared', 2),
+            deliveries: [to('a', 1, true), to('b', 2)],
+            retained: 'set',
+            inbound: { clientId: 'b', packetId: 300 },
+          });
+          await repository.markSent('a', seqOf(sent, 'a'), 17);
+          await repository.markSent('a', seqOf(released, 'a'), 18);
+          await repository.markReleased('a', seqOf(released, 'a'));
+          await repository.markSent('b', seqOf(shared, 'b'), 1);
+          await repository.publish({ message: message('z', 'retained-only', 0), deliveries: [], retained: 'set' });
+          expect(seqOf(queued, 'a')).toBeGreaterThan(0);
+
+          const sessions = normalizeSessions(await repository.loadSessions());
+          const retained = normalizeRetained(await repository.loadRetained());
+          const queueA = (await readAll(repository, 'a')).map(normalizeEntry);
+          const queueB = (await readAll(repository, 'b')).map(normalizeEntry);
+          expect(queueA).toHaveLength(4);
+          expect(retained).toHaveLength(2);
+
+          const again = await reopen();
+          expect(normalizeSessions(await again.loadSessions())).toEqual(sessions);
+          expect(normalizeRetained(await again.loadRetained())).toEqual(retained);
+          expect((await readAll(again, 'a')).map(normalizeEntry)).toEqual(queueA);
+          expect((await readAll(again, 'b')).map(normalizeEntry)).toEqual(queueB);
+          expect(await again.loadInbound('b')).toEqual([300]);
+          expect(await again.loadInbound('a')).toEqual([]);
+
+          // And the reopened store keeps working: transitions on the restored state.
+          await again.markReleased('b', seqOf(shared, 'b'));
+          await again.complete('a', seqOf(shared, 'a'));
+          await again.releaseInbound('b', 300);
+          expect((await readAll(again, 'b')).map((e) => [e.state, e.packetId, e.message.payload.toString()])).toEqual([
+            ['released', 1, 'shared'],
+          ]);
+          expect(await again.loadInbound('b')).toEqual([]);
+        }));
+
+      it('a destroyed session, a completed entry, a released id and a cleared retained message stay gone after reopen', ({ skip }) =>
+        withReopen(skip, async (repository, reopen) => {
+          await repository.createSession('a');
+          await repository.createSession('b');
+          await repository.subscribe('a', [{ filter: 'x', qos: 1 }]);
+          const seqs = await repository.publish({
+            message: message('x', 'p'),
+            deliveries: [to('a'), to('b')],
+            retained: 'set',
+            inbound: { clientId: 'b', packetId: 5 },
+          });
+          await repository.destroySession('a');
+          await repository.complete('b', seqOf(seqs, 'b'));
+          await repository.releaseInbound('b', 5);
+          await repository.clearRetained('x');
+          const again = await reopen();
+          expect(normalizeSessions(await again.loadSessions())).toEqual([{ clientId: 'b', subscriptions: [] }]);
+          expect(await readAll(again, 'a')).toEqual([]);
+          expect(await readAll(again, 'b')).toEqual([]);
+          expect(await again.loadInbound('b')).toEqual([]);
+          expect(await again.loadRetained()).toEqual([]);
+          await expectRejection(() => again.subscribe('a', [{ filter: 'x', qos: 1 }]), ErrorCodes.STORE_UNKNOWN_SESSION);
+        }));
+
+      it('the first publish after reopen gets a seq greater than any before (entries still queued)', ({ skip }) =>
+        withReopen(skip, async (repository, reopen) => {
+          await repository.createSession('a');
+          let last = 0;
+          for (let i = 0; i < 3; i++) last = seqOf(await repository.publish({ message: message('t', `${i}`), deliveries: [to('a')] }), 'a');
+          const again = await reopen();
+          const next = seqOf(await again.publish({ message: message('t', 'after'), deliveries: [to('a')] }), 'a');
+          expect(next).toBeGreaterThan(last);
+          expect((await readAll(again, 'a')).map((e) => e.message.payload.toString())).toEqual(['0', '1', '2', 'after']);
+        }));
+
+      it('the first publish after reopen gets a seq greater than any before (queue drained before the restart)', ({ skip }) =>
+        withReopen(skip, async (repository, reopen) => {
+          await repository.createSession('a');
+          const seqs: number[] = [];
+          for (let i = 0; i < 3; i++) seqs.push(seqOf(await repository.publish({ message: message('t', `${i}`), deliveries: [to('a')] }), 'a'));
+          for (const seq of seqs) await repository.complete('a', seq);
+          const again = await reopen();
+          const next = seqOf(await again.publish({ message: message('t', 'after'), deliveries: [to('a')] }), 'a');
+          expect(next, `seq after restart; seqs before were ${seqs.join(',')}`).toBeGreaterThan(Math.max(...seqs));
+        }));
+
+      it('the first publish after reopen gets a seq greater than any before (newest entry completed before the restart)', ({ skip }) =>
+        withReopen(skip, async (repository, reopen) => {
+          await repository.createSession('a');
+          const seqs: number[] = [];
+          for (let i = 0; i < 3; i++) seqs.push(seqOf(await repository.publish({ message: message('t', `${i}`), deliveries: [to('a')] }), 'a'));
+          await repository.complete('a', seqs[2]!);
+          const again = await reopen();
+          const next = seqOf(await again.publish({ message: message('t', 'after'), deliveries: [to('a')] }), 'a');
+          expect(next, `seq after restart; seqs before were ${seqs.join(',')}`).toBeGreaterThan(seqs[2]!);
+          expect((await readAll(again, 'a')).map((e) => e.message.payload.toString())).toEqual(['0', '1', 'after']);
+        }));
+
+      it('a message shared by several sessions survives reopen for each, and completing it everywhere removes it', ({ skip }) =>
+        withReopen(skip, async (repository, reopen) => {
+          for (const clientId of ['a', 'b', 'c']) await repository.createSession(clientId);
+          const seqs = await repository.publish({
+            message: message('s', 'shared body', 1),
+            deliveries: [to('a'), to('b'), to('c')],
+          });
+          await repository.complete('a', seqOf(seqs, 'a'));
+          let current = await reopen();
+          for (const clientId of ['b', 'c']) {
+            expect((await readAll(current, clientId)).map((e) => e.message.payload.toString())).toEqual(['shared body']);
+          }
+          await current.destroySession('b');
+          current = await reopen();
+          expect((await readAll(current, 'c')).map((e) => e.message.payload.toString())).toEqual(['shared body']);
+          await current.complete('c', seqOf(seqs, 'c'));
+          current = await reopen();
+          expect(await readAll(current, 'c')).toEqual([]);
+        }));
+    });
+
+    describe('model-based', () => {
+      it('random sequences of transitions agree with a simple model (and, when reopen exists, across restarts)', async () => {
+        // One fixture per run; its reopen (if any) also becomes a command of the sequence.
+        let withRestarts = false;
+        {
+          const probe = await factory();
+          withRestarts = probe.reopen !== undefined;
+          await probe.cleanup();
+        }
+        await fc.assert(
+          fc.asyncProperty(fc.commands(commandArbitraries(withRestarts), { maxCommands: 30 }), async (commands) => {
+            const fixture = await factory();
+            try {
+              const model: Model = { sessions: new Map(), retained: new Map() };
+              const real: Real = { repository: fixture.repository, reopen: fixture.reopen };
+              await fc.asyncModelRun(() => ({ model, real }), commands);
+              if (real.reopen) {
+                real.repository = await real.reopen();
+                await expectMatchesModel(model, real.repository, 'final reopen');
+              }
+            } finally {
+              await fixture.cleanup();
+            }
+          }),
+          { numRuns: 40 },
+        );
+      });
+    });
+  });
+}
