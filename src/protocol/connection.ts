@@ -120,6 +120,18 @@ export class Connection implements OutboundChannel {
     );
   }
 
+  /**
+   * Runs a store transition that has no reply of its own (PUBACK, PUBREC, PUBCOMP from the client)
+   * without holding up the packets behind it: the store applies transitions in submission order,
+   * so awaiting each would only make every acknowledgement wait for its own fsync.
+   */
+  background(work: Promise<unknown>): void {
+    work.catch((error: unknown) => {
+      this.context.log.error(`${this.describe()}: ${errorMessage(error)}; closing the connection`);
+      this.close('store failure');
+    });
+  }
+
   /** Resolves when every reply queued so far is sent (or abandoned). */
   repliesSent(): Promise<void> {
     return this.#replies;

@@ -4,5 +4,5 @@ import { sessionOf } from '../dispatcher.js';
 
 /** PUBACK for a QoS1 message we sent: the delivery is complete. */
 export async function handlePuback(connection: Connection, packet: IPubackPacket): Promise<void> {
-  await sessionOf(connection).acknowledge(packet.messageId!);
+  connection.background(sessionOf(connection).acknowledge(packet.messageId!));
 }

@@ -4,5 +4,5 @@ import { sessionOf } from '../dispatcher.js';
 
 /** PUBCOMP for a QoS2 message we sent: the delivery is complete. */
 export async function handlePubcomp(connection: Connection, packet: IPubcompPacket): Promise<void> {
-  await sessionOf(connection).completed(packet.messageId!);
+  connection.background(sessionOf(connection).completed(packet.messageId!));
 }

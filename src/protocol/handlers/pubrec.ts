@@ -4,5 +4,5 @@ import { sessionOf } from '../dispatcher.js';
 
 /** PUBREC for a QoS2 message we sent: stored as released, then PUBREL goes out. */
 export async function handlePubrec(connection: Connection, packet: IPubrecPacket): Promise<void> {
-  await sessionOf(connection).received(packet.messageId!);
+  connection.background(sessionOf(connection).received(packet.messageId!));
 }
