@@ -7,6 +7,7 @@ import type { OutboundChannel, OutgoingPublish, Session } from '../session/sessi
 import type { SessionManager } from '../session/session-manager.js';
 import type { Message } from '../store/repository.js';
 import { dispatch } from './dispatcher.js';
+import { createStrictParser } from './strict-parser.js';
 
 export interface ProtocolOptions {
   /** A socket that has not sent CONNECT by then is closed. */
@@ -48,7 +49,7 @@ export class Connection implements OutboundChannel {
   protocolVersion: 3 | 4 = 4;
 
   readonly #socket: Socket;
-  readonly #parser = mqttPacket.parser({ protocolVersion: 4 });
+  readonly #parser = createStrictParser();
   readonly #inbox: Packet[] = [];
   #processing: Promise<void> | undefined;
   #replies: Promise<void> = Promise.resolve();
@@ -104,19 +105,19 @@ export class Connection implements OutboundChannel {
   }
 
   /**
-   * Sends a reply once `work` is done and every earlier reply has gone out. A failure of `work`
-   * (a store write) means the reply must not be sent: the connection is closed instead, and the
-   * client re-sends what was not acknowledged when it reconnects.
+   * Runs `send` once `work` is done and every earlier `send` has run, so replies (and the
+   * deliveries they follow) keep the order in which packets arrived. A failure of `work` (a store
+   * write) means no reply: the connection is closed instead, and the client re-sends what was not
+   * acknowledged when it reconnects.
    */
-  reply<T>(work: Promise<T>, send: (result: T) => void, onFailure?: () => void): void {
+  reply<T>(work: Promise<T>, send: (result: T) => void | Promise<void>, onFailure?: () => void): void {
     work.catch(() => {}); // handled below, in order; keeps an early rejection from going unhandled
-    this.#replies = this.#replies.then(
-      () =>
-        work.then(send, (error: unknown) => {
-          onFailure?.();
-          this.context.log.error(`${this.describe()}: ${errorMessage(error)}; nothing acknowledged, closing the connection`);
-          this.close('store failure');
-        }),
+    this.#replies = this.#replies.then(() =>
+      work.then(send).catch((error: unknown) => {
+        onFailure?.();
+        this.context.log.error(`${this.describe()}: ${errorMessage(error)}; nothing acknowledged, closing the connection`);
+        this.close('store failure');
+      }),
     );
   }
 
@@ -219,6 +220,7 @@ export class Connection implements OutboundChannel {
   }
 
   #malformed(error: Error): void {
+    if (this.state === 'closed') return;
     if (this.state === 'awaiting-connect' && /protocol version/i.test(error.message)) {
       // An unsupported protocol level gets CONNACK 0x01 before the close [MQTT-3.1.2-2].
       this.send({ cmd: 'connack', returnCode: 1, sessionPresent: false });

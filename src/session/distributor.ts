@@ -1,4 +1,4 @@
-import type { Delivery, Message, PublishTransition, QoS, SessionRepository } from '../store/repository.js';
+import type { Delivery, Message, PublishTransition, QoS } from '../store/repository.js';
 import type { Session } from './session.js';
 import type { SessionManager } from './session-manager.js';
 
@@ -15,11 +15,18 @@ interface Target {
 }
 
 /**
- * Fans a published message out to the sessions whose subscriptions match it. Write-ahead: the
- * returned promise resolves only once the message sits in the queue of every matching persistent
- * session and, for RETAIN=1, in the retained store, all in one atomic batch; only then may the
- * publisher be acknowledged and are connected subscribers sent anything.
+ * A message on its way out, in two phases. `stored` resolves once the message sits in the queue
+ * of every matching persistent session (and in the retained store for RETAIN=1), all in one
+ * atomic batch: only then may the publisher be acknowledged. `deliver` then hands it to clean and
+ * QoS 0 subscribers; the publishing connection calls it in the order its PUBLISHes arrived, so a
+ * message that needed no disk write cannot overtake an earlier one that did [MQTT-4.6.0-6].
  */
+export interface Publication {
+  stored: Promise<void>;
+  deliver(): Promise<void>;
+}
+
+/** Fans published messages out to the sessions whose subscriptions match them (write-ahead). */
 export class Distributor {
   readonly #sessions: SessionManager;
 
@@ -27,7 +34,19 @@ export class Distributor {
     this.#sessions = sessions;
   }
 
+  /** Both phases at once, for messages with no ordering to keep (wills). */
   async publish(message: Message, options: PublishOptions): Promise<void> {
+    const publication = this.route(message, options);
+    await publication.stored;
+    await publication.deliver();
+  }
+
+  /**
+   * Matches subscriptions and submits the durable write, synchronously: routing follows arrival
+   * order, and a session discarded after this call has its state deleted by a transition ordered
+   * after this one.
+   */
+  route(message: Message, options: PublishOptions): Publication {
     const durableTargets: Target[] = [];
     const volatileTargets: Target[] = [];
     const direct: Session[] = [];
@@ -38,7 +57,7 @@ export class Distributor {
       const qos = Math.min(message.qos, granted) as QoS;
       if (qos === 0) {
         // QoS 0 is not queued for a disconnected session: the spec makes it optional.
-        if (session.connected) direct.push(session);
+        direct.push(session);
       } else {
         (session.clean ? volatileTargets : durableTargets).push({ session, qos });
       }
@@ -53,40 +72,28 @@ export class Distributor {
     }
     if (inbound && !inbound.session.clean) durable.inbound = { clientId: inbound.session.clientId, packetId: inbound.packetId };
 
-    // Submitted in the same tick as the match above: a session discarded after this point has
-    // its state deleted by a transition ordered after this one.
     const needsDurableWrite = durable.deliveries.length > 0 || durable.retained !== undefined || durable.inbound;
-    if (needsDurableWrite) {
-      const durableSeqs = await this.#sessions.durable.publish(durable);
-      // Notified before anything else is awaited: batches resolve in seq order, and a session
-      // must learn of its entries in that order to keep them in order.
-      notify(durableTargets, durableSeqs, message);
-    }
+    const stored = needsDurableWrite ? this.#store(durable, durableTargets) : Promise.resolve();
 
-    if (options.retain) {
-      if (durable.retained === 'clear') this.#sessions.retained.delete(message.topic);
-      else this.#sessions.retained.set({ topic: message.topic, payload: message.payload, qos: message.qos });
-    }
-
-    // Clean sessions may have ended while the durable batch was written; skip those.
-    const stillVolatile = volatileTargets.filter(({ session }) => this.#sessions.lookup(session.clientId) === session);
-    const volatileInbound = inbound?.session.clean && this.#sessions.lookup(inbound.session.clientId) === inbound.session;
-    let volatileSeqs = new Map<string, number>();
-    if (stillVolatile.length > 0 || volatileInbound) {
-      volatileSeqs = await this.#sessions.volatile.publish({
-        message,
-        deliveries: stillVolatile.map(deliveryOf),
-        ...(volatileInbound ? { inbound: { clientId: inbound.session.clientId, packetId: inbound.packetId } } : {}),
-      });
-    }
-
-    notify(stillVolatile, volatileSeqs, message);
-    for (const session of direct) session.sendDirect(message, false);
+    const deliver = async () => {
+      const stillVolatile = volatileTargets.filter(({ session }) => this.#isCurrent(session));
+      const volatileInbound = inbound?.session.clean && this.#isCurrent(inbound.session);
+      if (stillVolatile.length > 0 || volatileInbound) {
+        const seqs = await this.#sessions.volatile.publish({
+          message,
+          deliveries: stillVolatile.map(deliveryOf),
+          ...(volatileInbound ? { inbound: { clientId: inbound.session.clientId, packetId: inbound.packetId } } : {}),
+        });
+        notify(stillVolatile, seqs, message);
+      }
+      for (const session of direct) session.sendDirect(message, false);
+    };
+    return { stored, deliver };
   }
 
   /**
    * Queues retained messages for a new subscription, with RETAIN=1 [MQTT-3.3.1-8]. Called after
-   * the subscription is stored and before SUBACK.
+   * the subscription is stored.
    */
   async sendRetained(session: Session, filter: string, granted: QoS): Promise<void> {
     for (const retained of this.#sessions.retained.match(filter)) {
@@ -96,13 +103,27 @@ export class Distributor {
         session.sendDirect(message, true);
         continue;
       }
-      const repository: SessionRepository = session.repository;
-      const seqs = await repository.publish({
+      const seqs = await session.repository.publish({
         message,
         deliveries: [{ clientId: session.clientId, qos, retain: true }],
       });
       notify([{ session, qos }], seqs, message, true);
     }
+  }
+
+  async #store(durable: PublishTransition, targets: Target[]): Promise<void> {
+    const seqs = await this.#sessions.durable.publish(durable);
+    // Notified before anything else is awaited: batches resolve in seq order, and a session must
+    // learn of its entries in that order to keep them in order.
+    notify(targets, seqs, durable.message);
+    const { retained, message } = durable;
+    if (retained === 'clear') this.#sessions.retained.delete(message.topic);
+    else if (retained === 'set') this.#sessions.retained.set({ topic: message.topic, payload: message.payload, qos: message.qos });
+  }
+
+  /** Clean sessions may have ended while the durable batch was written. */
+  #isCurrent(session: Session): boolean {
+    return this.#sessions.lookup(session.clientId) === session;
   }
 }
 

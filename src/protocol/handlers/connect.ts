@@ -23,6 +23,10 @@ export async function handleConnect(connection: Connection, packet: IConnectPack
   const version = checkProtocol(connection, packet);
   if (version === undefined) return;
   connection.protocolVersion = version;
+  // A password needs a user name [MQTT-3.1.2-22].
+  if (packet.password !== undefined && packet.username === undefined) {
+    throw new ProtocolViolation('password without user name');
+  }
 
   const clean = packet.clean !== false;
   const clientId = settleClientId(connection, packet.clientId, clean);
@@ -57,13 +61,9 @@ function checkProtocol(connection: Connection, packet: IConnectPacket): 3 | 4 | 
   const { protocolId, protocolVersion } = packet;
   if (protocolId === 'MQTT' && protocolVersion === 4) return 4;
   if (protocolId === 'MQIsdp' && protocolVersion === 3) return 3;
-  if (protocolId === 'MQTT' && protocolVersion === 5) {
-    // MQTT 5 is not spoken yet: refuse the level as 3.1.1 requires [MQTT-3.1.2-2].
-    refuse(connection, UNACCEPTABLE_PROTOCOL_VERSION, 'protocol level 5 is not supported');
-    return undefined;
-  }
-  // A protocol name that does not belong to the level [MQTT-3.1.2-1].
-  throw new ProtocolViolation(`protocol name ${JSON.stringify(protocolId)} with level ${protocolVersion}`);
+  // A level we do not speak (MQTT 5 among them, for now) is refused with 0x01 [MQTT-3.1.2-2].
+  refuse(connection, UNACCEPTABLE_PROTOCOL_VERSION, `protocol ${protocolId} level ${protocolVersion} is not supported`);
+  return undefined;
 }
 
 function settleClientId(connection: Connection, requested: string, clean: boolean): string | undefined {
@@ -75,17 +75,14 @@ function settleClientId(connection: Connection, requested: string, clean: boolea
     }
     return `auto-${randomUUID()}`;
   }
-  // U+0000 is not allowed in an MQTT string [MQTT-1.5.3-2]; the store also relies on it.
-  if (requested.includes('\u0000')) {
-    refuse(connection, IDENTIFIER_REJECTED, 'client id contains U+0000');
-    return undefined;
-  }
+  // No U+0000 here: the strict parser closes the connection first [MQTT-1.5.3-2].
   return requested;
 }
 
 function willOf(packet: IConnectPacket): Connection['will'] {
   const will = packet.will;
   if (!will) return undefined;
+  if ((will.qos ?? 0) > 2) throw new ProtocolViolation('will QoS 3 [MQTT-3.1.2-14]');
   if (!isValidTopicName(will.topic)) throw new ProtocolViolation(`invalid will topic ${JSON.stringify(will.topic)}`);
   const payload = typeof will.payload === 'string' ? Buffer.from(will.payload) : will.payload;
   return { message: { topic: will.topic, payload, qos: (will.qos ?? 0) as QoS }, retain: will.retain === true };

@@ -5,8 +5,8 @@ import type { Connection } from '../connection.js';
 import { sessionOf } from '../dispatcher.js';
 
 /**
- * PUBLISH from a client. The message is fanned out and stored first; PUBACK/PUBREC follow only
- * once it is in every matching persistent session's queue (write-ahead).
+ * PUBLISH from a client. The message is routed and stored at once; PUBACK/PUBREC follow only once
+ * it is in every matching persistent session's queue (write-ahead), and in arrival order.
  */
 export async function handlePublish(connection: Connection, packet: IPublishPacket): Promise<void> {
   const { topic, qos } = packet;
@@ -19,20 +19,25 @@ export async function handlePublish(connection: Connection, packet: IPublishPack
   const { distributor } = connection.context;
   const packetId = packet.messageId!;
 
-  if (qos === 0) {
-    connection.reply(distributor.publish(message, { retain: packet.retain }), () => {});
-  } else if (qos === 1) {
-    connection.reply(distributor.publish(message, { retain: packet.retain }), () =>
-      connection.send({ cmd: 'puback', messageId: packetId }),
-    );
-  } else if (!session.claimInbound(packetId)) {
+  if (qos === 2 && !session.claimInbound(packetId)) {
     // Already received and not released: acknowledge again, deliver nothing again [MQTT-4.3.3-2].
     connection.reply(Promise.resolve(), () => connection.send({ cmd: 'pubrec', messageId: packetId }));
-  } else {
-    connection.reply(
-      session.track(distributor.publish(message, { retain: packet.retain, inbound: { session, packetId } })),
-      () => connection.send({ cmd: 'pubrec', messageId: packetId }),
-      () => session.abandonInbound(packetId),
-    );
+    return;
   }
+  const publication = distributor.route(message, {
+    retain: packet.retain,
+    ...(qos === 2 ? { inbound: { session, packetId } } : {}),
+  });
+  if (qos === 2) session.track(publication.stored);
+  const acknowledgement = qos === 1 ? 'puback' : qos === 2 ? 'pubrec' : undefined;
+  connection.reply(
+    publication.stored,
+    async () => {
+      await publication.deliver();
+      if (acknowledgement) connection.send({ cmd: acknowledgement, messageId: packetId });
+    },
+    () => {
+      if (qos === 2) session.abandonInbound(packetId);
+    },
+  );
 }

@@ -1,0 +1,263 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { TopicTree } from '../../src/routing/topic-tree.js';
+import { isValidTopicFilter, isValidTopicName, topicMatches } from '../../src/routing/topic.js';
+import type { QoS } from '../../src/store/repository.js';
+
+// Levels from a small alphabet, so random filters and topics actually collide. Empty levels,
+// spaces, non-ASCII and '$' levels are in it on purpose.
+const LEVELS = ['a', 'b', 'c', '', '$', '$SYS', 'a b', 'ü', '$x'] as const;
+const levelArb = fc.constantFrom(...LEVELS);
+
+const topicArb = fc
+  .array(levelArb, { minLength: 1, maxLength: 5 })
+  .map((levels) => levels.join('/'))
+  .filter((topic) => topic.length > 0);
+
+const filterArb = fc
+  .tuple(fc.array(fc.oneof(levelArb, fc.constant('+')), { minLength: 0, maxLength: 5 }), fc.boolean())
+  .map(([levels, multi]) => (multi ? [...levels, '#'] : levels).join('/'))
+  .filter((filter) => filter.length > 0);
+
+const qosArb = fc.constantFrom<QoS>(0, 1, 2);
+const clientArb = fc.constantFrom('c1', 'c2', 'c3', 'c4');
+
+type Operation = { kind: 'add'; clientId: string; filter: string; qos: QoS } | { kind: 'remove'; clientId: string; filter: string };
+
+const operationArb: fc.Arbitrary<Operation> = fc.oneof(
+  { weight: 3, arbitrary: fc.record({ kind: fc.constant('add' as const), clientId: clientArb, filter: filterArb, qos: qosArb }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('remove' as const), clientId: clientArb, filter: filterArb }) },
+);
+
+/** The reference model: every live (client, filter) with its latest QoS, matched filter by filter. */
+function referenceMatch(operations: Operation[], topic: string): Map<string, QoS> {
+  const live = new Map<string, { clientId: string; filter: string; qos: QoS }>();
+  for (const operation of operations) {
+    const key = JSON.stringify([operation.clientId, operation.filter]);
+    if (operation.kind === 'add') live.set(key, operation);
+    else live.delete(key);
+  }
+  const result = new Map<string, QoS>();
+  for (const { clientId, filter, qos } of live.values()) {
+    if (!topicMatches(filter, topic)) continue;
+    const known = result.get(clientId);
+    if (known === undefined || qos > known) result.set(clientId, qos);
+  }
+  return result;
+}
+
+function treeOf(operations: Operation[]): TopicTree {
+  const tree = new TopicTree();
+  for (const operation of operations) {
+    if (operation.kind === 'add') tree.add(operation.filter, operation.clientId, operation.qos);
+    else tree.remove(operation.filter, operation.clientId);
+  }
+  return tree;
+}
+
+const sorted = (map: Map<string, QoS>) => [...map].sort(([a], [b]) => a.localeCompare(b));
+
+describe('topicMatches: examples from the specification (4.7)', () => {
+  it.each([
+    ['sport/tennis/player1/#', 'sport/tennis/player1', true],
+    ['sport/tennis/player1/#', 'sport/tennis/player1/ranking', true],
+    ['sport/tennis/player1/#', 'sport/tennis/player1/score/wimbledon', true],
+    ['sport/#', 'sport', true], // '#' includes the parent level [MQTT-4.7.1-2]
+    ['#', 'sport/tennis', true],
+    ['#', '/', true],
+    ['sport/tennis/+', 'sport/tennis/player1', true],
+    ['sport/tennis/+', 'sport/tennis/player1/ranking', false],
+    ['sport/+', 'sport', false],
+    ['sport/+', 'sport/', true],
+    ['+/+', '/finance', true],
+    ['/+', '/finance', true],
+    ['+', '/finance', false],
+    ['+', 'finance', true],
+    ['finance', '/finance', false], // a leading '/' makes a distinct level
+    ['ACCOUNTS', 'Accounts', false], // case sensitive [MQTT-4.7.3-4]
+    ['Accounts payable', 'Accounts payable', true], // spaces are ordinary characters
+    ['a//c', 'a//c', true],
+    ['a/+/c', 'a//c', true],
+  ])('%j matches %j: %s', (filter, topic, expected) => {
+    expect(topicMatches(filter, topic)).toBe(expected);
+  });
+
+  it.each([
+    ['#', '$SYS/monitor/Clients', false],
+    ['+/monitor/Clients', '$SYS/monitor/Clients', false],
+    ['$SYS/#', '$SYS/monitor/Clients', true],
+    ['$SYS/monitor/+', '$SYS/monitor/Clients', true],
+    ['+', '$', false],
+    ['#', '$', false],
+    ['$', '$', true],
+    ['a/#', 'a/$x', true], // '$' matters at the first level only
+  ])("'$' topics: %j matches %j: %s [MQTT-4.7.2-1]", (filter, topic, expected) => {
+    expect(topicMatches(filter, topic)).toBe(expected);
+  });
+});
+
+describe('validation', () => {
+  it.each([
+    ['#', true],
+    ['sport/#', true],
+    ['sport/tennis/#/ranking', false], // '#' must be last [MQTT-4.7.1-2]
+    ['sport/tennis#', false], // and alone on its level
+    ['+', true],
+    ['+/tennis/#', true],
+    ['sport/+/player1', true],
+    ['sport+', false], // '+' must occupy a whole level [MQTT-4.7.1-3]
+    ['/', true],
+    ['', false], // at least one character [MQTT-4.7.3-1]
+    ['a\u0000b', false], // no U+0000 [MQTT-4.7.3-2]
+    ['a'.repeat(65535), true],
+    ['é'.repeat(32768), false], // 65536 bytes: longer than an MQTT string can be
+  ])('filter %j is valid: %s', (filter, expected) => {
+    expect(isValidTopicFilter(filter)).toBe(expected);
+  });
+
+  it.each([
+    ['sport/tennis', true],
+    ['/', true],
+    ['$SYS/x', true],
+    ['a b/ü', true],
+    ['', false], // [MQTT-4.7.3-1]
+    ['a/+', false], // no wildcards in a topic name [MQTT-3.3.2-2]
+    ['a/#', false],
+    ['a+b', false],
+    ['a\u0000', false], // [MQTT-4.7.3-2]
+    ['a'.repeat(65535), true],
+    ['é'.repeat(32768), false],
+  ])('topic name %j is valid: %s', (topic, expected) => {
+    expect(isValidTopicName(topic)).toBe(expected);
+  });
+
+  /** The rules of 4.7.1 restated level by level, as the reference for random strings. */
+  function referenceFilterValid(filter: string): boolean {
+    if (filter.length === 0 || filter.includes('\u0000')) return false;
+    const levels = filter.split('/');
+    return levels.every((level, index) => {
+      if (level === '#') return index === levels.length - 1;
+      if (level === '+') return true;
+      return !level.includes('#') && !level.includes('+');
+    });
+  }
+
+  const wildString = fc.array(fc.constantFrom('a', '/', '+', '#', '$', ' ', '\u0000'), { maxLength: 8 }).map((chars) => chars.join(''));
+
+  it('accepts exactly the filters the level rules allow', () => {
+    fc.assert(fc.property(wildString, (filter) => isValidTopicFilter(filter) === referenceFilterValid(filter)));
+  });
+
+  it('accepts exactly the non-empty topic names without wildcards or U+0000', () => {
+    fc.assert(fc.property(wildString, (topic) => isValidTopicName(topic) === (topic.length > 0 && !/[+#\u0000]/.test(topic))));
+  });
+
+  it('generated filters are valid filters and generated topics valid names (generator sanity)', () => {
+    fc.assert(fc.property(filterArb, topicArb, (filter, topic) => isValidTopicFilter(filter) && isValidTopicName(topic)));
+  });
+
+  it('a valid topic name is also a valid filter that matches exactly itself', () => {
+    fc.assert(fc.property(topicArb, topicArb, (topic, other) => isValidTopicFilter(topic) && topicMatches(topic, other) === (topic === other)));
+  });
+});
+
+describe('topicMatches properties', () => {
+  it("never matches a '$' topic with a filter that starts with a wildcard [MQTT-4.7.2-1]", () => {
+    fc.assert(
+      fc.property(filterArb, topicArb, (filter, topic) => {
+        fc.pre(filter.startsWith('+') || filter.startsWith('#'));
+        return !topicMatches(filter, `$${topic}`);
+      }),
+    );
+  });
+
+  it("matches a topic with a filter made from it by replacing levels with '+' and cutting it off with '#'", () => {
+    fc.assert(
+      fc.property(
+        fc.array(levelArb, { minLength: 1, maxLength: 6 }),
+        fc.array(fc.boolean(), { minLength: 6, maxLength: 6 }),
+        fc.nat({ max: 6 }),
+        (levels, wild, cut) => {
+          const topic = levels.join('/');
+          fc.pre(topic.length > 0);
+          const kept = levels.slice(0, Math.min(cut, levels.length)).map((level, index) => (wild[index] ? '+' : level));
+          const filter = [...kept, ...(cut < levels.length ? ['#'] : [])].join('/') || '#';
+          const startsWild = filter.startsWith('+') || filter.startsWith('#');
+          return topicMatches(filter, topic) === !(startsWild && topic.startsWith('$'));
+        },
+      ),
+    );
+  });
+});
+
+describe('TopicTree', () => {
+  it('agrees with topicMatches over random subscriptions, unsubscriptions and topics, giving each client its highest QoS [MQTT-3.3.5-1]', () => {
+    fc.assert(
+      fc.property(fc.array(operationArb, { maxLength: 30 }), fc.array(topicArb, { minLength: 1, maxLength: 10 }), (operations, topics) => {
+        const tree = treeOf(operations);
+        for (const topic of topics) expect(sorted(tree.match(topic))).toEqual(sorted(referenceMatch(operations, topic)));
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it("never matches a '$' topic through a leading wildcard [MQTT-4.7.2-1]", () => {
+    fc.assert(
+      fc.property(fc.array(filterArb, { minLength: 1, maxLength: 10 }), topicArb, (filters, topic) => {
+        const tree = new TopicTree();
+        for (const filter of filters) {
+          if (filter.startsWith('+') || filter.startsWith('#')) tree.add(filter, 'wild', 1);
+        }
+        return tree.match(`$${topic}`).size === 0;
+      }),
+    );
+  });
+
+  it('matches nothing once every subscription is removed again', () => {
+    fc.assert(
+      fc.property(fc.array(fc.tuple(clientArb, filterArb, qosArb), { maxLength: 20 }), topicArb, (subscriptions, topic) => {
+        const tree = new TopicTree();
+        for (const [clientId, filter, qos] of subscriptions) tree.add(filter, clientId, qos);
+        for (const [clientId, filter] of subscriptions) tree.remove(filter, clientId);
+        return tree.match(topic).size === 0;
+      }),
+    );
+  });
+
+  it('replaces the QoS of a client that subscribes to the same filter again [MQTT-3.8.4-3]', () => {
+    const tree = new TopicTree();
+    tree.add('a/+', 'c', 2);
+    tree.add('a/+', 'c', 0);
+    expect(sorted(tree.match('a/b'))).toEqual([['c', 0]]);
+  });
+
+  it('keeps other subscriptions when one is removed, and ignores removing what is not there', () => {
+    const tree = new TopicTree();
+    tree.add('a/#', 'c1', 1);
+    tree.add('a/b', 'c2', 2);
+    tree.add('a/b/c', 'c1', 0);
+    tree.remove('a/b', 'c1'); // never subscribed
+    tree.remove('x/y/z', 'c1'); // not even a branch
+    tree.remove('a/b/c', 'c1');
+    expect(sorted(tree.match('a/b'))).toEqual([
+      ['c1', 1],
+      ['c2', 2],
+    ]);
+    expect(sorted(tree.match('a/b/c'))).toEqual([['c1', 1]]);
+    tree.remove('a/#', 'c1');
+    expect(sorted(tree.match('a/b/c'))).toEqual([]);
+    expect(sorted(tree.match('a/b'))).toEqual([['c2', 2]]);
+  });
+
+  it("matches 'sport/#' against 'sport' and '$SYS/#' against '$SYS' [MQTT-4.7.1-2]", () => {
+    const tree = new TopicTree();
+    tree.add('sport/#', 'fan', 1);
+    tree.add('$SYS/#', 'admin', 1);
+    tree.add('#', 'all', 0);
+    expect(sorted(tree.match('sport'))).toEqual([
+      ['all', 0],
+      ['fan', 1],
+    ]);
+    expect(sorted(tree.match('$SYS'))).toEqual([['admin', 1]]);
+  });
+});
