@@ -31,11 +31,11 @@ export class BatchBuilder {
     this.operations.push({ type: 'del', key });
   }
 
-  get<T>(key: string): T | undefined {
+  get<T>(key: string, isValid: (value: unknown) => value is T): T | undefined {
     const pending = this.#overlay.get(key);
     if (pending === null) return undefined;
     const bytes = pending ?? this.#db.getSync(key);
-    return bytes === undefined ? undefined : decode<T>(bytes, key);
+    return bytes === undefined ? undefined : decode(bytes, key, isValid);
   }
 
   /** Committed keys in a range (not the overlay): only exclusive jobs, which run in a batch of their own, use it. */
@@ -80,9 +80,7 @@ export class GroupCommitWriter {
     }
     return new Promise<void>((resolve, reject) => {
       this.#pending.push({ job, resolve, reject });
-      this.#draining ??= this.#drain().finally(() => {
-        this.#draining = undefined;
-      });
+      this.#draining ??= this.#drain();
     });
   }
 
@@ -93,20 +91,26 @@ export class GroupCommitWriter {
   }
 
   async #drain(): Promise<void> {
-    // Let the submitting tick finish so that every transition it submits joins the first batch.
-    await Promise.resolve();
-    while (this.#pending.length > 0) {
-      const jobs = this.#takeBatch();
-      const batch = await this.#build(jobs);
-      if (jobs.length === 0) continue;
-      try {
-        await this.#db.batch(batch.operations, { sync: this.#sync });
-      } catch (cause) {
-        const error = new BrokerError(ErrorCodes.STORE_WRITE_FAILED, `store write failed: ${String(cause)}`, { cause });
-        for (const queued of jobs) queued.reject(error);
-        continue;
+    try {
+      // Let the submitting tick finish so that every transition it submits joins the first batch.
+      await Promise.resolve();
+      while (this.#pending.length > 0) {
+        const jobs = this.#takeBatch();
+        const batch = await this.#build(jobs);
+        if (jobs.length === 0) continue;
+        try {
+          await this.#db.batch(batch.operations, { sync: this.#sync });
+        } catch (cause) {
+          const error = new BrokerError(ErrorCodes.STORE_WRITE_FAILED, `store write failed: ${String(cause)}`, { cause });
+          for (const queued of jobs) queued.reject(error);
+          continue;
+        }
+        for (const queued of jobs) queued.resolve();
       }
-      for (const queued of jobs) queued.resolve();
+    } finally {
+      // Cleared in the same tick the loop sees an empty queue: a job submitted by a callback of
+      // the last batch must start a new drain, not wait for one that is ending.
+      this.#draining = undefined;
     }
   }
 

@@ -105,3 +105,26 @@ export interface RetainedValue {
   p: Uint8Array;
   o: 0 | 1 | 2;
 }
+
+/** Shape checks for decoded values, so a corrupt record is reported as such, not as a TypeError. */
+type Fields = Record<string, unknown>;
+const isObject = (value: unknown): value is Fields => typeof value === 'object' && value !== null && !Array.isArray(value);
+const isQoS = (value: unknown): value is 0 | 1 | 2 => value === 0 || value === 1 || value === 2;
+const isBytes = (value: unknown): value is Uint8Array => value instanceof Uint8Array;
+const isCount = (value: unknown): value is number => Number.isInteger(value) && (value as number) >= 0;
+
+export const isNumber = (value: unknown): value is number => typeof value === 'number';
+export const isSessionValue = (value: unknown): value is SessionValue => isObject(value) && isNumber(value.c);
+export const isSubscriptionValue = (value: unknown): value is SubscriptionValue => isObject(value) && isQoS(value.q);
+export const isQueueEntryValue = (value: unknown): value is QueueEntryValue =>
+  isObject(value) &&
+  isQoS(value.q) &&
+  typeof value.r === 'boolean' &&
+  (isCount(value.m) || (typeof value.t === 'string' && isBytes(value.p) && isQoS(value.o)));
+export const isFlightValue = (value: unknown): value is FlightValue =>
+  isObject(value) && (value.s === 1 || value.s === 2) && isCount(value.i) && (value.i as number) <= 65535;
+export const isInboundValue = (value: unknown): value is InboundValue => isObject(value) && isNumber(value.a);
+export const isBodyValue = (value: unknown): value is BodyValue =>
+  isObject(value) && typeof value.t === 'string' && isBytes(value.p) && isQoS(value.o);
+export const isRetainedValue = (value: unknown): value is RetainedValue => isObject(value) && isBytes(value.p) && isQoS(value.o);
+export const isRefCount = isCount;

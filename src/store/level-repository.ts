@@ -6,6 +6,14 @@ import { GroupCommitWriter, type BatchBuilder } from './group-commit.js';
 import {
   FORMAT_KEY,
   FORMAT_VERSION,
+  isBodyValue,
+  isFlightValue,
+  isNumber,
+  isQueueEntryValue,
+  isRefCount,
+  isRetainedValue,
+  isSessionValue,
+  isSubscriptionValue,
   keys,
   type BodyValue,
   type FlightValue,
@@ -80,6 +88,7 @@ export class LevelRepository implements SessionRepository {
     await this.#writer?.close();
     this.#db = undefined;
     this.#writer = undefined;
+    this.#nextSeq.clear();
     await db.close();
   }
 
@@ -92,7 +101,7 @@ export class LevelRepository implements SessionRepository {
     }
     for await (const [key, value] of db.iterator(keys.allSubscriptions())) {
       const [clientId, filter] = keys.splitSubscription(key);
-      const { q } = decode<SubscriptionValue>(value, key);
+      const { q } = decode(value, key, isSubscriptionValue);
       sessions.get(clientId)?.subscriptions.push({ filter, qos: q });
     }
     return [...sessions.values()];
@@ -102,7 +111,7 @@ export class LevelRepository implements SessionRepository {
     const db = this.#open();
     const retained: RetainedMessage[] = [];
     for await (const [key, value] of db.iterator(keys.allRetained())) {
-      const { p, o } = decode<RetainedValue>(value, key);
+      const { p, o } = decode(value, key, isRetainedValue);
       retained.push({ topic: keys.topicOfRetainedKey(key), payload: toBuffer(p), qos: o });
     }
     return retained;
@@ -114,7 +123,7 @@ export class LevelRepository implements SessionRepository {
     if (rows.length === 0) return [];
     const seqs = rows.map(([key]) => keys.seqOfQueueKey(key));
     const flights = await db.getMany(seqs.map((seq) => keys.flight(clientId, seq)));
-    const values = rows.map(([key, value]) => decode<QueueEntryValue>(value, key));
+    const values = rows.map(([key, value]) => decode(value, key, isQueueEntryValue));
     const bodyIds = values.flatMap((value) => (value.m === undefined ? [] : [value.m]));
     const bodies = new Map<number, Message>();
     if (bodyIds.length > 0) {
@@ -124,7 +133,7 @@ export class LevelRepository implements SessionRepository {
         if (bytes === undefined) {
           throw new BrokerError(ErrorCodes.STORE_CORRUPT_RECORD, `queue of ${clientId} references missing message ${id}`);
         }
-        const body = decode<BodyValue>(bytes, keys.body(id));
+        const body = decode(bytes, keys.body(id), isBodyValue);
         bodies.set(id, { topic: body.t, payload: toBuffer(body.p), qos: body.o });
       });
     }
@@ -135,7 +144,7 @@ export class LevelRepository implements SessionRepository {
       const flightBytes = flights[index];
       const entry: OutboundEntry = { seq, message, qos: value.q, retain: value.r, state: 'queued' };
       if (flightBytes !== undefined) {
-        const flight = decode<FlightValue>(flightBytes, keys.flight(clientId, seq));
+        const flight = decode(flightBytes, keys.flight(clientId, seq), isFlightValue);
         entry.state = flight.s === 1 ? 'sent' : 'released';
         entry.packetId = flight.i;
       }
@@ -150,22 +159,22 @@ export class LevelRepository implements SessionRepository {
     return ids;
   }
 
-  createSession(clientId: string): Promise<void> {
+  async createSession(clientId: string): Promise<void> {
     const writer = this.#openWriter();
     if (!this.#nextSeq.has(clientId)) this.#nextSeq.set(clientId, 1);
-    return writer.submit({
+    await writer.submit({
       prepare: (batch) => {
-        if (batch.get<SessionValue>(keys.session(clientId)) === undefined) {
+        if (batch.get(keys.session(clientId), isSessionValue) === undefined) {
           batch.put(keys.session(clientId), { c: Date.now() } satisfies SessionValue);
         }
       },
     });
   }
 
-  destroySession(clientId: string): Promise<void> {
+  async destroySession(clientId: string): Promise<void> {
     const writer = this.#openWriter();
     this.#nextSeq.delete(clientId);
-    return writer.submit({
+    await writer.submit({
       exclusive: true,
       prepare: async (batch) => {
         batch.del(keys.session(clientId));
@@ -177,9 +186,10 @@ export class LevelRepository implements SessionRepository {
     });
   }
 
-  subscribe(clientId: string, subscriptions: Subscription[]): Promise<void> {
+  async subscribe(clientId: string, subscriptions: Subscription[]): Promise<void> {
+    const writer = this.#openWriter();
     this.#requireSession(clientId);
-    return this.#openWriter().submit({
+    await writer.submit({
       prepare: (batch) => {
         for (const { filter, qos } of subscriptions) {
           batch.put(keys.subscription(clientId, filter), { q: qos } satisfies SubscriptionValue);
@@ -188,9 +198,10 @@ export class LevelRepository implements SessionRepository {
     });
   }
 
-  unsubscribe(clientId: string, filters: string[]): Promise<void> {
+  async unsubscribe(clientId: string, filters: string[]): Promise<void> {
+    const writer = this.#openWriter();
     this.#requireSession(clientId);
-    return this.#openWriter().submit({
+    await writer.submit({
       prepare: (batch) => {
         for (const filter of filters) batch.del(keys.subscription(clientId, filter));
       },
@@ -232,21 +243,21 @@ export class LevelRepository implements SessionRepository {
     return seqs;
   }
 
-  markSent(clientId: string, seq: number, packetId: number): Promise<void> {
-    return this.#setFlight(clientId, seq, { s: 1, i: packetId });
+  async markSent(clientId: string, seq: number, packetId: number): Promise<void> {
+    await this.#setFlight(clientId, seq, { s: 1, i: packetId });
   }
 
-  markReleased(clientId: string, seq: number): Promise<void> {
-    return this.#openWriter().submit({
+  async markReleased(clientId: string, seq: number): Promise<void> {
+    await this.#openWriter().submit({
       prepare: (batch) => {
-        const flight = batch.get<FlightValue>(keys.flight(clientId, seq));
+        const flight = batch.get(keys.flight(clientId, seq), isFlightValue);
         if (flight) batch.put(keys.flight(clientId, seq), { s: 2, i: flight.i } satisfies FlightValue);
       },
     });
   }
 
-  complete(clientId: string, seq: number): Promise<void> {
-    return this.#openWriter().submit({
+  async complete(clientId: string, seq: number): Promise<void> {
+    await this.#openWriter().submit({
       prepare: (batch) => {
         batch.del(keys.flight(clientId, seq));
         removeQueueEntry(batch, keys.queueEntry(clientId, seq));
@@ -254,14 +265,14 @@ export class LevelRepository implements SessionRepository {
     });
   }
 
-  releaseInbound(clientId: string, packetId: number): Promise<void> {
-    return this.#openWriter().submit({
+  async releaseInbound(clientId: string, packetId: number): Promise<void> {
+    await this.#openWriter().submit({
       prepare: (batch) => batch.del(keys.inbound(clientId, packetId)),
     });
   }
 
-  clearRetained(topic: string): Promise<void> {
-    return this.#openWriter().submit({
+  async clearRetained(topic: string): Promise<void> {
+    await this.#openWriter().submit({
       prepare: (batch) => batch.del(keys.retained(topic)),
     });
   }
@@ -270,7 +281,7 @@ export class LevelRepository implements SessionRepository {
     return this.#openWriter().submit({
       prepare: (batch) => {
         // An entry completed or destroyed meanwhile must not get a flight record without a body.
-        if (batch.get<QueueEntryValue>(keys.queueEntry(clientId, seq)) !== undefined) {
+        if (batch.get(keys.queueEntry(clientId, seq), isQueueEntryValue) !== undefined) {
           batch.put(keys.flight(clientId, seq), flight);
         }
       },
@@ -314,12 +325,12 @@ export class LevelRepository implements SessionRepository {
 
 /** Deletes a queue entry and, when it was the last reference to a shared body, the body too. */
 function removeQueueEntry(batch: BatchBuilder, key: string): void {
-  const entry = batch.get<QueueEntryValue>(key);
+  const entry = batch.get(key, isQueueEntryValue);
   if (entry === undefined) return;
   batch.del(key);
   if (entry.m === undefined) return;
   const countKey = keys.refCount(entry.m);
-  const remaining = (batch.get<number>(countKey) ?? 1) - 1;
+  const remaining = (batch.get(countKey, isRefCount) ?? 1) - 1;
   if (remaining > 0) {
     batch.put(countKey, remaining);
   } else {
@@ -341,7 +352,7 @@ async function checkFormat(db: Db, location: string): Promise<void> {
     await db.put(FORMAT_KEY, encode(FORMAT_VERSION), { sync: true });
     return;
   }
-  const version = decode<number>(stored, FORMAT_KEY);
+  const version = decode(stored, FORMAT_KEY, isNumber);
   if (version !== FORMAT_VERSION) {
     throw new BrokerError(
       ErrorCodes.STORE_UNSUPPORTED_FORMAT,

@@ -27,7 +27,11 @@ export type OutboundState = 'queued' | 'sent' | 'released';
 
 /** One message on its way to one session, in the session's outbound order. */
 export interface OutboundEntry {
-  /** Position in the session's outbound order; increases with every enqueue, never reused. */
+  /**
+   * Position in the session's outbound order. Each enqueue gets a seq above every seq given before
+   * in this run and above every entry still stored; after a restart the seq of an entry already
+   * completed may be given again (keeping a high-water mark would cost a write per message).
+   */
   seq: number;
   message: Message;
   /** QoS of this delivery: the lower of the message QoS and the subscription's granted QoS. */

@@ -1,0 +1,338 @@
+/**
+ * LevelDB-only behaviour of LevelRepository: what the shared contract cannot see, because it is
+ * about the directory and the bytes on disk rather than the transitions.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ClassicLevel } from 'classic-level';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { BrokerError, ErrorCodes, type ErrorCode } from '../../src/errors.js';
+import { decode, encode } from '../../src/store/codec.js';
+import { FORMAT_KEY, isQueueEntryValue, isRefCount, keys } from '../../src/store/key-layout.js';
+import { LevelRepository } from '../../src/store/level-repository.js';
+import type { Message, SessionRepository } from '../../src/store/repository.js';
+
+type RawDb = ClassicLevel<string, Uint8Array>;
+
+const directories: string[] = [];
+const repositories: SessionRepository[] = [];
+
+function tempDir(): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'broker-level-specific-'));
+  directories.push(dir);
+  return dir;
+}
+
+async function openRepository(location: string): Promise<LevelRepository> {
+  const repository = new LevelRepository({ location });
+  repositories.push(repository);
+  await repository.open();
+  return repository;
+}
+
+/** Opens the directory with classic-level directly, to look at (or tamper with) the raw keys. */
+async function withRawDb<T>(location: string, body: (db: RawDb) => Promise<T>): Promise<T> {
+  const db: RawDb = new ClassicLevel<string, Uint8Array>(location, { keyEncoding: 'utf8', valueEncoding: 'view' });
+  await db.open();
+  try {
+    return await body(db);
+  } finally {
+    await db.close();
+  }
+}
+
+async function rawEntries(location: string): Promise<Map<string, Uint8Array>> {
+  return withRawDb(location, async (db) => new Map(await db.iterator().all()));
+}
+
+function keysWithPrefix(entries: Map<string, Uint8Array>, prefix: string): string[] {
+  return [...entries.keys()].filter((key) => key.startsWith(prefix));
+}
+
+/** Everything here settles in well under a second; the bound only limits how long a hung transition holds up the run. */
+const TIMEOUT = { timeout: 10_000 };
+
+const BODY_PREFIX = 'm\u0000';
+const COUNT_PREFIX = 'c\u0000';
+
+async function expectRejection(promise: Promise<unknown>, code: ErrorCode): Promise<void> {
+  const error = await promise.then(
+    () => undefined,
+    (caught: unknown) => caught,
+  );
+  expect(error, `expected a rejection with ${code}`).toBeInstanceOf(BrokerError);
+  expect((error as BrokerError).code).toBe(code);
+}
+
+function message(topic: string, payload: string, qos: 0 | 1 | 2 = 1): Message {
+  return { topic, payload: Buffer.from(payload), qos };
+}
+
+function seqOf(seqs: Map<string, number>, clientId: string): number {
+  const seq = seqs.get(clientId);
+  if (seq === undefined) throw new Error(`no seq for ${clientId}`);
+  return seq;
+}
+
+afterEach(async () => {
+  vi.restoreAllMocks();
+  for (const repository of repositories.splice(0)) await repository.close();
+  for (const dir of directories.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+describe('LevelRepository: the data directory', TIMEOUT, () => {
+  it('opening a directory already open by another LevelRepository rejects with STORE_LOCKED', async () => {
+    const location = tempDir();
+    const first = await openRepository(location);
+    await first.createSession('a');
+    const second = new LevelRepository({ location });
+    await expectRejection(second.open(), ErrorCodes.STORE_LOCKED);
+    // The first instance is unaffected, and once it is closed the directory can be opened.
+    expect((await first.loadSessions()).map((s) => s.clientId)).toEqual(['a']);
+    await first.close();
+    const third = await openRepository(location);
+    expect((await third.loadSessions()).map((s) => s.clientId)).toEqual(['a']);
+  });
+
+  it('a LevelDB database without the format marker rejects with STORE_NOT_A_BROKER_STORE and is left as it was', async () => {
+    const location = tempDir();
+    await withRawDb(location, async (db) => {
+      await db.put('someone-else', Buffer.from('their data'));
+    });
+    await expectRejection(new LevelRepository({ location }).open(), ErrorCodes.STORE_NOT_A_BROKER_STORE);
+    // The failed open released the directory and wrote nothing into it.
+    const entries = await rawEntries(location);
+    expect([...entries.keys()]).toEqual(['someone-else']);
+  });
+
+  it('a store of another format version rejects with STORE_UNSUPPORTED_FORMAT', async () => {
+    const location = tempDir();
+    await withRawDb(location, async (db) => {
+      await db.put(FORMAT_KEY, encode(999));
+    });
+    await expectRejection(new LevelRepository({ location }).open(), ErrorCodes.STORE_UNSUPPORTED_FORMAT);
+  });
+
+  it('an empty directory becomes a broker store with a format marker', async () => {
+    const location = tempDir();
+    const repository = await openRepository(location);
+    await repository.close();
+    const entries = await rawEntries(location);
+    expect([...entries.keys()]).toEqual([FORMAT_KEY]);
+  });
+});
+
+describe('LevelRepository: shared message bodies', TIMEOUT, () => {
+  it('a message delivered to several sessions is stored once; a single delivery is stored inline', async () => {
+    const location = tempDir();
+    const repository = await openRepository(location);
+    for (const clientId of ['a', 'b', 'c']) await repository.createSession(clientId);
+    const shared = await repository.publish({
+      message: message('fan/out', 'one body for three', 2),
+      deliveries: [
+        { clientId: 'a', qos: 2, retain: false },
+        { clientId: 'b', qos: 1, retain: false },
+        { clientId: 'c', qos: 0, retain: true },
+      ],
+    });
+    const single = await repository.publish({
+      message: message('just/a', 'inline'),
+      deliveries: [{ clientId: 'a', qos: 1, retain: false }],
+    });
+    await repository.close();
+
+    const entries = await rawEntries(location);
+    const bodies = keysWithPrefix(entries, BODY_PREFIX);
+    const counts = keysWithPrefix(entries, COUNT_PREFIX);
+    expect(bodies).toHaveLength(1);
+    expect(counts).toHaveLength(1);
+    const count = decode(entries.get(counts[0]!)!, counts[0]!, isRefCount);
+    expect(count).toBe(3);
+    // The payload appears once in the whole store: in the body record, not in the queue entries.
+    const needle = Buffer.from('one body for three');
+    const holders = [...entries].filter(([, value]) => Buffer.from(value).includes(needle)).map(([key]) => key);
+    expect(holders).toEqual(bodies);
+    for (const clientId of ['a', 'b', 'c']) {
+      const key = keys.queueEntry(clientId, seqOf(shared, clientId));
+      const value = decode(entries.get(key)!, key, isQueueEntryValue);
+      expect(value.m).toBe(keys.messageIdOfBodyKey(bodies[0]!));
+      expect(value.p).toBeUndefined();
+    }
+    const inlineKey = keys.queueEntry('a', seqOf(single, 'a'));
+    const inline = decode(entries.get(inlineKey)!, inlineKey, isQueueEntryValue);
+    expect(inline.m).toBeUndefined();
+    expect(Buffer.from(inline.p!).toString()).toBe('inline');
+  });
+
+  it('the body and its count disappear once every session has completed it or been destroyed', async () => {
+    const location = tempDir();
+    let repository = await openRepository(location);
+    for (const clientId of ['a', 'b', 'c']) await repository.createSession(clientId);
+    const seqs = await repository.publish({
+      message: message('fan/out', 'shared'),
+      deliveries: ['a', 'b', 'c'].map((clientId) => ({ clientId, qos: 1 as const, retain: false })),
+    });
+    await repository.markSent('a', seqOf(seqs, 'a'), 1);
+    await repository.complete('a', seqOf(seqs, 'a'));
+    await repository.close();
+
+    let entries = await rawEntries(location);
+    expect(keysWithPrefix(entries, BODY_PREFIX)).toHaveLength(1);
+    const [countKey] = keysWithPrefix(entries, COUNT_PREFIX);
+    expect(decode(entries.get(countKey!)!, countKey!, isRefCount)).toBe(2);
+
+    repository = await openRepository(location);
+    await repository.destroySession('b');
+    expect((await repository.readOutbound('c', 0, 10)).map((e) => e.message.payload.toString())).toEqual(['shared']);
+    await repository.close();
+    entries = await rawEntries(location);
+    expect(keysWithPrefix(entries, BODY_PREFIX)).toHaveLength(1);
+    expect(decode(entries.get(countKey!)!, countKey!, isRefCount)).toBe(1);
+
+    repository = await openRepository(location);
+    await repository.complete('c', seqOf(seqs, 'c'));
+    await repository.close();
+    entries = await rawEntries(location);
+    expect(keysWithPrefix(entries, BODY_PREFIX)).toEqual([]);
+    expect(keysWithPrefix(entries, COUNT_PREFIX)).toEqual([]);
+    expect(keysWithPrefix(entries, 'q\u0000')).toEqual([]);
+    expect(keysWithPrefix(entries, 'f\u0000')).toEqual([]);
+  });
+
+  it('completions and destroys of one body submitted without awaiting (one batch) still remove it exactly', async () => {
+    const location = tempDir();
+    const repository = await openRepository(location);
+    for (const clientId of ['a', 'b', 'c', 'd']) await repository.createSession(clientId);
+    const deliveries = ['a', 'b', 'c', 'd'].map((clientId) => ({ clientId, qos: 1 as const, retain: false }));
+    const first = await repository.publish({ message: message('t', 'first'), deliveries });
+    const second = await repository.publish({ message: message('t', 'second'), deliveries });
+    await Promise.all([
+      repository.complete('a', seqOf(first, 'a')),
+      repository.complete('b', seqOf(first, 'b')),
+      repository.complete('c', seqOf(first, 'c')),
+      repository.destroySession('d'),
+      repository.complete('a', seqOf(second, 'a')),
+      repository.complete('a', seqOf(second, 'a')), // a duplicate PUBACK must not count twice
+    ]);
+    expect((await repository.readOutbound('b', 0, 10)).map((e) => e.message.payload.toString())).toEqual(['second']);
+    await repository.close();
+    let entries = await rawEntries(location);
+    expect(keysWithPrefix(entries, BODY_PREFIX)).toHaveLength(1);
+    const [countKey] = keysWithPrefix(entries, COUNT_PREFIX);
+    expect(decode(entries.get(countKey!)!, countKey!, isRefCount)).toBe(2);
+
+    const again = await openRepository(location);
+    await Promise.all([again.complete('b', seqOf(second, 'b')), again.destroySession('c')]);
+    await again.close();
+    entries = await rawEntries(location);
+    expect(keysWithPrefix(entries, BODY_PREFIX)).toEqual([]);
+    expect(keysWithPrefix(entries, COUNT_PREFIX)).toEqual([]);
+  });
+});
+
+describe('LevelRepository: corrupt records', TIMEOUT, () => {
+  const corruptions: [string, Uint8Array][] = [
+    ['bytes that are not msgpack (0xc1, the never-used code)', Buffer.from([0xc1])],
+    ['truncated msgpack', Buffer.from([0x92, 0x01])],
+    ['valid msgpack that is not a queue entry', encode(42)],
+  ];
+
+  it.each(corruptions)('a queue record holding %s makes readOutbound reject with STORE_CORRUPT_RECORD', async (_, bytes) => {
+    const location = tempDir();
+    let repository = await openRepository(location);
+    await repository.createSession('a');
+    const seqs = await repository.publish({
+      message: message('t', 'fine'),
+      deliveries: [{ clientId: 'a', qos: 1, retain: false }],
+    });
+    await repository.close();
+    await withRawDb(location, async (db) => {
+      await db.put(keys.queueEntry('a', seqOf(seqs, 'a')), bytes);
+    });
+    repository = await openRepository(location);
+    await expectRejection(repository.readOutbound('a', 0, 10), ErrorCodes.STORE_CORRUPT_RECORD);
+  });
+});
+
+describe('LevelRepository: group commit', TIMEOUT, () => {
+  it('200 transitions submitted without awaiting resolve in submission order, in few batches, and survive reopen', async () => {
+    const location = tempDir();
+    const repository = await openRepository(location);
+    const batch = vi.spyOn(ClassicLevel.prototype, 'batch');
+
+    const order: number[] = [];
+    const submitted: Promise<unknown>[] = [];
+    const publishes: { index: number; clientIds: string[]; promise: Promise<Map<string, number>> }[] = [];
+    const submit = <T>(promise: Promise<T>): Promise<T> => {
+      const index = submitted.length;
+      submitted.push(promise.then(() => order.push(index)));
+      return promise;
+    };
+
+    submit(repository.createSession('g'));
+    submit(repository.createSession('h'));
+    submit(repository.subscribe('g', [{ filter: 'gc/#', qos: 2 }]));
+    submit(repository.subscribe('h', [{ filter: 'gc/+', qos: 1 }]));
+    while (submitted.length < 200) {
+      const index = submitted.length;
+      if (index % 10 === 7) {
+        submit(repository.releaseInbound('g', index - 1));
+      } else if (index % 20 === 9) {
+        submit(repository.clearRetained(`gc/${index - 5}`));
+      } else {
+        const clientIds = index % 2 === 0 ? ['g', 'h'] : ['g'];
+        const promise = submit(
+          repository.publish({
+            message: message(`gc/${index}`, `payload ${index}`, 1),
+            deliveries: clientIds.map((clientId) => ({ clientId, qos: 1 as const, retain: false })),
+            retained: index % 10 === 4 ? 'set' : undefined,
+            inbound: index % 10 === 6 || index % 10 === 3 ? { clientId: 'g', packetId: index } : undefined,
+          }),
+        );
+        publishes.push({ index, clientIds, promise });
+      }
+    }
+    expect(submitted).toHaveLength(200);
+    await Promise.all(submitted);
+    expect(order).toEqual(Array.from({ length: 200 }, (_, i) => i));
+    // Grouped: far fewer LevelDB batches (each one fsync) than transitions.
+    expect(batch.mock.calls.length).toBeGreaterThan(0);
+    expect(batch.mock.calls.length).toBeLessThan(10);
+
+    // Seqs follow submission order.
+    const expected: Record<string, { seq: number; payload: string }[]> = { g: [], h: [] };
+    for (const { index, clientIds, promise } of publishes) {
+      const seqs = await promise;
+      for (const clientId of clientIds) expected[clientId]!.push({ seq: seqOf(seqs, clientId), payload: `payload ${index}` });
+    }
+    for (const clientId of ['g', 'h']) {
+      const seqs = expected[clientId]!.map((e) => e.seq);
+      expect([...seqs].sort((a, b) => a - b)).toEqual(seqs);
+      expect(new Set(seqs).size).toBe(seqs.length);
+    }
+    // Recorded at %10 = 3 and 6, the latter released right after; set at %10 = 4, cleared 5 later when %20 = 9.
+    const expectedInbound = Array.from({ length: 200 }, (_, i) => i).filter((i) => i >= 4 && i % 10 === 3);
+    const expectedRetained = Array.from({ length: 200 }, (_, i) => i)
+      .filter((i) => i >= 4 && i % 20 === 14)
+      .map((i) => `gc/${i}`)
+      .sort();
+
+    await repository.close();
+    const reopened = await openRepository(location);
+    for (const clientId of ['g', 'h']) {
+      const entries = await reopened.readOutbound(clientId, 0, 1000);
+      expect(entries.map((e) => ({ seq: e.seq, payload: e.message.payload.toString() }))).toEqual(expected[clientId]);
+    }
+    expect(
+      (await reopened.loadSessions())
+        .map((s) => ({ clientId: s.clientId, subscriptions: s.subscriptions }))
+        .sort((a, b) => (a.clientId < b.clientId ? -1 : 1)),
+    ).toEqual([
+      { clientId: 'g', subscriptions: [{ filter: 'gc/#', qos: 2 }] },
+      { clientId: 'h', subscriptions: [{ filter: 'gc/+', qos: 1 }] },
+    ]);
+    expect([...(await reopened.loadInbound('g'))].sort((a, b) => a - b)).toEqual(expectedInbound);
+    expect((await reopened.loadRetained()).map((r) => r.topic).sort()).toEqual(expectedRetained);
+  });
+});
