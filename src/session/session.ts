@@ -58,8 +58,11 @@ export class Session {
   /** Highest seq taken from the store into memory; reads continue after it. */
   #lastSeq = 0;
   #storeHasMore = true;
-  /** An entry was stored while `resume` was reading: the first read may have missed it. */
-  #enqueuedWhileLoading = false;
+  /**
+   * Counts enqueue notifications. A store read compares it before and after: an entry stored while
+   * the read ran may be missing from what it returned, so the store must be read again.
+   */
+  #enqueueCount = 0;
   #refilling = false;
   readonly #packetIds = new PacketIds();
   /** Inbound QoS2 packet ids received (or being stored) and not yet released by PUBREL. */
@@ -91,7 +94,6 @@ export class Session {
     this.#channel = channel;
     this.#epoch++;
     this.#loading = true;
-    this.#enqueuedWhileLoading = false;
   }
 
   /** Unlinks the connection. A persistent session drops its in-memory queue; the store keeps it. */
@@ -117,6 +119,7 @@ export class Session {
     const epoch = this.#epoch;
     // Transitions of the previous connection must land before the store is read back.
     await Promise.allSettled([...this.#pendingWrites]);
+    const enqueueCount = this.#enqueueCount;
     const inbound = await this.#repository.loadInbound(this.clientId);
     const entries = await this.#repository.readOutbound(this.clientId, 0, this.#limits.readWindow);
     if (epoch !== this.#epoch) return;
@@ -133,7 +136,7 @@ export class Session {
         resend.push(inflight);
       }
     }
-    this.#storeHasMore = this.#enqueuedWhileLoading || entries.length >= this.#limits.readWindow;
+    this.#storeHasMore = this.#enqueueCount !== enqueueCount || entries.length >= this.#limits.readWindow;
     this.#loading = false;
     for (const { entry, state } of resend) {
       if (state === 'released') this.#channel?.pubrel(entry.packetId!);
@@ -145,7 +148,7 @@ export class Session {
   /** A stored transition queued an entry for this session. */
   enqueued(seq: number, message: Message, qos: QoS, retain: boolean): void {
     if (!this.#channel) return;
-    if (this.#loading) this.#enqueuedWhileLoading = true;
+    this.#enqueueCount++;
     if (this.#loading || this.#storeHasMore || this.#window.length >= this.#limits.readWindow || seq <= this.#lastSeq) {
       // It is in the store; the next read picks it up in order.
       this.#storeHasMore = true;
@@ -265,6 +268,7 @@ export class Session {
     if (this.#refilling) return;
     this.#refilling = true;
     const epoch = this.#epoch;
+    const enqueueCount = this.#enqueueCount;
     let entries: OutboundEntry[];
     try {
       entries = await this.#repository.readOutbound(this.clientId, this.#lastSeq, this.#limits.readWindow);
@@ -279,7 +283,7 @@ export class Session {
         this.#lastSeq = entry.seq;
         if (entry.state === 'queued') this.#window.push(entry);
       }
-      this.#storeHasMore = entries.length >= this.#limits.readWindow;
+      this.#storeHasMore = this.#enqueueCount !== enqueueCount || entries.length >= this.#limits.readWindow;
     }
     // Also after a relink: a refill the new connection skipped while this one ran is due now.
     this.#pump();

@@ -33,7 +33,8 @@ export class BrokerProcess {
     child.stderr!.on('data', (chunk: Buffer) => (this.output += chunk.toString()));
     this.exited = new Promise((resolve) => {
       if (child.exitCode !== null || child.signalCode !== null) resolve({ code: child.exitCode, signal: child.signalCode });
-      else child.once('exit', (code, signal) => resolve({ code, signal }));
+      // 'close', not 'exit': the output streams are complete only then.
+      else child.once('close', (code, signal) => resolve({ code, signal }));
     });
   }
 
@@ -78,5 +79,5 @@ export function runBroker(args: string[]): Promise<{ code: number | null; output
   let output = '';
   child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
   child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  return new Promise((resolve) => child.on('exit', (code) => resolve({ code, output })));
+  return new Promise((resolve) => child.on('close', (code) => resolve({ code, output })));
 }

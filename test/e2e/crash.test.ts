@@ -1,0 +1,370 @@
+/**
+ * Crash: the broker runs as a child process (bin/broker.js → dist/) and is killed with SIGKILL, so
+ * no shutdown code runs; a new broker process then starts on the same data directory. Whatever the
+ * broker acknowledged before the kill (PUBACK, PUBREC, SUBACK, UNSUBACK, and the PUBLISH/PUBREL it
+ * sent, which go out only after their state is stored) must be there after the restart.
+ *
+ * No sleeps and no timed assertions: the kill point is chosen by counting acknowledgements, and
+ * absence is shown by publishing a marker afterwards and checking that it is what arrives next.
+ */
+import { randomUUID } from 'node:crypto';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { IConnackPacket, IPublishPacket, QoS } from 'mqtt-packet';
+import { BrokerProcess, makeDataDir, removeDataDir } from '../helpers/broker-process.js';
+import { RawClient } from '../helpers/raw-client.js';
+
+// ---------------------------------------------------------------------------------------------
+// Harness: everything started here is tracked and torn down in afterEach, even when a test fails.
+
+interface Outgoing {
+  topic: string;
+  payload: string;
+  qos: QoS;
+  retain?: boolean;
+}
+
+const brokers: BrokerProcess[] = [];
+const rawClients: RawClient[] = [];
+const dataDirs: string[] = [];
+
+afterEach(async () => {
+  for (const client of rawClients.splice(0)) client.socket.destroy();
+  await Promise.all(
+    brokers.splice(0).map(async (broker) => {
+      if (broker.child.exitCode === null && broker.child.signalCode === null) broker.child.kill('SIGKILL');
+      await broker.exited;
+    }),
+  );
+  for (const dir of dataDirs.splice(0)) removeDataDir(dir);
+});
+
+function freshDataDir(): string {
+  const dir = makeDataDir('broker-crash-');
+  dataDirs.push(dir);
+  return dir;
+}
+
+async function startBroker(dataDir: string): Promise<BrokerProcess> {
+  const broker = await BrokerProcess.start(dataDir);
+  brokers.push(broker);
+  return broker;
+}
+
+/** SIGKILL (no shutdown code runs), then a new broker process on the same directory. */
+async function crash(broker: BrokerProcess, dataDir: string): Promise<BrokerProcess> {
+  await broker.kill();
+  expect((await broker.exited).signal).toBe('SIGKILL');
+  return startBroker(dataDir);
+}
+
+async function connectRaw(
+  broker: BrokerProcess,
+  clientId: string,
+  clean: boolean,
+): Promise<{ client: RawClient; connack: IConnackPacket }> {
+  const { client, connack } = await RawClient.session(broker.port, { clientId, clean });
+  rawClients.push(client);
+  expect(connack.returnCode).toBe(0);
+  return { client, connack };
+}
+
+async function subscribe(client: RawClient, subscriptions: Array<[string, QoS]>, messageId = 1): Promise<void> {
+  client.send({ cmd: 'subscribe', messageId, subscriptions: subscriptions.map(([topic, qos]) => ({ topic, qos })) });
+  const suback = await client.next('suback');
+  expect(suback.messageId).toBe(messageId);
+  expect(suback.granted).toEqual(subscriptions.map(([, qos]) => qos));
+}
+
+/** Publishes on one raw CleanSession=1 connection, pipelined and in order, and waits for every acknowledgement. */
+async function publishAll(broker: BrokerProcess, messages: Outgoing[], clientId = `pub-${randomUUID()}`): Promise<void> {
+  const { client } = await connectRaw(broker, clientId, true);
+  messages.forEach(({ topic, payload, qos, retain = false }, index) => {
+    client.send({
+      cmd: 'publish',
+      topic,
+      payload: Buffer.from(payload),
+      qos,
+      retain,
+      dup: false,
+      ...(qos > 0 ? { messageId: index + 1 } : {}),
+    });
+  });
+  const qos1 = messages.flatMap(({ qos }, index) => (qos === 1 ? [index + 1] : []));
+  const qos2 = messages.flatMap(({ qos }, index) => (qos === 2 ? [index + 1] : []));
+  const pubacks = await client.take('puback', qos1.length);
+  expect(pubacks.map((packet) => packet.messageId)).toEqual(qos1);
+  const pubrecs = await client.take('pubrec', qos2.length);
+  expect(pubrecs.map((packet) => packet.messageId)).toEqual(qos2);
+  for (const messageId of qos2) client.send({ cmd: 'pubrel', messageId });
+  const pubcomps = await client.take('pubcomp', qos2.length);
+  expect(pubcomps.map((packet) => packet.messageId)).toEqual(qos2);
+  await client.roundTrip();
+  await client.disconnect();
+}
+
+async function acknowledge(client: RawClient, publish: IPublishPacket): Promise<void> {
+  const messageId = publish.messageId!;
+  if (publish.qos === 1) {
+    client.send({ cmd: 'puback', messageId });
+  } else if (publish.qos === 2) {
+    client.send({ cmd: 'pubrec', messageId });
+    const pubrel = await client.next('pubrel');
+    expect(pubrel.messageId).toBe(messageId);
+    client.send({ cmd: 'pubcomp', messageId });
+  }
+}
+
+async function drain(client: RawClient, count: number): Promise<IPublishPacket[]> {
+  const received: IPublishPacket[] = [];
+  while (received.length < count) {
+    const publish = await client.next('publish');
+    received.push(publish);
+    await acknowledge(client, publish);
+  }
+  return received;
+}
+
+/** Every PUBLISH (acknowledged) up to and including the first one on `topic`. */
+async function drainUntil(client: RawClient, topic: string): Promise<IPublishPacket[]> {
+  const received: IPublishPacket[] = [];
+  for (;;) {
+    const publish = await client.next('publish');
+    received.push(publish);
+    await acknowledge(client, publish);
+    if (publish.topic === topic) return received;
+  }
+}
+
+function summary(publish: IPublishPacket): { topic: string; payload: string; qos: QoS } {
+  return { topic: publish.topic, payload: publish.payload.toString(), qos: publish.qos };
+}
+
+/** A marker published now must be the next PUBLISH, with nothing else (PUBLISH or PUBREL) around it. */
+async function expectMarkerNext(broker: BrokerProcess, client: RawClient, topic: string): Promise<void> {
+  const payload = `marker-${randomUUID()}`;
+  await publishAll(broker, [{ topic, payload, qos: 1 }]);
+  const next = await client.next('publish');
+  expect({ topic: next.topic, payload: next.payload.toString() }).toEqual({ topic, payload });
+  await acknowledge(client, next);
+  await client.roundTrip();
+  expect(client.received.map((packet) => packet.cmd)).toEqual([]);
+}
+
+const range = (length: number) => Array.from({ length }, (_, index) => index);
+
+// ---------------------------------------------------------------------------------------------
+
+describe('crash (SIGKILL, then a new broker process on the same data directory)', () => {
+  it('500 QoS1 messages acknowledged with PUBACK for an offline persistent subscriber all arrive after SIGKILL, in order [MQTT-4.3.2-2] [MQTT-3.1.2-5] [MQTT-4.6.0-6]', async () => {
+    const dataDir = freshDataDir();
+    let broker = await startBroker(dataDir);
+    const { client: before } = await connectRaw(broker, 'crash-bulk-sub', false);
+    await subscribe(before, [['bulk/#', 1]]);
+    await before.disconnect();
+
+    const messages: Outgoing[] = range(500).map((index) => ({ topic: 'bulk/data', payload: `bulk ${index}`, qos: 1 }));
+    await publishAll(broker, messages);
+
+    broker = await crash(broker, dataDir);
+
+    const { client: after, connack } = await connectRaw(broker, 'crash-bulk-sub', false);
+    expect(connack.sessionPresent).toBe(true);
+    const received = await drain(after, messages.length);
+    expect(received.map((publish) => publish.payload.toString())).toEqual(messages.map(({ payload }) => payload));
+    await expectMarkerNext(broker, after, 'bulk/marker');
+  });
+
+  it('SIGKILL in the middle of a QoS1 stream: every PUBACKed message arrives, in order, as a gap-free prefix of what was sent [MQTT-4.3.2-2] [MQTT-4.6.0-6]', async () => {
+    const dataDir = freshDataDir();
+    let broker = await startBroker(dataDir);
+    const { client: before } = await connectRaw(broker, 'crash-stream-sub', false);
+    await subscribe(before, [['stream/#', 1]]);
+    await before.disconnect();
+
+    // A raw publisher keeps WINDOW messages unacknowledged at all times: every PUBACK releases the
+    // next PUBLISH. The kill comes once KILL_AFTER PUBACKs arrived, with the stream still flowing.
+    const WINDOW = 64;
+    const KILL_AFTER = 200;
+    const { client: publisher } = await connectRaw(broker, 'crash-stream-pub', true);
+    let sent = 0;
+    const sendNext = () => {
+      const index = sent++;
+      publisher.send({
+        cmd: 'publish',
+        topic: 'stream/data',
+        payload: Buffer.from(String(index)),
+        qos: 1,
+        dup: false,
+        retain: false,
+        messageId: index + 1,
+      });
+    };
+    for (let index = 0; index < WINDOW; index++) sendNext();
+    const acknowledged = new Set<number>();
+    while (acknowledged.size < KILL_AFTER) {
+      const puback = await publisher.next('puback');
+      acknowledged.add(puback.messageId! - 1);
+      sendNext();
+    }
+    await broker.kill();
+    await publisher.closed;
+    // PUBACKs that arrived between the last one counted and the kill count as acknowledged too.
+    for (const packet of publisher.received) if (packet.cmd === 'puback') acknowledged.add(packet.messageId! - 1);
+
+    broker = await startBroker(dataDir);
+    await publishAll(broker, [{ topic: 'stream/marker', payload: 'end', qos: 1 }]);
+    const { client: after, connack } = await connectRaw(broker, 'crash-stream-sub', false);
+    expect(connack.sessionPresent).toBe(true);
+    const received = await drainUntil(after, 'stream/marker');
+    const payloads = received.slice(0, -1).map((publish) => Number(publish.payload.toString()));
+    const distinct = [...new Set(payloads)];
+    const duplicates = payloads.length - distinct.length;
+    console.log(
+      `[crash stream] sent ${sent}, acknowledged ${acknowledged.size}, delivered ${payloads.length} ` +
+        `(${distinct.length} distinct, ${duplicates} duplicate${duplicates === 1 ? '' : 's'})`,
+    );
+
+    // received ⊇ acknowledged
+    const missing = [...acknowledged].filter((index) => !distinct.includes(index)).sort((a, b) => a - b);
+    expect(missing, 'acknowledged but not delivered after the crash').toEqual([]);
+    // In publish order, and a prefix of what was sent: what was stored is everything up to some point.
+    expect(distinct).toEqual(range(distinct.length));
+    expect(distinct.length).toBeLessThanOrEqual(sent);
+    await expectMarkerNext(broker, after, 'stream/marker');
+  });
+
+  it('inbound QoS2 PUBREC sent before SIGKILL: a re-sent PUBLISH (DUP=1) gets PUBREC, PUBREL gets PUBCOMP, delivered exactly once [MQTT-4.3.3-2] [MQTT-4.4.0-1]', async () => {
+    const dataDir = freshDataDir();
+    let broker = await startBroker(dataDir);
+    const { client: subscriber } = await connectRaw(broker, 'crash-inbound-sub', false);
+    await subscribe(subscriber, [['inbound/#', 2]]);
+    await subscriber.disconnect();
+
+    const { client: before } = await connectRaw(broker, 'crash-inbound-pub', false);
+    before.send({ cmd: 'publish', topic: 'inbound/x', payload: Buffer.from('once'), qos: 2, dup: false, retain: false, messageId: 7 });
+    expect((await before.next('pubrec')).messageId).toBe(7);
+
+    broker = await crash(broker, dataDir);
+
+    const { client: publisher, connack } = await connectRaw(broker, 'crash-inbound-pub', false);
+    expect(connack.sessionPresent).toBe(true);
+    publisher.send({ cmd: 'publish', topic: 'inbound/x', payload: Buffer.from('once'), qos: 2, dup: true, retain: false, messageId: 7 });
+    expect((await publisher.next('pubrec')).messageId).toBe(7);
+    publisher.send({ cmd: 'pubrel', messageId: 7 });
+    expect((await publisher.next('pubcomp')).messageId).toBe(7);
+    await publisher.disconnect();
+
+    const { client: after, connack: subConnack } = await connectRaw(broker, 'crash-inbound-sub', false);
+    expect(subConnack.sessionPresent).toBe(true);
+    const received = await drain(after, 1);
+    expect(received.map(summary)).toEqual([{ topic: 'inbound/x', payload: 'once', qos: 2 }]);
+    await expectMarkerNext(broker, after, 'inbound/marker');
+  });
+
+  it('SUBACKed subscriptions and UNSUBACKed unsubscriptions survive SIGKILL of a broker with the client still connected [MQTT-3.1.2-4] [MQTT-3.10.4-2]', async () => {
+    const dataDir = freshDataDir();
+    let broker = await startBroker(dataDir);
+    const { client: before } = await connectRaw(broker, 'crash-subs', false);
+    await subscribe(before, [
+      ['subs/kept/+', 2],
+      ['subs/gone', 1],
+    ]);
+    before.send({ cmd: 'unsubscribe', messageId: 2, unsubscriptions: ['subs/gone'] });
+    expect((await before.next('unsuback')).messageId).toBe(2);
+
+    broker = await crash(broker, dataDir);
+    await before.closed;
+
+    await publishAll(broker, [
+      { topic: 'subs/gone', payload: 'must not arrive', qos: 1 },
+      { topic: 'subs/kept/a', payload: 'kept', qos: 2 },
+    ]);
+    const { client: after, connack } = await connectRaw(broker, 'crash-subs', false);
+    expect(connack.sessionPresent).toBe(true);
+    expect((await drain(after, 1)).map(summary)).toEqual([{ topic: 'subs/kept/a', payload: 'kept', qos: 2 }]);
+    await publishAll(broker, [{ topic: 'subs/gone', payload: 'must not arrive either', qos: 1 }]);
+    await expectMarkerNext(broker, after, 'subs/kept/marker');
+  });
+
+  it('a persistent session discarded by a CleanSession=1 CONNECT (CONNACK sent) stays discarded after SIGKILL [MQTT-3.1.2-6] [MQTT-3.2.2-3]', async () => {
+    const dataDir = freshDataDir();
+    let broker = await startBroker(dataDir);
+    const { client: persistent } = await connectRaw(broker, 'crash-discarded', false);
+    await subscribe(persistent, [['discard/#', 1]]);
+    await persistent.disconnect();
+    await publishAll(broker, [{ topic: 'discard/queued', payload: 'queued, then discarded', qos: 1 }]);
+    const { connack: cleanConnack } = await connectRaw(broker, 'crash-discarded', true);
+    expect(cleanConnack.sessionPresent).toBe(false);
+
+    broker = await crash(broker, dataDir);
+
+    await publishAll(broker, [{ topic: 'discard/new', payload: 'must not be routed', qos: 1 }]);
+    const { client: after, connack } = await connectRaw(broker, 'crash-discarded', false);
+    expect(connack.sessionPresent).toBe(false);
+    await subscribe(after, [['marker/discard', 1]]);
+    await expectMarkerNext(broker, after, 'marker/discard');
+  });
+
+  it('outbound state in flight survives SIGKILL: unacknowledged QoS1 re-sent with DUP=1 and its packet id, PUBREC\'d QoS2 gets PUBREL, PUBCOMP\'d QoS2 is gone [MQTT-4.4.0-1] [MQTT-3.3.1-1] [MQTT-4.3.3-1]', async () => {
+    const dataDir = freshDataDir();
+    let broker = await startBroker(dataDir);
+    const { client: before } = await connectRaw(broker, 'crash-inflight', false);
+    await subscribe(before, [['inflight/#', 2]]);
+    await publishAll(broker, [
+      { topic: 'inflight/completed', payload: 'qos2 completed', qos: 2 },
+      { topic: 'inflight/unacked', payload: 'qos1 unacked', qos: 1 },
+      { topic: 'inflight/released', payload: 'qos2 released', qos: 2 },
+    ]);
+    const [completed, unacked, released] = await before.take('publish', 3);
+    expect([completed, unacked, released].map((publish) => summary(publish!))).toEqual([
+      { topic: 'inflight/completed', payload: 'qos2 completed', qos: 2 },
+      { topic: 'inflight/unacked', payload: 'qos1 unacked', qos: 1 },
+      { topic: 'inflight/released', payload: 'qos2 released', qos: 2 },
+    ]);
+    // Completed: PUBREC → PUBREL → PUBCOMP.
+    await acknowledge(before, completed!);
+    // Released: PUBREC → PUBREL, PUBCOMP withheld. Unacked: no PUBACK. The store applies
+    // transitions in the order they are submitted, so this PUBREL (sent once its transition is
+    // stored) also shows that the earlier PUBCOMP's transition is stored.
+    before.send({ cmd: 'pubrec', messageId: released!.messageId! });
+    expect((await before.next('pubrel')).messageId).toBe(released!.messageId);
+
+    broker = await crash(broker, dataDir);
+
+    const { client: after, connack } = await connectRaw(broker, 'crash-inflight', false);
+    expect(connack.sessionPresent).toBe(true);
+    const resent = await after.next('publish');
+    expect({ ...summary(resent), dup: resent.dup, messageId: resent.messageId }).toEqual({
+      ...summary(unacked!),
+      dup: true,
+      messageId: unacked!.messageId,
+    });
+    expect((await after.next('pubrel')).messageId).toBe(released!.messageId);
+    after.send({ cmd: 'puback', messageId: resent.messageId! });
+    after.send({ cmd: 'pubcomp', messageId: released!.messageId! });
+    await after.roundTrip();
+    await expectMarkerNext(broker, after, 'inflight/marker');
+  });
+
+  it('retained messages acknowledged before SIGKILL survive, and so does their clearing [MQTT-3.3.1-5] [MQTT-3.3.1-10]', async () => {
+    const dataDir = freshDataDir();
+    let broker = await startBroker(dataDir);
+    await publishAll(broker, [
+      { topic: 'ret/kept', payload: 'kept', qos: 1, retain: true },
+      { topic: 'ret/cleared', payload: 'soon gone', qos: 2, retain: true },
+      { topic: 'ret/cleared', payload: '', qos: 1, retain: true },
+    ]);
+
+    broker = await crash(broker, dataDir);
+
+    const { client: subscriber } = await connectRaw(broker, 'crash-retained-sub', true);
+    await subscribe(subscriber, [['ret/#', 1]]);
+    await subscriber.roundTrip();
+    await publishAll(broker, [{ topic: 'ret/marker', payload: 'end', qos: 1 }]);
+    const received = await drainUntil(subscriber, 'ret/marker');
+    expect(received.map((publish) => ({ ...summary(publish), retain: publish.retain }))).toEqual([
+      { topic: 'ret/kept', payload: 'kept', qos: 1, retain: true },
+      { topic: 'ret/marker', payload: 'end', qos: 1, retain: false },
+    ]);
+  });
+});
