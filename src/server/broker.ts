@@ -55,7 +55,9 @@ export function createBroker(options: BrokerOptions = {}): Broker {
   const maxInflight = positiveInteger('maxInflight', options.maxInflight ?? DEFAULTS.maxInflight, 65535);
   const readWindow = positiveInteger('readWindow', options.readWindow ?? DEFAULTS.readWindow, 1_000_000);
   const connectTimeoutMs = positiveInteger('connectTimeoutMs', options.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs, 2 ** 31 - 1);
-  positiveInteger('port', port + 1, 65536);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new BrokerError(ErrorCodes.BAD_OPTION, `port must be an integer from 0 to 65535, got ${port}`);
+  }
 
   const durable =
     options.repository ??
