@@ -2,6 +2,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { BrokerError } from '../errors.js';
 import { consoleLogger } from '../logger.js';
 import { createBroker, DEFAULTS, type Broker } from '../server/broker.js';
+import { DEFAULT_QUEUE_LIMITS } from '../store/queue-limits.js';
 
 function integerIn(min: number, max: number) {
   return (value: string): number => {
@@ -20,8 +21,25 @@ export async function main(argv: string[]): Promise<void> {
     .option('--host <address>', 'interface to listen on', DEFAULTS.host)
     .option('--port <number>', 'TCP port (0 picks a free one)', integerIn(0, 65535), DEFAULTS.port)
     .option('--data <dir>', 'data directory (the store lives in <dir>/store)', DEFAULTS.dataDir)
-    .option('--no-sync', 'do not fsync before acknowledging: faster, but a power cut can lose acknowledged messages')
+    .option('--no-sync', 'never fsync; the OS writes back when it likes: a power cut can lose what was acknowledged since')
+    .option(
+      '--sync-interval <ms>',
+      'acknowledge without waiting for fsync and fsync every <ms> instead: a power cut can lose the last <ms> of acknowledged messages',
+      integerIn(1, 60_000),
+    )
     .option('--max-inflight <number>', 'outbound QoS1/2 messages in flight per session', integerIn(1, 65535), DEFAULTS.maxInflight)
+    .option(
+      '--max-queued-messages <n>',
+      'messages queued per session; beyond it new messages are refused for that session and counted as dropped',
+      integerIn(1, 2 ** 40),
+      DEFAULT_QUEUE_LIMITS.maxMessages,
+    )
+    .option(
+      '--max-queued-bytes <n>',
+      'payload bytes queued per session; beyond it new messages are refused for that session and counted as dropped',
+      integerIn(1, 2 ** 50),
+      DEFAULT_QUEUE_LIMITS.maxBytes,
+    )
     .option('--connect-timeout <ms>', 'time a new connection has to send CONNECT', integerIn(1, 2 ** 31 - 1), DEFAULTS.connectTimeoutMs)
     .parse(argv);
   const options = program.opts<{
@@ -29,7 +47,10 @@ export async function main(argv: string[]): Promise<void> {
     port: number;
     data: string;
     sync: boolean;
+    syncInterval?: number;
     maxInflight: number;
+    maxQueuedMessages: number;
+    maxQueuedBytes: number;
     connectTimeout: number;
   }>();
 
@@ -40,8 +61,12 @@ export async function main(argv: string[]): Promise<void> {
       host: options.host,
       port: options.port,
       dataDir: options.data,
-      sync: options.sync,
+      // --sync-interval implies acknowledging before fsync; --no-sync alone means never fsync.
+      sync: options.sync && options.syncInterval === undefined,
+      syncIntervalMs: options.syncInterval ?? 0,
       maxInflight: options.maxInflight,
+      maxQueuedMessages: options.maxQueuedMessages,
+      maxQueuedBytes: options.maxQueuedBytes,
       connectTimeoutMs: options.connectTimeout,
       log,
     });

@@ -7,6 +7,7 @@ import { Distributor } from '../session/distributor.js';
 import { SessionManager } from '../session/session-manager.js';
 import { LevelRepository } from '../store/level-repository.js';
 import { MemoryRepository } from '../store/memory-repository.js';
+import { DEFAULT_QUEUE_LIMITS, type QueueLimits } from '../store/queue-limits.js';
 import type { SessionRepository } from '../store/repository.js';
 
 export interface BrokerOptions {
@@ -18,10 +19,16 @@ export interface BrokerOptions {
   dataDir?: string;
   /** fsync every batch before acknowledging (default true). See LevelRepositoryOptions.sync. */
   sync?: boolean;
+  /** With sync false: fsync at most every this many ms. See LevelRepositoryOptions.syncIntervalMs. */
+  syncIntervalMs?: number;
   /** Use this repository for persistent sessions instead of LevelDB in `dataDir` (tests, embedding). */
   repository?: SessionRepository;
   /** Outbound QoS1/2 messages in flight per session (default 32). */
   maxInflight?: number;
+  /** Messages queued per session before new ones are refused for it (default 1,000,000). */
+  maxQueuedMessages?: number;
+  /** Payload bytes queued per session before new messages are refused for it (default 512 MiB). */
+  maxQueuedBytes?: number;
   /** Queued messages a connected session keeps in memory; the rest is read from the store as needed (default 1000). */
   readWindow?: number;
   /** Milliseconds a new socket has to send CONNECT (default 30000). */
@@ -59,10 +66,19 @@ export function createBroker(options: BrokerOptions = {}): Broker {
     throw new BrokerError(ErrorCodes.BAD_OPTION, `port must be an integer from 0 to 65535, got ${port}`);
   }
 
+  const limits: QueueLimits = {
+    maxMessages: positiveInteger('maxQueuedMessages', options.maxQueuedMessages ?? DEFAULT_QUEUE_LIMITS.maxMessages, 2 ** 40),
+    maxBytes: positiveInteger('maxQueuedBytes', options.maxQueuedBytes ?? DEFAULT_QUEUE_LIMITS.maxBytes, 2 ** 50),
+  };
   const durable =
     options.repository ??
-    new LevelRepository({ location: join(resolve(options.dataDir ?? DEFAULTS.dataDir), 'store'), sync: options.sync ?? true });
-  const volatile = new MemoryRepository();
+    new LevelRepository({
+      limits,
+      location: join(resolve(options.dataDir ?? DEFAULTS.dataDir), 'store'),
+      sync: options.sync ?? true,
+      syncIntervalMs: options.syncIntervalMs ?? 0,
+    });
+  const volatile = new MemoryRepository({ limits });
   const sessions = new SessionManager({ durable, volatile, limits: { maxInflight, readWindow }, log });
   const context: BrokerContext = {
     sessions,

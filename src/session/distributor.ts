@@ -134,6 +134,7 @@ function deliveryOf({ session, qos }: Target): Delivery {
 function notify(targets: Target[], seqs: Map<string, number>, message: Message, retain = false): void {
   for (const { session, qos } of targets) {
     const seq = seqs.get(session.clientId);
-    if (seq !== undefined) session.enqueued(seq, message, qos, retain);
+    if (seq === undefined) session.dropped();
+    else session.enqueued(seq, message, qos, retain);
   }
 }

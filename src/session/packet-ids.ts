@@ -1,28 +1,12 @@
-/** Packet identifiers for outbound QoS1/2 PUBLISHes: 1..65535, never one still in flight [MQTT-2.3.1-2]. */
-export class PacketIds {
-  readonly #inUse = new Set<number>();
-  #next = 1;
+/** Packet identifiers run from 1 to 65535 [MQTT-2.3.1-1]. */
+export const MAX_PACKET_ID = 65535;
 
-  /** Marks an id restored from the store as in use. */
-  reserve(id: number): void {
-    this.#inUse.add(id);
-    if (id >= this.#next) this.#next = id === 65535 ? 1 : id + 1;
-  }
-
-  allocate(): number {
-    if (this.#inUse.size >= 65535) throw new Error('all 65535 packet identifiers are in flight');
-    while (this.#inUse.has(this.#next)) this.#next = this.#next === 65535 ? 1 : this.#next + 1;
-    const id = this.#next;
-    this.#inUse.add(id);
-    this.#next = id === 65535 ? 1 : id + 1;
-    return id;
-  }
-
-  release(id: number): void {
-    this.#inUse.delete(id);
-  }
-
-  clear(): void {
-    this.#inUse.clear();
-  }
+/**
+ * The packet id of an outbound entry, derived from its seq: it never needs storing, and every
+ * redelivery, after any restart, uses the original id [MQTT-4.4.0-1]. Two entries in flight at
+ * once never share an id as long as their seqs are less than 65535 apart [MQTT-2.3.1-2]; the
+ * session holds back an entry that would break that.
+ */
+export function packetIdOf(seq: number): number {
+  return ((seq - 1) % MAX_PACKET_ID) + 1;
 }

@@ -1,6 +1,6 @@
 import type { Logger } from '../logger.js';
 import type { Message, OutboundEntry, QoS, SessionRepository } from '../store/repository.js';
-import { PacketIds } from './packet-ids.js';
+import { MAX_PACKET_ID, packetIdOf } from './packet-ids.js';
 
 export interface OutgoingPublish {
   topic: string;
@@ -26,19 +26,28 @@ export interface SessionLimits {
   readWindow: number;
 }
 
-/** In flight: 'sending' until markSent is stored, 'completing'/'releasing' while that transition is stored. */
-type InflightState = 'sending' | 'sent' | 'releasing' | 'released' | 'completing';
+/** 'sending' until the sent watermark is stored; 'releasing' while PUBREC's transition is stored. */
+type InflightState = 'sending' | 'sent' | 'releasing' | 'released';
 
 interface Inflight {
   entry: OutboundEntry;
+  packetId: number;
   state: InflightState;
 }
 
 /**
  * One client's session (spec 4.1). Outbound messages flow store → window in memory → inflight →
- * acknowledged, and every step is stored before it is acted on: markSent before the PUBLISH goes
- * out, markReleased before PUBREL, complete before the entry is forgotten. A disconnected
- * persistent session keeps nothing in memory but its subscriptions.
+ * acknowledged. What must not be lost is stored before it is acted on: the sent watermark before
+ * a PUBLISH goes out (so a redelivery carries DUP=1), PUBREC's release before PUBREL (so a
+ * PUBLISH is never sent again after it). Packet ids come from seqs, so a redelivery after any
+ * restart uses the original id [MQTT-4.4.0-1] without storing it.
+ *
+ * PUBACK and PUBCOMP free their slot at once and are stored in the background: were the broker to
+ * die before that write, the only effect is a redelivery with DUP=1 (QoS1) or a re-sent PUBREL
+ * (QoS2), both of which the protocol expects. Waiting would put an fsync between every two
+ * messages of a session.
+ *
+ * A disconnected persistent session keeps nothing in memory but its subscriptions.
  */
 export class Session {
   readonly clientId: string;
@@ -53,6 +62,7 @@ export class Session {
   /** Changes on every link/unlink, so a store write finishing late never acts for another connection. */
   #epoch = 0;
   #loading = false;
+  /** By packet id, in seq order (entries enter in seq order; a Map keeps insertion order). */
   readonly #inflight = new Map<number, Inflight>();
   #window: OutboundEntry[] = [];
   /** Highest seq taken from the store into memory; reads continue after it. */
@@ -64,10 +74,16 @@ export class Session {
    */
   #enqueueCount = 0;
   #refilling = false;
-  readonly #packetIds = new PacketIds();
+  /** The sent watermark last submitted, and its write: PUBLISHes up to it may go once it is stored. */
+  #markedThrough = 0;
+  /** Highest seq whose PUBLISH was handed to the connection. */
+  #sentThrough = 0;
+  #marking: Promise<void> = Promise.resolve();
   /** Inbound QoS2 packet ids received (or being stored) and not yet released by PUBREL. */
   readonly #inbound = new Set<number>();
   readonly #pendingWrites = new Set<Promise<unknown>>();
+  /** Messages are being refused for this session because its queue is full. */
+  #dropping = false;
 
   constructor(clientId: string, clean: boolean, repository: SessionRepository, limits: SessionLimits, log: Logger) {
     this.clientId = clientId;
@@ -89,6 +105,10 @@ export class Session {
     return this.#channel;
   }
 
+  get inflightCount(): number {
+    return this.#inflight.size;
+  }
+
   /** Links a connection; nothing is sent until `resume`, so CONNACK can go first. */
   link(channel: OutboundChannel): void {
     this.#channel = channel;
@@ -96,23 +116,31 @@ export class Session {
     this.#loading = true;
   }
 
-  /** Unlinks the connection. A persistent session drops its in-memory queue; the store keeps it. */
+  /**
+   * Unlinks the connection. A persistent session drops its in-memory queue; the store keeps it.
+   * The sent watermark, written ahead for the whole window, comes back down to what was really
+   * sent, so the next connection gets DUP=1 only on real redeliveries.
+   */
   unlink(channel: OutboundChannel): boolean {
     if (this.#channel !== channel) return false;
+    if (this.#markedThrough > this.#sentThrough) {
+      void this.#track(this.#repository.markSent(this.clientId, this.#sentThrough)).catch((error) => this.#fail(error));
+    }
+    this.#sentThrough = 0;
     this.#channel = undefined;
     this.#epoch++;
     this.#inflight.clear();
     this.#window = [];
-    this.#packetIds.clear();
     this.#inbound.clear();
     this.#lastSeq = 0;
     this.#storeHasMore = true;
+    this.#markedThrough = 0;
     return true;
   }
 
   /**
    * Loads the session's inflight and the first window of its queue, re-sends what was in flight in
-   * its original order with its original packet ids [MQTT-4.4.0-1] [MQTT-4.6.0-1] (PUBLISH with
+   * its original order [MQTT-4.6.0-1] with its original packet ids [MQTT-4.4.0-1] (PUBLISH with
    * DUP=1 [MQTT-3.3.1-1], or PUBREL once PUBREC had arrived), then continues with the queue.
    */
   async resume(): Promise<void> {
@@ -127,26 +155,37 @@ export class Session {
     const resend: Inflight[] = [];
     for (const entry of entries) {
       this.#lastSeq = entry.seq;
-      if (entry.state === 'queued' || entry.packetId === undefined) {
+      if (entry.state === 'queued') {
         this.#window.push(entry);
       } else {
-        const inflight: Inflight = { entry, state: entry.state };
-        this.#packetIds.reserve(entry.packetId);
-        this.#inflight.set(entry.packetId, inflight);
+        const inflight: Inflight = { entry, packetId: entry.packetId ?? packetIdOf(entry.seq), state: entry.state };
+        this.#inflight.set(inflight.packetId, inflight);
+        this.#markedThrough = entry.seq;
+        this.#sentThrough = entry.seq;
         resend.push(inflight);
       }
     }
     this.#storeHasMore = this.#enqueueCount !== enqueueCount || entries.length >= this.#limits.readWindow;
     this.#loading = false;
-    for (const { entry, state } of resend) {
-      if (state === 'released') this.#channel?.pubrel(entry.packetId!);
-      else this.#channel?.publish(toPacket(entry, true));
+    for (const inflight of resend) {
+      if (inflight.state === 'released') this.#channel?.pubrel(inflight.packetId);
+      else this.#channel?.publish(toPacket(inflight, true));
     }
     this.#pump();
   }
 
+  /** The store refused a message for this session: its queue is full. Logged once per episode. */
+  dropped(): void {
+    if (this.#dropping) return;
+    this.#dropping = true;
+    this.#log.warn(
+      `session ${JSON.stringify(this.clientId)}: queue full, new messages for it are dropped and counted (broker-admin shows the count)`,
+    );
+  }
+
   /** A stored transition queued an entry for this session. */
   enqueued(seq: number, message: Message, qos: QoS, retain: boolean): void {
+    this.#dropping = false;
     if (!this.#channel) return;
     this.#enqueueCount++;
     if (this.#loading || this.#storeHasMore || this.#window.length >= this.#limits.readWindow || seq <= this.#lastSeq) {
@@ -165,10 +204,10 @@ export class Session {
   }
 
   /** PUBACK: the QoS1 delivery is complete [MQTT-4.3.2]. Unknown ids are ignored. */
-  async acknowledge(packetId: number): Promise<void> {
+  acknowledge(packetId: number): Promise<void> {
     const inflight = this.#inflight.get(packetId);
-    if (!inflight || inflight.entry.qos !== 1 || inflight.state !== 'sent') return;
-    await this.#finish(packetId, inflight);
+    if (!inflight || inflight.entry.qos !== 1 || inflight.state !== 'sent') return Promise.resolve();
+    return this.#finish(inflight);
   }
 
   /** PUBREC: store that the QoS2 message arrived, then PUBREL [MQTT-4.3.3-1]. */
@@ -182,17 +221,17 @@ export class Session {
     if (inflight.state !== 'sent') return;
     inflight.state = 'releasing';
     const epoch = this.#epoch;
-    await this.#track(this.#repository.markReleased(this.clientId, inflight.entry.seq));
+    await this.#track(this.#repository.markReleased(this.clientId, inflight.entry.seq, packetId));
     if (epoch !== this.#epoch) return;
     inflight.state = 'released';
     this.#channel?.pubrel(packetId);
   }
 
   /** PUBCOMP: the QoS2 delivery is complete. */
-  async completed(packetId: number): Promise<void> {
+  completed(packetId: number): Promise<void> {
     const inflight = this.#inflight.get(packetId);
-    if (!inflight || inflight.state !== 'released') return;
-    await this.#finish(packetId, inflight);
+    if (!inflight || inflight.state !== 'released') return Promise.resolve();
+    return this.#finish(inflight);
   }
 
   /**
@@ -216,49 +255,77 @@ export class Session {
     this.#inbound.delete(packetId);
   }
 
-  get inflightCount(): number {
-    return this.#inflight.size;
+  /**
+   * Registers a transition of this session that someone else submitted (an inbound QoS2 PUBLISH),
+   * so a resume waits for it before reading the store back.
+   */
+  track<T>(write: Promise<T>): Promise<T> {
+    return this.#track(write);
   }
 
-  async #finish(packetId: number, inflight: Inflight): Promise<void> {
-    inflight.state = 'completing';
-    const epoch = this.#epoch;
-    await this.#track(this.#repository.complete(this.clientId, inflight.entry.seq));
-    if (epoch !== this.#epoch) return;
-    this.#inflight.delete(packetId);
-    this.#packetIds.release(packetId);
+  /** Frees the slot now and stores the completion behind it (see the class comment). */
+  #finish(inflight: Inflight): Promise<void> {
+    this.#inflight.delete(inflight.packetId);
+    const write = this.#track(this.#repository.complete(this.clientId, inflight.entry.seq));
     this.#pump();
+    return write;
   }
 
-  /** Moves queued entries into flight while the window allows. */
+  /**
+   * Moves queued entries into flight while the window allows: one watermark write for the whole
+   * burst, then the PUBLISHes, in seq order.
+   */
   #pump(): void {
     if (!this.#channel || this.#loading) return;
+    const burst: Inflight[] = [];
     while (this.#inflight.size < this.#limits.maxInflight) {
-      const entry = this.#window.shift();
-      if (!entry) {
-        if (this.#storeHasMore) void this.#refill();
-        return;
-      }
+      const entry = this.#window[0];
+      if (!entry || !this.#packetIdFree(entry.seq)) break;
+      this.#window.shift();
       if (entry.qos === 0) {
         this.sendDirect(entry.message, entry.retain);
         void this.#track(this.#repository.complete(this.clientId, entry.seq)).catch((error) => this.#fail(error));
         continue;
       }
-      this.#send(entry);
+      const inflight: Inflight = { entry, packetId: packetIdOf(entry.seq), state: 'sending' };
+      this.#inflight.set(inflight.packetId, inflight);
+      burst.push(inflight);
     }
+    // Refill before the window runs dry, so the store read overlaps with sending.
+    if (this.#storeHasMore && this.#window.length < this.#limits.readWindow / 2) void this.#refill();
+    if (burst.length > 0) this.#send(burst);
   }
 
-  #send(entry: OutboundEntry): void {
-    const packetId = this.#packetIds.allocate();
-    const inflight: Inflight = { entry: { ...entry, packetId }, state: 'sending' };
-    this.#inflight.set(packetId, inflight);
+  /**
+   * Packet ids repeat every 65535 seqs: an entry may go out only while no entry in flight has the
+   * same id, i.e. while it is less than 65535 seqs after the oldest one in flight.
+   */
+  #packetIdFree(seq: number): boolean {
+    const oldest = this.#inflight.values().next().value;
+    return oldest === undefined || seq - oldest.entry.seq < MAX_PACKET_ID;
+  }
+
+  /**
+   * Sends a burst once the sent watermark covers it. The watermark is written ahead for the whole
+   * window in memory, not just the burst, so a session draining its queue waits for one fsync per
+   * window rather than one per burst. `unlink` lowers it again; only after a crash do entries of
+   * that window that had not gone out yet arrive with DUP=1, which a receiver must accept.
+   */
+  #send(burst: Inflight[]): void {
     const epoch = this.#epoch;
-    this.#track(this.#repository.markSent(this.clientId, entry.seq, packetId)).then(
+    const last = burst[burst.length - 1]!.entry.seq;
+    if (last > this.#markedThrough) {
+      this.#markedThrough = Math.max(last, this.#window[this.#window.length - 1]?.seq ?? 0);
+      this.#marking = this.#track(this.#repository.markSent(this.clientId, this.#markedThrough));
+    }
+    this.#marking.then(
       () => {
         if (epoch !== this.#epoch) return;
-        inflight.state = 'sent';
-        inflight.entry.state = 'sent';
-        this.#channel?.publish(toPacket(inflight.entry, false));
+        for (const inflight of burst) {
+          inflight.state = 'sent';
+          this.#sentThrough = inflight.entry.seq;
+          this.#channel?.publish(toPacket(inflight, false));
+        }
       },
       (error) => this.#fail(error),
     );
@@ -289,14 +356,6 @@ export class Session {
     this.#pump();
   }
 
-  /**
-   * Registers a transition of this session that someone else submitted (an inbound QoS2 PUBLISH),
-   * so a resume waits for it before reading the store back.
-   */
-  track<T>(write: Promise<T>): Promise<T> {
-    return this.#track(write);
-  }
-
   #track<T>(write: Promise<T>): Promise<T> {
     this.#pendingWrites.add(write);
     const untrack = () => this.#pendingWrites.delete(write);
@@ -315,13 +374,13 @@ export class Session {
   }
 }
 
-function toPacket(entry: OutboundEntry, dup: boolean): OutgoingPublish {
+function toPacket({ entry, packetId }: Inflight, dup: boolean): OutgoingPublish {
   return {
     topic: entry.message.topic,
     payload: entry.message.payload,
     qos: entry.qos,
     retain: entry.retain,
     dup,
-    packetId: entry.packetId!,
+    packetId,
   };
 }

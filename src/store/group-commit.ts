@@ -13,22 +13,28 @@ type Operation = { type: 'put'; key: string; value: Uint8Array } | { type: 'del'
  */
 export class BatchBuilder {
   readonly #db: Db;
+  /** Every key the batch writes, with its last value (null: deleted). */
   readonly #overlay = new Map<string, Uint8Array | null>();
-  readonly operations: Operation[] = [];
 
   constructor(db: Db) {
     this.#db = db;
   }
 
   put(key: string, value: unknown): void {
-    const bytes = encode(value);
-    this.#overlay.set(key, bytes);
-    this.operations.push({ type: 'put', key, value: bytes });
+    this.#overlay.set(key, encode(value));
   }
 
   del(key: string): void {
     this.#overlay.set(key, null);
-    this.operations.push({ type: 'del', key });
+  }
+
+  /** One operation per key, its last value: a counter updated by many jobs is written once. */
+  get operations(): Operation[] {
+    const operations: Operation[] = [];
+    for (const [key, value] of this.#overlay) {
+      operations.push(value === null ? { type: 'del', key } : { type: 'put', key, value });
+    }
+    return operations;
   }
 
   get<T>(key: string, isValid: (value: unknown) => value is T): T | undefined {
@@ -49,6 +55,8 @@ export interface Job {
   prepare(batch: BatchBuilder): void | Promise<void>;
   /** Runs in a batch of its own, after everything submitted before it is committed. */
   exclusive?: boolean;
+  /** fsync this job's batch even when the writer does not sync every batch. */
+  sync?: boolean;
 }
 
 interface Queued {
@@ -68,6 +76,7 @@ export class GroupCommitWriter {
   #pending: Queued[] = [];
   #draining: Promise<void> | undefined;
   #closed = false;
+  #submitted = 0;
 
   constructor(db: Db, options: { sync: boolean }) {
     this.#db = db;
@@ -78,10 +87,16 @@ export class GroupCommitWriter {
     if (this.#closed) {
       return Promise.reject(new BrokerError(ErrorCodes.STORE_CLOSED, 'the store is closed'));
     }
+    this.#submitted++;
     return new Promise<void>((resolve, reject) => {
       this.#pending.push({ job, resolve, reject });
       this.#draining ??= this.#drain();
     });
+  }
+
+  /** How many jobs were ever submitted: tells a periodic sync whether anything was written. */
+  get submitted(): number {
+    return this.#submitted;
   }
 
   /** Stops accepting jobs and waits until every submitted one is settled. */
@@ -99,7 +114,8 @@ export class GroupCommitWriter {
         const batch = await this.#build(jobs);
         if (jobs.length === 0) continue;
         try {
-          await this.#db.batch(batch.operations, { sync: this.#sync });
+          const sync = this.#sync || jobs.some((queued) => queued.job.sync === true);
+          await this.#db.batch(batch.operations, { sync });
         } catch (cause) {
           const error = new BrokerError(ErrorCodes.STORE_WRITE_FAILED, `store write failed: ${String(cause)}`, { cause });
           for (const queued of jobs) queued.reject(error);

@@ -5,10 +5,13 @@
  * one client's keys. Numbers are fixed-width hex so that byte order is numeric order.
  *
  *   !format                      store format version
+ *   !synced-at                   time of the last periodic fsync (only with a sync interval)
  *   s\0<client>                  persistent session            { c: createdAt }
  *   b\0<client>\0<filter>        subscription                  { q: qos }
- *   q\0<client>\0<seq>           outbound queue entry          { q, r, m } or { q, r, t, p, o }
- *   f\0<client>\0<seq>           outbound flight state          { s: 1 sent | 2 released, i: packetId }
+ *   q\0<client>\0<seq>           outbound queue entry          { q, r, m, z } or { q, r, t, p, o }
+ *   n\0<client>                  queue size and drops          { m: messages, b: bytes, d: dropped }
+ *   w\0<client>                  sent watermark: entries up to this seq were sent  { s: seq }
+ *   f\0<client>\0<seq>           outbound QoS2 entry released by PUBREC           { s: 2, i: packetId }
  *   i\0<client>\0<packetId>      inbound QoS2 awaiting PUBREL  { a: receivedAt }
  *   m\0<messageId>               message body shared by ≥ 2 queue entries { t, p, o }
  *   c\0<messageId>               how many queue entries still reference that body
@@ -20,6 +23,8 @@
 
 export const FORMAT_KEY = '!format';
 export const FORMAT_VERSION = 1;
+/** Written by the periodic sync; its only purpose is to carry an fsync. */
+export const SYNC_MARK_KEY = '!synced-at';
 
 const SEP = '\u0000';
 const END = '\u0001';
@@ -55,6 +60,11 @@ export const keys = {
   }),
   seqOfQueueKey: (key: string) => parseInt(key.slice(key.length - 12), 16),
 
+  sentThrough: (clientId: string) => `w${SEP}${clientId}`,
+  queueStats: (clientId: string) => `n${SEP}${clientId}`,
+  allQueueStats: (): KeyRange => ({ gt: `n${SEP}`, lt: `n${END}` }),
+  clientIdOfQueueStats: (key: string) => key.slice(2),
+
   flight: (clientId: string, seq: number) => `f${SEP}${clientId}${SEP}${hex(seq, 12)}`,
   flights: (clientId: string): KeyRange => ({ gt: `f${SEP}${clientId}${SEP}`, lt: `f${SEP}${clientId}${END}` }),
 
@@ -82,15 +92,25 @@ export interface SubscriptionValue {
 export interface QueueEntryValue {
   q: 0 | 1 | 2;
   r: boolean;
-  /** Shared body id, when the body lives under m\0. */
+  /** Shared body id, when the body lives under m\0, and its payload size (for the queue's byte count). */
   m?: number;
+  z?: number;
   /** Inline body, when this entry is the only reference. */
   t?: string;
   p?: Uint8Array;
   o?: 0 | 1 | 2;
 }
+export interface QueueStatsValue {
+  m: number;
+  b: number;
+  d: number;
+}
+export interface SentThroughValue {
+  s: number;
+}
 export interface FlightValue {
-  s: 1 | 2;
+  /** Always 2 (released); 1 (sent) belonged to per-message sent records, replaced by the watermark. */
+  s: 2;
   i: number;
 }
 export interface InboundValue {
@@ -120,9 +140,12 @@ export const isQueueEntryValue = (value: unknown): value is QueueEntryValue =>
   isObject(value) &&
   isQoS(value.q) &&
   typeof value.r === 'boolean' &&
-  (isCount(value.m) || (typeof value.t === 'string' && isBytes(value.p) && isQoS(value.o)));
+  ((isCount(value.m) && isCount(value.z)) || (typeof value.t === 'string' && isBytes(value.p) && isQoS(value.o)));
+export const isQueueStatsValue = (value: unknown): value is QueueStatsValue =>
+  isObject(value) && isCount(value.m) && isCount(value.b) && isCount(value.d);
+export const isSentThroughValue = (value: unknown): value is SentThroughValue => isObject(value) && isCount(value.s);
 export const isFlightValue = (value: unknown): value is FlightValue =>
-  isObject(value) && (value.s === 1 || value.s === 2) && isCount(value.i) && (value.i as number) <= 65535;
+  isObject(value) && value.s === 2 && isCount(value.i) && (value.i as number) <= 65535;
 export const isInboundValue = (value: unknown): value is InboundValue => isObject(value) && isNumber(value.a);
 export const isBodyValue = (value: unknown): value is BodyValue =>
   isObject(value) && typeof value.t === 'string' && isBytes(value.p) && isQoS(value.o);

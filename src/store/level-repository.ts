@@ -1,28 +1,36 @@
 import { mkdirSync } from 'node:fs';
 import { ClassicLevel } from 'classic-level';
+import type { AbstractSnapshot } from 'abstract-level';
 import { BrokerError, ErrorCodes } from '../errors.js';
 import { decode, encode } from './codec.js';
 import { GroupCommitWriter, type BatchBuilder } from './group-commit.js';
+import { admit, DEFAULT_QUEUE_LIMITS, emptyQueueStats, release, type QueueLimits, type QueueStats } from './queue-limits.js';
 import {
   FORMAT_KEY,
   FORMAT_VERSION,
+  SYNC_MARK_KEY,
   isBodyValue,
   isFlightValue,
   isNumber,
   isQueueEntryValue,
+  isQueueStatsValue,
   isRefCount,
   isRetainedValue,
+  isSentThroughValue,
   isSessionValue,
   isSubscriptionValue,
   keys,
   type BodyValue,
   type FlightValue,
   type QueueEntryValue,
+  type QueueStatsValue,
   type RetainedValue,
+  type SentThroughValue,
   type SessionValue,
   type SubscriptionValue,
 } from './key-layout.js';
 import type {
+  Delivery,
   Message,
   OutboundEntry,
   PublishTransition,
@@ -41,23 +49,41 @@ export interface LevelRepositoryOptions {
    * the machine (not of the process) can lose recently acknowledged messages.
    */
   sync?: boolean;
+  /**
+   * With sync false: fsync at most this often (ms), if anything was written. A power cut then
+   * loses at most about this much acknowledged work; a crash of the process alone loses nothing,
+   * since every batch is in the OS's hands before its transitions resolve.
+   */
+  syncIntervalMs?: number;
+  /** Per-session queue limits (default DEFAULT_QUEUE_LIMITS). */
+  limits?: QueueLimits;
 }
 
 type Db = ClassicLevel<string, Uint8Array>;
+type Snapshot = AbstractSnapshot;
 
 /** The durable repository: LevelDB, msgpack values, one atomic batch per group of transitions. */
 export class LevelRepository implements SessionRepository {
   readonly #location: string;
   readonly #sync: boolean;
+  readonly #syncIntervalMs: number;
+  readonly #limits: QueueLimits;
+  /** Queue size and drops per session, kept in memory and stored with every change. */
+  readonly #stats = new Map<string, QueueStats>();
+  #syncTimer: NodeJS.Timeout | undefined;
   #db: Db | undefined;
   #writer: GroupCommitWriter | undefined;
   /** Next outbound seq per stored session; also the set of sessions that exist. */
   readonly #nextSeq = new Map<string, number>();
+  /** Sent watermark per session, as submitted (it only moves up). */
+  readonly #sentThrough = new Map<string, number>();
   #nextMessageId = 1;
 
   constructor(options: LevelRepositoryOptions) {
     this.#location = options.location;
     this.#sync = options.sync ?? true;
+    this.#syncIntervalMs = options.syncIntervalMs ?? 0;
+    this.#limits = options.limits ?? DEFAULT_QUEUE_LIMITS;
   }
 
   async open(): Promise<void> {
@@ -80,15 +106,33 @@ export class LevelRepository implements SessionRepository {
     }
     this.#db = db;
     this.#writer = new GroupCommitWriter(db, { sync: this.#sync });
+    if (!this.#sync && this.#syncIntervalMs > 0) this.#startPeriodicSync(this.#writer);
+  }
+
+  /** A tiny fsynced batch every interval makes every write before it durable (LevelDB has one log). */
+  #startPeriodicSync(writer: GroupCommitWriter): void {
+    let synced = writer.submitted;
+    this.#syncTimer = setInterval(() => {
+      if (writer.submitted === synced) return;
+      synced = writer.submitted + 1;
+      writer.submit({ sync: true, prepare: (batch) => batch.put(SYNC_MARK_KEY, Date.now()) }).catch(() => {
+        // A failed sync is retried at the next tick; the failure itself reaches the next transition.
+        synced = -1;
+      });
+    }, this.#syncIntervalMs);
+    this.#syncTimer.unref();
   }
 
   async close(): Promise<void> {
     const db = this.#db;
     if (!db) return;
+    clearInterval(this.#syncTimer);
     await this.#writer?.close();
     this.#db = undefined;
     this.#writer = undefined;
     this.#nextSeq.clear();
+    this.#sentThrough.clear();
+    this.#stats.clear();
     await db.close();
   }
 
@@ -119,15 +163,35 @@ export class LevelRepository implements SessionRepository {
 
   async readOutbound(clientId: string, afterSeq: number, limit: number): Promise<OutboundEntry[]> {
     const db = this.#open();
-    const rows = await db.iterator({ ...keys.queueAfter(clientId, afterSeq), limit }).all();
+    // One snapshot for all reads, so the queue, the watermark and the flights agree.
+    const snapshot = db.snapshot();
+    try {
+      return await this.#readOutbound(db, snapshot, clientId, afterSeq, limit);
+    } finally {
+      await snapshot.close();
+    }
+  }
+
+  async #readOutbound(db: Db, snapshot: Snapshot, clientId: string, afterSeq: number, limit: number): Promise<OutboundEntry[]> {
+    const rows = await db.iterator({ ...keys.queueAfter(clientId, afterSeq), limit, snapshot }).all();
     if (rows.length === 0) return [];
     const seqs = rows.map(([key]) => keys.seqOfQueueKey(key));
-    const flights = await db.getMany(seqs.map((seq) => keys.flight(clientId, seq)));
+    const sentBytes = await db.get(keys.sentThrough(clientId), { snapshot });
+    const sentThrough = sentBytes === undefined ? 0 : decode(sentBytes, keys.sentThrough(clientId), isSentThroughValue).s;
+    // Released entries (QoS2 after PUBREC) are few: read their range rather than probe every seq.
+    const flights = new Map<number, FlightValue>();
+    const flightRange = { gt: keys.flight(clientId, afterSeq), lte: keys.flight(clientId, seqs[seqs.length - 1]!), snapshot };
+    for await (const [key, value] of db.iterator(flightRange)) {
+      flights.set(keys.seqOfQueueKey(key), decode(value, key, isFlightValue));
+    }
     const values = rows.map(([key, value]) => decode(value, key, isQueueEntryValue));
     const bodyIds = values.flatMap((value) => (value.m === undefined ? [] : [value.m]));
     const bodies = new Map<number, Message>();
     if (bodyIds.length > 0) {
-      const found = await db.getMany(bodyIds.map((id) => keys.body(id)));
+      const found = await db.getMany(
+        bodyIds.map((id) => keys.body(id)),
+        { snapshot },
+      );
       bodyIds.forEach((id, index) => {
         const bytes = found[index];
         if (bytes === undefined) {
@@ -141,12 +205,13 @@ export class LevelRepository implements SessionRepository {
       const seq = seqs[index]!;
       const message: Message =
         value.m === undefined ? { topic: value.t!, payload: toBuffer(value.p!), qos: value.o! } : bodies.get(value.m)!;
-      const flightBytes = flights[index];
       const entry: OutboundEntry = { seq, message, qos: value.q, retain: value.r, state: 'queued' };
-      if (flightBytes !== undefined) {
-        const flight = decode(flightBytes, keys.flight(clientId, seq), isFlightValue);
-        entry.state = flight.s === 1 ? 'sent' : 'released';
+      const flight = flights.get(seq);
+      if (flight) {
+        entry.state = 'released';
         entry.packetId = flight.i;
+      } else if (seq <= sentThrough) {
+        entry.state = 'sent';
       }
       return entry;
     });
@@ -162,6 +227,7 @@ export class LevelRepository implements SessionRepository {
   async createSession(clientId: string): Promise<void> {
     const writer = this.#openWriter();
     if (!this.#nextSeq.has(clientId)) this.#nextSeq.set(clientId, 1);
+    if (!this.#stats.has(clientId)) this.#stats.set(clientId, emptyQueueStats());
     await writer.submit({
       prepare: (batch) => {
         if (batch.get(keys.session(clientId), isSessionValue) === undefined) {
@@ -174,14 +240,18 @@ export class LevelRepository implements SessionRepository {
   async destroySession(clientId: string): Promise<void> {
     const writer = this.#openWriter();
     this.#nextSeq.delete(clientId);
+    this.#sentThrough.delete(clientId);
+    this.#stats.delete(clientId);
     await writer.submit({
       exclusive: true,
       prepare: async (batch) => {
         batch.del(keys.session(clientId));
+        batch.del(keys.sentThrough(clientId));
+        batch.del(keys.queueStats(clientId));
         for (const key of await batch.keysIn(keys.subscriptions(clientId))) batch.del(key);
         for (const key of await batch.keysIn(keys.inbounds(clientId))) batch.del(key);
         for (const key of await batch.keysIn(keys.flights(clientId))) batch.del(key);
-        for (const key of await batch.keysIn(keys.queue(clientId))) removeQueueEntry(batch, key);
+        for (const key of await batch.keysIn(keys.queue(clientId))) removeQueueEntry(batch, key, undefined);
       },
     });
   }
@@ -211,27 +281,38 @@ export class LevelRepository implements SessionRepository {
   async publish(transition: PublishTransition): Promise<Map<string, number>> {
     const writer = this.#openWriter();
     const { message, deliveries, retained, inbound } = transition;
-    // Seqs and the message id are taken now, synchronously, so commit order is seq order.
-    const seqs = new Map<string, number>();
-    for (const { clientId } of deliveries) {
-      if (seqs.has(clientId)) throw new Error(`publish delivers twice to ${clientId}`);
-      seqs.set(clientId, this.#takeSeq(clientId));
+    // Everything is checked before anything is counted: a transition lands whole or not at all.
+    if (new Set(deliveries.map(({ clientId }) => clientId)).size !== deliveries.length) {
+      throw new Error('publish delivers twice to one session');
     }
+    for (const { clientId } of deliveries) this.#requireSession(clientId);
     if (inbound) this.#requireSession(inbound.clientId);
-    const shared = deliveries.length > 1;
+    // Seqs and the message id are taken now, synchronously, so commit order is seq order.
+    const size = message.payload.length;
+    const seqs = new Map<string, number>();
+    const counted: string[] = [];
+    const admitted: Delivery[] = [];
+    for (const delivery of deliveries) {
+      counted.push(delivery.clientId);
+      if (!admit(this.#stats.get(delivery.clientId)!, size, this.#limits)) continue;
+      admitted.push(delivery);
+      seqs.set(delivery.clientId, this.#takeSeq(delivery.clientId));
+    }
+    const shared = admitted.length > 1;
     const messageId = shared ? this.#nextMessageId++ : 0;
     await writer.submit({
       prepare: (batch) => {
         if (shared) {
           batch.put(keys.body(messageId), { t: message.topic, p: message.payload, o: message.qos } satisfies BodyValue);
-          batch.put(keys.refCount(messageId), deliveries.length);
+          batch.put(keys.refCount(messageId), admitted.length);
         }
-        for (const { clientId, qos, retain } of deliveries) {
+        for (const { clientId, qos, retain } of admitted) {
           const entry: QueueEntryValue = shared
-            ? { q: qos, r: retain, m: messageId }
+            ? { q: qos, r: retain, m: messageId, z: size }
             : { q: qos, r: retain, t: message.topic, p: message.payload, o: message.qos };
           batch.put(keys.queueEntry(clientId, seqs.get(clientId)!), entry);
         }
+        for (const clientId of counted) this.#putStats(batch, clientId);
         if (retained === 'set') {
           batch.put(keys.retained(message.topic), { p: message.payload, o: message.qos } satisfies RetainedValue);
         } else if (retained === 'clear') {
@@ -243,15 +324,26 @@ export class LevelRepository implements SessionRepository {
     return seqs;
   }
 
-  async markSent(clientId: string, seq: number, packetId: number): Promise<void> {
-    await this.#setFlight(clientId, seq, { s: 1, i: packetId });
+  async markSent(clientId: string, throughSeq: number): Promise<void> {
+    const writer = this.#openWriter();
+    const next = this.#nextSeq.get(clientId);
+    if (next === undefined) return;
+    // Never past the last seq given: a later enqueue must not read back as already sent.
+    const through = Math.max(0, Math.min(throughSeq, next - 1));
+    if (through === this.#sentThrough.get(clientId)) return;
+    this.#sentThrough.set(clientId, through);
+    await writer.submit({
+      prepare: (batch) => batch.put(keys.sentThrough(clientId), { s: through } satisfies SentThroughValue),
+    });
   }
 
-  async markReleased(clientId: string, seq: number): Promise<void> {
+  async markReleased(clientId: string, seq: number, packetId: number): Promise<void> {
     await this.#openWriter().submit({
       prepare: (batch) => {
-        const flight = batch.get(keys.flight(clientId, seq), isFlightValue);
-        if (flight) batch.put(keys.flight(clientId, seq), { s: 2, i: flight.i } satisfies FlightValue);
+        // An entry completed or destroyed meanwhile must not get a flight record without a body.
+        if (batch.get(keys.queueEntry(clientId, seq), isQueueEntryValue) !== undefined) {
+          batch.put(keys.flight(clientId, seq), { s: 2, i: packetId } satisfies FlightValue);
+        }
       },
     });
   }
@@ -260,7 +352,8 @@ export class LevelRepository implements SessionRepository {
     await this.#openWriter().submit({
       prepare: (batch) => {
         batch.del(keys.flight(clientId, seq));
-        removeQueueEntry(batch, keys.queueEntry(clientId, seq));
+        const stats = this.#stats.get(clientId);
+        if (removeQueueEntry(batch, keys.queueEntry(clientId, seq), stats)) this.#putStats(batch, clientId);
       },
     });
   }
@@ -277,15 +370,16 @@ export class LevelRepository implements SessionRepository {
     });
   }
 
-  #setFlight(clientId: string, seq: number, flight: FlightValue): Promise<void> {
-    return this.#openWriter().submit({
-      prepare: (batch) => {
-        // An entry completed or destroyed meanwhile must not get a flight record without a body.
-        if (batch.get(keys.queueEntry(clientId, seq), isQueueEntryValue) !== undefined) {
-          batch.put(keys.flight(clientId, seq), flight);
-        }
-      },
-    });
+  async queueStats(clientId: string): Promise<QueueStats | undefined> {
+    this.#open();
+    const stats = this.#stats.get(clientId);
+    return stats && { ...stats };
+  }
+
+  /** Stores a session's counts as they are when the batch is built (the batch keeps the last put). */
+  #putStats(batch: BatchBuilder, clientId: string): void {
+    const stats = this.#stats.get(clientId);
+    if (stats) batch.put(keys.queueStats(clientId), { m: stats.messages, b: stats.bytes, d: stats.dropped } satisfies QueueStatsValue);
   }
 
   #takeSeq(clientId: string): number {
@@ -306,8 +400,18 @@ export class LevelRepository implements SessionRepository {
     for await (const key of db.keys(keys.sessions())) {
       const clientId = keys.clientIdOfSession(key);
       const [last] = await db.keys({ ...keys.queue(clientId), reverse: true, limit: 1 }).all();
-      this.#nextSeq.set(clientId, last === undefined ? 1 : keys.seqOfQueueKey(last) + 1);
+      const sentBytes = await db.get(keys.sentThrough(clientId));
+      const sentThrough = sentBytes === undefined ? 0 : decode(sentBytes, keys.sentThrough(clientId), isSentThroughValue).s;
+      const lastSeq = last === undefined ? 0 : keys.seqOfQueueKey(last);
+      // Seqs continue above the watermark too, or a new entry would read back as sent.
+      this.#nextSeq.set(clientId, Math.max(lastSeq, sentThrough) + 1);
+      this.#sentThrough.set(clientId, sentThrough);
     }
+    for await (const [key, value] of db.iterator(keys.allQueueStats())) {
+      const { m, b, d } = decode(value, key, isQueueStatsValue);
+      this.#stats.set(keys.clientIdOfQueueStats(key), { messages: m, bytes: b, dropped: d });
+    }
+    for (const clientId of this.#nextSeq.keys()) if (!this.#stats.has(clientId)) this.#stats.set(clientId, emptyQueueStats());
     const [lastBody] = await db.keys({ ...keys.bodies(), reverse: true, limit: 1 }).all();
     this.#nextMessageId = lastBody === undefined ? 1 : keys.messageIdOfBodyKey(lastBody) + 1;
   }
@@ -323,12 +427,16 @@ export class LevelRepository implements SessionRepository {
   }
 }
 
-/** Deletes a queue entry and, when it was the last reference to a shared body, the body too. */
-function removeQueueEntry(batch: BatchBuilder, key: string): void {
+/**
+ * Deletes a queue entry and, when it was the last reference to a shared body, the body too.
+ * Takes the entry out of `stats`; false when there was no such entry.
+ */
+function removeQueueEntry(batch: BatchBuilder, key: string, stats: QueueStats | undefined): boolean {
   const entry = batch.get(key, isQueueEntryValue);
-  if (entry === undefined) return;
+  if (entry === undefined) return false;
   batch.del(key);
-  if (entry.m === undefined) return;
+  if (stats) release(stats, entry.m === undefined ? entry.p!.length : entry.z!);
+  if (entry.m === undefined) return true;
   const countKey = keys.refCount(entry.m);
   const remaining = (batch.get(countKey, isRefCount) ?? 1) - 1;
   if (remaining > 0) {
@@ -337,6 +445,7 @@ function removeQueueEntry(batch: BatchBuilder, key: string): void {
     batch.del(countKey);
     batch.del(keys.body(entry.m));
   }
+  return true;
 }
 
 async function checkFormat(db: Db, location: string): Promise<void> {

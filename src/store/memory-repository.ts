@@ -1,4 +1,5 @@
 import { BrokerError, ErrorCodes } from '../errors.js';
+import { admit, DEFAULT_QUEUE_LIMITS, emptyQueueStats, release, type QueueLimits, type QueueStats } from './queue-limits.js';
 import type {
   OutboundEntry,
   PublishTransition,
@@ -11,6 +12,7 @@ import type {
 
 interface MemorySession {
   subscriptions: Map<string, QoS>;
+  stats: QueueStats;
   /** Insertion order is seq order: seqs only grow. */
   queue: Map<number, OutboundEntry>;
   nextSeq: number;
@@ -25,7 +27,12 @@ interface MemorySession {
 export class MemoryRepository implements SessionRepository {
   readonly #sessions = new Map<string, MemorySession>();
   readonly #retained = new Map<string, RetainedMessage>();
+  readonly #limits: QueueLimits;
   #open = false;
+
+  constructor(options: { limits?: QueueLimits } = {}) {
+    this.#limits = options.limits ?? DEFAULT_QUEUE_LIMITS;
+  }
 
   async open(): Promise<void> {
     this.#open = true;
@@ -69,7 +76,13 @@ export class MemoryRepository implements SessionRepository {
   async createSession(clientId: string): Promise<void> {
     this.#checkOpen();
     if (this.#sessions.has(clientId)) return;
-    this.#sessions.set(clientId, { subscriptions: new Map(), queue: new Map(), nextSeq: 1, inbound: new Set() });
+    this.#sessions.set(clientId, {
+      subscriptions: new Map(),
+      stats: emptyQueueStats(),
+      queue: new Map(),
+      nextSeq: 1,
+      inbound: new Set(),
+    });
   }
 
   async destroySession(clientId: string): Promise<void> {
@@ -98,6 +111,7 @@ export class MemoryRepository implements SessionRepository {
     const inboundSession = inbound ? this.#session(inbound.clientId) : undefined;
     const seqs = new Map<string, number>();
     for (const [{ clientId, qos, retain }, session] of targets) {
+      if (!admit(session.stats, message.payload.length, this.#limits)) continue;
       const seq = session.nextSeq++;
       session.queue.set(seq, { seq, message, qos, retain, state: 'queued' });
       seqs.set(clientId, seq);
@@ -108,24 +122,38 @@ export class MemoryRepository implements SessionRepository {
     return seqs;
   }
 
-  async markSent(clientId: string, seq: number, packetId: number): Promise<void> {
+  async markSent(clientId: string, throughSeq: number): Promise<void> {
+    this.#checkOpen();
+    const session = this.#sessions.get(clientId);
+    if (!session) return;
+    for (const entry of session.queue.values()) {
+      if (entry.seq <= throughSeq && entry.state === 'queued') entry.state = 'sent';
+      else if (entry.seq > throughSeq && entry.state === 'sent') entry.state = 'queued';
+    }
+  }
+
+  async markReleased(clientId: string, seq: number, packetId: number): Promise<void> {
     this.#checkOpen();
     const entry = this.#sessions.get(clientId)?.queue.get(seq);
     if (entry) {
-      entry.state = 'sent';
+      entry.state = 'released';
       entry.packetId = packetId;
     }
   }
 
-  async markReleased(clientId: string, seq: number): Promise<void> {
-    this.#checkOpen();
-    const entry = this.#sessions.get(clientId)?.queue.get(seq);
-    if (entry && entry.state !== 'queued') entry.state = 'released';
-  }
-
   async complete(clientId: string, seq: number): Promise<void> {
     this.#checkOpen();
-    this.#sessions.get(clientId)?.queue.delete(seq);
+    const session = this.#sessions.get(clientId);
+    const entry = session?.queue.get(seq);
+    if (!session || !entry) return;
+    session.queue.delete(seq);
+    release(session.stats, entry.message.payload.length);
+  }
+
+  async queueStats(clientId: string): Promise<QueueStats | undefined> {
+    this.#checkOpen();
+    const stats = this.#sessions.get(clientId)?.stats;
+    return stats && { ...stats };
   }
 
   async releaseInbound(clientId: string, packetId: number): Promise<void> {

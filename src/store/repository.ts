@@ -22,7 +22,7 @@ export interface Message {
   qos: QoS;
 }
 
-/** queued: not sent yet; sent: PUBLISH sent, awaiting PUBACK/PUBREC; released: PUBREL sent, awaiting PUBCOMP. */
+/** queued: not sent yet; sent: PUBLISH sent, awaiting PUBACK/PUBREC; released: PUBREC received, awaiting PUBCOMP. */
 export type OutboundState = 'queued' | 'sent' | 'released';
 
 /** One message on its way to one session, in the session's outbound order. */
@@ -39,7 +39,10 @@ export interface OutboundEntry {
   /** RETAIN flag of this delivery: true only for retained messages sent because of a new subscription. */
   retain: boolean;
   state: OutboundState;
-  /** Set once the entry has been sent; redelivery reuses it [MQTT-4.4.0-1]. */
+  /**
+   * The packet id stored with a 'released' entry. Packet ids of 'sent' entries are not stored: the
+   * session layer derives them from seq, so they are the same on every redelivery [MQTT-4.4.0-1].
+   */
   packetId?: number;
 }
 
@@ -70,6 +73,9 @@ export interface RetainedMessage {
   qos: QoS;
 }
 
+export type { QueueStats } from './queue-limits.js';
+import type { QueueStats } from './queue-limits.js';
+
 export interface SessionRepository {
   open(): Promise<void>;
   /** Waits for transitions already submitted, then releases the backend. */
@@ -88,15 +94,26 @@ export interface SessionRepository {
   destroySession(clientId: string): Promise<void>;
   subscribe(clientId: string, subscriptions: Subscription[]): Promise<void>;
   unsubscribe(clientId: string, filters: string[]): Promise<void>;
-  /** Stores a message and its deliveries in one batch; resolves to the seq given to each session. */
+  /**
+   * Stores a message and its deliveries in one batch; resolves to the seq given to each session.
+   * A session whose queue is full (see QueueLimits) gets no entry and no seq; its drop is counted.
+   */
   publish(transition: PublishTransition): Promise<Map<string, number>>;
-  /** A PUBLISH is about to go out for an entry with this packet id. */
-  markSent(clientId: string, seq: number, packetId: number): Promise<void>;
+  /**
+   * Sets the session's sent watermark: entries with a seq at or below it read back as 'sent',
+   * the others as 'queued'. One watermark per session, not a record per message, since entries
+   * are always sent in seq order. Callers move it up before PUBLISHes go out, and may move it
+   * down, but never below an entry that was sent. Seqs given after a restart stay above it.
+   */
+  markSent(clientId: string, throughSeq: number): Promise<void>;
   /** PUBREC arrived for an outbound QoS2 entry: from now on it is PUBREL that gets resent. */
-  markReleased(clientId: string, seq: number): Promise<void>;
+  markReleased(clientId: string, seq: number, packetId: number): Promise<void>;
   /** PUBACK (QoS1) or PUBCOMP (QoS2) arrived: the entry is gone. Also drops undeliverable entries. */
   complete(clientId: string, seq: number): Promise<void>;
   /** PUBREL arrived for an inbound QoS2 packet id. */
   releaseInbound(clientId: string, packetId: number): Promise<void>;
   clearRetained(topic: string): Promise<void>;
+
+  /** Size of a session's queue and its drop count; undefined for an unknown session. */
+  queueStats(clientId: string): Promise<QueueStats | undefined>;
 }
