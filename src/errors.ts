@@ -33,3 +33,42 @@ export class ProtocolViolation extends BrokerError {
     this.name = 'ProtocolViolation';
   }
 }
+
+/**
+ * broker-admin's own errors. Store errors keep their BrokerError codes; these travel over the
+ * admin socket as `{"error": {"code", "message"}}` like any other.
+ */
+export const AdminErrorCodes = {
+  NO_DATA_DIR: 'BROKER_ADMIN_ERR_NO_DATA_DIR',
+  UNKNOWN_SESSION: 'BROKER_ADMIN_ERR_UNKNOWN_SESSION',
+  UNKNOWN_RETAINED: 'BROKER_ADMIN_ERR_UNKNOWN_RETAINED',
+  BAD_REQUEST: 'BROKER_ADMIN_ERR_BAD_REQUEST',
+  /** The store is locked by a process that does not answer on the admin socket. */
+  UNREACHABLE: 'BROKER_ADMIN_ERR_UNREACHABLE',
+  /** Something else answers on the admin socket path. */
+  SOCKET_IN_USE: 'BROKER_ADMIN_ERR_SOCKET_IN_USE',
+  /** The admin connection broke or spoke something else than the protocol. */
+  PROTOCOL: 'BROKER_ADMIN_ERR_PROTOCOL',
+  /** An error without a code of its own, reported by the running broker. */
+  INTERNAL: 'BROKER_ADMIN_ERR_INTERNAL',
+} as const;
+
+export class AdminError extends Error {
+  readonly code: string;
+
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'AdminError';
+    this.code = code;
+  }
+}
+
+/** The code of any error: its own when it has one (AdminError, BrokerError), else INTERNAL. */
+export function errorCode(error: unknown): string {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : AdminErrorCodes.INTERNAL;
+}
+
+export function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

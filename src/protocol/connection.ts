@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import mqttPacket, { type Packet } from 'mqtt-packet';
-import { ProtocolViolation } from '../errors.js';
+import { errorMessage, ProtocolViolation } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Distributor } from '../session/distributor.js';
 import type { OutboundChannel, OutgoingPublish, Session } from '../session/session.js';
@@ -228,8 +228,4 @@ export class Connection implements OutboundChannel {
     this.context.log.warn(`${this.describe()}: malformed packet: ${error.message}`);
     this.close(`malformed packet: ${error.message}`);
   }
-}
-
-export function errorMessage(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

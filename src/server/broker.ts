@@ -1,5 +1,6 @@
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { join, resolve } from 'node:path';
+import { AdminServer } from '../admin/admin-server.js';
 import { BrokerError, ErrorCodes } from '../errors.js';
 import { silentLogger, type Logger } from '../logger.js';
 import { Connection, type BrokerContext } from '../protocol/connection.js';
@@ -33,6 +34,11 @@ export interface BrokerOptions {
   readWindow?: number;
   /** Milliseconds a new socket has to send CONNECT (default 30000). */
   connectTimeoutMs?: number;
+  /**
+   * Serve broker-admin on the Unix socket `<dataDir>/admin.sock` (mode 0600). Default: on with the
+   * LevelDB store, off when a `repository` is injected (there is no store for it to inspect).
+   */
+  admin?: boolean;
   log?: Logger;
 }
 
@@ -78,6 +84,12 @@ export function createBroker(options: BrokerOptions = {}): Broker {
       sync: options.sync ?? true,
       syncIntervalMs: options.syncIntervalMs ?? 0,
     });
+  const adminEnabled = options.admin ?? options.repository === undefined;
+  if (adminEnabled && !(durable instanceof LevelRepository)) {
+    throw new BrokerError(ErrorCodes.BAD_OPTION, 'the admin channel inspects the LevelDB store: it cannot be used with an injected repository');
+  }
+  const dataDir = resolve(options.dataDir ?? DEFAULTS.dataDir);
+  let admin: AdminServer | undefined;
   const volatile = new MemoryRepository({ limits });
   const sessions = new SessionManager({ durable, volatile, limits: { maxInflight, readWindow }, log });
   const context: BrokerContext = {
@@ -105,6 +117,15 @@ export function createBroker(options: BrokerOptions = {}): Broker {
       try {
         const restored = await sessions.restore();
         log.info(`restored ${restored.sessions} persistent sessions and ${restored.retained} retained messages`);
+        if (adminEnabled && durable instanceof LevelRepository) {
+          const path = join(dataDir, 'admin.sock');
+          try {
+            admin = await AdminServer.start({ path, store: join(dataDir, 'store'), inspector: durable.inspector(), sessions, log });
+          } catch (error) {
+            // MQTT is served without it; broker-admin then reports the store in use and no admin channel.
+            log.warn(`admin channel not available on ${path}: ${error instanceof Error ? error.message : String(error)}`);
+          }
+        }
         server = createServer(accept);
         await new Promise<void>((resolveListen, rejectListen) => {
           server!.once('error', rejectListen);
@@ -115,6 +136,8 @@ export function createBroker(options: BrokerOptions = {}): Broker {
         });
       } catch (error) {
         server = undefined;
+        await admin?.close();
+        admin = undefined;
         await durable.close();
         if (error instanceof BrokerError) throw error;
         throw new BrokerError(ErrorCodes.LISTEN_FAILED, `cannot listen on ${host}:${port}: ${String(error)}`, { cause: error });
@@ -127,6 +150,8 @@ export function createBroker(options: BrokerOptions = {}): Broker {
     close() {
       closing ??= (async () => {
         context.shuttingDown = true;
+        // First, so admin requests under way end (and close their snapshots) before the store does.
+        await admin?.close();
         const listening = server;
         const stopped = listening ? new Promise<void>((done) => listening.close(() => done())) : Promise.resolve();
         for (const connection of connections) connection.close('the broker is shutting down');

@@ -139,6 +139,12 @@ export class SessionManager {
     }
   }
 
+  /** Removes a retained message: from the store first, then from memory (broker-admin). */
+  async clearRetained(topic: string): Promise<void> {
+    await this.durable.clearRetained(topic);
+    this.retained.delete(topic);
+  }
+
   /** Ends every connection and waits for session operations under way. */
   async closeAll(): Promise<void> {
     for (const session of this.#sessions.values()) {

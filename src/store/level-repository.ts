@@ -4,6 +4,7 @@ import type { AbstractSnapshot } from 'abstract-level';
 import { BrokerError, ErrorCodes } from '../errors.js';
 import { decode, encode } from './codec.js';
 import { GroupCommitWriter, type BatchBuilder } from './group-commit.js';
+import { LevelInspector } from './level-inspector.js';
 import { admit, DEFAULT_QUEUE_LIMITS, emptyQueueStats, release, type QueueLimits, type QueueStats } from './queue-limits.js';
 import {
   FORMAT_KEY,
@@ -380,6 +381,11 @@ export class LevelRepository implements SessionRepository {
   #putStats(batch: BatchBuilder, clientId: string): void {
     const stats = this.#stats.get(clientId);
     if (stats) batch.put(keys.queueStats(clientId), { m: stats.messages, b: stats.bytes, d: stats.dropped } satisfies QueueStatsValue);
+  }
+
+  /** Read-only snapshot access for broker-admin while the broker runs (LevelDB admits one handle). */
+  inspector(): LevelInspector {
+    return new LevelInspector(this.#open());
   }
 
   #takeSeq(clientId: string): number {

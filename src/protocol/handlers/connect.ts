@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import type { IConnectPacket } from 'mqtt-packet';
-import { ProtocolViolation } from '../../errors.js';
+import { errorMessage, ProtocolViolation } from '../../errors.js';
 import { isValidTopicName } from '../../routing/topic.js';
 import type { QoS } from '../../store/repository.js';
-import { errorMessage, type Connection } from '../connection.js';
+import type { Connection } from '../connection.js';
 
 /** CONNACK return codes (MQTT 3.1.1 table 3.1). */
 const ACCEPTED = 0;

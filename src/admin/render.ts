@@ -1,0 +1,212 @@
+import type { AdminRecord, MessageRecord, PayloadField, RetainedRecord, SessionRecord, TotalsRecord } from './records.js';
+
+/**
+ * The readable output of broker-admin: aligned tables, one per run of records of the same kind.
+ * Records stream in, so a table is printed every TABLE_ROWS rows (or when the kind changes)
+ * rather than once everything is known.
+ */
+
+const TABLE_ROWS = 200;
+const CELL_LIST = 60;
+
+type Row = string[];
+
+interface Table {
+  kind: string;
+  title?: string;
+  header: Row;
+  rows: Row[];
+}
+
+export class HumanRenderer {
+  #out = '';
+  #table: Table | undefined;
+  readonly #titled = new Set<string>();
+  readonly #seen = new Set<string>();
+  /** Record types the output should have, with what to say when none came. */
+  readonly #expected: Array<[string, string]>;
+
+  constructor(expected: Array<[type: string, none: string]> = []) {
+    this.#expected = expected;
+  }
+
+  /** The text rendered so far and not yet taken: the caller writes it (and waits for the pipe). */
+  take(): string {
+    const text = this.#out;
+    this.#out = '';
+    return text;
+  }
+
+  record(record: AdminRecord): void {
+    this.#seen.add(record.type);
+    switch (record.type) {
+      case 'header':
+        return;
+      case 'session':
+        this.#row('session', 'Sessions', SESSION_HEADER, sessionRow(record));
+        return;
+      case 'message':
+        this.#row(`message:${record.clientId}`, `Queue of ${record.clientId}`, MESSAGE_HEADER, messageRow(record));
+        return;
+      case 'retained':
+        this.#row('retained', 'Retained messages', RETAINED_HEADER, retainedRow(record));
+        return;
+      case 'problem':
+        this.#row('problem', 'Problems', ['KEY', 'PROBLEM', 'DETAIL'], [printableKey(record.key), record.problem, record.detail]);
+        return;
+      case 'totals':
+        this.flush();
+        this.#sayMissing();
+        this.#write(totalsText(record));
+        return;
+      case 'verify':
+        this.flush();
+        this.#write(
+          record.ok
+            ? `verify: ok, ${record.keys} keys checked, no problem\n`
+            : `verify: ${record.problems} problem${record.problems === 1 ? '' : 's'} in ${record.keys} keys\n`,
+        );
+        return;
+      case 'dropped':
+        this.flush();
+        this.#write(`dropped the session of ${JSON.stringify(record.clientId)}${record.wasConnected ? ' and closed its connection' : ''}\n`);
+        return;
+      case 'retained-cleared':
+        this.flush();
+        this.#write(`cleared the retained message of ${JSON.stringify(record.topic)}\n`);
+        return;
+      case 'compacted':
+        this.flush();
+        this.#write(`compacted: about ${bytes(record.diskBytesBefore)} on disk before, ${bytes(record.diskBytesAfter)} after\n`);
+        return;
+    }
+  }
+
+  /** Prints the table under way. */
+  flush(): void {
+    const table = this.#table;
+    this.#table = undefined;
+    if (!table || table.rows.length === 0) return;
+    let text = '';
+    if (table.title && !this.#titled.has(table.kind)) {
+      this.#titled.add(table.kind);
+      text += `${table.title}\n`;
+    }
+    text += align([table.header, ...table.rows]);
+    this.#write(`${text}\n`);
+  }
+
+  /** Ends the output; says so when a listing came out empty. */
+  end(): void {
+    this.flush();
+    this.#sayMissing();
+  }
+
+  #sayMissing(): void {
+    for (const [type, none] of this.#expected.splice(0)) {
+      if (!this.#seen.has(type)) this.#write(`${none}\n`);
+    }
+  }
+
+  #write(text: string): void {
+    this.#out += text;
+  }
+
+  #row(kind: string, title: string, header: Row, row: Row): void {
+    if (this.#table && (this.#table.kind !== kind || this.#table.rows.length >= TABLE_ROWS)) this.flush();
+    this.#table ??= { kind, title, header, rows: [] };
+    this.#table.rows.push(row);
+  }
+}
+
+const SESSION_HEADER = ['CLIENT', 'SESSION', 'CONNECTED', 'CREATED', 'SUBSCRIPTIONS', 'QUEUED', 'BYTES', 'DROPPED', 'INFLIGHT', 'INBOUND QOS2'];
+const MESSAGE_HEADER = ['SEQ', 'STATE', 'PACKET', 'QOS', 'RETAIN', 'TOPIC', 'SIZE', 'PAYLOAD'];
+const RETAINED_HEADER = ['TOPIC', 'QOS', 'SIZE', 'PAYLOAD'];
+
+function sessionRow(record: SessionRecord): Row {
+  return [
+    record.clientId,
+    record.persistent ? 'persistent' : 'clean',
+    record.connected ? 'yes' : 'no',
+    record.createdAt ?? '-',
+    list(record.subscriptions.map(({ filter, qos }) => `${filter} (${qos})`)),
+    String(record.queued.count),
+    String(record.queued.bytes),
+    String(record.dropped),
+    list(record.inflight.map(({ packetId, state }) => `#${packetId} ${state}`)),
+    list(record.inbound.map(({ packetId }) => `#${packetId}`)),
+  ];
+}
+
+function messageRow(record: MessageRecord): Row {
+  return [
+    String(record.seq),
+    record.state,
+    record.packetId === null ? '-' : `#${record.packetId}`,
+    String(record.qos),
+    record.retain ? 'yes' : 'no',
+    record.topic,
+    String(record.payload.size),
+    payloadText(record.payload),
+  ];
+}
+
+function retainedRow(record: RetainedRecord): Row {
+  return [record.topic, String(record.qos), String(record.payload.size), payloadText(record.payload)];
+}
+
+function totalsText(totals: TotalsRecord): string {
+  const lines: Array<[string, string]> = [
+    ['sessions', String(totals.sessions)],
+    ['subscriptions', String(totals.subscriptions)],
+    ['queued messages', `${totals.queued} (${bytes(totals.queuedBytes)} of payload)`],
+    ['in flight', String(totals.inflight)],
+    ['inbound QoS 2 awaiting PUBREL', String(totals.inbound)],
+    ['shared message bodies', String(totals.sharedBodies)],
+    ['retained messages', `${totals.retained} (${bytes(totals.retainedBytes)} of payload)`],
+    ['store keys', `${totals.keys} (${bytes(totals.keyBytes)} of keys, ${bytes(totals.valueBytes)} of values)`],
+    ['on disk (estimate)', bytes(totals.diskBytes)],
+  ];
+  const width = Math.max(...lines.map(([label]) => label.length));
+  return `Totals\n${lines.map(([label, value]) => `  ${label.padEnd(width)}  ${value}`).join('\n')}\n`;
+}
+
+/** Text payloads in JSON quotes (escapes show what is invisible), others as hex. */
+export function payloadText(payload: PayloadField): string {
+  const shown = payload.encoding === 'utf8' ? JSON.stringify(payload.data) : `hex:${Buffer.from(payload.data, 'base64').toString('hex')}`;
+  return payload.truncated ? `${shown}…` : shown;
+}
+
+/** A raw store key with its NUL separators made visible. */
+export function printableKey(key: string): string {
+  return key.replace(/\u0000/g, '␀');
+}
+
+function list(items: string[]): string {
+  if (items.length === 0) return '-';
+  let text = '';
+  for (let index = 0; index < items.length; index++) {
+    const next = text === '' ? items[index]! : `${text}, ${items[index]!}`;
+    if (next.length > CELL_LIST && index > 0) return `${text}, … (+${items.length - index})`;
+    text = next;
+  }
+  return text;
+}
+
+function bytes(count: number): string {
+  if (count < 1024) return `${count} B`;
+  if (count < 1024 * 1024) return `${(count / 1024).toFixed(1)} KiB`;
+  return `${(count / 1024 / 1024).toFixed(1)} MiB`;
+}
+
+function align(rows: Row[]): string {
+  const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => [...(row[column] ?? '')].length)));
+  return rows
+    .map((row) =>
+      row
+        .map((cell, column) => (column === row.length - 1 ? cell : cell + ' '.repeat(widths[column]! - [...cell].length)))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
+}

@@ -1,0 +1,364 @@
+import { decode } from './codec.js';
+import {
+  FORMAT_KEY,
+  FORMAT_VERSION,
+  isBodyValue,
+  isFlightValue,
+  isInboundValue,
+  isNumber,
+  isQueueEntryValue,
+  isQueueStatsValue,
+  isRefCount,
+  isRetainedValue,
+  isSentThroughValue,
+  isSessionValue,
+  isSubscriptionValue,
+  keys,
+  SYNC_MARK_KEY,
+} from './key-layout.js';
+
+/**
+ * `broker-admin verify`: one pass over a snapshot in key order, checking every invariant the key
+ * layout (key-layout.ts) implies. Keys sort by kind (`!` < b < c < f < i < m < n < q < r < s < w), so
+ * the shared bodies (m) and the queue counters (n) are all known when the queue entries (q) are
+ * read. Memory grows with the number of shared bodies and sessions, never with queue lengths.
+ */
+
+/** Stable problem codes (part of the `--json` schema). */
+export type ProblemCode =
+  | 'format-missing'
+  | 'format-unsupported'
+  | 'corrupt-record'
+  | 'bad-key'
+  | 'unknown-key'
+  | 'no-session'
+  | 'missing-body'
+  | 'count-mismatch'
+  | 'count-without-body'
+  | 'body-without-count'
+  | 'unreferenced-body'
+  | 'flight-without-entry'
+  | 'bad-flight'
+  | 'duplicate-packet-id'
+  | 'size-mismatch'
+  | 'stats-mismatch';
+
+export interface StoreProblem {
+  kind: 'problem';
+  key: string;
+  problem: ProblemCode;
+  detail: string;
+}
+
+export interface VerifySummary {
+  kind: 'summary';
+  keys: number;
+  problems: number;
+}
+
+export type VerifyEvent = StoreProblem | VerifySummary;
+
+export interface VerifySource {
+  entries(): AsyncIterable<[string, Uint8Array]>;
+  get(key: string): Promise<Uint8Array | undefined>;
+}
+
+const SEP = '\u0000';
+const HEX12 = /^[0-9a-f]{12}$/;
+const HEX4 = /^[0-9a-f]{4}$/;
+
+/** [clientId, suffix] of `<kind>\0<client>\0<fixed-width hex>`, or undefined if malformed. */
+function splitClientKey(key: string, width: number): [string, string] | undefined {
+  const sepAt = key.length - width - 1;
+  if (sepAt < 2 || key[1] !== SEP || key[sepAt] !== SEP) return undefined;
+  const clientId = key.slice(2, sepAt);
+  const suffix = key.slice(sepAt + 1);
+  if (clientId.includes(SEP) || !(width === 12 ? HEX12 : HEX4).test(suffix)) return undefined;
+  return [clientId, suffix];
+}
+
+export async function* verifyStore(source: VerifySource, progress?: (keysRead: number) => void): AsyncGenerator<VerifyEvent> {
+  let scanned = 0;
+  let problems = 0;
+  const problem = (key: string, code: ProblemCode, detail: string): StoreProblem => {
+    problems++;
+    return { kind: 'problem', key, problem: code, detail };
+  };
+  /** The decoded value, or a corrupt-record problem. */
+  const check = <T>(key: string, value: Uint8Array, isValid: (v: unknown) => v is T): { value: T } | { problem: StoreProblem } => {
+    try {
+      return { value: decode(value, key, isValid) };
+    } catch (error) {
+      const cause = (error as { cause?: unknown }).cause;
+      return { problem: problem(key, 'corrupt-record', cause ? `does not decode: ${String(cause)}` : 'decodes to an unexpected shape') };
+    }
+  };
+
+  // Session existence, cached for the last client: keys of one client are contiguous per kind.
+  let lastClient: string | undefined;
+  let lastExists = false;
+  const sessionExists = async (clientId: string): Promise<boolean> => {
+    if (clientId !== lastClient) {
+      lastClient = clientId;
+      lastExists = (await source.get(keys.session(clientId))) !== undefined;
+    }
+    return lastExists;
+  };
+
+  // The sent watermark of the last client asked for: a released entry must have been sent.
+  let watermarkClient: string | undefined;
+  let watermark: number | undefined;
+  const sentThrough = async (clientId: string): Promise<number | undefined> => {
+    if (clientId !== watermarkClient) {
+      watermarkClient = clientId;
+      const bytes = await source.get(keys.sentThrough(clientId));
+      watermark = undefined;
+      if (bytes !== undefined) {
+        try {
+          watermark = decode(bytes, keys.sentThrough(clientId), isSentThroughValue).s;
+        } catch {
+          // Reported when the scan reaches the watermark record.
+        }
+      }
+    }
+    return watermark;
+  };
+
+  let formatSeen = false;
+  const counts = new Map<number, { key: string; count: number }>();
+  /** Key and payload size of each shared body (size undefined when the body is corrupt). */
+  const bodies = new Map<number, { key: string; size: number | undefined }>();
+  /** Stored queue counters per client, checked against the entries when the scan leaves the client's queue. */
+  const queueStats = new Map<string, { key: string; messages: number; bytes: number; checked: boolean }>();
+  let queueClient: string | undefined;
+  let queueCount = { messages: 0, bytes: 0, uncertain: false };
+  const statsProblem = (clientId: string, found: { messages: number; bytes: number; uncertain: boolean }): StoreProblem | undefined => {
+    const stored = queueStats.get(clientId);
+    if (!stored) return undefined;
+    stored.checked = true;
+    // A corrupt entry, already reported, has no size to add up: the counters cannot be judged.
+    if (found.uncertain || stored.messages === found.messages && stored.bytes === found.bytes) return undefined;
+    return problem(
+      stored.key,
+      'stats-mismatch',
+      `counters say ${stored.messages} entries / ${stored.bytes} bytes, the queue holds ${found.messages} / ${found.bytes}`,
+    );
+  };
+  const references = new Map<number, number>();
+  let flightClient: string | undefined;
+  let flightPacketIds = new Map<number, string>();
+
+  for await (const [key, value] of source.entries()) {
+    scanned++;
+    if (scanned % 1000 === 0) progress?.(scanned);
+
+    if (key === FORMAT_KEY) {
+      formatSeen = true;
+      const format = check(key, value, isNumber);
+      if ('problem' in format) yield format.problem;
+      else if (format.value !== FORMAT_VERSION) {
+        yield problem(key, 'format-unsupported', `store format ${format.value}; this broker reads format ${FORMAT_VERSION}`);
+        // Records of another format cannot be judged by this layout.
+        break;
+      }
+      continue;
+    }
+    if (key === SYNC_MARK_KEY) {
+      const mark = check(key, value, isNumber);
+      if ('problem' in mark) yield mark.problem;
+      continue;
+    }
+    if (queueClient !== undefined && !key.startsWith(`q${SEP}${queueClient}${SEP}`)) {
+      const mismatch = statsProblem(queueClient, queueCount);
+      if (mismatch) yield mismatch;
+      queueClient = undefined;
+    }
+    if (key[1] !== SEP) {
+      yield problem(key, 'unknown-key', 'not a key of the broker store layout');
+      continue;
+    }
+
+    switch (key[0]) {
+      case 's': {
+        const result = check(key, value, isSessionValue);
+        if ('problem' in result) yield result.problem;
+        break;
+      }
+      case 'b': {
+        const at = key.indexOf(SEP, 2);
+        if (at < 0) {
+          yield problem(key, 'bad-key', 'subscription key without a filter part');
+          break;
+        }
+        const result = check(key, value, isSubscriptionValue);
+        if ('problem' in result) yield result.problem;
+        const [clientId] = keys.splitSubscription(key);
+        if (!(await sessionExists(clientId))) yield problem(key, 'no-session', `subscription of ${JSON.stringify(clientId)}, which has no session record`);
+        break;
+      }
+      case 'c': {
+        const id = key.slice(2);
+        if (!HEX12.test(id)) {
+          yield problem(key, 'bad-key', 'reference count key without a 12-digit hex message id');
+          break;
+        }
+        const result = check(key, value, isRefCount);
+        if ('problem' in result) yield result.problem;
+        else counts.set(parseInt(id, 16), { key, count: result.value });
+        break;
+      }
+      case 'm': {
+        const id = key.slice(2);
+        if (!HEX12.test(id)) {
+          yield problem(key, 'bad-key', 'message body key without a 12-digit hex message id');
+          break;
+        }
+        const result = check(key, value, isBodyValue);
+        if ('problem' in result) yield result.problem;
+        // Recorded even when corrupt: its references are then not reported a second time as missing.
+        bodies.set(parseInt(id, 16), { key, size: 'value' in result ? result.value.p.byteLength : undefined });
+        break;
+      }
+      case 'n': {
+        const clientId = key.slice(2);
+        if (clientId.includes(SEP)) {
+          yield problem(key, 'bad-key', 'queue counters key is not n\\0<client>');
+          break;
+        }
+        const result = check(key, value, isQueueStatsValue);
+        if ('problem' in result) yield result.problem;
+        else queueStats.set(clientId, { key, messages: result.value.m, bytes: result.value.b, checked: false });
+        if (!(await sessionExists(clientId))) yield problem(key, 'no-session', `queue counters of ${JSON.stringify(clientId)}, which has no session record`);
+        break;
+      }
+      case 'f': {
+        const parts = splitClientKey(key, 12);
+        if (!parts) {
+          yield problem(key, 'bad-key', 'released-state key is not f\\0<client>\\0<12 hex digits>');
+          break;
+        }
+        const [clientId, seqHex] = parts;
+        const result = check(key, value, isFlightValue);
+        if ('problem' in result) yield result.problem;
+        if (!(await sessionExists(clientId))) yield problem(key, 'no-session', `released state of ${JSON.stringify(clientId)}, which has no session record`);
+        const seq = parseInt(seqHex, 16);
+        const entryKey = keys.queueEntry(clientId, seq);
+        const entryBytes = await source.get(entryKey);
+        if (entryBytes === undefined) {
+          yield problem(key, 'flight-without-entry', `released state for seq ${seq}, which has no queue entry`);
+        } else if ('value' in result) {
+          const entry = check(entryKey, entryBytes, isQueueEntryValue);
+          // A corrupt entry is reported when the scan reaches it.
+          if ('value' in entry && entry.value.q !== 2) {
+            yield problem(key, 'bad-flight', `released (PUBREC received) but the delivery is QoS ${entry.value.q}`);
+          }
+          const sent = await sentThrough(clientId);
+          if (sent === undefined || seq > sent) {
+            yield problem(key, 'bad-flight', `released, but seq ${seq} is above the sent watermark (${sent ?? 'none'})`);
+          }
+        }
+        if ('value' in result) {
+          if (clientId !== flightClient) {
+            flightClient = clientId;
+            flightPacketIds = new Map();
+          }
+          const other = flightPacketIds.get(result.value.i);
+          if (other !== undefined) yield problem(key, 'duplicate-packet-id', `packet id ${result.value.i} is also in flight for ${JSON.stringify(other)}`);
+          else flightPacketIds.set(result.value.i, key);
+          if (result.value.i === 0) yield problem(key, 'bad-flight', 'packet id 0');
+        }
+        break;
+      }
+      case 'i': {
+        const parts = splitClientKey(key, 4);
+        if (!parts) {
+          yield problem(key, 'bad-key', 'inbound key is not i\\0<client>\\0<4 hex digits>');
+          break;
+        }
+        const [clientId, idHex] = parts;
+        if (parseInt(idHex, 16) === 0) yield problem(key, 'bad-key', 'inbound packet id 0');
+        const result = check(key, value, isInboundValue);
+        if ('problem' in result) yield result.problem;
+        if (!(await sessionExists(clientId))) yield problem(key, 'no-session', `inbound QoS 2 state of ${JSON.stringify(clientId)}, which has no session record`);
+        break;
+      }
+      case 'q': {
+        const parts = splitClientKey(key, 12);
+        if (!parts) {
+          yield problem(key, 'bad-key', 'queue key is not q\\0<client>\\0<12 hex digits>');
+          break;
+        }
+        const [clientId] = parts;
+        if (clientId !== queueClient) {
+          queueClient = clientId;
+          queueCount = { messages: 0, bytes: 0, uncertain: false };
+        }
+        const result = check(key, value, isQueueEntryValue);
+        if ('problem' in result) {
+          queueCount.uncertain = true;
+          yield result.problem;
+        }
+        if (!(await sessionExists(clientId))) yield problem(key, 'no-session', `queue entry of ${JSON.stringify(clientId)}, which has no session record`);
+        if ('value' in result) {
+          queueCount.messages++;
+          const entry = result.value;
+          if (entry.m === undefined) {
+            queueCount.bytes += entry.p!.byteLength;
+          } else {
+            const id = entry.m;
+            queueCount.bytes += entry.z ?? 0;
+            references.set(id, (references.get(id) ?? 0) + 1);
+            const body = bodies.get(id);
+            if (!body) yield problem(key, 'missing-body', `references shared message ${id}, whose body is not stored`);
+            else if (body.size !== undefined && entry.z !== undefined && body.size !== entry.z) {
+              yield problem(key, 'size-mismatch', `says the shared payload has ${entry.z} bytes, the body has ${body.size}`);
+            }
+          }
+        }
+        break;
+      }
+      case 'r': {
+        const result = check(key, value, isRetainedValue);
+        if ('problem' in result) yield result.problem;
+        if (key.length === 2) yield problem(key, 'bad-key', 'retained message with an empty topic');
+        break;
+      }
+      case 'w': {
+        const clientId = key.slice(2);
+        if (clientId.includes(SEP)) {
+          yield problem(key, 'bad-key', 'sent watermark key is not w\\0<client>');
+          break;
+        }
+        const result = check(key, value, isSentThroughValue);
+        if ('problem' in result) yield result.problem;
+        if (!(await sessionExists(clientId))) yield problem(key, 'no-session', `sent watermark of ${JSON.stringify(clientId)}, which has no session record`);
+        break;
+      }
+      default:
+        yield problem(key, 'unknown-key', 'not a key of the broker store layout');
+    }
+  }
+
+  if (queueClient !== undefined) {
+    const mismatch = statsProblem(queueClient, queueCount);
+    if (mismatch) yield mismatch;
+  }
+  for (const [clientId, stored] of queueStats) {
+    if (stored.checked) continue;
+    const mismatch = statsProblem(clientId, { messages: 0, bytes: 0, uncertain: false });
+    if (mismatch) yield mismatch;
+  }
+  if (!formatSeen) yield problem(FORMAT_KEY, 'format-missing', 'no format marker: this is not (or no longer) a broker store');
+  for (const [id, { key, count }] of counts) {
+    const found = references.get(id) ?? 0;
+    if (!bodies.has(id)) yield problem(key, 'count-without-body', `count ${count} for message ${id}, whose body is not stored`);
+    else if (found !== count) yield problem(key, 'count-mismatch', `count is ${count} but ${found} queue entries reference message ${id}`);
+  }
+  for (const [id, { key }] of bodies) {
+    const found = references.get(id) ?? 0;
+    if (!counts.has(id)) yield problem(key, 'body-without-count', `message body with ${found} references and no reference count`);
+    else if (found === 0 && (counts.get(id)?.count ?? 0) === 0) yield problem(key, 'unreferenced-body', 'message body that no queue entry references');
+  }
+  progress?.(scanned);
+  yield { kind: 'summary', keys: scanned, problems };
+}
