@@ -26,6 +26,12 @@ const EXIT_ERROR = 1;
 const EXIT_PROBLEMS = 2;
 
 export async function main(argv: string[]): Promise<void> {
+  // `broker-admin dump --json | head` closes the pipe early: that is the reader's choice, not an
+  // error. Stop quietly; read-only commands have nothing to undo and writes are atomic transitions.
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code === 'EPIPE') process.exit(0);
+    throw error;
+  });
   const program = new Command('broker-admin')
     .description('Inspect and manage the store of a durable MQTT broker, stopped or running.')
     .showHelpAfterError()
