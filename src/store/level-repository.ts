@@ -69,15 +69,11 @@ export class LevelRepository implements SessionRepository {
   readonly #sync: boolean;
   readonly #syncIntervalMs: number;
   readonly #limits: QueueLimits;
-  /** Queue size and drops per session, kept in memory and stored with every change. */
-  readonly #stats = new Map<string, QueueStats>();
   #syncTimer: NodeJS.Timeout | undefined;
   #db: Db | undefined;
   #writer: GroupCommitWriter | undefined;
   /** Next outbound seq per stored session; also the set of sessions that exist. */
   readonly #nextSeq = new Map<string, number>();
-  /** Sent watermark per session, as submitted (it only moves up). */
-  readonly #sentThrough = new Map<string, number>();
   #nextMessageId = 1;
 
   constructor(options: LevelRepositoryOptions) {
@@ -132,8 +128,6 @@ export class LevelRepository implements SessionRepository {
     this.#db = undefined;
     this.#writer = undefined;
     this.#nextSeq.clear();
-    this.#sentThrough.clear();
-    this.#stats.clear();
     await db.close();
   }
 
@@ -228,7 +222,6 @@ export class LevelRepository implements SessionRepository {
   async createSession(clientId: string): Promise<void> {
     const writer = this.#openWriter();
     if (!this.#nextSeq.has(clientId)) this.#nextSeq.set(clientId, 1);
-    if (!this.#stats.has(clientId)) this.#stats.set(clientId, emptyQueueStats());
     await writer.submit({
       prepare: (batch) => {
         if (batch.get(keys.session(clientId), isSessionValue) === undefined) {
@@ -241,8 +234,6 @@ export class LevelRepository implements SessionRepository {
   async destroySession(clientId: string): Promise<void> {
     const writer = this.#openWriter();
     this.#nextSeq.delete(clientId);
-    this.#sentThrough.delete(clientId);
-    this.#stats.delete(clientId);
     await writer.submit({
       exclusive: true,
       prepare: async (batch) => {
@@ -252,7 +243,7 @@ export class LevelRepository implements SessionRepository {
         for (const key of await batch.keysIn(keys.subscriptions(clientId))) batch.del(key);
         for (const key of await batch.keysIn(keys.inbounds(clientId))) batch.del(key);
         for (const key of await batch.keysIn(keys.flights(clientId))) batch.del(key);
-        for (const key of await batch.keysIn(keys.queue(clientId))) removeQueueEntry(batch, key, undefined);
+        for (const key of await batch.keysIn(keys.queue(clientId))) removeQueueEntry(batch, undefined, key);
       },
     });
   }
@@ -288,21 +279,18 @@ export class LevelRepository implements SessionRepository {
     }
     for (const { clientId } of deliveries) this.#requireSession(clientId);
     if (inbound) this.#requireSession(inbound.clientId);
-    // Seqs and the message id are taken now, synchronously, so commit order is seq order.
+    // Seqs and the message id are taken now, synchronously, so commit order is seq order. A
+    // delivery refused for a full queue leaves a gap in that session's seqs, nothing more.
     const size = message.payload.length;
-    const seqs = new Map<string, number>();
-    const counted: string[] = [];
-    const admitted: Delivery[] = [];
-    for (const delivery of deliveries) {
-      counted.push(delivery.clientId);
-      if (!admit(this.#stats.get(delivery.clientId)!, size, this.#limits)) continue;
-      admitted.push(delivery);
-      seqs.set(delivery.clientId, this.#takeSeq(delivery.clientId));
-    }
-    const shared = admitted.length > 1;
-    const messageId = shared ? this.#nextMessageId++ : 0;
+    const seqs = new Map(deliveries.map(({ clientId }) => [clientId, this.#takeSeq(clientId)]));
+    const messageId = deliveries.length > 1 ? this.#nextMessageId++ : 0;
+    let admitted: Delivery[] = [];
     await writer.submit({
       prepare: (batch) => {
+        // Queue limits are decided here, where transitions are applied in submission order and a
+        // batch that fails to write leaves the stored counts as they were.
+        admitted = deliveries.filter(({ clientId }) => this.#admit(batch, clientId, size));
+        const shared = admitted.length > 1;
         if (shared) {
           batch.put(keys.body(messageId), { t: message.topic, p: message.payload, o: message.qos } satisfies BodyValue);
           batch.put(keys.refCount(messageId), admitted.length);
@@ -313,7 +301,6 @@ export class LevelRepository implements SessionRepository {
             : { q: qos, r: retain, t: message.topic, p: message.payload, o: message.qos };
           batch.put(keys.queueEntry(clientId, seqs.get(clientId)!), entry);
         }
-        for (const clientId of counted) this.#putStats(batch, clientId);
         if (retained === 'set') {
           batch.put(keys.retained(message.topic), { p: message.payload, o: message.qos } satisfies RetainedValue);
         } else if (retained === 'clear') {
@@ -322,7 +309,7 @@ export class LevelRepository implements SessionRepository {
         if (inbound) batch.put(keys.inbound(inbound.clientId, inbound.packetId), { a: Date.now() });
       },
     });
-    return seqs;
+    return new Map(admitted.map(({ clientId }) => [clientId, seqs.get(clientId)!]));
   }
 
   async markSent(clientId: string, throughSeq: number): Promise<void> {
@@ -331,8 +318,6 @@ export class LevelRepository implements SessionRepository {
     if (next === undefined) return;
     // Never past the last seq given: a later enqueue must not read back as already sent.
     const through = Math.max(0, Math.min(throughSeq, next - 1));
-    if (through === this.#sentThrough.get(clientId)) return;
-    this.#sentThrough.set(clientId, through);
     await writer.submit({
       prepare: (batch) => batch.put(keys.sentThrough(clientId), { s: through } satisfies SentThroughValue),
     });
@@ -353,8 +338,7 @@ export class LevelRepository implements SessionRepository {
     await this.#openWriter().submit({
       prepare: (batch) => {
         batch.del(keys.flight(clientId, seq));
-        const stats = this.#stats.get(clientId);
-        if (removeQueueEntry(batch, keys.queueEntry(clientId, seq), stats)) this.#putStats(batch, clientId);
+        removeQueueEntry(batch, clientId, keys.queueEntry(clientId, seq));
       },
     });
   }
@@ -372,15 +356,18 @@ export class LevelRepository implements SessionRepository {
   }
 
   async queueStats(clientId: string): Promise<QueueStats | undefined> {
-    this.#open();
-    const stats = this.#stats.get(clientId);
-    return stats && { ...stats };
+    const db = this.#open();
+    if (!this.#nextSeq.has(clientId)) return undefined;
+    const bytes = await db.get(keys.queueStats(clientId));
+    return bytes === undefined ? emptyQueueStats() : fromStatsValue(decode(bytes, keys.queueStats(clientId), isQueueStatsValue));
   }
 
-  /** Stores a session's counts as they are when the batch is built (the batch keeps the last put). */
-  #putStats(batch: BatchBuilder, clientId: string): void {
-    const stats = this.#stats.get(clientId);
-    if (stats) batch.put(keys.queueStats(clientId), { m: stats.messages, b: stats.bytes, d: stats.dropped } satisfies QueueStatsValue);
+  /** Counts a delivery of `size` bytes into the session's queue if its limits allow; counts a drop if not. */
+  #admit(batch: BatchBuilder, clientId: string, size: number): boolean {
+    const stats = readStats(batch, clientId);
+    const admitted = admit(stats, size, this.#limits);
+    writeStats(batch, clientId, stats);
+    return admitted;
   }
 
   /** Read-only snapshot access for broker-admin while the broker runs (LevelDB admits one handle). */
@@ -411,13 +398,9 @@ export class LevelRepository implements SessionRepository {
       const lastSeq = last === undefined ? 0 : keys.seqOfQueueKey(last);
       // Seqs continue above the watermark too, or a new entry would read back as sent.
       this.#nextSeq.set(clientId, Math.max(lastSeq, sentThrough) + 1);
-      this.#sentThrough.set(clientId, sentThrough);
     }
-    for await (const [key, value] of db.iterator(keys.allQueueStats())) {
-      const { m, b, d } = decode(value, key, isQueueStatsValue);
-      this.#stats.set(keys.clientIdOfQueueStats(key), { messages: m, bytes: b, dropped: d });
-    }
-    for (const clientId of this.#nextSeq.keys()) if (!this.#stats.has(clientId)) this.#stats.set(clientId, emptyQueueStats());
+    // Decoded once at start so a corrupt count is reported now, not at the first publish.
+    for await (const [key, value] of db.iterator(keys.allQueueStats())) decode(value, key, isQueueStatsValue);
     const [lastBody] = await db.keys({ ...keys.bodies(), reverse: true, limit: 1 }).all();
     this.#nextMessageId = lastBody === undefined ? 1 : keys.messageIdOfBodyKey(lastBody) + 1;
   }
@@ -433,16 +416,34 @@ export class LevelRepository implements SessionRepository {
   }
 }
 
+/** A session's stored queue counts as the batch sees them (earlier jobs of the batch included). */
+function readStats(batch: BatchBuilder, clientId: string): QueueStats {
+  const value = batch.get(keys.queueStats(clientId), isQueueStatsValue);
+  return value === undefined ? emptyQueueStats() : fromStatsValue(value);
+}
+
+function writeStats(batch: BatchBuilder, clientId: string, stats: QueueStats): void {
+  batch.put(keys.queueStats(clientId), { m: stats.messages, b: stats.bytes, d: stats.dropped } satisfies QueueStatsValue);
+}
+
+function fromStatsValue({ m, b, d }: QueueStatsValue): QueueStats {
+  return { messages: m, bytes: b, dropped: d };
+}
+
 /**
  * Deletes a queue entry and, when it was the last reference to a shared body, the body too.
- * Takes the entry out of `stats`; false when there was no such entry.
+ * `clientId` set: the entry also leaves the session's queue counts (a destroy drops them whole).
  */
-function removeQueueEntry(batch: BatchBuilder, key: string, stats: QueueStats | undefined): boolean {
+function removeQueueEntry(batch: BatchBuilder, clientId: string | undefined, key: string): void {
   const entry = batch.get(key, isQueueEntryValue);
-  if (entry === undefined) return false;
+  if (entry === undefined) return;
   batch.del(key);
-  if (stats) release(stats, entry.m === undefined ? entry.p!.length : entry.z!);
-  if (entry.m === undefined) return true;
+  if (clientId !== undefined) {
+    const stats = readStats(batch, clientId);
+    release(stats, entry.m === undefined ? entry.p!.length : entry.z!);
+    writeStats(batch, clientId, stats);
+  }
+  if (entry.m === undefined) return;
   const countKey = keys.refCount(entry.m);
   const remaining = (batch.get(countKey, isRefCount) ?? 1) - 1;
   if (remaining > 0) {
@@ -451,7 +452,6 @@ function removeQueueEntry(batch: BatchBuilder, key: string, stats: QueueStats | 
     batch.del(countKey);
     batch.del(keys.body(entry.m));
   }
-  return true;
 }
 
 async function checkFormat(db: Db, location: string): Promise<void> {

@@ -9,8 +9,17 @@ import { ClassicLevel } from 'classic-level';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { BrokerError, ErrorCodes, type ErrorCode } from '../../src/errors.js';
 import { decode, encode } from '../../src/store/codec.js';
-import { FORMAT_KEY, isQueueEntryValue, isRefCount, keys } from '../../src/store/key-layout.js';
+import {
+  FORMAT_KEY,
+  isFlightValue,
+  isQueueEntryValue,
+  isQueueStatsValue,
+  isRefCount,
+  isSentThroughValue,
+  keys,
+} from '../../src/store/key-layout.js';
 import { LevelRepository } from '../../src/store/level-repository.js';
+import type { QueueLimits } from '../../src/store/queue-limits.js';
 import type { Message, SessionRepository } from '../../src/store/repository.js';
 
 type RawDb = ClassicLevel<string, Uint8Array>;
@@ -24,8 +33,8 @@ function tempDir(): string {
   return dir;
 }
 
-async function openRepository(location: string): Promise<LevelRepository> {
-  const repository = new LevelRepository({ location });
+async function openRepository(location: string, limits?: QueueLimits): Promise<LevelRepository> {
+  const repository = new LevelRepository(limits ? { location, limits } : { location });
   repositories.push(repository);
   await repository.open();
   return repository;
@@ -173,7 +182,7 @@ describe('LevelRepository: shared message bodies', TIMEOUT, () => {
       message: message('fan/out', 'shared'),
       deliveries: ['a', 'b', 'c'].map((clientId) => ({ clientId, qos: 1 as const, retain: false })),
     });
-    await repository.markSent('a', seqOf(seqs, 'a'), 1);
+    await repository.markSent('a', seqOf(seqs, 'a'));
     await repository.complete('a', seqOf(seqs, 'a'));
     await repository.close();
 
@@ -231,6 +240,74 @@ describe('LevelRepository: shared message bodies', TIMEOUT, () => {
   });
 });
 
+describe('LevelRepository: sent watermark, released entries and queue stats on disk', TIMEOUT, () => {
+  const WATERMARK_PREFIX = 'w\u0000';
+  const FLIGHT_PREFIX = 'f\u0000';
+  const STATS_PREFIX = 'n\u0000';
+
+  it('the sent watermark is one record per session, not one per message; only released entries get a record', async () => {
+    const location = tempDir();
+    let repository = await openRepository(location);
+    await repository.createSession('a');
+    const seqs: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      seqs.push(seqOf(await repository.publish({ message: message('t', `m${i}`, 2), deliveries: [{ clientId: 'a', qos: 2, retain: false }] }), 'a'));
+    }
+    for (const seq of seqs) await repository.markSent('a', seq);
+    await repository.markReleased('a', seqs[0]!, 4242);
+    await repository.close();
+
+    let entries = await rawEntries(location);
+    expect(keysWithPrefix(entries, WATERMARK_PREFIX)).toEqual([keys.sentThrough('a')]);
+    expect(decode(entries.get(keys.sentThrough('a'))!, keys.sentThrough('a'), isSentThroughValue).s).toBe(seqs[4]);
+    expect(keysWithPrefix(entries, FLIGHT_PREFIX)).toEqual([keys.flight('a', seqs[0]!)]);
+    expect(decode(entries.get(keys.flight('a', seqs[0]!))!, keys.flight('a', seqs[0]!), isFlightValue)).toEqual({ s: 2, i: 4242 });
+
+    repository = await openRepository(location);
+    await repository.complete('a', seqs[0]!);
+    // markReleased of an entry already completed must not leave a record behind.
+    await repository.markReleased('a', seqs[0]!, 1);
+    await repository.close();
+    entries = await rawEntries(location);
+    expect(keysWithPrefix(entries, FLIGHT_PREFIX)).toEqual([]);
+
+    repository = await openRepository(location);
+    await repository.destroySession('a');
+    await repository.close();
+    entries = await rawEntries(location);
+    expect(keysWithPrefix(entries, WATERMARK_PREFIX)).toEqual([]);
+    expect(keysWithPrefix(entries, STATS_PREFIX)).toEqual([]);
+  });
+
+  it('the watermark is stored capped at the highest seq given', async () => {
+    const location = tempDir();
+    const repository = await openRepository(location);
+    await repository.createSession('a');
+    const seq = seqOf(await repository.publish({ message: message('t', 'p'), deliveries: [{ clientId: 'a', qos: 1, retain: false }] }), 'a');
+    await repository.markSent('a', seq + 1000);
+    await repository.close();
+    const entries = await rawEntries(location);
+    expect(decode(entries.get(keys.sentThrough('a'))!, keys.sentThrough('a'), isSentThroughValue).s).toBe(seq);
+  });
+
+  it('queue stats are stored under n\\0<client>, drops included, in the batch of the change', async () => {
+    const location = tempDir();
+    const repository = await openRepository(location, { maxMessages: 2, maxBytes: 1000 });
+    await repository.createSession('a');
+    await repository.createSession('b');
+    const deliveries = ['a', 'b'].map((clientId) => ({ clientId, qos: 1 as const, retain: false }));
+    const first = await repository.publish({ message: message('t', 'shared'), deliveries });
+    await repository.publish({ message: message('t', 'two'), deliveries: [deliveries[0]!] });
+    await repository.publish({ message: message('t', 'three'), deliveries });
+    await repository.complete('b', seqOf(first, 'b'));
+    await repository.close();
+    const entries = await rawEntries(location);
+    expect(keysWithPrefix(entries, STATS_PREFIX).sort()).toEqual([keys.queueStats('a'), keys.queueStats('b')]);
+    expect(decode(entries.get(keys.queueStats('a'))!, keys.queueStats('a'), isQueueStatsValue)).toEqual({ m: 2, b: 9, d: 1 });
+    expect(decode(entries.get(keys.queueStats('b'))!, keys.queueStats('b'), isQueueStatsValue)).toEqual({ m: 1, b: 5, d: 0 });
+  });
+});
+
 describe('LevelRepository: corrupt records', TIMEOUT, () => {
   const corruptions: [string, Uint8Array][] = [
     ['bytes that are not msgpack (0xc1, the never-used code)', Buffer.from([0xc1])],
@@ -252,6 +329,70 @@ describe('LevelRepository: corrupt records', TIMEOUT, () => {
     });
     repository = await openRepository(location);
     await expectRejection(repository.readOutbound('a', 0, 10), ErrorCodes.STORE_CORRUPT_RECORD);
+  });
+
+  it.each([
+    ['sent watermark', (clientId: string) => keys.sentThrough(clientId)],
+    ['queue stats', (clientId: string) => keys.queueStats(clientId)],
+  ])('a corrupt %s record makes open reject with STORE_CORRUPT_RECORD and release the directory', async (_, keyOf) => {
+    const location = tempDir();
+    const repository = await openRepository(location);
+    await repository.createSession('a');
+    const seqs = await repository.publish({ message: message('t', 'p'), deliveries: [{ clientId: 'a', qos: 1, retain: false }] });
+    await repository.markSent('a', seqOf(seqs, 'a'));
+    await repository.close();
+    await withRawDb(location, async (db) => {
+      expect(await db.get(keyOf('a'))).toBeDefined();
+      await db.put(keyOf('a'), encode({ s: -1, m: 'x' }));
+    });
+    await expectRejection(new LevelRepository({ location }).open(), ErrorCodes.STORE_CORRUPT_RECORD);
+    // The failed open closed the database: it can be opened (and repaired) again.
+    await withRawDb(location, async (db) => {
+      await db.del(keyOf('a'));
+    });
+    const again = await openRepository(location);
+    expect((await again.readOutbound('a', 0, 10)).map((e) => e.message.payload.toString())).toEqual(['p']);
+  });
+});
+
+describe('LevelRepository: a failed write', TIMEOUT, () => {
+  /** Makes the next LevelDB batch fail, as a full disk would. */
+  function failNextBatch(): void {
+    vi.spyOn(ClassicLevel.prototype, 'batch').mockImplementationOnce((() =>
+      Promise.reject(new Error('simulated: no space left on device'))) as never);
+  }
+
+  it('a publish whose write fails takes no room in the queue counts, in memory or on disk', async () => {
+    const location = tempDir();
+    let repository = await openRepository(location, { maxMessages: 1, maxBytes: 1000 });
+    await repository.createSession('a');
+    failNextBatch();
+    await expectRejection(
+      repository.publish({ message: message('t', 'lost'), deliveries: [{ clientId: 'a', qos: 1, retain: false }] }),
+      ErrorCodes.STORE_WRITE_FAILED,
+    );
+    expect(await repository.readOutbound('a', 0, 10)).toEqual([]);
+    expect(await repository.queueStats('a')).toEqual({ messages: 0, bytes: 0, dropped: 0 });
+    // The queue is empty, so the next message fits.
+    const seqs = await repository.publish({ message: message('t', 'kept'), deliveries: [{ clientId: 'a', qos: 1, retain: false }] });
+    expect([...seqs.keys()]).toEqual(['a']);
+    await repository.close();
+    repository = await openRepository(location, { maxMessages: 1, maxBytes: 1000 });
+    expect(await repository.queueStats('a')).toEqual({ messages: 1, bytes: 4, dropped: 0 });
+  });
+
+  it('markSent whose write failed is written when called again with the same watermark', async () => {
+    const location = tempDir();
+    let repository = await openRepository(location);
+    await repository.createSession('a');
+    const seq = seqOf(await repository.publish({ message: message('t', 'p'), deliveries: [{ clientId: 'a', qos: 1, retain: false }] }), 'a');
+    failNextBatch();
+    await expectRejection(repository.markSent('a', seq), ErrorCodes.STORE_WRITE_FAILED);
+    await repository.markSent('a', seq);
+    expect((await repository.readOutbound('a', 0, 10)).map((e) => e.state)).toEqual(['sent']);
+    await repository.close();
+    repository = await openRepository(location);
+    expect((await repository.readOutbound('a', 0, 10)).map((e) => e.state)).toEqual(['sent']);
   });
 });
 
@@ -299,6 +440,17 @@ describe('LevelRepository: group commit', TIMEOUT, () => {
     // Grouped: far fewer LevelDB batches (each one fsync) than transitions.
     expect(batch.mock.calls.length).toBeGreaterThan(0);
     expect(batch.mock.calls.length).toBeLessThan(10);
+    // One operation per key and batch, holding the key's last value: the queue counts of a session
+    // that many transitions of the batch changed are written once.
+    const statsKey = keys.queueStats('g');
+    const batches = (batch.mock.calls as unknown as [{ key: string }[]][]).map(([operations]) => operations);
+    for (const operations of batches) {
+      const written = operations.map((operation) => operation.key);
+      expect(new Set(written).size, 'one operation per key in a batch').toBe(written.length);
+    }
+    const statsWrites = batches.filter((operations) => operations.some((operation) => operation.key === statsKey));
+    expect(statsWrites.length).toBeGreaterThan(0);
+    expect(statsWrites.length).toBeLessThan(10);
 
     // Seqs follow submission order.
     const expected: Record<string, { seq: number; payload: string }[]> = { g: [], h: [] };
@@ -332,6 +484,10 @@ describe('LevelRepository: group commit', TIMEOUT, () => {
       { clientId: 'g', subscriptions: [{ filter: 'gc/#', qos: 2 }] },
       { clientId: 'h', subscriptions: [{ filter: 'gc/+', qos: 1 }] },
     ]);
+    for (const clientId of ['g', 'h']) {
+      const bytes = expected[clientId]!.reduce((sum, e) => sum + Buffer.byteLength(e.payload), 0);
+      expect(await reopened.queueStats(clientId)).toEqual({ messages: expected[clientId]!.length, bytes, dropped: 0 });
+    }
     expect([...(await reopened.loadInbound('g'))].sort((a, b) => a - b)).toEqual(expectedInbound);
     expect((await reopened.loadRetained()).map((r) => r.topic).sort()).toEqual(expectedRetained);
   });

@@ -1,24 +1,5 @@
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { LevelRepository } from '../../src/store/level-repository.js';
+import { levelRepositoryFactory } from './level-fixture.js';
 import { repositoryContract } from './repository.contract.js';
 
-repositoryContract('LevelRepository', async () => {
-  const location = fs.mkdtempSync(path.join(os.tmpdir(), 'broker-level-contract-'));
-  let current = new LevelRepository({ location });
-  await current.open();
-  return {
-    repository: current,
-    reopen: async () => {
-      await current.close();
-      current = new LevelRepository({ location });
-      await current.open();
-      return current;
-    },
-    cleanup: async () => {
-      await current.close();
-      fs.rmSync(location, { recursive: true, force: true });
-    },
-  };
-});
+// The model-based property runs in level-repository-model.test.ts, in parallel with these examples.
+repositoryContract('LevelRepository', levelRepositoryFactory);

@@ -1,8 +1,12 @@
 import { MemoryRepository } from '../../src/store/memory-repository.js';
-import { repositoryContract } from './repository.contract.js';
+import type { RepositoryFactory } from './repository.contract.js';
+import { repositoryContract, repositoryModelContract } from './repository.contract.js';
 
-repositoryContract('MemoryRepository', async () => {
-  const repository = new MemoryRepository();
+const factory: RepositoryFactory = async (options = {}) => {
+  const repository = new MemoryRepository(options);
   await repository.open();
   return { repository, cleanup: () => repository.close() };
-});
+};
+
+repositoryContract('MemoryRepository', factory);
+repositoryModelContract('MemoryRepository', factory);

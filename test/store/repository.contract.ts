@@ -1,14 +1,18 @@
 /**
- * The SessionRepository contract, shared by every implementation: the same examples and the same
- * model-based property run against the in-memory reference and the LevelDB repository.
+ * The SessionRepository contract, shared by every implementation: the same examples
+ * (repositoryContract) and the same model-based property (repositoryModelContract) run against the
+ * in-memory reference and the LevelDB repository.
  *
- * A factory returns an OPEN repository. `reopen`, when given, closes the current repository and
- * opens a new instance on the same backing store: every test that involves it proves state
- * survives a restart. Tests that need it skip themselves when the factory does not provide it.
+ * A factory returns an OPEN repository, built with the given options (queue limits; the
+ * implementation's defaults when absent). `reopen`, when given, closes the current repository and
+ * opens a new instance on the same backing store with the same options: every test that involves
+ * it proves state survives a restart. Tests that need it skip themselves when the factory does
+ * not provide it.
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { BrokerError, ErrorCodes, type ErrorCode } from '../../src/errors.js';
+import { DEFAULT_QUEUE_LIMITS, type QueueLimits } from '../../src/store/queue-limits.js';
 import type {
   Delivery,
   Message,
@@ -16,6 +20,7 @@ import type {
   OutboundState,
   PublishTransition,
   QoS,
+  QueueStats,
   RetainedMessage,
   SessionRepository,
   StoredSession,
@@ -25,13 +30,18 @@ import type {
 export interface RepositoryFixture {
   /** An open repository. */
   repository: SessionRepository;
-  /** Closes the current repository and opens a new instance on the same store. */
+  /** Closes the current repository and opens a new instance on the same store (same options). */
   reopen?: () => Promise<SessionRepository>;
   /** Releases everything the fixture holds (closing the current repository if still open). */
   cleanup: () => Promise<void>;
 }
 
-export type RepositoryFactory = () => Promise<RepositoryFixture>;
+export interface RepositoryOptions {
+  /** Per-session queue limits; DEFAULT_QUEUE_LIMITS when absent. */
+  limits?: QueueLimits;
+}
+
+export type RepositoryFactory = (options?: RepositoryOptions) => Promise<RepositoryFixture>;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -173,22 +183,32 @@ interface ModelEntry {
   messageQos: QoS;
   qos: QoS;
   retain: boolean;
-  state: OutboundState;
-  packetId?: number;
+  /** Set by markReleased: the packet id readOutbound returns with the 'released' entry. */
+  released?: number;
 }
 
 interface ModelSession {
   subscriptions: Map<string, QoS>;
   /** In seq order. */
   queue: ModelEntry[];
-  /** Highest seq ever given to this session: every later seq must be greater, restarts included. */
+  /**
+   * Highest seq given to this session in this run (after a restart: the highest it may have been
+   * given). Every later seq must be greater; the sent watermark never goes past it.
+   */
   lastSeq: number;
+  /** Sent watermark: entries up to it read back as 'sent' (unless released), the others as 'queued'. */
+  sentThrough: number;
+  /** Deliveries refused because the queue was full. */
+  dropped: number;
   inbound: Set<number>;
 }
 
 interface Model {
+  limits: QueueLimits;
   sessions: Map<string, ModelSession>;
   retained: Map<string, { payload: Buffer; qos: QoS }>;
+  /** Shared by every run of one property: shows that the runs did exercise refusals. */
+  observed: { drops: number; admitted: number };
 }
 
 interface Real {
@@ -200,7 +220,16 @@ const CLIENTS = ['alice', 'bob', 'carol', 'dave'] as const;
 const FILTERS = ['a/b', 'a/+', '#', 'x/y/z', 'sport/+/score'] as const;
 const TOPICS = ['a/b', 'a/c', 'x/y/z', 'sport/tennis/score'] as const;
 
-function expectedEntry(entry: ModelEntry): NormalizedEntry {
+function newModelSession(): ModelSession {
+  return { subscriptions: new Map(), queue: [], lastSeq: 0, sentThrough: 0, dropped: 0, inbound: new Set() };
+}
+
+function stateOf(session: ModelSession, entry: ModelEntry): OutboundState {
+  if (entry.released !== undefined) return 'released';
+  return entry.seq <= session.sentThrough ? 'sent' : 'queued';
+}
+
+function expectedEntry(session: ModelSession, entry: ModelEntry): NormalizedEntry {
   return {
     seq: entry.seq,
     topic: entry.topic,
@@ -209,17 +238,33 @@ function expectedEntry(entry: ModelEntry): NormalizedEntry {
     messageQos: entry.messageQos,
     qos: entry.qos,
     retain: entry.retain,
-    state: entry.state,
-    packetId: entry.packetId,
+    state: stateOf(session, entry),
+    // Only a released entry carries a packet id: those of sent entries are derived from seq.
+    packetId: entry.released,
   };
 }
 
 function expectedWindow(model: Model, clientId: string, afterSeq: number, limit: number): NormalizedEntry[] {
-  const queue = model.sessions.get(clientId)?.queue ?? [];
-  return queue
+  const session = model.sessions.get(clientId);
+  if (!session) return [];
+  return session.queue
     .filter((entry) => entry.seq > afterSeq)
     .slice(0, Math.max(0, limit))
-    .map(expectedEntry);
+    .map((entry) => expectedEntry(session, entry));
+}
+
+function expectedStats(session: ModelSession): QueueStats {
+  return {
+    messages: session.queue.length,
+    bytes: session.queue.reduce((sum, entry) => sum + entry.payload.length, 0),
+    dropped: session.dropped,
+  };
+}
+
+/** Whether the session's queue takes one more message of this size (see QueueLimits). */
+function fits(limits: QueueLimits, session: ModelSession, size: number): boolean {
+  const { messages, bytes } = expectedStats(session);
+  return messages + 1 <= limits.maxMessages && bytes + size <= limits.maxBytes;
 }
 
 /** Compares everything observable through the read side of the repository with the model. */
@@ -240,29 +285,39 @@ async function expectMatchesModel(model: Model, repository: SessionRepository, c
   expect(normalizeRetained(await repository.loadRetained()), `${context}: loadRetained`).toEqual(expectedRetained);
 
   for (const clientId of CLIENTS) {
+    const session = model.sessions.get(clientId);
     const entries = (await readAll(repository, clientId)).map(normalizeEntry);
     expect(entries, `${context}: readOutbound(${clientId})`).toEqual(
       expectedWindow(model, clientId, 0, Number.MAX_SAFE_INTEGER),
     );
-    const inbound = [...(model.sessions.get(clientId)?.inbound ?? [])].sort((a, b) => a - b);
+    const inbound = [...(session?.inbound ?? [])].sort((a, b) => a - b);
     expect(await inboundOf(repository, clientId), `${context}: loadInbound(${clientId})`).toEqual(inbound);
+    expect(await repository.queueStats(clientId), `${context}: queueStats(${clientId})`).toEqual(
+      session && expectedStats(session),
+    );
   }
 }
 
 /**
- * Picks a seq for markSent/markReleased/complete: mostly a queued entry (newest ones included), and
- * one time in (queue length + 1) a seq that is in no queue: completed before, or never given out.
+ * Picks a seq among `candidates` (entries of the session's queue, in seq order): mostly one of them
+ * (newest first), and one time in (candidates + 1) a seq that is in no queue: completed before, or
+ * never given out.
  */
-function pickSeq(model: Model, clientId: string, pick: number): number {
-  const session = model.sessions.get(clientId);
+function pickAmong(session: ModelSession | undefined, candidates: ModelEntry[], pick: number): number {
+  const index = pick % (candidates.length + 1);
+  if (index < candidates.length) return candidates[candidates.length - 1 - index]!.seq;
   const queue = session?.queue ?? [];
-  const index = pick % (queue.length + 1);
-  if (index < queue.length) return queue[queue.length - 1 - index]!.seq;
   const lastSeq = session?.lastSeq ?? 0;
   if (pick % 2 === 0) {
     for (let seq = lastSeq; seq > 0; seq--) if (!queue.some((e) => e.seq === seq)) return seq;
   }
   return lastSeq + 1 + pick;
+}
+
+/** A seq for complete: any entry of the queue, or a missing seq. */
+function pickSeq(model: Model, clientId: string, pick: number): number {
+  const session = model.sessions.get(clientId);
+  return pickAmong(session, session?.queue ?? [], pick);
 }
 
 type Cmd = fc.AsyncCommand<Model, Real>;
@@ -326,9 +381,7 @@ class CreateSessionCmd implements Cmd {
   }
   async run(model: Model, real: Real): Promise<void> {
     await real.repository.createSession(this.clientId);
-    if (!model.sessions.has(this.clientId)) {
-      model.sessions.set(this.clientId, { subscriptions: new Map(), queue: [], lastSeq: 0, inbound: new Set() });
-    }
+    if (!model.sessions.has(this.clientId)) model.sessions.set(this.clientId, newModelSession());
     await expectMatchesModel(model, real.repository, this.toString());
   }
   toString(): string {
@@ -433,16 +486,23 @@ class PublishCmd implements Cmd {
     if (inbound) transition.inbound = { ...inbound };
     const named = [...deliveries.map((delivery) => delivery.clientId), ...(inbound ? [inbound.clientId] : [])];
     if (named.some((clientId) => !model.sessions.has(clientId))) {
-      // One unknown session anywhere: the whole transition fails and nothing lands.
+      // One unknown session anywhere: the whole transition fails and nothing lands (no drop is counted either).
       await expectUnknownSession(() => real.repository.publish(transition), this.toString());
       await expectMatchesModel(model, real.repository, this.toString());
       return;
     }
+    // A full queue refuses the delivery for its session only; the others of the same publish land.
+    const admitted = deliveries.filter(({ clientId }) => fits(model.limits, model.sessions.get(clientId)!, this.payload.length));
     const seqs = await real.repository.publish(transition);
-    expect([...seqs.keys()].sort(), `${this}: clients of the returned map`).toEqual(
-      deliveries.map((delivery) => delivery.clientId).sort(),
+    expect([...seqs.keys()].sort(), `${this}: clients of the returned map (the admitted deliveries)`).toEqual(
+      admitted.map((delivery) => delivery.clientId).sort(),
     );
-    for (const { clientId, qos, retain } of deliveries) {
+    for (const { clientId } of deliveries) {
+      if (admitted.some((delivery) => delivery.clientId === clientId)) continue;
+      model.sessions.get(clientId)!.dropped++;
+      model.observed.drops++;
+    }
+    for (const { clientId, qos, retain } of admitted) {
       const session = model.sessions.get(clientId)!;
       const seq = seqOf(seqs, clientId);
       expect(Number.isSafeInteger(seq), `${this}: seq of ${clientId} is an integer`).toBe(true);
@@ -450,15 +510,8 @@ class PublishCmd implements Cmd {
         session.lastSeq,
       );
       session.lastSeq = seq;
-      session.queue.push({
-        seq,
-        topic: this.topic,
-        payload: Buffer.from(this.payload),
-        messageQos: this.qos,
-        qos,
-        retain,
-        state: 'queued',
-      });
+      session.queue.push({ seq, topic: this.topic, payload: Buffer.from(this.payload), messageQos: this.qos, qos, retain });
+      model.observed.admitted++;
     }
     if (this.retained === 'set') model.retained.set(this.topic, { payload: Buffer.from(this.payload), qos: this.qos });
     if (this.retained === 'clear') model.retained.delete(this.topic);
@@ -477,7 +530,36 @@ class PublishCmd implements Cmd {
   }
 }
 
+/**
+ * Sets the watermark: to 0, to an entry's seq (newest ones first), to a completed seq, or past
+ * every seq given (the repository caps it there). Never below a released entry: the caller never
+ * lowers the watermark below an entry that was really sent, and a released entry was.
+ */
 class MarkSentCmd extends ClientCmd {
+  #through: number | undefined;
+  constructor(
+    client: ClientRef,
+    readonly pick: number,
+  ) {
+    super(client);
+  }
+  async run(model: Model, real: Real): Promise<void> {
+    const clientId = this.clientId(model);
+    const session = model.sessions.get(clientId);
+    let through = this.pick === 0 ? 0 : pickSeq(model, clientId, this.pick - 1);
+    for (const entry of session?.queue ?? []) if (entry.released !== undefined) through = Math.max(through, entry.seq);
+    this.#through = through;
+    await real.repository.markSent(clientId, through);
+    if (session) session.sentThrough = Math.min(through, session.lastSeq);
+    await expectMatchesModel(model, real.repository, this.toString());
+  }
+  toString(): string {
+    return `markSent(${this.who}, pick ${this.pick}${this.#through === undefined ? '' : `=through ${this.#through}`})`;
+  }
+}
+
+/** PUBREC for a sent (or already released) entry, or for a seq that is in no queue. */
+class MarkReleasedCmd extends ClientCmd {
   #seq: number | undefined;
   constructor(
     client: ClientRef,
@@ -488,39 +570,16 @@ class MarkSentCmd extends ClientCmd {
   }
   async run(model: Model, real: Real): Promise<void> {
     const clientId = this.clientId(model);
-    const seq = (this.#seq = pickSeq(model, clientId, this.pick));
-    await real.repository.markSent(clientId, seq, this.packetId);
-    const entry = model.sessions.get(clientId)?.queue.find((e) => e.seq === seq);
-    if (entry) {
-      entry.state = 'sent';
-      entry.packetId = this.packetId;
-    }
+    const session = model.sessions.get(clientId);
+    const inFlight = session?.queue.filter((entry) => stateOf(session, entry) !== 'queued') ?? [];
+    const seq = (this.#seq = pickAmong(session, inFlight, this.pick));
+    await real.repository.markReleased(clientId, seq, this.packetId);
+    const entry = session?.queue.find((e) => e.seq === seq);
+    if (entry) entry.released = this.packetId;
     await expectMatchesModel(model, real.repository, this.toString());
   }
   toString(): string {
-    return `markSent(${this.who}, pick ${this.pick}${this.#seq === undefined ? '' : `=seq ${this.#seq}`}, packetId ${this.packetId})`;
-  }
-}
-
-class MarkReleasedCmd extends ClientCmd {
-  #seq: number | undefined;
-  constructor(
-    client: ClientRef,
-    readonly pick: number,
-  ) {
-    super(client);
-  }
-  async run(model: Model, real: Real): Promise<void> {
-    const clientId = this.clientId(model);
-    const seq = (this.#seq = pickSeq(model, clientId, this.pick));
-    await real.repository.markReleased(clientId, seq);
-    const entry = model.sessions.get(clientId)?.queue.find((e) => e.seq === seq);
-    // Only an entry whose PUBLISH went out can be released; a queued one stays queued.
-    if (entry && entry.state !== 'queued') entry.state = 'released';
-    await expectMatchesModel(model, real.repository, this.toString());
-  }
-  toString(): string {
-    return `markReleased(${this.who}, pick ${this.pick}${this.#seq === undefined ? '' : `=seq ${this.#seq}`})`;
+    return `markReleased(${this.who}, pick ${this.pick}${this.#seq === undefined ? '' : `=seq ${this.#seq}`}, packetId ${this.packetId})`;
   }
 }
 
@@ -610,9 +669,10 @@ class ReopenCmd implements Cmd {
   async run(model: Model, real: Real): Promise<void> {
     if (!real.reopen) return;
     real.repository = await real.reopen();
-    // Across a restart a seq need only exceed the entries still stored (see SessionRepository.publish).
+    // Across a restart a seq need only exceed the entries still stored and the sent watermark
+    // (see OutboundEntry.seq and markSent); the watermark, the entries and the counts survive.
     for (const session of model.sessions.values()) {
-      session.lastSeq = session.queue.reduce((highest, entry) => Math.max(highest, entry.seq), 0);
+      session.lastSeq = session.queue.reduce((highest, entry) => Math.max(highest, entry.seq), session.sentThrough);
     }
     await expectMatchesModel(model, real.repository, 'after reopen');
   }
@@ -621,7 +681,8 @@ class ReopenCmd implements Cmd {
   }
 }
 
-function commandArbitraries(withReopen: boolean): fc.Arbitrary<Cmd>[] {
+/** `publishes`: how many of the arbitraries are publishes (more make full queues likelier). */
+function commandArbitraries(withReopen: boolean, publishes: number): fc.Arbitrary<Cmd>[] {
   const subscriptionArb = fc.record({ filter: fc.constantFrom(...FILTERS), qos: qosArb });
   const deliveryArb = fc.record({ client: clientRefArb, qos: qosArb, retain: fc.boolean() });
   const publishArb = fc
@@ -634,6 +695,7 @@ function commandArbitraries(withReopen: boolean): fc.Arbitrary<Cmd>[] {
       inbound: fc.option(fc.record({ client: clientRefArb, packetId: packetIdArb }), { nil: undefined, freq: 3 }),
     })
     .map((p) => new PublishCmd(p.topic, p.payload, p.qos, p.deliveries, p.retained, p.inbound));
+  const markSentArb = fc.tuple(clientRefArb, pickArb).map(([client, pick]) => new MarkSentCmd(client, pick));
   const arbitraries: fc.Arbitrary<Cmd>[] = [
     clientArb.map((clientId) => new CreateSessionCmd(clientId)),
     clientArb.map((clientId) => new CreateSessionCmd(clientId)),
@@ -644,13 +706,12 @@ function commandArbitraries(withReopen: boolean): fc.Arbitrary<Cmd>[] {
     fc
       .tuple(clientRefArb, fc.array(fc.constantFrom(...FILTERS), { minLength: 1, maxLength: 2 }))
       .map(([client, filters]) => new UnsubscribeCmd(client, filters)),
-    publishArb,
-    publishArb,
-    publishArb,
+    ...Array.from({ length: publishes }, () => publishArb),
+    markSentArb,
+    markSentArb,
     fc
       .tuple(clientRefArb, pickArb, fc.integer({ min: 1, max: 65535 }))
-      .map(([client, pick, packetId]) => new MarkSentCmd(client, pick, packetId)),
-    fc.tuple(clientRefArb, pickArb).map(([client, pick]) => new MarkReleasedCmd(client, pick)),
+      .map(([client, pick, packetId]) => new MarkReleasedCmd(client, pick, packetId)),
     fc.tuple(clientRefArb, pickArb).map(([client, pick]) => new CompleteCmd(client, pick)),
     fc.tuple(clientRefArb, pickArb).map(([client, pick]) => new CompleteCmd(client, pick)),
     fc.tuple(clientRefArb, packetIdArb).map(([client, packetId]) => new ReleaseInboundCmd(client, packetId)),
@@ -677,8 +738,8 @@ const PROPERTY_TIMEOUT_MS = 120_000;
 export function repositoryContract(name: string, factory: RepositoryFactory): void {
   describe(`SessionRepository contract: ${name}`, { timeout: EXAMPLE_TIMEOUT_MS }, () => {
     /** Runs a test body on a fresh fixture and always cleans it up. */
-    async function withFixture(body: (fixture: RepositoryFixture) => Promise<void>): Promise<void> {
-      const fixture = await factory();
+    async function withFixture(body: (fixture: RepositoryFixture) => Promise<void>, options?: RepositoryOptions): Promise<void> {
+      const fixture = await factory(options);
       try {
         await body(fixture);
       } finally {
@@ -690,12 +751,13 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
     function withReopen(
       skip: (note?: string) => never,
       body: (repository: SessionRepository, reopen: () => Promise<SessionRepository>) => Promise<void>,
+      options?: RepositoryOptions,
     ): Promise<void> {
       return withFixture(async (fixture) => {
         const reopen = fixture.reopen;
         if (!reopen) skip(`${name} cannot be reopened`);
         await body(fixture.repository, reopen);
-      });
+      }, options);
     }
 
     describe('promises settle', () => {
@@ -1055,49 +1117,160 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
         return seqOf(await repository.publish({ message: message('t', 'p', qos), deliveries: [to('a', qos)] }), 'a');
       }
 
-      it('markSent sets state sent and the packet id; a re-read returns the original packet id [MQTT-4.4.0-1]', () =>
+      /** Creates session a and publishes `count` messages m0… to it; returns their seqs. */
+      async function entries(repository: SessionRepository, count: number, qos: QoS = 1): Promise<number[]> {
+        await repository.createSession('a');
+        const seqs: number[] = [];
+        for (let i = 0; i < count; i++) {
+          seqs.push(seqOf(await repository.publish({ message: message('t', `m${i}`, qos), deliveries: [to('a', qos)] }), 'a'));
+        }
+        return seqs;
+      }
+
+      async function statesOf(repository: SessionRepository, clientId = 'a'): Promise<[number, OutboundState, number | undefined][]> {
+        return (await readAll(repository, clientId)).map((e) => [e.seq, e.state, e.packetId]);
+      }
+
+      it('markSent(through) makes every entry up to through read back as sent, with no packet id; the others stay queued', () =>
         withFixture(async ({ repository }) => {
-          const seq = await oneEntry(repository, 1);
-          await repository.markSent('a', seq, 42);
+          const seqs = await entries(repository, 4);
+          await repository.markSent('a', seqs[1]!);
           for (let i = 0; i < 2; i++) {
-            const [entry] = await readAll(repository, 'a');
-            expect(entry).toMatchObject({ seq, state: 'sent', packetId: 42, qos: 1 });
-            expect(entry?.message.payload.equals(Buffer.from('p'))).toBe(true);
+            expect(await statesOf(repository)).toEqual([
+              [seqs[0], 'sent', undefined],
+              [seqs[1], 'sent', undefined],
+              [seqs[2], 'queued', undefined],
+              [seqs[3], 'queued', undefined],
+            ]);
           }
+          const [first] = await readAll(repository, 'a');
+          expect(first).toMatchObject({ seq: seqs[0], qos: 1, retain: false, state: 'sent' });
+          expect(first?.message.payload.equals(Buffer.from('m0'))).toBe(true);
+          expect(first?.packetId).toBeUndefined();
         }));
 
-      it('markSent again (a resend) overwrites the packet id', () =>
+      it('the watermark moves up and down: entries above it read back as queued again', () =>
+        withFixture(async ({ repository }) => {
+          const seqs = await entries(repository, 4);
+          await repository.markSent('a', seqs[3]!);
+          expect((await statesOf(repository)).map(([, state]) => state)).toEqual(['sent', 'sent', 'sent', 'sent']);
+          await repository.markSent('a', seqs[0]!);
+          expect((await statesOf(repository)).map(([, state]) => state)).toEqual(['sent', 'queued', 'queued', 'queued']);
+          await repository.markSent('a', 0);
+          expect((await statesOf(repository)).map(([, state]) => state)).toEqual(['queued', 'queued', 'queued', 'queued']);
+          await repository.markSent('a', seqs[2]!);
+          await repository.markSent('a', seqs[2]!);
+          expect((await statesOf(repository)).map(([, state]) => state)).toEqual(['sent', 'sent', 'sent', 'queued']);
+        }));
+
+      it('a watermark between two seqs (over completed entries) covers exactly the entries at or below it', () =>
+        withFixture(async ({ repository }) => {
+          const seqs = await entries(repository, 5);
+          await repository.complete('a', seqs[1]!);
+          await repository.complete('a', seqs[2]!);
+          await repository.markSent('a', seqs[2]!);
+          expect(await statesOf(repository)).toEqual([
+            [seqs[0], 'sent', undefined],
+            [seqs[3], 'queued', undefined],
+            [seqs[4], 'queued', undefined],
+          ]);
+        }));
+
+      it('markSent is capped at the highest seq given: a later publish reads back as queued', () =>
+        withFixture(async ({ repository }) => {
+          const seqs = await entries(repository, 2);
+          await repository.markSent('a', seqs[1]! + 1000);
+          expect((await statesOf(repository)).map(([, state]) => state)).toEqual(['sent', 'sent']);
+          const third = seqOf(await repository.publish({ message: message('t', 'later'), deliveries: [to('a')] }), 'a');
+          expect(await statesOf(repository)).toEqual([
+            [seqs[0], 'sent', undefined],
+            [seqs[1], 'sent', undefined],
+            [third, 'queued', undefined],
+          ]);
+          // Moving it up again covers the new entry.
+          await repository.markSent('a', third);
+          expect((await statesOf(repository)).map(([, state]) => state)).toEqual(['sent', 'sent', 'sent']);
+        }));
+
+      it('markSent past the last seq of a drained queue, or of a session that never had one, does not cover later entries', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('fresh');
+          await repository.markSent('fresh', 50);
+          const seqs = await entries(repository, 2);
+          await repository.markSent('a', Number.MAX_SAFE_INTEGER);
+          for (const seq of seqs) await repository.complete('a', seq);
+          const after = await repository.publish({ message: message('t', 'after'), deliveries: [to('a'), to('fresh')] });
+          expect(await statesOf(repository, 'a')).toEqual([[seqOf(after, 'a'), 'queued', undefined]]);
+          expect(await statesOf(repository, 'fresh')).toEqual([[seqOf(after, 'fresh'), 'queued', undefined]]);
+        }));
+
+      it('markSent for an unknown session resolves and changes nothing', () =>
         withFixture(async ({ repository }) => {
           const seq = await oneEntry(repository, 1);
-          await repository.markSent('a', seq, 1);
-          await repository.markSent('a', seq, 65535);
-          expect(await readAll(repository, 'a')).toMatchObject([{ seq, state: 'sent', packetId: 65535 }]);
+          await repository.markSent('nobody', seq);
+          expect(await statesOf(repository)).toEqual([[seq, 'queued', undefined]]);
+          expect(await readAll(repository, 'nobody')).toEqual([]);
+          expect(await repository.loadSessions()).toHaveLength(1);
+          expect(await repository.queueStats('nobody')).toBeUndefined();
         }));
 
-      it('markReleased turns sent into released and keeps the packet id, so PUBREL is resent with it [MQTT-4.4.0-1]', () =>
+      it('markReleased turns a sent entry into released with the given packet id, so PUBREL is resent with it [MQTT-4.4.0-1]', () =>
         withFixture(async ({ repository }) => {
-          const seq = await oneEntry(repository, 2);
-          await repository.markSent('a', seq, 7);
-          await repository.markReleased('a', seq);
-          expect(await readAll(repository, 'a')).toMatchObject([{ seq, state: 'released', packetId: 7 }]);
+          const seqs = await entries(repository, 3, 2);
+          await repository.markSent('a', seqs[1]!);
+          await repository.markReleased('a', seqs[0]!, 7);
+          for (let i = 0; i < 2; i++) {
+            expect(await statesOf(repository)).toEqual([
+              [seqs[0], 'released', 7],
+              [seqs[1], 'sent', undefined],
+              [seqs[2], 'queued', undefined],
+            ]);
+          }
+          await repository.markReleased('a', seqs[1]!, 65535);
+          expect(await statesOf(repository)).toEqual([
+            [seqs[0], 'released', 7],
+            [seqs[1], 'released', 65535],
+            [seqs[2], 'queued', undefined],
+          ]);
+        }));
+
+      it('a released entry stays released with its packet id whatever the watermark does at or above it', () =>
+        withFixture(async ({ repository }) => {
+          const seqs = await entries(repository, 3, 2);
+          await repository.markSent('a', seqs[1]!);
+          await repository.markReleased('a', seqs[1]!, 9);
+          await repository.markSent('a', seqs[2]! + 10);
+          expect(await statesOf(repository)).toEqual([
+            [seqs[0], 'sent', undefined],
+            [seqs[1], 'released', 9],
+            [seqs[2], 'sent', undefined],
+          ]);
+          await repository.markSent('a', seqs[1]!);
+          expect(await statesOf(repository)).toEqual([
+            [seqs[0], 'sent', undefined],
+            [seqs[1], 'released', 9],
+            [seqs[2], 'queued', undefined],
+          ]);
         }));
 
       it('complete removes the entry and leaves the others', () =>
         withFixture(async ({ repository }) => {
-          await repository.createSession('a');
-          const seqs: number[] = [];
-          for (let i = 0; i < 3; i++) {
-            seqs.push(seqOf(await repository.publish({ message: message('t', `m${i}`), deliveries: [to('a')] }), 'a'));
-          }
-          await repository.markSent('a', seqs[0]!, 1);
-          await repository.markSent('a', seqs[1]!, 2);
+          const seqs = await entries(repository, 4, 2);
+          await repository.markSent('a', seqs[2]!);
+          await repository.markReleased('a', seqs[0]!, 1);
           await repository.complete('a', seqs[1]!);
-          expect((await readAll(repository, 'a')).map((e) => [e.seq, e.state, e.packetId])).toEqual([
-            [seqs[0], 'sent', 1],
-            [seqs[2], 'queued', undefined],
+          expect(await statesOf(repository)).toEqual([
+            [seqs[0], 'released', 1],
+            [seqs[2], 'sent', undefined],
+            [seqs[3], 'queued', undefined],
           ]);
           await repository.complete('a', seqs[0]!);
+          expect(await statesOf(repository)).toEqual([
+            [seqs[2], 'sent', undefined],
+            [seqs[3], 'queued', undefined],
+          ]);
           await repository.complete('a', seqs[2]!);
+          await repository.complete('a', seqs[3]!);
           expect(await readAll(repository, 'a')).toEqual([]);
         }));
 
@@ -1108,45 +1281,59 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           expect(await readAll(repository, 'a')).toEqual([]);
         }));
 
-      it('complete, markSent and markReleased of a missing seq are harmless no-ops', () =>
+      it('complete and markReleased of a missing seq, and of an unknown session, are harmless no-ops', () =>
         withFixture(async ({ repository }) => {
-          const seq = await oneEntry(repository, 1);
-          await repository.markSent('a', seq, 5);
+          const seq = await oneEntry(repository, 2);
+          await repository.markSent('a', seq);
           const before = (await readAll(repository, 'a')).map(normalizeEntry);
           await repository.complete('a', seq + 1000);
-          await repository.markSent('a', seq + 1000, 6);
-          await repository.markReleased('a', seq + 1000);
+          await repository.markReleased('a', seq + 1000, 6);
           await repository.complete('nobody', seq);
-          await repository.markSent('nobody', seq, 6);
-          await repository.markReleased('nobody', seq);
+          await repository.markSent('nobody', seq);
+          await repository.markReleased('nobody', seq, 6);
           expect((await readAll(repository, 'a')).map(normalizeEntry)).toEqual(before);
           expect(await readAll(repository, 'nobody')).toEqual([]);
+          expect(await repository.queueStats('a')).toEqual({ messages: 1, bytes: 1, dropped: 0 });
           // A completed seq stays gone whatever arrives late for it.
           await repository.complete('a', seq);
           await repository.complete('a', seq);
-          await repository.markSent('a', seq, 9);
-          await repository.markReleased('a', seq);
+          await repository.markReleased('a', seq, 9);
           expect(await readAll(repository, 'a')).toEqual([]);
+          expect(await repository.queueStats('a')).toEqual({ messages: 0, bytes: 0, dropped: 0 });
           const next = seqOf(await repository.publish({ message: message('t', 'n'), deliveries: [to('a')] }), 'a');
-          expect(await readAll(repository, 'a')).toMatchObject([{ seq: next, state: 'queued' }]);
-          expect((await readAll(repository, 'a'))[0]?.packetId).toBeUndefined();
+          expect(await statesOf(repository)).toEqual([[next, 'queued', undefined]]);
         }));
 
       it('transitions submitted without awaiting apply in submission order', () =>
         withFixture(async ({ repository }) => {
           await repository.createSession('a');
-          const seqs = await repository.publish({ message: message('t', 'p'), deliveries: [to('a')] });
-          const seq = seqOf(seqs, 'a');
-          const second = seqOf(await repository.publish({ message: message('t', 'q'), deliveries: [to('a')] }), 'a');
+          const seq = seqOf(await repository.publish({ message: message('t', 'p', 2), deliveries: [to('a', 2)] }), 'a');
+          const second = seqOf(await repository.publish({ message: message('t', 'q', 2), deliveries: [to('a', 2)] }), 'a');
+          const third = seqOf(await repository.publish({ message: message('t', 'r', 2), deliveries: [to('a', 2)] }), 'a');
           await Promise.all([
-            repository.markSent('a', seq, 11),
-            repository.markReleased('a', seq),
-            repository.markSent('a', second, 12),
-            repository.markReleased('a', second),
+            repository.markSent('a', seq),
+            repository.markReleased('a', seq, 11),
+            repository.markSent('a', third),
+            repository.markReleased('a', second, 12),
             repository.complete('a', second),
+            repository.markSent('a', seq),
           ]);
-          expect((await readAll(repository, 'a')).map((e) => [e.seq, e.state, e.packetId])).toEqual([
+          expect(await statesOf(repository)).toEqual([
             [seq, 'released', 11],
+            [third, 'queued', undefined],
+          ]);
+        }));
+
+      it('a publish submitted right after markSent without awaiting reads back as queued', () =>
+        withFixture(async ({ repository }) => {
+          const seq = await oneEntry(repository, 1);
+          const [, later] = await Promise.all([
+            repository.markSent('a', seq + 1),
+            repository.publish({ message: message('t', 'later'), deliveries: [to('a')] }),
+          ]);
+          expect(await statesOf(repository)).toEqual([
+            [seq, 'sent', undefined],
+            [seqOf(later, 'a'), 'queued', undefined],
           ]);
         }));
 
@@ -1163,6 +1350,186 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           ]);
           expect((await readAll(repository, 'a')).map((e) => e.seq)).toEqual([seqOf(seqs, 'a')]);
           expect(await repository.loadInbound('a')).toEqual([4]);
+        }));
+    });
+
+    describe('queue limits and queueStats', () => {
+      const stats = (messages: number, bytes: number, dropped: number): QueueStats => ({ messages, bytes, dropped });
+
+      it('queueStats is undefined for an unknown session and zero for a new one', () =>
+        withFixture(async ({ repository }) => {
+          expect(await repository.queueStats('nobody')).toBeUndefined();
+          await repository.createSession('a');
+          expect(await repository.queueStats('a')).toEqual(stats(0, 0, 0));
+        }));
+
+      it('queueStats counts queued and in-flight entries and their payload bytes; complete takes an entry out', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          await repository.createSession('b');
+          const seqs: number[] = [];
+          for (const payload of ['12345', '', 'abc']) {
+            seqs.push(seqOf(await repository.publish({ message: message('t', payload, 2), deliveries: [to('a', 2), to('b', 2)] }), 'a'));
+          }
+          // A shared body counts in full for every session that holds it.
+          expect(await repository.queueStats('a')).toEqual(stats(3, 8, 0));
+          expect(await repository.queueStats('b')).toEqual(stats(3, 8, 0));
+          await repository.markSent('a', seqs[2]!);
+          await repository.markReleased('a', seqs[0]!, 1);
+          expect(await repository.queueStats('a')).toEqual(stats(3, 8, 0));
+          await repository.complete('a', seqs[0]!);
+          expect(await repository.queueStats('a')).toEqual(stats(2, 3, 0));
+          await repository.complete('a', seqs[0]!); // a duplicate PUBCOMP counts once
+          await repository.complete('a', seqs[1]!);
+          expect(await repository.queueStats('a')).toEqual(stats(1, 3, 0));
+          await repository.complete('a', seqs[2]!);
+          expect(await repository.queueStats('a')).toEqual(stats(0, 0, 0));
+          expect(await repository.queueStats('b')).toEqual(stats(3, 8, 0));
+        }));
+
+      it('a delivery that would pass maxMessages is refused for that session only: no entry, no seq, one drop', () =>
+        withFixture(
+          async ({ repository }) => {
+            await repository.createSession('a');
+            await repository.createSession('b');
+            await repository.publish({ message: message('t', 'm1'), deliveries: [to('a'), to('b')] });
+            await repository.publish({ message: message('t', 'm2'), deliveries: [to('a')] });
+            const seqs = await repository.publish({ message: message('t', 'm3'), deliveries: [to('a'), to('b')] });
+            expect([...seqs.keys()]).toEqual(['b']);
+            expect((await readAll(repository, 'a')).map((e) => e.message.payload.toString())).toEqual(['m1', 'm2']);
+            expect((await readAll(repository, 'b')).map((e) => e.message.payload.toString())).toEqual(['m1', 'm3']);
+            expect(await repository.queueStats('a')).toEqual(stats(2, 4, 1));
+            expect(await repository.queueStats('b')).toEqual(stats(2, 4, 0));
+            // Every refusal counts; in-flight entries take room as well as queued ones.
+            await repository.markSent('a', Number.MAX_SAFE_INTEGER);
+            expect((await repository.publish({ message: message('t', 'm4'), deliveries: [to('a')] })).size).toBe(0);
+            expect(await repository.queueStats('a')).toEqual(stats(2, 4, 2));
+          },
+          { limits: { maxMessages: 2, maxBytes: 1_000_000 } },
+        ));
+
+      it('maxBytes limits payload bytes: a message that fits exactly is admitted, one byte more is refused', () =>
+        withFixture(
+          async ({ repository }) => {
+            await repository.createSession('a');
+            const sizes = [6, 5, 4, 0, 1];
+            const admitted: boolean[] = [];
+            for (const size of sizes) {
+              const seqs = await repository.publish({ message: message('t', Buffer.alloc(size, 0x61)), deliveries: [to('a')] });
+              admitted.push(seqs.has('a'));
+            }
+            expect(admitted).toEqual([true, false, true, true, false]);
+            expect((await readAll(repository, 'a')).map((e) => e.message.payload.length)).toEqual([6, 4, 0]);
+            expect(await repository.queueStats('a')).toEqual(stats(3, 10, 2));
+          },
+          { limits: { maxMessages: 100, maxBytes: 10 } },
+        ));
+
+      it('a message larger than maxBytes is refused even by an empty queue', () =>
+        withFixture(
+          async ({ repository }) => {
+            await repository.createSession('a');
+            const seqs = await repository.publish({ message: message('t', Buffer.alloc(11)), deliveries: [to('a')] });
+            expect(seqs.size).toBe(0);
+            expect(await readAll(repository, 'a')).toEqual([]);
+            expect(await repository.queueStats('a')).toEqual(stats(0, 0, 1));
+          },
+          { limits: { maxMessages: 100, maxBytes: 10 } },
+        ));
+
+      it('complete makes room again; the drop count stays', () =>
+        withFixture(
+          async ({ repository }) => {
+            await repository.createSession('a');
+            const first = seqOf(await repository.publish({ message: message('t', 'one'), deliveries: [to('a')] }), 'a');
+            expect((await repository.publish({ message: message('t', 'two'), deliveries: [to('a')] })).has('a')).toBe(false);
+            await repository.complete('a', first);
+            const third = await repository.publish({ message: message('t', 'three'), deliveries: [to('a')] });
+            expect(seqOf(third, 'a')).toBeGreaterThan(first);
+            expect((await readAll(repository, 'a')).map((e) => e.message.payload.toString())).toEqual(['three']);
+            expect(await repository.queueStats('a')).toEqual(stats(1, 5, 1));
+          },
+          { limits: { maxMessages: 1, maxBytes: 1_000_000 } },
+        ));
+
+      it('a publish whose every delivery is refused still sets the retained message and records the inbound id', () =>
+        withFixture(
+          async ({ repository }) => {
+            await repository.createSession('a');
+            await repository.publish({ message: message('t', 'x'), deliveries: [to('a')] });
+            const seqs = await repository.publish({
+              message: message('r', 'kept', 2),
+              deliveries: [to('a', 2)],
+              retained: 'set',
+              inbound: { clientId: 'a', packetId: 12 },
+            });
+            expect(seqs.size).toBe(0);
+            expect((await repository.loadRetained()).map((r) => r.topic)).toEqual(['r']);
+            expect(await repository.loadInbound('a')).toEqual([12]);
+            expect(await repository.queueStats('a')).toEqual(stats(1, 1, 1));
+          },
+          { limits: { maxMessages: 1, maxBytes: 1_000_000 } },
+        ));
+
+      it('a publish rejected for an unknown session counts no drop', () =>
+        withFixture(
+          async ({ repository }) => {
+            await repository.createSession('a');
+            await repository.publish({ message: message('t', 'x'), deliveries: [to('a')] });
+            await expectRejection(
+              () => repository.publish({ message: message('t', 'y'), deliveries: [to('a'), to('ghost')] }),
+              ErrorCodes.STORE_UNKNOWN_SESSION,
+            );
+            expect(await repository.queueStats('a')).toEqual(stats(1, 1, 0));
+          },
+          { limits: { maxMessages: 1, maxBytes: 1_000_000 } },
+        ));
+
+      it('destroySession removes the stats; a session created again starts from zero, drops included', () =>
+        withFixture(
+          async ({ repository }) => {
+            await repository.createSession('a');
+            for (let i = 0; i < 3; i++) await repository.publish({ message: message('t', 'x'), deliveries: [to('a')] });
+            expect(await repository.queueStats('a')).toEqual(stats(1, 1, 2));
+            await repository.createSession('a'); // idempotent: keeps the counts
+            expect(await repository.queueStats('a')).toEqual(stats(1, 1, 2));
+            await repository.destroySession('a');
+            expect(await repository.queueStats('a')).toBeUndefined();
+            await repository.createSession('a');
+            expect(await repository.queueStats('a')).toEqual(stats(0, 0, 0));
+            expect((await repository.publish({ message: message('t', 'y'), deliveries: [to('a')] })).has('a')).toBe(true);
+          },
+          { limits: { maxMessages: 1, maxBytes: 1_000_000 } },
+        ));
+
+      it('a complete submitted before a publish without awaiting makes room for it (submission order)', () =>
+        withFixture(
+          async ({ repository }) => {
+            await repository.createSession('a');
+            const first = seqOf(await repository.publish({ message: message('t', 'one'), deliveries: [to('a')] }), 'a');
+            const [, seqs] = await Promise.all([
+              repository.complete('a', first),
+              repository.publish({ message: message('t', 'two'), deliveries: [to('a')] }),
+            ]);
+            expect([...seqs.keys()]).toEqual(['a']);
+            expect((await readAll(repository, 'a')).map((e) => e.message.payload.toString())).toEqual(['two']);
+            expect(await repository.queueStats('a')).toEqual(stats(1, 3, 0));
+          },
+          { limits: { maxMessages: 1, maxBytes: 1_000_000 } },
+        ));
+
+      it('a complete submitted before destroySession and createSession does not touch the new session\'s counts', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          const old = seqOf(await repository.publish({ message: message('t', 'old'), deliveries: [to('a')] }), 'a');
+          await Promise.all([
+            repository.complete('a', old),
+            repository.destroySession('a'),
+            repository.createSession('a'),
+            repository.publish({ message: message('t', 'new!'), deliveries: [to('a')] }),
+          ]);
+          expect((await readAll(repository, 'a')).map((e) => e.message.payload.toString())).toEqual(['new!']);
+          expect(await repository.queueStats('a')).toEqual(stats(1, 4, 0));
         }));
     });
 
@@ -1263,10 +1630,10 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           await repository.subscribe('kept', [{ filter: 'a/#', qos: 1 }]);
           const own = await repository.publish({ message: message('a/1', 'own', 1), deliveries: [to('gone')] });
           const sent = await repository.publish({ message: message('a/2', 'sent', 2), deliveries: [to('gone', 2)] });
-          await repository.markSent('gone', seqOf(sent, 'gone'), 3);
           const released = await repository.publish({ message: message('a/3', 'rel', 2), deliveries: [to('gone', 2)] });
-          await repository.markSent('gone', seqOf(released, 'gone'), 4);
-          await repository.markReleased('gone', seqOf(released, 'gone'));
+          await repository.markSent('gone', seqOf(released, 'gone'));
+          await repository.markReleased('gone', seqOf(released, 'gone'), 4);
+          expect(seqOf(sent, 'gone')).toBeLessThan(seqOf(released, 'gone'));
           const shared = await repository.publish({
             message: message('a/4', 'shared', 1),
             deliveries: [to('gone'), to('kept')],
@@ -1284,6 +1651,8 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           expect(await readAll(repository, 'gone')).toEqual([]);
           expect(await repository.loadInbound('gone')).toEqual([]);
           expect(await repository.loadInbound('kept')).toEqual([8]);
+          expect(await repository.queueStats('gone')).toBeUndefined();
+          expect(await repository.queueStats('kept')).toEqual({ messages: 2, bytes: 10, dropped: 0 });
           const keptAfter = await readAll(repository, 'kept');
           expect(keptAfter.map(normalizeEntry)).toEqual(keptBefore);
           // The body shared with the destroyed session is still readable by the survivor.
@@ -1304,14 +1673,20 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
         withFixture(async ({ repository }) => {
           await repository.createSession('a');
           await repository.subscribe('a', [{ filter: 'x', qos: 1 }]);
-          await repository.publish({ message: message('x', 'old'), deliveries: [to('a')], inbound: { clientId: 'a', packetId: 2 } });
+          for (const payload of ['old', 'older']) {
+            await repository.publish({ message: message('x', payload), deliveries: [to('a')], inbound: { clientId: 'a', packetId: 2 } });
+          }
+          await repository.markSent('a', Number.MAX_SAFE_INTEGER);
           await repository.destroySession('a');
           await repository.createSession('a');
           expect(normalizeSessions(await repository.loadSessions())).toEqual([{ clientId: 'a', subscriptions: [] }]);
           expect(await readAll(repository, 'a')).toEqual([]);
           expect(await repository.loadInbound('a')).toEqual([]);
+          expect(await repository.queueStats('a')).toEqual({ messages: 0, bytes: 0, dropped: 0 });
           await repository.publish({ message: message('x', 'new'), deliveries: [to('a')] });
-          expect((await readAll(repository, 'a')).map((e) => e.message.payload.toString())).toEqual(['new']);
+          // The old session's sent watermark is gone with it, whatever seq the new entry gets.
+          expect((await readAll(repository, 'a')).map((e) => [e.message.payload.toString(), e.state])).toEqual([['new', 'queued']]);
+          expect(await repository.queueStats('a')).toEqual({ messages: 1, bytes: 3, dropped: 0 });
         }));
 
       it('destroySession, createSession and publish submitted without awaiting apply in order', () =>
@@ -1326,6 +1701,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           expect((await readAll(repository, 'a')).map((e) => [e.seq, e.message.payload.toString()])).toEqual([
             [seqOf(seqs, 'a'), 'new'],
           ]);
+          expect(await repository.queueStats('a')).toEqual({ messages: 1, bytes: 3, dropped: 0 });
         }));
     });
 
@@ -1340,11 +1716,12 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
         ['subscribe', (r) => r.subscribe('a', [{ filter: 'x', qos: 1 }])],
         ['unsubscribe', (r) => r.unsubscribe('a', ['x'])],
         ['publish', (r) => r.publish({ message: message('x', 'p'), deliveries: [to('a')] })],
-        ['markSent', (r, seq) => r.markSent('a', seq, 1)],
-        ['markReleased', (r, seq) => r.markReleased('a', seq)],
+        ['markSent', (r, seq) => r.markSent('a', seq)],
+        ['markReleased', (r, seq) => r.markReleased('a', seq, 1)],
         ['complete', (r, seq) => r.complete('a', seq)],
         ['releaseInbound', (r) => r.releaseInbound('a', 1)],
         ['clearRetained', (r) => r.clearRetained('x')],
+        ['queueStats', (r) => r.queueStats('a')],
       ];
 
       it.each(operations)('%s rejects with STORE_CLOSED', (_, operation) =>
@@ -1370,35 +1747,42 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
     });
 
     describe('restart (reopen)', () => {
-      it('sessions, subscriptions, queues with flight state, inbound ids and retained messages survive reopen', ({ skip }) =>
+      it('sessions, subscriptions, queues with flight state, queue stats, inbound ids and retained messages survive reopen', ({ skip }) =>
         withReopen(skip, async (repository, reopen) => {
           await repository.createSession('a');
           await repository.createSession('b');
           await repository.createSession('idle');
           await repository.subscribe('a', [{ filter: 'a/#', qos: 2 }, { filter: 'b', qos: 0 }]);
           await repository.subscribe('b', [{ filter: '#', qos: 1 }]);
-          const queued = await repository.publish({ message: message('a/1', Buffer.from([0, 1, 2]), 1), deliveries: [to('a')] });
-          const sent = await repository.publish({ message: message('a/2', 'sent', 2), deliveries: [to('a', 2)] });
-          const released = await repository.publish({ message: message('a/3', 'rel', 2), deliveries: [to('a', 2)] });
+          const sent = await repository.publish({ message: message('a/1', 'sent', 2), deliveries: [to('a', 2)] });
+          const released = await repository.publish({ message: message('a/2', 'rel', 2), deliveries: [to('a', 2)] });
+          const queued = await repository.publish({ message: message('a/3', Buffer.from([0, 1, 2]), 1), deliveries: [to('a')] });
           const shared = await repository.publish({
             message: message('a/4', 'shared', 2),
             deliveries: [to('a', 1, true), to('b', 2)],
             retained: 'set',
             inbound: { clientId: 'b', packetId: 300 },
           });
-          await repository.markSent('a', seqOf(sent, 'a'), 17);
-          await repository.markSent('a', seqOf(released, 'a'), 18);
-          await repository.markReleased('a', seqOf(released, 'a'));
-          await repository.markSent('b', seqOf(shared, 'b'), 1);
+          await repository.markSent('a', seqOf(released, 'a'));
+          await repository.markReleased('a', seqOf(released, 'a'), 18);
+          await repository.markSent('b', seqOf(shared, 'b'));
           await repository.publish({ message: message('z', 'retained-only', 0), deliveries: [], retained: 'set' });
-          expect(seqOf(queued, 'a')).toBeGreaterThan(0);
+          expect(seqOf(sent, 'a')).toBeLessThan(seqOf(queued, 'a'));
 
           const sessions = normalizeSessions(await repository.loadSessions());
           const retained = normalizeRetained(await repository.loadRetained());
           const queueA = (await readAll(repository, 'a')).map(normalizeEntry);
           const queueB = (await readAll(repository, 'b')).map(normalizeEntry);
-          expect(queueA).toHaveLength(4);
+          expect(queueA.map((e) => [e.state, e.packetId])).toEqual([
+            ['sent', undefined],
+            ['released', 18],
+            ['queued', undefined],
+            ['queued', undefined],
+          ]);
+          expect(queueB.map((e) => [e.state, e.packetId])).toEqual([['sent', undefined]]);
           expect(retained).toHaveLength(2);
+          const statsA = await repository.queueStats('a');
+          expect(statsA).toEqual({ messages: 4, bytes: 16, dropped: 0 });
 
           const again = await reopen();
           expect(normalizeSessions(await again.loadSessions())).toEqual(sessions);
@@ -1407,16 +1791,101 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           expect((await readAll(again, 'b')).map(normalizeEntry)).toEqual(queueB);
           expect(await again.loadInbound('b')).toEqual([300]);
           expect(await again.loadInbound('a')).toEqual([]);
+          expect(await again.queueStats('a')).toEqual(statsA);
+          expect(await again.queueStats('b')).toEqual({ messages: 1, bytes: 6, dropped: 0 });
+          expect(await again.queueStats('idle')).toEqual({ messages: 0, bytes: 0, dropped: 0 });
+          expect(await again.queueStats('nobody')).toBeUndefined();
 
           // And the reopened store keeps working: transitions on the restored state.
-          await again.markReleased('b', seqOf(shared, 'b'));
+          await again.markReleased('b', seqOf(shared, 'b'), 1);
           await again.complete('a', seqOf(shared, 'a'));
           await again.releaseInbound('b', 300);
           expect((await readAll(again, 'b')).map((e) => [e.state, e.packetId, e.message.payload.toString()])).toEqual([
             ['released', 1, 'shared'],
           ]);
           expect(await again.loadInbound('b')).toEqual([]);
+          expect(await again.queueStats('a')).toEqual({ messages: 3, bytes: 10, dropped: 0 });
         }));
+
+      it('the sent watermark survives reopen, also after it was moved down', ({ skip }) =>
+        withReopen(skip, async (repository, reopen) => {
+          await repository.createSession('a');
+          await repository.createSession('b');
+          const seqs: number[] = [];
+          const seqsB: number[] = [];
+          for (let i = 0; i < 3; i++) {
+            const given = await repository.publish({ message: message('t', `${i}`), deliveries: [to('a'), to('b')] });
+            seqs.push(seqOf(given, 'a'));
+            seqsB.push(seqOf(given, 'b'));
+          }
+          await repository.markSent('a', seqs[2]!);
+          await repository.markSent('a', seqs[0]!);
+          await repository.markSent('b', Number.MAX_SAFE_INTEGER);
+          let again = await reopen();
+          expect((await readAll(again, 'a')).map((e) => e.state)).toEqual(['sent', 'queued', 'queued']);
+          expect((await readAll(again, 'b')).map((e) => e.state)).toEqual(['sent', 'sent', 'sent']);
+          // Still capped after the restart: the next publish is not covered.
+          const next = await again.publish({ message: message('t', 'next'), deliveries: [to('a'), to('b')] });
+          expect(seqOf(next, 'b')).toBeGreaterThan(seqsB[2]!);
+          expect((await readAll(again, 'b')).map((e) => e.state)).toEqual(['sent', 'sent', 'sent', 'queued']);
+          await again.markSent('a', seqs[1]!);
+          again = await reopen();
+          expect((await readAll(again, 'a')).map((e) => e.state)).toEqual(['sent', 'sent', 'queued', 'queued']);
+          expect((await readAll(again, 'b')).map((e) => e.state)).toEqual(['sent', 'sent', 'sent', 'queued']);
+        }));
+
+      it('after reopen, a new seq is above the sent watermark even when the entries it covered were completed', ({ skip }) =>
+        withReopen(skip, async (repository, reopen) => {
+          await repository.createSession('a');
+          const seqs: number[] = [];
+          for (let i = 0; i < 3; i++) seqs.push(seqOf(await repository.publish({ message: message('t', `${i}`), deliveries: [to('a')] }), 'a'));
+          await repository.markSent('a', seqs[2]!);
+          await repository.complete('a', seqs[2]!);
+          await repository.complete('a', seqs[1]!);
+          let again = await reopen();
+          const next = seqOf(await again.publish({ message: message('t', 'after'), deliveries: [to('a')] }), 'a');
+          expect(next, `watermark was ${seqs[2]}`).toBeGreaterThan(seqs[2]!);
+          expect((await readAll(again, 'a')).map((e) => [e.message.payload.toString(), e.state])).toEqual([
+            ['0', 'sent'],
+            ['after', 'queued'],
+          ]);
+          // The same with the whole queue drained.
+          await again.markSent('a', next);
+          await again.complete('a', seqs[0]!);
+          await again.complete('a', next);
+          again = await reopen();
+          const last = seqOf(await again.publish({ message: message('t', 'last'), deliveries: [to('a')] }), 'a');
+          expect(last).toBeGreaterThan(next);
+          expect((await readAll(again, 'a')).map((e) => [e.message.payload.toString(), e.state])).toEqual([['last', 'queued']]);
+        }));
+
+      it('queue stats survive reopen, drops included, and the limits still apply', ({ skip }) =>
+        withReopen(
+          skip,
+          async (repository, reopen) => {
+            await repository.createSession('a');
+            await repository.createSession('b');
+            const first = await repository.publish({ message: message('t', 'one'), deliveries: [to('a'), to('b')] });
+            await repository.publish({ message: message('t', 'two'), deliveries: [to('a'), to('b')] });
+            await repository.publish({ message: message('t', 'three'), deliveries: [to('a')] });
+            await repository.complete('b', seqOf(first, 'b'));
+            expect(await repository.queueStats('a')).toEqual({ messages: 2, bytes: 6, dropped: 1 });
+            let again = await reopen();
+            expect(await again.queueStats('a')).toEqual({ messages: 2, bytes: 6, dropped: 1 });
+            expect(await again.queueStats('b')).toEqual({ messages: 1, bytes: 3, dropped: 0 });
+            expect((await again.publish({ message: message('t', 'four'), deliveries: [to('a'), to('b')] })).has('a')).toBe(false);
+            await again.complete('a', seqOf(first, 'a'));
+            again = await reopen();
+            expect(await again.queueStats('a')).toEqual({ messages: 1, bytes: 3, dropped: 2 });
+            expect(await again.queueStats('b')).toEqual({ messages: 2, bytes: 7, dropped: 0 });
+            expect((await again.publish({ message: message('t', 'five'), deliveries: [to('a')] })).has('a')).toBe(true);
+            await again.destroySession('b');
+            again = await reopen();
+            expect(await again.queueStats('a')).toEqual({ messages: 2, bytes: 7, dropped: 2 });
+            expect(await again.queueStats('b')).toBeUndefined();
+          },
+          { limits: { maxMessages: 2, maxBytes: 1_000_000 } },
+        ));
 
       it('a destroyed session, a completed entry, a released id and a cleared retained message stay gone after reopen', ({ skip }) =>
         withReopen(skip, async (repository, reopen) => {
@@ -1439,6 +1908,8 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           expect(await readAll(again, 'b')).toEqual([]);
           expect(await again.loadInbound('b')).toEqual([]);
           expect(await again.loadRetained()).toEqual([]);
+          expect(await again.queueStats('a')).toBeUndefined();
+          expect(await again.queueStats('b')).toEqual({ messages: 0, bytes: 0, dropped: 0 });
           await expectRejection(() => again.subscribe('a', [{ filter: 'x', qos: 1 }]), ErrorCodes.STORE_UNKNOWN_SESSION);
         }));
 
@@ -1498,34 +1969,66 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           expect(await readAll(current, 'c')).toEqual([]);
         }));
     });
+  });
+}
 
-    describe('model-based', () => {
-      it('random sequences of transitions agree with a simple model (and, when reopen exists, across restarts)', async () => {
-        // One fixture per run; its reopen (if any) also becomes a command of the sequence.
-        let withRestarts = false;
-        {
-          const probe = await factory();
-          withRestarts = probe.reopen !== undefined;
-          await probe.cleanup();
-        }
-        await fc.assert(
-          fc.asyncProperty(fc.commands(commandArbitraries(withRestarts), { maxCommands: 40, size: 'max' }), async (commands) => {
-            const fixture = await factory();
-            try {
-              const model: Model = { sessions: new Map(), retained: new Map() };
-              const real: Real = { repository: fixture.repository, reopen: fixture.reopen };
-              await fc.asyncModelRun(() => ({ model, real }), commands);
-              if (real.reopen) {
-                real.repository = await real.reopen();
-                await expectMatchesModel(model, real.repository, 'final reopen');
-              }
-            } finally {
-              await fixture.cleanup();
+/**
+ * The model-based property of the contract. Separate from the examples so that a slow backend can
+ * run it in a test file of its own (in parallel with its examples).
+ */
+export function repositoryModelContract(name: string, factory: RepositoryFactory): void {
+  describe(`SessionRepository contract, model-based: ${name}`, () => {
+    /**
+     * One fixture per run; its reopen (if any) also becomes a command of the sequence. Runs are
+     * kept few (each transition of the LevelDB repository is an fsync): the property runs twice,
+     * with the default limits (nothing is refused) and with tiny ones (refusals are frequent).
+     */
+    async function agreesWithModel(
+      limits: QueueLimits | undefined,
+      numRuns: number,
+      publishes: number,
+    ): Promise<{ drops: number; admitted: number }> {
+      const options: RepositoryOptions = limits ? { limits } : {};
+      let withRestarts = false;
+      {
+        const probe = await factory(options);
+        withRestarts = probe.reopen !== undefined;
+        await probe.cleanup();
+      }
+      const observed = { drops: 0, admitted: 0 };
+      await fc.assert(
+        fc.asyncProperty(fc.commands(commandArbitraries(withRestarts, publishes), { maxCommands: 40, size: 'max' }), async (commands) => {
+          const fixture = await factory(options);
+          try {
+            const model: Model = { limits: limits ?? DEFAULT_QUEUE_LIMITS, sessions: new Map(), retained: new Map(), observed };
+            const real: Real = { repository: fixture.repository, reopen: fixture.reopen };
+            // Two sessions to start with, so that most publishes land from the first command on.
+            for (const clientId of ['alice', 'bob']) await new CreateSessionCmd(clientId).run(model, real);
+            await fc.asyncModelRun(() => ({ model, real }), commands);
+            if (real.reopen) {
+              real.repository = await real.reopen();
+              await expectMatchesModel(model, real.repository, 'final reopen');
             }
-          }),
-          { numRuns: 50 },
-        );
-      }, PROPERTY_TIMEOUT_MS);
-    });
+          } finally {
+            await fixture.cleanup();
+          }
+        }),
+        { numRuns },
+      );
+      return observed;
+    }
+
+    it('random sequences of transitions agree with a simple model (and, when reopen exists, across restarts)', async () => {
+      const observed = await agreesWithModel(undefined, 30, 3);
+      expect(observed.drops, 'nothing is refused under the default limits').toBe(0);
+      expect(observed.admitted).toBeGreaterThan(0);
+    }, PROPERTY_TIMEOUT_MS);
+
+    it('with tiny queue limits (3 messages, 20 bytes), refusals and drop counts agree with the model', async () => {
+      const observed = await agreesWithModel({ maxMessages: 3, maxBytes: 20 }, 30, 8);
+      // The runs did exercise both outcomes (payloads are up to 12 bytes: both limits bind).
+      expect(observed.drops).toBeGreaterThan(0);
+      expect(observed.admitted).toBeGreaterThan(0);
+    }, PROPERTY_TIMEOUT_MS);
   });
 }
