@@ -1,0 +1,88 @@
+import { readFileSync } from 'node:fs';
+import { readdir, lstat } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+
+export interface MemStatus {
+  /** Resident set size now, bytes. */
+  rss: number;
+  /** Peak resident set size since the process started (VmHWM), bytes. */
+  hwm: number;
+}
+
+/** VmRSS and VmHWM of a live process from /proc/<pid>/status; undefined if it is gone. */
+export function readMem(pid: number): MemStatus | undefined {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/status`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const kb = (field: string) => {
+    const match = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(text);
+    return match ? Number(match[1]) * 1024 : NaN;
+  };
+  return { rss: kb('VmRSS'), hwm: kb('VmHWM') };
+}
+
+export interface IoStatus {
+  /** Bytes this process caused to be sent to the storage layer (/proc/<pid>/io write_bytes). */
+  writeBytes: number;
+  readBytes: number;
+}
+
+export function readIo(pid: number): IoStatus | undefined {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/io`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const field = (name: string) => {
+    const match = new RegExp(`^${name}:\\s+(\\d+)`, 'm').exec(text);
+    return match ? Number(match[1]) : NaN;
+  };
+  return { writeBytes: field('write_bytes'), readBytes: field('read_bytes') };
+}
+
+/** Sum of the sizes of all regular files under dir (recursively); 0 if it does not exist. */
+export async function dirSize(dir: string): Promise<number> {
+  let entries: string[];
+  try {
+    entries = await readdir(dir);
+  } catch {
+    return 0;
+  }
+  let total = 0;
+  for (const name of entries) {
+    const path = join(dir, name);
+    try {
+      const info = await lstat(path);
+      if (info.isDirectory()) total += await dirSize(path);
+      else if (info.isFile()) total += info.size;
+    } catch {
+      // a file removed while we walk (compaction): not counted
+    }
+  }
+  return total;
+}
+
+/** A TCP port on 127.0.0.1 that was free a moment ago. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** Wall-clock milliseconds with sub-millisecond resolution, comparable between processes. */
+export function epochMs(): number {
+  return performance.timeOrigin + performance.now();
+}
