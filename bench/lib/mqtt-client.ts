@@ -2,6 +2,10 @@ import { connect as tcpConnect, type Socket } from 'node:net';
 import * as mqtt from 'mqtt-packet';
 import type { IPublishPacket, Packet, QoS } from 'mqtt-packet';
 
+// mqtt-packet otherwise builds a 65,536-entry number cache on the first generate (~180 ms),
+// which would land inside timings such as "process start → first CONNACK".
+mqtt.writeToStream.cacheNumbers = false;
+
 /**
  * A minimal MQTT 3.1.1 client over a raw socket, for the load generator: no retries, no queues,
  * no timers. PUBLISH and the four ack packets are encoded by hand (they are on the hot path);

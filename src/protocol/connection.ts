@@ -29,6 +29,13 @@ export interface Will {
   retain: boolean;
 }
 
+/**
+ * mqtt-packet by default builds a cache of 65,536 two-byte Buffers on the first packet it
+ * generates: ~180 ms of start-up on the first CONNACK and ~19 MB of RSS, to save what measures as
+ * less than the cost of looking them up (2.8 µs vs 4.1 µs per PUBLISH here).
+ */
+mqttPacket.writeToStream.cacheNumbers = false;
+
 type State = 'awaiting-connect' | 'connecting' | 'connected' | 'closed';
 
 /** Packets queued before the socket is paused: bounds what a fast sender can make us buffer. */
