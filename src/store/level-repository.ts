@@ -485,9 +485,13 @@ function openError(location: string, error: unknown): BrokerError {
       { cause: error },
     );
   }
-  return new BrokerError(ErrorCodes.STORE_OPEN_FAILED, `cannot open the store at ${location}: ${String(error)}`, {
-    cause: error,
-  });
+  // LevelDB's own words (a missing MANIFEST, a corrupt table) are in the cause; say them.
+  const detail = (error as { cause?: { message?: string } }).cause?.message ?? (error as Error).message ?? String(error);
+  return new BrokerError(
+    ErrorCodes.STORE_OPEN_FAILED,
+    `cannot open the store at ${location}: ${detail} (broker-admin verify --data <dir> checks a store)`,
+    { cause: error },
+  );
 }
 
 function toBuffer(bytes: Uint8Array): Buffer {
