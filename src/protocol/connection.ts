@@ -60,6 +60,7 @@ export class Connection implements OutboundChannel {
   readonly #inbox: Packet[] = [];
   #processing: Promise<void> | undefined;
   #replies: Promise<void> = Promise.resolve();
+  #corked = false;
   #keepaliveTimer: NodeJS.Timeout | undefined;
   #connectTimer: NodeJS.Timeout | undefined;
   #closedResolve!: () => void;
@@ -88,6 +89,15 @@ export class Connection implements OutboundChannel {
 
   send(packet: Packet): void {
     if (this.state === 'closed' || this.#socket.destroyed) return;
+    if (!this.#corked) {
+      // Packets written in one tick (a burst of PUBLISHes, a run of acks) leave in one write.
+      this.#corked = true;
+      this.#socket.cork();
+      process.nextTick(() => {
+        this.#corked = false;
+        this.#socket.uncork();
+      });
+    }
     this.#socket.write(mqttPacket.generate(packet, { protocolVersion: this.protocolVersion }));
   }
 

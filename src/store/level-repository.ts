@@ -337,8 +337,9 @@ export class LevelRepository implements SessionRepository {
   async complete(clientId: string, seq: number): Promise<void> {
     await this.#openWriter().submit({
       prepare: (batch) => {
-        batch.del(keys.flight(clientId, seq));
-        removeQueueEntry(batch, clientId, keys.queueEntry(clientId, seq));
+        const entry = removeQueueEntry(batch, clientId, keys.queueEntry(clientId, seq));
+        // Only QoS2 entries can have a released record; deleting a missing key still writes.
+        if (entry?.q === 2) batch.del(keys.flight(clientId, seq));
       },
     });
   }
@@ -434,16 +435,16 @@ function fromStatsValue({ m, b, d }: QueueStatsValue): QueueStats {
  * Deletes a queue entry and, when it was the last reference to a shared body, the body too.
  * `clientId` set: the entry also leaves the session's queue counts (a destroy drops them whole).
  */
-function removeQueueEntry(batch: BatchBuilder, clientId: string | undefined, key: string): void {
+function removeQueueEntry(batch: BatchBuilder, clientId: string | undefined, key: string): QueueEntryValue | undefined {
   const entry = batch.get(key, isQueueEntryValue);
-  if (entry === undefined) return;
+  if (entry === undefined) return undefined;
   batch.del(key);
   if (clientId !== undefined) {
     const stats = readStats(batch, clientId);
     release(stats, entry.m === undefined ? entry.p!.length : entry.z!);
     writeStats(batch, clientId, stats);
   }
-  if (entry.m === undefined) return;
+  if (entry.m === undefined) return entry;
   const countKey = keys.refCount(entry.m);
   const remaining = (batch.get(countKey, isRefCount) ?? 1) - 1;
   if (remaining > 0) {
@@ -452,6 +453,7 @@ function removeQueueEntry(batch: BatchBuilder, clientId: string | undefined, key
     batch.del(countKey);
     batch.del(keys.body(entry.m));
   }
+  return entry;
 }
 
 async function checkFormat(db: Db, location: string): Promise<void> {
