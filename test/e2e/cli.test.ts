@@ -6,52 +6,35 @@
  * Runs to completion resolve on the child's 'close' event (not 'exit'), so that all of its output
  * has been read before the test looks at it.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ClassicLevel } from 'classic-level';
 import { pack } from 'msgpackr';
-import { afterEach, describe, expect, it } from 'vitest';
-import { BrokerProcess, makeDataDir, removeDataDir } from '../helpers/broker-process.js';
+import { describe, expect, it } from 'vitest';
+import type { BrokerProcess } from '../helpers/broker-process.js';
+import { useBrokerProcesses } from '../helpers/process-harness.js';
 import { RawClient } from '../helpers/raw-client.js';
 
 const BROKER_BIN = fileURLToPath(new URL('../../bin/broker.js', import.meta.url));
 
-const children: ChildProcess[] = [];
-const brokers: BrokerProcess[] = [];
-const rawClients: RawClient[] = [];
-const dataDirs: string[] = [];
+const { onTeardown, freshDataDir, startBroker, connectRaw } = useBrokerProcesses('broker-cli-');
 
-afterEach(async () => {
-  for (const client of rawClients.splice(0)) client.socket.destroy();
-  const running = [...children.splice(0), ...brokers.splice(0).map((broker) => broker.child)];
-  await Promise.all(
-    running.map(async (child) => {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      const exited = new Promise((resolve) => child.once('exit', resolve));
-      child.kill('SIGKILL');
-      await exited;
-    }),
-  );
-  for (const dir of dataDirs.splice(0)) removeDataDir(dir);
-});
-
-function freshDataDir(): string {
-  const dir = makeDataDir('broker-cli-');
-  dataDirs.push(dir);
-  return dir;
-}
-
-async function startBroker(dataDir: string): Promise<BrokerProcess> {
-  const broker = await BrokerProcess.start(dataDir);
-  brokers.push(broker);
-  return broker;
+/** bin/broker.js as a child process, which teardown SIGKILLs should the test leave it running. */
+function spawnBroker(args: string[]) {
+  const child = spawn(process.execPath, [BROKER_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  onTeardown(async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGKILL');
+    await exited;
+  });
+  return child;
 }
 
 /** Runs bin/broker.js to completion; resolves once the process exited and its output is fully read. */
 function run(args: string[]): Promise<{ code: number | null; signal: NodeJS.Signals | null; output: string }> {
-  const child = spawn(process.execPath, [BROKER_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
+  const child = spawnBroker(args);
   let output = '';
   child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
   child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
@@ -109,9 +92,7 @@ describe('broker command line', () => {
     expect(second.output).toContain(dataDir);
     expect(second.output).not.toMatch(/listening on/);
 
-    const { client, connack } = await RawClient.session(first.port, { clientId: 'still-served', clean: false });
-    rawClients.push(client);
-    expect(connack.returnCode).toBe(0);
+    const { client } = await connectRaw(first, 'still-served', false);
     await client.disconnect();
     expect(await signal(first, 'SIGTERM')).toEqual({ code: 0, signal: null });
   });
@@ -121,7 +102,7 @@ describe('broker command line', () => {
     const broker = await startBroker(dataDir);
     // A connected persistent session and a subscription: shutdown has something to close.
     const { client } = await RawClient.session(broker.port, { clientId: `shutdown-${name}`, clean: false });
-    rawClients.push(client);
+    onTeardown(() => client.socket.destroy());
     client.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'a/#', qos: 1 }] });
     await client.next('suback');
 
@@ -134,7 +115,7 @@ describe('broker command line', () => {
     // Closed means released: the next broker opens the same directory and serves it.
     const next = await startBroker(dataDir);
     const { client: again, connack } = await RawClient.session(next.port, { clientId: `shutdown-${name}`, clean: false });
-    rawClients.push(again);
+    onTeardown(() => again.socket.destroy());
     expect(connack.sessionPresent).toBe(true);
     expect(await signal(next, 'SIGTERM')).toEqual({ code: 0, signal: null });
   });
@@ -145,10 +126,7 @@ describe('broker command line', () => {
     const dataDir = freshDataDir();
     const failures: Array<{ attempt: number; code: number | null; signal: NodeJS.Signals | null }> = [];
     for (let attempt = 1; attempt <= 15; attempt++) {
-      const child = spawn(process.execPath, [BROKER_BIN, '--host', '127.0.0.1', '--port', '0', '--data', dataDir], {
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      children.push(child);
+      const child = spawnBroker(['--host', '127.0.0.1', '--port', '0', '--data', dataDir]);
       let output = '';
       child.stdout.on('data', (chunk: Buffer) => {
         output += chunk.toString();

@@ -7,48 +7,20 @@
  * No sleeps and no timed assertions: the kill point is chosen by counting acknowledgements, and
  * absence is shown by publishing a marker afterwards and checking that it is what arrives next.
  */
-import { randomUUID } from 'node:crypto';
-import { afterEach, describe, expect, it } from 'vitest';
-import type { IConnackPacket, IPublishPacket, QoS } from 'mqtt-packet';
-import { BrokerProcess, makeDataDir, removeDataDir } from '../helpers/broker-process.js';
-import { RawClient } from '../helpers/raw-client.js';
+import { describe, expect, it } from 'vitest';
+import type { BrokerProcess } from '../helpers/broker-process.js';
+import {
+  acknowledge,
+  drain,
+  drainUntil,
+  range,
+  subscribe,
+  summary,
+  useBrokerProcesses,
+  type Outgoing,
+} from '../helpers/process-harness.js';
 
-// ---------------------------------------------------------------------------------------------
-// Harness: everything started here is tracked and torn down in afterEach, even when a test fails.
-
-interface Outgoing {
-  topic: string;
-  payload: string;
-  qos: QoS;
-  retain?: boolean;
-}
-
-const brokers: BrokerProcess[] = [];
-const rawClients: RawClient[] = [];
-const dataDirs: string[] = [];
-
-afterEach(async () => {
-  for (const client of rawClients.splice(0)) client.socket.destroy();
-  await Promise.all(
-    brokers.splice(0).map(async (broker) => {
-      if (broker.child.exitCode === null && broker.child.signalCode === null) broker.child.kill('SIGKILL');
-      await broker.exited;
-    }),
-  );
-  for (const dir of dataDirs.splice(0)) removeDataDir(dir);
-});
-
-function freshDataDir(): string {
-  const dir = makeDataDir('broker-crash-');
-  dataDirs.push(dir);
-  return dir;
-}
-
-async function startBroker(dataDir: string): Promise<BrokerProcess> {
-  const broker = await BrokerProcess.start(dataDir);
-  brokers.push(broker);
-  return broker;
-}
+const { freshDataDir, startBroker, connectRaw, publishAll, expectMarkerNext } = useBrokerProcesses('broker-crash-');
 
 /** SIGKILL (no shutdown code runs), then a new broker process on the same directory. */
 async function crash(broker: BrokerProcess, dataDir: string): Promise<BrokerProcess> {
@@ -56,103 +28,6 @@ async function crash(broker: BrokerProcess, dataDir: string): Promise<BrokerProc
   expect((await broker.exited).signal).toBe('SIGKILL');
   return startBroker(dataDir);
 }
-
-async function connectRaw(
-  broker: BrokerProcess,
-  clientId: string,
-  clean: boolean,
-): Promise<{ client: RawClient; connack: IConnackPacket }> {
-  const { client, connack } = await RawClient.session(broker.port, { clientId, clean });
-  rawClients.push(client);
-  expect(connack.returnCode).toBe(0);
-  return { client, connack };
-}
-
-async function subscribe(client: RawClient, subscriptions: Array<[string, QoS]>, messageId = 1): Promise<void> {
-  client.send({ cmd: 'subscribe', messageId, subscriptions: subscriptions.map(([topic, qos]) => ({ topic, qos })) });
-  const suback = await client.next('suback');
-  expect(suback.messageId).toBe(messageId);
-  expect(suback.granted).toEqual(subscriptions.map(([, qos]) => qos));
-}
-
-/** Publishes on one raw CleanSession=1 connection, pipelined and in order, and waits for every acknowledgement. */
-async function publishAll(broker: BrokerProcess, messages: Outgoing[], clientId = `pub-${randomUUID()}`): Promise<void> {
-  const { client } = await connectRaw(broker, clientId, true);
-  messages.forEach(({ topic, payload, qos, retain = false }, index) => {
-    client.send({
-      cmd: 'publish',
-      topic,
-      payload: Buffer.from(payload),
-      qos,
-      retain,
-      dup: false,
-      ...(qos > 0 ? { messageId: index + 1 } : {}),
-    });
-  });
-  const qos1 = messages.flatMap(({ qos }, index) => (qos === 1 ? [index + 1] : []));
-  const qos2 = messages.flatMap(({ qos }, index) => (qos === 2 ? [index + 1] : []));
-  const pubacks = await client.take('puback', qos1.length);
-  expect(pubacks.map((packet) => packet.messageId)).toEqual(qos1);
-  const pubrecs = await client.take('pubrec', qos2.length);
-  expect(pubrecs.map((packet) => packet.messageId)).toEqual(qos2);
-  for (const messageId of qos2) client.send({ cmd: 'pubrel', messageId });
-  const pubcomps = await client.take('pubcomp', qos2.length);
-  expect(pubcomps.map((packet) => packet.messageId)).toEqual(qos2);
-  await client.roundTrip();
-  await client.disconnect();
-}
-
-async function acknowledge(client: RawClient, publish: IPublishPacket): Promise<void> {
-  const messageId = publish.messageId!;
-  if (publish.qos === 1) {
-    client.send({ cmd: 'puback', messageId });
-  } else if (publish.qos === 2) {
-    client.send({ cmd: 'pubrec', messageId });
-    const pubrel = await client.next('pubrel');
-    expect(pubrel.messageId).toBe(messageId);
-    client.send({ cmd: 'pubcomp', messageId });
-  }
-}
-
-async function drain(client: RawClient, count: number): Promise<IPublishPacket[]> {
-  const received: IPublishPacket[] = [];
-  while (received.length < count) {
-    const publish = await client.next('publish');
-    received.push(publish);
-    await acknowledge(client, publish);
-  }
-  return received;
-}
-
-/** Every PUBLISH (acknowledged) up to and including the first one on `topic`. */
-async function drainUntil(client: RawClient, topic: string): Promise<IPublishPacket[]> {
-  const received: IPublishPacket[] = [];
-  for (;;) {
-    const publish = await client.next('publish');
-    received.push(publish);
-    await acknowledge(client, publish);
-    if (publish.topic === topic) return received;
-  }
-}
-
-function summary(publish: IPublishPacket): { topic: string; payload: string; qos: QoS } {
-  return { topic: publish.topic, payload: publish.payload.toString(), qos: publish.qos };
-}
-
-/** A marker published now must be the next PUBLISH, with nothing else (PUBLISH or PUBREL) around it. */
-async function expectMarkerNext(broker: BrokerProcess, client: RawClient, topic: string): Promise<void> {
-  const payload = `marker-${randomUUID()}`;
-  await publishAll(broker, [{ topic, payload, qos: 1 }]);
-  const next = await client.next('publish');
-  expect({ topic: next.topic, payload: next.payload.toString() }).toEqual({ topic, payload });
-  await acknowledge(client, next);
-  await client.roundTrip();
-  expect(client.received.map((packet) => packet.cmd)).toEqual([]);
-}
-
-const range = (length: number) => Array.from({ length }, (_, index) => index);
-
-// ---------------------------------------------------------------------------------------------
 
 describe('crash (SIGKILL, then a new broker process on the same data directory)', () => {
   it('500 QoS1 messages acknowledged with PUBACK for an offline persistent subscriber all arrive after SIGKILL, in order [MQTT-4.3.2-2] [MQTT-3.1.2-5] [MQTT-4.6.0-6]', async () => {

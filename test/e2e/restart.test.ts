@@ -8,50 +8,22 @@
  * checking that the marker is the next (and only) thing to arrive.
  */
 import { randomUUID } from 'node:crypto';
-import { afterEach, describe, expect, it } from 'vitest';
-import mqtt, { type MqttClient } from 'mqtt';
-import type { IConnackPacket, IPublishPacket, QoS } from 'mqtt-packet';
-import { BrokerProcess, makeDataDir, removeDataDir } from '../helpers/broker-process.js';
-import { RawClient } from '../helpers/raw-client.js';
+import { describe, expect, it } from 'vitest';
+import mqtt from 'mqtt';
+import type { IConnackPacket, IPublishPacket } from 'mqtt-packet';
+import type { BrokerProcess } from '../helpers/broker-process.js';
+import {
+  acknowledge,
+  drain,
+  drainUntil,
+  range,
+  subscribe,
+  summary,
+  useBrokerProcesses,
+  type Outgoing,
+} from '../helpers/process-harness.js';
 
-// ---------------------------------------------------------------------------------------------
-// Harness: everything started here is tracked and torn down in afterEach, even when a test fails.
-
-interface Outgoing {
-  topic: string;
-  payload: string;
-  qos: QoS;
-  retain?: boolean;
-}
-
-const brokers: BrokerProcess[] = [];
-const rawClients: RawClient[] = [];
-const mqttClients: MqttClient[] = [];
-const dataDirs: string[] = [];
-
-afterEach(async () => {
-  for (const client of mqttClients.splice(0)) client.end(true);
-  for (const client of rawClients.splice(0)) client.socket.destroy();
-  await Promise.all(
-    brokers.splice(0).map(async (broker) => {
-      if (broker.child.exitCode === null && broker.child.signalCode === null) broker.child.kill('SIGKILL');
-      await broker.exited;
-    }),
-  );
-  for (const dir of dataDirs.splice(0)) removeDataDir(dir);
-});
-
-function freshDataDir(): string {
-  const dir = makeDataDir('broker-restart-');
-  dataDirs.push(dir);
-  return dir;
-}
-
-async function startBroker(dataDir: string): Promise<BrokerProcess> {
-  const broker = await BrokerProcess.start(dataDir);
-  brokers.push(broker);
-  return broker;
-}
+const { onTeardown, freshDataDir, startBroker, connectRaw, publishAll, expectMarkerNext } = useBrokerProcesses('broker-restart-');
 
 /** SIGTERM, which must end the process with exit code 0, then a new broker process on the same directory. */
 async function restart(broker: BrokerProcess, dataDir: string): Promise<BrokerProcess> {
@@ -61,110 +33,6 @@ async function restart(broker: BrokerProcess, dataDir: string): Promise<BrokerPr
   return startBroker(dataDir);
 }
 
-async function connectRaw(
-  broker: BrokerProcess,
-  clientId: string,
-  clean: boolean,
-): Promise<{ client: RawClient; connack: IConnackPacket }> {
-  const { client, connack } = await RawClient.session(broker.port, { clientId, clean });
-  rawClients.push(client);
-  expect(connack.returnCode).toBe(0);
-  return { client, connack };
-}
-
-async function subscribe(client: RawClient, subscriptions: Array<[string, QoS]>, messageId = 1): Promise<void> {
-  client.send({ cmd: 'subscribe', messageId, subscriptions: subscriptions.map(([topic, qos]) => ({ topic, qos })) });
-  const suback = await client.next('suback');
-  expect(suback.messageId).toBe(messageId);
-  expect(suback.granted).toEqual(subscriptions.map(([, qos]) => qos));
-}
-
-/**
- * Publishes the messages on one raw connection (CleanSession=1), pipelined and in order, and waits
- * until the broker acknowledged every one of them (PUBACK; PUBREC → PUBREL → PUBCOMP).
- */
-async function publishAll(broker: BrokerProcess, messages: Outgoing[], clientId = `pub-${randomUUID()}`): Promise<void> {
-  const { client } = await connectRaw(broker, clientId, true);
-  messages.forEach(({ topic, payload, qos, retain = false }, index) => {
-    client.send({
-      cmd: 'publish',
-      topic,
-      payload: Buffer.from(payload),
-      qos,
-      retain,
-      dup: false,
-      ...(qos > 0 ? { messageId: index + 1 } : {}),
-    });
-  });
-  const qos1 = messages.flatMap(({ qos }, index) => (qos === 1 ? [index + 1] : []));
-  const qos2 = messages.flatMap(({ qos }, index) => (qos === 2 ? [index + 1] : []));
-  const pubacks = await client.take('puback', qos1.length);
-  expect(pubacks.map((packet) => packet.messageId)).toEqual(qos1);
-  const pubrecs = await client.take('pubrec', qos2.length);
-  expect(pubrecs.map((packet) => packet.messageId)).toEqual(qos2);
-  for (const messageId of qos2) client.send({ cmd: 'pubrel', messageId });
-  const pubcomps = await client.take('pubcomp', qos2.length);
-  expect(pubcomps.map((packet) => packet.messageId)).toEqual(qos2);
-  await client.roundTrip();
-  await client.disconnect();
-}
-
-/** Acknowledges one received PUBLISH the way a well-behaved client does. */
-async function acknowledge(client: RawClient, publish: IPublishPacket): Promise<void> {
-  const messageId = publish.messageId!;
-  if (publish.qos === 1) {
-    client.send({ cmd: 'puback', messageId });
-  } else if (publish.qos === 2) {
-    client.send({ cmd: 'pubrec', messageId });
-    const pubrel = await client.next('pubrel');
-    expect(pubrel.messageId).toBe(messageId);
-    client.send({ cmd: 'pubcomp', messageId });
-  }
-}
-
-/** The next `count` PUBLISHes, each acknowledged, in arrival order. */
-async function drain(client: RawClient, count: number): Promise<IPublishPacket[]> {
-  const received: IPublishPacket[] = [];
-  while (received.length < count) {
-    const publish = await client.next('publish');
-    received.push(publish);
-    await acknowledge(client, publish);
-  }
-  return received;
-}
-
-/** Every PUBLISH (acknowledged) up to and including the first one on `topic`. */
-async function drainUntil(client: RawClient, topic: string): Promise<IPublishPacket[]> {
-  const received: IPublishPacket[] = [];
-  for (;;) {
-    const publish = await client.next('publish');
-    received.push(publish);
-    await acknowledge(client, publish);
-    if (publish.topic === topic) return received;
-  }
-}
-
-function summary(publish: IPublishPacket): { topic: string; payload: string; qos: QoS } {
-  return { topic: publish.topic, payload: publish.payload.toString(), qos: publish.qos };
-}
-
-/**
- * Shows that nothing else is pending for `client`: a marker published now (to a topic it is
- * subscribed to) must be the very next PUBLISH, and after it nothing else may have arrived
- * (no PUBLISH, no PUBREL).
- */
-async function expectMarkerNext(broker: BrokerProcess, client: RawClient, topic: string): Promise<void> {
-  const payload = `marker-${randomUUID()}`;
-  await publishAll(broker, [{ topic, payload, qos: 1 }]);
-  const next = await client.next('publish');
-  expect({ topic: next.topic, payload: next.payload.toString() }).toEqual({ topic, payload });
-  await acknowledge(client, next);
-  await client.roundTrip();
-  expect(client.received.map((packet) => packet.cmd)).toEqual([]);
-}
-
-const range = (length: number) => Array.from({ length }, (_, index) => index);
-
 function mqttUrl(broker: BrokerProcess): string {
   return `mqtt://127.0.0.1:${broker.port}`;
 }
@@ -172,7 +40,7 @@ function mqttUrl(broker: BrokerProcess): string {
 /** An MQTT.js client plus a queue of the messages it received, attached before CONNECT goes out. */
 function mqttClient(broker: BrokerProcess, clientId: string, clean: boolean) {
   const client = mqtt.connect(mqttUrl(broker), { clientId, clean, reconnectPeriod: 0, resubscribe: false });
-  mqttClients.push(client);
+  onTeardown(() => client.end(true));
   const messages: IPublishPacket[] = [];
   let wake: (() => void) | undefined;
   client.on('message', (_topic, _payload, packet) => {
@@ -192,8 +60,6 @@ function mqttClient(broker: BrokerProcess, clientId: string, clean: boolean) {
     },
   };
 }
-
-// ---------------------------------------------------------------------------------------------
 
 describe('restart (SIGTERM, then a new broker process on the same data directory)', () => {
   it('restores the subscriptions of a CleanSession=0 session: reconnecting without SUBSCRIBE gets messages, session present = 1 [MQTT-3.1.2-4] [MQTT-3.2.2-2]', async () => {
@@ -219,7 +85,7 @@ describe('restart (SIGTERM, then a new broker process on the same data directory
     // Published by another client while the subscriber is offline: only a restored subscription
     // can route it into the session's queue [MQTT-3.1.2-5].
     const publisher = await mqtt.connectAsync(mqttUrl(broker), { clientId: 'restore-subs-pub', reconnectPeriod: 0 });
-    mqttClients.push(publisher);
+    onTeardown(() => publisher.end(true));
     await publisher.publishAsync('subs/queued/a', 'while offline', { qos: 2 });
 
     const second = mqttClient(broker, 'restore-subs', false);
