@@ -60,6 +60,11 @@ export interface SessionRecord {
   connected: boolean;
   /** ISO time the persistent session was first stored; null for a clean session. */
   createdAt: string | null;
+  /**
+   * ISO time its client last connected or disconnected (for a connected client: when it connected);
+   * null for a clean session, or a session stored by a broker that did not record it yet.
+   */
+  lastSeen: string | null;
   subscriptions: SubscriptionField[];
   /** Every outbound entry still stored (waiting or in flight) and their payload bytes. */
   queued: { count: number; bytes: number };

@@ -119,7 +119,7 @@ export class HumanRenderer {
   }
 }
 
-const SESSION_HEADER = ['CLIENT', 'SESSION', 'CONNECTED', 'CREATED', 'SUBSCRIPTIONS', 'QUEUED', 'BYTES', 'DROPPED', 'INFLIGHT', 'INBOUND QOS2'];
+const SESSION_HEADER = ['CLIENT', 'SESSION', 'CONNECTED', 'CREATED', 'LAST SEEN', 'SUBSCRIPTIONS', 'QUEUED', 'BYTES', 'DROPPED', 'INFLIGHT', 'INBOUND QOS2'];
 const MESSAGE_HEADER = ['SEQ', 'STATE', 'PACKET', 'QOS', 'RETAIN', 'TOPIC', 'SIZE', 'PAYLOAD'];
 const RETAINED_HEADER = ['TOPIC', 'QOS', 'SIZE', 'PAYLOAD'];
 
@@ -129,6 +129,7 @@ function sessionRow(record: SessionRecord): Row {
     record.persistent ? 'persistent' : 'clean',
     record.connected ? 'yes' : 'no',
     record.createdAt ?? '-',
+    record.lastSeen ?? '-',
     list(record.subscriptions.map(({ filter, qos }) => `${filter} (${qos})`)),
     String(record.queued.count),
     String(record.queued.bytes),

@@ -96,17 +96,24 @@ export class SessionManager {
           this.#sessions.delete(clientId);
           throw error;
         }
+      } else if (!session.clean) {
+        // A resumed persistent session: its client is seen now (a new one got that from createSession).
+        await session.repository.touchSession(clientId);
       }
       session.link(channel);
       return { session, sessionPresent };
     });
   }
 
-  /** The connection ended: a persistent session keeps its state, a clean one is discarded [MQTT-3.1.2-6]. */
+  /**
+   * The connection ended: a persistent session keeps its state and stores when its client was last
+   * seen; a clean one is discarded [MQTT-3.1.2-6].
+   */
   close(session: Session, channel: OutboundChannel): Promise<void> {
     return this.#exclusive(session.clientId, async () => {
       if (!session.unlink(channel)) return;
       if (session.clean) await this.#discard(session);
+      else await session.repository.touchSession(session.clientId);
     });
   }
 

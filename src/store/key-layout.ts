@@ -6,7 +6,7 @@
  *
  *   !format                      store format version
  *   !synced-at                   time of the last periodic fsync (only with a sync interval)
- *   s\0<client>                  persistent session            { c: createdAt }
+ *   s\0<client>                  persistent session            { c: createdAt, l: lastSeen }
  *   b\0<client>\0<filter>        subscription                  { q: qos }
  *   q\0<client>\0<seq>           outbound queue entry          { q, r, m, z } or { q, r, t, p, o }
  *   n\0<client>                  queue size and drops          { m: messages, b: bytes, d: dropped }
@@ -84,7 +84,13 @@ export const keys = {
 
 /** Stored value shapes (short names keep small messages small on disk). */
 export interface SessionValue {
+  /** When the session was first stored (ms since the epoch). */
   c: number;
+  /**
+   * When its client last connected or disconnected (ms since the epoch). Absent in records written
+   * before it was stored.
+   */
+  l?: number;
 }
 export interface SubscriptionValue {
   q: 0 | 1 | 2;
@@ -134,7 +140,8 @@ const isBytes = (value: unknown): value is Uint8Array => value instanceof Uint8A
 const isCount = (value: unknown): value is number => Number.isInteger(value) && (value as number) >= 0;
 
 export const isNumber = (value: unknown): value is number => typeof value === 'number';
-export const isSessionValue = (value: unknown): value is SessionValue => isObject(value) && isNumber(value.c);
+export const isSessionValue = (value: unknown): value is SessionValue =>
+  isObject(value) && isNumber(value.c) && (value.l === undefined || isNumber(value.l));
 export const isSubscriptionValue = (value: unknown): value is SubscriptionValue => isObject(value) && isQoS(value.q);
 export const isQueueEntryValue = (value: unknown): value is QueueEntryValue =>
   isObject(value) &&

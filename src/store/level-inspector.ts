@@ -18,6 +18,7 @@ import {
   isSubscriptionValue,
   keys,
   type QueueEntryValue,
+  type SessionValue,
 } from './key-layout.js';
 import type { Message, OutboundState, QoS, RetainedMessage, Subscription } from './repository.js';
 import { verifyStore, type VerifyEvent } from './level-verify.js';
@@ -38,6 +39,11 @@ export interface InspectedSession {
   clientId: string;
   /** Milliseconds since the epoch: when the persistent session was first stored. */
   createdAt: number;
+  /**
+   * Milliseconds since the epoch: when its client last connected or disconnected; undefined for a
+   * record written before last-seen was stored.
+   */
+  lastSeen?: number;
 }
 
 export interface InspectedEntry {
@@ -212,14 +218,14 @@ export class StoreView {
 
   async *sessions(): AsyncGenerator<InspectedSession> {
     for await (const [key, value] of this.#range(keys.sessions())) {
-      yield { clientId: keys.clientIdOfSession(key), createdAt: decode(value, key, isSessionValue).c };
+      yield inspectedSession(keys.clientIdOfSession(key), decode(value, key, isSessionValue));
     }
   }
 
   async session(clientId: string): Promise<InspectedSession | undefined> {
     const key = keys.session(clientId);
     const bytes = await this.#get(key);
-    return bytes === undefined ? undefined : { clientId, createdAt: decode(bytes, key, isSessionValue).c };
+    return bytes === undefined ? undefined : inspectedSession(clientId, decode(bytes, key, isSessionValue));
   }
 
   async *subscriptions(clientId: string): AsyncGenerator<Subscription> {
@@ -424,4 +430,8 @@ class BodyCache {
 
 function toBuffer(bytes: Uint8Array): Buffer {
   return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+function inspectedSession(clientId: string, { c, l }: SessionValue): InspectedSession {
+  return l === undefined ? { clientId, createdAt: c } : { clientId, createdAt: c, lastSeen: l };
 }

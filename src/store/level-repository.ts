@@ -36,6 +36,7 @@ import type {
   OutboundEntry,
   PublishTransition,
   RetainedMessage,
+  SessionInfo,
   SessionRepository,
   StoredSession,
   Subscription,
@@ -225,10 +226,31 @@ export class LevelRepository implements SessionRepository {
     await writer.submit({
       prepare: (batch) => {
         if (batch.get(keys.session(clientId), isSessionValue) === undefined) {
-          batch.put(keys.session(clientId), { c: Date.now() } satisfies SessionValue);
+          const now = Date.now();
+          batch.put(keys.session(clientId), { c: now, l: now } satisfies SessionValue);
         }
       },
     });
+  }
+
+  async touchSession(clientId: string): Promise<void> {
+    await this.#openWriter().submit({
+      prepare: (batch) => {
+        const stored = batch.get(keys.session(clientId), isSessionValue);
+        if (stored === undefined) return;
+        batch.put(keys.session(clientId), { c: stored.c, l: seenNow(stored) } satisfies SessionValue);
+      },
+    });
+  }
+
+  async sessionInfo(clientId: string): Promise<SessionInfo | undefined> {
+    const db = this.#open();
+    const key = keys.session(clientId);
+    const bytes = await db.get(key);
+    if (bytes === undefined) return undefined;
+    const { c, l } = decode(bytes, key, isSessionValue);
+    // Records written before last-seen was stored have none: the creation is the last sighting known.
+    return { createdAt: c, lastSeen: l ?? c };
   }
 
   async destroySession(clientId: string): Promise<void> {
@@ -415,6 +437,11 @@ export class LevelRepository implements SessionRepository {
     if (!this.#writer) throw new BrokerError(ErrorCodes.STORE_CLOSED, 'the store is not open');
     return this.#writer;
   }
+}
+
+/** Now as a last-seen time: never before the session's creation or its previous last-seen (a clock stepping back). */
+function seenNow({ c, l }: SessionValue): number {
+  return Math.max(Date.now(), c, l ?? c);
 }
 
 /** A session's stored queue counts as the batch sees them (earlier jobs of the batch included). */

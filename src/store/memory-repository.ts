@@ -5,6 +5,7 @@ import type {
   PublishTransition,
   QoS,
   RetainedMessage,
+  SessionInfo,
   SessionRepository,
   StoredSession,
   Subscription,
@@ -17,6 +18,8 @@ interface MemorySession {
   queue: Map<number, OutboundEntry>;
   nextSeq: number;
   inbound: Set<number>;
+  createdAt: number;
+  lastSeen: number;
 }
 
 /**
@@ -76,13 +79,29 @@ export class MemoryRepository implements SessionRepository {
   async createSession(clientId: string): Promise<void> {
     this.#checkOpen();
     if (this.#sessions.has(clientId)) return;
+    const now = Date.now();
     this.#sessions.set(clientId, {
       subscriptions: new Map(),
       stats: emptyQueueStats(),
       queue: new Map(),
       nextSeq: 1,
       inbound: new Set(),
+      createdAt: now,
+      lastSeen: now,
     });
+  }
+
+  async touchSession(clientId: string): Promise<void> {
+    this.#checkOpen();
+    const session = this.#sessions.get(clientId);
+    // Never backwards, even if the clock steps back.
+    if (session) session.lastSeen = Math.max(Date.now(), session.lastSeen);
+  }
+
+  async sessionInfo(clientId: string): Promise<SessionInfo | undefined> {
+    this.#checkOpen();
+    const session = this.#sessions.get(clientId);
+    return session && { createdAt: session.createdAt, lastSeen: session.lastSeen };
   }
 
   async destroySession(clientId: string): Promise<void> {

@@ -51,6 +51,13 @@ export interface StoredSession {
   subscriptions: Subscription[];
 }
 
+/** When a stored session was created and when its client was last seen, in ms since the epoch. */
+export interface SessionInfo {
+  createdAt: number;
+  /** The last connect or disconnect of its client; createdAt until then. */
+  lastSeen: number;
+}
+
 export interface Delivery {
   clientId: string;
   qos: QoS;
@@ -88,8 +95,13 @@ export interface SessionRepository {
   readOutbound(clientId: string, afterSeq: number, limit: number): Promise<OutboundEntry[]>;
   /** Packet ids of inbound QoS2 messages received but not yet released by PUBREL. */
   loadInbound(clientId: string): Promise<number[]>;
+  /** When the session was created and last seen; undefined for an unknown session. */
+  sessionInfo(clientId: string): Promise<SessionInfo | undefined>;
 
+  /** Creates the session if it does not exist (created and last seen now); keeps an existing one as it is. */
   createSession(clientId: string): Promise<void>;
+  /** The session's client connected or disconnected now: stores last-seen. No-op for an unknown session. */
+  touchSession(clientId: string): Promise<void>;
   /** Discards everything the session holds: subscriptions, queue, inflight, inbound packet ids. */
   destroySession(clientId: string): Promise<void>;
   subscribe(clientId: string, subscriptions: Subscription[]): Promise<void>;

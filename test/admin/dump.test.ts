@@ -6,13 +6,16 @@ import { connect as netConnect } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterEach, describe, expect, it } from 'vitest';
-import { BINARY, connect, ofType, records, runAdmin, setUp, stopBroker, tearDown, type AdminRun } from './fixture.js';
+import type { SessionRecord } from '../../src/admin/records.js';
+import { encode } from '../../src/store/codec.js';
+import { keys } from '../../src/store/key-layout.js';
+import { BINARY, connect, ofType, records, runAdmin, setUp, stopBroker, tearDown, withStore, type AdminRun } from './fixture.js';
 
 afterEach(tearDown);
 
 const FIELDS = {
   header: ['command', 'mode', 'schema', 'store', 'type'],
-  session: ['clientId', 'connected', 'createdAt', 'dropped', 'inbound', 'inflight', 'persistent', 'queued', 'subscriptions', 'type'],
+  session: ['clientId', 'connected', 'createdAt', 'dropped', 'inbound', 'inflight', 'lastSeen', 'persistent', 'queued', 'subscriptions', 'type'],
   message: ['clientId', 'packetId', 'payload', 'qos', 'retain', 'seq', 'state', 'topic', 'type'],
   retained: ['payload', 'qos', 'topic', 'type'],
   totals: [
@@ -41,7 +44,7 @@ const SUBSCRIPTIONS = [
 ];
 const TRUNCATED_BINARY = { encoding: 'base64', data: BINARY.subarray(0, 64).toString('base64'), size: 100, truncated: true };
 
-/** The sessions of the fixture as a dump shows them; createdAt checked separately. */
+/** The sessions of the fixture as a dump shows them; createdAt and lastSeen checked separately. */
 function expectedSessions(running: boolean) {
   const iso = expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
   const sessions = [
@@ -51,6 +54,7 @@ function expectedSessions(running: boolean) {
       persistent: true,
       connected: running,
       createdAt: iso,
+      lastSeen: iso,
       subscriptions: [],
       queued: { count: 0, bytes: 0 },
       dropped: 0,
@@ -63,6 +67,7 @@ function expectedSessions(running: boolean) {
       persistent: true,
       connected: running,
       createdAt: iso,
+      lastSeen: iso,
       subscriptions: SUBSCRIPTIONS,
       queued: { count: 3, bytes: 108 },
       dropped: 0,
@@ -79,6 +84,7 @@ function expectedSessions(running: boolean) {
       persistent: true,
       connected: false,
       createdAt: iso,
+      lastSeen: iso,
       subscriptions: SUBSCRIPTIONS,
       queued: { count: 3, bytes: 108 },
       dropped: 0,
@@ -93,6 +99,7 @@ function expectedSessions(running: boolean) {
       persistent: false,
       connected: true,
       createdAt: null,
+      lastSeen: null,
       subscriptions: [{ filter: 'status/#', qos: 0 }],
       queued: { count: 0, bytes: 0 },
       dropped: 0,
@@ -205,12 +212,17 @@ describe('broker-admin dump', { timeout: 120_000 }, () => {
     await stopBroker(fixture);
     const stopped = await runAdmin(['dump', '--data', fixture.dataDir, '--json', '--messages']);
     expectDump(stopped, 'stopped', fixture.dataDir);
-    // Stored state is identical in both modes: only the live flags differ.
+    // Stored state is identical in both modes: only the live flags differ, and the last sighting of
+    // the clients the shutdown disconnected.
     const stable = (run: AdminRun) =>
       records(run)
         .filter((record) => record.type === 'session' && record.persistent === true)
-        .map((record) => ({ ...record, connected: undefined }));
+        .map((record) => ({ ...record, connected: undefined, lastSeen: undefined }));
     expect(stable(stopped)).toEqual(stable(running));
+    const lastSeen = (run: AdminRun) => new Map(ofType<SessionRecord>(run, 'session').map((record) => [record.clientId, record.lastSeen]));
+    const before = lastSeen(running);
+    for (const [clientId, seen] of lastSeen(stopped)) expect(seen! >= before.get(clientId)!, clientId).toBe(true);
+    expect(lastSeen(stopped).get('sub-offline')).toBe(before.get('sub-offline'));
   });
 
   it('readable by default: a table per section, payloads as text or hex, truncated unless --full', async () => {
@@ -228,6 +240,7 @@ describe('broker-admin dump', { timeout: 120_000 }, () => {
       'persistent',
       'no',
       expect.stringMatching(/Z$/),
+      expect.stringMatching(/Z$/),
       'alerts/# (2), sensors/# (1)',
       '3',
       '108',
@@ -235,7 +248,8 @@ describe('broker-admin dump', { timeout: 120_000 }, () => {
       '#1 sent, #2 released, #3 sent',
       '-',
     ]);
-    expect(row('pub-qos2')).toEqual(['pub-qos2', 'persistent', 'no', expect.stringMatching(/Z$/), '-', '0', '0', '0', '-', '#42']);
+    expect(lines).toContainEqual(expect.stringMatching(/^CLIENT\s+SESSION\s+CONNECTED\s+CREATED\s+LAST SEEN\s+SUBSCRIPTIONS\s/));
+    expect(row('pub-qos2')).toEqual(['pub-qos2', 'persistent', 'no', expect.stringMatching(/Z$/), expect.stringMatching(/Z$/), '-', '0', '0', '0', '-', '#42']);
     expect(row('status/gw')).toEqual(['status/gw', '1', '6', '"online"']);
     expect(row('bin/blob')).toEqual(['bin/blob', '1', '100', `hex:${BINARY.subarray(0, 64).toString('hex')}…`]);
     expect(lines.some((line) => /^2\s+released\s+#2\s+2\s+no\s+alerts\/fire\s+4\s+"fire"$/.test(line))).toBe(true);
@@ -244,6 +258,45 @@ describe('broker-admin dump', { timeout: 120_000 }, () => {
     expect(full.stdout).toContain(`hex:${BINARY.toString('hex')}\n`);
     const fullJson = ofType(await runAdmin(['retained', 'list', 'bin/#', '--data', fixture.dataDir, '--full', '--json']), 'retained');
     expect(fullJson).toEqual([{ ...RETAINED[0], payload: { encoding: 'base64', data: BINARY.toString('base64'), size: 100, truncated: false } }]);
+  });
+
+  it('lastSeen moves forward as the client connects and disconnects; null for a record stored without it', async () => {
+    const fixture = await setUp();
+    const data = ['--data', fixture.dataDir, '--json'];
+    const show = async (): Promise<SessionRecord> => {
+      const run = await runAdmin(['dump', '--client', 'sub-offline', ...data]);
+      expect(run.code, run.stderr).toBe(0);
+      return ofType<SessionRecord>(run, 'session')[0]!;
+    };
+    // Seen at its connect and at its disconnect, both after its creation.
+    const offline = await show();
+    expect(offline.connected).toBe(false);
+    expect(offline.lastSeen! >= offline.createdAt!).toBe(true);
+
+    const client = await connect(fixture.broker, 'sub-offline', false);
+    const online = await show();
+    expect(online.connected).toBe(true);
+    expect(online.createdAt).toBe(offline.createdAt);
+    expect(online.lastSeen! >= offline.lastSeen!).toBe(true);
+
+    await client.disconnect();
+    const again = await connect(fixture.broker, 'sub-offline', false);
+    const reconnected = await show();
+    expect(reconnected.createdAt).toBe(offline.createdAt);
+    expect(reconnected.lastSeen! >= online.lastSeen!).toBe(true);
+    again.socket.destroy();
+
+    // A store written before last-seen was stored: { c } alone.
+    await stopBroker(fixture);
+    await withStore(join(fixture.dataDir, 'store'), (db) =>
+      db.put(keys.session('sub-offline'), encode({ c: Date.parse(offline.createdAt!) })),
+    );
+    const old = await show();
+    expect(old.createdAt).toBe(offline.createdAt);
+    expect(old.lastSeen).toBeNull();
+    const table = await runAdmin(['sessions', '--data', fixture.dataDir]);
+    const row = table.stdout.split('\n').find((line) => line.startsWith('sub-offline'))?.split(/\s{2,}/);
+    expect(row?.slice(0, 5)).toEqual(['sub-offline', 'persistent', 'no', offline.createdAt, '-']);
   });
 
   it('--client, sessions, session show, retained list FILTER and stats give the same records, in both modes', async () => {

@@ -1621,6 +1621,60 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
         }));
     });
 
+    describe('sessionInfo and touchSession (created, last seen)', () => {
+      it('createSession sets both to now; a second createSession keeps them; unknown sessions have none', () =>
+        withFixture(async ({ repository }) => {
+          const before = Date.now();
+          await repository.createSession('a');
+          const after = Date.now();
+          const info = await repository.sessionInfo('a');
+          expect(info?.createdAt).toBeGreaterThanOrEqual(before);
+          expect(info?.createdAt).toBeLessThanOrEqual(after);
+          expect(info?.lastSeen).toBe(info?.createdAt);
+          await repository.createSession('a');
+          expect(await repository.sessionInfo('a')).toEqual(info);
+          expect(await repository.sessionInfo('nobody')).toBeUndefined();
+        }));
+
+      it('touchSession moves last seen to now and keeps createdAt; on an unknown session it does nothing', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          const created = (await repository.sessionInfo('a'))!;
+          await new Promise((resolve) => setTimeout(resolve, 5));
+          const before = Date.now();
+          await repository.touchSession('a');
+          const touched = (await repository.sessionInfo('a'))!;
+          expect(touched.createdAt).toBe(created.createdAt);
+          expect(touched.lastSeen).toBeGreaterThanOrEqual(before);
+          expect(touched.lastSeen).toBeGreaterThan(created.lastSeen);
+          await repository.touchSession('nobody');
+          expect(await repository.sessionInfo('nobody')).toBeUndefined();
+          expect(normalizeSessions(await repository.loadSessions())).toEqual([{ clientId: 'a', subscriptions: [] }]);
+        }));
+
+      it('destroySession removes it', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          await repository.touchSession('a');
+          await repository.destroySession('a');
+          expect(await repository.sessionInfo('a')).toBeUndefined();
+          await repository.createSession('a');
+          const again = (await repository.sessionInfo('a'))!;
+          expect(again.lastSeen).toBe(again.createdAt);
+        }));
+
+      it('survives reopen', ({ skip }) =>
+        withReopen(skip, async (repository, reopen) => {
+          await repository.createSession('a');
+          await new Promise((resolve) => setTimeout(resolve, 5));
+          await repository.touchSession('a');
+          const info = (await repository.sessionInfo('a'))!;
+          expect(info.lastSeen).toBeGreaterThan(info.createdAt);
+          const again = await reopen();
+          expect(await again.sessionInfo('a')).toEqual(info);
+        }));
+    });
+
     describe('destroySession', () => {
       it('removes the session, its subscriptions, queue, inflight and inbound ids; other sessions are untouched', () =>
         withFixture(async ({ repository }) => {
@@ -1711,7 +1765,9 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
         ['loadRetained', (r) => r.loadRetained()],
         ['readOutbound', (r) => r.readOutbound('a', 0, 10)],
         ['loadInbound', (r) => r.loadInbound('a')],
+        ['sessionInfo', (r) => r.sessionInfo('a')],
         ['createSession', (r) => r.createSession('b')],
+        ['touchSession', (r) => r.touchSession('a')],
         ['destroySession', (r) => r.destroySession('a')],
         ['subscribe', (r) => r.subscribe('a', [{ filter: 'x', qos: 1 }])],
         ['unsubscribe', (r) => r.unsubscribe('a', ['x'])],
