@@ -12,6 +12,8 @@ export interface PublishOptions {
 interface Target {
   session: Session;
   qos: QoS;
+  /** Stored already marked sent: the session sends it as soon as it is notified. */
+  sent?: boolean;
 }
 
 /**
@@ -59,7 +61,8 @@ export class Distributor {
         // QoS 0 is not queued for a disconnected session: the spec makes it optional.
         direct.push(session);
       } else {
-        (session.clean ? volatileTargets : durableTargets).push({ session, qos });
+        if (session.clean) volatileTargets.push({ session, qos });
+        else durableTargets.push({ session, qos, sent: session.readyToSend });
       }
     }
 
@@ -127,14 +130,14 @@ export class Distributor {
   }
 }
 
-function deliveryOf({ session, qos }: Target): Delivery {
-  return { clientId: session.clientId, qos, retain: false };
+function deliveryOf({ session, qos, sent }: Target): Delivery {
+  return { clientId: session.clientId, qos, retain: false, ...(sent ? { sent } : {}) };
 }
 
 function notify(targets: Target[], seqs: Map<string, number>, message: Message, retain = false): void {
-  for (const { session, qos } of targets) {
+  for (const { session, qos, sent } of targets) {
     const seq = seqs.get(session.clientId);
     if (seq === undefined) session.dropped();
-    else session.enqueued(seq, message, qos, retain);
+    else session.enqueued(seq, message, qos, retain, sent === true);
   }
 }

@@ -124,7 +124,7 @@ export class Session {
   unlink(channel: OutboundChannel): boolean {
     if (this.#channel !== channel) return false;
     if (this.#markedThrough > this.#sentThrough) {
-      void this.#track(this.#repository.markSent(this.clientId, this.#sentThrough)).catch((error) => this.#fail(error));
+      void this.#track(this.#repository.resetSent(this.clientId, this.#sentThrough)).catch((error) => this.#fail(error));
     }
     this.#sentThrough = 0;
     this.#channel = undefined;
@@ -183,10 +183,28 @@ export class Session {
     );
   }
 
-  /** A stored transition queued an entry for this session. */
-  enqueued(seq: number, message: Message, qos: QoS, retain: boolean): void {
+  /**
+   * Whether an entry queued now would go straight out: connected, nothing waiting before it, room
+   * in flight. The distributor then stores it already marked sent (Delivery.sent), so sending it
+   * needs no write of its own. Also true means everything before it is in flight already, which
+   * is what makes raising the watermark to it correct.
+   */
+  get readyToSend(): boolean {
+    return (
+      this.#channel !== undefined &&
+      !this.#loading &&
+      !this.#storeHasMore &&
+      !this.#refilling &&
+      this.#window.length === 0 &&
+      this.#inflight.size < this.#limits.maxInflight
+    );
+  }
+
+  /** A stored transition queued an entry for this session; `markedSent`: stored with the watermark raised to it. */
+  enqueued(seq: number, message: Message, qos: QoS, retain: boolean, markedSent = false): void {
     this.#dropping = false;
     if (!this.#channel) return;
+    if (markedSent && seq > this.#markedThrough) this.#markedThrough = seq;
     this.#enqueueCount++;
     if (this.#loading || this.#storeHasMore || this.#window.length >= this.#limits.readWindow || seq <= this.#lastSeq) {
       // It is in the store; the next read picks it up in order.
@@ -348,7 +366,9 @@ export class Session {
     if (epoch === this.#epoch) {
       for (const entry of entries) {
         this.#lastSeq = entry.seq;
-        if (entry.state === 'queued') this.#window.push(entry);
+        // Entries after the window were never in memory, so never sent: 'sent' here only means a
+        // publish raised the watermark over them for a send that did not happen in this order.
+        if (entry.state !== 'released') this.#window.push(entry);
       }
       this.#storeHasMore = this.#enqueueCount !== enqueueCount || entries.length >= this.#limits.readWindow;
     }

@@ -317,11 +317,12 @@ export class LevelRepository implements SessionRepository {
           batch.put(keys.body(messageId), { t: message.topic, p: message.payload, o: message.qos } satisfies BodyValue);
           batch.put(keys.refCount(messageId), admitted.length);
         }
-        for (const { clientId, qos, retain } of admitted) {
+        for (const { clientId, qos, retain, sent } of admitted) {
           const entry: QueueEntryValue = shared
             ? { q: qos, r: retain, m: messageId, z: size }
             : { q: qos, r: retain, t: message.topic, p: message.payload, o: message.qos };
           batch.put(keys.queueEntry(clientId, seqs.get(clientId)!), entry);
+          if (sent) writeSentThrough(batch, clientId, seqs.get(clientId)!, false);
         }
         if (retained === 'set') {
           batch.put(keys.retained(message.topic), { p: message.payload, o: message.qos } satisfies RetainedValue);
@@ -335,14 +336,20 @@ export class LevelRepository implements SessionRepository {
   }
 
   async markSent(clientId: string, throughSeq: number): Promise<void> {
+    await this.#setSent(clientId, throughSeq, false);
+  }
+
+  async resetSent(clientId: string, throughSeq: number): Promise<void> {
+    await this.#setSent(clientId, throughSeq, true);
+  }
+
+  async #setSent(clientId: string, throughSeq: number, exact: boolean): Promise<void> {
     const writer = this.#openWriter();
     const next = this.#nextSeq.get(clientId);
     if (next === undefined) return;
     // Never past the last seq given: a later enqueue must not read back as already sent.
     const through = Math.max(0, Math.min(throughSeq, next - 1));
-    await writer.submit({
-      prepare: (batch) => batch.put(keys.sentThrough(clientId), { s: through } satisfies SentThroughValue),
-    });
+    await writer.submit({ prepare: (batch) => writeSentThrough(batch, clientId, through, exact) });
   }
 
   async markReleased(clientId: string, seq: number, packetId: number): Promise<void> {
@@ -442,6 +449,13 @@ export class LevelRepository implements SessionRepository {
 /** Now as a last-seen time: never before the session's creation or its previous last-seen (a clock stepping back). */
 function seenNow({ c, l }: SessionValue): number {
   return Math.max(Date.now(), c, l ?? c);
+}
+
+/** Stores the sent watermark: raised only, unless `exact`. */
+function writeSentThrough(batch: BatchBuilder, clientId: string, through: number, exact: boolean): void {
+  const current = batch.get(keys.sentThrough(clientId), isSentThroughValue)?.s ?? 0;
+  const value = exact ? through : Math.max(current, through);
+  if (value !== current || exact) batch.put(keys.sentThrough(clientId), { s: value } satisfies SentThroughValue);
 }
 
 /** A session's stored queue counts as the batch sees them (earlier jobs of the batch included). */

@@ -129,10 +129,12 @@ export class MemoryRepository implements SessionRepository {
     }
     const inboundSession = inbound ? this.#session(inbound.clientId) : undefined;
     const seqs = new Map<string, number>();
-    for (const [{ clientId, qos, retain }, session] of targets) {
+    for (const [{ clientId, qos, retain, sent }, session] of targets) {
       if (!admit(session.stats, message.payload.length, this.#limits)) continue;
       const seq = session.nextSeq++;
       session.queue.set(seq, { seq, message, qos, retain, state: 'queued' });
+      // Same meaning as markSent: the watermark rises to this entry, covering the ones before it.
+      if (sent) markSentThrough(session, seq);
       seqs.set(clientId, seq);
     }
     if (retained === 'set') this.#retained.set(message.topic, { ...message });
@@ -142,6 +144,12 @@ export class MemoryRepository implements SessionRepository {
   }
 
   async markSent(clientId: string, throughSeq: number): Promise<void> {
+    this.#checkOpen();
+    const session = this.#sessions.get(clientId);
+    if (session) markSentThrough(session, throughSeq);
+  }
+
+  async resetSent(clientId: string, throughSeq: number): Promise<void> {
     this.#checkOpen();
     const session = this.#sessions.get(clientId);
     if (!session) return;
@@ -196,5 +204,13 @@ export class MemoryRepository implements SessionRepository {
 
   #checkOpen(): void {
     if (!this.#open) throw new BrokerError(ErrorCodes.STORE_CLOSED, 'the store is not open');
+  }
+}
+
+/** Raises the sent watermark: entries are in seq order, the ones up to it are the first ones. */
+function markSentThrough(session: MemorySession, throughSeq: number): void {
+  for (const entry of session.queue.values()) {
+    if (entry.seq > throughSeq) break;
+    if (entry.state === 'queued') entry.state = 'sent';
   }
 }

@@ -535,11 +535,13 @@ class PublishCmd implements Cmd {
  * every seq given (the repository caps it there). Never below a released entry: the caller never
  * lowers the watermark below an entry that was really sent, and a released entry was.
  */
+/** markSent (raises the watermark) or, with `reset`, resetSent (sets it, also downwards). */
 class MarkSentCmd extends ClientCmd {
   #through: number | undefined;
   constructor(
     client: ClientRef,
     readonly pick: number,
+    readonly reset = false,
   ) {
     super(client);
   }
@@ -549,12 +551,18 @@ class MarkSentCmd extends ClientCmd {
     let through = this.pick === 0 ? 0 : pickSeq(model, clientId, this.pick - 1);
     for (const entry of session?.queue ?? []) if (entry.released !== undefined) through = Math.max(through, entry.seq);
     this.#through = through;
-    await real.repository.markSent(clientId, through);
-    if (session) session.sentThrough = Math.min(through, session.lastSeq);
+    if (this.reset) {
+      await real.repository.resetSent(clientId, through);
+      if (session) session.sentThrough = Math.min(through, session.lastSeq);
+    } else {
+      await real.repository.markSent(clientId, through);
+      if (session) session.sentThrough = Math.max(session.sentThrough, Math.min(through, session.lastSeq));
+    }
     await expectMatchesModel(model, real.repository, this.toString());
   }
   toString(): string {
-    return `markSent(${this.who}, pick ${this.pick}${this.#through === undefined ? '' : `=through ${this.#through}`})`;
+    const name = this.reset ? 'resetSent' : 'markSent';
+    return `${name}(${this.who}, pick ${this.pick}${this.#through === undefined ? '' : `=through ${this.#through}`})`;
   }
 }
 
@@ -709,6 +717,7 @@ function commandArbitraries(withReopen: boolean, publishes: number): fc.Arbitrar
     ...Array.from({ length: publishes }, () => publishArb),
     markSentArb,
     markSentArb,
+    fc.tuple(clientRefArb, pickArb).map(([client, pick]) => new MarkSentCmd(client, pick, true)),
     fc
       .tuple(clientRefArb, pickArb, fc.integer({ min: 1, max: 65535 }))
       .map(([client, pick, packetId]) => new MarkReleasedCmd(client, pick, packetId)),
@@ -1149,14 +1158,16 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           expect(first?.packetId).toBeUndefined();
         }));
 
-      it('the watermark moves up and down: entries above it read back as queued again', () =>
+      it('markSent only raises the watermark; resetSent moves it down and entries above it read back as queued again', () =>
         withFixture(async ({ repository }) => {
           const seqs = await entries(repository, 4);
           await repository.markSent('a', seqs[3]!);
           expect((await statesOf(repository)).map(([, state]) => state)).toEqual(['sent', 'sent', 'sent', 'sent']);
           await repository.markSent('a', seqs[0]!);
+          expect((await statesOf(repository)).map(([, state]) => state)).toEqual(['sent', 'sent', 'sent', 'sent']);
+          await repository.resetSent('a', seqs[0]!);
           expect((await statesOf(repository)).map(([, state]) => state)).toEqual(['sent', 'queued', 'queued', 'queued']);
-          await repository.markSent('a', 0);
+          await repository.resetSent('a', 0);
           expect((await statesOf(repository)).map(([, state]) => state)).toEqual(['queued', 'queued', 'queued', 'queued']);
           await repository.markSent('a', seqs[2]!);
           await repository.markSent('a', seqs[2]!);
@@ -1245,7 +1256,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
             [seqs[1], 'released', 9],
             [seqs[2], 'sent', undefined],
           ]);
-          await repository.markSent('a', seqs[1]!);
+          await repository.resetSent('a', seqs[1]!);
           expect(await statesOf(repository)).toEqual([
             [seqs[0], 'sent', undefined],
             [seqs[1], 'released', 9],
@@ -1316,12 +1327,27 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
             repository.markSent('a', third),
             repository.markReleased('a', second, 12),
             repository.complete('a', second),
-            repository.markSent('a', seq),
+            repository.resetSent('a', seq),
           ]);
           expect(await statesOf(repository)).toEqual([
             [seq, 'released', 11],
             [third, 'queued', undefined],
           ]);
+        }));
+
+      it('a delivery stored with sent: true raises the watermark to it in the same transition', () =>
+        withFixture(async ({ repository }) => {
+          const first = await oneEntry(repository, 1);
+          const marked = seqOf(await repository.publish({ message: message('t', 'now'), deliveries: [{ ...to('a'), sent: true }] }), 'a');
+          const later = seqOf(await repository.publish({ message: message('t', 'later'), deliveries: [to('a')] }), 'a');
+          expect(await statesOf(repository)).toEqual([
+            [first, 'sent', undefined],
+            [marked, 'sent', undefined],
+            [later, 'queued', undefined],
+          ]);
+          // Raise only: a later markSent below it changes nothing.
+          await repository.markSent('a', first);
+          expect((await statesOf(repository)).map(([, state]) => state)).toEqual(['sent', 'sent', 'queued']);
         }));
 
       it('a publish submitted right after markSent without awaiting reads back as queued', () =>
@@ -1773,6 +1799,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
         ['unsubscribe', (r) => r.unsubscribe('a', ['x'])],
         ['publish', (r) => r.publish({ message: message('x', 'p'), deliveries: [to('a')] })],
         ['markSent', (r, seq) => r.markSent('a', seq)],
+        ['resetSent', (r, seq) => r.resetSent('a', seq)],
         ['markReleased', (r, seq) => r.markReleased('a', seq, 1)],
         ['complete', (r, seq) => r.complete('a', seq)],
         ['releaseInbound', (r) => r.releaseInbound('a', 1)],
@@ -1875,7 +1902,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
             seqsB.push(seqOf(given, 'b'));
           }
           await repository.markSent('a', seqs[2]!);
-          await repository.markSent('a', seqs[0]!);
+          await repository.resetSent('a', seqs[0]!);
           await repository.markSent('b', Number.MAX_SAFE_INTEGER);
           let again = await reopen();
           expect((await readAll(again, 'a')).map((e) => e.state)).toEqual(['sent', 'queued', 'queued']);
