@@ -1,7 +1,7 @@
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { join, resolve } from 'node:path';
 import { AdminServer } from '../admin/admin-server.js';
-import { BrokerError, ErrorCodes } from '../errors.js';
+import { BrokerError, ErrorCodes, errorMessage } from '../errors.js';
 import { silentLogger, type Logger } from '../logger.js';
 import { Connection, type BrokerContext } from '../protocol/connection.js';
 import { Distributor } from '../session/distributor.js';
@@ -123,7 +123,7 @@ export function createBroker(options: BrokerOptions = {}): Broker {
             admin = await AdminServer.start({ path, store: join(dataDir, 'store'), inspector: durable.inspector(), sessions, log });
           } catch (error) {
             // MQTT is served without it; broker-admin then reports the store in use and no admin channel.
-            log.warn(`admin channel not available on ${path}: ${error instanceof Error ? error.message : String(error)}`);
+            log.warn(`admin channel not available on ${path}: ${errorMessage(error)}`);
           }
         }
         server = createServer(accept);

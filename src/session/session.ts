@@ -1,3 +1,4 @@
+import { errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Message, OutboundEntry, QoS, SessionRepository } from '../store/repository.js';
 import { MAX_PACKET_ID, packetIdOf } from './packet-ids.js';
@@ -103,10 +104,6 @@ export class Session {
 
   get channel(): OutboundChannel | undefined {
     return this.#channel;
-  }
-
-  get inflightCount(): number {
-    return this.#inflight.size;
   }
 
   /** Links a connection; nothing is sent until `resume`, so CONNACK can go first. */
@@ -388,7 +385,7 @@ export class Session {
    * ending the connection makes the client reconnect and the session reload from it.
    */
   #fail(error: unknown): void {
-    const message = error instanceof Error ? error.message : String(error);
+    const message = errorMessage(error);
     this.#log.error(`session ${JSON.stringify(this.clientId)}: ${message}; closing its connection`);
     this.#channel?.end(`store failure: ${message}`);
   }

@@ -21,6 +21,8 @@
  * only fan-out stores the body once and counts references.
  */
 
+import type { Message, OutboundState } from './repository.js';
+
 export const FORMAT_KEY = '!format';
 export const FORMAT_VERSION = 1;
 /** Written by the periodic sync; its only purpose is to carry an fsync. */
@@ -158,3 +160,28 @@ export const isBodyValue = (value: unknown): value is BodyValue =>
   isObject(value) && typeof value.t === 'string' && isBytes(value.p) && isQoS(value.o);
 export const isRetainedValue = (value: unknown): value is RetainedValue => isObject(value) && isBytes(value.p) && isQoS(value.o);
 export const isRefCount = isCount;
+
+/** How stored values read back; the repository and broker-admin's inspector share these rules. */
+
+export function toBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/** The message of a queue entry that holds its body inline (no shared body id). */
+export function inlineMessage(entry: QueueEntryValue): Message {
+  return { topic: entry.t!, payload: toBuffer(entry.p!), qos: entry.o! };
+}
+
+export function bodyMessage(body: BodyValue): Message {
+  return { topic: body.t, payload: toBuffer(body.p), qos: body.o };
+}
+
+/** An entry is released once PUBREC was stored for it, else sent up to the watermark, else queued. */
+export function outboundStateOf(
+  seq: number,
+  sentThrough: number,
+  flight: FlightValue | undefined,
+): { state: OutboundState; packetId?: number } {
+  if (flight) return { state: 'released', packetId: flight.i };
+  return { state: seq <= sentThrough ? 'sent' : 'queued' };
+}

@@ -16,7 +16,11 @@ import {
   isSentThroughValue,
   isSessionValue,
   isSubscriptionValue,
+  bodyMessage,
+  inlineMessage,
   keys,
+  outboundStateOf,
+  toBuffer,
   type QueueEntryValue,
   type SessionValue,
 } from './key-layout.js';
@@ -274,19 +278,15 @@ export class StoreView {
     for await (const [key, value] of this.#db.iterator({ ...range, snapshot: this.#snapshot })) {
       const seq = keys.seqOfQueueKey(key);
       const stored = decode(value, key, isQueueEntryValue);
+      const packetId = releases.get(seq);
       const entry: InspectedEntry = {
         seq,
         message: await this.#message(stored, key, bodies),
         qos: stored.q,
         retain: stored.r,
-        state: seq <= sentThrough ? 'sent' : 'queued',
+        ...outboundStateOf(seq, sentThrough, packetId === undefined ? undefined : { s: 2, i: packetId }),
       };
       if (stored.m !== undefined) entry.sharedBody = stored.m;
-      const packetId = releases.get(seq);
-      if (packetId !== undefined) {
-        entry.state = 'released';
-        entry.packetId = packetId;
-      }
       yield entry;
     }
   }
@@ -384,7 +384,7 @@ export class StoreView {
   }
 
   async #message(stored: QueueEntryValue, key: string, bodies: BodyCache): Promise<Message> {
-    if (stored.m === undefined) return { topic: stored.t!, payload: toBuffer(stored.p!), qos: stored.o! };
+    if (stored.m === undefined) return inlineMessage(stored);
     const body = await bodies.get(stored.m);
     if (!body) {
       throw new BrokerError(ErrorCodes.STORE_CORRUPT_RECORD, `store record ${JSON.stringify(key)} references missing message ${stored.m}`);
@@ -396,8 +396,7 @@ export class StoreView {
     const key = keys.body(id);
     const bytes = await this.#get(key);
     if (bytes === undefined) return undefined;
-    const body = decode(bytes, key, isBodyValue);
-    return { topic: body.t, payload: toBuffer(body.p), qos: body.o };
+    return bodyMessage(decode(bytes, key, isBodyValue));
   }
 
   #range(range: { gt: string; lt: string }) {
@@ -426,10 +425,6 @@ class BodyCache {
     this.#cache.set(id, body);
     return body;
   }
-}
-
-function toBuffer(bytes: Uint8Array): Buffer {
-  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 function inspectedSession(clientId: string, { c, l }: SessionValue): InspectedSession {

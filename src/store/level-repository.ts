@@ -20,7 +20,11 @@ import {
   isSentThroughValue,
   isSessionValue,
   isSubscriptionValue,
+  bodyMessage,
+  inlineMessage,
   keys,
+  outboundStateOf,
+  toBuffer,
   type BodyValue,
   type FlightValue,
   type QueueEntryValue,
@@ -193,23 +197,13 @@ export class LevelRepository implements SessionRepository {
         if (bytes === undefined) {
           throw new BrokerError(ErrorCodes.STORE_CORRUPT_RECORD, `queue of ${clientId} references missing message ${id}`);
         }
-        const body = decode(bytes, keys.body(id), isBodyValue);
-        bodies.set(id, { topic: body.t, payload: toBuffer(body.p), qos: body.o });
+        bodies.set(id, bodyMessage(decode(bytes, keys.body(id), isBodyValue)));
       });
     }
     return values.map((value, index) => {
       const seq = seqs[index]!;
-      const message: Message =
-        value.m === undefined ? { topic: value.t!, payload: toBuffer(value.p!), qos: value.o! } : bodies.get(value.m)!;
-      const entry: OutboundEntry = { seq, message, qos: value.q, retain: value.r, state: 'queued' };
-      const flight = flights.get(seq);
-      if (flight) {
-        entry.state = 'released';
-        entry.packetId = flight.i;
-      } else if (seq <= sentThrough) {
-        entry.state = 'sent';
-      }
-      return entry;
+      const message = value.m === undefined ? inlineMessage(value) : bodies.get(value.m)!;
+      return { seq, message, qos: value.q, retain: value.r, ...outboundStateOf(seq, sentThrough, flights.get(seq)) };
     });
   }
 
@@ -535,8 +529,4 @@ function openError(location: string, error: unknown): BrokerError {
     `cannot open the store at ${location}: ${detail} (broker-admin verify --data <dir> checks a store)`,
     { cause: error },
   );
-}
-
-function toBuffer(bytes: Uint8Array): Buffer {
-  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
