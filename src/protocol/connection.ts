@@ -7,6 +7,7 @@ import type { OutboundChannel, OutgoingPublish, Session } from '../session/sessi
 import type { SessionManager } from '../session/session-manager.js';
 import type { Message } from '../store/repository.js';
 import { dispatch } from './dispatcher.js';
+import type { ListenerInfo } from './listener-info.js';
 import { createStrictParser } from './strict-parser.js';
 
 export interface ProtocolOptions {
@@ -50,6 +51,10 @@ const INBOX_HIGH_WATER = 256;
 export class Connection implements OutboundChannel {
   readonly context: BrokerContext;
   readonly remote: string;
+  /** The listener that accepted this connection (loopback, TLS, its allow_anonymous). */
+  readonly listener: ListenerInfo;
+  /** The subject CN of the client certificate verified on a TLS listener with cert_username: an authenticated user name. */
+  readonly certificateUser: string | undefined;
   state: State = 'awaiting-connect';
   session: Session | undefined;
   will: Will | undefined;
@@ -66,9 +71,11 @@ export class Connection implements OutboundChannel {
   #closedResolve!: () => void;
   readonly closed = new Promise<void>((resolve) => (this.#closedResolve = resolve));
 
-  constructor(socket: Socket, context: BrokerContext) {
+  constructor(socket: Socket, context: BrokerContext, listener: ListenerInfo, certificateUser?: string) {
     this.#socket = socket;
     this.context = context;
+    this.listener = listener;
+    this.certificateUser = certificateUser;
     this.remote = `${socket.remoteAddress}:${socket.remotePort}`;
     socket.setNoDelay(true);
     this.#parser.on('packet', (packet: Packet) => this.#receive(packet));

@@ -1,21 +1,41 @@
-import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { join, resolve } from 'node:path';
 import { AdminServer } from '../admin/admin-server.js';
 import { BrokerError, ErrorCodes, errorMessage } from '../errors.js';
 import { silentLogger, type Logger } from '../logger.js';
 import { Connection, type BrokerContext } from '../protocol/connection.js';
+import type { ListenerInfo } from '../protocol/listener-info.js';
 import { Distributor } from '../session/distributor.js';
 import { SessionManager } from '../session/session-manager.js';
 import { LevelRepository } from '../store/level-repository.js';
 import { MemoryRepository } from '../store/memory-repository.js';
 import { DEFAULT_QUEUE_LIMITS, type QueueLimits } from '../store/queue-limits.js';
 import type { SessionRepository } from '../store/repository.js';
+import { Listener, type ListenerOptions, type TlsListenerOptions } from './listeners.js';
+
+export type { ListenerOptions, TlsListenerOptions };
 
 export interface BrokerOptions {
-  /** Interface to listen on. Loopback by default: exposing the broker is a deliberate choice. */
+  /**
+   * Interface to listen on. Loopback by default: exposing the broker is a deliberate choice.
+   * With `listeners`, replaces the first listener's host.
+   */
   host?: string;
-  /** TCP port; 0 picks a free one (see `address()` after `listen()`). */
+  /** TCP port; 0 picks a free one (see `address()` after `listen()`). With `listeners`, replaces the first listener's port. */
   port?: number;
+  /** Several listeners, plain TCP or TLS (default: one, from `host` and `port`). */
+  listeners?: ListenerOptions[];
+  /**
+   * Accept clients without a verified user name on listeners that are not loopback (default false);
+   * a listener's own `allowAnonymous` overrides it. Loopback listeners always accept them.
+   */
+  allowAnonymous?: boolean;
+  /** Password file (absolute path) that user names are verified against; without it they are not verified. */
+  passwordFile?: string;
+  /** ACL file (absolute path); without it every client may publish and subscribe to anything. */
+  aclFile?: string;
+  /** What to do with a store found corrupt at start (default 'fail': exit naming the problem; 'move-aside': rename it and start empty). */
+  storeOnCorrupt?: 'fail' | 'move-aside';
   /** Data directory; the LevelDB store lives in `<data>/store`. */
   dataDir?: string;
   /** fsync every batch before acknowledging (default true). See LevelRepositoryOptions.sync. */
@@ -34,6 +54,16 @@ export interface BrokerOptions {
   readWindow?: number;
   /** Milliseconds a new socket has to send CONNECT (default 30000). */
   connectTimeoutMs?: number;
+  /** Bytes of one MQTT packet, fixed header included (default 1 MiB); a bigger one closes the connection before its body is read. */
+  maxPacketSize?: number;
+  /** Open client connections across all listeners (default 10000); a socket beyond it is closed at once. */
+  maxConnections?: number;
+  /** UTF-8 bytes of a topic name or filter (default 1024). */
+  maxTopicLength?: number;
+  /** Levels of a topic name or filter (default 128). */
+  maxTopicLevels?: number;
+  /** Subscriptions one session may hold (default 1000); SUBSCRIBE gets 0x80 for new filters beyond it. */
+  maxSubscriptionsPerClient?: number;
   /**
    * Serve broker-admin on the Unix socket `<dataDir>/admin.sock` (mode 0600). Default: on with the
    * LevelDB store, off when a `repository` is injected (there is no store for it to inspect).
@@ -47,7 +77,10 @@ export interface Broker {
   listen(): Promise<AddressInfo>;
   /** Stops accepting, ends every connection, lets store writes under way finish, closes the store. */
   close(): Promise<void>;
+  /** The first listener's address, once listening. */
   address(): AddressInfo | undefined;
+  /** Every listener's address, in the order of `listeners`, once listening. */
+  addresses(): AddressInfo[];
   readonly sessions: SessionManager;
 }
 
@@ -58,19 +91,20 @@ export const DEFAULTS = {
   maxInflight: 32,
   readWindow: 1000,
   connectTimeoutMs: 30_000,
+  maxPacketSize: 1024 * 1024,
+  maxConnections: 10_000,
+  maxTopicLength: 1024,
+  maxTopicLevels: 128,
+  maxSubscriptionsPerClient: 1000,
 } as const;
 
 /** The composition root: store → sessions → routing → protocol → listener. */
 export function createBroker(options: BrokerOptions = {}): Broker {
   const log = options.log ?? silentLogger;
-  const host = options.host ?? DEFAULTS.host;
-  const port = options.port ?? DEFAULTS.port;
+  const listenerOptions = brokerListeners(options);
   const maxInflight = positiveInteger('maxInflight', options.maxInflight ?? DEFAULTS.maxInflight, 65535);
   const readWindow = positiveInteger('readWindow', options.readWindow ?? DEFAULTS.readWindow, 1_000_000);
   const connectTimeoutMs = positiveInteger('connectTimeoutMs', options.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs, 2 ** 31 - 1);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new BrokerError(ErrorCodes.BAD_OPTION, `port must be an integer from 0 to 65535, got ${port}`);
-  }
 
   const limits: QueueLimits = {
     maxMessages: positiveInteger('maxQueuedMessages', options.maxQueuedMessages ?? DEFAULT_QUEUE_LIMITS.maxMessages, 2 ** 40),
@@ -100,11 +134,11 @@ export function createBroker(options: BrokerOptions = {}): Broker {
     shuttingDown: false,
   };
   const connections = new Set<Connection>();
-  let server: Server | undefined;
+  let listeners: Listener[] = [];
   let closing: Promise<void> | undefined;
 
-  const accept = (socket: Socket) => {
-    const connection = new Connection(socket, context);
+  const accept = (socket: Socket, listener: ListenerInfo, certificateUser: string | undefined) => {
+    const connection = new Connection(socket, context, listener, certificateUser);
     connections.add(connection);
     void connection.closed.then(() => connections.delete(connection));
   };
@@ -126,25 +160,19 @@ export function createBroker(options: BrokerOptions = {}): Broker {
             log.warn(`admin channel not available on ${path}: ${errorMessage(error)}`);
           }
         }
-        server = createServer(accept);
-        await new Promise<void>((resolveListen, rejectListen) => {
-          server!.once('error', rejectListen);
-          server!.listen(port, host, () => {
-            server!.off('error', rejectListen);
-            resolveListen();
-          });
-        });
+        const hooks = { accept, log, handshakeTimeoutMs: connectTimeoutMs, allowAnonymous: options.allowAnonymous ?? false };
+        for (const listenerOption of listenerOptions) listeners.push(await Listener.open(listenerOption, hooks));
       } catch (error) {
-        server = undefined;
+        await Promise.all(listeners.map((listener) => listener.close()));
+        listeners = [];
         await admin?.close();
         admin = undefined;
         await durable.close();
         if (error instanceof BrokerError) throw error;
-        throw new BrokerError(ErrorCodes.LISTEN_FAILED, `cannot listen on ${host}:${port}: ${String(error)}`, { cause: error });
+        throw new BrokerError(ErrorCodes.LISTEN_FAILED, `cannot start: ${String(error)}`, { cause: error });
       }
-      const address = server.address() as AddressInfo;
-      log.info(`listening on ${address.address}:${address.port}`);
-      return address;
+      for (const listener of listeners) log.info(`listening on ${listener.info.name}`);
+      return listeners[0]!.address();
     },
 
     close() {
@@ -152,11 +180,11 @@ export function createBroker(options: BrokerOptions = {}): Broker {
         context.shuttingDown = true;
         // First, so admin requests under way end (and close their snapshots) before the store does.
         await admin?.close();
-        const listening = server;
-        const stopped = listening ? new Promise<void>((done) => listening.close(() => done())) : Promise.resolve();
+        const stopped = Promise.all(listeners.map((listener) => listener.close()));
         for (const connection of connections) connection.close('the broker is shutting down');
         await Promise.all([...connections].map((connection) => connection.closed));
         await stopped;
+        listeners = [];
         await sessions.closeAll();
         await durable.close();
         await volatile.close();
@@ -165,9 +193,37 @@ export function createBroker(options: BrokerOptions = {}): Broker {
     },
 
     address() {
-      return (server?.address() as AddressInfo | null) ?? undefined;
+      return listeners[0]?.address();
+    },
+
+    addresses() {
+      return listeners.map((listener) => listener.address());
     },
   };
+}
+
+/**
+ * `listeners`, else one listener from `host` and `port`. Beside `listeners`, `host` and `port`
+ * replace the first listener's address (as the command line's --host and --port do).
+ */
+function brokerListeners(options: BrokerOptions): ListenerOptions[] {
+  const given = options.listeners ?? [{ port: DEFAULTS.port }];
+  const [first, ...rest] = given;
+  if (first === undefined) throw new BrokerError(ErrorCodes.BAD_OPTION, 'listeners must hold at least one listener');
+  const list = [{ ...first, host: options.host ?? first.host ?? DEFAULTS.host, port: options.port ?? first.port }, ...rest];
+  list.forEach((listener, index) => {
+    const name = options.listeners ? `listeners[${index}].` : '';
+    if (!Number.isInteger(listener.port) || listener.port < 0 || listener.port > 65535) {
+      throw new BrokerError(ErrorCodes.BAD_OPTION, `${name}port must be an integer from 0 to 65535, got ${listener.port}`);
+    }
+    const tls = listener.tls;
+    // Without a CA of our own, any certificate from a public CA would verify, and with
+    // certUsername name a user: client certificates are only checked against an explicit CA.
+    if (tls && (tls.requireClientCert === true || tls.certUsername === true) && tls.ca === undefined) {
+      throw new BrokerError(ErrorCodes.BAD_OPTION, `${name}tls.ca is required with requireClientCert or certUsername`);
+    }
+  });
+  return list;
 }
 
 function positiveInteger(name: string, value: number, max: number): number {

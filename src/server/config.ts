@@ -1,0 +1,369 @@
+/**
+ * The config file (`broker --config FILE`): JSON or YAML by extension, snake_case keys, mapped to
+ * BrokerOptions. Everything is checked before the broker starts; each problem names the file and
+ * the key path (`broker.yaml: listeners[1].tls.cert: file not found: /etc/broker/server.crt`), and
+ * all problems are reported at once. Relative paths resolve against the file's directory, so a
+ * config works wherever the broker is started from.
+ */
+import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { readFile, stat } from 'node:fs/promises';
+import { dirname, extname, resolve } from 'node:path';
+import { parse as parseYaml, YAMLParseError } from 'yaml';
+import { BrokerError, ErrorCodes, errorMessage } from '../errors.js';
+import type { BrokerOptions } from './broker.js';
+import type { ListenerOptions, TlsListenerOptions } from './listeners.js';
+
+/** What a config file can set: BrokerOptions less the ones only embedders can give (log, repository, admin). */
+export type ConfigOptions = Omit<BrokerOptions, 'log' | 'repository' | 'admin'>;
+
+const TOP_KEYS = [
+  'data_dir',
+  'sync',
+  'sync_interval_ms',
+  'allow_anonymous',
+  'password_file',
+  'acl_file',
+  'store_on_corrupt',
+  'listeners',
+  'limits',
+] as const;
+const LISTENER_KEYS = ['host', 'port', 'allow_anonymous', 'tls'] as const;
+const TLS_KEYS = ['cert', 'key', 'ca', 'require_client_cert', 'cert_username'] as const;
+
+/**
+ * `limits` keys → BrokerOptions, with the ranges createBroker accepts (checked here too, so that
+ * the message can name the key and the file).
+ */
+const LIMITS = {
+  max_inflight: { option: 'maxInflight', min: 1, max: 65535 },
+  max_queued_messages: { option: 'maxQueuedMessages', min: 1, max: 2 ** 40 },
+  max_queued_bytes: { option: 'maxQueuedBytes', min: 1, max: 2 ** 50 },
+  read_window: { option: 'readWindow', min: 1, max: 1_000_000 },
+  connect_timeout_ms: { option: 'connectTimeoutMs', min: 1, max: 2 ** 31 - 1 },
+  // A whole packet, fixed header included: PINGREQ (2 bytes) up to the largest MQTT can encode.
+  max_packet_size: { option: 'maxPacketSize', min: 2, max: 1 + 4 + 268_435_455 },
+  max_connections: { option: 'maxConnections', min: 1, max: 2 ** 31 - 1 },
+  max_topic_length: { option: 'maxTopicLength', min: 1, max: 65535 },
+  max_topic_levels: { option: 'maxTopicLevels', min: 1, max: 65535 },
+  max_subscriptions_per_client: { option: 'maxSubscriptionsPerClient', min: 1, max: 2 ** 31 - 1 },
+} as const satisfies Record<string, { option: keyof BrokerOptions; min: number; max: number }>;
+
+/** Reads, parses and checks a config file; rejects with BAD_CONFIG listing every problem found. */
+export async function loadConfigFile(file: string): Promise<ConfigOptions> {
+  formatOf(file);
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (error) {
+    throw new BrokerError(ErrorCodes.BAD_CONFIG, `${file}: cannot read the config file: ${fileProblem(error, resolve(file))}`, { cause: error });
+  }
+  return configToOptions(parseConfigText(text, file), file);
+}
+
+/** JSON for `.json`, YAML for `.yaml`/`.yml`; a syntax error names the line and column. */
+export function parseConfigText(text: string, file: string): unknown {
+  if (formatOf(file) === 'json') {
+    try {
+      return JSON.parse(text) as unknown;
+    } catch (error) {
+      const position = /at position (\d+)/.exec(errorMessage(error));
+      const at = position ? `${lineAndColumn(text, Number(position[1]))}: ` : '';
+      // V8 quotes the text around the error, newlines included: keep the message on one line.
+      const what = errorMessage(error).replace(/\s*\n\s*/g, ' ');
+      throw new BrokerError(ErrorCodes.BAD_CONFIG, `${file}: ${at}not valid JSON: ${what}`, { cause: error });
+    }
+  }
+  try {
+    // YAML 1.2 core schema: `yes`/`on` are strings, not booleans; duplicate keys are errors.
+    return parseYaml(text, { uniqueKeys: true }) as unknown;
+  } catch (error) {
+    if (error instanceof YAMLParseError) {
+      const at = error.linePos ? `line ${error.linePos[0].line}, column ${error.linePos[0].col}: ` : '';
+      const what = error.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '');
+      throw new BrokerError(ErrorCodes.BAD_CONFIG, `${file}: ${at}not valid YAML: ${what}`, { cause: error });
+    }
+    throw new BrokerError(ErrorCodes.BAD_CONFIG, `${file}: not valid YAML: ${errorMessage(error)}`, { cause: error });
+  }
+}
+
+/**
+ * Checks a parsed config and maps it to BrokerOptions: reads the TLS files (the broker takes PEM
+ * contents), checks that the password and ACL files exist, resolves relative paths against the
+ * directory of `file`. Keys the file does not set are left out, so the broker's defaults apply.
+ */
+export async function configToOptions(raw: unknown, file: string): Promise<ConfigOptions> {
+  const check = new Checker(file, dirname(resolve(file)));
+  // An empty YAML file is null: no settings, every default.
+  const top = raw === null ? {} : check.mapping(raw, '', TOP_KEYS);
+  if (top === undefined) throw check.error();
+  const options: ConfigOptions = {};
+
+  const dataDir = check.string(top, 'data_dir', 'data_dir');
+  if (dataDir !== undefined) options.dataDir = check.path(dataDir);
+
+  const sync = check.boolean(top, 'sync', 'sync');
+  const syncIntervalMs = check.integer(top, 'sync_interval_ms', 'sync_interval_ms', 0, 60_000);
+  if (syncIntervalMs !== undefined && syncIntervalMs > 0) {
+    // An interval means acknowledging before the fsync, whatever `sync` says (like --sync-interval).
+    options.sync = false;
+    options.syncIntervalMs = syncIntervalMs;
+  } else if (sync !== undefined) {
+    options.sync = sync;
+    options.syncIntervalMs = 0;
+  }
+
+  const allowAnonymous = check.boolean(top, 'allow_anonymous', 'allow_anonymous');
+  if (allowAnonymous !== undefined) options.allowAnonymous = allowAnonymous;
+  const passwordFile = await check.existingFile(top, 'password_file', 'password_file');
+  if (passwordFile !== undefined) options.passwordFile = passwordFile;
+  const aclFile = await check.existingFile(top, 'acl_file', 'acl_file');
+  if (aclFile !== undefined) options.aclFile = aclFile;
+  const storeOnCorrupt = check.oneOf(top, 'store_on_corrupt', 'store_on_corrupt', ['fail', 'move-aside'] as const);
+  if (storeOnCorrupt !== undefined) options.storeOnCorrupt = storeOnCorrupt;
+
+  if (top['listeners'] !== undefined) {
+    const listeners = await readListeners(check, top['listeners']);
+    if (listeners !== undefined) options.listeners = listeners;
+  }
+
+  if (top['limits'] !== undefined) {
+    const limits = check.mapping(top['limits'], 'limits', Object.keys(LIMITS));
+    if (limits !== undefined) {
+      for (const [key, { option, min, max }] of Object.entries(LIMITS)) {
+        const value = check.integer(limits, key, `limits.${key}`, min, max);
+        if (value !== undefined) options[option] = value;
+      }
+    }
+  }
+
+  if (check.problems.length > 0) throw check.error();
+  return options;
+}
+
+/**
+ * A path given on the command line (`--password-file`, `--acl-file`): resolved against the
+ * working directory, and it must be an existing file, like its config file key.
+ */
+export async function existingFileOption(flag: string, path: string): Promise<string> {
+  const absolute = resolve(path);
+  const problem = await notAFile(absolute);
+  if (problem !== undefined) throw new BrokerError(ErrorCodes.BAD_OPTION, `${flag}: ${problem}`);
+  return absolute;
+}
+
+async function readListeners(check: Checker, value: unknown): Promise<ListenerOptions[] | undefined> {
+  if (!Array.isArray(value)) return check.problem('listeners', `expected a list of listeners, got ${describe(value)}`);
+  if (value.length === 0) return check.problem('listeners', 'must hold at least one listener');
+  const listeners: ListenerOptions[] = [];
+  const seen = new Map<string, number>();
+  for (const [index, item] of value.entries()) {
+    const path = `listeners[${index}]`;
+    const entry = check.mapping(item, path, LISTENER_KEYS);
+    if (entry === undefined) continue;
+    const host = check.string(entry, 'host', `${path}.host`) ?? '127.0.0.1';
+    const port = check.integer(entry, 'port', `${path}.port`, 0, 65535);
+    if (port === undefined && entry['port'] === undefined) check.problem(`${path}.port`, 'required');
+    const listener: ListenerOptions = { host, port: port ?? 0 };
+    const allowAnonymous = check.boolean(entry, 'allow_anonymous', `${path}.allow_anonymous`);
+    if (allowAnonymous !== undefined) listener.allowAnonymous = allowAnonymous;
+    if (entry['tls'] !== undefined) {
+      const tls = await readTls(check, entry['tls'], `${path}.tls`);
+      if (tls !== undefined) listener.tls = tls;
+    }
+    if (port !== undefined && port !== 0) {
+      const key = `${host}|${port}`;
+      const earlier = seen.get(key);
+      if (earlier !== undefined) check.problem(path, `same host and port as listeners[${earlier}]`);
+      else seen.set(key, index);
+    }
+    listeners.push(listener);
+  }
+  return listeners;
+}
+
+async function readTls(check: Checker, value: unknown, path: string): Promise<TlsListenerOptions | undefined> {
+  const entry = check.mapping(value, path, TLS_KEYS);
+  if (entry === undefined) return undefined;
+  const requireClientCert = check.boolean(entry, 'require_client_cert', `${path}.require_client_cert`);
+  const certUsername = check.boolean(entry, 'cert_username', `${path}.cert_username`);
+  const problems = check.problems.length;
+  const cert = await check.pemFile(entry, 'cert', `${path}.cert`, 'certificate');
+  const key = await check.pemFile(entry, 'key', `${path}.key`, 'private key');
+  const ca = await check.pemFile(entry, 'ca', `${path}.ca`, 'certificate');
+  if (entry['cert'] === undefined) check.problem(`${path}.cert`, 'required (the server certificate, PEM)');
+  if (entry['key'] === undefined) check.problem(`${path}.key`, 'required (the server private key, PEM)');
+  if ((requireClientCert === true || certUsername === true) && entry['ca'] === undefined) {
+    // Without a CA of our own, any certificate from a public CA would verify, and name a user.
+    check.problem(`${path}.ca`, 'required when require_client_cert or cert_username is true (the CA that signs client certificates)');
+  }
+  if (cert === undefined || key === undefined || check.problems.length > problems) return undefined;
+  if (!new X509Certificate(cert).checkPrivateKey(createPrivateKey(key))) {
+    check.problem(`${path}.key`, `does not belong to the certificate in ${check.path(String(entry['cert']))}`);
+    return undefined;
+  }
+  return {
+    cert,
+    key,
+    ...(ca === undefined ? {} : { ca }),
+    ...(requireClientCert === undefined ? {} : { requireClientCert }),
+    ...(certUsername === undefined ? {} : { certUsername }),
+  };
+}
+
+/** Collects problems as `file: key.path: message`; each reader returns undefined for a missing or bad value. */
+class Checker {
+  readonly problems: string[] = [];
+  readonly #file: string;
+  readonly #baseDir: string;
+
+  constructor(file: string, baseDir: string) {
+    this.#file = file;
+    this.#baseDir = baseDir;
+  }
+
+  error(): BrokerError {
+    return new BrokerError(ErrorCodes.BAD_CONFIG, this.problems.join('\n'));
+  }
+
+  problem(path: string, message: string): undefined {
+    this.problems.push(path === '' ? `${this.#file}: ${message}` : `${this.#file}: ${path}: ${message}`);
+    return undefined;
+  }
+
+  path(value: string): string {
+    return resolve(this.#baseDir, value);
+  }
+
+  /** The mapping at `path`; reports every key it does not know. */
+  mapping(value: unknown, path: string, known: readonly string[]): Record<string, unknown> | undefined {
+    if (!isMapping(value)) {
+      return this.problem(path, `expected a mapping of ${path === '' ? 'settings' : 'keys'}, got ${describe(value)}`);
+    }
+    for (const key of Object.keys(value)) {
+      if (!known.includes(key)) this.problem(path === '' ? key : `${path}.${key}`, `unknown key${suggestion(key, known)}`);
+    }
+    return value;
+  }
+
+  boolean(container: Record<string, unknown>, key: string, path: string): boolean | undefined {
+    const value = container[key];
+    if (value === undefined || typeof value === 'boolean') return value;
+    return this.problem(path, `expected true or false, got ${describe(value)}`);
+  }
+
+  integer(container: Record<string, unknown>, key: string, path: string, min: number, max: number): number | undefined {
+    const value = container[key];
+    if (value === undefined) return undefined;
+    if (typeof value === 'number' && Number.isInteger(value) && value >= min && value <= max) return value;
+    return this.problem(path, `expected an integer from ${min} to ${max}, got ${describe(value)}`);
+  }
+
+  oneOf<T extends string>(container: Record<string, unknown>, key: string, path: string, values: readonly T[]): T | undefined {
+    const value = container[key];
+    if (value === undefined) return undefined;
+    if (typeof value === 'string' && (values as readonly string[]).includes(value)) return value as T;
+    return this.problem(path, `expected one of ${values.join(', ')}, got ${describe(value)}`);
+  }
+
+  string(container: Record<string, unknown>, key: string, path: string): string | undefined {
+    const value = container[key];
+    if (value === undefined) return undefined;
+    if (typeof value === 'string' && value !== '') return value;
+    return this.problem(path, `expected a non-empty string, got ${describe(value)}`);
+  }
+
+  /** A path that must name an existing file (the broker reads it, now and on reload). */
+  async existingFile(container: Record<string, unknown>, key: string, path: string): Promise<string | undefined> {
+    const value = this.string(container, key, path);
+    if (value === undefined) return undefined;
+    const absolute = this.path(value);
+    const problem = await notAFile(absolute);
+    return problem === undefined ? absolute : this.problem(path, problem);
+  }
+
+  /** Reads a PEM file and checks that it holds what it should: the broker only ever sees the contents. */
+  async pemFile(container: Record<string, unknown>, key: string, path: string, kind: 'certificate' | 'private key'): Promise<Buffer | undefined> {
+    const value = this.string(container, key, path);
+    if (value === undefined) return undefined;
+    const absolute = this.path(value);
+    let contents: Buffer;
+    try {
+      contents = await readFile(absolute);
+    } catch (error) {
+      return this.problem(path, fileProblem(error, absolute));
+    }
+    try {
+      if (kind === 'certificate') new X509Certificate(contents);
+      else createPrivateKey(contents);
+    } catch (error) {
+      return this.problem(path, `${absolute} does not hold a PEM ${kind}${kind === 'private key' ? ' (unencrypted)' : ''}: ${errorMessage(error)}`);
+    }
+    return contents;
+  }
+}
+
+type Format = 'json' | 'yaml';
+
+function formatOf(file: string): Format {
+  const extension = extname(file).toLowerCase();
+  if (extension === '.json') return 'json';
+  if (extension === '.yaml' || extension === '.yml') return 'yaml';
+  throw new BrokerError(ErrorCodes.BAD_CONFIG, `${file}: unknown config file format: the name must end in .json, .yaml or .yml`);
+}
+
+async function notAFile(absolute: string): Promise<string | undefined> {
+  try {
+    const stats = await stat(absolute);
+    return stats.isFile() ? undefined : `not a file: ${absolute}`;
+  } catch (error) {
+    return fileProblem(error, absolute);
+  }
+}
+
+function fileProblem(error: unknown, absolute: string): string {
+  const code = (error as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT') return `file not found: ${absolute}`;
+  if (code === 'EACCES') return `permission denied: ${absolute}`;
+  if (code === 'EISDIR') return `not a file: ${absolute}`;
+  return `cannot read ${absolute}: ${errorMessage(error)}`;
+}
+
+function lineAndColumn(text: string, offset: number): string {
+  const before = text.slice(0, offset).split('\n');
+  return `line ${before.length}, column ${before.at(-1)!.length + 1}`;
+}
+
+function isMapping(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'a list';
+  if (typeof value === 'object') return 'a mapping';
+  if (typeof value === 'string') return JSON.stringify(value.length > 60 ? `${value.slice(0, 60)}…` : value);
+  return String(value);
+}
+
+/** ` (did you mean max_inflight?)` for a key one or two edits away from a known one. */
+function suggestion(key: string, known: readonly string[]): string {
+  let best: string | undefined;
+  let bestDistance = 3;
+  for (const candidate of known) {
+    const distance = editDistance(key, candidate);
+    if (distance < bestDistance) [best, bestDistance] = [candidate, distance];
+  }
+  return best === undefined ? '' : ` (did you mean ${best}?)`;
+}
+
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, index) => index);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) {
+      current[j] = Math.min(previous[j]! + 1, current[j - 1]! + 1, previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    previous = current;
+  }
+  return previous[b.length]!;
+}
