@@ -8,7 +8,6 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import { dirname, extname, resolve } from 'node:path';
-import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { BrokerError, ErrorCodes, errorMessage } from '../errors.js';
 import type { BrokerOptions } from './broker.js';
 import type { ListenerOptions, TlsListenerOptions } from './listeners.js';
@@ -57,11 +56,14 @@ export async function loadConfigFile(file: string): Promise<ConfigOptions> {
   } catch (error) {
     throw new BrokerError(ErrorCodes.BAD_CONFIG, `${file}: cannot read the config file: ${fileProblem(error, resolve(file))}`, { cause: error });
   }
-  return configToOptions(parseConfigText(text, file), file);
+  return configToOptions(await parseConfigText(text, file), file);
 }
 
-/** JSON for `.json`, YAML for `.yaml`/`.yml`; a syntax error names the line and column. */
-export function parseConfigText(text: string, file: string): unknown {
+/**
+ * JSON for `.json`, YAML for `.yaml`/`.yml`; a syntax error names the line and column. The YAML
+ * parser is loaded only for a YAML file: it is a sizeable module, and start-up time counts.
+ */
+export async function parseConfigText(text: string, file: string): Promise<unknown> {
   if (formatOf(file) === 'json') {
     try {
       return JSON.parse(text) as unknown;
@@ -73,6 +75,7 @@ export function parseConfigText(text: string, file: string): unknown {
       throw new BrokerError(ErrorCodes.BAD_CONFIG, `${file}: ${at}not valid JSON: ${what}`, { cause: error });
     }
   }
+  const { parse: parseYaml, YAMLParseError } = await import('yaml');
   try {
     // YAML 1.2 core schema: `yes`/`on` are strings, not booleans; duplicate keys are errors.
     return parseYaml(text, { uniqueKeys: true }) as unknown;
