@@ -58,6 +58,7 @@ interface Options {
   tag?: string;
   keepData?: boolean;
   mosquitto: string;
+  oursArgs: string[];
   json?: boolean;
 }
 
@@ -77,6 +78,7 @@ async function main(): Promise<void> {
     .option('--overdue-ms <ms>', 'an acknowledged message not delivered within this long stops holding up its publisher', positive, 1_000)
     .option('--stall-ms <ms>', 'a run with no progress for this long fails', positive, 15_000)
     .option('--mosquitto <path>', 'the mosquitto binary', DEFAULT_MOSQUITTO)
+    .option('--ours-args <args>', 'extra command-line arguments for our broker, space-separated (shown in the report)', (value: string) => value.split(/\s+/).filter(Boolean), [] as string[])
     .option('--out <dir>', 'where the results go', join(root, 'bench/results'))
     .option('--data-root <dir>', 'where the fresh data directories are created', tmpdir())
     .option('--tag <name>', 'suffix for the result files (default: "quick" for --quick, "custom" for non-default brokers/scenarios/sizes)')
@@ -130,7 +132,7 @@ async function main(): Promise<void> {
   trackDir(snapshot);
   cpSync(join(root, 'dist'), join(snapshot, 'dist'), { recursive: true });
   cpSync(join(root, 'bin'), join(snapshot, 'bin'), { recursive: true });
-  const definitions = brokerDefinitions(root, options.mosquitto, snapshot);
+  const definitions = brokerDefinitions(root, options.mosquitto, snapshot, options.oursArgs);
   const ctx: Context = { root, distDir, workRoot, sizes, definitions, log };
 
   const startedAt = new Date();

@@ -36,10 +36,22 @@ interface BrokerDefinition {
 export const DEFAULT_MOSQUITTO = '/usr/sbin/mosquitto';
 
 /**
+ * Outbound messages in flight per client, given to every broker that has such a limit, so none
+ * is measured with a narrower window than another (Mosquitto's default is 20, ours 32; Aedes has
+ * no limit).
+ */
+export const BENCH_MAX_INFLIGHT = 1000;
+
+/**
  * `oursDir` holds the `bin/` and `dist/` our broker runs from: the runner passes a snapshot taken at
  * start, so a rebuild of dist/ while the bench runs cannot change the broker under test.
  */
-export function brokerDefinitions(root: string, mosquitto = DEFAULT_MOSQUITTO, oursDir = root): Record<BrokerId, BrokerDefinition> {
+export function brokerDefinitions(
+  root: string,
+  mosquitto = DEFAULT_MOSQUITTO,
+  oursDir = root,
+  oursArgs: string[] = [],
+): Record<BrokerId, BrokerDefinition> {
   const ourVersion = () => {
     const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string };
     let commit = '';
@@ -57,12 +69,16 @@ export function brokerDefinitions(root: string, mosquitto = DEFAULT_MOSQUITTO, o
       id: sync ? 'ours' : 'ours-nosync',
       label: sync ? 'ours' : 'ours --no-sync',
       version: ourVersion(),
-      config: sync ? 'bin/broker.js defaults (fsync before every ack, group commit, max-inflight 32)' : 'bin/broker.js --no-sync',
+      config:
+        (sync
+          ? `bin/broker.js defaults (fsync before every ack, group commit) but --max-inflight ${BENCH_MAX_INFLIGHT}`
+          : `bin/broker.js --no-sync --max-inflight ${BENCH_MAX_INFLIGHT}`) +
+        (oursArgs.length > 0 ? `, with ${oursArgs.join(' ')}` : ''),
       ...(existsSync(join(root, 'dist/cli/broker-cli.js')) ? {} : { missing: 'dist/ is not built (run `npx tsc -p .`)' }),
     }),
     launch: (dataDir, port) => ({
       command: process.execPath,
-      args: [join(oursDir, 'bin/broker.js'), '--host', '127.0.0.1', '--port', String(port), '--data', dataDir, ...(sync ? [] : ['--no-sync'])],
+      args: [join(oursDir, 'bin/broker.js'), '--host', '127.0.0.1', '--port', String(port), '--data', dataDir, '--max-inflight', String(BENCH_MAX_INFLIGHT), ...(sync ? [] : ['--no-sync']), ...oursArgs],
       readyLine: /listening on 127\.0\.0\.1:\d+/,
     }),
   });
@@ -87,7 +103,7 @@ export function brokerDefinitions(root: string, mosquitto = DEFAULT_MOSQUITTO, o
           id: 'mosquitto',
           label: 'Mosquitto',
           version,
-          config: 'persistence true (autosave defaults), max_queued_messages 0 (unlimited), max_inflight_messages 1000, set_tcp_nodelay true',
+          config: `persistence true (autosave defaults), max_queued_messages 0 (unlimited), max_inflight_messages ${BENCH_MAX_INFLIGHT}, set_tcp_nodelay true`,
         };
       },
       launch: (dataDir, port, workDir) => {
@@ -101,7 +117,7 @@ export function brokerDefinitions(root: string, mosquitto = DEFAULT_MOSQUITTO, o
           `persistence_location ${dataDir}/`,
           'max_queued_messages 0',
           'max_queued_bytes 0',
-          'max_inflight_messages 1000',
+          `max_inflight_messages ${BENCH_MAX_INFLIGHT}`,
           'set_tcp_nodelay true',
           'log_dest stderr',
           'log_type error',
