@@ -14,6 +14,12 @@ export const ErrorCodes = {
   BAD_CONFIG: 'BROKER_ERR_BAD_CONFIG',
   LISTEN_FAILED: 'BROKER_ERR_LISTEN_FAILED',
   PROTOCOL_VIOLATION: 'BROKER_ERR_PROTOCOL_VIOLATION',
+  /** The password file cannot be read or has a bad line (the message names the file and line). */
+  PASSWORD_FILE_INVALID: 'BROKER_ERR_PASSWORD_FILE_INVALID',
+  /** The ACL file cannot be read or has a bad line (the message names the file and line). */
+  ACL_FILE_INVALID: 'BROKER_ERR_ACL_FILE_INVALID',
+  /** A CONNECT for a client id whose session belongs to another user. */
+  SESSION_OWNED_BY_OTHER: 'BROKER_ERR_SESSION_OWNED_BY_OTHER',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

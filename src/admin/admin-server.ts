@@ -1,6 +1,7 @@
 import { chmodSync, existsSync, unlinkSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from '../logger.js';
+import type { BrokerCounters } from '../protocol/limits.js';
 import type { Session } from '../session/session.js';
 import type { SessionManager } from '../session/session-manager.js';
 import type { LevelInspector } from '../store/level-inspector.js';
@@ -26,6 +27,8 @@ export interface AdminServerOptions {
   sessions: SessionManager;
   store: string;
   log: Logger;
+  /** The broker's counters, shown by `stats`. */
+  counters?: Readonly<BrokerCounters>;
 }
 
 export class AdminServer {
@@ -39,7 +42,7 @@ export class AdminServer {
   private constructor(options: AdminServerOptions, server: Server) {
     this.path = options.path;
     this.#server = server;
-    this.#target = new RunningTarget(options.store, options.inspector, options.sessions);
+    this.#target = new RunningTarget(options.store, options.inspector, options.sessions, options.counters);
     this.#log = options.log;
     server.on('connection', (socket) => this.#accept(socket));
   }
@@ -185,11 +188,13 @@ class RunningTarget implements AdminTarget {
   readonly #inspector: LevelInspector;
   readonly #sessions: SessionManager;
   readonly live: NonNullable<AdminTarget['live']>;
+  readonly counters: (() => BrokerCounters) | undefined;
 
-  constructor(store: string, inspector: LevelInspector, sessions: SessionManager) {
+  constructor(store: string, inspector: LevelInspector, sessions: SessionManager, counters?: Readonly<BrokerCounters>) {
     this.store = store;
     this.#inspector = inspector;
     this.#sessions = sessions;
+    this.counters = counters && (() => ({ ...counters }));
     this.live = {
       lookup: (clientId) => {
         const session = sessions.lookup(clientId);
@@ -219,6 +224,7 @@ function liveSession(session: Session): LiveSession {
     clientId: session.clientId,
     clean: session.clean,
     connected: session.connected,
+    owner: session.owner,
     subscriptions: [...session.subscriptions].map(([filter, qos]) => ({ filter, qos })),
     async *entries(): AsyncGenerator<OutboundEntry> {
       let after = 0;

@@ -3,6 +3,7 @@ import { packetIdOf } from '../session/packet-ids.js';
 import type { InspectedEntry, InspectedSession, LevelInspector, StoreView } from '../store/level-inspector.js';
 import type { OutboundEntry, Subscription } from '../store/repository.js';
 import { AdminError, AdminErrorCodes } from '../errors.js';
+import type { BrokerCounters } from '../protocol/limits.js';
 import {
   isoTime,
   payloadField,
@@ -37,6 +38,8 @@ export interface LiveSession {
   clientId: string;
   clean: boolean;
   connected: boolean;
+  /** The user name that created the session; undefined for an anonymous client. */
+  owner: string | undefined;
   subscriptions: Subscription[];
   /** The outbound queue in seq order (clean sessions: from memory). */
   entries(): AsyncIterable<OutboundEntry>;
@@ -56,6 +59,8 @@ export interface AdminTarget {
     /** CleanSession=1 sessions, which the store never sees. */
     clean(): Iterable<LiveSession>;
   };
+  /** Running mode only: the broker's counters since it started. */
+  counters?(): BrokerCounters;
   /** Discards a session known to exist; ends its connection, if any. */
   dropSession(clientId: string): Promise<void>;
   /** Removes a retained message known to exist. */
@@ -139,6 +144,7 @@ export async function* runOperation(request: AdminRequest, target: AdminTarget, 
     case 'stats':
       yield header;
       yield* withView(inspector, (view) => totals(view, inspector, progress));
+      if (target.counters) yield { type: 'counters', ...target.counters() };
       return;
     case 'verify': {
       yield header;
@@ -259,6 +265,7 @@ async function* storedSession(view: StoreView, target: AdminTarget, stored: Insp
     connected: target.live?.lookup(clientId)?.connected ?? false,
     createdAt: isoTime(stored.createdAt),
     lastSeen: stored.lastSeen === undefined ? null : isoTime(stored.lastSeen),
+    ...(stored.owner === undefined ? {} : { owner: stored.owner }),
     subscriptions,
     queued,
     dropped: stats?.dropped ?? 0,
@@ -288,6 +295,7 @@ async function* liveSession(live: LiveSession, options: ShowOptions): AsyncGener
     connected: live.connected,
     createdAt: null,
     lastSeen: null,
+    ...(live.owner === undefined ? {} : { owner: live.owner }),
     subscriptions: live.subscriptions,
     queued,
     dropped: stats?.dropped ?? 0,

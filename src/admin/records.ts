@@ -5,6 +5,8 @@
  * within one.
  */
 
+import type { BrokerCounters } from '../protocol/limits.js';
+
 export const SCHEMA_VERSION = 1;
 
 /** How many payload bytes a record shows unless `--full`. */
@@ -65,6 +67,11 @@ export interface SessionRecord {
    * null for a clean session, or a session stored by a broker that did not record it yet.
    */
   lastSeen: string | null;
+  /**
+   * The user name of the client that created the session (the only user that may connect to it).
+   * Absent for a session created by an anonymous client, or stored before owners were recorded.
+   */
+  owner?: string;
   subscriptions: SubscriptionField[];
   /** Every outbound entry still stored (waiting or in flight) and their payload bytes. */
   queued: { count: number; bytes: number };
@@ -115,6 +122,11 @@ export interface TotalsRecord {
   diskBytes: number;
 }
 
+/** `stats` of a running broker only: what it refused since it started (see BrokerCounters). */
+export interface CountersRecord extends BrokerCounters {
+  type: 'counters';
+}
+
 export interface ProblemRecord {
   type: 'problem';
   /** The raw store key (NUL separates its parts). */
@@ -155,6 +167,7 @@ export type AdminRecord =
   | MessageRecord
   | RetainedRecord
   | TotalsRecord
+  | CountersRecord
   | ProblemRecord
   | VerifyRecord
   | DroppedRecord

@@ -1,4 +1,4 @@
-import type { AdminRecord, MessageRecord, PayloadField, RetainedRecord, SessionRecord, TotalsRecord } from './records.js';
+import type { AdminRecord, CountersRecord, MessageRecord, PayloadField, RetainedRecord, SessionRecord, TotalsRecord } from './records.js';
 
 /**
  * The readable output of broker-admin: aligned tables, one per run of records of the same kind.
@@ -58,6 +58,10 @@ export class HumanRenderer {
         this.flush();
         this.#sayMissing();
         this.#write(totalsText(record));
+        return;
+      case 'counters':
+        this.flush();
+        this.#write(countersText(record));
         return;
       case 'verify':
         this.flush();
@@ -119,7 +123,7 @@ export class HumanRenderer {
   }
 }
 
-const SESSION_HEADER = ['CLIENT', 'SESSION', 'CONNECTED', 'CREATED', 'LAST SEEN', 'SUBSCRIPTIONS', 'QUEUED', 'BYTES', 'DROPPED', 'INFLIGHT', 'INBOUND QOS2'];
+const SESSION_HEADER = ['CLIENT', 'SESSION', 'CONNECTED', 'CREATED', 'LAST SEEN', 'SUBSCRIPTIONS', 'QUEUED', 'BYTES', 'DROPPED', 'INFLIGHT', 'INBOUND QOS2', 'OWNER'];
 const MESSAGE_HEADER = ['SEQ', 'STATE', 'PACKET', 'QOS', 'RETAIN', 'TOPIC', 'SIZE', 'PAYLOAD'];
 const RETAINED_HEADER = ['TOPIC', 'QOS', 'SIZE', 'PAYLOAD'];
 
@@ -136,6 +140,7 @@ function sessionRow(record: SessionRecord): Row {
     String(record.dropped),
     list(record.inflight.map(({ packetId, state }) => `#${packetId} ${state}`)),
     list(record.inbound.map(({ packetId }) => `#${packetId}`)),
+    record.owner ?? '-',
   ];
 }
 
@@ -170,6 +175,17 @@ function totalsText(totals: TotalsRecord): string {
   ];
   const width = Math.max(...lines.map(([label]) => label.length));
   return `Totals\n${lines.map(([label, value]) => `  ${label.padEnd(width)}  ${value}`).join('\n')}\n`;
+}
+
+function countersText(counters: CountersRecord): string {
+  const lines: Array<[string, string]> = [
+    ['PUBLISHes refused by the ACL', String(counters.publishesRefused)],
+    ['connections refused (max_connections)', String(counters.connectionsRefused)],
+    ['packets over max_packet_size', String(counters.packetsTooLarge)],
+    ['QoS 0 dropped (client not reading)', String(counters.qos0Dropped)],
+  ];
+  const width = Math.max(...lines.map(([label]) => label.length));
+  return `Since the broker started\n${lines.map(([label, value]) => `  ${label.padEnd(width)}  ${value}`).join('\n')}\n`;
 }
 
 /** Text payloads in JSON quotes (escapes show what is invisible), others as hex. */

@@ -8,6 +8,7 @@ import { HumanRenderer } from '../admin/render.js';
 import { StoppedTarget } from '../admin/stopped-target.js';
 import { AdminError, AdminErrorCodes, BrokerError, ErrorCodes, errorMessage } from '../errors.js';
 import { DEFAULTS } from '../server/broker.js';
+import { addPasswdCommands } from './passwd-command.js';
 
 /**
  * `broker-admin`: inspects and manages a broker's store. It finds the mode by itself: when the
@@ -96,6 +97,7 @@ Exit codes: 0 done, 1 error, 2 verify found problems.`,
     .description("check the store's invariants; exit code 2 and a report of each problem if any is broken")
     .action(run(() => ({ op: 'verify' })));
   common(program.command('compact')).description('compact the LevelDB store').action(run(() => ({ op: 'compact' })));
+  addPasswdCommands(program);
 
   await program.parseAsync(argv);
 }

@@ -52,6 +52,14 @@ export async function main(argv: string[]): Promise<void> {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+  // SIGHUP re-reads the password and ACL files (a change on disk is picked up without it too).
+  process.on('SIGHUP', () => {
+    log.info('SIGHUP received, reloading the password and ACL files');
+    void started.then(
+      () => broker.reload(),
+      () => undefined,
+    );
+  });
 
   try {
     await started;

@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import mqttPacket, { type Packet } from 'mqtt-packet';
 import { errorMessage, ProtocolViolation } from '../errors.js';
+import type { AccessControl } from '../auth/access-control.js';
 import type { Logger } from '../logger.js';
 import type { Distributor } from '../session/distributor.js';
 import type { OutboundChannel, OutgoingPublish, Session } from '../session/session.js';
@@ -21,6 +22,8 @@ export interface BrokerContext {
   distributor: Distributor;
   log: Logger;
   options: ProtocolOptions;
+  /** Authentication and the ACL: who a client is and what it may publish, subscribe to and receive. */
+  access: AccessControl;
   /** Set while the broker shuts down: connections it ends do not publish their wills. */
   shuttingDown: boolean;
 }
@@ -28,6 +31,9 @@ export interface BrokerContext {
 export interface Will {
   message: Message;
   retain: boolean;
+  /** Who publishes it: the ACL's write check applies when it is published, not when it is given. */
+  clientId: string;
+  user: string | undefined;
 }
 
 /**
@@ -201,7 +207,12 @@ export class Connection implements OutboundChannel {
     this.will = undefined;
     if (will && !graceful && !shuttingDown) {
       try {
-        await distributor.publish(will.message, { retain: will.retain });
+        if (this.context.access.canPublish(will.clientId, will.user, will.message.topic)) {
+          await distributor.publish(will.message, { retain: will.retain });
+        } else {
+          this.context.counters.publishesRefused++;
+          log.warn(`${this.describe()}: will message on ${JSON.stringify(will.message.topic)} not published: the ACL does not allow it`);
+        }
       } catch (error) {
         log.error(`${this.describe()}: will message not published: ${errorMessage(error)}`);
       }

@@ -1,6 +1,7 @@
 import type { AddressInfo, Socket } from 'node:net';
 import { join, resolve } from 'node:path';
 import { AdminServer } from '../admin/admin-server.js';
+import { AccessControl } from '../auth/access-control.js';
 import { BrokerError, ErrorCodes, errorMessage } from '../errors.js';
 import { silentLogger, type Logger } from '../logger.js';
 import { Connection, type BrokerContext } from '../protocol/connection.js';
@@ -82,6 +83,11 @@ export interface Broker {
   /** Every listener's address, in the order of `listeners`, once listening. */
   addresses(): AddressInfo[];
   readonly sessions: SessionManager;
+  /**
+   * Re-reads the password and ACL files (the CLI calls it on SIGHUP; changes on disk are picked up
+   * by themselves). A file that does not read or parse keeps the rules in force; the error is logged.
+   */
+  reload(): Promise<void>;
 }
 
 export const DEFAULTS = {
@@ -126,13 +132,18 @@ export function createBroker(options: BrokerOptions = {}): Broker {
   let admin: AdminServer | undefined;
   const volatile = new MemoryRepository({ limits });
   const sessions = new SessionManager({ durable, volatile, limits: { maxInflight, readWindow }, log });
+  const access = new AccessControl({ passwordFile: options.passwordFile, aclFile: options.aclFile, log });
   const context: BrokerContext = {
     sessions,
     distributor: new Distributor(sessions),
     log,
     options: { connectTimeoutMs },
+    access,
     shuttingDown: false,
   };
+  // Read permission is checked per delivery against the subscriber session's owner; without an
+  // ACL the hook stays unset and routing does not pay for it.
+  if (access.hasAcl) context.distributor.canRead = (session, topic) => access.canRead(session.clientId, session.owner, topic);
   const connections = new Set<Connection>();
   let listeners: Listener[] = [];
   let closing: Promise<void> | undefined;
@@ -147,14 +158,26 @@ export function createBroker(options: BrokerOptions = {}): Broker {
     sessions,
 
     async listen() {
-      await Promise.all([durable.open(), volatile.open()]);
+      // First: a password or ACL file that does not parse stops the start before anything is opened.
+      await access.start();
+      await Promise.all([durable.open(), volatile.open()]).catch((error: unknown) => {
+        access.close();
+        throw error;
+      });
       try {
         const restored = await sessions.restore();
         log.info(`restored ${restored.sessions} persistent sessions and ${restored.retained} retained messages`);
         if (adminEnabled && durable instanceof LevelRepository) {
           const path = join(dataDir, 'admin.sock');
           try {
-            admin = await AdminServer.start({ path, store: join(dataDir, 'store'), inspector: durable.inspector(), sessions, log });
+            admin = await AdminServer.start({
+              path,
+              store: join(dataDir, 'store'),
+              inspector: durable.inspector(),
+              sessions,
+              log,
+              counters: context.counters,
+            });
           } catch (error) {
             // MQTT is served without it; broker-admin then reports the store in use and no admin channel.
             log.warn(`admin channel not available on ${path}: ${errorMessage(error)}`);
@@ -163,6 +186,7 @@ export function createBroker(options: BrokerOptions = {}): Broker {
         const hooks = { accept, log, handshakeTimeoutMs: connectTimeoutMs, allowAnonymous: options.allowAnonymous ?? false };
         for (const listenerOption of listenerOptions) listeners.push(await Listener.open(listenerOption, hooks));
       } catch (error) {
+        access.close();
         await Promise.all(listeners.map((listener) => listener.close()));
         listeners = [];
         await admin?.close();
@@ -178,6 +202,7 @@ export function createBroker(options: BrokerOptions = {}): Broker {
     close() {
       closing ??= (async () => {
         context.shuttingDown = true;
+        access.close();
         // First, so admin requests under way end (and close their snapshots) before the store does.
         await admin?.close();
         const stopped = Promise.all(listeners.map((listener) => listener.close()));
@@ -198,6 +223,10 @@ export function createBroker(options: BrokerOptions = {}): Broker {
 
     addresses() {
       return listeners.map((listener) => listener.address());
+    },
+
+    reload() {
+      return access.reload();
     },
   };
 }

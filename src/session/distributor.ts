@@ -31,6 +31,11 @@ export interface Publication {
 /** Fans published messages out to the sessions whose subscriptions match them (write-ahead). */
 export class Distributor {
   readonly #sessions: SessionManager;
+  /**
+   * Set only when an ACL is in force: whether a session (by its owner) may receive a message on a
+   * topic, checked per delivery. Without an ACL it stays undefined and routing pays nothing for it.
+   */
+  canRead: ((session: Session, topic: string) => boolean) | undefined;
 
   constructor(sessions: SessionManager) {
     this.#sessions = sessions;
@@ -52,9 +57,11 @@ export class Distributor {
     const durableTargets: Target[] = [];
     const volatileTargets: Target[] = [];
     const direct: Session[] = [];
+    const canRead = this.canRead;
     for (const [clientId, granted] of this.#sessions.topics.match(message.topic)) {
       const session = this.#sessions.lookup(clientId);
       if (!session) continue;
+      if (canRead !== undefined && !canRead(session, message.topic)) continue;
       // Delivered at the lower of the published QoS and the granted QoS [MQTT-3.8.4-6].
       const qos = Math.min(message.qos, granted) as QoS;
       if (qos === 0) {
@@ -100,6 +107,7 @@ export class Distributor {
    */
   async sendRetained(session: Session, filter: string, granted: QoS): Promise<void> {
     for (const retained of this.#sessions.retained.match(filter)) {
+      if (this.canRead !== undefined && !this.canRead(session, retained.topic)) continue;
       const message: Message = { topic: retained.topic, payload: retained.payload, qos: retained.qos };
       const qos = Math.min(retained.qos, granted) as QoS;
       if (qos === 0) {

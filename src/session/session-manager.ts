@@ -1,3 +1,4 @@
+import { BrokerError, ErrorCodes } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { RetainedIndex } from '../routing/retained-index.js';
 import { TopicTree } from '../routing/topic-tree.js';
@@ -45,8 +46,8 @@ export class SessionManager {
   /** Loads what routing needs: every persistent session's subscriptions and the retained messages. */
   async restore(): Promise<{ sessions: number; retained: number }> {
     const stored = await this.durable.loadSessions();
-    for (const { clientId, subscriptions } of stored) {
-      const session = this.#newSession(clientId, false);
+    for (const { clientId, subscriptions, owner } of stored) {
+      const session = this.#newSession(clientId, false, owner);
       for (const { filter, qos } of subscriptions) this.#route(session, filter, qos);
     }
     const retained = await this.durable.loadRetained();
@@ -70,10 +71,17 @@ export class SessionManager {
    * Starts the session of a CONNECT and links it to the connection. An existing connection of the
    * same client is ended first [MQTT-3.1.4-2]. CleanSession=1 discards any previous session
    * [MQTT-3.1.2-6]; CleanSession=0 resumes it or creates one [MQTT-3.1.2-4].
+   *
+   * `owner` is the user name of the connecting client (undefined: anonymous). A session, live or
+   * stored, belongs to the user that created it: for anyone else this rejects with
+   * SESSION_OWNED_BY_OTHER before anything is touched (no takeover, no discard).
    */
-  start(clientId: string, clean: boolean, channel: OutboundChannel): Promise<StartResult> {
+  start(clientId: string, clean: boolean, channel: OutboundChannel, owner?: string): Promise<StartResult> {
     return this.#exclusive(clientId, async () => {
       let session = this.#sessions.get(clientId);
+      if (session && session.owner !== owner) {
+        throw new BrokerError(ErrorCodes.SESSION_OWNED_BY_OTHER, `the session of client ${JSON.stringify(clientId)} belongs to another user`);
+      }
       if (session?.channel) {
         const previous = session.channel;
         session.unlink(previous);
@@ -89,9 +97,9 @@ export class SessionManager {
       }
       const sessionPresent = session !== undefined;
       if (!session) {
-        session = this.#newSession(clientId, clean);
+        session = this.#newSession(clientId, clean, owner);
         try {
-          await session.repository.createSession(clientId);
+          await session.repository.createSession(clientId, owner);
         } catch (error) {
           this.#sessions.delete(clientId);
           throw error;
@@ -161,9 +169,10 @@ export class SessionManager {
     await Promise.allSettled([...this.#locks.values()]);
   }
 
-  #newSession(clientId: string, clean: boolean): Session {
+  #newSession(clientId: string, clean: boolean, owner: string | undefined): Session {
     const repository = clean ? this.volatile : this.durable;
     const session = new Session(clientId, clean, repository, this.#limits, this.#log);
+    session.owner = owner;
     this.#sessions.set(clientId, session);
     return session;
   }

@@ -55,6 +55,8 @@ export class Session {
   /** CleanSession=1: lives as long as its connection, in the volatile repository. */
   readonly clean: boolean;
   readonly subscriptions = new Map<string, QoS>();
+  /** The user name of the client that created the session (undefined: anonymous); ACL read checks use it. */
+  owner: string | undefined;
   readonly #repository: SessionRepository;
   readonly #limits: SessionLimits;
   readonly #log: Logger;

@@ -1,6 +1,8 @@
 import type { ClassicLevel } from 'classic-level';
-import { BrokerError, ErrorCodes } from '../errors.js';
+import { BrokerError, ErrorCodes, errorMessage } from '../errors.js';
+import type { Logger } from '../logger.js';
 import { decode, encode } from './codec.js';
+import { isWritten, reopen, WriteFailures } from './write-failures.js';
 
 type Db = ClassicLevel<string, Uint8Array>;
 
@@ -77,10 +79,14 @@ export class GroupCommitWriter {
   #draining: Promise<void> | undefined;
   #closed = false;
   #submitted = 0;
+  readonly #failures: WriteFailures;
+  /** A write failed and reopening the store after it failed too (see #afterFailedWrite). */
+  #reopenFirst = false;
 
-  constructor(db: Db, options: { sync: boolean }) {
+  constructor(db: Db, options: { sync: boolean; log?: Logger; location?: string }) {
     this.#db = db;
     this.#sync = options.sync;
+    this.#failures = new WriteFailures(options);
   }
 
   submit(job: Job): Promise<void> {
@@ -111,16 +117,17 @@ export class GroupCommitWriter {
       await Promise.resolve();
       while (this.#pending.length > 0) {
         const jobs = this.#takeBatch();
+        if (this.#reopenFirst && !(await this.#reopen(jobs))) continue;
         const batch = await this.#build(jobs);
         if (jobs.length === 0) continue;
+        const operations = batch.operations;
         try {
           const sync = this.#sync || jobs.some((queued) => queued.job.sync === true);
-          await this.#db.batch(batch.operations, { sync });
+          await this.#db.batch(operations, { sync });
         } catch (cause) {
-          const error = new BrokerError(ErrorCodes.STORE_WRITE_FAILED, `store write failed: ${String(cause)}`, { cause });
-          for (const queued of jobs) queued.reject(error);
-          continue;
+          if (!(await this.#afterFailedWrite(jobs, operations, cause))) continue;
         }
+        this.#failures.succeeded();
         for (const queued of jobs) queued.resolve();
       }
     } finally {
@@ -128,6 +135,55 @@ export class GroupCommitWriter {
       // the last batch must start a new drain, not wait for one that is ending.
       this.#draining = undefined;
     }
+  }
+
+  /**
+   * A batch whose write failed may still be in LevelDB's log, whole (a failed fsync) or in part (a
+   * failed append, as on a full disk). The next recovery takes a partial record for the end of the
+   * log and drops every record behind it without a word: batches written once space was freed
+   * were gone after a restart, with a real full disk. LevelDB also refuses every write for good
+   * after a failed fsync or compaction. So the store is reopened at once, which recovers the log
+   * while nothing follows the failed batch and starts a fresh one; then the store itself says
+   * whether the batch is in. true: it is, and its transitions stand.
+   */
+  async #afterFailedWrite(jobs: Queued[], operations: Operation[], cause: unknown): Promise<boolean> {
+    let written: boolean;
+    try {
+      await reopen(this.#db);
+      written = await isWritten(this.#db, operations);
+    } catch {
+      // Still unusable: nothing is written until a reopen succeeds.
+      this.#reopenFirst = true;
+      this.#refuse(jobs, cause);
+      return false;
+    }
+    if (written) {
+      this.#failures.writtenAfterAll(cause, jobs.length);
+      return true;
+    }
+    this.#refuse(jobs, cause);
+    return false;
+  }
+
+  /** The reopen after a failed write failed too: each batch tries again before it is built. */
+  async #reopen(jobs: Queued[]): Promise<boolean> {
+    try {
+      await reopen(this.#db);
+      this.#reopenFirst = false;
+      return true;
+    } catch (cause) {
+      this.#refuse(jobs, cause, 'the store could not be reopened after a failed write');
+      return false;
+    }
+  }
+
+  /** Nothing of the batch is stored: each transition's caller hears so, the operator once (WriteFailures). */
+  #refuse(jobs: Queued[], cause: unknown, what = 'store write failed'): void {
+    // abstract-level wraps the reason of a failed open: say the reason.
+    const reason = [cause, (cause as { cause?: unknown }).cause].filter((error) => error instanceof Error).map(errorMessage).join(': ');
+    const error = new BrokerError(ErrorCodes.STORE_WRITE_FAILED, `${what}: ${reason}`, { cause });
+    this.#failures.failed(error, jobs.length);
+    for (const queued of jobs) queued.reject(error);
   }
 
   #takeBatch(): Queued[] {

@@ -6,7 +6,7 @@
  *
  *   !format                      store format version
  *   !synced-at                   time of the last periodic fsync (only with a sync interval)
- *   s\0<client>                  persistent session            { c: createdAt, l: lastSeen }
+ *   s\0<client>                  persistent session            { c: createdAt, l: lastSeen, u?: owner }
  *   b\0<client>\0<filter>        subscription                  { q: qos }
  *   q\0<client>\0<seq>           outbound queue entry          { q, r, m, z } or { q, r, t, p, o }
  *   n\0<client>                  queue size and drops          { m: messages, b: bytes, d: dropped }
@@ -93,6 +93,8 @@ export interface SessionValue {
    * before it was stored.
    */
   l?: number;
+  /** The user name that created the session; absent for an anonymous client and in older records. */
+  u?: string;
 }
 export interface SubscriptionValue {
   q: 0 | 1 | 2;
@@ -143,7 +145,7 @@ const isCount = (value: unknown): value is number => Number.isInteger(value) && 
 
 export const isNumber = (value: unknown): value is number => typeof value === 'number';
 export const isSessionValue = (value: unknown): value is SessionValue =>
-  isObject(value) && isNumber(value.c) && (value.l === undefined || isNumber(value.l));
+  isObject(value) && isNumber(value.c) && (value.l === undefined || isNumber(value.l)) && (value.u === undefined || typeof value.u === 'string');
 export const isSubscriptionValue = (value: unknown): value is SubscriptionValue => isObject(value) && isQoS(value.q);
 export const isQueueEntryValue = (value: unknown): value is QueueEntryValue =>
   isObject(value) &&

@@ -48,6 +48,8 @@ export interface InspectedSession {
    * record written before last-seen was stored.
    */
   lastSeen?: number;
+  /** The user name that created the session; undefined for an anonymous client or an older record. */
+  owner?: string;
 }
 
 export interface InspectedEntry {
@@ -427,6 +429,6 @@ class BodyCache {
   }
 }
 
-function inspectedSession(clientId: string, { c, l }: SessionValue): InspectedSession {
-  return l === undefined ? { clientId, createdAt: c } : { clientId, createdAt: c, lastSeen: l };
+function inspectedSession(clientId: string, { c, l, u }: SessionValue): InspectedSession {
+  return { clientId, createdAt: c, ...(l === undefined ? {} : { lastSeen: l }), ...(u === undefined ? {} : { owner: u }) };
 }

@@ -139,9 +139,10 @@ export class LevelRepository implements SessionRepository {
   async loadSessions(): Promise<StoredSession[]> {
     const db = this.#open();
     const sessions = new Map<string, StoredSession>();
-    for await (const key of db.keys(keys.sessions())) {
+    for await (const [key, value] of db.iterator(keys.sessions())) {
       const clientId = keys.clientIdOfSession(key);
-      sessions.set(clientId, { clientId, subscriptions: [] });
+      const { u } = decode(value, key, isSessionValue);
+      sessions.set(clientId, { clientId, subscriptions: [], ...(u === undefined ? {} : { owner: u }) });
     }
     for await (const [key, value] of db.iterator(keys.allSubscriptions())) {
       const [clientId, filter] = keys.splitSubscription(key);
@@ -214,14 +215,14 @@ export class LevelRepository implements SessionRepository {
     return ids;
   }
 
-  async createSession(clientId: string): Promise<void> {
+  async createSession(clientId: string, owner?: string): Promise<void> {
     const writer = this.#openWriter();
     if (!this.#nextSeq.has(clientId)) this.#nextSeq.set(clientId, 1);
     await writer.submit({
       prepare: (batch) => {
         if (batch.get(keys.session(clientId), isSessionValue) === undefined) {
           const now = Date.now();
-          batch.put(keys.session(clientId), { c: now, l: now } satisfies SessionValue);
+          batch.put(keys.session(clientId), { c: now, l: now, ...(owner === undefined ? {} : { u: owner }) } satisfies SessionValue);
         }
       },
     });
@@ -232,7 +233,7 @@ export class LevelRepository implements SessionRepository {
       prepare: (batch) => {
         const stored = batch.get(keys.session(clientId), isSessionValue);
         if (stored === undefined) return;
-        batch.put(keys.session(clientId), { c: stored.c, l: seenNow(stored) } satisfies SessionValue);
+        batch.put(keys.session(clientId), { ...stored, l: seenNow(stored) } satisfies SessionValue);
       },
     });
   }
@@ -242,9 +243,9 @@ export class LevelRepository implements SessionRepository {
     const key = keys.session(clientId);
     const bytes = await db.get(key);
     if (bytes === undefined) return undefined;
-    const { c, l } = decode(bytes, key, isSessionValue);
+    const { c, l, u } = decode(bytes, key, isSessionValue);
     // Records written before last-seen was stored have none: the creation is the last sighting known.
-    return { createdAt: c, lastSeen: l ?? c };
+    return { createdAt: c, lastSeen: l ?? c, ...(u === undefined ? {} : { owner: u }) };
   }
 
   async destroySession(clientId: string): Promise<void> {

@@ -20,6 +20,7 @@ interface MemorySession {
   inbound: Set<number>;
   createdAt: number;
   lastSeen: number;
+  owner: string | undefined;
 }
 
 /**
@@ -50,6 +51,7 @@ export class MemoryRepository implements SessionRepository {
     return [...this.#sessions].map(([clientId, session]) => ({
       clientId,
       subscriptions: [...session.subscriptions].map(([filter, qos]) => ({ filter, qos })),
+      ...(session.owner === undefined ? {} : { owner: session.owner }),
     }));
   }
 
@@ -76,7 +78,7 @@ export class MemoryRepository implements SessionRepository {
     return [...(this.#sessions.get(clientId)?.inbound ?? [])];
   }
 
-  async createSession(clientId: string): Promise<void> {
+  async createSession(clientId: string, owner?: string): Promise<void> {
     this.#checkOpen();
     if (this.#sessions.has(clientId)) return;
     const now = Date.now();
@@ -88,6 +90,7 @@ export class MemoryRepository implements SessionRepository {
       inbound: new Set(),
       createdAt: now,
       lastSeen: now,
+      owner,
     });
   }
 
@@ -101,7 +104,13 @@ export class MemoryRepository implements SessionRepository {
   async sessionInfo(clientId: string): Promise<SessionInfo | undefined> {
     this.#checkOpen();
     const session = this.#sessions.get(clientId);
-    return session && { createdAt: session.createdAt, lastSeen: session.lastSeen };
+    return (
+      session && {
+        createdAt: session.createdAt,
+        lastSeen: session.lastSeen,
+        ...(session.owner === undefined ? {} : { owner: session.owner }),
+      }
+    );
   }
 
   async destroySession(clientId: string): Promise<void> {

@@ -49,6 +49,8 @@ export interface OutboundEntry {
 export interface StoredSession {
   clientId: string;
   subscriptions: Subscription[];
+  /** The user name of the client that created the session; undefined: an anonymous client (or a record from before owners were stored). */
+  owner?: string;
 }
 
 /** When a stored session was created and when its client was last seen, in ms since the epoch. */
@@ -56,6 +58,8 @@ export interface SessionInfo {
   createdAt: number;
   /** The last connect or disconnect of its client; createdAt until then. */
   lastSeen: number;
+  /** The user name that created the session (see StoredSession.owner). */
+  owner?: string;
 }
 
 export interface Delivery {
@@ -103,8 +107,11 @@ export interface SessionRepository {
   /** When the session was created and last seen; undefined for an unknown session. */
   sessionInfo(clientId: string): Promise<SessionInfo | undefined>;
 
-  /** Creates the session if it does not exist (created and last seen now); keeps an existing one as it is. */
-  createSession(clientId: string): Promise<void>;
+  /**
+   * Creates the session if it does not exist (created and last seen now, owned by `owner`, the
+   * user name of its client; none for an anonymous one); keeps an existing one as it is.
+   */
+  createSession(clientId: string, owner?: string): Promise<void>;
   /** The session's client connected or disconnected now: stores last-seen. No-op for an unknown session. */
   touchSession(clientId: string): Promise<void>;
   /** Discards everything the session holds: subscriptions, queue, inflight, inbound packet ids. */

@@ -16,6 +16,7 @@ import {
   isQueueStatsValue,
   isRefCount,
   isSentThroughValue,
+  isSessionValue,
   keys,
 } from '../../src/store/key-layout.js';
 import { LevelRepository } from '../../src/store/level-repository.js';
@@ -129,6 +130,31 @@ describe('LevelRepository: the data directory', TIMEOUT, () => {
     await repository.close();
     const entries = await rawEntries(location);
     expect([...entries.keys()]).toEqual([FORMAT_KEY]);
+  });
+
+  it('the session owner is an optional field u: records written before it (or before last-seen) still read, with no owner', async () => {
+    const location = tempDir();
+    const repository = await openRepository(location);
+    await repository.createSession('new', 'alice');
+    await repository.close();
+    await withRawDb(location, async (db) => {
+      expect(decode((await db.get(keys.session('new')))!, 'new', isSessionValue)).toMatchObject({ u: 'alice' });
+      await db.put(keys.session('old'), encode({ c: 1000, l: 2000 }));
+      await db.put(keys.session('older'), encode({ c: 1000 }));
+      await db.put(keys.session('bad'), encode({ c: 1000, u: 7 }));
+    });
+    const reopened = await openRepository(location);
+    await expectRejection(reopened.loadSessions(), ErrorCodes.STORE_CORRUPT_RECORD);
+    await reopened.close();
+    await withRawDb(location, (db) => db.del(keys.session('bad')));
+    const fixed = await openRepository(location);
+    const sessions = (await fixed.loadSessions()).sort((a, b) => (a.clientId < b.clientId ? -1 : 1));
+    expect(sessions).toEqual([
+      { clientId: 'new', subscriptions: [], owner: 'alice' },
+      { clientId: 'old', subscriptions: [] },
+      { clientId: 'older', subscriptions: [] },
+    ]);
+    expect(await fixed.sessionInfo('old')).toEqual({ createdAt: 1000, lastSeen: 2000 });
   });
 });
 

@@ -1701,6 +1701,50 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
         }));
     });
 
+    describe('session owner (the user name that created the session)', () => {
+      const owners = (sessions: StoredSession[]) =>
+        Object.fromEntries(sessions.map(({ clientId, owner }) => [clientId, owner ?? null]));
+
+      it('createSession stores the owner; an anonymous session has none; loadSessions and sessionInfo report it', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a', 'alice');
+          await repository.createSession('b');
+          await repository.createSession('c', '');
+          expect(owners(await repository.loadSessions())).toEqual({ a: 'alice', b: null, c: '' });
+          expect((await repository.sessionInfo('a'))?.owner).toBe('alice');
+          expect((await repository.sessionInfo('b'))?.owner).toBeUndefined();
+          expect((await repository.sessionInfo('c'))?.owner).toBe('');
+        }));
+
+      it('a second createSession (with any owner) and touchSession keep the owner', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a', 'alice');
+          await repository.createSession('a', 'mallory');
+          await repository.createSession('a');
+          await repository.touchSession('a');
+          expect(owners(await repository.loadSessions())).toEqual({ a: 'alice' });
+          expect((await repository.sessionInfo('a'))?.owner).toBe('alice');
+        }));
+
+      it('destroySession forgets it: the next session of that client id gets its own owner', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a', 'alice');
+          await repository.destroySession('a');
+          await repository.createSession('a', 'bob');
+          expect(owners(await repository.loadSessions())).toEqual({ a: 'bob' });
+        }));
+
+      it('survives reopen, touchSession included', ({ skip }) =>
+        withReopen(skip, async (repository, reopen) => {
+          await repository.createSession('a', 'alice');
+          await repository.createSession('b');
+          await repository.touchSession('a');
+          const again = await reopen();
+          expect(owners(await again.loadSessions())).toEqual({ a: 'alice', b: null });
+          expect((await again.sessionInfo('a'))?.owner).toBe('alice');
+        }));
+    });
+
     describe('destroySession', () => {
       it('removes the session, its subscriptions, queue, inflight and inbound ids; other sessions are untouched', () =>
         withFixture(async ({ repository }) => {

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { IConnectPacket } from 'mqtt-packet';
-import { errorMessage, ProtocolViolation } from '../../errors.js';
+import { BrokerError, ErrorCodes, errorMessage, ProtocolViolation } from '../../errors.js';
 import { isValidTopicName } from '../../routing/topic.js';
 import type { QoS } from '../../store/repository.js';
 import type { Connection } from '../connection.js';
@@ -10,10 +10,12 @@ const ACCEPTED = 0;
 const UNACCEPTABLE_PROTOCOL_VERSION = 1;
 const IDENTIFIER_REJECTED = 2;
 const SERVER_UNAVAILABLE = 3;
+const NOT_AUTHORIZED = 5;
 
 /**
- * CONNECT, as a pipeline of named steps: check the protocol → settle the client id → keep the will
- * → start (or resume) the session → CONNACK → re-send what was in flight and drain the queue.
+ * CONNECT, as a pipeline of named steps: check the protocol → settle the client id → authenticate
+ * → keep the will → start (or resume) the session → CONNACK → re-send what was in flight and drain
+ * the queue.
  */
 export async function handleConnect(connection: Connection, packet: IConnectPacket): Promise<void> {
   // A second CONNECT is a protocol violation [MQTT-3.1.0-2].
@@ -32,14 +34,22 @@ export async function handleConnect(connection: Connection, packet: IConnectPack
   const clientId = settleClientId(connection, packet.clientId, clean);
   if (clientId === undefined) return;
 
-  connection.will = willOf(packet);
+  const user = await authenticate(connection, packet);
+  if (user === REFUSED) return;
+
+  connection.will = willOf(packet, clientId, user);
   connection.startKeepalive(packet.keepalive ?? 0);
 
   const { sessions, log } = connection.context;
   let started;
   try {
-    started = await sessions.start(clientId, clean, connection);
+    started = await sessions.start(clientId, clean, connection, user);
   } catch (error) {
+    if (error instanceof BrokerError && error.code === ErrorCodes.SESSION_OWNED_BY_OTHER) {
+      // Another user's session, live or stored: refused before anything of it is touched.
+      refuse(connection, NOT_AUTHORIZED, error.message);
+      return;
+    }
     log.error(`client ${JSON.stringify(clientId)}: session could not start: ${errorMessage(error)}`);
     refuse(connection, SERVER_UNAVAILABLE, 'session could not start');
     return;
@@ -79,17 +89,44 @@ function settleClientId(connection: Connection, requested: string, clean: boolea
   return requested;
 }
 
-function willOf(packet: IConnectPacket): Connection['will'] {
+const REFUSED = Symbol('refused');
+
+/**
+ * Who the client is: a verified client certificate, a user name checked against the password
+ * file, or anonymous (allowed on loopback listeners and where allow_anonymous is on). A refusal is
+ * CONNACK 0x04 (bad user name or password) or 0x05 (not authorized) and the close [MQTT-3.2.2-5].
+ */
+async function authenticate(connection: Connection, packet: IConnectPacket): Promise<string | undefined | typeof REFUSED> {
+  const password = typeof packet.password === 'string' ? Buffer.from(packet.password) : packet.password;
+  const result = await connection.context.access.authenticate(
+    { username: packet.username, password, certificateUser: connection.certificateUser },
+    connection.listener,
+  );
+  // The socket may have gone while the password was checked.
+  if (connection.isClosed) return REFUSED;
+  if (!result.accepted) {
+    refuse(connection, result.returnCode, result.reason);
+    return REFUSED;
+  }
+  return result.user;
+}
+
+function willOf(packet: IConnectPacket, clientId: string, user: string | undefined): Connection['will'] {
   const will = packet.will;
   if (!will) return undefined;
   if ((will.qos ?? 0) > 2) throw new ProtocolViolation('will QoS 3 [MQTT-3.1.2-14]');
   if (!isValidTopicName(will.topic)) throw new ProtocolViolation(`invalid will topic ${JSON.stringify(will.topic)}`);
   const payload = typeof will.payload === 'string' ? Buffer.from(will.payload) : will.payload;
-  return { message: { topic: will.topic, payload, qos: (will.qos ?? 0) as QoS }, retain: will.retain === true };
+  return { message: { topic: will.topic, payload, qos: (will.qos ?? 0) as QoS }, retain: will.retain === true, clientId, user };
 }
 
-/** CONNACK with a refusal code, then close [MQTT-3.2.2-5]. */
+/**
+ * CONNACK with a refusal code and session present 0 [MQTT-3.2.2-4], then close [MQTT-3.2.2-5];
+ * nothing the client sent after the CONNECT is processed [MQTT-3.1.4-5], and a refused connection
+ * has no will to publish.
+ */
 function refuse(connection: Connection, returnCode: number, reason: string): void {
+  connection.will = undefined;
   connection.send({ cmd: 'connack', returnCode, sessionPresent: false });
   connection.context.log.warn(`${connection.describe()}: CONNECT refused: ${reason}`);
   connection.close(`CONNECT refused: ${reason}`);

@@ -19,6 +19,14 @@ export async function handlePublish(connection: Connection, packet: IPublishPack
   const { distributor } = connection.context;
   const packetId = packet.messageId!;
 
+  if (!connection.context.access.canPublish(session.clientId, session.owner, topic)) {
+    refused(connection, topic);
+    // 3.1.1 has no way to say no to a PUBLISH: it is acknowledged as usual and dropped [MQTT-3.3.5-2].
+    // A PUBREL for it later finds no packet id held and still gets PUBCOMP.
+    if (qos > 0) connection.reply(Promise.resolve(), () => connection.send({ cmd: qos === 1 ? 'puback' : 'pubrec', messageId: packetId }));
+    return;
+  }
+
   if (qos === 2 && !session.claimInbound(packetId)) {
     // Already received and not released: acknowledge again, deliver nothing again [MQTT-4.3.3-2].
     connection.reply(Promise.resolve(), () => connection.send({ cmd: 'pubrec', messageId: packetId }));
@@ -40,4 +48,17 @@ export async function handlePublish(connection: Connection, packet: IPublishPack
       if (qos === 2) session.abandonInbound(packetId);
     },
   );
+}
+
+/** The topic last logged as refused per connection, and when: one warning per burst, not per message. */
+const lastRefusal = new WeakMap<Connection, { topic: string; at: number }>();
+const REFUSAL_LOG_INTERVAL_MS = 60_000;
+
+function refused(connection: Connection, topic: string): void {
+  connection.context.counters.publishesRefused++;
+  const last = lastRefusal.get(connection);
+  const now = Date.now();
+  if (last && last.topic === topic && now - last.at < REFUSAL_LOG_INTERVAL_MS) return;
+  lastRefusal.set(connection, { topic, at: now });
+  connection.context.log.warn(`${connection.describe()}: PUBLISH on ${JSON.stringify(topic)} refused by the ACL (dropped, still acknowledged)`);
 }

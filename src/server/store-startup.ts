@@ -1,0 +1,57 @@
+import { basename, dirname } from 'node:path';
+import { BrokerError, ErrorCodes } from '../errors.js';
+import type { Logger } from '../logger.js';
+import type { SessionManager } from '../session/session-manager.js';
+import type { SessionRepository } from '../store/repository.js';
+import { damageDetail, isStoreDamage, moveStoreAside } from '../store/store-damage.js';
+
+export type StoreOnCorrupt = 'fail' | 'move-aside';
+
+export interface StoreStartup {
+  durable: SessionRepository;
+  sessions: SessionManager;
+  /** The LevelDB directory; undefined for an injected repository, which is never moved. */
+  location: string | undefined;
+  onCorrupt: StoreOnCorrupt;
+  log: Logger;
+}
+
+/**
+ * Opens the durable store and restores sessions and retained messages from it. A damaged store
+ * (see store-damage.ts) stops the start with a message that says what is wrong and both ways on,
+ * unless the operator chose to have it moved aside: then it is renamed, kept on disk, and the
+ * broker starts with an empty store. Never a silent empty start.
+ */
+export async function openStore(startup: StoreStartup): Promise<{ sessions: number; retained: number }> {
+  const { durable, sessions, location, onCorrupt, log } = startup;
+  try {
+    return await openAndRestore(durable, sessions);
+  } catch (error) {
+    if (location === undefined || !isStoreDamage(error)) throw error;
+    const problem = error instanceof BrokerError && error.code === ErrorCodes.STORE_CORRUPT ? error.message : `the store at ${location} is damaged: ${damageDetail(error)}`;
+    if (onCorrupt !== 'move-aside') {
+      const dataDir = dirname(location);
+      throw new BrokerError(
+        ErrorCodes.STORE_CORRUPT,
+        `${problem}.\n` +
+          `  Check it:  broker-admin verify --data ${dataDir}\n` +
+          `  Or move it aside (it is kept as ${basename(location)}.corrupt-<time>) and start with an empty store: ` +
+          `run the broker with --move-corrupt-store-aside (config file: store_on_corrupt: move-aside)`,
+        { cause: error },
+      );
+    }
+    const aside = moveStoreAside(location);
+    log.warn(`${problem}; moved it aside to ${aside} (--move-corrupt-store-aside) and starting with an empty store`);
+    return openAndRestore(durable, sessions);
+  }
+}
+
+async function openAndRestore(durable: SessionRepository, sessions: SessionManager): Promise<{ sessions: number; retained: number }> {
+  await durable.open();
+  try {
+    return await sessions.restore();
+  } catch (error) {
+    await durable.close();
+    throw error;
+  }
+}
