@@ -8,12 +8,17 @@ import type { OutboundChannel, OutgoingPublish, Session } from '../session/sessi
 import type { SessionManager } from '../session/session-manager.js';
 import type { Message } from '../store/repository.js';
 import { dispatch } from './dispatcher.js';
+import { QOS0_HIGH_WATER, type BrokerCounters, type TopicLimits } from './limits.js';
 import type { ListenerInfo } from './listener-info.js';
-import { createStrictParser } from './strict-parser.js';
+import { createStrictParser, PacketTooLarge } from './strict-parser.js';
 
-export interface ProtocolOptions {
+export interface ProtocolOptions extends TopicLimits {
   /** A socket that has not sent CONNECT by then is closed. */
   connectTimeoutMs: number;
+  /** Bytes of one packet, fixed header included; a bigger one closes the connection before it is read. */
+  maxPacketSize: number;
+  /** Filters one session may hold; SUBSCRIBE gets 0x80 for new ones beyond it. */
+  maxSubscriptionsPerClient: number;
 }
 
 /** What packet handlers work with: the layers below, never the store directly. */
@@ -22,6 +27,7 @@ export interface BrokerContext {
   distributor: Distributor;
   log: Logger;
   options: ProtocolOptions;
+  counters: BrokerCounters;
   /** Authentication and the ACL: who a client is and what it may publish, subscribe to and receive. */
   access: AccessControl;
   /** Set while the broker shuts down: connections it ends do not publish their wills. */
@@ -47,6 +53,12 @@ type State = 'awaiting-connect' | 'connecting' | 'connected' | 'closed';
 
 /** Packets queued before the socket is paused: bounds what a fast sender can make us buffer. */
 const INBOX_HIGH_WATER = 256;
+/**
+ * PUBLISHes (and PUBRELs) whose store write or reply is still pending before the socket is
+ * paused: handlers return as soon as the write is submitted, so the inbox alone would let a client
+ * that pipelines QoS 1/2 faster than the disk writes pile up pending writes without bound.
+ */
+const UNREPLIED_HIGH_WATER = 1024;
 
 /**
  * One client connection: parses bytes into packets, runs them through the dispatcher one at a
@@ -67,10 +79,13 @@ export class Connection implements OutboundChannel {
   protocolVersion: 3 | 4 = 4;
 
   readonly #socket: Socket;
-  readonly #parser = createStrictParser();
+  readonly #parser;
   readonly #inbox: Packet[] = [];
   #processing: Promise<void> | undefined;
   #replies: Promise<void> = Promise.resolve();
+  #unreplied = 0;
+  /** QoS 0 deliveries are being dropped because the socket is not draining (logged once per episode). */
+  #droppingQos0 = false;
   #corked = false;
   #keepaliveTimer: NodeJS.Timeout | undefined;
   #connectTimer: NodeJS.Timeout | undefined;
@@ -84,9 +99,11 @@ export class Connection implements OutboundChannel {
     this.certificateUser = certificateUser;
     this.remote = `${socket.remoteAddress}:${socket.remotePort}`;
     socket.setNoDelay(true);
+    this.#parser = createStrictParser(context.options.maxPacketSize);
     this.#parser.on('packet', (packet: Packet) => this.#receive(packet));
     this.#parser.on('error', (error: Error) => this.#malformed(error));
-    socket.on('data', (chunk: Buffer) => this.#parser.parse(chunk));
+    // Not after close: the socket is read until it is destroyed, and the parser would start afresh.
+    socket.on('data', (chunk: Buffer) => this.state !== 'closed' && this.#parser.parse(chunk));
     socket.on('error', () => this.close('socket error'));
     socket.on('close', () => this.close('connection lost'));
     this.#connectTimer = setTimeout(() => this.close('no CONNECT in time'), context.options.connectTimeoutMs);
@@ -115,6 +132,15 @@ export class Connection implements OutboundChannel {
   }
 
   publish(packet: OutgoingPublish): void {
+    if (packet.qos === 0 && this.#socket.writableLength > QOS0_HIGH_WATER) {
+      this.context.counters.qos0Dropped++;
+      if (!this.#droppingQos0) {
+        this.#droppingQos0 = true;
+        this.context.log.warn(`${this.describe()}: not reading; QoS 0 messages for it are dropped until it catches up`);
+      }
+      return;
+    }
+    this.#droppingQos0 = false;
     this.send({
       cmd: 'publish',
       topic: packet.topic,
@@ -142,12 +168,19 @@ export class Connection implements OutboundChannel {
    */
   reply<T>(work: Promise<T>, send: (result: T) => void | Promise<void>, onFailure?: () => void): void {
     work.catch(() => {}); // handled below, in order; keeps an early rejection from going unhandled
+    this.#unreplied++;
     this.#replies = this.#replies.then(() =>
-      work.then(send).catch((error: unknown) => {
-        onFailure?.();
-        this.context.log.error(`${this.describe()}: ${errorMessage(error)}; nothing acknowledged, closing the connection`);
-        this.close('store failure');
-      }),
+      work
+        .then(send)
+        .catch((error: unknown) => {
+          onFailure?.();
+          this.context.log.error(`${this.describe()}: ${errorMessage(error)}; nothing acknowledged, closing the connection`);
+          this.close('store failure');
+        })
+        .finally(() => {
+          this.#unreplied--;
+          this.#flowControl();
+        }),
     );
   }
 
@@ -230,7 +263,7 @@ export class Connection implements OutboundChannel {
   #receive(packet: Packet): void {
     if (this.state === 'closed') return;
     this.#inbox.push(packet);
-    if (this.#inbox.length >= INBOX_HIGH_WATER) this.#socket.pause();
+    this.#flowControl();
     this.#processing ??= this.#process().finally(() => (this.#processing = undefined));
   }
 
@@ -250,7 +283,17 @@ export class Connection implements OutboundChannel {
         }
         return;
       }
-      if (this.#inbox.length < INBOX_HIGH_WATER / 2 && this.#socket.isPaused()) this.#socket.resume();
+      this.#flowControl();
+    }
+  }
+
+  /** Pauses reading while too much of this client's input waits (see the high-water marks), resumes at half. */
+  #flowControl(): void {
+    if (this.state === 'closed') return;
+    if (this.#inbox.length >= INBOX_HIGH_WATER || this.#unreplied >= UNREPLIED_HIGH_WATER) {
+      this.#socket.pause();
+    } else if (this.#inbox.length < INBOX_HIGH_WATER / 2 && this.#unreplied < UNREPLIED_HIGH_WATER / 2 && this.#socket.isPaused()) {
+      this.#socket.resume();
     }
   }
 
@@ -260,6 +303,7 @@ export class Connection implements OutboundChannel {
       // An unsupported protocol level gets CONNACK 0x01 before the close [MQTT-3.1.2-2].
       this.send({ cmd: 'connack', returnCode: 1, sessionPresent: false });
     }
+    if (error instanceof PacketTooLarge) this.context.counters.packetsTooLarge++;
     this.context.log.warn(`${this.describe()}: malformed packet: ${error.message}`);
     this.close(`malformed packet: ${error.message}`);
   }

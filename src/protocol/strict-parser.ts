@@ -3,12 +3,29 @@ import mqttPacket, { type Parser } from 'mqtt-packet';
 /** Thrown inside the parser; it surfaces as the parser's usual 'error' event. */
 const strictDecoder = new TextDecoder('utf-8', { fatal: true });
 
+interface BufferList {
+  length: number;
+  slice(start: number, end: number): Buffer;
+  shallowSlice(start: number, end: number): BufferList;
+}
+
 interface ParserInternals {
-  _list: { length: number; slice(start: number, end: number): Buffer };
+  _list: BufferList;
   _pos: number;
-  packet: { length: number };
+  packet: { length: number; messageId?: number };
   _parseNum(): number;
+  _parseLength(): boolean;
+  _parsePayload(): boolean;
+  _parseMessageId(): boolean;
   _emitError(error: Error): void;
+}
+
+/** Thrown (as the parser's 'error') when a packet's declared size is over the limit. */
+export class PacketTooLarge extends Error {
+  constructor(size: number, max: number) {
+    super(`packet of ${size} bytes is over max_packet_size (${max})`);
+    this.name = 'PacketTooLarge';
+  }
 }
 
 /**
@@ -16,10 +33,57 @@ interface ParserInternals {
  * [MQTT-1.5.3-1] without U+0000 [MQTT-1.5.3-2], or the connection is closed. mqtt-packet decodes
  * with Buffer#toString, which silently turns bad bytes into U+FFFD; we replace its one string
  * reader on this instance (the method is internal, so this is pinned to mqtt-packet 9).
+ *
+ * It also refuses a packet whose total size (fixed header included, as MQTT 5 counts its Maximum
+ * Packet Size) is over `maxPacketSize` as soon as the remaining length is decoded, before any of
+ * the body is buffered: mqtt-packet would otherwise collect the whole body, up to 256 MiB, first.
+ * The length may arrive split over several chunks; mqtt-packet's length state waits for all of it.
+ *
+ * And it keeps every read inside the packet: mqtt-packet bounds most reads by the bytes it holds,
+ * not by the packet's remaining length, so a PUBREL or PUBLISH cut short took its packet id from
+ * the next packet's bytes, or got -1 (found by the fuzz suite). A packet identifier must be there
+ * and non-zero [MQTT-2.3.1-1].
  */
-export function createStrictParser(): Parser {
+export function createStrictParser(maxPacketSize = Infinity): Parser {
   const parser = mqttPacket.parser({ protocolVersion: 4 });
   const internals = parser as unknown as ParserInternals & { _parseString(): string | null };
+  const parseLength = internals._parseLength;
+  internals._parseLength = function checkedParseLength(this: ParserInternals): boolean {
+    const lengthBytesBefore = this._list.length;
+    if (!parseLength.call(this)) return false;
+    // One byte of header type and flags, the remaining length's own bytes, then the body.
+    const size = 1 + (lengthBytesBefore - this._list.length) + this.packet.length;
+    if (size > maxPacketSize) {
+      this._emitError(new PacketTooLarge(size, maxPacketSize));
+      return false;
+    }
+    return true;
+  };
+  const parsePayload = internals._parsePayload;
+  internals._parsePayload = function boundedParsePayload(this: ParserInternals): boolean {
+    const all = this._list;
+    // Not all there yet (mqtt-packet waits), or exactly this packet: nothing to bound.
+    if (all.length <= this.packet.length) return parsePayload.call(this);
+    this._list = all.shallowSlice(0, this.packet.length);
+    try {
+      return parsePayload.call(this);
+    } finally {
+      this._list = all;
+    }
+  };
+  internals._parseMessageId = function checkedParseMessageId(this: ParserInternals): boolean {
+    const id = this._parseNum();
+    if (id === -1) {
+      this._emitError(new Error('packet too short for its packet identifier'));
+      return false;
+    }
+    if (id === 0) {
+      this._emitError(new Error('packet identifier 0 [MQTT-2.3.1-1]'));
+      return false;
+    }
+    this.packet.messageId = id;
+    return true;
+  };
   internals._parseString = function parseString(this: ParserInternals): string | null {
     const length = this._parseNum();
     const end = length + this._pos;

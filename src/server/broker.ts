@@ -6,6 +6,7 @@ import { BrokerError, ErrorCodes, errorMessage } from '../errors.js';
 import { silentLogger, type Logger } from '../logger.js';
 import { Connection, type BrokerContext } from '../protocol/connection.js';
 import type { ListenerInfo } from '../protocol/listener-info.js';
+import { newCounters, type BrokerCounters } from '../protocol/limits.js';
 import { Distributor } from '../session/distributor.js';
 import { SessionManager } from '../session/session-manager.js';
 import { LevelRepository } from '../store/level-repository.js';
@@ -83,6 +84,8 @@ export interface Broker {
   /** Every listener's address, in the order of `listeners`, once listening. */
   addresses(): AddressInfo[];
   readonly sessions: SessionManager;
+  /** What the limits refused since start (connections, QoS 0 deliveries, oversized packets). */
+  readonly counters: Readonly<BrokerCounters>;
   /**
    * Re-reads the password and ACL files (the CLI calls it on SIGHUP; changes on disk are picked up
    * by themselves). A file that does not read or parse keeps the rules in force; the error is logged.
@@ -111,6 +114,16 @@ export function createBroker(options: BrokerOptions = {}): Broker {
   const maxInflight = positiveInteger('maxInflight', options.maxInflight ?? DEFAULTS.maxInflight, 65535);
   const readWindow = positiveInteger('readWindow', options.readWindow ?? DEFAULTS.readWindow, 1_000_000);
   const connectTimeoutMs = positiveInteger('connectTimeoutMs', options.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs, 2 ** 31 - 1);
+  // 2 bytes is the smallest packet (PINGREQ); 268,435,455 the largest remaining length MQTT can encode.
+  const maxPacketSize = integerIn('maxPacketSize', options.maxPacketSize ?? DEFAULTS.maxPacketSize, 2, 1 + 4 + 268_435_455);
+  const maxConnections = positiveInteger('maxConnections', options.maxConnections ?? DEFAULTS.maxConnections, 2 ** 31 - 1);
+  const maxTopicLength = positiveInteger('maxTopicLength', options.maxTopicLength ?? DEFAULTS.maxTopicLength, 65535);
+  const maxTopicLevels = positiveInteger('maxTopicLevels', options.maxTopicLevels ?? DEFAULTS.maxTopicLevels, 65535);
+  const maxSubscriptionsPerClient = positiveInteger(
+    'maxSubscriptionsPerClient',
+    options.maxSubscriptionsPerClient ?? DEFAULTS.maxSubscriptionsPerClient,
+    2 ** 31 - 1,
+  );
 
   const limits: QueueLimits = {
     maxMessages: positiveInteger('maxQueuedMessages', options.maxQueuedMessages ?? DEFAULT_QUEUE_LIMITS.maxMessages, 2 ** 40),
@@ -137,7 +150,8 @@ export function createBroker(options: BrokerOptions = {}): Broker {
     sessions,
     distributor: new Distributor(sessions),
     log,
-    options: { connectTimeoutMs },
+    options: { connectTimeoutMs, maxPacketSize, maxTopicLength, maxTopicLevels, maxSubscriptionsPerClient },
+    counters: newCounters(),
     access,
     shuttingDown: false,
   };
@@ -148,7 +162,19 @@ export function createBroker(options: BrokerOptions = {}): Broker {
   let listeners: Listener[] = [];
   let closing: Promise<void> | undefined;
 
+  /** Sockets refused since the limit was last reached: logged once when it is reached, once when it clears. */
+  let refusing = 0;
   const accept = (socket: Socket, listener: ListenerInfo, certificateUser: string | undefined) => {
+    if (connections.size >= maxConnections) {
+      socket.destroy();
+      context.counters.connectionsRefused++;
+      if (refusing++ === 0) log.warn(`max_connections (${maxConnections}) reached: new connections are closed at once`);
+      return;
+    }
+    if (refusing > 0) {
+      log.info(`below max_connections again; ${refusing} connections were refused`);
+      refusing = 0;
+    }
     const connection = new Connection(socket, context, listener, certificateUser);
     connections.add(connection);
     void connection.closed.then(() => connections.delete(connection));
@@ -156,6 +182,7 @@ export function createBroker(options: BrokerOptions = {}): Broker {
 
   return {
     sessions,
+    counters: context.counters,
 
     async listen() {
       // First: a password or ACL file that does not parse stops the start before anything is opened.
@@ -256,8 +283,12 @@ function brokerListeners(options: BrokerOptions): ListenerOptions[] {
 }
 
 function positiveInteger(name: string, value: number, max: number): number {
-  if (!Number.isInteger(value) || value < 1 || value > max) {
-    throw new BrokerError(ErrorCodes.BAD_OPTION, `${name} must be an integer from 1 to ${max}, got ${value}`);
+  return integerIn(name, value, 1, max);
+}
+
+function integerIn(name: string, value: number, min: number, max: number): number {
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new BrokerError(ErrorCodes.BAD_OPTION, `${name} must be an integer from ${min} to ${max}, got ${value}`);
   }
   return value;
 }

@@ -107,6 +107,8 @@ export class Distributor {
    */
   async sendRetained(session: Session, filter: string, granted: QoS): Promise<void> {
     for (const retained of this.#sessions.retained.match(filter)) {
+      // A clean session discarded (its connection taken over) while this ran has no queue left.
+      if (!this.#isCurrent(session)) return;
       if (this.canRead !== undefined && !this.canRead(session, retained.topic)) continue;
       const message: Message = { topic: retained.topic, payload: retained.payload, qos: retained.qos };
       const qos = Math.min(retained.qos, granted) as QoS;

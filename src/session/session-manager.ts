@@ -140,18 +140,32 @@ export class SessionManager {
     });
   }
 
-  /** Stores the subscriptions, then routes them: nothing is routed that a restart would forget. */
-  async subscribe(session: Session, subscriptions: Subscription[]): Promise<void> {
-    await session.repository.subscribe(session.clientId, subscriptions);
-    for (const { filter, qos } of subscriptions) this.#route(session, filter, qos);
+  /**
+   * Stores the subscriptions, then routes them: nothing is routed that a restart would forget.
+   * Only while the session still belongs to `channel`: a SUBSCRIBE of a connection that was
+   * taken over (or closed and its clean session discarded) while it waited must not add state to
+   * the session that follows [MQTT-3.1.2-6]. Returns false, having done nothing, otherwise.
+   */
+  subscribe(session: Session, subscriptions: Subscription[], channel: OutboundChannel): Promise<boolean> {
+    return this.#exclusive(session.clientId, async () => {
+      if (session.channel !== channel) return false;
+      await session.repository.subscribe(session.clientId, subscriptions);
+      for (const { filter, qos } of subscriptions) this.#route(session, filter, qos);
+      return true;
+    });
   }
 
-  async unsubscribe(session: Session, filters: string[]): Promise<void> {
-    await session.repository.unsubscribe(session.clientId, filters);
-    for (const filter of filters) {
-      session.subscriptions.delete(filter);
-      this.topics.remove(filter, session.clientId);
-    }
+  /** Like `subscribe`: only while the session still belongs to `channel`. */
+  unsubscribe(session: Session, filters: string[], channel: OutboundChannel): Promise<boolean> {
+    return this.#exclusive(session.clientId, async () => {
+      if (session.channel !== channel) return false;
+      await session.repository.unsubscribe(session.clientId, filters);
+      for (const filter of filters) {
+        session.subscriptions.delete(filter);
+        this.topics.remove(filter, session.clientId);
+      }
+      return true;
+    });
   }
 
   /** Removes a retained message: from the store first, then from memory (broker-admin). */

@@ -4,6 +4,7 @@ import { BrokerError, ErrorCodes, errorMessage, ProtocolViolation } from '../../
 import { isValidTopicName } from '../../routing/topic.js';
 import type { QoS } from '../../store/repository.js';
 import type { Connection } from '../connection.js';
+import { topicOverLimits } from '../limits.js';
 
 /** CONNACK return codes (MQTT 3.1.1 table 3.1). */
 const ACCEPTED = 0;
@@ -37,7 +38,7 @@ export async function handleConnect(connection: Connection, packet: IConnectPack
   const user = await authenticate(connection, packet);
   if (user === REFUSED) return;
 
-  connection.will = willOf(packet, clientId, user);
+  connection.will = willOf(connection, packet, clientId, user);
   connection.startKeepalive(packet.keepalive ?? 0);
 
   const { sessions, log } = connection.context;
@@ -111,11 +112,13 @@ async function authenticate(connection: Connection, packet: IConnectPacket): Pro
   return result.user;
 }
 
-function willOf(packet: IConnectPacket, clientId: string, user: string | undefined): Connection['will'] {
+function willOf(connection: Connection, packet: IConnectPacket, clientId: string, user: string | undefined): Connection['will'] {
   const will = packet.will;
   if (!will) return undefined;
   if ((will.qos ?? 0) > 2) throw new ProtocolViolation('will QoS 3 [MQTT-3.1.2-14]');
   if (!isValidTopicName(will.topic)) throw new ProtocolViolation(`invalid will topic ${JSON.stringify(will.topic)}`);
+  const overLimits = topicOverLimits(will.topic, connection.context.options);
+  if (overLimits) throw new ProtocolViolation(`will refused: ${overLimits}`);
   const payload = typeof will.payload === 'string' ? Buffer.from(will.payload) : will.payload;
   return { message: { topic: will.topic, payload, qos: (will.qos ?? 0) as QoS }, retain: will.retain === true, clientId, user };
 }

@@ -3,6 +3,7 @@ import { ProtocolViolation } from '../../errors.js';
 import { isValidTopicName } from '../../routing/topic.js';
 import type { Connection } from '../connection.js';
 import { sessionOf } from '../dispatcher.js';
+import { topicOverLimits } from '../limits.js';
 
 /**
  * PUBLISH from a client. The message is routed and stored at once; PUBACK/PUBREC follow only once
@@ -11,6 +12,8 @@ import { sessionOf } from '../dispatcher.js';
 export async function handlePublish(connection: Connection, packet: IPublishPacket): Promise<void> {
   const { topic, qos } = packet;
   if (!isValidTopicName(topic)) throw new ProtocolViolation(`invalid topic name ${JSON.stringify(topic)}`);
+  const overLimits = topicOverLimits(topic, connection.context.options);
+  if (overLimits) throw new ProtocolViolation(`PUBLISH refused: ${overLimits}`);
   // DUP must be 0 for QoS 0 [MQTT-3.3.1-2].
   if (qos === 0 && packet.dup) throw new ProtocolViolation('DUP set on a QoS 0 PUBLISH');
   const session = sessionOf(connection);

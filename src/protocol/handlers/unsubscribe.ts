@@ -14,7 +14,7 @@ export async function handleUnsubscribe(connection: Connection, packet: IUnsubsc
   }
   await connection.repliesSent();
   const held = filters.filter((filter) => session.subscriptions.has(filter));
-  if (held.length > 0) await connection.context.sessions.unsubscribe(session, held);
+  if (held.length > 0 && !(await connection.context.sessions.unsubscribe(session, held, connection))) return;
   // `granted` is MQTT 5 only; the 3.1.1 encoder ignores it.
   connection.send({ cmd: 'unsuback', messageId: packet.messageId!, granted: [] });
 }
