@@ -174,6 +174,8 @@ export class Connection implements OutboundChannel {
         .then(send)
         .catch((error: unknown) => {
           onFailure?.();
+          // Once per connection: the writes behind a failed one fail too, and the store logs the failure itself.
+          if (this.state === 'closed') return;
           this.context.log.error(`${this.describe()}: ${errorMessage(error)}; nothing acknowledged, closing the connection`);
           this.close('store failure');
         })
@@ -191,6 +193,7 @@ export class Connection implements OutboundChannel {
    */
   background(work: Promise<unknown>): void {
     work.catch((error: unknown) => {
+      if (this.state === 'closed') return; // once per connection, as in reply()
       this.context.log.error(`${this.describe()}: ${errorMessage(error)}; closing the connection`);
       this.close('store failure');
     });

@@ -14,6 +14,7 @@ import { MemoryRepository } from '../store/memory-repository.js';
 import { DEFAULT_QUEUE_LIMITS, type QueueLimits } from '../store/queue-limits.js';
 import type { SessionRepository } from '../store/repository.js';
 import { Listener, type ListenerOptions, type TlsListenerOptions } from './listeners.js';
+import { openStore } from './store-startup.js';
 
 export type { ListenerOptions, TlsListenerOptions };
 
@@ -136,6 +137,7 @@ export function createBroker(options: BrokerOptions = {}): Broker {
       location: join(resolve(options.dataDir ?? DEFAULTS.dataDir), 'store'),
       sync: options.sync ?? true,
       syncIntervalMs: options.syncIntervalMs ?? 0,
+      log,
     });
   const adminEnabled = options.admin ?? options.repository === undefined;
   if (adminEnabled && !(durable instanceof LevelRepository)) {
@@ -187,12 +189,19 @@ export function createBroker(options: BrokerOptions = {}): Broker {
     async listen() {
       // First: a password or ACL file that does not parse stops the start before anything is opened.
       await access.start();
-      await Promise.all([durable.open(), volatile.open()]).catch((error: unknown) => {
+      await volatile.open();
+      const restoring = openStore({
+        durable,
+        sessions,
+        location: durable instanceof LevelRepository ? durable.location : undefined,
+        onCorrupt: options.storeOnCorrupt ?? 'fail',
+        log,
+      });
+      const restored = await restoring.catch((error: unknown) => {
         access.close();
         throw error;
       });
       try {
-        const restored = await sessions.restore();
         log.info(`restored ${restored.sessions} persistent sessions and ${restored.retained} retained messages`);
         if (adminEnabled && durable instanceof LevelRepository) {
           const path = join(dataDir, 'admin.sock');

@@ -45,12 +45,14 @@ export class SessionManager {
 
   /** Loads what routing needs: every persistent session's subscriptions and the retained messages. */
   async restore(): Promise<{ sessions: number; retained: number }> {
+    // Both read before either is applied: a store that turns out damaged half-way leaves nothing
+    // behind, so the broker can move it aside and restore from an empty one.
     const stored = await this.durable.loadSessions();
+    const retained = await this.durable.loadRetained();
     for (const { clientId, subscriptions, owner } of stored) {
       const session = this.#newSession(clientId, false, owner);
       for (const { filter, qos } of subscriptions) this.#route(session, filter, qos);
     }
-    const retained = await this.durable.loadRetained();
     for (const message of retained) this.retained.set(message);
     return { sessions: stored.length, retained: retained.length };
   }
@@ -198,10 +200,21 @@ export class SessionManager {
 
   /** Unroutes first, so no new message is queued for a session whose state is being deleted. */
   async #discard(session: Session): Promise<void> {
+    const subscriptions = [...session.subscriptions];
     for (const filter of session.subscriptions.keys()) this.topics.remove(filter, session.clientId);
     session.subscriptions.clear();
     this.#sessions.delete(session.clientId);
-    await session.repository.destroySession(session.clientId);
+    try {
+      await session.repository.destroySession(session.clientId);
+    } catch (error) {
+      // Not deleted (a failed store write): the session is still stored, so it stays here too,
+      // routed as before, and a later clean start discards it [MQTT-3.1.2-6].
+      if (!this.#sessions.has(session.clientId)) {
+        this.#sessions.set(session.clientId, session);
+        for (const [filter, qos] of subscriptions) this.#route(session, filter, qos);
+      }
+      throw error;
+    }
   }
 
   #exclusive<T>(clientId: string, operation: () => Promise<T>): Promise<T> {

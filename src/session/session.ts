@@ -87,6 +87,8 @@ export class Session {
   readonly #pendingWrites = new Set<Promise<unknown>>();
   /** Messages are being refused for this session because its queue is full. */
   #dropping = false;
+  /** The #epoch whose connection a store failure ended (see #fail). */
+  #failedEpoch = -1;
 
   constructor(clientId: string, clean: boolean, repository: SessionRepository, limits: SessionLimits, log: Logger) {
     this.clientId = clientId;
@@ -387,9 +389,14 @@ export class Session {
    * ending the connection makes the client reconnect and the session reload from it.
    */
   #fail(error: unknown): void {
+    // Once per connection: the writes queued behind a failed one fail too (and the watermark reset
+    // at unlink), and the store reports the failure itself (WriteFailures).
+    const channel = this.#channel;
+    if (!channel || this.#failedEpoch === this.#epoch) return;
+    this.#failedEpoch = this.#epoch;
     const message = errorMessage(error);
     this.#log.error(`session ${JSON.stringify(this.clientId)}: ${message}; closing its connection`);
-    this.#channel?.end(`store failure: ${message}`);
+    channel.end(`store failure: ${message}`);
   }
 }
 

@@ -26,6 +26,7 @@ import {
 } from './key-layout.js';
 import type { Message, OutboundState, QoS, RetainedMessage, Subscription } from './repository.js';
 import { verifyStore, type VerifyEvent } from './level-verify.js';
+import { checkStoreFiles, isStoreDamage } from './store-damage.js';
 
 /**
  * Read-only access to the raw LevelDB store, for broker-admin. Everything it shows is read
@@ -116,6 +117,8 @@ const ALL = { start: Buffer.alloc(0), end: Buffer.from([0xff]) };
 
 /** Opens a stopped broker's store for reading: never creates it, never writes a key. */
 export async function openStoreForInspection(location: string, options: { requireFormat?: boolean } = {}): Promise<LevelInspector> {
+  // Damage LevelDB's recovery would "repair" by dropping data is reported, not repaired.
+  checkStoreFiles(location);
   // LevelDB writes CURRENT when it creates a database: no CURRENT, no database. Checked first so
   // that a wrong directory is left exactly as it was.
   if (!existsSync(join(location, 'CURRENT'))) {
@@ -133,7 +136,12 @@ export async function openStoreForInspection(location: string, options: { requir
     if (cause?.code === 'LEVEL_LOCKED') {
       throw new BrokerError(ErrorCodes.STORE_LOCKED, `the store at ${location} is in use by another process`, { cause: error });
     }
-    throw new BrokerError(ErrorCodes.STORE_OPEN_FAILED, `cannot open the store at ${location}: ${String(error)}`, { cause: error });
+    // LevelDB's own words are in the cause ("Database failed to open" says nothing).
+    const detail = (error as { cause?: { message?: string } }).cause?.message ?? String(error);
+    if (isStoreDamage(error)) {
+      throw new BrokerError(ErrorCodes.STORE_CORRUPT, `the store at ${location} is damaged: LevelDB reports "${detail}"`, { cause: error });
+    }
+    throw new BrokerError(ErrorCodes.STORE_OPEN_FAILED, `cannot open the store at ${location}: ${detail}`, { cause: error });
   }
   const inspector = new LevelInspector(db, { owned: true });
   if (options.requireFormat ?? true) {

@@ -2,9 +2,11 @@ import { mkdirSync } from 'node:fs';
 import { ClassicLevel } from 'classic-level';
 import type { AbstractSnapshot } from 'abstract-level';
 import { BrokerError, ErrorCodes } from '../errors.js';
+import type { Logger } from '../logger.js';
 import { decode, encode } from './codec.js';
 import { GroupCommitWriter, type BatchBuilder } from './group-commit.js';
 import { LevelInspector } from './level-inspector.js';
+import { checkStoreFiles, isStoreDamage } from './store-damage.js';
 import { admit, DEFAULT_QUEUE_LIMITS, emptyQueueStats, release, type QueueLimits, type QueueStats } from './queue-limits.js';
 import {
   FORMAT_KEY,
@@ -63,9 +65,17 @@ export interface LevelRepositoryOptions {
   syncIntervalMs?: number;
   /** Per-session queue limits (default DEFAULT_QUEUE_LIMITS). */
   limits?: QueueLimits;
+  /** Hears of failing store writes: when they start, every minute while they last, when they end. */
+  log?: Logger;
+  /**
+   * Tests only: called with the database once it is open, before anything reads or writes it, so
+   * a test can wrap the real LevelDB (e.g. make its writes fail on demand). Unset, it costs nothing.
+   */
+  instrument?: (db: LevelDatabase) => void;
 }
 
-type Db = ClassicLevel<string, Uint8Array>;
+export type LevelDatabase = ClassicLevel<string, Uint8Array>;
+type Db = LevelDatabase;
 type Snapshot = AbstractSnapshot;
 
 /** The durable repository: LevelDB, msgpack values, one atomic batch per group of transitions. */
@@ -74,6 +84,8 @@ export class LevelRepository implements SessionRepository {
   readonly #sync: boolean;
   readonly #syncIntervalMs: number;
   readonly #limits: QueueLimits;
+  readonly #log: Logger | undefined;
+  readonly #instrument: ((db: Db) => void) | undefined;
   #syncTimer: NodeJS.Timeout | undefined;
   #db: Db | undefined;
   #writer: GroupCommitWriter | undefined;
@@ -86,9 +98,18 @@ export class LevelRepository implements SessionRepository {
     this.#sync = options.sync ?? true;
     this.#syncIntervalMs = options.syncIntervalMs ?? 0;
     this.#limits = options.limits ?? DEFAULT_QUEUE_LIMITS;
+    this.#log = options.log;
+    this.#instrument = options.instrument;
+  }
+
+  /** The directory of the LevelDB store. */
+  get location(): string {
+    return this.#location;
   }
 
   async open(): Promise<void> {
+    // Before LevelDB sees the files: damage it would "repair" by dropping data must stop us here.
+    checkStoreFiles(this.#location);
     mkdirSync(this.#location, { recursive: true });
     const db: Db = new ClassicLevel<string, Uint8Array>(this.#location, {
       keyEncoding: 'utf8',
@@ -99,6 +120,7 @@ export class LevelRepository implements SessionRepository {
     } catch (error) {
       throw openError(this.#location, error);
     }
+    this.#instrument?.(db);
     try {
       await checkFormat(db, this.#location);
       await this.#loadCounters(db);
@@ -107,7 +129,7 @@ export class LevelRepository implements SessionRepository {
       throw error;
     }
     this.#db = db;
-    this.#writer = new GroupCommitWriter(db, { sync: this.#sync });
+    this.#writer = new GroupCommitWriter(db, { sync: this.#sync, location: this.#location, ...(this.#log ? { log: this.#log } : {}) });
     if (!this.#sync && this.#syncIntervalMs > 0) this.#startPeriodicSync(this.#writer);
   }
 
@@ -217,15 +239,22 @@ export class LevelRepository implements SessionRepository {
 
   async createSession(clientId: string, owner?: string): Promise<void> {
     const writer = this.#openWriter();
-    if (!this.#nextSeq.has(clientId)) this.#nextSeq.set(clientId, 1);
-    await writer.submit({
-      prepare: (batch) => {
-        if (batch.get(keys.session(clientId), isSessionValue) === undefined) {
-          const now = Date.now();
-          batch.put(keys.session(clientId), { c: now, l: now, ...(owner === undefined ? {} : { u: owner }) } satisfies SessionValue);
-        }
-      },
-    });
+    const created = !this.#nextSeq.has(clientId);
+    if (created) this.#nextSeq.set(clientId, 1);
+    try {
+      await writer.submit({
+        prepare: (batch) => {
+          if (batch.get(keys.session(clientId), isSessionValue) === undefined) {
+            const now = Date.now();
+            batch.put(keys.session(clientId), { c: now, l: now, ...(owner === undefined ? {} : { u: owner }) } satisfies SessionValue);
+          }
+        },
+      });
+    } catch (error) {
+      // Not stored: the session does not exist (publish, markSent must not take it for one).
+      if (created) this.#nextSeq.delete(clientId);
+      throw error;
+    }
   }
 
   async touchSession(clientId: string): Promise<void> {
@@ -250,19 +279,26 @@ export class LevelRepository implements SessionRepository {
 
   async destroySession(clientId: string): Promise<void> {
     const writer = this.#openWriter();
+    const next = this.#nextSeq.get(clientId);
     this.#nextSeq.delete(clientId);
-    await writer.submit({
-      exclusive: true,
-      prepare: async (batch) => {
-        batch.del(keys.session(clientId));
-        batch.del(keys.sentThrough(clientId));
-        batch.del(keys.queueStats(clientId));
-        for (const key of await batch.keysIn(keys.subscriptions(clientId))) batch.del(key);
-        for (const key of await batch.keysIn(keys.inbounds(clientId))) batch.del(key);
-        for (const key of await batch.keysIn(keys.flights(clientId))) batch.del(key);
-        for (const key of await batch.keysIn(keys.queue(clientId))) removeQueueEntry(batch, undefined, key);
-      },
-    });
+    try {
+      await writer.submit({
+        exclusive: true,
+        prepare: async (batch) => {
+          batch.del(keys.session(clientId));
+          batch.del(keys.sentThrough(clientId));
+          batch.del(keys.queueStats(clientId));
+          for (const key of await batch.keysIn(keys.subscriptions(clientId))) batch.del(key);
+          for (const key of await batch.keysIn(keys.inbounds(clientId))) batch.del(key);
+          for (const key of await batch.keysIn(keys.flights(clientId))) batch.del(key);
+          for (const key of await batch.keysIn(keys.queue(clientId))) removeQueueEntry(batch, undefined, key);
+        },
+      });
+    } catch (error) {
+      // Not deleted: the session is still stored, with seqs continuing where they were.
+      if (next !== undefined && !this.#nextSeq.has(clientId)) this.#nextSeq.set(clientId, next);
+      throw error;
+    }
   }
 
   async subscribe(clientId: string, subscriptions: Subscription[]): Promise<void> {
@@ -496,6 +532,9 @@ async function checkFormat(db: Db, location: string): Promise<void> {
   const stored = await db.get(FORMAT_KEY);
   if (stored === undefined) {
     const [anyKey] = await db.keys({ limit: 1 }).all();
+    if (anyKey !== undefined && BROKER_KEY.test(anyKey)) {
+      throw new BrokerError(ErrorCodes.STORE_CORRUPT, `the store at ${location} is damaged: its format marker is missing although it holds broker data`);
+    }
     if (anyKey !== undefined) {
       throw new BrokerError(
         ErrorCodes.STORE_NOT_A_BROKER_STORE,
@@ -505,14 +544,26 @@ async function checkFormat(db: Db, location: string): Promise<void> {
     await db.put(FORMAT_KEY, encode(FORMAT_VERSION), { sync: true });
     return;
   }
-  const version = decode(stored, FORMAT_KEY, isNumber);
-  if (version !== FORMAT_VERSION) {
+  let version: number;
+  try {
+    version = decode(stored, FORMAT_KEY, isNumber);
+  } catch (error) {
+    throw new BrokerError(ErrorCodes.STORE_CORRUPT, `the store at ${location} is damaged: its format marker does not decode`, { cause: error });
+  }
+  // A higher version is a newer broker's store, not damage: it must never be moved aside.
+  if (Number.isInteger(version) && version > FORMAT_VERSION) {
     throw new BrokerError(
       ErrorCodes.STORE_UNSUPPORTED_FORMAT,
       `${location} has store format ${version}; this broker reads format ${FORMAT_VERSION}`,
     );
   }
+  if (version !== FORMAT_VERSION) {
+    throw new BrokerError(ErrorCodes.STORE_CORRUPT, `the store at ${location} is damaged: its format marker holds ${version}, no store format ever had that number`);
+  }
 }
+
+/** The first key of a broker store that lost its format marker: a sync mark or a `<kind>\0` key. */
+const BROKER_KEY = /^(!synced-at$|[bcfimnqrsw]\u0000)/;
 
 function openError(location: string, error: unknown): BrokerError {
   const cause = (error as { cause?: { code?: string } }).cause;
@@ -525,6 +576,9 @@ function openError(location: string, error: unknown): BrokerError {
   }
   // LevelDB's own words (a missing MANIFEST, a corrupt table) are in the cause; say them.
   const detail = (error as { cause?: { message?: string } }).cause?.message ?? (error as Error).message ?? String(error);
+  if (isStoreDamage(error)) {
+    return new BrokerError(ErrorCodes.STORE_CORRUPT, `the store at ${location} is damaged: LevelDB reports "${detail}"`, { cause: error });
+  }
   return new BrokerError(
     ErrorCodes.STORE_OPEN_FAILED,
     `cannot open the store at ${location}: ${detail} (broker-admin verify --data <dir> checks a store)`,
