@@ -7,7 +7,9 @@ import type { Distributor } from '../session/distributor.js';
 import type { OutboundChannel, OutgoingPublish, Session } from '../session/session.js';
 import type { SessionManager } from '../session/session-manager.js';
 import type { Message } from '../store/repository.js';
+import { readAcks } from './ack-reader.js';
 import { dispatch } from './dispatcher.js';
+import { encodePublish } from './publish-encoder.js';
 import { QOS0_HIGH_WATER, type BrokerCounters, type TopicLimits } from './limits.js';
 import type { ListenerInfo } from './listener-info.js';
 import { createStrictParser, PacketTooLarge } from './strict-parser.js';
@@ -103,7 +105,7 @@ export class Connection implements OutboundChannel {
     this.#parser.on('packet', (packet: Packet) => this.#receive(packet));
     this.#parser.on('error', (error: Error) => this.#malformed(error));
     // Not after close: the socket is read until it is destroyed, and the parser would start afresh.
-    socket.on('data', (chunk: Buffer) => this.state !== 'closed' && this.#parser.parse(chunk));
+    socket.on('data', (chunk: Buffer) => this.#read(chunk));
     socket.on('error', () => this.close('socket error'));
     socket.on('close', () => this.close('connection lost'));
     this.#connectTimer = setTimeout(() => this.close('no CONNECT in time'), context.options.connectTimeoutMs);
@@ -118,6 +120,10 @@ export class Connection implements OutboundChannel {
   }
 
   send(packet: Packet): void {
+    this.#write(mqttPacket.generate(packet, { protocolVersion: this.protocolVersion }));
+  }
+
+  #write(bytes: Buffer): void {
     if (this.state === 'closed' || this.#socket.destroyed) return;
     if (!this.#corked) {
       // Packets written in one tick (a burst of PUBLISHes, a run of acks) leave in one write.
@@ -128,7 +134,7 @@ export class Connection implements OutboundChannel {
         this.#socket.uncork();
       });
     }
-    this.#socket.write(mqttPacket.generate(packet, { protocolVersion: this.protocolVersion }));
+    this.#socket.write(bytes);
   }
 
   publish(packet: OutgoingPublish): void {
@@ -141,15 +147,7 @@ export class Connection implements OutboundChannel {
       return;
     }
     this.#droppingQos0 = false;
-    this.send({
-      cmd: 'publish',
-      topic: packet.topic,
-      payload: packet.payload,
-      qos: packet.qos,
-      retain: packet.retain,
-      dup: packet.dup,
-      ...(packet.packetId === undefined ? {} : { messageId: packet.packetId }),
-    });
+    this.#write(encodePublish(packet));
   }
 
   pubrel(packetId: number): void {
@@ -263,30 +261,66 @@ export class Connection implements OutboundChannel {
     }
   }
 
+  #read(chunk: Buffer): void {
+    if (this.state === 'closed') return;
+    const parsed = this.state === 'connected' ? readAcks(chunk, this.#parser, (packet) => this.#receive(packet)) : 0;
+    if (parsed < chunk.length && !this.isClosed) this.#parser.parse(parsed === 0 ? chunk : chunk.subarray(parsed));
+  }
+
   #receive(packet: Packet): void {
     if (this.state === 'closed') return;
     this.#inbox.push(packet);
     this.#flowControl();
-    this.#processing ??= this.#process().finally(() => (this.#processing = undefined));
+    if (this.#processing === undefined) this.#startProcessing();
   }
 
-  async #process(): Promise<void> {
+  #startProcessing(): void {
+    const waiting = this.#process();
+    if (!waiting) return;
+    this.#processing = waiting.finally(() => {
+      this.#processing = undefined;
+      // Packets that arrived after the last look at the inbox, before this ran.
+      if (this.#inbox.length > 0) this.#startProcessing();
+    });
+  }
+
+  /**
+   * Runs the inbox's packets in order, one at a time. Handlers with nothing to wait for (the
+   * acknowledgements) run inline, without a promise per packet; at the first handler that must
+   * wait, the rest continues after it, and the returned promise covers all of it.
+   */
+  #process(): Promise<void> | undefined {
     while (this.#inbox.length > 0 && this.state !== 'closed') {
       const packet = this.#inbox.shift()!;
       this.#keepaliveTimer?.refresh();
+      let handled: void | Promise<void>;
       try {
-        await dispatch(this, packet);
+        handled = dispatch(this, packet);
       } catch (error) {
-        if (error instanceof ProtocolViolation) {
-          this.context.log.warn(`${this.describe()}: protocol violation: ${error.message}`);
-          this.close(`protocol violation: ${error.message}`);
-        } else {
-          this.context.log.error(`${this.describe()}: ${errorMessage(error)}`);
-          this.close(errorMessage(error));
-        }
-        return;
+        this.#handlerFailed(error);
+        return undefined;
+      }
+      if (handled) {
+        return handled.then(
+          () => {
+            this.#flowControl();
+            return this.#process();
+          },
+          (error: unknown) => this.#handlerFailed(error),
+        );
       }
       this.#flowControl();
+    }
+    return undefined;
+  }
+
+  #handlerFailed(error: unknown): void {
+    if (error instanceof ProtocolViolation) {
+      this.context.log.warn(`${this.describe()}: protocol violation: ${error.message}`);
+      this.close(`protocol violation: ${error.message}`);
+    } else {
+      this.context.log.error(`${this.describe()}: ${errorMessage(error)}`);
+      this.close(errorMessage(error));
     }
   }
 

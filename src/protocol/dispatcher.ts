@@ -12,8 +12,11 @@ import { handlePubrel } from './handlers/pubrel.js';
 import { handleSubscribe } from './handlers/subscribe.js';
 import { handleUnsubscribe } from './handlers/unsubscribe.js';
 
-/** Routes one packet to its handler; a ProtocolViolation thrown by any handler closes the connection. */
-export async function dispatch(connection: Connection, packet: Packet): Promise<void> {
+/**
+ * Routes one packet to its handler; a ProtocolViolation thrown by any handler closes the
+ * connection. Handlers with nothing to wait for are synchronous and return nothing.
+ */
+export function dispatch(connection: Connection, packet: Packet): void | Promise<void> {
   if (packet.cmd === 'connect') return handleConnect(connection, packet);
   // The first packet from a client must be CONNECT [MQTT-3.1.0-1].
   if (connection.state !== 'connected') {

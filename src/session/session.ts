@@ -89,6 +89,8 @@ export class Session {
   #dropping = false;
   /** The #epoch whose connection a store failure ended (see #fail). */
   #failedEpoch = -1;
+  /** Seqs acknowledged in this tick: one write completes them all. */
+  #completing: number[] = [];
 
   constructor(clientId: string, clean: boolean, repository: SessionRepository, limits: SessionLimits, log: Logger) {
     this.clientId = clientId;
@@ -222,11 +224,14 @@ export class Session {
     this.#channel?.publish({ topic: message.topic, payload: message.payload, qos: 0, retain, dup: false });
   }
 
-  /** PUBACK: the QoS1 delivery is complete [MQTT-4.3.2]. Unknown ids are ignored. */
-  acknowledge(packetId: number): Promise<void> {
+  /**
+   * PUBACK: the QoS1 delivery is complete [MQTT-4.3.2]. Unknown ids are ignored. The completion is
+   * stored behind (see the class comment); if that write fails, the connection is ended.
+   */
+  acknowledge(packetId: number): void {
     const inflight = this.#inflight.get(packetId);
-    if (!inflight || inflight.entry.qos !== 1 || inflight.state !== 'sent') return Promise.resolve();
-    return this.#finish(inflight);
+    if (!inflight || inflight.entry.qos !== 1 || inflight.state !== 'sent') return;
+    this.#finish(inflight);
   }
 
   /** PUBREC: store that the QoS2 message arrived, then PUBREL [MQTT-4.3.3-1]. */
@@ -246,11 +251,11 @@ export class Session {
     this.#channel?.pubrel(packetId);
   }
 
-  /** PUBCOMP: the QoS2 delivery is complete. */
-  completed(packetId: number): Promise<void> {
+  /** PUBCOMP: the QoS2 delivery is complete; stored like a PUBACK's. */
+  completed(packetId: number): void {
     const inflight = this.#inflight.get(packetId);
-    if (!inflight || inflight.state !== 'released') return Promise.resolve();
-    return this.#finish(inflight);
+    if (!inflight || inflight.state !== 'released') return;
+    this.#finish(inflight);
   }
 
   /**
@@ -283,11 +288,31 @@ export class Session {
   }
 
   /** Frees the slot now and stores the completion behind it (see the class comment). */
-  #finish(inflight: Inflight): Promise<void> {
+  #finish(inflight: Inflight): void {
     this.#inflight.delete(inflight.packetId);
-    const write = this.#track(this.#repository.complete(this.clientId, inflight.entry.seq));
+    this.#complete(inflight.entry.seq);
     this.#pump();
-    return write;
+  }
+
+  /**
+   * Stores a completion together with every other one of this tick: the acknowledgements of one
+   * socket read become one transition instead of one store job each. A failed write ends the
+   * connection; the entries are still queued in the store and go out again, with DUP=1.
+   */
+  #complete(seq: number): void {
+    this.#completing.push(seq);
+    if (this.#completing.length > 1) return;
+    const epoch = this.#epoch;
+    void this.#track(
+      new Promise<void>((resolve) => process.nextTick(resolve)).then(() => {
+        const seqs = this.#completing;
+        this.#completing = [];
+        return this.#repository.complete(this.clientId, ...seqs);
+      }),
+    ).catch((error: unknown) => {
+      // A later connection reads the store after this write settled: it sees the entries as queued.
+      if (epoch === this.#epoch) this.#fail(error);
+    });
   }
 
   /**
@@ -303,7 +328,7 @@ export class Session {
       this.#window.shift();
       if (entry.qos === 0) {
         this.sendDirect(entry.message, entry.retain);
-        void this.#track(this.#repository.complete(this.clientId, entry.seq)).catch((error) => this.#fail(error));
+        this.#complete(entry.seq);
         continue;
       }
       const inflight: Inflight = { entry, packetId: packetIdOf(entry.seq), state: 'sending' };
@@ -332,11 +357,7 @@ export class Session {
    */
   #send(burst: Inflight[]): void {
     const epoch = this.#epoch;
-    const last = burst[burst.length - 1]!.entry.seq;
-    if (last > this.#markedThrough) {
-      this.#markedThrough = Math.max(last, this.#window[this.#window.length - 1]?.seq ?? 0);
-      this.#marking = this.#track(this.#repository.markSent(this.clientId, this.#markedThrough));
-    }
+    if (burst[burst.length - 1]!.entry.seq > this.#markedThrough) this.#markWindow(burst);
     this.#marking.then(
       () => {
         if (epoch !== this.#epoch) return;
@@ -348,6 +369,14 @@ export class Session {
       },
       (error) => this.#fail(error),
     );
+  }
+
+  /** Writes the sent watermark ahead over the burst going out and the whole window behind it. */
+  #markWindow(burst: Inflight[] = []): void {
+    const through = Math.max(burst[burst.length - 1]?.entry.seq ?? 0, this.#window[this.#window.length - 1]?.seq ?? 0);
+    if (through <= this.#markedThrough) return;
+    this.#markedThrough = through;
+    this.#marking = this.#track(this.#repository.markSent(this.clientId, through));
   }
 
   async #refill(): Promise<void> {
@@ -372,6 +401,8 @@ export class Session {
         if (entry.state !== 'released') this.#window.push(entry);
       }
       this.#storeHasMore = this.#enqueueCount !== enqueueCount || entries.length >= this.#limits.readWindow;
+      // Mark the new window sent now, so its fsync overlaps with sending what is already in flight.
+      if (this.#channel) this.#markWindow();
     }
     // Also after a relink: a refill the new connection skipped while this one ran is due now.
     this.#pump();

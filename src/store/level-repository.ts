@@ -394,12 +394,19 @@ export class LevelRepository implements SessionRepository {
     });
   }
 
-  async complete(clientId: string, seq: number): Promise<void> {
+  async complete(clientId: string, ...given: number[]): Promise<void> {
+    // Read before anything is removed: a seq given twice would otherwise be counted out twice.
+    const seqs = given.length > 1 ? [...new Set(given)] : given;
     await this.#openWriter().submit({
-      prepare: (batch) => {
-        const entry = removeQueueEntry(batch, clientId, keys.queueEntry(clientId, seq));
-        // Only QoS2 entries can have a released record; deleting a missing key still writes.
-        if (entry?.q === 2) batch.del(keys.flight(clientId, seq));
+      prepare: async (batch) => {
+        const entryKeys = seqs.map((seq) => keys.queueEntry(clientId, seq));
+        const entries = await batch.getMany(entryKeys, isQueueEntryValue);
+        entries.forEach((entry, index) => {
+          if (entry === undefined) return; // completed before: nothing to count twice
+          removeQueueEntry(batch, clientId, entryKeys[index]!, entry);
+          // Only QoS2 entries can have a released record; deleting a missing key still writes.
+          if (entry.q === 2) batch.del(keys.flight(clientId, seqs[index]!));
+        });
       },
     });
   }
@@ -507,8 +514,12 @@ function fromStatsValue({ m, b, d }: QueueStatsValue): QueueStats {
  * Deletes a queue entry and, when it was the last reference to a shared body, the body too.
  * `clientId` set: the entry also leaves the session's queue counts (a destroy drops them whole).
  */
-function removeQueueEntry(batch: BatchBuilder, clientId: string | undefined, key: string): QueueEntryValue | undefined {
-  const entry = batch.get(key, isQueueEntryValue);
+function removeQueueEntry(
+  batch: BatchBuilder,
+  clientId: string | undefined,
+  key: string,
+  entry = batch.get(key, isQueueEntryValue),
+): QueueEntryValue | undefined {
   if (entry === undefined) return undefined;
   batch.del(key);
   if (clientId !== undefined) {

@@ -177,13 +177,16 @@ export class MemoryRepository implements SessionRepository {
     }
   }
 
-  async complete(clientId: string, seq: number): Promise<void> {
+  async complete(clientId: string, ...seqs: number[]): Promise<void> {
     this.#checkOpen();
     const session = this.#sessions.get(clientId);
-    const entry = session?.queue.get(seq);
-    if (!session || !entry) return;
-    session.queue.delete(seq);
-    release(session.stats, entry.message.payload.length);
+    if (!session) return;
+    for (const seq of seqs) {
+      const entry = session.queue.get(seq);
+      if (!entry) continue;
+      session.queue.delete(seq);
+      release(session.stats, entry.message.payload.length);
+    }
   }
 
   async queueStats(clientId: string): Promise<QueueStats | undefined> {

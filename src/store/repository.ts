@@ -137,8 +137,12 @@ export interface SessionRepository {
   resetSent(clientId: string, throughSeq: number): Promise<void>;
   /** PUBREC arrived for an outbound QoS2 entry: from now on it is PUBREL that gets resent. */
   markReleased(clientId: string, seq: number, packetId: number): Promise<void>;
-  /** PUBACK (QoS1) or PUBCOMP (QoS2) arrived: the entry is gone. Also drops undeliverable entries. */
-  complete(clientId: string, seq: number): Promise<void>;
+  /**
+   * PUBACK (QoS1) or PUBCOMP (QoS2) arrived: the entries are gone. Also drops undeliverable
+   * entries. Several seqs in one call are one transition: a draining session completes every
+   * acknowledgement of a socket read together.
+   */
+  complete(clientId: string, ...seqs: number[]): Promise<void>;
   /** PUBREL arrived for an inbound QoS2 packet id. */
   releaseInbound(clientId: string, packetId: number): Promise<void>;
   clearRetained(topic: string): Promise<void>;

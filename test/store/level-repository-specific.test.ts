@@ -382,9 +382,9 @@ describe('LevelRepository: corrupt records', TIMEOUT, () => {
 });
 
 describe('LevelRepository: a failed write', TIMEOUT, () => {
-  /** Makes the next LevelDB batch fail, as a full disk would. */
+  /** Makes the next LevelDB batch fail, as a full disk would (the writer calls classic-level's _batch). */
   function failNextBatch(): void {
-    vi.spyOn(ClassicLevel.prototype, 'batch').mockImplementationOnce((() =>
+    vi.spyOn(ClassicLevel.prototype as unknown as { _batch: () => Promise<void> }, '_batch').mockImplementationOnce((() =>
       Promise.reject(new Error('simulated: no space left on device'))) as never);
   }
 
@@ -426,7 +426,7 @@ describe('LevelRepository: group commit', TIMEOUT, () => {
   it('200 transitions submitted without awaiting resolve in submission order, in few batches, and survive reopen', async () => {
     const location = tempDir();
     const repository = await openRepository(location);
-    const batch = vi.spyOn(ClassicLevel.prototype, 'batch');
+    const batch = vi.spyOn(ClassicLevel.prototype as unknown as { _batch: () => Promise<void> }, '_batch');
 
     const order: number[] = [];
     const submitted: Promise<unknown>[] = [];

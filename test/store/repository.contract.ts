@@ -1413,6 +1413,34 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           expect(await repository.queueStats('b')).toEqual(stats(3, 8, 0));
         }));
 
+      it('complete with many seqs is one transition: each entry counted out once, duplicates and unknown seqs ignored', () =>
+        withFixture(async ({ repository }) => {
+          // 100 entries: more than a batch reads on the main thread, so the off-thread read is used too.
+          await repository.createSession('a');
+          await repository.createSession('b');
+          const seqs: number[] = [];
+          for (let i = 0; i < 100; i++) {
+            const deliveries = i % 10 === 0 ? [to('a', 2), to('b', 2)] : [to('a', i % 2 === 0 ? 2 : 1)];
+            seqs.push(seqOf(await repository.publish({ message: message('t', 'x'.repeat(i), i % 2 === 0 ? 2 : 1), deliveries }), 'a'));
+          }
+          const bytes = (list: number[]) => list.reduce((sum, seq) => sum + seqs.indexOf(seq), 0);
+          expect(await repository.queueStats('a')).toEqual(stats(100, bytes(seqs), 0));
+          await repository.markSent('a', seqs[99]!);
+          await repository.markReleased('a', seqs[0]!, 1);
+          const done = seqs.slice(0, 60);
+          await repository.complete('a', ...done, seqs[0]!, seqs[1]!, seqs[99]! + 1000);
+          const left = seqs.slice(60);
+          expect(await repository.queueStats('a')).toEqual(stats(40, bytes(left), 0));
+          expect((await readAll(repository, 'a')).map((entry) => entry.seq)).toEqual(left);
+          // Completing them again changes nothing; b still holds its shares of the shared bodies.
+          await repository.complete('a', ...done);
+          expect(await repository.queueStats('a')).toEqual(stats(40, bytes(left), 0));
+          const shared = (await readAll(repository, 'b')).map((entry) => entry.message.payload.length);
+          expect(shared).toEqual([0, 10, 20, 30, 40, 50, 60, 70, 80, 90]);
+          await repository.complete('a');
+          expect(await repository.queueStats('a')).toEqual(stats(40, bytes(left), 0));
+        }));
+
       it('a delivery that would pass maxMessages is refused for that session only: no entry, no seq, one drop', () =>
         withFixture(
           async ({ repository }) => {

@@ -1,6 +1,6 @@
 import type { Connection } from '../connection.js';
 
 /** PINGREQ gets PINGRESP [MQTT-3.12.4-1]. */
-export async function handlePingreq(connection: Connection): Promise<void> {
+export function handlePingreq(connection: Connection): void {
   connection.send({ cmd: 'pingresp' });
 }

@@ -3,6 +3,6 @@ import type { Connection } from '../connection.js';
 import { sessionOf } from '../dispatcher.js';
 
 /** PUBACK for a QoS1 message we sent: the delivery is complete. */
-export async function handlePuback(connection: Connection, packet: IPubackPacket): Promise<void> {
-  connection.background(sessionOf(connection).acknowledge(packet.messageId!));
+export function handlePuback(connection: Connection, packet: IPubackPacket): void {
+  sessionOf(connection).acknowledge(packet.messageId!);
 }

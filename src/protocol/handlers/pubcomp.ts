@@ -3,6 +3,6 @@ import type { Connection } from '../connection.js';
 import { sessionOf } from '../dispatcher.js';
 
 /** PUBCOMP for a QoS2 message we sent: the delivery is complete. */
-export async function handlePubcomp(connection: Connection, packet: IPubcompPacket): Promise<void> {
-  connection.background(sessionOf(connection).completed(packet.messageId!));
+export function handlePubcomp(connection: Connection, packet: IPubcompPacket): void {
+  sessionOf(connection).completed(packet.messageId!);
 }

@@ -3,6 +3,6 @@ import type { Connection } from '../connection.js';
 import { sessionOf } from '../dispatcher.js';
 
 /** PUBREC for a QoS2 message we sent: stored as released, then PUBREL goes out. */
-export async function handlePubrec(connection: Connection, packet: IPubrecPacket): Promise<void> {
+export function handlePubrec(connection: Connection, packet: IPubrecPacket): void {
   connection.background(sessionOf(connection).received(packet.messageId!));
 }
