@@ -73,12 +73,25 @@ async function derive(password: string | Buffer, salt: Buffer, { N, r, p }: Scry
   try {
     const options: ScryptOptions = { N, r, p, maxmem: 2 * 128 * N * r + 1024 * 1024 };
     return await new Promise<Buffer>((resolve, reject) =>
-      scrypt(password, salt, length, options, (error, key) => (error ? reject(error) : resolve(key))),
+      scrypt(lengthPrefixed(password), salt, length, options, (error, key) => (error ? reject(error) : resolve(key))),
     );
   } finally {
     running--;
     waiting.shift()?.();
   }
+}
+
+/**
+ * scrypt keys HMAC-SHA256 with the password, and HMAC pads its key with zero bytes: on its own,
+ * "abc" and "abc\0" would give the same hash. MQTT passwords are binary data, so the length goes
+ * in front and every byte counts.
+ */
+function lengthPrefixed(password: string | Buffer): Buffer {
+  const bytes = typeof password === 'string' ? Buffer.from(password, 'utf8') : password;
+  const prefixed = Buffer.allocUnsafe(4 + bytes.length);
+  prefixed.writeUInt32BE(bytes.length, 0);
+  bytes.copy(prefixed, 4);
+  return prefixed;
 }
 
 const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;

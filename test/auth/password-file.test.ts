@@ -64,6 +64,17 @@ describe('hashPassword and verifyPassword', () => {
     expect(await verifyPassword(b, 'same')).toBe(true);
   });
 
+  it('trailing zero bytes count: scrypt alone (HMAC key padding) would take "abc" and "abc\\0" for one password', async () => {
+    for (const [password, other] of [
+      [Buffer.alloc(0), Buffer.from([0])],
+      [Buffer.from('abc'), Buffer.from('abc\u0000')],
+    ] as const) {
+      const encoded = await hashPassword(password, FAST);
+      expect(await verifyPassword(encoded, password)).toBe(true);
+      expect(await verifyPassword(encoded, other)).toBe(false);
+    }
+  });
+
   it('property: a password verifies against its own hash, any other does not (bytes, not just text)', async () => {
     await fc.assert(
       fc.asyncProperty(fc.uint8Array({ maxLength: 40 }), fc.uint8Array({ maxLength: 40 }), async (password, other) => {
