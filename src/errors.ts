@@ -18,6 +18,8 @@ export const ErrorCodes = {
   PROTOCOL_VIOLATION: 'BROKER_ERR_PROTOCOL_VIOLATION',
   /** The password file cannot be read or has a bad line (the message names the file and line). */
   PASSWORD_FILE_INVALID: 'BROKER_ERR_PASSWORD_FILE_INVALID',
+  /** Too many password checks are waiting: the CONNECT is refused with 0x03 (server unavailable). */
+  AUTH_BUSY: 'BROKER_ERR_AUTH_BUSY',
   /** The ACL file cannot be read or has a bad line (the message names the file and line). */
   ACL_FILE_INVALID: 'BROKER_ERR_ACL_FILE_INVALID',
   /** A CONNECT for a client id whose session belongs to another user. */

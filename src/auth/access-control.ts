@@ -4,7 +4,7 @@ import { basename, dirname, resolve } from 'node:path';
 import { BrokerError, ErrorCodes, errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { parseAcl, type Acl, type ClientRules } from './acl.js';
-import { readPasswordFile, type PasswordTable } from './password-file.js';
+import { readPasswordFile, type Abandoned, type PasswordTable } from './password-file.js';
 
 /** What authentication needs to know of the listener a client came through. */
 export interface ListenerPolicy {
@@ -20,15 +20,18 @@ export interface Credentials {
   password?: Buffer | undefined;
   /** The subject CN of a verified client certificate (TLS cert_username): already authenticated. */
   certificateUser?: string | undefined;
+  /** True once the client has gone: a password check still waiting is skipped. */
+  abandoned?: Abandoned;
 }
 
 /** CONNACK return codes of a refusal (MQTT 3.1.1 table 3.1). */
 export const BAD_USER_NAME_OR_PASSWORD = 0x04;
 export const NOT_AUTHORIZED = 0x05;
+export const SERVER_UNAVAILABLE = 0x03;
 
 export type Authentication =
   | { accepted: true; /** The user name the client acts as; undefined for an anonymous client. */ user: string | undefined }
-  | { accepted: false; returnCode: typeof BAD_USER_NAME_OR_PASSWORD | typeof NOT_AUTHORIZED; reason: string };
+  | { accepted: false; returnCode: typeof BAD_USER_NAME_OR_PASSWORD | typeof NOT_AUTHORIZED | typeof SERVER_UNAVAILABLE; reason: string };
 
 export interface AccessControlOptions {
   /** Without it, user names are not verified (and a client with one still counts as anonymous). */
@@ -84,6 +87,11 @@ export class AccessControl {
     this.#setAcl(acl);
     if (this.#passwordFile) this.#log.info(`password file ${this.#passwordFile}: ${passwords!.size} users`);
     if (this.#aclFile) this.#log.info(`ACL file ${this.#aclFile}: ${acl!.ruleCount} rules`);
+    if (acl?.namesUsers && !this.#passwordFile) {
+      this.#log.warn(
+        `ACL file ${this.#aclFile} has rules for user names, but without a password file user names are not verified: any client can claim one`,
+      );
+    }
     if (this.#watch) this.#startWatching();
   }
 
@@ -130,7 +138,14 @@ export class AccessControl {
     if (certificateUser !== undefined) return { accepted: true, user: certificateUser };
     const passwords = this.#passwords;
     if (username !== undefined && passwords) {
-      if (await passwords.verify(username, password)) return { accepted: true, user: username };
+      let verified: boolean;
+      try {
+        verified = await passwords.verify(username, password, credentials.abandoned);
+      } catch (error) {
+        if (!(error instanceof BrokerError && error.code === ErrorCodes.AUTH_BUSY)) throw error;
+        return { accepted: false, returnCode: SERVER_UNAVAILABLE, reason: `too busy to check a password: ${error.message}` };
+      }
+      if (verified) return { accepted: true, user: username };
       return { accepted: false, returnCode: BAD_USER_NAME_OR_PASSWORD, reason: `user name or password not accepted for ${JSON.stringify(username)}` };
     }
     if (listener.loopback || listener.allowAnonymous) return { accepted: true, user: username };

@@ -132,6 +132,11 @@ export class Acl {
     this.#patterns = patterns;
   }
 
+  /** Rules that depend on the user name (`user` sections, `%u` patterns). */
+  get namesUsers(): boolean {
+    return this.#users.size > 0 || this.#patterns.some((rule) => rule.pattern.includes('%u'));
+  }
+
   get ruleCount(): number {
     let count = this.#general.length + this.#patterns.length;
     for (const rules of this.#users.values()) count += rules.length;

@@ -43,7 +43,7 @@ export interface PasswordEntry extends PasswordHash {
 /** Hashes a password with a fresh random salt; the result is what follows `user:` in the file. */
 export async function hashPassword(password: string | Buffer, params: ScryptParams = DEFAULT_SCRYPT): Promise<string> {
   const salt = randomBytes(SALT_BYTES);
-  const hash = await derive(password, salt, params, HASH_BYTES);
+  const hash = (await derive(password, salt, params, HASH_BYTES))!; // nothing to abandon here
   return `$scrypt$N=${params.N},r=${params.r},p=${params.p}$${salt.toString('base64')}$${hash.toString('base64')}`;
 }
 
@@ -54,9 +54,9 @@ export async function verifyPassword(encoded: string, password: string | Buffer)
   return matches(parsed, password);
 }
 
-async function matches({ params, salt, hash }: PasswordHash, password: string | Buffer): Promise<boolean> {
-  const derived = await derive(password, salt, params, hash.length);
-  return timingSafeEqual(derived, hash);
+async function matches({ params, salt, hash }: PasswordHash, password: string | Buffer, abandoned?: Abandoned): Promise<boolean> {
+  const derived = await derive(password, salt, params, hash.length, abandoned);
+  return derived !== undefined && timingSafeEqual(derived, hash);
 }
 
 /**
@@ -64,11 +64,35 @@ async function matches({ params, salt, hash }: PasswordHash, password: string | 
  * needs too, and a burst of CONNECTs must not stall the store's reads and writes.
  */
 const MAX_CONCURRENT_HASHES = 2;
+/**
+ * Checks allowed to wait for one of those: beyond it a CONNECT is refused at once (0x03, server
+ * unavailable) instead of queueing work that would outlast its client's patience (a fleet
+ * reconnecting at once retries later, rather than piling up behind checks nobody waits for).
+ */
+const MAX_WAITING_HASHES = 256;
 let running = 0;
 const waiting: Array<() => void> = [];
 
-async function derive(password: string | Buffer, salt: Buffer, { N, r, p }: ScryptParams, length: number): Promise<Buffer> {
-  if (running >= MAX_CONCURRENT_HASHES) await new Promise<void>((resolve) => waiting.push(resolve));
+/** Tells a queued check that its client has gone, so the scrypt is skipped. */
+export type Abandoned = () => boolean;
+
+async function derive(
+  password: string | Buffer,
+  salt: Buffer,
+  { N, r, p }: ScryptParams,
+  length: number,
+  abandoned?: Abandoned,
+): Promise<Buffer | undefined> {
+  if (running >= MAX_CONCURRENT_HASHES) {
+    if (waiting.length >= MAX_WAITING_HASHES) {
+      throw new BrokerError(ErrorCodes.AUTH_BUSY, `${MAX_WAITING_HASHES} password checks are already waiting`);
+    }
+    await new Promise<void>((resolve) => waiting.push(resolve));
+    if (abandoned?.()) {
+      waiting.shift()?.();
+      return undefined;
+    }
+  }
   running++;
   try {
     const options: ScryptOptions = { N, r, p, maxmem: 2 * 128 * N * r + 1024 * 1024 };
@@ -130,8 +154,9 @@ export class PasswordTable {
   readonly #entries: Map<string, PasswordEntry>;
   /**
    * user → HMAC of the last password that verified (with a key that lives only in this process)
-   * and the hash it verified against. A client that reconnects (after a broker restart, a whole
+   * and the hash it verified against. A client that reconnects (after a network outage, a whole
    * fleet at once) is then checked without scrypt; a wrong password always pays the full scrypt.
+   * The cache lives in this process only: after a broker restart, every first check pays.
    */
   readonly #verified = new Map<string, { encoded: string; digest: Buffer }>();
 
@@ -152,18 +177,19 @@ export class PasswordTable {
     return [...this.#entries.values()].sort((a, b) => a.line - b.line);
   }
 
-  async verify(user: string, password: Buffer | string | undefined): Promise<boolean> {
+  /** `abandoned`: the client has gone; a check still waiting for its turn is skipped (false). */
+  async verify(user: string, password: Buffer | string | undefined, abandoned?: Abandoned): Promise<boolean> {
     const entry = this.#entries.get(user);
     const given = password ?? Buffer.alloc(0);
     if (!entry) {
       // Same work as for a known user: the time taken does not tell which user names exist.
-      await matches(DUMMY, given);
+      await matches(DUMMY, given, abandoned);
       return false;
     }
     const digest = createHmac('sha256', CACHE_KEY).update(given).digest();
     const cached = this.#verified.get(user);
     if (cached && cached.encoded === entry.encoded && timingSafeEqual(cached.digest, digest)) return true;
-    const ok = await matches(entry, given);
+    const ok = await matches(entry, given, abandoned);
     if (ok) this.#verified.set(user, { encoded: entry.encoded, digest });
     return ok;
   }

@@ -55,12 +55,21 @@ type State = 'awaiting-connect' | 'connecting' | 'connected' | 'closed';
 
 /** Packets queued before the socket is paused: bounds what a fast sender can make us buffer. */
 const INBOX_HIGH_WATER = 256;
+/** The same in bytes: 256 packets of max_packet_size each would be a quarter GiB per client. */
+const INBOX_HIGH_WATER_BYTES = 1024 * 1024;
 /**
  * PUBLISHes (and PUBRELs) whose store write or reply is still pending before the socket is
  * paused: handlers return as soon as the write is submitted, so the inbox alone would let a client
  * that pipelines QoS 1/2 faster than the disk writes pile up pending writes without bound.
  */
 const UNREPLIED_HIGH_WATER = 1024;
+/** The same in payload bytes held until their write is done. */
+const UNREPLIED_HIGH_WATER_BYTES = 8 * 1024 * 1024;
+/**
+ * The largest CONNECT 3.1.1 allows (client id, will topic and payload, user name, password: five
+ * strings of at most 65,535 bytes, plus headers): before CONNECT, nothing bigger is buffered.
+ */
+const MAX_CONNECT_SIZE = 5 * (2 + 65_535) + 64;
 
 /**
  * One client connection: parses bytes into packets, runs them through the dispatcher one at a
@@ -86,6 +95,9 @@ export class Connection implements OutboundChannel {
   #processing: Promise<void> | undefined;
   #replies: Promise<void> = Promise.resolve();
   #unreplied = 0;
+  #unrepliedBytes = 0;
+  /** Remaining lengths of the packets in #inbox. */
+  #inboxBytes = 0;
   /** QoS 0 deliveries are being dropped because the socket is not draining (logged once per episode). */
   #droppingQos0 = false;
   #corked = false;
@@ -101,7 +113,10 @@ export class Connection implements OutboundChannel {
     this.certificateUser = certificateUser;
     this.remote = `${socket.remoteAddress}:${socket.remotePort}`;
     socket.setNoDelay(true);
-    this.#parser = createStrictParser(context.options.maxPacketSize);
+    const { maxPacketSize } = context.options;
+    this.#parser = createStrictParser(() =>
+      this.state === 'awaiting-connect' ? Math.min(maxPacketSize, MAX_CONNECT_SIZE) : maxPacketSize,
+    );
     this.#parser.on('packet', (packet: Packet) => this.#receive(packet));
     this.#parser.on('error', (error: Error) => this.#malformed(error));
     // Not after close: the socket is read until it is destroyed, and the parser would start afresh.
@@ -164,9 +179,10 @@ export class Connection implements OutboundChannel {
    * write) means no reply: the connection is closed instead, and the client re-sends what was not
    * acknowledged when it reconnects.
    */
-  reply<T>(work: Promise<T>, send: (result: T) => void | Promise<void>, onFailure?: () => void): void {
+  reply<T>(work: Promise<T>, send: (result: T) => void | Promise<void>, onFailure?: () => void, heldBytes = 0): void {
     work.catch(() => {}); // handled below, in order; keeps an early rejection from going unhandled
     this.#unreplied++;
+    this.#unrepliedBytes += heldBytes;
     this.#replies = this.#replies.then(() =>
       work
         .then(send)
@@ -179,6 +195,7 @@ export class Connection implements OutboundChannel {
         })
         .finally(() => {
           this.#unreplied--;
+          this.#unrepliedBytes -= heldBytes;
           this.#flowControl();
         }),
     );
@@ -223,6 +240,7 @@ export class Connection implements OutboundChannel {
     clearTimeout(this.#keepaliveTimer);
     clearTimeout(this.#connectTimer);
     this.#inbox.length = 0;
+    this.#inboxBytes = 0;
     // end() flushes what was written (a refusing CONNACK) before the FIN; a peer that never
     // finishes its side is cut off shortly after.
     if (this.context.shuttingDown) {
@@ -270,6 +288,7 @@ export class Connection implements OutboundChannel {
   #receive(packet: Packet): void {
     if (this.state === 'closed') return;
     this.#inbox.push(packet);
+    this.#inboxBytes += packet.length ?? 0;
     this.#flowControl();
     if (this.#processing === undefined) this.#startProcessing();
   }
@@ -292,6 +311,7 @@ export class Connection implements OutboundChannel {
   #process(): Promise<void> | undefined {
     while (this.#inbox.length > 0 && this.state !== 'closed') {
       const packet = this.#inbox.shift()!;
+      this.#inboxBytes -= packet.length ?? 0;
       this.#keepaliveTimer?.refresh();
       let handled: void | Promise<void>;
       try {
@@ -301,6 +321,7 @@ export class Connection implements OutboundChannel {
         return undefined;
       }
       if (handled) {
+        this.#flowControl(); // a CONNECT being handled holds reading from here on
         return handled.then(
           () => {
             this.#flowControl();
@@ -324,12 +345,28 @@ export class Connection implements OutboundChannel {
     }
   }
 
-  /** Pauses reading while too much of this client's input waits (see the high-water marks), resumes at half. */
+  /**
+   * Pauses reading while too much of this client's input waits (see the high-water marks), resumes
+   * at half. Also while its CONNECT is handled: authentication can take a while (scrypt), and a
+   * client not yet let in must not make us hold what it sends behind it.
+   */
   #flowControl(): void {
     if (this.state === 'closed') return;
-    if (this.#inbox.length >= INBOX_HIGH_WATER || this.#unreplied >= UNREPLIED_HIGH_WATER) {
+    if (
+      this.state === 'connecting' ||
+      this.#inbox.length >= INBOX_HIGH_WATER ||
+      this.#inboxBytes >= INBOX_HIGH_WATER_BYTES ||
+      this.#unreplied >= UNREPLIED_HIGH_WATER ||
+      this.#unrepliedBytes >= UNREPLIED_HIGH_WATER_BYTES
+    ) {
       this.#socket.pause();
-    } else if (this.#inbox.length < INBOX_HIGH_WATER / 2 && this.#unreplied < UNREPLIED_HIGH_WATER / 2 && this.#socket.isPaused()) {
+    } else if (
+      this.#socket.isPaused() &&
+      this.#inbox.length < INBOX_HIGH_WATER / 2 &&
+      this.#inboxBytes < INBOX_HIGH_WATER_BYTES / 2 &&
+      this.#unreplied < UNREPLIED_HIGH_WATER / 2 &&
+      this.#unrepliedBytes < UNREPLIED_HIGH_WATER_BYTES / 2
+    ) {
       this.#socket.resume();
     }
   }

@@ -44,7 +44,8 @@ export class PacketTooLarge extends Error {
  * the next packet's bytes, or got -1 (found by the fuzz suite). A packet identifier must be there
  * and non-zero [MQTT-2.3.1-1].
  */
-export function createStrictParser(maxPacketSize = Infinity): Parser {
+export function createStrictParser(maxPacketSize: number | (() => number) = Infinity): Parser {
+  const limit = typeof maxPacketSize === 'number' ? () => maxPacketSize : maxPacketSize;
   const parser = mqttPacket.parser({ protocolVersion: 4 });
   const internals = parser as unknown as ParserInternals & { _parseString(): string | null };
   const parseLength = internals._parseLength;
@@ -53,8 +54,9 @@ export function createStrictParser(maxPacketSize = Infinity): Parser {
     if (!parseLength.call(this)) return false;
     // One byte of header type and flags, the remaining length's own bytes, then the body.
     const size = 1 + (lengthBytesBefore - this._list.length) + this.packet.length;
-    if (size > maxPacketSize) {
-      this._emitError(new PacketTooLarge(size, maxPacketSize));
+    const max = limit();
+    if (size > max) {
+      this._emitError(new PacketTooLarge(size, max));
       return false;
     }
     return true;

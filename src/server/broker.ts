@@ -108,6 +108,13 @@ export const DEFAULTS = {
   maxSubscriptionsPerClient: 1000,
 } as const;
 
+/**
+ * A CleanSession=1 session's queue (QoS 1/2 messages its client has not taken yet) is kept in
+ * memory, not on disk: its limits are the configured ones but at most these, so a clean
+ * subscriber that stops reading costs at most this much memory.
+ */
+export const CLEAN_SESSION_QUEUE_CAP = { maxMessages: 10_000, maxBytes: 16 * 1024 * 1024 } as const;
+
 /** The composition root: store → sessions → routing → protocol → listener. */
 export function createBroker(options: BrokerOptions = {}): Broker {
   const log = options.log ?? silentLogger;
@@ -145,7 +152,13 @@ export function createBroker(options: BrokerOptions = {}): Broker {
   }
   const dataDir = resolve(options.dataDir ?? DEFAULTS.dataDir);
   let admin: AdminServer | undefined;
-  const volatile = new MemoryRepository({ limits });
+  // CleanSession=1 queues live in memory: capped well below the on-disk defaults.
+  const volatile = new MemoryRepository({
+    limits: {
+      maxMessages: Math.min(limits.maxMessages, CLEAN_SESSION_QUEUE_CAP.maxMessages),
+      maxBytes: Math.min(limits.maxBytes, CLEAN_SESSION_QUEUE_CAP.maxBytes),
+    },
+  });
   const sessions = new SessionManager({ durable, volatile, limits: { maxInflight, readWindow }, log });
   const access = new AccessControl({ passwordFile: options.passwordFile, aclFile: options.aclFile, log });
   const context: BrokerContext = {
@@ -166,17 +179,24 @@ export function createBroker(options: BrokerOptions = {}): Broker {
 
   /** Sockets refused since the limit was last reached: logged once when it is reached, once when it clears. */
   let refusing = 0;
-  const accept = (socket: Socket, listener: ListenerInfo, certificateUser: string | undefined) => {
-    if (connections.size >= maxConnections) {
+  /** Connections held, TLS handshakes under way included, are below the limit; else `socket` is closed. */
+  const admit = (socket: Socket): boolean => {
+    const held = connections.size + listeners.reduce((sum, listener) => sum + listener.handshakes, 0);
+    if (held >= maxConnections) {
       socket.destroy();
       context.counters.connectionsRefused++;
       if (refusing++ === 0) log.warn(`max_connections (${maxConnections}) reached: new connections are closed at once`);
-      return;
+      return false;
     }
     if (refusing > 0) {
       log.info(`below max_connections again; ${refusing} connections were refused`);
       refusing = 0;
     }
+    return true;
+  };
+  const accept = (socket: Socket, listener: ListenerInfo, certificateUser: string | undefined) => {
+    // A TLS socket was admitted when it connected, and no longer counts as a handshake here.
+    if (!admit(socket)) return;
     const connection = new Connection(socket, context, listener, certificateUser);
     connections.add(connection);
     void connection.closed.then(() => connections.delete(connection));
@@ -219,7 +239,7 @@ export function createBroker(options: BrokerOptions = {}): Broker {
             log.warn(`admin channel not available on ${path}: ${errorMessage(error)}`);
           }
         }
-        const hooks = { accept, log, handshakeTimeoutMs: connectTimeoutMs, allowAnonymous: options.allowAnonymous ?? false };
+        const hooks = { accept, admit, log, handshakeTimeoutMs: connectTimeoutMs, allowAnonymous: options.allowAnonymous ?? false };
         for (const listenerOption of listenerOptions) listeners.push(await Listener.open(listenerOption, hooks));
       } catch (error) {
         access.close();

@@ -37,6 +37,11 @@ export type Accept = (socket: Socket, listener: ListenerInfo, certificateUser: s
 
 export interface ListenerHooks {
   accept: Accept;
+  /**
+   * Asked when a TLS client's TCP connection arrives, before its handshake: false closes it at
+   * once, so sockets in a handshake count against max_connections too.
+   */
+  admit(socket: Socket): boolean;
   log: Logger;
   /** A TLS handshake not finished by then is abandoned (a socket that never speaks holds nothing for long). */
   handshakeTimeoutMs: number;
@@ -104,6 +109,7 @@ export class Listener {
       );
       // 'connection' sees the TCP socket under the TLS one; both have the same remote address.
       server.on('connection', (socket: Socket) => {
+        if (!hooks.admit(socket)) return;
         const key = remoteKey(socket);
         handshaking.set(key, socket);
         socket.once('close', () => {
@@ -146,6 +152,11 @@ export class Listener {
 
   address(): AddressInfo {
     return this.#server.address() as AddressInfo;
+  }
+
+  /** TLS sockets in their handshake: connections the broker does not hold yet, but that count. */
+  get handshakes(): number {
+    return this.#handshaking.size;
   }
 
   /**

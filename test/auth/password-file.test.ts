@@ -227,3 +227,26 @@ describe('setPassword and removeUser (what broker-admin passwd does)', () => {
     expect(readFileSync(file, 'utf8')).toBe('alice:not-a-hash\n');
   });
 });
+
+describe('PasswordTable.verify under a burst of CONNECTs', () => {
+  it('2 checks run, 256 wait (skipped if their client has gone), beyond that AUTH_BUSY at once', async () => {
+    const table = parsePasswordFile(`alice:${await hashPassword('right', FAST)}\n`, 'passwd');
+    // All with the right password: a skipped check shows as false. Clients 2.. are "gone".
+    const results = await Promise.allSettled(
+      Array.from({ length: 300 }, (_, index) => table.verify('alice', 'right', () => index >= 2)),
+    );
+    expect(results.slice(0, 2)).toEqual([
+      { status: 'fulfilled', value: true },
+      { status: 'fulfilled', value: true },
+    ]);
+    expect(results.slice(2, 258).every((result) => result.status === 'fulfilled' && result.value === false)).toBe(true);
+    const busy = results.slice(258);
+    expect(busy).toHaveLength(42);
+    for (const result of busy) {
+      expect(result.status).toBe('rejected');
+      expect(((result as PromiseRejectedResult).reason as BrokerError).code).toBe(ErrorCodes.AUTH_BUSY);
+    }
+    // The queue is free again: the next check runs (and, verified before, hits the cache).
+    expect(await table.verify('alice', 'right')).toBe(true);
+  });
+});

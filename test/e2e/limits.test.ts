@@ -136,6 +136,20 @@ describe('max_packet_size', () => {
     }
   });
 
+  it('before CONNECT, nothing larger than the largest possible CONNECT is buffered, whatever max_packet_size allows', async () => {
+    // 1 MiB allowed, but no CONNECT can exceed about 320 KiB: a first packet declaring 400 KiB is
+    // refused as soon as its length is read, not after 400 KiB were sent.
+    const { clients, running, served } = await brokerWith({ maxPacketSize: 1024 * 1024 });
+    const socket = await clients.socket();
+    const declared = 400 * 1024; // varint: 0x80 0x80 0x19
+    socket.sendBytes([0x10, 0x80, 0x80, 0x19, 0x00, 0x04]);
+    expect(declared).toBe(0x19 * 128 * 128);
+    await socket.closed;
+    expect(socket.received).toEqual([]);
+    expect(running.broker.counters.packetsTooLarge).toBe(1);
+    await served();
+  });
+
   it('applies to CONNECT too: an oversized CONNECT is closed without CONNACK', async () => {
     const { clients, served } = await brokerWith({ maxPacketSize: MAX });
     const socket = await clients.socket();

@@ -260,6 +260,38 @@ describe('TLS listener', () => {
     expect(connectionOf(broker, 'carol-device').certificateUser).toBeUndefined();
   });
 
+  it('sockets still in their TLS handshake count against max_connections', async () => {
+    const broker = await startBroker({
+      maxConnections: 2,
+      listeners: [{ host: '127.0.0.1', port: 0 }, { host: '127.0.0.1', port: 0, tls: serverTls() }],
+    });
+    const [plain, secure] = broker.addresses();
+    // Two sockets that never start their handshake hold both places.
+    const silent = [await RawClient.connect(secure!.port), await RawClient.connect(secure!.port)];
+    cleanups.push(() => silent.forEach((socket) => socket.close()));
+    // A third TLS socket and a plain one are closed at once, before any MQTT.
+    const third = await RawClient.connect(secure!.port);
+    await third.closed;
+    const refused = await RawClient.connect(plain!.port);
+    await refused.closed;
+    expect(refused.received).toEqual([]);
+    expect(broker.counters.connectionsRefused).toBe(2);
+    // Once a handshake slot frees, a plain client is served again (the broker sees the close a
+    // moment after the client does: a refused attempt is retried).
+    await silent[0]!.close();
+    let outcome: 'connack' | 'closed' = 'closed';
+    for (let attempt = 0; attempt < 100 && outcome === 'closed'; attempt++) {
+      const client = await RawClient.connect(plain!.port);
+      client.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId: 'after-handshakes', clean: true, keepalive: 0 });
+      outcome = await client.next('connack').then(
+        () => 'connack' as const,
+        () => 'closed' as const,
+      );
+      await client.close();
+    }
+    expect(outcome).toBe('connack');
+  });
+
   it('close() does not wait for a socket stuck before its TLS handshake', async () => {
     // With a handshake timeout of ten minutes, a close() that waited for the socket would time the test out.
     const dataDir = makeDataDir();
@@ -277,6 +309,7 @@ describe('TLS listener', () => {
     const listener = await Listener.open(
       { host: '127.0.0.1', port: 0, tls: { ...serverTls(), ca: tls.ca.cert, certUsername: true } },
       {
+        admit: () => true,
         accept: (socket, info, user) => {
           accepted.push({ name: info.name, user });
           cleanups.push(() => socket.destroy()); // the broker would own it; here nobody reads it

@@ -1,17 +1,16 @@
 import { randomUUID } from 'node:crypto';
 import type { IConnectPacket } from 'mqtt-packet';
+import { NOT_AUTHORIZED, SERVER_UNAVAILABLE } from '../../auth/access-control.js';
 import { BrokerError, ErrorCodes, errorMessage, ProtocolViolation } from '../../errors.js';
 import { isValidTopicName } from '../../routing/topic.js';
 import type { QoS } from '../../store/repository.js';
 import type { Connection } from '../connection.js';
 import { topicOverLimits } from '../limits.js';
 
-/** CONNACK return codes (MQTT 3.1.1 table 3.1). */
+/** CONNACK return codes (MQTT 3.1.1 table 3.1); the refusals of authentication come with it. */
 const ACCEPTED = 0;
 const UNACCEPTABLE_PROTOCOL_VERSION = 1;
 const IDENTIFIER_REJECTED = 2;
-const SERVER_UNAVAILABLE = 3;
-const NOT_AUTHORIZED = 5;
 
 /**
  * CONNECT, as a pipeline of named steps: check the protocol → settle the client id → authenticate
@@ -38,7 +37,9 @@ export async function handleConnect(connection: Connection, packet: IConnectPack
   const user = await authenticate(connection, packet);
   if (user === REFUSED) return;
 
-  connection.will = willOf(connection, packet, clientId, user);
+  // Checked now (a bad will is a protocol violation), kept only once the session has started: a
+  // CONNECT that is refused, or whose socket goes while it is handled, publishes no will.
+  const will = willOf(connection, packet, clientId, user);
   connection.startKeepalive(packet.keepalive ?? 0);
 
   const { sessions, log } = connection.context;
@@ -62,6 +63,7 @@ export async function handleConnect(connection: Connection, packet: IConnectPack
     await sessions.close(session, connection);
     return;
   }
+  connection.will = will;
   connection.state = 'connected';
   connection.send({ cmd: 'connack', returnCode: ACCEPTED, sessionPresent });
   log.info(`client ${JSON.stringify(clientId)} connected from ${connection.remote} (clean=${clean}, present=${sessionPresent})`);
@@ -100,7 +102,7 @@ const REFUSED = Symbol('refused');
 async function authenticate(connection: Connection, packet: IConnectPacket): Promise<string | undefined | typeof REFUSED> {
   const password = typeof packet.password === 'string' ? Buffer.from(packet.password) : packet.password;
   const result = await connection.context.access.authenticate(
-    { username: packet.username, password, certificateUser: connection.certificateUser },
+    { username: packet.username, password, certificateUser: connection.certificateUser, abandoned: () => connection.isClosed },
     connection.listener,
   );
   // The socket may have gone while the password was checked.

@@ -50,6 +50,7 @@ export async function handlePublish(connection: Connection, packet: IPublishPack
     () => {
       if (qos === 2) session.abandonInbound(packetId);
     },
+    payload.length,
   );
 }
 
