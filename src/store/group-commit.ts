@@ -1,12 +1,8 @@
-import type { ClassicLevel } from 'classic-level';
 import { BrokerError, ErrorCodes, errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { decode, encode } from './codec.js';
+import type { BatchOperation as Operation, LevelDatabase as Db } from './level-database.js';
 import { isWritten, reopen, WriteFailures } from './write-failures.js';
-
-type Db = ClassicLevel<string, Uint8Array>;
-
-type Operation = { type: 'put'; key: string; value: Uint8Array } | { type: 'del'; key: string };
 
 /**
  * Up to this many keys, `getMany` reads on the main thread: a read in the thread pool costs a

@@ -3,6 +3,7 @@ import { ClassicLevel } from 'classic-level';
 import type { AbstractSnapshot } from 'abstract-level';
 import { BrokerError, ErrorCodes } from '../errors.js';
 import type { Logger } from '../logger.js';
+import type { LevelDatabase } from './level-database.js';
 import { decode, encode } from './codec.js';
 import { GroupCommitWriter, type BatchBuilder } from './group-commit.js';
 import { LevelInspector } from './level-inspector.js';
@@ -74,7 +75,7 @@ export interface LevelRepositoryOptions {
   instrument?: (db: LevelDatabase) => void;
 }
 
-export type LevelDatabase = ClassicLevel<string, Uint8Array>;
+export type { LevelDatabase };
 type Db = LevelDatabase;
 type Snapshot = AbstractSnapshot;
 

@@ -1,9 +1,6 @@
-import type { ClassicLevel } from 'classic-level';
 import { errorMessage } from '../errors.js';
 import { silentLogger, type Logger } from '../logger.js';
-
-type Db = ClassicLevel<string, Uint8Array>;
-type Operation = { type: 'put'; key: string; value: Uint8Array } | { type: 'del'; key: string };
+import type { BatchOperation as Operation, LevelDatabase as Db } from './level-database.js';
 
 /** While writes keep failing, the log is reminded at most this often. */
 const REMINDER_MS = 60_000;
