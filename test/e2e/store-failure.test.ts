@@ -21,7 +21,7 @@ import { LevelRepository } from '../../src/store/level-repository.js';
 import { makeDataDir, removeDataDir } from '../helpers/broker-process.js';
 import { DiskFaults, touches } from '../helpers/disk-faults.js';
 import { RawClient } from '../helpers/raw-client.js';
-import { subscribe, summary } from '../helpers/wait.js';
+import { completeDelivery, subscribe, summary } from '../helpers/wait.js';
 
 class LogLines implements Logger {
   readonly lines: string[] = [];
@@ -81,12 +81,7 @@ async function receiveUntil(client: RawClient, until: string): Promise<IPublishP
   for (;;) {
     const publish = await client.next('publish');
     received.push(publish);
-    if (publish.qos === 1) client.send({ cmd: 'puback', messageId: publish.messageId! });
-    if (publish.qos === 2) {
-      client.send({ cmd: 'pubrec', messageId: publish.messageId! });
-      const pubrel = await client.next('pubrel');
-      client.send({ cmd: 'pubcomp', messageId: pubrel.messageId! });
-    }
+    await completeDelivery(client, publish);
     if (publish.payload.toString() === until) return received;
   }
 }

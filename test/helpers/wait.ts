@@ -98,15 +98,20 @@ export async function receiveAndAck(client: RawClient, count: number): Promise<I
   while (publishes.length < count) {
     const publish = await client.next('publish');
     publishes.push(publish);
-    if (publish.qos === 1) client.send({ cmd: 'puback', messageId: publish.messageId! });
-    if (publish.qos === 2) {
-      client.send({ cmd: 'pubrec', messageId: publish.messageId! });
-      const pubrel = await client.next('pubrel');
-      if (pubrel.messageId !== publish.messageId) throw new Error(`PUBREL ${pubrel.messageId} for PUBLISH ${publish.messageId}`);
-      client.send({ cmd: 'pubcomp', messageId: publish.messageId! });
-    }
+    await completeDelivery(client, publish);
   }
   return publishes;
+}
+
+/** Completes one delivery to a raw subscriber: PUBACK for QoS 1, PUBREC → (PUBREL) → PUBCOMP for QoS 2. */
+export async function completeDelivery(client: RawClient, publish: IPublishPacket): Promise<void> {
+  if (publish.qos === 1) client.send({ cmd: 'puback', messageId: publish.messageId! });
+  if (publish.qos === 2) {
+    client.send({ cmd: 'pubrec', messageId: publish.messageId! });
+    const pubrel = await client.next('pubrel');
+    if (pubrel.messageId !== publish.messageId) throw new Error(`PUBREL ${pubrel.messageId} for PUBLISH ${publish.messageId}`);
+    client.send({ cmd: 'pubcomp', messageId: publish.messageId! });
+  }
 }
 
 /** Publishes from a raw client at QoS 1 and waits for the PUBACK. */
