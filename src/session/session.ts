@@ -89,8 +89,8 @@ export class Session {
   #dropping = false;
   /** The #epoch whose connection a store failure ended (see #fail). */
   #failedEpoch = -1;
-  /** Seqs acknowledged in this tick: one write completes them all. */
-  #completing: number[] = [];
+  /** Entries acknowledged in this tick: one write completes them all. */
+  #completing: OutboundEntry[] = [];
 
   constructor(clientId: string, clean: boolean, repository: SessionRepository, limits: SessionLimits, log: Logger) {
     this.clientId = clientId;
@@ -290,7 +290,7 @@ export class Session {
   /** Frees the slot now and stores the completion behind it (see the class comment). */
   #finish(inflight: Inflight): void {
     this.#inflight.delete(inflight.packetId);
-    this.#complete(inflight.entry.seq);
+    this.#complete(inflight.entry);
     this.#pump();
   }
 
@@ -299,15 +299,16 @@ export class Session {
    * socket read become one transition instead of one store job each. A failed write ends the
    * connection; the entries are still queued in the store and go out again, with DUP=1.
    */
-  #complete(seq: number): void {
-    this.#completing.push(seq);
+  #complete(entry: OutboundEntry): void {
+    // Each entry once: it has just left #inflight (or the window), so the store may trust it.
+    this.#completing.push(entry);
     if (this.#completing.length > 1) return;
     const epoch = this.#epoch;
     void this.#track(
       new Promise<void>((resolve) => process.nextTick(resolve)).then(() => {
-        const seqs = this.#completing;
+        const entries = this.#completing;
         this.#completing = [];
-        return this.#repository.complete(this.clientId, ...seqs);
+        return this.#repository.complete(this.clientId, ...entries);
       }),
     ).catch((error: unknown) => {
       // A later connection reads the store after this write settled: it sees the entries as queued.
@@ -328,7 +329,7 @@ export class Session {
       this.#window.shift();
       if (entry.qos === 0) {
         this.sendDirect(entry.message, entry.retain);
-        this.#complete(entry.seq);
+        this.#complete(entry);
         continue;
       }
       const inflight: Inflight = { entry, packetId: packetIdOf(entry.seq), state: 'sending' };

@@ -38,6 +38,7 @@ import {
   type SubscriptionValue,
 } from './key-layout.js';
 import type {
+  Completion,
   Delivery,
   Message,
   OutboundEntry,
@@ -227,7 +228,11 @@ export class LevelRepository implements SessionRepository {
     return values.map((value, index) => {
       const seq = seqs[index]!;
       const message = value.m === undefined ? inlineMessage(value) : bodies.get(value.m)!;
-      return { seq, message, qos: value.q, retain: value.r, ...outboundStateOf(seq, sentThrough, flights.get(seq)) };
+      const entry: OutboundEntry = { seq, message, qos: value.q, retain: value.r, ...outboundStateOf(seq, sentThrough, flights.get(seq)) };
+      // An entry with its own copy of the message is completed from this, without a read. Shared
+      // bodies are always read back: their reference counts must never be taken from memory.
+      if (value.m === undefined) entry.stored = value;
+      return entry;
     });
   }
 
@@ -395,18 +400,27 @@ export class LevelRepository implements SessionRepository {
     });
   }
 
-  async complete(clientId: string, ...given: number[]): Promise<void> {
-    // Read before anything is removed: a seq given twice would otherwise be counted out twice.
-    const seqs = given.length > 1 ? [...new Set(given)] : given;
+  async complete(clientId: string, ...completions: Completion[]): Promise<void> {
+    const seqs: number[] = [];
+    const known = new Map<number, QueueEntryValue>();
+    for (const completion of completions) {
+      const seq = typeof completion === 'number' ? completion : completion.seq;
+      if (typeof completion !== 'number' && isInlineEntry(completion.stored)) known.set(seq, completion.stored);
+      seqs.push(seq);
+    }
+    // One read per seq, before anything is removed: a seq given twice would otherwise be counted out twice.
+    const unique = seqs.length > 1 ? [...new Set(seqs)] : seqs;
     await this.#openWriter().submit({
       prepare: async (batch) => {
-        const entryKeys = seqs.map((seq) => keys.queueEntry(clientId, seq));
-        const entries = await batch.getMany(entryKeys, isQueueEntryValue);
+        const entryKeys = unique.map((seq) => keys.queueEntry(clientId, seq));
+        // A destroyed session's entries are gone whatever the caller holds: read, find nothing.
+        const trusted = this.#nextSeq.has(clientId) ? (index: number) => known.get(unique[index]!) : undefined;
+        const entries = await batch.getMany(entryKeys, isQueueEntryValue, trusted);
         entries.forEach((entry, index) => {
           if (entry === undefined) return; // completed before: nothing to count twice
           removeQueueEntry(batch, clientId, entryKeys[index]!, entry);
           // Only QoS2 entries can have a released record; deleting a missing key still writes.
-          if (entry.q === 2) batch.del(keys.flight(clientId, seqs[index]!));
+          if (entry.q === 2) batch.del(keys.flight(clientId, unique[index]!));
         });
       },
     });
@@ -483,6 +497,11 @@ export class LevelRepository implements SessionRepository {
     if (!this.#writer) throw new BrokerError(ErrorCodes.STORE_CLOSED, 'the store is not open');
     return this.#writer;
   }
+}
+
+/** A queue entry value with its own copy of the message (no shared body), as readOutbound hands it out. */
+function isInlineEntry(value: unknown): value is QueueEntryValue {
+  return isQueueEntryValue(value) && value.m === undefined;
 }
 
 /** Now as a last-seen time: never before the session's creation or its previous last-seen (a clock stepping back). */

@@ -1,6 +1,7 @@
 import { BrokerError, ErrorCodes } from '../errors.js';
 import { admit, DEFAULT_QUEUE_LIMITS, emptyQueueStats, release, type QueueLimits, type QueueStats } from './queue-limits.js';
 import type {
+  Completion,
   OutboundEntry,
   PublishTransition,
   QoS,
@@ -177,11 +178,12 @@ export class MemoryRepository implements SessionRepository {
     }
   }
 
-  async complete(clientId: string, ...seqs: number[]): Promise<void> {
+  async complete(clientId: string, ...completions: Completion[]): Promise<void> {
     this.#checkOpen();
     const session = this.#sessions.get(clientId);
     if (!session) return;
-    for (const seq of seqs) {
+    for (const completion of completions) {
+      const seq = typeof completion === 'number' ? completion : completion.seq;
       const entry = session.queue.get(seq);
       if (!entry) continue;
       session.queue.delete(seq);

@@ -44,7 +44,19 @@ export interface OutboundEntry {
    * session layer derives them from seq, so they are the same on every redelivery [MQTT-4.4.0-1].
    */
   packetId?: number;
+  /**
+   * What the repository that read the entry stored for it, when that spares it a read to complete
+   * the entry; opaque to callers, who hand the entry back to `complete` as they got it.
+   */
+  stored?: unknown;
 }
+
+/**
+ * What `complete` takes: a seq, or an entry as `readOutbound` returned it. A seq may be completed
+ * any number of times; an entry (with its `stored`) only once, as the session does: the repository
+ * may trust it instead of reading the entry back.
+ */
+export type Completion = number | Pick<OutboundEntry, 'seq' | 'stored'>;
 
 export interface StoredSession {
   clientId: string;
@@ -142,7 +154,7 @@ export interface SessionRepository {
    * entries. Several seqs in one call are one transition: a draining session completes every
    * acknowledgement of a socket read together.
    */
-  complete(clientId: string, ...seqs: number[]): Promise<void>;
+  complete(clientId: string, ...completions: Completion[]): Promise<void>;
   /** PUBREL arrived for an inbound QoS2 packet id. */
   releaseInbound(clientId: string, packetId: number): Promise<void>;
   clearRetained(topic: string): Promise<void>;

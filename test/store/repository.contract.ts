@@ -1441,6 +1441,47 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           expect(await repository.queueStats('a')).toEqual(stats(40, bytes(left), 0));
         }));
 
+      it('complete with entries as readOutbound returned them: counted out once each, shared bodies kept for their other holders', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          await repository.createSession('b');
+          for (let i = 0; i < 60; i++) {
+            const deliveries = i % 3 === 0 ? [to('a', 1), to('b', 1)] : [to('a', i % 2 === 0 ? 2 : 1)];
+            await repository.publish({ message: message('t', 'y'.repeat(i + 1), i % 2 === 0 ? 2 : 1), deliveries });
+          }
+          const entries = await readAll(repository, 'a');
+          const size = (list: OutboundEntry[]) => list.reduce((sum, entry) => sum + entry.message.payload.length, 0);
+          expect(await repository.queueStats('a')).toEqual(stats(60, size(entries), 0));
+          await repository.markSent('a', entries[59]!.seq);
+          await repository.markReleased('a', entries[0]!.seq, 1);
+          // Entries and bare seqs mixed, in two calls.
+          await repository.complete('a', ...entries.slice(0, 20));
+          await repository.complete('a', ...entries.slice(20, 40).map((entry) => entry.seq));
+          const left = entries.slice(40);
+          expect(await repository.queueStats('a')).toEqual(stats(20, size(left), 0));
+          expect((await readAll(repository, 'a')).map((entry) => entry.seq)).toEqual(left.map((entry) => entry.seq));
+          // b still reads every shared message in full.
+          expect((await readAll(repository, 'b')).map((entry) => entry.message.payload.length)).toEqual(
+            Array.from({ length: 20 }, (_, i) => 3 * i + 1),
+          );
+        }));
+
+      it('entries of a destroyed session complete to nothing: no counts come back, other sessions untouched', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          await repository.createSession('b');
+          for (let i = 0; i < 5; i++) {
+            await repository.publish({ message: message('t', `z${i}`, 1), deliveries: i < 2 ? [to('a', 1), to('b', 1)] : [to('a', 1)] });
+          }
+          const entries = await readAll(repository, 'a');
+          await repository.destroySession('a');
+          await repository.complete('a', ...entries);
+          expect(await repository.queueStats('a')).toBeUndefined();
+          await repository.createSession('a');
+          expect(await repository.queueStats('a')).toEqual(stats(0, 0, 0));
+          expect((await readAll(repository, 'b')).map((entry) => entry.message.payload.toString())).toEqual(['z0', 'z1']);
+        }));
+
       it('a delivery that would pass maxMessages is refused for that session only: no entry, no seq, one drop', () =>
         withFixture(
           async ({ repository }) => {
