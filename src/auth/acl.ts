@@ -110,7 +110,9 @@ export function substitute(pattern: string, clientId: string, user: string | und
   if (!pattern.includes('%')) return pattern;
   if (pattern.includes('%u') && (user === undefined || !isSafeValue(user))) return undefined;
   if (pattern.includes('%c') && !isSafeValue(clientId)) return undefined;
-  return pattern.replace(/%([cu])/g, (_, which: string) => (which === 'c' ? clientId : user!));
+  const substituted = pattern.replace(/%([cu])/g, (_, which: string) => (which === 'c' ? clientId : user!));
+  // A client id `$SYS` must not turn `%c/#` into a rule over the `$` topics [MQTT-4.7.2-1].
+  return substituted.startsWith('$') && !pattern.startsWith('$') ? undefined : substituted;
 }
 
 function isSafeValue(value: string): boolean {

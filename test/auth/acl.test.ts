@@ -137,6 +137,17 @@ describe('substitution', () => {
 });
 
 describe('$ topics [MQTT-4.7.2-1]', () => {
+  it('a client id or user name starting with $ does not put a leading %c/%u pattern over the $ topics', () => {
+    const acl = parseAcl('pattern readwrite %c/#\npattern read %u/inbox\npattern readwrite devices/%c/#\n', 'acl');
+    const sys = acl.forClient('$SYS', '$SYS');
+    expect(sys.canWrite('$SYS/broker/uptime')).toBe(false);
+    expect(sys.canRead('$SYS/inbox')).toBe(false);
+    expect(sys.canSubscribe('$SYS/#')).toBe(false);
+    // Inside a pattern, the same id is a literal level like any other.
+    expect(sys.canWrite('devices/$SYS/t')).toBe(true);
+    expect(acl.forClient('plain', 'plain').canWrite('plain/t')).toBe(true);
+  });
+
   it('a pattern starting with a wildcard never matches a $ topic; a literal $ pattern does', () => {
     const everything = parseAcl('topic readwrite #\ntopic read +/status\n', 'acl').forClient('c', undefined);
     expect(everything.canRead('a/b')).toBe(true);
