@@ -1,7 +1,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { BrokerError } from '../errors.js';
 import { consoleLogger } from '../logger.js';
-import { createBroker, DEFAULTS, type Broker } from '../server/broker.js';
+import { createBroker, DEFAULTS, OPTION_RANGES, type Broker } from '../server/broker.js';
 import { existingFileOption, loadConfigFile, type ConfigOptions } from '../server/config.js';
 import { DEFAULT_QUEUE_LIMITS } from '../store/queue-limits.js';
 
@@ -13,6 +13,11 @@ function integerIn(min: number, max: number) {
     }
     return parsed;
   };
+}
+
+/** A parser for a numeric option, with the range createBroker accepts for it. */
+function inRange(option: keyof typeof OPTION_RANGES) {
+  return integerIn(OPTION_RANGES[option].min, OPTION_RANGES[option].max);
 }
 
 /** `broker`: runs the broker until SIGINT/SIGTERM, then shuts down cleanly and exits 0. */
@@ -105,30 +110,30 @@ export async function commandLineOptions(argv: string[]): Promise<ConfigOptions>
       'acknowledge without waiting for fsync and fsync every <ms> instead: a power cut can lose the last <ms> of acknowledged messages',
       integerIn(1, 60_000),
     )
-    .option('--max-inflight <number>', 'outbound QoS1/2 messages in flight per session', integerIn(1, 65535), DEFAULTS.maxInflight)
+    .option('--max-inflight <number>', 'outbound QoS1/2 messages in flight per session', inRange('maxInflight'), DEFAULTS.maxInflight)
     .option(
       '--max-queued-messages <n>',
       'messages queued per session; beyond it new messages are refused for that session and counted as dropped',
-      integerIn(1, 2 ** 40),
+      inRange('maxQueuedMessages'),
       DEFAULT_QUEUE_LIMITS.maxMessages,
     )
     .option(
       '--max-queued-bytes <n>',
       'payload bytes queued per session; beyond it new messages are refused for that session and counted as dropped',
-      integerIn(1, 2 ** 50),
+      inRange('maxQueuedBytes'),
       DEFAULT_QUEUE_LIMITS.maxBytes,
     )
-    .option('--connect-timeout <ms>', 'time a new connection has to send CONNECT', integerIn(1, 2 ** 31 - 1), DEFAULTS.connectTimeoutMs)
+    .option('--connect-timeout <ms>', 'time a new connection has to send CONNECT', inRange('connectTimeoutMs'), DEFAULTS.connectTimeoutMs)
     .option('--allow-anonymous', 'accept clients without a verified user name on listeners that are not loopback (loopback listeners always do)')
     .option('--password-file <file>', 'password file that user names are verified against (see broker-admin passwd)')
     .option('--acl-file <file>', 'ACL file: who may publish and subscribe to what')
     .option(
       '--max-packet-size <bytes>',
       'largest MQTT packet accepted, fixed header included; a bigger one closes the connection',
-      integerIn(2, 1 + 4 + 268_435_455),
+      inRange('maxPacketSize'),
       DEFAULTS.maxPacketSize,
     )
-    .option('--max-connections <n>', 'client connections across all listeners; beyond it new sockets are closed', integerIn(1, 2 ** 31 - 1), DEFAULTS.maxConnections)
+    .option('--max-connections <n>', 'client connections across all listeners; beyond it new sockets are closed', inRange('maxConnections'), DEFAULTS.maxConnections)
     .option('--move-corrupt-store-aside', 'a store found corrupt at start is renamed store.corrupt-<time> and the broker starts empty')
     .parse(argv);
   const flags = program.opts<Flags>();

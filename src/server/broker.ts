@@ -109,6 +109,26 @@ export const DEFAULTS = {
 } as const;
 
 /**
+ * The range of every numeric option, in one place: createBroker, the config file and the command
+ * line all check against it.
+ */
+export const OPTION_RANGES = {
+  maxInflight: { min: 1, max: 65535 },
+  maxQueuedMessages: { min: 1, max: 2 ** 40 },
+  maxQueuedBytes: { min: 1, max: 2 ** 50 },
+  readWindow: { min: 1, max: 1_000_000 },
+  connectTimeoutMs: { min: 1, max: 2 ** 31 - 1 },
+  // A whole packet, fixed header included: PINGREQ (2 bytes) up to the largest MQTT can encode.
+  maxPacketSize: { min: 2, max: 1 + 4 + 268_435_455 },
+  maxConnections: { min: 1, max: 2 ** 31 - 1 },
+  maxTopicLength: { min: 1, max: 65535 },
+  maxTopicLevels: { min: 1, max: 65535 },
+  maxSubscriptionsPerClient: { min: 1, max: 2 ** 31 - 1 },
+} as const satisfies Partial<Record<keyof BrokerOptions, { min: number; max: number }>>;
+
+type RangedOption = keyof typeof OPTION_RANGES;
+
+/**
  * A CleanSession=1 session's queue (QoS 1/2 messages its client has not taken yet) is kept in
  * memory, not on disk: its limits are the configured ones but at most these, so a clean
  * subscriber that stops reading costs at most this much memory.
@@ -119,23 +139,19 @@ export const CLEAN_SESSION_QUEUE_CAP = { maxMessages: 10_000, maxBytes: 16 * 102
 export function createBroker(options: BrokerOptions = {}): Broker {
   const log = options.log ?? silentLogger;
   const listenerOptions = brokerListeners(options);
-  const maxInflight = positiveInteger('maxInflight', options.maxInflight ?? DEFAULTS.maxInflight, 65535);
-  const readWindow = positiveInteger('readWindow', options.readWindow ?? DEFAULTS.readWindow, 1_000_000);
-  const connectTimeoutMs = positiveInteger('connectTimeoutMs', options.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs, 2 ** 31 - 1);
-  // 2 bytes is the smallest packet (PINGREQ); 268,435,455 the largest remaining length MQTT can encode.
-  const maxPacketSize = integerIn('maxPacketSize', options.maxPacketSize ?? DEFAULTS.maxPacketSize, 2, 1 + 4 + 268_435_455);
-  const maxConnections = positiveInteger('maxConnections', options.maxConnections ?? DEFAULTS.maxConnections, 2 ** 31 - 1);
-  const maxTopicLength = positiveInteger('maxTopicLength', options.maxTopicLength ?? DEFAULTS.maxTopicLength, 65535);
-  const maxTopicLevels = positiveInteger('maxTopicLevels', options.maxTopicLevels ?? DEFAULTS.maxTopicLevels, 65535);
-  const maxSubscriptionsPerClient = positiveInteger(
-    'maxSubscriptionsPerClient',
-    options.maxSubscriptionsPerClient ?? DEFAULTS.maxSubscriptionsPerClient,
-    2 ** 31 - 1,
-  );
+  const ranged = (name: RangedOption, fallback: number) => inRange(name, options[name] ?? fallback);
+  const maxInflight = ranged('maxInflight', DEFAULTS.maxInflight);
+  const readWindow = ranged('readWindow', DEFAULTS.readWindow);
+  const connectTimeoutMs = ranged('connectTimeoutMs', DEFAULTS.connectTimeoutMs);
+  const maxPacketSize = ranged('maxPacketSize', DEFAULTS.maxPacketSize);
+  const maxConnections = ranged('maxConnections', DEFAULTS.maxConnections);
+  const maxTopicLength = ranged('maxTopicLength', DEFAULTS.maxTopicLength);
+  const maxTopicLevels = ranged('maxTopicLevels', DEFAULTS.maxTopicLevels);
+  const maxSubscriptionsPerClient = ranged('maxSubscriptionsPerClient', DEFAULTS.maxSubscriptionsPerClient);
 
   const limits: QueueLimits = {
-    maxMessages: positiveInteger('maxQueuedMessages', options.maxQueuedMessages ?? DEFAULT_QUEUE_LIMITS.maxMessages, 2 ** 40),
-    maxBytes: positiveInteger('maxQueuedBytes', options.maxQueuedBytes ?? DEFAULT_QUEUE_LIMITS.maxBytes, 2 ** 50),
+    maxMessages: ranged('maxQueuedMessages', DEFAULT_QUEUE_LIMITS.maxMessages),
+    maxBytes: ranged('maxQueuedBytes', DEFAULT_QUEUE_LIMITS.maxBytes),
   };
   const durable =
     options.repository ??
@@ -311,11 +327,8 @@ function brokerListeners(options: BrokerOptions): ListenerOptions[] {
   return list;
 }
 
-function positiveInteger(name: string, value: number, max: number): number {
-  return integerIn(name, value, 1, max);
-}
-
-function integerIn(name: string, value: number, min: number, max: number): number {
+function inRange(name: RangedOption, value: number): number {
+  const { min, max } = OPTION_RANGES[name];
   if (!Number.isInteger(value) || value < min || value > max) {
     throw new BrokerError(ErrorCodes.BAD_OPTION, `${name} must be an integer from ${min} to ${max}, got ${value}`);
   }

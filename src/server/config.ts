@@ -9,7 +9,7 @@ import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import { dirname, extname, resolve } from 'node:path';
 import { BrokerError, ErrorCodes, errorMessage } from '../errors.js';
-import type { BrokerOptions } from './broker.js';
+import { OPTION_RANGES, type BrokerOptions } from './broker.js';
 import type { ListenerOptions, TlsListenerOptions } from './listeners.js';
 
 /** What a config file can set: BrokerOptions less the ones only embedders can give (log, repository, admin). */
@@ -33,19 +33,22 @@ const TLS_KEYS = ['cert', 'key', 'ca', 'require_client_cert', 'cert_username'] a
  * `limits` keys → BrokerOptions, with the ranges createBroker accepts (checked here too, so that
  * the message can name the key and the file).
  */
-const LIMITS = {
-  max_inflight: { option: 'maxInflight', min: 1, max: 65535 },
-  max_queued_messages: { option: 'maxQueuedMessages', min: 1, max: 2 ** 40 },
-  max_queued_bytes: { option: 'maxQueuedBytes', min: 1, max: 2 ** 50 },
-  read_window: { option: 'readWindow', min: 1, max: 1_000_000 },
-  connect_timeout_ms: { option: 'connectTimeoutMs', min: 1, max: 2 ** 31 - 1 },
-  // A whole packet, fixed header included: PINGREQ (2 bytes) up to the largest MQTT can encode.
-  max_packet_size: { option: 'maxPacketSize', min: 2, max: 1 + 4 + 268_435_455 },
-  max_connections: { option: 'maxConnections', min: 1, max: 2 ** 31 - 1 },
-  max_topic_length: { option: 'maxTopicLength', min: 1, max: 65535 },
-  max_topic_levels: { option: 'maxTopicLevels', min: 1, max: 65535 },
-  max_subscriptions_per_client: { option: 'maxSubscriptionsPerClient', min: 1, max: 2 ** 31 - 1 },
-} as const satisfies Record<string, { option: keyof BrokerOptions; min: number; max: number }>;
+const LIMITS = Object.fromEntries(
+  (
+    [
+      ['max_inflight', 'maxInflight'],
+      ['max_queued_messages', 'maxQueuedMessages'],
+      ['max_queued_bytes', 'maxQueuedBytes'],
+      ['read_window', 'readWindow'],
+      ['connect_timeout_ms', 'connectTimeoutMs'],
+      ['max_packet_size', 'maxPacketSize'],
+      ['max_connections', 'maxConnections'],
+      ['max_topic_length', 'maxTopicLength'],
+      ['max_topic_levels', 'maxTopicLevels'],
+      ['max_subscriptions_per_client', 'maxSubscriptionsPerClient'],
+    ] as const
+  ).map(([key, option]) => [key, { option, ...OPTION_RANGES[option] }]),
+) as Record<string, { option: keyof typeof OPTION_RANGES; min: number; max: number }>;
 
 /** Reads, parses and checks a config file; rejects with BAD_CONFIG listing every problem found. */
 export async function loadConfigFile(file: string): Promise<ConfigOptions> {

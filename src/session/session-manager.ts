@@ -187,8 +187,7 @@ export class SessionManager {
 
   #newSession(clientId: string, clean: boolean, owner: string | undefined): Session {
     const repository = clean ? this.volatile : this.durable;
-    const session = new Session(clientId, clean, repository, this.#limits, this.#log);
-    session.owner = owner;
+    const session = new Session(clientId, clean, repository, this.#limits, this.#log, owner);
     this.#sessions.set(clientId, session);
     return session;
   }

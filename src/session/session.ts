@@ -56,7 +56,7 @@ export class Session {
   readonly clean: boolean;
   readonly subscriptions = new Map<string, QoS>();
   /** The user name of the client that created the session (undefined: anonymous); ACL read checks use it. */
-  owner: string | undefined;
+  readonly owner: string | undefined;
   readonly #repository: SessionRepository;
   readonly #limits: SessionLimits;
   readonly #log: Logger;
@@ -92,9 +92,17 @@ export class Session {
   /** Entries acknowledged in this tick: one write completes them all. */
   #completing: OutboundEntry[] = [];
 
-  constructor(clientId: string, clean: boolean, repository: SessionRepository, limits: SessionLimits, log: Logger) {
+  constructor(
+    clientId: string,
+    clean: boolean,
+    repository: SessionRepository,
+    limits: SessionLimits,
+    log: Logger,
+    owner?: string,
+  ) {
     this.clientId = clientId;
     this.clean = clean;
+    this.owner = owner;
     this.#repository = repository;
     this.#limits = limits;
     this.#log = log;
