@@ -59,6 +59,13 @@ async function start(dataDir: string, log: LogLines, faults?: DiskFaults): Promi
   return { broker, port, repository };
 }
 
+/** A broker on a fresh data directory whose store writes `faults` can make fail. */
+async function startWithFaults(): Promise<Running & { log: LogLines; faults: DiskFaults }> {
+  const log = new LogLines();
+  const faults = new DiskFaults();
+  return { ...(await start(dataDir(), log, faults)), log, faults };
+}
+
 function dataDir(): string {
   const dir = makeDataDir('broker-store-failure-');
   teardown.unshift(async () => removeDataDir(dir));
@@ -104,9 +111,7 @@ function acks(client: RawClient): string[] {
 
 describe('store write failures under a running broker', () => {
   it('a PUBLISH whose write fails is not acknowledged and its connection closes; others are served; after recovery the re-sent messages arrive, QoS 2 exactly once', async () => {
-    const log = new LogLines();
-    const faults = new DiskFaults();
-    const { port } = await start(dataDir(), log, faults);
+    const { log, faults, port } = await startWithFaults();
 
     const { client: sub } = await connect(port, 'sub', false);
     expect(await subscribe(sub, 1, [{ topic: 't/#', qos: 2 }])).toEqual([2]);
@@ -150,9 +155,7 @@ describe('store write failures under a running broker', () => {
   });
 
   it('many clients pipelining PUBLISHes into a failing disk: one log line from the store, one per client, no acknowledgement', async () => {
-    const log = new LogLines();
-    const faults = new DiskFaults();
-    const { port } = await start(dataDir(), log, faults);
+    const { log, faults, port } = await startWithFaults();
     const { client: sub } = await connect(port, 'sub', false);
     expect(await subscribe(sub, 1, [{ topic: 't/#', qos: 1 }])).toEqual([1]);
     const publishers = await Promise.all(['p1', 'p2', 'p3'].map(async (clientId) => (await connect(port, clientId, false)).client));
@@ -176,9 +179,7 @@ describe('store write failures under a running broker', () => {
   });
 
   it('a clean start whose discard of the old session fails is refused (0x03) and leaves that session whole; after recovery a clean start discards it [MQTT-3.1.2-6]', async () => {
-    const log = new LogLines();
-    const faults = new DiskFaults();
-    const { port } = await start(dataDir(), log, faults);
+    const { log, faults, port } = await startWithFaults();
     const { client: sub } = await connect(port, 'sub', false);
     expect(await subscribe(sub, 1, [{ topic: 't/#', qos: 1 }])).toEqual([1]);
     await sub.disconnect();
@@ -211,9 +212,7 @@ describe('store write failures under a running broker', () => {
   });
 
   it('a SUBSCRIBE whose write fails gets no SUBACK and routes nothing; after recovery it is granted', async () => {
-    const log = new LogLines();
-    const faults = new DiskFaults();
-    const { port } = await start(dataDir(), log, faults);
+    const { log, faults, port } = await startWithFaults();
     const { client: sub } = await connect(port, 'sub', false);
     faults.fail();
     sub.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 't/#', qos: 1 }] });
@@ -231,9 +230,7 @@ describe('store write failures under a running broker', () => {
   });
 
   it('a failing sent-watermark write: the subscriber is disconnected before anything is sent; after recovery it gets every message, as first deliveries', async () => {
-    const log = new LogLines();
-    const faults = new DiskFaults();
-    const { port } = await start(dataDir(), log, faults);
+    const { log, faults, port } = await startWithFaults();
     const { client: sub } = await connect(port, 'sub', false);
     expect(await subscribe(sub, 1, [{ topic: 't/#', qos: 1 }])).toEqual([1]);
     await sub.disconnect();
@@ -271,9 +268,7 @@ describe('store write failures under a running broker', () => {
   });
 
   it('a failing completion write (PUBACK from the subscriber): disconnected, and the message is redelivered with DUP=1 after recovery, then never again', async () => {
-    const log = new LogLines();
-    const faults = new DiskFaults();
-    const { port } = await start(dataDir(), log, faults);
+    const { log, faults, port } = await startWithFaults();
     const { client: sub } = await connect(port, 'sub', false);
     expect(await subscribe(sub, 1, [{ topic: 't/#', qos: 1 }])).toEqual([1]);
     const { client: pub } = await connect(port, 'pub', true);
