@@ -207,7 +207,8 @@ export class LevelRepository implements SessionRepository {
       flights.set(keys.seqOfQueueKey(key), decode(value, key, isFlightValue));
     }
     const values = rows.map(([key, value]) => decode(value, key, isQueueEntryValue));
-    const bodyIds = values.flatMap((value) => (value.m === undefined ? [] : [value.m]));
+    const bodyIds: number[] = [];
+    for (const value of values) if (value.m !== undefined) bodyIds.push(value.m);
     const bodies = new Map<number, Message>();
     if (bodyIds.length > 0) {
       const found = await db.getMany(
