@@ -10,8 +10,6 @@
 import { describe, expect, it } from 'vitest';
 import type { BrokerProcess } from '../helpers/broker-process.js';
 import {
-  acknowledge,
-  drain,
   drainUntil,
   range,
   subscribe,
@@ -19,6 +17,7 @@ import {
   useBrokerProcesses,
   type Outgoing,
 } from '../helpers/process-harness.js';
+import { acknowledge, receiveAndAck } from '../helpers/wait.js';
 
 const { freshDataDir, startBroker, connectRaw, publishAll, expectMarkerNext } = useBrokerProcesses('broker-crash-');
 
@@ -44,7 +43,7 @@ describe('crash (SIGKILL, then a new broker process on the same data directory)'
 
     const { client: after, connack } = await connectRaw(broker, 'crash-bulk-sub', false);
     expect(connack.sessionPresent).toBe(true);
-    const received = await drain(after, messages.length);
+    const received = await receiveAndAck(after, messages.length);
     expect(received.map((publish) => publish.payload.toString())).toEqual(messages.map(({ payload }) => payload));
     await expectMarkerNext(broker, after, 'bulk/marker');
   });
@@ -131,7 +130,7 @@ describe('crash (SIGKILL, then a new broker process on the same data directory)'
 
     const { client: after, connack: subConnack } = await connectRaw(broker, 'crash-inbound-sub', false);
     expect(subConnack.sessionPresent).toBe(true);
-    const received = await drain(after, 1);
+    const received = await receiveAndAck(after, 1);
     expect(received.map(summary)).toEqual([{ topic: 'inbound/x', payload: 'once', qos: 2 }]);
     await expectMarkerNext(broker, after, 'inbound/marker');
   });
@@ -156,7 +155,7 @@ describe('crash (SIGKILL, then a new broker process on the same data directory)'
     ]);
     const { client: after, connack } = await connectRaw(broker, 'crash-subs', false);
     expect(connack.sessionPresent).toBe(true);
-    expect((await drain(after, 1)).map(summary)).toEqual([{ topic: 'subs/kept/a', payload: 'kept', qos: 2 }]);
+    expect((await receiveAndAck(after, 1)).map(summary)).toEqual([{ topic: 'subs/kept/a', payload: 'kept', qos: 2 }]);
     await publishAll(broker, [{ topic: 'subs/gone', payload: 'must not arrive either', qos: 1 }]);
     await expectMarkerNext(broker, after, 'subs/kept/marker');
   });

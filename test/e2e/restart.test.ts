@@ -13,8 +13,6 @@ import mqtt from 'mqtt';
 import type { IConnackPacket, IPublishPacket } from 'mqtt-packet';
 import type { BrokerProcess } from '../helpers/broker-process.js';
 import {
-  acknowledge,
-  drain,
   drainUntil,
   range,
   subscribe,
@@ -22,6 +20,7 @@ import {
   useBrokerProcesses,
   type Outgoing,
 } from '../helpers/process-harness.js';
+import { acknowledge, receiveAndAck } from '../helpers/wait.js';
 
 const { onTeardown, freshDataDir, startBroker, connectRaw, publishAll, expectMarkerNext } = useBrokerProcesses('broker-restart-');
 
@@ -123,7 +122,7 @@ describe('restart (SIGTERM, then a new broker process on the same data directory
 
     const { client: after, connack } = await connectRaw(broker, 'offline-queue', false);
     expect(connack.sessionPresent).toBe(true);
-    const received = await drain(after, messages.length);
+    const received = await receiveAndAck(after, messages.length);
     expect(received.map(summary)).toEqual(messages.map(({ topic, payload, qos }) => ({ topic, payload, qos })));
     expect(received.every((publish) => !publish.dup && !publish.retain)).toBe(true);
     await expectMarkerNext(broker, after, 'queue/marker');
@@ -271,7 +270,7 @@ describe('restart (SIGTERM, then a new broker process on the same data directory
       const { client: subscriber, connack } = await connectRaw(broker, 'inbound-sub', false);
       expect(connack.sessionPresent).toBe(true);
       const expected = ['once', ...then];
-      const received = await drain(subscriber, expected.length);
+      const received = await receiveAndAck(subscriber, expected.length);
       expect(received.map((publish) => publish.payload.toString())).toEqual(expected);
       await expectMarkerNext(broker, subscriber, 'inbound/marker');
     }
@@ -415,7 +414,7 @@ describe('restart (SIGTERM, then a new broker process on the same data directory
 
     const { client: after, connack } = await connectRaw(broker, 'unsub-client', false);
     expect(connack.sessionPresent).toBe(true);
-    const [first] = await drain(after, 1);
+    const [first] = await receiveAndAck(after, 1);
     expect(summary(first!)).toEqual({ topic: 'unsub/kept', payload: 'arrives', qos: 1 });
     await publishAll(broker, [{ topic: 'unsub/gone', payload: 'must not arrive either', qos: 1 }]);
     await expectMarkerNext(broker, after, 'unsub/kept');

@@ -21,7 +21,7 @@ import { LevelRepository } from '../../src/store/level-repository.js';
 import { makeDataDir, removeDataDir } from '../helpers/broker-process.js';
 import { DiskFaults, touches } from '../helpers/disk-faults.js';
 import { RawClient } from '../helpers/raw-client.js';
-import { completeDelivery, subscribe, summary } from '../helpers/wait.js';
+import { acknowledge, subscribe, summary } from '../helpers/wait.js';
 
 class LogLines implements Logger {
   readonly lines: string[] = [];
@@ -88,7 +88,7 @@ async function receiveUntil(client: RawClient, until: string): Promise<IPublishP
   for (;;) {
     const publish = await client.next('publish');
     received.push(publish);
-    await completeDelivery(client, publish);
+    await acknowledge(client, publish);
     if (publish.payload.toString() === until) return received;
   }
 }

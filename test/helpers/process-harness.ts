@@ -11,6 +11,7 @@ import { afterEach, expect } from 'vitest';
 import type { IConnackPacket, IPublishPacket, QoS } from 'mqtt-packet';
 import { BrokerProcess, makeDataDir, removeDataDir } from './broker-process.js';
 import { RawClient } from './raw-client.js';
+import { acknowledge } from './wait.js';
 
 export interface Outgoing {
   topic: string;
@@ -128,30 +129,6 @@ export async function subscribe(client: RawClient, subscriptions: Array<[string,
   const suback = await client.next('suback');
   expect(suback.messageId).toBe(messageId);
   expect(suback.granted).toEqual(subscriptions.map(([, qos]) => qos));
-}
-
-/** Acknowledges one received PUBLISH the way a well-behaved client does. */
-export async function acknowledge(client: RawClient, publish: IPublishPacket): Promise<void> {
-  const messageId = publish.messageId!;
-  if (publish.qos === 1) {
-    client.send({ cmd: 'puback', messageId });
-  } else if (publish.qos === 2) {
-    client.send({ cmd: 'pubrec', messageId });
-    const pubrel = await client.next('pubrel');
-    expect(pubrel.messageId).toBe(messageId);
-    client.send({ cmd: 'pubcomp', messageId });
-  }
-}
-
-/** The next `count` PUBLISHes, each acknowledged, in arrival order. */
-export async function drain(client: RawClient, count: number): Promise<IPublishPacket[]> {
-  const received: IPublishPacket[] = [];
-  while (received.length < count) {
-    const publish = await client.next('publish');
-    received.push(publish);
-    await acknowledge(client, publish);
-  }
-  return received;
 }
 
 /** Every PUBLISH (acknowledged) up to and including the first one on `topic`. */

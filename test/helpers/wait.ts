@@ -98,13 +98,13 @@ export async function receiveAndAck(client: RawClient, count: number): Promise<I
   while (publishes.length < count) {
     const publish = await client.next('publish');
     publishes.push(publish);
-    await completeDelivery(client, publish);
+    await acknowledge(client, publish);
   }
   return publishes;
 }
 
 /** Completes one delivery to a raw subscriber: PUBACK for QoS 1, PUBREC → (PUBREL) → PUBCOMP for QoS 2. */
-export async function completeDelivery(client: RawClient, publish: IPublishPacket): Promise<void> {
+export async function acknowledge(client: RawClient, publish: IPublishPacket): Promise<void> {
   if (publish.qos === 1) client.send({ cmd: 'puback', messageId: publish.messageId! });
   if (publish.qos === 2) {
     client.send({ cmd: 'pubrec', messageId: publish.messageId! });
