@@ -190,7 +190,10 @@ export class GroupCommitWriter {
    * were gone after a restart, with a real full disk. LevelDB also refuses every write for good
    * after a failed fsync or compaction. So the store is reopened at once, which recovers the log
    * while nothing follows the failed batch and starts a fresh one; then the store itself says
-   * whether the batch is in. true: it is, and its transitions stand.
+   * whether the batch is in. true: it is, and its transitions stand. That is durable even after a
+   * failed fsync only because recovery writes the recovered log into a table file that LevelDB
+   * syncs (with the manifest naming it) before open returns; an option that keeps the old log
+   * instead (reuse_logs) would break it.
    */
   async #afterFailedWrite(jobs: Queued[], operations: Operation[], cause: unknown): Promise<boolean> {
     let written: boolean;
