@@ -9,15 +9,22 @@ export type FaultMode =
   /** The batch reaches LevelDB, then the call fails, as a failed fsync after the append does. */
   | 'fail-after-write';
 
+/** classic-level's native batch, which the repository's writer fills one operation at a time. */
+interface NativeBatch {
+  _put(key: string, value: Uint8Array): void;
+  _del(key: string): void;
+  _write(options: unknown): Promise<void>;
+}
+
 interface Backend {
-  _batch(operations: Operation[], options: unknown): Promise<void>;
+  _chainedBatch(): NativeBatch;
   open(options?: unknown): Promise<void>;
 }
 
 /**
  * Failures under a LevelRepository, in process, with the real LevelDB underneath: passed as its
- * `instrument` option, it wraps the database's `_batch` (where classic-level writes, whether
- * through `batch()` or directly) and `open`. While failing, a write is refused with the error
+ * `instrument` option, it wraps the native batches the database hands out (where classic-level
+ * writes, whether through `batch()` or directly) and `open`. While failing, a write is refused with the error
  * classic-level gives for a full disk; while `failReopen` is on, so is reopening the store.
  */
 export class DiskFaults {
@@ -33,17 +40,31 @@ export class DiskFaults {
   readonly instrument = (db: LevelDatabase): void => {
     const backend = db as unknown as Backend;
     this.#location = db.location;
-    const batch = backend._batch.bind(db);
+    const chainedBatch = backend._chainedBatch.bind(db);
     const open = backend.open.bind(db);
-    backend._batch = async (operations, options) => {
-      const failing = this.#failing;
-      if (!failing || !failing.when(operations)) {
-        this.written++;
-        return batch(operations, options);
-      }
-      this.refused++;
-      if (failing.mode === 'fail-after-write') await batch(operations, options);
-      throw this.#diskFull();
+    backend._chainedBatch = () => {
+      const batch = chainedBatch();
+      const operations: Operation[] = [];
+      const [put, del, write] = [batch._put.bind(batch), batch._del.bind(batch), batch._write.bind(batch)];
+      batch._put = (key, value) => {
+        operations.push({ type: 'put', key, value });
+        put(key, value);
+      };
+      batch._del = (key) => {
+        operations.push({ type: 'del', key });
+        del(key);
+      };
+      batch._write = async (options) => {
+        const failing = this.#failing;
+        if (!failing || !failing.when(operations)) {
+          this.written++;
+          return write(options);
+        }
+        this.refused++;
+        if (failing.mode === 'fail-after-write') await write(options);
+        throw this.#diskFull();
+      };
+      return batch;
     };
     backend.open = async (options) => {
       this.reopens++;
