@@ -55,6 +55,8 @@ export interface BrokerOptions {
   maxQueuedBytes?: number;
   /** Queued messages a connected session keeps in memory; the rest is read from the store as needed (default 1000). */
   readWindow?: number;
+  /** Payload bytes of queued messages a connected session keeps in memory, at least one message (default 1 MiB). */
+  readWindowBytes?: number;
   /** Milliseconds a new socket has to send CONNECT (default 30000). */
   connectTimeoutMs?: number;
   /** Bytes of one MQTT packet, fixed header included (default 1 MiB); a bigger one closes the connection before its body is read. */
@@ -100,6 +102,7 @@ export const DEFAULTS = {
   dataDir: './data',
   maxInflight: 32,
   readWindow: 1000,
+  readWindowBytes: 1024 * 1024,
   connectTimeoutMs: 30_000,
   maxPacketSize: 1024 * 1024,
   maxConnections: 10_000,
@@ -117,6 +120,7 @@ export const OPTION_RANGES = {
   maxQueuedMessages: { min: 1, max: 2 ** 40 },
   maxQueuedBytes: { min: 1, max: 2 ** 50 },
   readWindow: { min: 1, max: 1_000_000 },
+  readWindowBytes: { min: 1, max: 2 ** 40 },
   connectTimeoutMs: { min: 1, max: 2 ** 31 - 1 },
   // A whole packet, fixed header included: PINGREQ (2 bytes) up to the largest MQTT can encode.
   maxPacketSize: { min: 2, max: 1 + 4 + 268_435_455 },
@@ -142,6 +146,7 @@ export function createBroker(options: BrokerOptions = {}): Broker {
   const ranged = (name: RangedOption, fallback: number) => inRange(name, options[name] ?? fallback);
   const maxInflight = ranged('maxInflight', DEFAULTS.maxInflight);
   const readWindow = ranged('readWindow', DEFAULTS.readWindow);
+  const readWindowBytes = ranged('readWindowBytes', DEFAULTS.readWindowBytes);
   const connectTimeoutMs = ranged('connectTimeoutMs', DEFAULTS.connectTimeoutMs);
   const maxPacketSize = ranged('maxPacketSize', DEFAULTS.maxPacketSize);
   const maxConnections = ranged('maxConnections', DEFAULTS.maxConnections);
@@ -175,7 +180,7 @@ export function createBroker(options: BrokerOptions = {}): Broker {
       maxBytes: Math.min(limits.maxBytes, CLEAN_SESSION_QUEUE_CAP.maxBytes),
     },
   });
-  const sessions = new SessionManager({ durable, volatile, limits: { maxInflight, readWindow }, log });
+  const sessions = new SessionManager({ durable, volatile, limits: { maxInflight, readWindow, readWindowBytes }, log });
   const access = new AccessControl({ passwordFile: options.passwordFile, aclFile: options.aclFile, log });
   const context: BrokerContext = {
     sessions,

@@ -40,6 +40,7 @@ const LIMITS = Object.fromEntries(
       ['max_queued_messages', 'maxQueuedMessages'],
       ['max_queued_bytes', 'maxQueuedBytes'],
       ['read_window', 'readWindow'],
+      ['read_window_bytes', 'readWindowBytes'],
       ['connect_timeout_ms', 'connectTimeoutMs'],
       ['max_packet_size', 'maxPacketSize'],
       ['max_connections', 'maxConnections'],

@@ -1,6 +1,7 @@
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Message, OutboundEntry, QoS, SessionRepository } from '../store/repository.js';
+import { EntryWindow } from './entry-window.js';
 import { MAX_PACKET_ID, packetIdOf } from './packet-ids.js';
 
 export interface OutgoingPublish {
@@ -25,6 +26,8 @@ export interface SessionLimits {
   maxInflight: number;
   /** How many queued entries a connected session holds in memory; the rest stays in the store. */
   readWindow: number;
+  /** Payload bytes of queued entries a connected session holds in memory (at least one entry is held). */
+  readWindowBytes: number;
 }
 
 /** 'sending' until the sent watermark is stored; 'releasing' while PUBREC's transition is stored. */
@@ -67,7 +70,7 @@ export class Session {
   #loading = false;
   /** By packet id, in seq order (entries enter in seq order; a Map keeps insertion order). */
   readonly #inflight = new Map<number, Inflight>();
-  #window: OutboundEntry[] = [];
+  readonly #window = new EntryWindow();
   /** Highest seq taken from the store into memory; reads continue after it. */
   #lastSeq = 0;
   #storeHasMore = true;
@@ -141,7 +144,7 @@ export class Session {
     this.#channel = undefined;
     this.#epoch++;
     this.#inflight.clear();
-    this.#window = [];
+    this.#window.clear();
     this.#inbound.clear();
     this.#lastSeq = 0;
     this.#storeHasMore = true;
@@ -160,7 +163,7 @@ export class Session {
     await Promise.allSettled([...this.#pendingWrites]);
     const enqueueCount = this.#enqueueCount;
     const inbound = await this.#repository.loadInbound(this.clientId);
-    const entries = await this.#repository.readOutbound(this.clientId, 0, this.#limits.readWindow);
+    const entries = await this.#readWindow(0);
     if (epoch !== this.#epoch) return;
     for (const id of inbound) this.#inbound.add(id);
     const resend: Inflight[] = [];
@@ -176,7 +179,7 @@ export class Session {
         resend.push(inflight);
       }
     }
-    this.#storeHasMore = this.#enqueueCount !== enqueueCount || entries.length >= this.#limits.readWindow;
+    this.#storeHasMore = this.#enqueueCount !== enqueueCount || this.#filled(entries);
     this.#loading = false;
     for (const inflight of resend) {
       if (inflight.state === 'released') this.#channel?.pubrel(inflight.packetId);
@@ -217,7 +220,7 @@ export class Session {
     if (!this.#channel) return;
     if (markedSent && seq > this.#markedThrough) this.#markedThrough = seq;
     this.#enqueueCount++;
-    if (this.#loading || this.#storeHasMore || this.#window.length >= this.#limits.readWindow || seq <= this.#lastSeq) {
+    if (this.#loading || this.#storeHasMore || this.#windowFull() || seq <= this.#lastSeq) {
       // It is in the store; the next read picks it up in order.
       this.#storeHasMore = true;
     } else {
@@ -332,7 +335,7 @@ export class Session {
     if (!this.#channel || this.#loading) return;
     const burst: Inflight[] = [];
     while (this.#inflight.size < this.#limits.maxInflight) {
-      const entry = this.#window[0];
+      const entry = this.#window.first;
       if (!entry || !this.#packetIdFree(entry.seq)) break;
       this.#window.shift();
       if (entry.qos === 0) {
@@ -345,7 +348,7 @@ export class Session {
       burst.push(inflight);
     }
     // Refill before the window runs dry, so the store read overlaps with sending.
-    if (this.#storeHasMore && this.#window.length < this.#limits.readWindow / 2) void this.#refill();
+    if (this.#storeHasMore && this.#windowHalfEmpty()) void this.#refill();
     if (burst.length > 0) this.#send(burst);
   }
 
@@ -382,7 +385,7 @@ export class Session {
 
   /** Writes the sent watermark ahead over the burst going out and the whole window behind it. */
   #markWindow(burst: Inflight[] = []): void {
-    const through = Math.max(burst[burst.length - 1]?.entry.seq ?? 0, this.#window[this.#window.length - 1]?.seq ?? 0);
+    const through = Math.max(burst[burst.length - 1]?.entry.seq ?? 0, this.#window.last?.seq ?? 0);
     if (through <= this.#markedThrough) return;
     this.#markedThrough = through;
     this.#marking = this.#track(this.#repository.markSent(this.clientId, through));
@@ -395,7 +398,7 @@ export class Session {
     const enqueueCount = this.#enqueueCount;
     let entries: OutboundEntry[];
     try {
-      entries = await this.#repository.readOutbound(this.clientId, this.#lastSeq, this.#limits.readWindow);
+      entries = await this.#readWindow(this.#lastSeq);
     } catch (error) {
       this.#refilling = false;
       if (epoch === this.#epoch) this.#fail(error);
@@ -409,12 +412,33 @@ export class Session {
         // publish raised the watermark over them for a send that did not happen in this order.
         if (entry.state !== 'released') this.#window.push(entry);
       }
-      this.#storeHasMore = this.#enqueueCount !== enqueueCount || entries.length >= this.#limits.readWindow;
+      this.#storeHasMore = this.#enqueueCount !== enqueueCount || this.#filled(entries);
       // Mark the new window sent now, so its fsync overlaps with sending what is already in flight.
       if (this.#channel) this.#markWindow();
     }
     // Also after a relink: a refill the new connection skipped while this one ran is due now.
     this.#pump();
+  }
+
+  /** Reads the next window's worth of entries after `afterSeq` from the store. */
+  #readWindow(afterSeq: number): Promise<OutboundEntry[]> {
+    return this.#repository.readOutbound(this.clientId, afterSeq, this.#limits.readWindow, this.#limits.readWindowBytes);
+  }
+
+  /** Whether a read stopped at a window limit, so the store may hold more after it. */
+  #filled(entries: OutboundEntry[]): boolean {
+    if (entries.length >= this.#limits.readWindow) return true;
+    let bytes = 0;
+    for (const entry of entries) bytes += entry.message.payload.length;
+    return bytes >= this.#limits.readWindowBytes;
+  }
+
+  #windowFull(): boolean {
+    return this.#window.length >= this.#limits.readWindow || this.#window.bytes >= this.#limits.readWindowBytes;
+  }
+
+  #windowHalfEmpty(): boolean {
+    return this.#window.length < this.#limits.readWindow / 2 && this.#window.bytes < this.#limits.readWindowBytes / 2;
   }
 
   #track<T>(write: Promise<T>): Promise<T> {

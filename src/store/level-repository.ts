@@ -183,22 +183,42 @@ export class LevelRepository implements SessionRepository {
     return retained;
   }
 
-  async readOutbound(clientId: string, afterSeq: number, limit: number): Promise<OutboundEntry[]> {
+  async readOutbound(clientId: string, afterSeq: number, limit: number, maxBytes = Infinity): Promise<OutboundEntry[]> {
     const db = this.#open();
     // One snapshot for all reads, so the queue, the watermark and the flights agree.
     const snapshot = db.snapshot();
     try {
-      return await this.#readOutbound(db, snapshot, clientId, afterSeq, limit);
+      return await this.#readOutbound(db, snapshot, clientId, afterSeq, limit, maxBytes);
     } finally {
       await snapshot.close();
     }
   }
 
-  async #readOutbound(db: Db, snapshot: Snapshot, clientId: string, afterSeq: number, limit: number): Promise<OutboundEntry[]> {
-    const rows = await db.iterator({ ...keys.queueAfter(clientId, afterSeq), limit, snapshot }).all();
-    if (rows.length === 0) return [];
-    const seqs = rows.map(([key]) => keys.seqOfQueueKey(key));
-    const sentBytes = await db.get(keys.sentThrough(clientId), { snapshot });
+  async #readOutbound(db: Db, snapshot: Snapshot, clientId: string, afterSeq: number, limit: number, maxBytes: number): Promise<OutboundEntry[]> {
+    if (limit <= 0) return [];
+    const seqs: number[] = [];
+    const values: QueueEntryValue[] = [];
+    const iterator = db.iterator({ ...keys.queueAfter(clientId, afterSeq), limit, snapshot, highWaterMarkBytes: readAheadBytes(limit, maxBytes) });
+    try {
+      let bytes = 0;
+      while (seqs.length < limit && bytes < maxBytes) {
+        // classic-level reserves room for as many entries as asked for, whether or not they come.
+        const rows = await iterator.nextv(Math.min(limit - seqs.length, READ_CHUNK));
+        if (rows.length === 0) break;
+        for (const [key, value] of rows) {
+          const entry = decode(value, key, isQueueEntryValue);
+          seqs.push(keys.seqOfQueueKey(key));
+          values.push(entry);
+          bytes += entry.m === undefined ? entry.p!.length : entry.z!;
+          if (bytes >= maxBytes) break;
+        }
+      }
+    } finally {
+      await iterator.close();
+    }
+    if (seqs.length === 0) return [];
+    // A point read is cheaper on the main thread than a round trip to the thread pool.
+    const sentBytes = db.getSync(keys.sentThrough(clientId), { snapshot });
     const sentThrough = sentBytes === undefined ? 0 : decode(sentBytes, keys.sentThrough(clientId), isSentThroughValue).s;
     // Released entries (QoS2 after PUBREC) are few: read their range rather than probe every seq.
     const flights = new Map<number, FlightValue>();
@@ -206,7 +226,6 @@ export class LevelRepository implements SessionRepository {
     for await (const [key, value] of db.iterator(flightRange)) {
       flights.set(keys.seqOfQueueKey(key), decode(value, key, isFlightValue));
     }
-    const values = rows.map(([key, value]) => decode(value, key, isQueueEntryValue));
     const bodyIds: number[] = [];
     for (const value of values) if (value.m !== undefined) bodyIds.push(value.m);
     const bodies = new Map<number, Message>();
@@ -496,6 +515,21 @@ export class LevelRepository implements SessionRepository {
     return this.#writer;
   }
 }
+
+/**
+ * How many bytes of keys and values one read of the queue may bring into memory (classic-level's
+ * highWaterMarkBytes; its default, 16 KiB, made a window of small messages take one thread pool
+ * round trip per ~150 entries). Enough for `limit` entries whose payloads stay under `maxBytes`,
+ * with room for keys, topics and encoding; when that is not enough, reading continues.
+ */
+function readAheadBytes(limit: number, maxBytes: number): number {
+  const PER_ENTRY = 256;
+  const UNBOUNDED = 4 * 1024 * 1024;
+  return Math.min(maxBytes, UNBOUNDED) + Math.min(limit, READ_CHUNK) * PER_ENTRY;
+}
+
+/** Entries asked of LevelDB in one read of the queue (one thread pool round trip): a default read window. */
+const READ_CHUNK = 1000;
 
 /** A queue entry value with its own copy of the message (no shared body), as readOutbound hands it out. */
 function isInlineEntry(value: unknown): value is QueueEntryValue {

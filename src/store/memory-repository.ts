@@ -61,15 +61,17 @@ export class MemoryRepository implements SessionRepository {
     return [...this.#retained.values()];
   }
 
-  async readOutbound(clientId: string, afterSeq: number, limit: number): Promise<OutboundEntry[]> {
+  async readOutbound(clientId: string, afterSeq: number, limit: number, maxBytes = Infinity): Promise<OutboundEntry[]> {
     this.#checkOpen();
     const entries: OutboundEntry[] = [];
     const session = this.#sessions.get(clientId);
     if (!session || limit <= 0) return entries;
+    let bytes = 0;
     for (const entry of session.queue.values()) {
       if (entry.seq <= afterSeq) continue;
       entries.push({ ...entry });
-      if (entries.length >= limit) break;
+      bytes += entry.message.payload.length;
+      if (entries.length >= limit || bytes >= maxBytes) break;
     }
     return entries;
   }

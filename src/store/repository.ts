@@ -112,8 +112,12 @@ export interface SessionRepository {
   /** Every stored session with its subscriptions: what routing needs at startup; no queues. */
   loadSessions(): Promise<StoredSession[]>;
   loadRetained(): Promise<RetainedMessage[]>;
-  /** Up to `limit` outbound entries of a session with seq > afterSeq, in seq order. */
-  readOutbound(clientId: string, afterSeq: number, limit: number): Promise<OutboundEntry[]>;
+  /**
+   * Outbound entries of a session with seq > afterSeq, in seq order: up to `limit` of them, and
+   * none after the one that brings their payloads to `maxBytes` (default: no byte limit), so the
+   * first entry always comes whatever its size.
+   */
+  readOutbound(clientId: string, afterSeq: number, limit: number, maxBytes?: number): Promise<OutboundEntry[]>;
   /** Packet ids of inbound QoS2 messages received but not yet released by PUBREL. */
   loadInbound(clientId: string): Promise<number[]>;
   /** When the session was created and last seen; undefined for an unknown session. */

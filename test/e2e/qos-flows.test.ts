@@ -226,11 +226,15 @@ describe('QoS flows', () => {
     });
   });
 
-  describe('flow control (small maxInflight and read window)', () => {
+  describe.each([
+    { window: 'read window of 3 messages', limits: { readWindow: 3 } },
+    // Payloads here are 1-2 bytes: a window of 3-5 messages, set by bytes alone.
+    { window: 'read window of 5 payload bytes', limits: { readWindowBytes: 5 } },
+  ])('flow control (small maxInflight and $window)', ({ limits }) => {
     let limited: RunningBroker;
     let local: Clients;
     beforeEach(async () => {
-      limited = await startBroker({ maxInflight: 2, readWindow: 3 });
+      limited = await startBroker({ maxInflight: 2, ...limits });
       local = new Clients(limited.port);
     });
     afterEach(async () => {

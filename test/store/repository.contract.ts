@@ -244,13 +244,14 @@ function expectedEntry(session: ModelSession, entry: ModelEntry): NormalizedEntr
   };
 }
 
-function expectedWindow(model: Model, clientId: string, afterSeq: number, limit: number): NormalizedEntry[] {
+function expectedWindow(model: Model, clientId: string, afterSeq: number, limit: number, maxBytes = Infinity): NormalizedEntry[] {
   const session = model.sessions.get(clientId);
   if (!session) return [];
-  return session.queue
-    .filter((entry) => entry.seq > afterSeq)
-    .slice(0, Math.max(0, limit))
-    .map((entry) => expectedEntry(session, entry));
+  const window = session.queue.filter((entry) => entry.seq > afterSeq).slice(0, Math.max(0, limit));
+  // Up to and including the entry whose payload brings the total to maxBytes.
+  let bytes = 0;
+  const end = window.findIndex((entry) => (bytes += entry.payload.length) >= maxBytes);
+  return window.slice(0, end === -1 ? window.length : end + 1).map((entry) => expectedEntry(session, entry));
 }
 
 function expectedStats(session: ModelSession): QueueStats {
@@ -645,13 +646,14 @@ class ClearRetainedCmd implements Cmd {
   }
 }
 
-/** A paging read: readOutbound(afterSeq, limit) must be exactly the model's window. */
+/** A paging read: readOutbound(afterSeq, limit, maxBytes) must be exactly the model's window. */
 class ReadWindowCmd extends ClientCmd {
   #afterSeq: number | undefined;
   constructor(
     client: ClientRef,
     readonly pick: number,
     readonly limit: number,
+    readonly maxBytes: number | undefined,
   ) {
     super(client);
   }
@@ -661,12 +663,12 @@ class ReadWindowCmd extends ClientCmd {
     const queue = session?.queue ?? [];
     const afterSeq = this.pick === 0 ? 0 : (queue[this.pick - 1]?.seq ?? (session?.lastSeq ?? 0) + this.pick);
     this.#afterSeq = afterSeq;
-    const entries = await real.repository.readOutbound(clientId, afterSeq, this.limit);
-    expect(entries.map(normalizeEntry), this.toString()).toEqual(expectedWindow(model, clientId, afterSeq, this.limit));
+    const entries = await real.repository.readOutbound(clientId, afterSeq, this.limit, this.maxBytes);
+    expect(entries.map(normalizeEntry), this.toString()).toEqual(expectedWindow(model, clientId, afterSeq, this.limit, this.maxBytes));
   }
   toString(): string {
     const after = this.#afterSeq === undefined ? `pick ${this.pick}` : `afterSeq ${this.#afterSeq}`;
-    return `readOutbound(${this.who}, ${after}, limit ${this.limit})`;
+    return `readOutbound(${this.who}, ${after}, limit ${this.limit}${this.maxBytes === undefined ? '' : `, maxBytes ${this.maxBytes}`})`;
   }
 }
 
@@ -726,8 +728,8 @@ function commandArbitraries(withReopen: boolean, publishes: number): fc.Arbitrar
     fc.tuple(clientRefArb, packetIdArb).map(([client, packetId]) => new ReleaseInboundCmd(client, packetId)),
     fc.constantFrom(...TOPICS).map((topic) => new ClearRetainedCmd(topic)),
     fc
-      .tuple(clientRefArb, fc.nat({ max: 5 }), fc.integer({ min: 0, max: 4 }))
-      .map(([client, pick, limit]) => new ReadWindowCmd(client, pick, limit)),
+      .tuple(clientRefArb, fc.nat({ max: 5 }), fc.integer({ min: 0, max: 4 }), fc.option(fc.integer({ min: 1, max: 12 }), { nil: undefined }))
+      .map(([client, pick, limit, maxBytes]) => new ReadWindowCmd(client, pick, limit, maxBytes)),
   ];
   if (withReopen) arbitraries.push(...[1, 2, 3].map(() => fc.constant(new ReopenCmd())));
   return arbitraries;
@@ -1049,6 +1051,29 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           await repository.complete('a', seqs[3]!);
           expect(payloads(await repository.readOutbound('a', seqs[2]!, 2))).toEqual(['m4', 'm5']);
           expect(payloads(await repository.readOutbound('a', seqs[3]!, 1))).toEqual(['m4']);
+        }));
+
+      it('readOutbound with maxBytes stops at the entry whose payload brings the total to it; the first entry comes whatever its size', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          await repository.createSession('b');
+          // Payload sizes 3, 5, 2, 4; the third is a body shared with b, counted at its own size too.
+          await repository.publish({ message: message('t', 'aaa'), deliveries: [to('a')] });
+          await repository.publish({ message: message('t', 'bbbbb'), deliveries: [to('a')] });
+          await repository.publish({ message: message('t', 'cc'), deliveries: [to('a'), to('b')] });
+          await repository.publish({ message: message('t', 'dddd'), deliveries: [to('a')] });
+          const payloads = (entries: OutboundEntry[]) => entries.map((e) => e.message.payload.toString());
+          expect(payloads(await repository.readOutbound('a', 0, 10, 1))).toEqual(['aaa']);
+          expect(payloads(await repository.readOutbound('a', 0, 10, 3))).toEqual(['aaa']);
+          expect(payloads(await repository.readOutbound('a', 0, 10, 4))).toEqual(['aaa', 'bbbbb']);
+          expect(payloads(await repository.readOutbound('a', 0, 10, 8))).toEqual(['aaa', 'bbbbb']);
+          expect(payloads(await repository.readOutbound('a', 0, 10, 9))).toEqual(['aaa', 'bbbbb', 'cc']);
+          expect(payloads(await repository.readOutbound('a', 0, 10, 11))).toEqual(['aaa', 'bbbbb', 'cc', 'dddd']);
+          expect(payloads(await repository.readOutbound('a', 0, 10, 1000))).toEqual(['aaa', 'bbbbb', 'cc', 'dddd']);
+          // The count limit still applies, whichever comes first.
+          expect(payloads(await repository.readOutbound('a', 0, 2, 1000))).toEqual(['aaa', 'bbbbb']);
+          const [first] = await repository.readOutbound('a', 0, 1);
+          expect(payloads(await repository.readOutbound('a', first!.seq, 10, 6))).toEqual(['bbbbb', 'cc']);
         }));
 
       it('paging with a small limit visits every entry exactly once, in order', () =>
