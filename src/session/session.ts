@@ -82,6 +82,10 @@ export class Session {
   #refilling = false;
   /** The sent watermark last submitted, and its write: PUBLISHes up to it may go once it is stored. */
   #markedThrough = 0;
+  /** The sent watermark known to be stored: a burst up to it may go at once, if none is waiting. */
+  #storedThrough = 0;
+  /** Bursts waiting for their watermark's write; they go in order, so a later one waits too. */
+  #waitingBursts = 0;
   /** Highest seq whose PUBLISH was handed to the connection. */
   #sentThrough = 0;
   #marking: Promise<void> = Promise.resolve();
@@ -149,6 +153,8 @@ export class Session {
     this.#lastSeq = 0;
     this.#storeHasMore = true;
     this.#markedThrough = 0;
+    this.#storedThrough = 0;
+    this.#waitingBursts = 0;
     return true;
   }
 
@@ -175,6 +181,7 @@ export class Session {
         const inflight: Inflight = { entry, packetId: entry.packetId ?? packetIdOf(entry.seq), state: entry.state };
         this.#inflight.set(inflight.packetId, inflight);
         this.#markedThrough = entry.seq;
+        this.#storedThrough = entry.seq;
         this.#sentThrough = entry.seq;
         resend.push(inflight);
       }
@@ -218,7 +225,11 @@ export class Session {
   enqueued(seq: number, message: Message, qos: QoS, retain: boolean, markedSent = false): void {
     this.#dropping = false;
     if (!this.#channel) return;
-    if (markedSent && seq > this.#markedThrough) this.#markedThrough = seq;
+    if (markedSent) {
+      // Stored with the entry (the caller's write has completed).
+      if (seq > this.#markedThrough) this.#markedThrough = seq;
+      if (seq > this.#storedThrough) this.#storedThrough = seq;
+    }
     this.#enqueueCount++;
     if (this.#loading || this.#storeHasMore || this.#windowFull() || seq <= this.#lastSeq) {
       // It is in the store; the next read picks it up in order.
@@ -348,7 +359,7 @@ export class Session {
       burst.push(inflight);
     }
     // Refill before the window runs dry, so the store read overlaps with sending.
-    if (this.#storeHasMore && this.#windowHalfEmpty()) void this.#refill();
+    if (this.#storeHasMore && !this.#refilling && this.#windowHalfEmpty()) void this.#refill();
     if (burst.length > 0) this.#send(burst);
   }
 
@@ -369,18 +380,30 @@ export class Session {
    */
   #send(burst: Inflight[]): void {
     const epoch = this.#epoch;
-    if (burst[burst.length - 1]!.entry.seq > this.#markedThrough) this.#markWindow(burst);
+    const last = burst[burst.length - 1]!.entry.seq;
+    if (last > this.#markedThrough) this.#markWindow(burst);
+    if (this.#waitingBursts === 0 && last <= this.#storedThrough) {
+      this.#release(burst);
+      return;
+    }
+    this.#waitingBursts++;
     this.#marking.then(
       () => {
         if (epoch !== this.#epoch) return;
-        for (const inflight of burst) {
-          inflight.state = 'sent';
-          this.#sentThrough = inflight.entry.seq;
-          this.#channel?.publish(toPacket(inflight, false));
-        }
+        this.#waitingBursts--;
+        this.#release(burst);
       },
       (error) => this.#fail(error),
     );
+  }
+
+  /** Hands a burst whose watermark is stored to the connection. */
+  #release(burst: Inflight[]): void {
+    for (const inflight of burst) {
+      inflight.state = 'sent';
+      this.#sentThrough = inflight.entry.seq;
+      this.#channel?.publish(toPacket(inflight, false));
+    }
   }
 
   /** Writes the sent watermark ahead over the burst going out and the whole window behind it. */
@@ -388,7 +411,15 @@ export class Session {
     const through = Math.max(burst[burst.length - 1]?.entry.seq ?? 0, this.#window.last?.seq ?? 0);
     if (through <= this.#markedThrough) return;
     this.#markedThrough = through;
+    const epoch = this.#epoch;
     this.#marking = this.#track(this.#repository.markSent(this.clientId, through));
+    // Registered before any burst waits on it, so it runs before they are released.
+    this.#marking.then(
+      () => {
+        if (epoch === this.#epoch && through > this.#storedThrough) this.#storedThrough = through;
+      },
+      () => {}, // the bursts waiting on it report the failure
+    );
   }
 
   async #refill(): Promise<void> {

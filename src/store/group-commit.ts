@@ -47,6 +47,11 @@ export class BatchBuilder {
     return operations;
   }
 
+  /** Whether an earlier job of this batch deleted `key`. */
+  deletes(key: string): boolean {
+    return this.#overlay.get(key) === DELETED;
+  }
+
   get<T>(key: string, isValid: (value: unknown) => value is T): T | undefined {
     const pending = this.#overlay.get(key);
     if (pending === DELETED) return undefined;

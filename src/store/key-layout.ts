@@ -179,11 +179,7 @@ export function bodyMessage(body: BodyValue): Message {
 }
 
 /** An entry is released once PUBREC was stored for it, else sent up to the watermark, else queued. */
-export function outboundStateOf(
-  seq: number,
-  sentThrough: number,
-  flight: FlightValue | undefined,
-): { state: OutboundState; packetId?: number } {
-  if (flight) return { state: 'released', packetId: flight.i };
-  return { state: seq <= sentThrough ? 'sent' : 'queued' };
+export function outboundStateOf(seq: number, sentThrough: number, flight: FlightValue | undefined): OutboundState {
+  if (flight) return 'released';
+  return seq <= sentThrough ? 'sent' : 'queued';
 }

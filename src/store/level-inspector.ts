@@ -294,7 +294,8 @@ export class StoreView {
         message: await this.#message(stored, key, bodies),
         qos: stored.q,
         retain: stored.r,
-        ...outboundStateOf(seq, sentThrough, packetId === undefined ? undefined : { s: 2, i: packetId }),
+        state: outboundStateOf(seq, sentThrough, packetId === undefined ? undefined : { s: 2, i: packetId }),
+        ...(packetId === undefined ? {} : { packetId }),
       };
       if (stored.m !== undefined) entry.sharedBody = stored.m;
       yield entry;

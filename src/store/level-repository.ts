@@ -197,6 +197,7 @@ export class LevelRepository implements SessionRepository {
   async #readOutbound(db: Db, snapshot: Snapshot, clientId: string, afterSeq: number, limit: number, maxBytes: number): Promise<OutboundEntry[]> {
     if (limit <= 0) return [];
     const seqs: number[] = [];
+    const entryKeys: string[] = [];
     const values: QueueEntryValue[] = [];
     const iterator = db.iterator({ ...keys.queueAfter(clientId, afterSeq), limit, snapshot, highWaterMarkBytes: readAheadBytes(limit, maxBytes) });
     try {
@@ -208,6 +209,7 @@ export class LevelRepository implements SessionRepository {
         for (const [key, value] of rows) {
           const entry = decode(value, key, isQueueEntryValue);
           seqs.push(keys.seqOfQueueKey(key));
+          entryKeys.push(key);
           values.push(entry);
           bytes += entry.m === undefined ? entry.p!.length : entry.z!;
           if (bytes >= maxBytes) break;
@@ -244,11 +246,13 @@ export class LevelRepository implements SessionRepository {
     }
     return values.map((value, index) => {
       const seq = seqs[index]!;
+      const flight = flights.get(seq);
       const message = value.m === undefined ? inlineMessage(value) : bodies.get(value.m)!;
-      const entry: OutboundEntry = { seq, message, qos: value.q, retain: value.r, ...outboundStateOf(seq, sentThrough, flights.get(seq)) };
+      const entry: OutboundEntry = { seq, message, qos: value.q, retain: value.r, state: outboundStateOf(seq, sentThrough, flight) };
+      if (flight) entry.packetId = flight.i;
       // An entry with its own copy of the message is completed from this, without a read. Shared
       // bodies are always read back: their reference counts must never be taken from memory.
-      if (value.m === undefined) entry.stored = value;
+      if (value.m === undefined) entry.stored = new InlineEntry(entryKeys[index]!, message.payload.length, value.q);
       return entry;
     });
   }
@@ -418,28 +422,54 @@ export class LevelRepository implements SessionRepository {
   }
 
   async complete(clientId: string, ...completions: Completion[]): Promise<void> {
+    const held: { seq: number; inline: InlineEntry }[] = [];
     const seqs: number[] = [];
-    const known = new Map<number, QueueEntryValue>();
     for (const completion of completions) {
-      const seq = typeof completion === 'number' ? completion : completion.seq;
-      if (typeof completion !== 'number' && isInlineEntry(completion.stored)) known.set(seq, completion.stored);
-      seqs.push(seq);
+      if (typeof completion === 'number') seqs.push(completion);
+      else if (completion.stored instanceof InlineEntry) held.push({ seq: completion.seq, inline: completion.stored });
+      else seqs.push(completion.seq);
     }
-    // One read per seq, before anything is removed: a seq given twice would otherwise be counted out twice.
-    const unique = seqs.length > 1 ? [...new Set(seqs)] : seqs;
     await this.#openWriter().submit({
       prepare: async (batch) => {
-        const entryKeys = unique.map((seq) => keys.queueEntry(clientId, seq));
         // A destroyed session's entries are gone whatever the caller holds: read, find nothing.
-        const trusted = this.#nextSeq.has(clientId) ? (index: number) => known.get(unique[index]!) : undefined;
-        const entries = await batch.getMany(entryKeys, isQueueEntryValue, trusted);
-        entries.forEach((entry, index) => {
-          if (entry === undefined) return; // completed before: nothing to count twice
-          removeQueueEntry(batch, clientId, entryKeys[index]!, entry);
-          // Only QoS2 entries can have a released record; deleting a missing key still writes.
-          if (entry.q === 2) batch.del(keys.flight(clientId, unique[index]!));
-        });
+        if (this.#nextSeq.has(clientId)) {
+          this.#completeHeld(batch, clientId, held);
+        } else {
+          for (const { seq } of held) seqs.push(seq);
+        }
+        if (seqs.length > 0) await this.#completeRead(batch, clientId, seqs);
       },
+    });
+  }
+
+  /** Entries with their own copy of the message, as readOutbound returned them: deleted and counted out without a read. */
+  #completeHeld(batch: BatchBuilder, clientId: string, held: { seq: number; inline: InlineEntry }[]): void {
+    let count = 0;
+    let bytes = 0;
+    for (const { seq, inline } of held) {
+      if (batch.deletes(inline.key)) continue; // completed earlier in this batch: counted out already
+      batch.del(inline.key);
+      count++;
+      bytes += inline.size;
+      // Only QoS2 entries can have a released record; deleting a missing key still writes.
+      if (inline.qos === 2) batch.del(keys.flight(clientId, seq));
+    }
+    if (count === 0) return;
+    const stats = readStats(batch, clientId);
+    release(stats, bytes, count);
+    writeStats(batch, clientId, stats);
+  }
+
+  /** Entries known by seq only, or holding a shared body: read back, then removed. */
+  async #completeRead(batch: BatchBuilder, clientId: string, seqs: number[]): Promise<void> {
+    // One read per seq, before anything is removed: a seq given twice would otherwise be counted out twice.
+    const unique = seqs.length > 1 ? [...new Set(seqs)] : seqs;
+    const entryKeys = unique.map((seq) => keys.queueEntry(clientId, seq));
+    const entries = await batch.getMany(entryKeys, isQueueEntryValue);
+    entries.forEach((entry, index) => {
+      if (entry === undefined) return; // completed before: nothing to count twice
+      removeQueueEntry(batch, clientId, entryKeys[index]!, entry);
+      if (entry.q === 2) batch.del(keys.flight(clientId, unique[index]!));
     });
   }
 
@@ -531,9 +561,17 @@ function readAheadBytes(limit: number, maxBytes: number): number {
 /** Entries asked of LevelDB in one read of the queue (one thread pool round trip): a default read window. */
 const READ_CHUNK = 1000;
 
-/** A queue entry value with its own copy of the message (no shared body), as readOutbound hands it out. */
-function isInlineEntry(value: unknown): value is QueueEntryValue {
-  return isQueueEntryValue(value) && value.m === undefined;
+/**
+ * What readOutbound keeps with an entry holding its own copy of the message (OutboundEntry.stored):
+ * its key, payload size and QoS, all completing it needs. A shared body's entry gets none: its
+ * reference count is always read from the store, never taken from memory.
+ */
+class InlineEntry {
+  constructor(
+    readonly key: string,
+    readonly size: number,
+    readonly qos: QueueEntryValue['q'],
+  ) {}
 }
 
 /** Now as a last-seen time: never before the session's creation or its previous last-seen (a clock stepping back). */

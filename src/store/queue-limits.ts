@@ -40,7 +40,8 @@ export function admit(stats: QueueStats, size: number, limits: QueueLimits): boo
   return true;
 }
 
-export function release(stats: QueueStats, size: number): void {
-  stats.messages = Math.max(0, stats.messages - 1);
+/** Takes `count` messages of `size` bytes in all out of the counts. */
+export function release(stats: QueueStats, size: number, count = 1): void {
+  stats.messages = Math.max(0, stats.messages - count);
   stats.bytes = Math.max(0, stats.bytes - size);
 }

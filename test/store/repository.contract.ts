@@ -1491,6 +1491,23 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           );
         }));
 
+      it('an entry completed as an entry and as a seq at once, in either order, is counted out once', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          for (let i = 0; i < 6; i++) await repository.publish({ message: message('t', 'w'.repeat(i + 1), 2), deliveries: [to('a', 2)] });
+          const entries = await readAll(repository, 'a');
+          await repository.markSent('a', entries[5]!.seq);
+          // Released (PUBREC stored): completing it also removes what PUBREC stored.
+          await repository.markReleased('a', entries[0]!.seq, 7);
+          await Promise.all([
+            repository.complete('a', entries[0]!, entries[1]!),
+            repository.complete('a', entries[0]!.seq, entries[1]!.seq, entries[2]!.seq),
+            repository.complete('a', entries[2]!, entries[3]!),
+          ]);
+          expect(await repository.queueStats('a')).toEqual(stats(2, 5 + 6, 0));
+          expect((await readAll(repository, 'a')).map((entry) => entry.seq)).toEqual([entries[4]!.seq, entries[5]!.seq]);
+        }));
+
       it('entries of a destroyed session complete to nothing: no counts come back, other sessions untouched', () =>
         withFixture(async ({ repository }) => {
           await repository.createSession('a');
