@@ -5,6 +5,7 @@ import { BrokerError, ErrorCodes } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { LevelDatabase } from './level-database.js';
 import { decode } from './codec.js';
+import { decodeQueueEntry } from './queue-entry-codec.js';
 import { GroupCommitWriter, type BatchBuilder } from './group-commit.js';
 import { LevelInspector } from './level-inspector.js';
 import { checkFormat, checkStoreFiles, openError } from './store-damage.js';
@@ -207,7 +208,7 @@ export class LevelRepository implements SessionRepository {
         const rows = await iterator.nextv(Math.min(limit - seqs.length, READ_CHUNK));
         if (rows.length === 0) break;
         for (const [key, value] of rows) {
-          const entry = decode(value, key, isQueueEntryValue);
+          const entry = decodeQueueEntry(value, key);
           seqs.push(keys.seqOfQueueKey(key));
           entryKeys.push(key);
           values.push(entry);
