@@ -70,6 +70,8 @@ const UNREPLIED_HIGH_WATER_BYTES = 8 * 1024 * 1024;
  * strings of at most 65,535 bytes, plus headers): before CONNECT, nothing bigger is buffered.
  */
 const MAX_CONNECT_SIZE = 5 * (2 + 65_535) + 64;
+/** Up to this many bytes, the packets of one tick are copied into one buffer for one socket write. */
+const OUTBOX_COPY_LIMIT = 64 * 1024;
 
 /**
  * One client connection: parses bytes into packets, runs them through the dispatcher one at a
@@ -100,7 +102,9 @@ export class Connection implements OutboundChannel {
   #inboxBytes = 0;
   /** QoS 0 deliveries are being dropped because the socket is not draining (logged once per episode). */
   #droppingQos0 = false;
-  #corked = false;
+  /** Packets written in this tick, sent together at its end (see #write). */
+  #outbox: Buffer[] = [];
+  #outboxBytes = 0;
   #keepaliveTimer: NodeJS.Timeout | undefined;
   #connectTimer: NodeJS.Timeout | undefined;
   #closedResolve!: () => void;
@@ -138,22 +142,38 @@ export class Connection implements OutboundChannel {
     this.#write(mqttPacket.generate(packet, { protocolVersion: this.protocolVersion }));
   }
 
+  /**
+   * Packets written in one tick (a burst of PUBLISHes, a run of acks) leave in one socket write of
+   * one buffer: a stream write per packet, even corked, cost more than encoding the packet.
+   */
   #write(bytes: Buffer): void {
     if (this.state === 'closed' || this.#socket.destroyed) return;
-    if (!this.#corked) {
-      // Packets written in one tick (a burst of PUBLISHes, a run of acks) leave in one write.
-      this.#corked = true;
+    this.#outbox.push(bytes);
+    this.#outboxBytes += bytes.length;
+    if (this.#outbox.length === 1) process.nextTick(() => this.#flush());
+  }
+
+  #flush(): void {
+    const outbox = this.#outbox;
+    const size = this.#outboxBytes;
+    if (outbox.length === 0) return;
+    this.#outbox = [];
+    this.#outboxBytes = 0;
+    if (this.#socket.destroyed) return;
+    if (outbox.length === 1) {
+      this.#socket.write(outbox[0]!);
+    } else if (size <= OUTBOX_COPY_LIMIT) {
+      this.#socket.write(Buffer.concat(outbox, size));
+    } else {
+      // Large payloads: copying them into one buffer would cost more than the writes.
       this.#socket.cork();
-      process.nextTick(() => {
-        this.#corked = false;
-        this.#socket.uncork();
-      });
+      for (const bytes of outbox) this.#socket.write(bytes);
+      this.#socket.uncork();
     }
-    this.#socket.write(bytes);
   }
 
   publish(packet: OutgoingPublish): void {
-    if (packet.qos === 0 && this.#socket.writableLength > QOS0_HIGH_WATER) {
+    if (packet.qos === 0 && this.#socket.writableLength + this.#outboxBytes > QOS0_HIGH_WATER) {
       this.context.counters.qos0Dropped++;
       if (!this.#droppingQos0) {
         this.#droppingQos0 = true;
@@ -241,11 +261,12 @@ export class Connection implements OutboundChannel {
     clearTimeout(this.#connectTimer);
     this.#inbox.length = 0;
     this.#inboxBytes = 0;
-    // end() flushes what was written (a refusing CONNACK) before the FIN; a peer that never
+    // end() sends what was written (a refusing CONNACK) before the FIN; a peer that never
     // finishes its side is cut off shortly after.
     if (this.context.shuttingDown) {
       this.#socket.destroy();
     } else {
+      this.#flush();
       this.#socket.end();
       setTimeout(() => this.#socket.destroy(), 1000).unref();
     }
