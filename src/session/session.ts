@@ -2,6 +2,7 @@ import { errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Message, OutboundEntry, QoS, SessionRepository } from '../store/repository.js';
 import { EntryWindow } from './entry-window.js';
+import { Fifo } from './fifo.js';
 import { MAX_PACKET_ID, packetIdOf } from './packet-ids.js';
 
 export interface OutgoingPublish {
@@ -68,8 +69,10 @@ export class Session {
   /** Changes on every link/unlink, so a store write finishing late never acts for another connection. */
   #epoch = 0;
   #loading = false;
-  /** By packet id, in seq order (entries enter in seq order; a Map keeps insertion order). */
+  /** By packet id. */
   readonly #inflight = new Map<number, Inflight>();
+  /** The same in seq order, completed ones leaving the front lazily (see #packetIdFree). */
+  readonly #inflightOrder = new Fifo<Inflight>();
   readonly #window = new EntryWindow();
   /** Highest seq taken from the store into memory; reads continue after it. */
   #lastSeq = 0;
@@ -148,6 +151,7 @@ export class Session {
     this.#channel = undefined;
     this.#epoch++;
     this.#inflight.clear();
+    this.#inflightOrder.clear();
     this.#window.clear();
     this.#inbound.clear();
     this.#lastSeq = 0;
@@ -180,6 +184,7 @@ export class Session {
       } else {
         const inflight: Inflight = { entry, packetId: entry.packetId ?? packetIdOf(entry.seq), state: entry.state };
         this.#inflight.set(inflight.packetId, inflight);
+        this.#inflightOrder.push(inflight);
         this.#markedThrough = entry.seq;
         this.#storedThrough = entry.seq;
         this.#sentThrough = entry.seq;
@@ -356,6 +361,7 @@ export class Session {
       }
       const inflight: Inflight = { entry, packetId: packetIdOf(entry.seq), state: 'sending' };
       this.#inflight.set(inflight.packetId, inflight);
+      this.#inflightOrder.push(inflight);
       burst.push(inflight);
     }
     // Refill before the window runs dry, so the store read overlaps with sending.
@@ -368,7 +374,12 @@ export class Session {
    * same id, i.e. while it is less than 65535 seqs after the oldest one in flight.
    */
   #packetIdFree(seq: number): boolean {
-    const oldest = this.#inflight.values().next().value;
+    // Not the Map's first value: with entries deleted from its front, finding that scans past them.
+    let oldest = this.#inflightOrder.first;
+    while (oldest !== undefined && this.#inflight.get(oldest.packetId) !== oldest) {
+      this.#inflightOrder.shift();
+      oldest = this.#inflightOrder.first;
+    }
     return oldest === undefined || seq - oldest.entry.seq < MAX_PACKET_ID;
   }
 

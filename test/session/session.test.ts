@@ -1,0 +1,53 @@
+import { setImmediate as turn } from 'node:timers/promises';
+import { describe, expect, it } from 'vitest';
+import { silentLogger } from '../../src/logger.js';
+import { Session, type OutboundChannel, type OutgoingPublish } from '../../src/session/session.js';
+import { MemoryRepository } from '../../src/store/memory-repository.js';
+
+/** A connection stand-in that records what the session hands it. */
+class RecordingChannel implements OutboundChannel {
+  readonly published: OutgoingPublish[] = [];
+  publish(packet: OutgoingPublish): void {
+    this.published.push(packet);
+  }
+  pubrel(): void {}
+  end(): void {}
+}
+
+describe('Session', () => {
+  it('holds back an entry whose packet id is still in flight 65,535 seqs earlier, and sends it once that one is acknowledged [MQTT-2.3.1-2]', async () => {
+    const repository = new MemoryRepository({ limits: { maxMessages: 100_000, maxBytes: 100_000_000 } });
+    await repository.open();
+    await repository.createSession('s');
+    const count = 65_537;
+    for (let index = 1; index <= count; index++) {
+      await repository.publish({ message: { topic: 't', payload: Buffer.from(String(index)), qos: 1 }, deliveries: [{ clientId: 's', qos: 1, retain: false }] });
+    }
+    const session = new Session('s', false, repository, { maxInflight: 2, readWindow: 1000, readWindowBytes: 1_000_000 }, silentLogger);
+    const channel = new RecordingChannel();
+    session.link(channel);
+    await session.resume();
+
+    // Everything but the first message is acknowledged as soon as it arrives.
+    let acknowledged = 0;
+    for (;;) {
+      await turn();
+      const fresh = channel.published.slice(1 + acknowledged);
+      if (fresh.length === 0) break;
+      for (const publish of fresh) session.acknowledge(publish.packetId!);
+      acknowledged += fresh.length;
+    }
+    // Seq 65,536 would take packet id 1, still held by seq 1: it waits.
+    expect(channel.published).toHaveLength(65_535);
+    expect(channel.published[0]!.packetId).toBe(1);
+    expect(channel.published[65_534]!.packetId).toBe(65_535);
+
+    session.acknowledge(1);
+    await turn();
+    await turn();
+    expect(channel.published.slice(65_535).map((publish) => [publish.packetId, publish.payload.toString()])).toEqual([
+      [1, '65536'],
+      [2, '65537'],
+    ]);
+  });
+});
