@@ -48,6 +48,9 @@ import type {
   Subscription,
 } from './repository.js';
 
+/** Entries asked of LevelDB in one read of the queue (one thread pool round trip): a default read window. */
+const READ_CHUNK = 1000;
+
 export interface LevelRepositoryOptions {
   /** Directory of the LevelDB store. */
   location: string;
@@ -559,8 +562,6 @@ function readAheadBytes(limit: number, maxBytes: number): number {
   return Math.min(maxBytes, UNBOUNDED) + Math.min(limit, READ_CHUNK) * PER_ENTRY;
 }
 
-/** Entries asked of LevelDB in one read of the queue (one thread pool round trip): a default read window. */
-const READ_CHUNK = 1000;
 
 /**
  * What readOutbound keeps with an entry holding its own copy of the message (OutboundEntry.stored):
