@@ -65,13 +65,8 @@ export class BatchBuilder {
    * `get` for many keys at once: for those the batch has not written, one read of the store, done
    * off the main thread when there are many. Like `get`, it sees earlier jobs of the batch; no
    * batch can commit while this one is being built, so the store does not change under it.
-   * `known` may give the committed value of a key the caller already holds: it is not read.
    */
-  async getMany<T>(
-    keys: readonly string[],
-    isValid: (value: unknown) => value is T,
-    known?: (index: number) => T | undefined,
-  ): Promise<(T | undefined)[]> {
+  async getMany<T>(keys: readonly string[], isValid: (value: unknown) => value is T): Promise<(T | undefined)[]> {
     const values: (T | undefined)[] = new Array(keys.length);
     const unread: number[] = [];
     keys.forEach((key, index) => {
@@ -80,9 +75,7 @@ export class BatchBuilder {
         values[index] = pending === DELETED ? undefined : (pending as T);
         return;
       }
-      const value = known?.(index);
-      if (value === undefined) unread.push(index);
-      else values[index] = value;
+      unread.push(index);
     });
     if (unread.length === 0) return values;
     if (unread.length <= SYNC_READ_LIMIT) {

@@ -36,10 +36,12 @@ function storeOf(dir: string): string {
 /**
  * A store with a persistent session ("old-client", subscribed to t/#) holding queued messages and
  * a retained message, written by the broker's repository. `compacted`: moved from the write-ahead
- * log into a table file (.ldb), as LevelDB does on its own once the log grows.
+ * log into a table file (.ldb), as LevelDB does on its own once the log grows; otherwise left in
+ * the log, as a crash leaves it (a clean close moves the log into a table too).
  */
 async function writeStore(dir: string, options: { compacted: boolean }): Promise<void> {
-  const repository = new LevelRepository({ location: storeOf(dir) });
+  let raw: ClassicLevel<string, Uint8Array> | undefined;
+  const repository = new LevelRepository({ location: storeOf(dir), instrument: (db) => (raw = db) });
   await repository.open();
   await repository.createSession('old-client');
   await repository.subscribe('old-client', [{ filter: 't/#', qos: 1 }]);
@@ -50,10 +52,13 @@ async function writeStore(dir: string, options: { compacted: boolean }): Promise
       ...(i === 0 ? { retained: 'set' as const } : {}),
     });
   }
-  await repository.close();
-  if (options.compacted) {
-    await withRawDb(dir, (db) => db.compactRange('\u0000', '\uffff'));
+  if (!options.compacted) {
+    // Every write above was awaited: closing LevelDB under the repository is a crash without one.
+    await raw!.close();
+    return;
   }
+  await repository.close();
+  await withRawDb(dir, (db) => db.compactRange('\u0000', '\uffff'));
 }
 
 async function withRawDb<T>(dir: string, body: (db: ClassicLevel<string, Uint8Array>) => Promise<T>): Promise<T> {

@@ -105,6 +105,23 @@ describe('LevelRepository: the data directory', TIMEOUT, () => {
     expect((await third.loadSessions()).map((s) => s.clientId)).toEqual(['a']);
   });
 
+  it('a clean close leaves nothing in LevelDB\'s log, and everything in the tables, for a quick next start', async () => {
+    const location = tempDir();
+    const repository = await openRepository(location);
+    await repository.createSession('a');
+    for (let i = 0; i < 50; i++) {
+      await repository.publish({ message: { topic: 't', payload: Buffer.from(`m${i}`), qos: 1 }, deliveries: [{ clientId: 'a', qos: 1, retain: false }] });
+    }
+    await repository.close();
+    const logs = fs.readdirSync(location).filter((name) => name.endsWith('.log'));
+    expect(logs.map((name) => fs.statSync(path.join(location, name)).size)).toEqual([0]);
+    const again = await openRepository(location);
+    expect((await again.readOutbound('a', 0, 100)).map((entry) => entry.message.payload.toString())).toEqual(
+      Array.from({ length: 50 }, (_, i) => `m${i}`),
+    );
+    await again.close();
+  });
+
   it('a LevelDB database without the format marker rejects with STORE_NOT_A_BROKER_STORE and is left as it was', async () => {
     const location = tempDir();
     await withRawDb(location, async (db) => {
