@@ -6,7 +6,10 @@ import { BrokerError, ErrorCodes, errorMessage } from '../errors.js';
 import { silentLogger, type Logger } from '../logger.js';
 import { Connection, type BrokerContext } from '../protocol/connection.js';
 import type { ListenerInfo } from '../protocol/listener-info.js';
+import { dispatch } from '../protocol/dispatcher.js';
 import { newCounters, type BrokerCounters } from '../protocol/limits.js';
+import { RetainedIndex } from '../routing/retained-index.js';
+import { TopicTree } from '../routing/topic-tree.js';
 import { Distributor } from '../session/distributor.js';
 import { SessionManager } from '../session/session-manager.js';
 import { LevelRepository } from '../store/level-repository.js';
@@ -168,8 +171,9 @@ export function createBroker(options: BrokerOptions = {}): Broker {
       log,
     });
   const adminEnabled = options.admin ?? options.repository === undefined;
-  if (adminEnabled && !(durable instanceof LevelRepository)) {
-    throw new BrokerError(ErrorCodes.BAD_OPTION, 'the admin channel inspects the LevelDB store: it cannot be used with an injected repository');
+  const onDisk = durable.onDisk;
+  if (adminEnabled && !onDisk) {
+    throw new BrokerError(ErrorCodes.BAD_OPTION, 'the admin channel inspects a store on disk: it cannot be used with a repository that has none');
   }
   const dataDir = resolve(options.dataDir ?? DEFAULTS.dataDir);
   let admin: AdminServer | undefined;
@@ -180,20 +184,29 @@ export function createBroker(options: BrokerOptions = {}): Broker {
       maxBytes: Math.min(limits.maxBytes, CLEAN_SESSION_QUEUE_CAP.maxBytes),
     },
   });
-  const sessions = new SessionManager({ durable, volatile, limits: { maxInflight, readWindow, readWindowBytes }, log });
+  // The routing table: written by the session manager (subscriptions), read by the distributor.
+  const subscriptions = new TopicTree();
+  const sessions = new SessionManager({ durable, volatile, subscriptions, limits: { maxInflight, readWindow, readWindowBytes }, log });
   const access = new AccessControl({ passwordFile: options.passwordFile, aclFile: options.aclFile, log });
+  const distributor = new Distributor({
+    lookup: (clientId) => sessions.lookup(clientId),
+    subscriptions,
+    retained: new RetainedIndex(),
+    durable,
+    volatile,
+    // Read permission is checked per delivery against the subscriber session's owner; without an
+    // ACL routing does not pay for it.
+    ...(access.hasAcl ? { canRead: (session, topic) => access.canRead(session.clientId, session.owner, topic) } : {}),
+  });
   const context: BrokerContext = {
     sessions,
-    distributor: new Distributor(sessions),
+    distributor,
     log,
     options: { connectTimeoutMs, maxPacketSize, maxTopicLength, maxTopicLevels, maxSubscriptionsPerClient },
     counters: newCounters(),
     access,
     shuttingDown: false,
   };
-  // Read permission is checked per delivery against the subscriber session's owner; without an
-  // ACL the hook stays unset and routing does not pay for it.
-  if (access.hasAcl) context.distributor.canRead = (session, topic) => access.canRead(session.clientId, session.owner, topic);
   const connections = new Set<Connection>();
   let listeners: Listener[] = [];
   let closing: Promise<void> | undefined;
@@ -218,7 +231,7 @@ export function createBroker(options: BrokerOptions = {}): Broker {
   const accept = (socket: Socket, listener: ListenerInfo, certificateUser: string | undefined) => {
     // A TLS socket was admitted when it connected, and no longer counts as a handshake here.
     if (!admit(socket)) return;
-    const connection = new Connection(socket, context, listener, certificateUser);
+    const connection = new Connection(socket, context, dispatch, listener, certificateUser);
     connections.add(connection);
     void connection.closed.then(() => connections.delete(connection));
   };
@@ -231,27 +244,22 @@ export function createBroker(options: BrokerOptions = {}): Broker {
       // First: a password or ACL file that does not parse stops the start before anything is opened.
       await access.start();
       await volatile.open();
-      const restoring = openStore({
-        durable,
-        sessions,
-        location: durable instanceof LevelRepository ? durable.location : undefined,
-        onCorrupt: options.storeOnCorrupt ?? 'fail',
-        log,
-      });
+      const restoring = openStore({ durable, sessions, distributor, onCorrupt: options.storeOnCorrupt ?? 'fail', log });
       const restored = await restoring.catch((error: unknown) => {
         access.close();
         throw error;
       });
       try {
         log.info(`restored ${restored.sessions} persistent sessions and ${restored.retained} retained messages`);
-        if (adminEnabled && durable instanceof LevelRepository) {
+        if (adminEnabled && onDisk) {
           const path = join(dataDir, 'admin.sock');
           try {
             admin = await AdminServer.start({
               path,
-              store: join(dataDir, 'store'),
-              inspector: durable.inspector(),
+              store: onDisk.location,
+              inspector: onDisk.inspector(),
               sessions,
+              distributor,
               log,
               counters: context.counters,
             });

@@ -1,60 +1,57 @@
 import { BrokerError, ErrorCodes } from '../errors.js';
 import type { Logger } from '../logger.js';
-import { RetainedIndex } from '../routing/retained-index.js';
-import { TopicTree } from '../routing/topic-tree.js';
-import type { QoS, SessionRepository, Subscription } from '../store/repository.js';
-import { Session, type OutboundChannel, type SessionLimits } from './session.js';
+import type { TopicTree } from '../routing/topic-tree.js';
+import type { QoS, SessionRepository, StoredSession, Subscription } from '../store/repository.js';
+import { Session, type OutboundChannel, type SessionLimits, type SessionLink } from './session.js';
 
 export interface SessionManagerOptions {
-  /** Persistent (CleanSession=0) sessions and retained messages. */
+  /** Persistent (CleanSession=0) sessions. */
   durable: SessionRepository;
   /** CleanSession=1 sessions: gone with their connection, so never written to disk. */
   volatile: SessionRepository;
+  /** The routing table; the manager is its one writer, keeping it equal to the stored subscriptions. */
+  subscriptions: TopicTree;
   limits: SessionLimits;
   log: Logger;
 }
 
 export interface StartResult {
   session: Session;
+  /** The session as the connection holds it until it ends. */
+  link: SessionLink;
   /** CONNACK session present flag [MQTT-3.2.2-2] [MQTT-3.2.2-3]. */
   sessionPresent: boolean;
 }
 
 /**
  * Owns every session: looks them up, starts them (new or resumed), closes them (state kept) and
- * destroys them (state discarded). It also owns the routing table, which always mirrors the
- * stored subscriptions. Operations on one client id run one at a time, so a takeover racing a
+ * destroys them (state discarded). It also keeps the routing table equal to the stored
+ * subscriptions. Operations on one client id run one at a time, so a takeover racing a
  * disconnect cannot interleave.
  */
 export class SessionManager {
-  readonly topics = new TopicTree();
-  readonly retained = new RetainedIndex();
-  readonly durable: SessionRepository;
-  readonly volatile: SessionRepository;
+  readonly #durable: SessionRepository;
+  readonly #volatile: SessionRepository;
+  readonly #subscriptions: TopicTree;
   readonly #sessions = new Map<string, Session>();
   readonly #limits: SessionLimits;
   readonly #log: Logger;
   readonly #locks = new Map<string, Promise<unknown>>();
 
   constructor(options: SessionManagerOptions) {
-    this.durable = options.durable;
-    this.volatile = options.volatile;
+    this.#durable = options.durable;
+    this.#volatile = options.volatile;
+    this.#subscriptions = options.subscriptions;
     this.#limits = options.limits;
     this.#log = options.log;
   }
 
-  /** Loads what routing needs: every persistent session's subscriptions and the retained messages. */
-  async restore(): Promise<{ sessions: number; retained: number }> {
-    // Both read before either is applied: a store that turns out damaged half-way leaves nothing
-    // behind, so the broker can move it aside and restore from an empty one.
-    const stored = await this.durable.loadSessions();
-    const retained = await this.durable.loadRetained();
+  /** The persistent sessions read from the store at start, with their subscriptions routed. */
+  restore(stored: StoredSession[]): void {
     for (const { clientId, subscriptions, owner } of stored) {
       const session = this.#newSession(clientId, false, owner);
       for (const { filter, qos } of subscriptions) this.#route(session, filter, qos);
     }
-    for (const message of retained) this.retained.set(message);
-    return { sessions: stored.length, retained: retained.length };
   }
 
   lookup(clientId: string): Session | undefined {
@@ -101,17 +98,16 @@ export class SessionManager {
       if (!session) {
         session = this.#newSession(clientId, clean, owner);
         try {
-          await session.repository.createSession(clientId, owner);
+          await session.create();
         } catch (error) {
           this.#sessions.delete(clientId);
           throw error;
         }
       } else if (!session.clean) {
-        // A resumed persistent session: its client is seen now (a new one got that from createSession).
-        await session.repository.touchSession(clientId);
+        // A resumed persistent session: its client is seen now (a new one got that from create).
+        await session.touch();
       }
-      session.link(channel);
-      return { session, sessionPresent };
+      return { session, link: session.link(channel), sessionPresent };
     });
   }
 
@@ -123,7 +119,7 @@ export class SessionManager {
     return this.#exclusive(session.clientId, async () => {
       if (!session.unlink(channel)) return;
       if (session.clean) await this.#discard(session);
-      else await session.repository.touchSession(session.clientId);
+      else await session.touch();
     });
   }
 
@@ -151,7 +147,7 @@ export class SessionManager {
   subscribe(session: Session, subscriptions: Subscription[], channel: OutboundChannel): Promise<boolean> {
     return this.#exclusive(session.clientId, async () => {
       if (session.channel !== channel) return false;
-      await session.repository.subscribe(session.clientId, subscriptions);
+      await session.storeSubscriptions(subscriptions);
       for (const { filter, qos } of subscriptions) this.#route(session, filter, qos);
       return true;
     });
@@ -161,19 +157,13 @@ export class SessionManager {
   unsubscribe(session: Session, filters: string[], channel: OutboundChannel): Promise<boolean> {
     return this.#exclusive(session.clientId, async () => {
       if (session.channel !== channel) return false;
-      await session.repository.unsubscribe(session.clientId, filters);
+      await session.removeSubscriptions(filters);
       for (const filter of filters) {
         session.subscriptions.delete(filter);
-        this.topics.remove(filter, session.clientId);
+        this.#subscriptions.remove(filter, session.clientId);
       }
       return true;
     });
-  }
-
-  /** Removes a retained message: from the store first, then from memory (broker-admin). */
-  async clearRetained(topic: string): Promise<void> {
-    await this.durable.clearRetained(topic);
-    this.retained.delete(topic);
   }
 
   /** Ends every connection and waits for session operations under way. */
@@ -186,7 +176,7 @@ export class SessionManager {
   }
 
   #newSession(clientId: string, clean: boolean, owner: string | undefined): Session {
-    const repository = clean ? this.volatile : this.durable;
+    const repository = clean ? this.#volatile : this.#durable;
     const session = new Session(clientId, clean, repository, this.#limits, this.#log, owner);
     this.#sessions.set(clientId, session);
     return session;
@@ -194,17 +184,17 @@ export class SessionManager {
 
   #route(session: Session, filter: string, qos: QoS): void {
     session.subscriptions.set(filter, qos);
-    this.topics.add(filter, session.clientId, qos);
+    this.#subscriptions.add(filter, session.clientId, qos);
   }
 
   /** Unroutes first, so no new message is queued for a session whose state is being deleted. */
   async #discard(session: Session): Promise<void> {
     const subscriptions = [...session.subscriptions];
-    for (const filter of session.subscriptions.keys()) this.topics.remove(filter, session.clientId);
+    for (const filter of session.subscriptions.keys()) this.#subscriptions.remove(filter, session.clientId);
     session.subscriptions.clear();
     this.#sessions.delete(session.clientId);
     try {
-      await session.repository.destroySession(session.clientId);
+      await session.destroy();
     } catch (error) {
       // Not deleted (a failed store write): the session is still stored, so it stays here too,
       // routed as before, and a later clean start discards it [MQTT-3.1.2-6].

@@ -1,8 +1,7 @@
 import type { IPubackPacket } from 'mqtt-packet';
 import type { Connection } from '../connection.js';
-import { sessionOf } from '../dispatcher.js';
 
 /** PUBACK for a QoS1 message we sent: the delivery is complete. */
 export function handlePuback(connection: Connection, packet: IPubackPacket): void {
-  sessionOf(connection).acknowledge(packet.messageId!);
+  connection.requireLink().outbound.acknowledge(packet.messageId!);
 }

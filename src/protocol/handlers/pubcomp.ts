@@ -1,8 +1,7 @@
 import type { IPubcompPacket } from 'mqtt-packet';
 import type { Connection } from '../connection.js';
-import { sessionOf } from '../dispatcher.js';
 
 /** PUBCOMP for a QoS2 message we sent: the delivery is complete. */
 export function handlePubcomp(connection: Connection, packet: IPubcompPacket): void {
-  sessionOf(connection).completed(packet.messageId!);
+  connection.requireLink().outbound.completed(packet.messageId!);
 }

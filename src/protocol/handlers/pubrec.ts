@@ -1,8 +1,7 @@
 import type { IPubrecPacket } from 'mqtt-packet';
 import type { Connection } from '../connection.js';
-import { sessionOf } from '../dispatcher.js';
 
 /** PUBREC for a QoS2 message we sent: stored as released, then PUBREL goes out. */
 export function handlePubrec(connection: Connection, packet: IPubrecPacket): void {
-  connection.background(sessionOf(connection).received(packet.messageId!));
+  connection.background(connection.requireLink().outbound.received(packet.messageId!));
 }

@@ -3,7 +3,6 @@ import { ProtocolViolation } from '../../errors.js';
 import { isValidTopicFilter } from '../../routing/topic.js';
 import type { QoS, Subscription } from '../../store/repository.js';
 import type { Connection } from '../connection.js';
-import { sessionOf } from '../dispatcher.js';
 import { topicOverLimits } from '../limits.js';
 
 const REJECTED = 0x80;
@@ -17,7 +16,7 @@ const REJECTED = 0x80;
  * session's owner subscribe to.
  */
 export async function handleSubscribe(connection: Connection, packet: ISubscribePacket): Promise<void> {
-  const session = sessionOf(connection);
+  const { session } = connection.requireLink();
   // mqtt-packet passes a SUBSCRIBE holding just a packet id (found by the fuzz suite).
   if (packet.subscriptions.length === 0) throw new ProtocolViolation('SUBSCRIBE without topic filters [MQTT-3.8.3-3]');
   const { sessions, distributor } = connection.context;
