@@ -51,8 +51,8 @@ export interface Will {
 
 /**
  * mqtt-packet by default builds a cache of 65,536 two-byte Buffers on the first packet it
- * generates: ~180 ms of start-up on the first CONNACK and ~19 MB of RSS, to save what measures as
- * less than the cost of looking them up (2.8 µs vs 4.1 µs per PUBLISH here).
+ * generates: it delays the first CONNACK and takes megabytes of RSS, to save less per PUBLISH
+ * than looking a number up in it costs (bench/results/figures-behind-code.md).
  */
 mqttPacket.writeToStream.cacheNumbers = false;
 

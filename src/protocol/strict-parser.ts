@@ -32,7 +32,8 @@ export class PacketTooLarge extends Error {
  * An mqtt-packet parser whose strings are checked as MQTT requires: well-formed UTF-8
  * [MQTT-1.5.3-1] without U+0000 [MQTT-1.5.3-2], or the connection is closed. mqtt-packet decodes
  * with Buffer#toString, which silently turns bad bytes into U+FFFD; we replace its one string
- * reader on this instance (the method is internal, so this is pinned to mqtt-packet 9).
+ * reader on this instance. These are mqtt-packet's internals: it is pinned to an exact version in
+ * package.json, and test/deps/dependency-internals.test.ts states what this relies on.
  *
  * It also refuses a packet whose total size (fixed header included, as MQTT 5 counts its Maximum
  * Packet Size) is over `maxPacketSize` as soon as the remaining length is decoded, before any of

@@ -535,8 +535,8 @@ export class LevelRepository implements SessionRepository {
 
 /**
  * Moves what LevelDB's log holds into a table file before a clean close, so the next start has
- * no log to check for damage (store-damage.ts reads all of it) or to replay: with a million
- * messages queued, 25-40 ms less to the first CONNACK (of about 330). CompactRange writes the memtable out
+ * no log to check for damage (store-damage.ts reads all of it) or to replay, which is time before
+ * the first CONNACK (bench/results/figures-behind-code.md). CompactRange writes the memtable out
  * before it compacts its range, and this range holds no key. A failure changes nothing: the log
  * is then checked and replayed at the next start, as after a crash.
  */
@@ -550,8 +550,8 @@ async function flushLog(db: Db): Promise<void> {
 
 /**
  * How many bytes of keys and values one read of the queue may bring into memory (classic-level's
- * highWaterMarkBytes; its default, 16 KiB, made a window of small messages take one thread pool
- * round trip per ~150 entries). Enough for `limit` entries whose payloads stay under `maxBytes`,
+ * highWaterMarkBytes; with its default, 16 KiB, a window of small messages took a thread pool
+ * round trip every few hundred entries). Enough for `limit` entries whose payloads stay under `maxBytes`,
  * with room for keys, topics and encoding; when that is not enough, reading continues.
  */
 function readAheadBytes(limit: number, maxBytes: number): number {
