@@ -1,7 +1,9 @@
-import { Command, InvalidArgumentError } from 'commander';
+import { readFileSync } from 'node:fs';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { AccessControl } from '../auth/access-control.js';
 import { BrokerError } from '../errors.js';
-import { consoleLogger } from '../logger.js';
-import { createBroker, DEFAULTS, OPTION_RANGES, type Broker } from '../server/broker.js';
+import { consoleLogger, LOG_FORMATS, LOG_LEVELS, type LogFormat, type Logger, type LogLevel } from '../logger.js';
+import { createBroker, DEFAULTS, OPTION_RANGES, type Broker, type BrokerOptions } from '../server/broker.js';
 import { existingFileOption, loadConfigFile, type ConfigOptions } from '../server/config.js';
 import { DEFAULT_QUEUE_LIMITS } from '../store/queue-limits.js';
 
@@ -20,14 +22,33 @@ function inRange(option: keyof typeof OPTION_RANGES) {
   return integerIn(OPTION_RANGES[option].min, OPTION_RANGES[option].max);
 }
 
-/** `broker`: runs the broker until SIGINT/SIGTERM, then shuts down cleanly and exits 0. */
+/**
+ * `broker`: runs the broker until SIGINT/SIGTERM, then shuts down cleanly and exits 0.
+ * `broker --check-config FILE`: checks FILE (and the flags beside it) and exits 0 or 1.
+ */
 export async function main(argv: string[]): Promise<void> {
-  const log = consoleLogger();
-  let broker: Broker;
+  let commandLine: CommandLine;
   try {
-    broker = createBroker({ ...(await commandLineOptions(argv)), log });
+    commandLine = await readCommandLine(argv);
   } catch (error) {
     fail(error); // a bad config or option: nothing was started
+    return;
+  }
+  const { logLevel, logFormat, ...options } = commandLine.options;
+  const log = consoleLogger({ level: logLevel, format: logFormat });
+  if (commandLine.checkConfig !== undefined) {
+    await checkConfig(commandLine.checkConfig, options, log);
+    return;
+  }
+  // From here on the log format is known: a start that fails says so in it (one JSON object).
+  const failStart = (error: unknown) => (logFormat === 'json' ? log.error(describeError(error)) : fail(error));
+
+  let broker: Broker;
+  try {
+    broker = createBroker({ ...options, log });
+  } catch (error) {
+    failStart(error);
+    process.exitCode = 1;
     return;
   }
 
@@ -69,13 +90,35 @@ export async function main(argv: string[]): Promise<void> {
   try {
     await started;
   } catch (error) {
-    fail(error);
+    failStart(error);
     process.exit(1);
   }
 }
 
+/**
+ * `--check-config FILE`: what a start checks before it opens the store — the file, the flags beside
+ * it, the options as createBroker takes them, the password and ACL files as they parse — and
+ * nothing more: no store is opened, no port bound, no directory created.
+ */
+async function checkConfig(file: string, options: BrokerOptions, log: Logger): Promise<void> {
+  try {
+    // createBroker checks its options and builds the broker; only listen() opens anything.
+    createBroker({ ...options, log });
+    const access = new AccessControl({ passwordFile: options.passwordFile, aclFile: options.aclFile, log, watch: false });
+    await access.start();
+    access.close();
+  } catch (error) {
+    fail(error);
+    return;
+  }
+  console.log(`${file}: valid`);
+}
+
 interface Flags {
   config?: string;
+  checkConfig?: string;
+  logLevel: LogLevel;
+  logFormat: LogFormat;
   host: string;
   port: number;
   data: string;
@@ -93,14 +136,30 @@ interface Flags {
   moveCorruptStoreAside?: true;
 }
 
+interface CommandLine {
+  options: ConfigOptions;
+  /** `--check-config FILE`: check, do not start. */
+  checkConfig?: string;
+}
+
 /**
  * The broker's options from the command line: the config file (--config), then the flags the user
  * actually gave on top of it. Defaults shown in --help are the broker's own and never override the file.
  */
 export async function commandLineOptions(argv: string[]): Promise<ConfigOptions> {
+  return (await readCommandLine(argv)).options;
+}
+
+async function readCommandLine(argv: string[]): Promise<CommandLine> {
   const program = new Command('broker')
     .description('A durable MQTT 3.1.1 broker: acknowledged messages and persistent sessions survive any restart.')
+    .version(packageVersion(), '-V, --version', 'print the version and exit')
     .option('--config <file>', 'config file, JSON (.json) or YAML (.yaml, .yml); the flags below override it')
+    .addOption(
+      new Option('--check-config <file>', 'check the config file and the flags beside it as a start would, print every problem, exit 0 if valid, 1 if not; starts nothing').conflicts(
+        'config',
+      ),
+    )
     .option('--host <address>', 'interface to listen on (with --config: of the first listener)', DEFAULTS.host)
     .option('--port <number>', 'TCP port, 0 picks a free one (with --config: of the first listener)', integerIn(0, 65535), DEFAULTS.port)
     .option('--data <dir>', 'data directory (the store lives in <dir>/store)', DEFAULTS.dataDir)
@@ -135,6 +194,8 @@ export async function commandLineOptions(argv: string[]): Promise<ConfigOptions>
     )
     .option('--max-connections <n>', 'client connections across all listeners; beyond it new sockets are closed', inRange('maxConnections'), DEFAULTS.maxConnections)
     .option('--move-corrupt-store-aside', 'a store found corrupt at start is renamed store.corrupt-<time> and the broker starts empty')
+    .addOption(new Option('--log-level <level>', 'least severe log lines printed').choices(LOG_LEVELS).default('info'))
+    .addOption(new Option('--log-format <format>', 'text: one readable line each; json: one JSON object per line').choices(LOG_FORMATS).default('text'))
     .parse(argv);
   const flags = program.opts<Flags>();
   const given = (name: keyof Flags) => {
@@ -142,7 +203,8 @@ export async function commandLineOptions(argv: string[]): Promise<ConfigOptions>
     return source !== undefined && source !== 'default';
   };
 
-  const options: ConfigOptions = flags.config === undefined ? {} : await loadConfigFile(flags.config);
+  const configFile = flags.checkConfig ?? flags.config;
+  const options: ConfigOptions = configFile === undefined ? {} : await loadConfigFile(configFile);
   if (given('host')) options.host = flags.host;
   if (given('port')) options.port = flags.port;
   if (given('data')) options.dataDir = flags.data;
@@ -164,11 +226,22 @@ export async function commandLineOptions(argv: string[]): Promise<ConfigOptions>
   if (given('maxPacketSize')) options.maxPacketSize = flags.maxPacketSize;
   if (given('maxConnections')) options.maxConnections = flags.maxConnections;
   if (given('moveCorruptStoreAside')) options.storeOnCorrupt = 'move-aside';
-  return options;
+  if (given('logLevel')) options.logLevel = flags.logLevel;
+  if (given('logFormat')) options.logFormat = flags.logFormat;
+  return flags.checkConfig === undefined ? { options } : { options, checkConfig: flags.checkConfig };
+}
+
+/** This package's version, from its package.json (dist/cli/ and src/cli/ are both two levels down). */
+function packageVersion(): string {
+  const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return version;
 }
 
 function fail(error: unknown): void {
-  const message = error instanceof BrokerError ? error.message : String(error);
-  console.error(`broker: ${message}`);
+  console.error(`broker: ${describeError(error)}`);
   process.exitCode = 1;
+}
+
+function describeError(error: unknown): string {
+  return error instanceof BrokerError ? error.message : String(error);
 }
