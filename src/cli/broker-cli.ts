@@ -1,10 +1,12 @@
-import { readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { fstatSync, readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { AccessControl } from '../auth/access-control.js';
-import { BrokerError } from '../errors.js';
+import { BrokerError, errorMessage } from '../errors.js';
 import { consoleLogger, LOG_FORMATS, LOG_LEVELS, type LogFormat, type Logger, type LogLevel } from '../logger.js';
 import { createBroker, DEFAULTS, OPTION_RANGES, type Broker, type BrokerOptions } from '../server/broker.js';
 import { existingFileOption, loadConfigFile, type ConfigOptions } from '../server/config.js';
+import { formatAddress } from '../server/listeners.js';
 import { DEFAULT_QUEUE_LIMITS } from '../store/queue-limits.js';
 
 function integerIn(min: number, max: number) {
@@ -35,7 +37,7 @@ export async function main(argv: string[]): Promise<void> {
     return;
   }
   const { logLevel, logFormat, ...options } = commandLine.options;
-  const log = consoleLogger({ level: logLevel, format: logFormat });
+  const log = consoleLogger({ level: logLevel, format: logFormat, journal: journalStreams() });
   if (commandLine.checkConfig !== undefined) {
     await checkConfig(commandLine.checkConfig, options, log);
     return;
@@ -93,6 +95,7 @@ export async function main(argv: string[]): Promise<void> {
     failStart(error);
     process.exit(1);
   }
+  if (!stopping) await notifyReady(`listening on ${broker.addresses().map(({ address, port }) => formatAddress(address, port)).join(', ')}`, log);
 }
 
 /**
@@ -112,6 +115,26 @@ async function checkConfig(file: string, options: BrokerOptions, log: Logger): P
     return;
   }
   console.log(`${file}: valid`);
+}
+
+/**
+ * Under systemd with `Type=notify` (NOTIFY_SOCKET set): tells it the broker is ready, once every
+ * listener accepts connections. Node cannot send a datagram on a Unix socket, so `systemd-notify`
+ * sends it; it runs as our child, hence `NotifyAccess=all` in the unit. Since systemd 246 it also
+ * waits until systemd has read the message, so that the message still counts after it exited.
+ */
+async function notifyReady(status: string, log: Logger): Promise<void> {
+  if (!process.env['NOTIFY_SOCKET']) return;
+  const problem = await new Promise<string | undefined>((resolve) => {
+    const child = spawn('systemd-notify', ['--ready', `--status=${status}`], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let output = '';
+    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.once('error', (error) => resolve(errorMessage(error)));
+    child.once('close', (code, signal) => resolve(code === 0 ? undefined : `${code === null ? signal : `exit code ${code}`} ${output.trim()}`.trim()));
+  });
+  if (problem !== undefined) {
+    log.error(`NOTIFY_SOCKET is set but systemd-notify --ready failed (${problem}): systemd will stop the broker when its start-up time runs out`);
+  }
 }
 
 interface Flags {
@@ -229,6 +252,24 @@ async function readCommandLine(argv: string[]): Promise<CommandLine> {
   if (given('logLevel')) options.logLevel = flags.logLevel;
   if (given('logFormat')) options.logFormat = flags.logFormat;
   return flags.checkConfig === undefined ? { options } : { options, checkConfig: flags.checkConfig };
+}
+
+/**
+ * Whether stdout and stderr go to journald: systemd then sets JOURNAL_STREAM to the device and
+ * inode of that stream; one inherited from a parent whose output went there names another file.
+ */
+function journalStreams(): { stdout: boolean; stderr: boolean } {
+  const stream = process.env['JOURNAL_STREAM'];
+  const isJournal = (fd: number) => {
+    if (!stream) return false;
+    try {
+      const { dev, ino } = fstatSync(fd, { bigint: true });
+      return `${dev}:${ino}` === stream;
+    } catch {
+      return false;
+    }
+  };
+  return { stdout: isJournal(1), stderr: isJournal(2) };
 }
 
 /** This package's version, from its package.json (dist/cli/ and src/cli/ are both two levels down). */

@@ -6,10 +6,13 @@
 import { existsSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { setPassword } from '../../src/auth/password-file.js';
 import { BrokerProcess, runBroker } from '../helpers/broker-process.js';
 import { useBrokerProcesses } from '../helpers/process-harness.js';
+
+const EXAMPLE_CONFIG = fileURLToPath(new URL('../../contrib/systemd/broker.yaml', import.meta.url));
 
 const { onTeardown, freshDataDir } = useBrokerProcesses('broker-check-');
 
@@ -123,5 +126,11 @@ describe('broker --check-config', () => {
     const { code, output } = await runBroker(['--check-config', missing]);
     expect(code, output).toBe(1);
     expect(output).toContain(`${missing}: cannot read the config file: file not found`);
+  });
+
+  it('the example config shipped beside the systemd unit is valid', async () => {
+    const { code, output } = await runBroker(['--check-config', EXAMPLE_CONFIG]);
+    expect(code, output).toBe(0);
+    expect(output.trim()).toBe(`${EXAMPLE_CONFIG}: valid`);
   });
 });

@@ -3,12 +3,16 @@
  * one JSON object per line, every line of a run, a failed start's included; `--log-level` and
  * `log_level` leave out the less severe lines.
  */
-import { writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { closeSync, fstatSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { BrokerProcess, runBroker } from '../helpers/broker-process.js';
 import { useBrokerProcesses } from '../helpers/process-harness.js';
 import { RawClient } from '../helpers/raw-client.js';
+
+const BROKER_BIN = fileURLToPath(new URL('../../bin/broker.js', import.meta.url));
 
 const { onTeardown, freshDataDir } = useBrokerProcesses('broker-logs-');
 
@@ -120,5 +124,37 @@ describe('--log-level', () => {
     const format = await runBroker(['--check-config', file, '--log-format', 'xml']);
     expect(format.code).not.toBe(0);
     expect(format.output).toMatch(/--log-format.*xml.*text, json/s);
+  });
+});
+
+describe('under systemd (JOURNAL_STREAM)', () => {
+  /**
+   * Runs a check with stdout and stderr in one file, as systemd connects both to one journal
+   * stream, and JOURNAL_STREAM naming that file (or another one); resolves with what was written.
+   */
+  async function runToFile(args: string[], journalStream: 'this file' | 'another file'): Promise<string> {
+    const dir = freshDataDir();
+    const out = openSync(join(dir, 'output'), 'w');
+    const other = openSync(join(dir, 'other'), 'w');
+    const { dev, ino } = fstatSync(journalStream === 'this file' ? out : other, { bigint: true });
+    const child = spawn(process.execPath, [BROKER_BIN, ...args], { stdio: ['ignore', out, out], env: { ...process.env, JOURNAL_STREAM: `${dev}:${ino}` } });
+    const code = await new Promise((resolve) => child.once('close', resolve));
+    closeSync(out);
+    closeSync(other);
+    expect(code).toBe(0);
+    return readFileSync(join(dir, 'output'), 'utf8');
+  }
+
+  it.each(['text', 'json'])('log lines to journald start with their syslog priority (%s), for journald to file them by level', async (format) => {
+    const output = await runToFile(['--check-config', aclConfig(), '--log-format', format], 'this file');
+    const logLines = output.split('\n').filter((line) => /ACL file/.test(line));
+    expect(logLines.map((line) => line.slice(0, 3))).toEqual(['<6>', '<4>']);
+    if (format === 'json') expect(logLines.map((line) => (JSON.parse(line.slice(3)) as JsonLine).level)).toEqual(['info', 'warn']);
+  });
+
+  it('a JOURNAL_STREAM that names another file (inherited from a parent) adds nothing', async () => {
+    const output = await runToFile(['--check-config', aclConfig()], 'another file');
+    expect(output).toMatch(/ info ACL file/);
+    expect(output).not.toMatch(/^</m);
   });
 });
