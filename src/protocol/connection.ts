@@ -175,7 +175,8 @@ export class Connection implements OutboundChannel {
     this.#link = link;
     this.#will = will;
     this.#state = 'connected';
-    this.send({ cmd: 'connack', returnCode: ACCEPTED, sessionPresent });
+    // MQTT 3.1's CONNACK has no session present flag: its first byte is reserved and 0.
+    this.send({ cmd: 'connack', returnCode: ACCEPTED, sessionPresent: this.#protocolVersion === 3 ? false : sessionPresent });
     return true;
   }
 

@@ -12,7 +12,8 @@ interface BufferList {
 interface ParserInternals {
   _list: BufferList;
   _pos: number;
-  packet: { length: number; messageId?: number };
+  packet: { length: number; messageId?: number; cmd?: string };
+  error?: unknown;
   _parseNum(): number;
   _parseLength(): boolean;
   _parsePayload(): boolean;
@@ -65,14 +66,26 @@ export function createStrictParser(maxPacketSize: number | (() => number) = Infi
   const parsePayload = internals._parsePayload;
   internals._parsePayload = function boundedParsePayload(this: ParserInternals): boolean {
     const all = this._list;
-    // Not all there yet (mqtt-packet waits), or exactly this packet: nothing to bound.
-    if (all.length <= this.packet.length) return parsePayload.call(this);
-    this._list = all.shallowSlice(0, this.packet.length);
-    try {
-      return parsePayload.call(this);
-    } finally {
-      this._list = all;
+    let done: boolean;
+    if (all.length <= this.packet.length) {
+      // Not all there yet (mqtt-packet waits), or exactly this packet: nothing to bound.
+      done = parsePayload.call(this);
+    } else {
+      this._list = all.shallowSlice(0, this.packet.length);
+      try {
+        done = parsePayload.call(this);
+      } finally {
+        this._list = all;
+      }
     }
+    // mqtt-packet reads the fields a CONNECT's flags announce and ignores what follows: a user
+    // name with its flag 0 [MQTT-3.1.2-18], or a password with its flag 0 [MQTT-3.1.2-20], is
+    // a malformed packet, not an anonymous login.
+    if (done && this.packet.cmd === 'connect' && !this.error && this._pos < this.packet.length) {
+      this._emitError(new Error('CONNECT holds more than its flags announce: a user name or password whose flag is 0 [MQTT-3.1.2-18] [MQTT-3.1.2-20]'));
+      return false;
+    }
+    return done;
   };
   internals._parseMessageId = function checkedParseMessageId(this: ParserInternals): boolean {
     const id = this._parseNum();

@@ -12,6 +12,7 @@ import { RetainedIndex } from '../routing/retained-index.js';
 import { TopicTree } from '../routing/topic-tree.js';
 import { Distributor } from '../session/distributor.js';
 import { SessionManager } from '../session/session-manager.js';
+import type { Session } from '../session/session.js';
 import { LevelRepository } from '../store/level-repository.js';
 import { MemoryRepository } from '../store/memory-repository.js';
 import { DEFAULT_QUEUE_LIMITS, type QueueLimits } from '../store/queue-limits.js';
@@ -186,17 +187,24 @@ export function createBroker(options: BrokerOptions = {}): Broker {
   });
   // The routing table: written by the session manager (subscriptions), read by the distributor.
   const subscriptions = new TopicTree();
-  const sessions = new SessionManager({ durable, volatile, subscriptions, limits: { maxInflight, readWindow, readWindowBytes }, log });
   const access = new AccessControl({ passwordFile: options.passwordFile, aclFile: options.aclFile, log });
+  // Read permission is checked against the subscriber session's owner when a message is routed
+  // and again when a queued one is sent; without an ACL neither pays for it.
+  const canRead = access.hasAcl ? (session: Session, topic: string) => access.canRead(session.clientId, session.owner, topic) : undefined;
+  const sessions = new SessionManager({
+    durable,
+    volatile,
+    subscriptions,
+    policy: { limits: { maxInflight, readWindow, readWindowBytes }, ...(canRead ? { canRead } : {}) },
+    log,
+  });
   const distributor = new Distributor({
     lookup: (clientId) => sessions.lookup(clientId),
     subscriptions,
     retained: new RetainedIndex(),
     durable,
     volatile,
-    // Read permission is checked per delivery against the subscriber session's owner; without an
-    // ACL routing does not pay for it.
-    ...(access.hasAcl ? { canRead: (session, topic) => access.canRead(session.clientId, session.owner, topic) } : {}),
+    ...(canRead ? { canRead } : {}),
   });
   const context: BrokerContext = {
     sessions,

@@ -31,6 +31,14 @@ export interface OutboundLimits {
   readWindowBytes: number;
 }
 
+export interface OutboundOptions extends OutboundLimits {
+  /**
+   * Only with an ACL: whether the session may receive a message on `topic` now. Asked again when
+   * a queued message is about to be sent, so a rule that changed since it was queued applies.
+   */
+  mayReceive?: (topic: string) => boolean;
+}
+
 /** The stored state of the flow's session, as the flow reaches it (Session is that door). */
 export interface OutboundStore {
   readonly clientId: string;
@@ -75,8 +83,10 @@ interface Inflight {
 export class OutboundFlow {
   readonly channel: OutboundChannel;
   readonly #session: OutboundStore;
-  readonly #limits: OutboundLimits;
+  readonly #limits: OutboundOptions;
   readonly #log: Logger;
+  /** A queued message was dropped because the ACL no longer lets the session read it (logged once per flow). */
+  #refusedByAcl = false;
   #closed = false;
   /** A store failure ended the connection (reported once; see #fail). */
   #failed = false;
@@ -105,7 +115,7 @@ export class OutboundFlow {
   /** Entries acknowledged in this tick: one write completes them all. */
   #completing: OutboundEntry[] = [];
 
-  constructor(session: OutboundStore, channel: OutboundChannel, limits: OutboundLimits, log: Logger) {
+  constructor(session: OutboundStore, channel: OutboundChannel, limits: OutboundOptions, log: Logger) {
     this.#session = session;
     this.channel = channel;
     this.#limits = limits;
@@ -130,6 +140,9 @@ export class OutboundFlow {
       this.#lastSeq = entry.seq;
       if (entry.state === 'queued') {
         this.#window.push(entry);
+      } else if (entry.state === 'dup' && !this.#readable(entry)) {
+        // Sent before, unacknowledged, and no longer readable: not sent again.
+        this.#complete(entry);
       } else {
         const inflight: Inflight = { entry, packetId: entry.packetId ?? packetIdOf(entry.seq), state: entry.state === 'dup' ? 'sent' : 'released' };
         this.#inflight.set(inflight.packetId, inflight);
@@ -205,6 +218,17 @@ export class OutboundFlow {
   }
 
   /**
+   * Whether `ack` may answer what is in flight under `packetId`: PUBACK only a QoS 1 message,
+   * PUBREC and PUBCOMP only a QoS 2 one. An id with nothing sent under it is not judged: it may
+   * acknowledge a message completed already, which the protocol allows to arrive twice.
+   */
+  acceptsAck(packetId: number, ack: 'puback' | 'pubrec' | 'pubcomp'): boolean {
+    const inflight = this.#inflight.get(packetId);
+    if (!inflight || inflight.state === 'sending') return true;
+    return inflight.entry.qos === (ack === 'puback' ? 1 : 2);
+  }
+
+  /**
    * PUBACK: the QoS1 delivery is complete [MQTT-4.3.2]. Unknown ids are ignored. The completion is
    * stored behind (see the class comment); if that write fails, the connection is ended.
    */
@@ -272,6 +296,11 @@ export class OutboundFlow {
     const burst: Inflight[] = [];
     while (this.#inflight.size < this.#limits.maxInflight) {
       const entry = this.#window.first;
+      if (entry && !this.#readable(entry)) {
+        this.#window.shift();
+        this.#complete(entry);
+        continue;
+      }
       if (!entry || !this.#packetIdFree(entry.seq)) break;
       this.#window.shift();
       if (entry.qos === 0) {
@@ -287,6 +316,22 @@ export class OutboundFlow {
     // Refill before the window runs dry, so the store read overlaps with sending.
     if (this.#storeHasMore && !this.#refilling && this.#windowHalfEmpty()) void this.#refill();
     if (burst.length > 0) this.#send(burst);
+  }
+
+  /**
+   * Whether the ACL still lets the session read the entry's topic. One that it no longer does is
+   * completed unsent, as Mosquitto drops it: the rules in force when a message goes out decide.
+   */
+  #readable(entry: OutboundEntry): boolean {
+    const mayReceive = this.#limits.mayReceive;
+    if (mayReceive === undefined || mayReceive(entry.message.topic)) return true;
+    if (!this.#refusedByAcl) {
+      this.#refusedByAcl = true;
+      this.#log.warn(
+        `session ${JSON.stringify(this.#session.clientId)}: queued messages on ${JSON.stringify(entry.message.topic)} (and any others it may no longer read) are dropped: the ACL no longer allows it to read them`,
+      );
+    }
+    return false;
   }
 
   /**

@@ -2,7 +2,7 @@ import { BrokerError, ErrorCodes } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { TopicTree } from '../routing/topic-tree.js';
 import type { QoS, SessionRepository, StoredSession, Subscription } from '../store/repository.js';
-import { Session, type OutboundChannel, type SessionLimits, type SessionLink } from './session.js';
+import { Session, type OutboundChannel, type SessionLink, type SessionPolicy } from './session.js';
 
 export interface SessionManagerOptions {
   /** Persistent (CleanSession=0) sessions. */
@@ -11,7 +11,8 @@ export interface SessionManagerOptions {
   volatile: SessionRepository;
   /** The routing table; the manager is its one writer, keeping it equal to the stored subscriptions. */
   subscriptions: TopicTree;
-  limits: SessionLimits;
+  /** Limits and the ACL's read check, the same for every session. */
+  policy: SessionPolicy;
   log: Logger;
 }
 
@@ -34,7 +35,7 @@ export class SessionManager {
   readonly #volatile: SessionRepository;
   readonly #subscriptions: TopicTree;
   readonly #sessions = new Map<string, Session>();
-  readonly #limits: SessionLimits;
+  readonly #policy: SessionPolicy;
   readonly #log: Logger;
   readonly #locks = new Map<string, Promise<unknown>>();
 
@@ -42,7 +43,7 @@ export class SessionManager {
     this.#durable = options.durable;
     this.#volatile = options.volatile;
     this.#subscriptions = options.subscriptions;
-    this.#limits = options.limits;
+    this.#policy = options.policy;
     this.#log = options.log;
   }
 
@@ -177,7 +178,7 @@ export class SessionManager {
 
   #newSession(clientId: string, clean: boolean, owner: string | undefined): Session {
     const repository = clean ? this.#volatile : this.#durable;
-    const session = new Session(clientId, clean, repository, this.#limits, this.#log, owner);
+    const session = new Session(clientId, clean, repository, this.#policy, this.#log, owner);
     this.#sessions.set(clientId, session);
     return session;
   }

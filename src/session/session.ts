@@ -7,6 +7,13 @@ export type { OutboundChannel, OutgoingPublish } from './outbound-flow.js';
 
 export type SessionLimits = OutboundLimits;
 
+/** What every session of a broker is given: the same limits, and the ACL's read check when there is one. */
+export interface SessionPolicy {
+  limits: SessionLimits;
+  /** Only with an ACL: whether `session` (by its owner) may receive a message on `topic` now. */
+  canRead?: (session: Session, topic: string) => boolean;
+}
+
 /**
  * What a connection holds of its session while it is linked: the session and the two flows made
  * for this connection. After unlink the flows are closed, so anything of that connection still
@@ -35,19 +42,19 @@ export class Session implements OutboundStore, InboundStore {
   /** The user name of the client that created the session (undefined: anonymous); ACL read checks use it. */
   readonly owner: string | undefined;
   readonly #store: SessionRepository;
-  readonly #limits: SessionLimits;
+  readonly #policy: SessionPolicy;
   readonly #log: Logger;
   #link: SessionLink | undefined;
   readonly #pendingWrites = new Set<Promise<unknown>>();
   /** Messages are being refused for this session because its queue is full. */
   #dropping = false;
 
-  constructor(clientId: string, clean: boolean, store: SessionRepository, limits: SessionLimits, log: Logger, owner?: string) {
+  constructor(clientId: string, clean: boolean, store: SessionRepository, policy: SessionPolicy, log: Logger, owner?: string) {
     this.clientId = clientId;
     this.clean = clean;
     this.owner = owner;
     this.#store = store;
-    this.#limits = limits;
+    this.#policy = policy;
     this.#log = log;
   }
 
@@ -63,9 +70,11 @@ export class Session implements OutboundStore, InboundStore {
 
   /** Links a connection; nothing is sent until `resume`, so CONNACK can go first. */
   link(channel: OutboundChannel): SessionLink {
+    const { limits, canRead } = this.#policy;
+    const options = canRead ? { ...limits, mayReceive: (topic: string) => canRead(this, topic) } : limits;
     const link: SessionLink = {
       session: this,
-      outbound: new OutboundFlow(this, channel, this.#limits, this.#log),
+      outbound: new OutboundFlow(this, channel, options, this.#log),
       inbound: new InboundFlow(this),
     };
     this.#link = link;

@@ -23,7 +23,7 @@ describe('Session and its outbound flow', () => {
     for (let index = 1; index <= count; index++) {
       await repository.publish({ message: { topic: 't', payload: Buffer.from(String(index)), qos: 1 }, deliveries: [{ clientId: 's', qos: 1, retain: false }] });
     }
-    const session = new Session('s', false, repository, { maxInflight: 2, readWindow: 1000, readWindowBytes: 1_000_000 }, silentLogger);
+    const session = new Session('s', false, repository, { limits: { maxInflight: 2, readWindow: 1000, readWindowBytes: 1_000_000 } }, silentLogger);
     const channel = new RecordingChannel();
     const link = session.link(channel);
     await session.resume(link);

@@ -28,7 +28,7 @@ export async function handleConnect(connection: Connection, packet: IConnectPack
   }
 
   const clean = packet.clean !== false;
-  const clientId = settleClientId(connection, packet.clientId, clean);
+  const clientId = settleClientId(connection, packet.clientId, clean, version);
   if (clientId === undefined) return;
 
   const user = await authenticate(connection, packet);
@@ -72,7 +72,13 @@ function checkProtocol(connection: Connection, packet: IConnectPacket): 3 | 4 | 
   return undefined;
 }
 
-function settleClientId(connection: Connection, requested: string, clean: boolean): string | undefined {
+function settleClientId(connection: Connection, requested: string, clean: boolean, version: 3 | 4): string | undefined {
+  if (requested.length === 0 && version === 3) {
+    // MQTT 3.1 has no server-assigned ids: its client id is 1 to 23 characters, else 0x02. Longer
+    // ids are accepted, as Mosquitto accepts them.
+    connection.refuse(IDENTIFIER_REJECTED, 'empty client id (MQTT 3.1 requires one)');
+    return undefined;
+  }
   if (requested.length === 0) {
     // A zero-length id is only allowed with CleanSession=1; the server assigns one [MQTT-3.1.3-6] [MQTT-3.1.3-8].
     if (!clean) {
