@@ -58,6 +58,7 @@ pattern deny sensors/+/secret
 pattern read own/%u
 pattern read d/%c-x/#
 pattern read done/%c
+pattern read +/%c
 pattern write inbox/%u
 `;
 
@@ -95,7 +96,9 @@ const LIVE = [
   '$app/other',
   'with space/x',
   'other/x',
-  ...readRows.filter(({ clientId }) => !clientId.includes('+')).flatMap(({ clientId }) => [`devices/${clientId}/cmd`, `public/${clientId}/x`, `d/${clientId}-x/1`]),
+  ...readRows
+    .filter(({ clientId }) => !clientId.includes('+'))
+    .flatMap(({ clientId }) => [`devices/${clientId}/cmd`, `public/${clientId}/x`, `d/${clientId}-x/1`, `any/${clientId}`, `$app/${clientId}`]),
 ];
 
 /** Each client publishes one topic; the root observer, who may read everything, sees what got through. */
@@ -262,7 +265,6 @@ describe('the same ACL file means the same on Mosquitto 2.0 and here', { timeout
   it('every subscriber of the table receives the same messages, every publisher reaches the same readers', async () => {
     const mosquitto = await observe(await startMosquitto(ACL));
     const ours = await observe(await startOurs(ACL));
-    if (process.env.SHOW_PARITY) console.log(JSON.stringify(mosquitto, null, 1));
     expect(ours.reads).toEqual(mosquitto.reads);
     expect(ours.writes).toEqual(mosquitto.writes);
 
@@ -285,6 +287,9 @@ describe('the same ACL file means the same on Mosquitto 2.0 and here', { timeout
     expect(reads['anonymous dev+-4 devices/+/cmd']).toEqual([]);
     expect(reads['x+y xy-4 devices/+/cmd']).toEqual([]);
     expect(reads['x+y xy-2 public/#']).toContain('retained public/private/x');
+    // A pattern starting with a wildcard reaches no $ topic [MQTT-4.7.2-1]: +/%c gives any/<id>, not $app/<id>.
+    expect(reads['carol carol-1 +/+']).toEqual(['any/carol-1', 'own/carol']);
+    expect(reads['carol carol-5 $app/#']).toEqual([]);
     expect(reads['anonymous dev+-2 public/#']).not.toContain('public/private/x');
     expect(mosquitto.writes.length).toBeGreaterThan(5);
   });
