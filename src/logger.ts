@@ -1,5 +1,3 @@
-import { escapeControls } from './text-escape.js';
-
 /** The broker's one logging seam: the CLI prints lines, tests and embedders pass their own or none. */
 export interface Logger {
   info(message: string): void;
@@ -10,9 +8,7 @@ export interface Logger {
 export const silentLogger: Logger = { info() {}, warn() {}, error() {} };
 
 export function consoleLogger(): Logger {
-  // Messages quote what clients chose with JSON.stringify, which leaves DEL, C1 and invisible
-  // format characters as they are: escaped here, one line stays one line on the terminal.
-  const line = (level: string, message: string) => `${new Date().toISOString()} ${level} ${escapeControls(message)}`;
+  const line = (level: string, message: string) => `${new Date().toISOString()} ${level} ${message}`;
   return {
     info: (message) => console.log(line('info', message)),
     warn: (message) => console.warn(line('warn', message)),

@@ -40,8 +40,9 @@ export function printable(text: string): string {
 }
 
 /**
- * A whole line whose values are already quoted (a log line): only the characters above escaped,
- * which a quoted value may still hold (JSON.stringify leaves DEL and C1 as they are).
+ * A whole line whose values are already quoted (an error message, a log line): only the characters
+ * above escaped, which a value quoted by JSON.stringify may still hold (it leaves DEL and C1 as
+ * they are).
  */
 export function escapeControls(line: string): string {
   return line.replace(UNSAFE, escapeChar);
