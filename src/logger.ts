@@ -12,6 +12,8 @@
  * `debug` is there only when debug lines are wanted. Call it as `log.debug?.(…)`: with debug off the
  * call, its template string and its field object are never evaluated, so debug lines cost nothing.
  */
+
+import { escapeControls, quoted } from './text-escape.js';
 export interface Logger {
   debug?(message: string, fields?: LogFields): void;
   info(message: string, fields?: LogFields): void;
@@ -67,7 +69,9 @@ export function consoleLogger(options: ConsoleLoggerOptions = {}): Logger {
 
 /** `2026-12-03T10:00:00.000Z info client "s-1" connected clientId=s-1 address=10.0.0.5:50210` */
 export function textLine(time: Date, level: LogLevel, message: string, fields?: LogFields): string {
-  let line = `${time.toISOString()} ${level} ${message}`;
+  // Messages quote client-chosen strings with JSON.stringify, which leaves DEL, C1 and format
+  // characters raw: escaped here, so nothing a client sends can drive the operator's terminal.
+  let line = `${time.toISOString()} ${level} ${escapeControls(message)}`;
   if (fields) {
     for (const [key, value] of Object.entries(fields)) {
       if (value !== undefined) line += ` ${key}=${textValue(value)}`;
@@ -97,5 +101,5 @@ export function jsonLine(time: Date, level: LogLevel, message: string, fields?: 
  */
 function textValue(value: string | number | boolean): string {
   if (typeof value !== 'string') return String(value);
-  return /^[\w.:/@+\-[\]]+$/.test(value) ? value : JSON.stringify(value);
+  return /^[\w.:/@+\-[\]]+$/.test(value) ? value : quoted(value);
 }

@@ -106,6 +106,13 @@ describe('text format', () => {
     expect(textLine(TIME, 'warn', 'client "a b" refused')).toBe('2026-12-03T10:00:00.000Z warn client "a b" refused');
   });
 
+  it('no control, DEL, C1 or bidi character of a client-chosen string reaches the line raw, in the message or a field', () => {
+    const hostile = 'id\u001b[2J\u007f\u0085\u202e\u2028x';
+    const line = textLine(TIME, 'warn', `client ${JSON.stringify(hostile)} refused`, { clientId: hostile });
+    expect(line).not.toMatch(/[\u0000-\u001f\u007f-\u009f\u202e\u2028]/);
+    expect(line).toContain('\\u001b[2J');
+  });
+
   it('property: any field values stay on one line and read back exactly', () => {
     fc.assert(
       fc.property(fieldsArbitrary(), (fields) => {
