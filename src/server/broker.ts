@@ -73,6 +73,12 @@ export interface BrokerOptions {
   maxTopicLevels?: number;
   /** Subscriptions one session may hold (default 1000); SUBSCRIBE gets 0x80 for new filters beyond it. */
   maxSubscriptionsPerClient?: number;
+  /** Persistent sessions stored at once (default 100,000); a CONNECT that would create one more gets 0x03. */
+  maxSessions?: number;
+  /** Subscriptions of all sessions together (default 200,000); new filters beyond it get 0x80. */
+  maxSubscriptions?: number;
+  /** Memory of all subscriptions and the routing tree, as counted (default 64 MiB); new filters beyond it get 0x80. */
+  maxSubscriptionBytes?: number;
   /**
    * Serve broker-admin on the Unix socket `<dataDir>/admin.sock` (mode 0600). Default: on with the
    * LevelDB store, off when a `repository` is injected (there is no store for it to inspect).
@@ -113,6 +119,9 @@ export const DEFAULTS = {
   maxTopicLength: 1024,
   maxTopicLevels: 128,
   maxSubscriptionsPerClient: 1000,
+  maxSessions: 100_000,
+  maxSubscriptions: 200_000,
+  maxSubscriptionBytes: 64 * 1024 * 1024,
 } as const;
 
 /**
@@ -132,6 +141,9 @@ export const OPTION_RANGES = {
   maxTopicLength: { min: 1, max: 65535 },
   maxTopicLevels: { min: 1, max: 65535 },
   maxSubscriptionsPerClient: { min: 1, max: 2 ** 31 - 1 },
+  maxSessions: { min: 1, max: 2 ** 31 - 1 },
+  maxSubscriptions: { min: 1, max: 2 ** 31 - 1 },
+  maxSubscriptionBytes: { min: 1024, max: 2 ** 40 },
 } as const satisfies Partial<Record<keyof BrokerOptions, { min: number; max: number }>>;
 
 type RangedOption = keyof typeof OPTION_RANGES;
@@ -195,6 +207,11 @@ export function createBroker(options: BrokerOptions = {}): Broker {
     durable,
     volatile,
     subscriptions,
+    budget: {
+      maxSessions: ranged('maxSessions', DEFAULTS.maxSessions),
+      maxSubscriptions: ranged('maxSubscriptions', DEFAULTS.maxSubscriptions),
+      maxSubscriptionBytes: ranged('maxSubscriptionBytes', DEFAULTS.maxSubscriptionBytes),
+    },
     policy: { limits: { maxInflight, readWindow, readWindowBytes }, ...(canRead ? { canRead } : {}) },
     log,
   });

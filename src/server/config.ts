@@ -58,6 +58,9 @@ const LIMITS = Object.fromEntries(
       ['max_topic_length', 'maxTopicLength'],
       ['max_topic_levels', 'maxTopicLevels'],
       ['max_subscriptions_per_client', 'maxSubscriptionsPerClient'],
+      ['max_sessions', 'maxSessions'],
+      ['max_subscriptions', 'maxSubscriptions'],
+      ['max_subscription_bytes', 'maxSubscriptionBytes'],
     ] as const
   ).map(([key, option]) => [key, { option, ...OPTION_RANGES[option] }]),
 ) as Record<string, { option: keyof typeof OPTION_RANGES; min: number; max: number }>;

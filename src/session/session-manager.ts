@@ -13,7 +13,38 @@ export interface SessionManagerOptions {
   subscriptions: TopicTree;
   /** Limits and the ACL's read check, the same for every session. */
   policy: SessionPolicy;
+  /** What all sessions together may hold in memory (defaults: none, for tests and embedders that bound it themselves). */
+  budget?: Partial<SessionBudget>;
   log: Logger;
+}
+
+/**
+ * Broker-wide limits on what sessions hold in memory whether or not their clients are connected:
+ * every persistent session and every subscription is in memory (routing needs them), and a
+ * restart loads all of them again, so they are bounded when they are taken, never at load.
+ */
+export interface SessionBudget {
+  /** Persistent sessions (CleanSession=0); a CONNECT that would create one more is refused with 0x03. */
+  maxSessions: number;
+  /** Subscriptions (session and filter) of all sessions; new filters beyond it get 0x80. */
+  maxSubscriptions: number;
+  /**
+   * Memory of the subscriptions as counted: per subscription its filter and SUBSCRIPTION_BYTES, per
+   * routing tree node its level and NODE_BYTES. New filters that would take it past this get 0x80.
+   */
+  maxSubscriptionBytes: number;
+}
+
+/** What one subscription costs besides its filter: its entry in the session and in a tree node, rounded up. */
+export const SUBSCRIPTION_BYTES = 96;
+
+function subscriptionBytes(filter: string): number {
+  return SUBSCRIPTION_BYTES + 2 * filter.length;
+}
+
+/** What a SUBSCRIBE got: the subscriptions stored and routed, in the order asked; the rest was over the budget. */
+export interface Subscribed {
+  accepted: Subscription[];
 }
 
 export interface StartResult {
@@ -36,23 +67,56 @@ export class SessionManager {
   readonly #subscriptions: TopicTree;
   readonly #sessions = new Map<string, Session>();
   readonly #policy: SessionPolicy;
+  readonly #budget: SessionBudget;
   readonly #log: Logger;
   readonly #locks = new Map<string, Promise<unknown>>();
+  #persistentSessions = 0;
+  /** Subscriptions held and their counted bytes (the tree counts its nodes itself). */
+  #subscriptionCount = 0;
+  #subscriptionBytes = 0;
+  /** Taken by SUBSCRIBEs whose store write is under way: counted against the budget already. */
+  #reservedCount = 0;
+  #reservedBytes = 0;
+  /** The budget is being refused (logged once per episode). */
+  #overBudget = false;
 
   constructor(options: SessionManagerOptions) {
     this.#durable = options.durable;
     this.#volatile = options.volatile;
     this.#subscriptions = options.subscriptions;
     this.#policy = options.policy;
+    this.#budget = { maxSessions: Infinity, maxSubscriptions: Infinity, maxSubscriptionBytes: Infinity, ...options.budget };
     this.#log = options.log;
   }
 
-  /** The persistent sessions read from the store at start, with their subscriptions routed. */
+  /**
+   * The persistent sessions read from the store at start, with their subscriptions routed. All of
+   * them, whatever the budget says now: they were accepted within the one in force then, and a
+   * restart must bring back what was accepted. New ones wait until the holdings are below it.
+   */
   restore(stored: StoredSession[]): void {
     for (const { clientId, subscriptions, owner } of stored) {
       const session = this.#newSession(clientId, false, owner);
       for (const { filter, qos } of subscriptions) this.#route(session, filter, qos);
     }
+    const usage = this.usage;
+    const { maxSessions, maxSubscriptions, maxSubscriptionBytes } = this.#budget;
+    if (usage.sessions > maxSessions || usage.subscriptions > maxSubscriptions || usage.subscriptionBytes > maxSubscriptionBytes) {
+      this.#log.warn(
+        `the store holds more than the session limits allow (${usage.sessions} persistent sessions, ${usage.subscriptions} subscriptions, ` +
+          `${usage.subscriptionBytes} bytes of subscriptions; max_sessions ${maxSessions}, max_subscriptions ${maxSubscriptions}, ` +
+          `max_subscription_bytes ${maxSubscriptionBytes}): all of it is served, new sessions and subscriptions are refused until it is below them`,
+      );
+    }
+  }
+
+  /** What sessions hold now, as the budget counts it. */
+  get usage(): { sessions: number; subscriptions: number; subscriptionBytes: number } {
+    return {
+      sessions: this.#persistentSessions,
+      subscriptions: this.#subscriptionCount,
+      subscriptionBytes: this.#subscriptionBytes + this.#subscriptions.bytes,
+    };
   }
 
   lookup(clientId: string): Session | undefined {
@@ -82,6 +146,14 @@ export class SessionManager {
       if (session && session.owner !== owner) {
         throw new BrokerError(ErrorCodes.SESSION_OWNED_BY_OTHER, `the session of client ${JSON.stringify(clientId)} belongs to another user`);
       }
+      // Checked before anything is touched, like the owner: a refused CONNECT takes nothing over.
+      const resumesPersistent = !clean && session !== undefined && !session.clean;
+      if (!clean && !resumesPersistent && this.#persistentSessions >= this.#budget.maxSessions) {
+        throw new BrokerError(
+          ErrorCodes.SESSION_LIMIT_REACHED,
+          `max_sessions (${this.#budget.maxSessions}) persistent sessions are stored: no new one for client ${JSON.stringify(clientId)}`,
+        );
+      }
       if (session?.channel) {
         const previous = session.channel;
         session.unlink(previous);
@@ -101,7 +173,7 @@ export class SessionManager {
         try {
           await session.create();
         } catch (error) {
-          this.#sessions.delete(clientId);
+          this.#forget(session);
           throw error;
         }
       } else if (!session.clean) {
@@ -140,18 +212,68 @@ export class SessionManager {
   }
 
   /**
-   * Stores the subscriptions, then routes them: nothing is routed that a restart would forget.
-   * Only while the session still belongs to `channel`: a SUBSCRIBE of a connection that was
+   * Stores the subscriptions the budget allows, then routes them: nothing is routed that a restart
+   * would forget. A filter the session holds already is replaced whatever the budget [MQTT-3.8.4-3];
+   * a new one is taken while it fits (see SessionBudget), so a SUBSCRIBE may get part of what it
+   * asked. Only while the session still belongs to `channel`: a SUBSCRIBE of a connection that was
    * taken over (or closed and its clean session discarded) while it waited must not add state to
-   * the session that follows [MQTT-3.1.2-6]. Returns false, having done nothing, otherwise.
+   * the session that follows [MQTT-3.1.2-6]. Returns undefined, having done nothing, otherwise.
    */
-  subscribe(session: Session, subscriptions: Subscription[], channel: OutboundChannel): Promise<boolean> {
+  subscribe(session: Session, subscriptions: Subscription[], channel: OutboundChannel): Promise<Subscribed | undefined> {
     return this.#exclusive(session.clientId, async () => {
-      if (session.channel !== channel) return false;
-      await session.storeSubscriptions(subscriptions);
-      for (const { filter, qos } of subscriptions) this.#route(session, filter, qos);
-      return true;
+      if (session.channel !== channel) return undefined;
+      const { accepted, count, bytes } = this.#fit(session, subscriptions);
+      if (accepted.length === 0) return { accepted };
+      // Held against the budget while the write runs, so concurrent SUBSCRIBEs cannot all fit.
+      this.#reservedCount += count;
+      this.#reservedBytes += bytes;
+      try {
+        await session.storeSubscriptions(accepted);
+      } finally {
+        this.#reservedCount -= count;
+        this.#reservedBytes -= bytes;
+      }
+      for (const { filter, qos } of accepted) this.#route(session, filter, qos);
+      return { accepted };
     });
+  }
+
+  /** The subscriptions that fit the budget, in order, and what the new ones among them cost. */
+  #fit(session: Session, subscriptions: Subscription[]): { accepted: Subscription[]; count: number; bytes: number } {
+    const { maxSubscriptions, maxSubscriptionBytes } = this.#budget;
+    const plan = this.#subscriptions.plan();
+    const accepted: Subscription[] = [];
+    let count = 0;
+    let bytes = 0;
+    let refused = 0;
+    for (const subscription of subscriptions) {
+      if (session.subscriptions.has(subscription.filter)) {
+        accepted.push(subscription);
+        continue;
+      }
+      const cost = subscriptionBytes(subscription.filter) + plan.add(subscription.filter);
+      const usage = this.usage;
+      if (
+        usage.subscriptions + this.#reservedCount + count + 1 > maxSubscriptions ||
+        usage.subscriptionBytes + this.#reservedBytes + bytes + cost > maxSubscriptionBytes
+      ) {
+        refused++;
+        continue;
+      }
+      accepted.push(subscription);
+      count++;
+      bytes += cost;
+    }
+    if (refused > 0 && !this.#overBudget) {
+      this.#overBudget = true;
+      this.#log.warn(
+        `client ${JSON.stringify(session.clientId)}: ${refused} new subscriptions refused (0x80): the broker holds ` +
+          `max_subscriptions (${maxSubscriptions}) or max_subscription_bytes (${maxSubscriptionBytes}); logged once until subscriptions fit again`,
+      );
+    } else if (refused === 0 && count > 0) {
+      this.#overBudget = false;
+    }
+    return { accepted, count, bytes };
   }
 
   /** Like `subscribe`: only while the session still belongs to `channel`. */
@@ -159,10 +281,7 @@ export class SessionManager {
     return this.#exclusive(session.clientId, async () => {
       if (session.channel !== channel) return false;
       await session.removeSubscriptions(filters);
-      for (const filter of filters) {
-        session.subscriptions.delete(filter);
-        this.#subscriptions.remove(filter, session.clientId);
-      }
+      for (const filter of filters) this.#unroute(session, filter);
       return true;
     });
   }
@@ -180,20 +299,37 @@ export class SessionManager {
     const repository = clean ? this.#volatile : this.#durable;
     const session = new Session(clientId, clean, repository, this.#policy, this.#log, owner);
     this.#sessions.set(clientId, session);
+    if (!clean) this.#persistentSessions++;
     return session;
   }
 
+  #forget(session: Session): void {
+    if (this.#sessions.get(session.clientId) !== session) return;
+    this.#sessions.delete(session.clientId);
+    if (!session.clean) this.#persistentSessions--;
+  }
+
   #route(session: Session, filter: string, qos: QoS): void {
+    if (!session.subscriptions.has(filter)) {
+      this.#subscriptionCount++;
+      this.#subscriptionBytes += subscriptionBytes(filter);
+    }
     session.subscriptions.set(filter, qos);
     this.#subscriptions.add(filter, session.clientId, qos);
+  }
+
+  #unroute(session: Session, filter: string): void {
+    if (!session.subscriptions.delete(filter)) return;
+    this.#subscriptionCount--;
+    this.#subscriptionBytes -= subscriptionBytes(filter);
+    this.#subscriptions.remove(filter, session.clientId);
   }
 
   /** Unroutes first, so no new message is queued for a session whose state is being deleted. */
   async #discard(session: Session): Promise<void> {
     const subscriptions = [...session.subscriptions];
-    for (const filter of session.subscriptions.keys()) this.#subscriptions.remove(filter, session.clientId);
-    session.subscriptions.clear();
-    this.#sessions.delete(session.clientId);
+    for (const filter of subscriptions.map(([filter]) => filter)) this.#unroute(session, filter);
+    this.#forget(session);
     try {
       await session.destroy();
     } catch (error) {
@@ -201,6 +337,7 @@ export class SessionManager {
       // routed as before, and a later clean start discards it [MQTT-3.1.2-6].
       if (!this.#sessions.has(session.clientId)) {
         this.#sessions.set(session.clientId, session);
+        if (!session.clean) this.#persistentSessions++;
         for (const [filter, qos] of subscriptions) this.#route(session, filter, qos);
       }
       throw error;

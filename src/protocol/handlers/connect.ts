@@ -49,6 +49,11 @@ export async function handleConnect(connection: Connection, packet: IConnectPack
       connection.refuse(NOT_AUTHORIZED, error.message);
       return;
     }
+    if (error instanceof BrokerError && error.code === ErrorCodes.SESSION_LIMIT_REACHED) {
+      // The broker-wide max_sessions: nothing was touched; 0x03, the service cannot take it now.
+      connection.refuse(SERVER_UNAVAILABLE, error.message);
+      return;
+    }
     log.error(`client ${JSON.stringify(clientId)}: session could not start: ${errorMessage(error)}`);
     connection.refuse(SERVER_UNAVAILABLE, 'session could not start');
     return;
