@@ -4,19 +4,18 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { BrokerProcess } from '../helpers/broker-process.js';
-import { encode } from '../../src/store/codec.js';
-import { keys } from '../../src/store/key-layout.js';
+import { decodeRecord, encode, encodeRecord } from '../../src/store/codec.js';
+import { isBodyValue, keys } from '../../src/store/key-layout.js';
 import { ofType, records, runAdmin, setUp, stopBroker, storeContents, tearDown, withStore, type Fixture } from './fixture.js';
 
 afterEach(tearDown);
 
 /** Shared message ids of the fixture, by topic (bodies are stored once for the two subscribers). */
 async function bodyIds(location: string): Promise<Record<string, number>> {
-  const { decode } = await import('msgpackr');
   const ids: Record<string, number> = {};
   for (const [key, value] of Object.entries(await storeContents(location))) {
     if (!key.startsWith('m\u0000')) continue;
-    const body = decode(Buffer.from(value, 'hex')) as { t: string };
+    const body = decodeRecord(Buffer.from(value, 'hex'), key, isBodyValue);
     ids[body.t] = keys.messageIdOfBodyKey(key);
   }
   return ids;
@@ -28,10 +27,10 @@ async function corrupt(fixture: Fixture): Promise<Array<{ key: string; problem: 
   const [t1, fire, raw] = [ids['sensors/t1']!, ids['alerts/fire']!, ids['sensors/raw']!];
   await withStore(store, async (db) => {
     await db.del(keys.body(t1)); // a body that two queue entries reference
-    await db.put(keys.refCount(fire), encode(5)); // a count that disagrees with its references
+    await db.put(keys.refCount(fire), encodeRecord(keys.refCount(fire), 5)); // a count that disagrees with its references
     await db.put(keys.queueEntry('sub-offline', 3), Buffer.from([0xc1, 0x00, 0xff])); // garbage in a queue entry
-    await db.put(keys.release('sub-offline', 9), encode({ s: 2, i: 9 })); // released state of no entry
-    await db.put(keys.subscription('ghost', 'x/y'), encode({ q: 1 })); // subscription of no session
+    await db.put(keys.release('sub-offline', 9), encodeRecord(keys.release('sub-offline', 9), { s: 2, i: 9 })); // released state of no entry
+    await db.put(keys.subscription('ghost', 'x/y'), encodeRecord(keys.subscription('ghost', 'x/y'), { q: 1 })); // subscription of no session
   });
   return [
     { key: keys.subscription('ghost', 'x/y'), problem: 'no-session' },
@@ -82,7 +81,7 @@ describe('broker-admin verify', { timeout: 120_000 }, () => {
     // Readable: keys with visible separators, a summary line.
     const readable = await runAdmin(['verify', '--data', fixture.dataDir]);
     expect(readable.code).toBe(2);
-    expect(readable.stdout).toMatch(/^q␀sub-offline␀000000000003 +corrupt-record +does not decode/m);
+    expect(readable.stdout).toMatch(/^q␀sub-offline␀000000000003 +corrupt-record +carries no checksum/m);
     expect(readable.stdout).toMatch(/^f␀sub-offline␀000000000009 +flight-without-entry +released state for seq 9, which has no queue entry$/m);
     expect(readable.stdout).toContain(`verify: ${expected.length} problems in `);
 

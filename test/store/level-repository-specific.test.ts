@@ -8,7 +8,7 @@ import path from 'node:path';
 import { ClassicLevel } from 'classic-level';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { BrokerError, ErrorCodes, type ErrorCode } from '../../src/errors.js';
-import { decode, encode } from '../../src/store/codec.js';
+import { decodeRecord, encode, encodeRecord } from '../../src/store/codec.js';
 import {
   FORMAT_KEY,
   isReleaseValue,
@@ -155,10 +155,10 @@ describe('LevelRepository: the data directory', TIMEOUT, () => {
     await repository.createSession('new', 'alice');
     await repository.close();
     await withRawDb(location, async (db) => {
-      expect(decode((await db.get(keys.session('new')))!, 'new', isSessionValue)).toMatchObject({ u: 'alice' });
-      await db.put(keys.session('old'), encode({ c: 1000, l: 2000 }));
-      await db.put(keys.session('older'), encode({ c: 1000 }));
-      await db.put(keys.session('bad'), encode({ c: 1000, u: 7 }));
+      expect(decodeRecord((await db.get(keys.session('new')))!, keys.session('new'), isSessionValue)).toMatchObject({ u: 'alice' });
+      await db.put(keys.session('old'), encodeRecord(keys.session('old'), { c: 1000, l: 2000 }));
+      await db.put(keys.session('older'), encodeRecord(keys.session('older'), { c: 1000 }));
+      await db.put(keys.session('bad'), encodeRecord(keys.session('bad'), { c: 1000, u: 7 }));
     });
     const reopened = await openRepository(location);
     await expectRejection(reopened.loadSessions(), ErrorCodes.STORE_CORRUPT_RECORD);
@@ -199,7 +199,7 @@ describe('LevelRepository: shared message bodies', TIMEOUT, () => {
     const counts = keysWithPrefix(entries, COUNT_PREFIX);
     expect(bodies).toHaveLength(1);
     expect(counts).toHaveLength(1);
-    const count = decode(entries.get(counts[0]!)!, counts[0]!, isRefCount);
+    const count = decodeRecord(entries.get(counts[0]!)!, counts[0]!, isRefCount);
     expect(count).toBe(3);
     // The payload appears once in the whole store: in the body record, not in the queue entries.
     const needle = Buffer.from('one body for three');
@@ -207,12 +207,12 @@ describe('LevelRepository: shared message bodies', TIMEOUT, () => {
     expect(holders).toEqual(bodies);
     for (const clientId of ['a', 'b', 'c']) {
       const key = keys.queueEntry(clientId, seqOf(shared, clientId));
-      const value = decode(entries.get(key)!, key, isQueueEntryValue);
+      const value = decodeRecord(entries.get(key)!, key, isQueueEntryValue);
       expect(value.m).toBe(keys.messageIdOfBodyKey(bodies[0]!));
       expect(value.p).toBeUndefined();
     }
     const inlineKey = keys.queueEntry('a', seqOf(single, 'a'));
-    const inline = decode(entries.get(inlineKey)!, inlineKey, isQueueEntryValue);
+    const inline = decodeRecord(entries.get(inlineKey)!, inlineKey, isQueueEntryValue);
     expect(inline.m).toBeUndefined();
     expect(Buffer.from(inline.p!).toString()).toBe('inline');
   });
@@ -232,7 +232,7 @@ describe('LevelRepository: shared message bodies', TIMEOUT, () => {
     let entries = await rawEntries(location);
     expect(keysWithPrefix(entries, BODY_PREFIX)).toHaveLength(1);
     const [countKey] = keysWithPrefix(entries, COUNT_PREFIX);
-    expect(decode(entries.get(countKey!)!, countKey!, isRefCount)).toBe(2);
+    expect(decodeRecord(entries.get(countKey!)!, countKey!, isRefCount)).toBe(2);
 
     repository = await openRepository(location);
     await repository.destroySession('b');
@@ -240,7 +240,7 @@ describe('LevelRepository: shared message bodies', TIMEOUT, () => {
     await repository.close();
     entries = await rawEntries(location);
     expect(keysWithPrefix(entries, BODY_PREFIX)).toHaveLength(1);
-    expect(decode(entries.get(countKey!)!, countKey!, isRefCount)).toBe(1);
+    expect(decodeRecord(entries.get(countKey!)!, countKey!, isRefCount)).toBe(1);
 
     repository = await openRepository(location);
     await repository.complete('c', seqOf(seqs, 'c'));
@@ -272,7 +272,7 @@ describe('LevelRepository: shared message bodies', TIMEOUT, () => {
     let entries = await rawEntries(location);
     expect(keysWithPrefix(entries, BODY_PREFIX)).toHaveLength(1);
     const [countKey] = keysWithPrefix(entries, COUNT_PREFIX);
-    expect(decode(entries.get(countKey!)!, countKey!, isRefCount)).toBe(2);
+    expect(decodeRecord(entries.get(countKey!)!, countKey!, isRefCount)).toBe(2);
 
     const again = await openRepository(location);
     await Promise.all([again.complete('b', seqOf(second, 'b')), again.destroySession('c')]);
@@ -302,9 +302,9 @@ describe('LevelRepository: DUP mark, released entries and queue stats on disk', 
 
     let entries = await rawEntries(location);
     expect(keysWithPrefix(entries, DUP_MARK_PREFIX)).toEqual([keys.dupMark('a')]);
-    expect(decode(entries.get(keys.dupMark('a'))!, keys.dupMark('a'), isDupMarkValue).s).toBe(seqs[4]);
+    expect(decodeRecord(entries.get(keys.dupMark('a'))!, keys.dupMark('a'), isDupMarkValue).s).toBe(seqs[4]);
     expect(keysWithPrefix(entries, RELEASE_PREFIX)).toEqual([keys.release('a', seqs[0]!)]);
-    expect(decode(entries.get(keys.release('a', seqs[0]!))!, keys.release('a', seqs[0]!), isReleaseValue)).toEqual({ s: 2, i: 4242 });
+    expect(decodeRecord(entries.get(keys.release('a', seqs[0]!))!, keys.release('a', seqs[0]!), isReleaseValue)).toEqual({ s: 2, i: 4242 });
 
     repository = await openRepository(location);
     await repository.complete('a', seqs[0]!);
@@ -330,7 +330,7 @@ describe('LevelRepository: DUP mark, released entries and queue stats on disk', 
     await repository.raiseDupMark('a', seq + 1000);
     await repository.close();
     const entries = await rawEntries(location);
-    expect(decode(entries.get(keys.dupMark('a'))!, keys.dupMark('a'), isDupMarkValue).s).toBe(seq);
+    expect(decodeRecord(entries.get(keys.dupMark('a'))!, keys.dupMark('a'), isDupMarkValue).s).toBe(seq);
   });
 
   it('queue stats are stored under n\\0<client>, drops included, in the batch of the change', async () => {
@@ -346,19 +346,29 @@ describe('LevelRepository: DUP mark, released entries and queue stats on disk', 
     await repository.close();
     const entries = await rawEntries(location);
     expect(keysWithPrefix(entries, STATS_PREFIX).sort()).toEqual([keys.queueStats('a'), keys.queueStats('b')]);
-    expect(decode(entries.get(keys.queueStats('a'))!, keys.queueStats('a'), isQueueStatsValue)).toEqual({ m: 2, b: 9, d: 1 });
-    expect(decode(entries.get(keys.queueStats('b'))!, keys.queueStats('b'), isQueueStatsValue)).toEqual({ m: 1, b: 5, d: 0 });
+    expect(decodeRecord(entries.get(keys.queueStats('a'))!, keys.queueStats('a'), isQueueStatsValue)).toEqual({ m: 2, b: 9, d: 1 });
+    expect(decodeRecord(entries.get(keys.queueStats('b'))!, keys.queueStats('b'), isQueueStatsValue)).toEqual({ m: 1, b: 5, d: 0 });
   });
 });
 
+/** A copy of `bytes` with the lowest bit of the byte at `at` flipped. */
+function flipBit(bytes: Uint8Array, at: number): Buffer {
+  expect(at).toBeGreaterThanOrEqual(0);
+  const copy = Buffer.from(bytes);
+  copy[at]! ^= 0x01;
+  return copy;
+}
+
 describe('LevelRepository: corrupt records', TIMEOUT, () => {
-  const corruptions: [string, Uint8Array][] = [
-    ['bytes that are not msgpack (0xc1, the never-used code)', Buffer.from([0xc1])],
-    ['truncated msgpack', Buffer.from([0x92, 0x01])],
-    ['valid msgpack that is not a queue entry', encode(42)],
+  const corruptions: [string, (key: string, stored: Uint8Array) => Uint8Array][] = [
+    ['bytes that are not msgpack (0xc1, the never-used code)', () => Buffer.from([0xc1])],
+    ['truncated msgpack', () => Buffer.from([0x92, 0x01])],
+    ['a checked record of valid msgpack that is not a queue entry', (key) => encodeRecord(key, 42)],
+    ['a queue entry without its checksum (plain msgpack)', () => encode({ q: 1, r: false, t: 't', p: Buffer.from('fine'), o: 1 })],
+    ['its own record with one bit of the payload flipped', (_, stored) => flipBit(stored, Buffer.from(stored).indexOf('fine'))],
   ];
 
-  it.each(corruptions)('a queue record holding %s makes readOutbound reject with STORE_CORRUPT_RECORD', async (_, bytes) => {
+  it.each(corruptions)('a queue record holding %s makes readOutbound reject with STORE_CORRUPT_RECORD', async (_, corrupted) => {
     const location = tempDir();
     let repository = await openRepository(location);
     await repository.createSession('a');
@@ -368,7 +378,8 @@ describe('LevelRepository: corrupt records', TIMEOUT, () => {
     });
     await repository.close();
     await withRawDb(location, async (db) => {
-      await db.put(keys.queueEntry('a', seqOf(seqs, 'a')), bytes);
+      const key = keys.queueEntry('a', seqOf(seqs, 'a'));
+      await db.put(key, corrupted(key, (await db.get(key))!));
     });
     repository = await openRepository(location);
     await expectRejection(repository.readOutbound('a', 0, 10), ErrorCodes.STORE_CORRUPT_RECORD);
@@ -386,7 +397,7 @@ describe('LevelRepository: corrupt records', TIMEOUT, () => {
     await repository.close();
     await withRawDb(location, async (db) => {
       expect(await db.get(keyOf('a'))).toBeDefined();
-      await db.put(keyOf('a'), encode({ s: -1, m: 'x' }));
+      await db.put(keyOf('a'), encodeRecord(keyOf('a'), { s: -1, m: 'x' }));
     });
     await expectRejection(new LevelRepository({ location }).open(), ErrorCodes.STORE_CORRUPT_RECORD);
     // The failed open closed the database: it can be opened (and repaired) again.
@@ -560,6 +571,6 @@ describe('LevelRepository: group commit', TIMEOUT, () => {
       expect(await reopened.queueStats(clientId)).toEqual({ messages: expected[clientId]!.length, bytes, dropped: 0 });
     }
     expect([...(await reopened.loadInbound('g'))].sort((a, b) => a - b)).toEqual(expectedInbound);
-    expect((await reopened.loadRetained()).map((r) => r.topic).sort()).toEqual(expectedRetained);
+    expect((await reopened.loadRetainedIndex()).map((r) => r.topic).sort()).toEqual(expectedRetained);
   });
 });
