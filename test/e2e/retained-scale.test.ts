@@ -75,12 +75,14 @@ describe('retained messages at scale', { timeout: 120_000 }, () => {
     // 61 MB of payloads in the store; holding them would show as that much more memory at least.
     expect(afterRestart - idle).toBeLessThan(24 * MiB);
 
-    // They are all still there, read from the store when a subscription matches them.
+    // They are all still there, read from the store when a subscription matches them (one at a
+    // time: QoS 0 messages for a client with more than 1 MiB unread are dropped, by design).
     const reader = await connect(restarted, 'reader');
-    await subscribe(reader, 1, [{ topic: 'big/+', qos: 0 }]);
-    const received = await reader.take('publish', count);
-    expect(received.every((publish) => publish.retain && publish.payload.length === size)).toBe(true);
-    expect(new Set(received.map((publish) => publish.topic)).size).toBe(count);
+    for (let index = 0; index < count; index++) {
+      await subscribe(reader, index + 1, [{ topic: `big/${index}`, qos: 0 }]);
+      const publish = await reader.next('publish');
+      expect([publish.topic, publish.retain, publish.payload.length]).toEqual([`big/${index}`, true, size]);
+    }
   });
 
   it('a SUBSCRIBE of many wildcard filters over many retained messages does not hold up another client', async () => {
