@@ -5,31 +5,17 @@
  */
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { IPublishPacket } from 'mqtt-packet';
-import { BrokerProcess, makeDataDir, removeDataDir } from '../helpers/broker-process.js';
-import { RawClient } from '../helpers/raw-client.js';
+import type { BrokerProcess } from '../helpers/broker-process.js';
+import { useBrokerProcesses } from '../helpers/process-harness.js';
+import type { RawClient } from '../helpers/raw-client.js';
 import { subscribe } from '../helpers/wait.js';
 
-const cleanup: Array<() => unknown> = [];
-afterEach(async () => {
-  for (const step of cleanup.splice(0).reverse()) await step();
-});
-
-async function start(dataDir: string): Promise<BrokerProcess> {
-  const broker = await BrokerProcess.start(dataDir);
-  cleanup.push(async () => {
-    if (broker.child.exitCode === null && broker.child.signalCode === null) broker.child.kill('SIGKILL');
-    await broker.exited;
-  });
-  return broker;
-}
+const { freshDataDir, startBroker: start, connectRaw } = useBrokerProcesses('broker-retained-scale-');
 
 async function connect(broker: BrokerProcess, clientId: string): Promise<RawClient> {
-  const { client, connack } = await RawClient.session(broker.port, { clientId });
-  cleanup.push(() => client.close());
-  expect(connack.returnCode).toBe(0);
-  return client;
+  return (await connectRaw(broker, clientId, true)).client;
 }
 
 /** Anonymous memory of a process (the heap and the native allocations: not the file pages LevelDB maps), in bytes. */
@@ -55,8 +41,7 @@ const MiB = 1024 * 1024;
 
 describe('retained messages at scale', { timeout: 120_000 }, () => {
   it('a restart loads their index, not their payloads: the memory after a restart does not grow with the retained bytes', async () => {
-    const dataDir = makeDataDir('broker-retained-rss-');
-    cleanup.push(() => removeDataDir(dataDir));
+    const dataDir = freshDataDir();
     const fresh = await start(dataDir);
     const idle = anonymousMemory(fresh.child.pid!);
     const publisher = await connect(fresh, 'publisher');
@@ -86,8 +71,7 @@ describe('retained messages at scale', { timeout: 120_000 }, () => {
   });
 
   it('a SUBSCRIBE of many wildcard filters over many retained messages does not hold up another client', async () => {
-    const dataDir = makeDataDir('broker-retained-stall-');
-    cleanup.push(() => removeDataDir(dataDir));
+    const dataDir = freshDataDir();
     const broker = await start(dataDir);
     const publisher = await connect(broker, 'publisher');
     const count = 5000;

@@ -6,33 +6,19 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { IPublishPacket } from 'mqtt-packet';
 import { keys } from '../../src/store/key-layout.js';
-import { BrokerProcess, makeDataDir, removeDataDir } from '../helpers/broker-process.js';
-import { RawClient } from '../helpers/raw-client.js';
+import type { BrokerProcess } from '../helpers/broker-process.js';
+import { useBrokerProcesses } from '../helpers/process-harness.js';
+import type { RawClient } from '../helpers/raw-client.js';
 import { publishQos1, subscribe } from '../helpers/wait.js';
 import { ofType, runAdmin } from '../admin/fixture.js';
 
-const cleanup: Array<() => unknown> = [];
-afterEach(async () => {
-  for (const step of cleanup.splice(0).reverse()) await step();
-});
-
-async function start(dataDir: string): Promise<BrokerProcess> {
-  const broker = await BrokerProcess.start(dataDir);
-  cleanup.push(async () => {
-    if (broker.child.exitCode === null && broker.child.signalCode === null) broker.child.kill('SIGKILL');
-    await broker.exited;
-  });
-  return broker;
-}
+const { freshDataDir, startBroker: start, connectRaw } = useBrokerProcesses('broker-checksums-');
 
 async function connect(broker: BrokerProcess, clientId: string, clean: boolean): Promise<RawClient> {
-  const { client, connack } = await RawClient.session(broker.port, { clientId, clean });
-  cleanup.push(() => client.close());
-  expect(connack.returnCode).toBe(0);
-  return client;
+  return (await connectRaw(broker, clientId, clean)).client;
 }
 
 /**
@@ -55,8 +41,7 @@ function flipBitOnDisk(store: string, payload: Buffer): string {
 
 describe('a payload damaged on disk', { timeout: 60_000 }, () => {
   it('is reported by verify and never delivered: the queued message closes its session\'s connection, the retained one is left out', async () => {
-    const dataDir = makeDataDir('broker-checksums-');
-    cleanup.push(() => removeDataDir(dataDir));
+    const dataDir = freshDataDir();
     const store = path.join(dataDir, 'store');
     const queued = randomBytes(4096);
     const retained = randomBytes(4096);
@@ -95,8 +80,7 @@ describe('a payload damaged on disk', { timeout: 60_000 }, () => {
     expect(broker.output).toMatch(/the retained message on "data\/retained" is damaged and is not sent: .*fails its checksum.*BROKER_ERR_STORE_CORRUPT_RECORD/);
 
     // The damaged queue entry is reported and the session's connection closed, never sent.
-    const again = await RawClient.session(broker.port, { clientId: 'victim', clean: false });
-    cleanup.push(() => again.client.close());
+    const again = await connectRaw(broker, 'victim', false);
     expect(again.connack.sessionPresent).toBe(true);
     await again.client.closed;
     expect(again.client.received.filter((packet) => packet.cmd === 'publish')).toEqual([]);

@@ -8,19 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { PAUSE, RetainedIndex, type RetainedMatch } from '../../src/routing/retained-index.js';
 import { topicMatches } from '../../src/routing/topic.js';
 import type { QoS } from '../../src/store/repository.js';
-
-// Levels from a small alphabet, so random filters and topics collide; empty and '$' levels on purpose.
-const LEVELS = ['a', 'b', 'c', '', '$', '$SYS', 'a b', 'ü'] as const;
-const levelArb = fc.constantFrom(...LEVELS);
-const topicArb = fc
-  .array(levelArb, { minLength: 1, maxLength: 5 })
-  .map((levels) => levels.join('/'))
-  .filter((topic) => topic.length > 0);
-const filterArb = fc
-  .tuple(fc.array(fc.oneof(levelArb, fc.constant('+')), { minLength: 0, maxLength: 5 }), fc.boolean())
-  .map(([levels, multi]) => (multi ? [...levels, '#'] : levels).join('/'))
-  .filter((filter) => filter.length > 0);
-const qosArb = fc.constantFrom<QoS>(0, 1, 2);
+import { filterArb, qosArb, topicArb } from './topic-arbitraries.js';
 
 type Operation =
   | { kind: 'set'; topic: string; qos: QoS; size: number }

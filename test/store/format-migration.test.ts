@@ -7,28 +7,25 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ClassicLevel } from 'classic-level';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { checkedRecord, decode, decodeRecord, isCheckedRecord } from '../../src/store/codec.js';
 import { convertFromFormat1 } from '../../src/store/format-migration.js';
 import { FORMAT_KEY, RETAINED_TOTALS_KEY, isNumber, isRetainedIndexValue, isRetainedTotalsValue, keys } from '../../src/store/key-layout.js';
 import { LevelRepository } from '../../src/store/level-repository.js';
-import { BrokerProcess, makeDataDir, removeDataDir } from '../helpers/broker-process.js';
-import { RawClient } from '../helpers/raw-client.js';
+import type { BrokerProcess } from '../helpers/broker-process.js';
+import { useBrokerProcesses } from '../helpers/process-harness.js';
+import type { RawClient } from '../helpers/raw-client.js';
 import { acknowledge, subscribe } from '../helpers/wait.js';
 import { ofType, records, runAdmin, storeContents } from '../admin/fixture.js';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/format-1-store', import.meta.url));
 const LEVELDB_FILE = /^(CURRENT|MANIFEST-\d+|\d+\.(log|ldb))$/;
 
-const cleanup: Array<() => unknown> = [];
-afterEach(async () => {
-  for (const step of cleanup.splice(0).reverse()) await step();
-});
+const { freshDataDir, startBroker, connectRaw } = useBrokerProcesses('broker-format-1-');
 
 /** A data directory holding a copy of the fixture as its store. */
 function dataDirWithFormat1Store(): string {
-  const dir = makeDataDir('broker-format-1-');
-  cleanup.push(() => removeDataDir(dir));
+  const dir = freshDataDir();
   fs.mkdirSync(path.join(dir, 'store'));
   for (const name of fs.readdirSync(FIXTURE).filter((file) => LEVELDB_FILE.test(file))) {
     fs.copyFileSync(path.join(FIXTURE, name), path.join(dir, 'store', name));
@@ -46,19 +43,8 @@ async function withRawDb<T>(location: string, body: (db: ClassicLevel<string, Ui
   }
 }
 
-async function startBroker(dir: string): Promise<BrokerProcess> {
-  const broker = await BrokerProcess.start(dir);
-  cleanup.push(async () => {
-    if (broker.child.exitCode === null && broker.child.signalCode === null) broker.child.kill('SIGKILL');
-    await broker.exited;
-  });
-  return broker;
-}
-
 async function connect(broker: BrokerProcess, clientId: string, clean: boolean): Promise<{ client: RawClient; sessionPresent: boolean }> {
-  const { client, connack } = await RawClient.session(broker.port, { clientId, clean });
-  cleanup.push(() => client.close());
-  expect(connack.returnCode).toBe(0);
+  const { client, connack } = await connectRaw(broker, clientId, clean);
   return { client, sessionPresent: connack.sessionPresent };
 }
 
