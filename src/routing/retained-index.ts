@@ -25,7 +25,11 @@ export const PAUSE = Symbol('pause');
  * a node per level. A sole child is held in two fields, a Map made only for a second one.
  */
 class Node {
-  edge: string;
+  /**
+   * Never changed once the node is in the tree: a walk paused half-way may hold the node, and its
+   * topics must stay what they were. A split or a merge puts a copy with the new edge in its place.
+   */
+  readonly edge: string;
   #soleKey: string | undefined;
   #sole: Node | undefined;
   #children: Map<string, Node> | undefined;
@@ -37,6 +41,18 @@ class Node {
 
   constructor(edge: string) {
     this.edge = edge;
+  }
+
+  /** This node under another edge: the same children and messages. */
+  withEdge(edge: string): Node {
+    const copy = new Node(edge);
+    copy.#soleKey = this.#soleKey;
+    copy.#sole = this.#sole;
+    copy.#children = this.#children;
+    copy.storedQos = this.storedQos;
+    copy.storedSize = this.storedSize;
+    copy.ephemeral = this.ephemeral;
+    return copy;
   }
 
   child(firstLevel: string): Node | undefined {
@@ -237,9 +253,8 @@ export class RetainedIndex {
       if (common < edge.length) {
         // The topic ends or turns inside the edge: a node where it does, the rest of the edge below it.
         const middle = new Node(edge.slice(0, common).join('/'));
-        child.edge = edge.slice(common).join('/');
+        middle.setChild(child.withEdge(edge.slice(common).join('/')));
         node.setChild(middle);
-        middle.setChild(child);
         node = middle;
       } else {
         node = child;
@@ -272,10 +287,7 @@ export class RetainedIndex {
         continue;
       }
       const only = node.onlyChild;
-      if (only !== undefined) {
-        only.edge = `${node.edge}/${only.edge}`;
-        parent.setChild(only);
-      }
+      if (only !== undefined) parent.setChild(only.withEdge(`${node.edge}/${only.edge}`));
       return;
     }
   }

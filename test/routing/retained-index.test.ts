@@ -87,6 +87,47 @@ describe('RetainedIndex', () => {
     );
   });
 
+  it('a walk suspended at every step, with sets and deletes in between, finds only topics that match, each once', () => {
+    fc.assert(
+      fc.property(fc.array(operationArb, { maxLength: 30 }), filterArb, fc.array(operationArb, { maxLength: 30 }), (before, filter, during) => {
+        const index = new RetainedIndex();
+        for (const operation of before) apply(index, operation);
+        const everSet = new Set(before.filter((operation) => operation.kind.startsWith('set')).map(({ topic }) => topic));
+        const found: string[] = [];
+        let next = 0;
+        // A consumer awaits other work after every match (reading payloads): the tree changes meanwhile.
+        for (const match of index.matches(filter)) {
+          if (match !== PAUSE) found.push(match.topic);
+          const operation = during[next++];
+          if (operation === undefined) continue;
+          apply(index, operation);
+          if (operation.kind.startsWith('set')) everSet.add(operation.topic);
+        }
+        for (const topic of found) {
+          expect(topicMatches(filter, topic), `${topic} for ${filter}`).toBe(true);
+          expect(everSet.has(topic), `${topic} was retained at some point`).toBe(true);
+        }
+        expect(new Set(found).size, found.join(' ')).toBe(found.length);
+      }),
+      { numRuns: 1000 },
+    );
+  });
+
+  it('a node merged with its only child while a walk is inside it keeps the topics the walk computes right', () => {
+    const index = new RetainedIndex();
+    index.setStored('a/b/d', 1, 1);
+    index.setStored('a/b/c', 1, 1);
+    const found: string[] = [];
+    for (const match of index.matches('a/b/+')) {
+      if (match === PAUSE) continue;
+      found.push(match.topic);
+      // b is left with one child and no message of its own: b and c become one node, b/c.
+      if (match.topic === 'a/b/d') index.deleteStored('a/b/d');
+    }
+    expect(found).toEqual(['a/b/d', 'a/b/c']);
+    expect(summary(matchAll(index, '#').matches)).toEqual([['a/b/c', 1, 1, undefined]]);
+  });
+
   it('a memory-only message shadows the stored one of its topic and is QoS 0; deleting it shows the stored one again', () => {
     const index = new RetainedIndex();
     index.setStored('$SYS/broker/uptime', 1, 3);
