@@ -8,7 +8,8 @@ import { GroupCommitWriter, type BatchBuilder } from './group-commit.js';
 import { LevelInspector } from './level-inspector.js';
 import { openLevelStore } from './store-opening.js';
 import { admit, DEFAULT_QUEUE_LIMITS, emptyQueueStats, release, type QueueLimits, type QueueStats } from './queue-limits.js';
-import { admitRetained, DEFAULT_RETAINED_LIMITS, emptyRetainedStats, removeRetained, type RetainedLimits, type RetainedStats } from './retained-limits.js';
+import { DEFAULT_RETAINED_LIMITS, emptyRetainedStats, type RetainedLimits, type RetainedStats } from './retained-limits.js';
+import { clearRetained, retainedStatsOf, setRetained } from './retained-records.js';
 import {
   RETAINED_TOTALS_KEY,
   SYNC_MARK_KEY,
@@ -32,9 +33,6 @@ import {
   type ReleaseValue,
   type QueueEntryValue,
   type QueueStatsValue,
-  type RetainedIndexValue,
-  type RetainedTotalsValue,
-  type RetainedValue,
   type DupMarkValue,
   type SessionValue,
   type SubscriptionValue,
@@ -209,7 +207,7 @@ export class LevelRepository implements SessionRepository {
   async retainedStats(): Promise<RetainedStats> {
     const db = this.#open();
     const bytes = await db.get(RETAINED_TOTALS_KEY);
-    return bytes === undefined ? emptyRetainedStats() : fromRetainedTotals(decode(bytes, RETAINED_TOTALS_KEY, isRetainedTotalsValue));
+    return bytes === undefined ? emptyRetainedStats() : retainedStatsOf(decode(bytes, RETAINED_TOTALS_KEY, isRetainedTotalsValue));
   }
 
   async readOutbound(clientId: string, afterSeq: number, limit: number, maxBytes = Infinity): Promise<OutboundEntry[]> {
@@ -413,7 +411,7 @@ export class LevelRepository implements SessionRepository {
           if (raiseDupMark) writeDupMark(batch, clientId, seqs.get(clientId)!, false);
         }
         // The retained limits too, for the same reasons.
-        if (retained === 'set') retainedRefused = !this.#setRetained(batch, message);
+        if (retained === 'set') retainedRefused = !setRetained(batch, message, this.#retainedLimits);
         else if (retained === 'clear') clearRetained(batch, message.topic);
         if (inbound) batch.put(keys.inbound(inbound.clientId, inbound.packetId), { a: Date.now() });
       },
@@ -421,23 +419,6 @@ export class LevelRepository implements SessionRepository {
     const result: PublishResult = new Map(admitted.map(({ clientId }) => [clientId, seqs.get(clientId)!]));
     if (retainedRefused) result.retainedRefused = true;
     return result;
-  }
-
-  /** Stores `message` as its topic's retained message if the limits allow; the previous one goes either way. */
-  #setRetained(batch: BatchBuilder, message: Message): boolean {
-    const { topic, payload, qos } = message;
-    const previous = batch.get(keys.retainedIndex(topic), isRetainedIndexValue);
-    const stats = readRetainedStats(batch);
-    const kept = admitRetained(stats, previous?.z, payload.length, this.#retainedLimits);
-    if (kept) {
-      batch.put(keys.retained(topic), { p: payload, o: qos } satisfies RetainedValue);
-      batch.put(keys.retainedIndex(topic), { o: qos, z: payload.length } satisfies RetainedIndexValue);
-    } else if (previous !== undefined) {
-      batch.del(keys.retained(topic));
-      batch.del(keys.retainedIndex(topic));
-    }
-    writeRetainedStats(batch, stats);
-    return kept;
   }
 
   async raiseDupMark(clientId: string, throughSeq: number): Promise<void> {
@@ -654,31 +635,6 @@ function writeStats(batch: BatchBuilder, clientId: string, stats: QueueStats): v
 
 function fromStatsValue({ m, b, d }: QueueStatsValue): QueueStats {
   return { messages: m, bytes: b, dropped: d };
-}
-
-/** The retained totals as the batch sees them. */
-function readRetainedStats(batch: BatchBuilder): RetainedStats {
-  const value = batch.get(RETAINED_TOTALS_KEY, isRetainedTotalsValue);
-  return value === undefined ? emptyRetainedStats() : fromRetainedTotals(value);
-}
-
-function writeRetainedStats(batch: BatchBuilder, stats: RetainedStats): void {
-  batch.put(RETAINED_TOTALS_KEY, { m: stats.messages, b: stats.bytes, d: stats.refused } satisfies RetainedTotalsValue);
-}
-
-function fromRetainedTotals({ m, b, d }: RetainedTotalsValue): RetainedStats {
-  return { messages: m, bytes: b, refused: d };
-}
-
-/** Removes a topic's retained message and its index record, and takes it out of the totals. */
-function clearRetained(batch: BatchBuilder, topic: string): void {
-  const previous = batch.get(keys.retainedIndex(topic), isRetainedIndexValue);
-  batch.del(keys.retained(topic));
-  batch.del(keys.retainedIndex(topic));
-  if (previous === undefined) return;
-  const stats = readRetainedStats(batch);
-  removeRetained(stats, previous.z);
-  writeRetainedStats(batch, stats);
 }
 
 /**
