@@ -16,6 +16,7 @@ import type { Session } from '../session/session.js';
 import { LevelRepository } from '../store/level-repository.js';
 import { MemoryRepository } from '../store/memory-repository.js';
 import { DEFAULT_QUEUE_LIMITS, type QueueLimits } from '../store/queue-limits.js';
+import { DEFAULT_RETAINED_LIMITS, type RetainedLimits } from '../store/retained-limits.js';
 import type { SessionRepository } from '../store/repository.js';
 import { Listener, type ListenerOptions, type TlsListenerOptions } from './listeners.js';
 import { openStore } from './store-startup.js';
@@ -57,6 +58,10 @@ export interface BrokerOptions {
   maxQueuedMessages?: number;
   /** Payload bytes queued per session before new messages are refused for it (default 512 MiB). */
   maxQueuedBytes?: number;
+  /** Retained messages in the store, across the broker; beyond it a new one is not kept (default 100,000; see RetainedLimits). */
+  maxRetainedMessages?: number;
+  /** Payload bytes of the retained messages in the store (default 256 MiB). */
+  maxRetainedBytes?: number;
   /** Queued messages a connected session keeps in memory; the rest is read from the store as needed (default 1000). */
   readWindow?: number;
   /** Payload bytes of queued messages a connected session keeps in memory, at least one message (default 1 MiB). */
@@ -104,6 +109,12 @@ export interface Broker {
    * by themselves). A file that does not read or parse keeps the rules in force; the error is logged.
    */
   reload(): Promise<void>;
+  /**
+   * Publishes a message that is never stored: to the connected subscribers at QoS 0 and, with
+   * `retain`, as a memory-only retained message for new subscriptions (see
+   * Distributor.publishEphemeral). For the broker's own state topics, not for clients' data.
+   */
+  publishEphemeral(topic: string, payload: Buffer, retain: boolean): void;
 }
 
 export const DEFAULTS = {
@@ -132,6 +143,9 @@ export const OPTION_RANGES = {
   maxInflight: { min: 1, max: 65535 },
   maxQueuedMessages: { min: 1, max: 2 ** 40 },
   maxQueuedBytes: { min: 1, max: 2 ** 50 },
+  // 0: retained messages are delivered but never kept.
+  maxRetainedMessages: { min: 0, max: 2 ** 31 - 1 },
+  maxRetainedBytes: { min: 0, max: 2 ** 50 },
   readWindow: { min: 1, max: 1_000_000 },
   readWindowBytes: { min: 1, max: 2 ** 40 },
   connectTimeoutMs: { min: 1, max: 2 ** 31 - 1 },
@@ -174,10 +188,15 @@ export function createBroker(options: BrokerOptions = {}): Broker {
     maxMessages: ranged('maxQueuedMessages', DEFAULT_QUEUE_LIMITS.maxMessages),
     maxBytes: ranged('maxQueuedBytes', DEFAULT_QUEUE_LIMITS.maxBytes),
   };
+  const retainedLimits: RetainedLimits = {
+    maxMessages: ranged('maxRetainedMessages', DEFAULT_RETAINED_LIMITS.maxMessages),
+    maxBytes: ranged('maxRetainedBytes', DEFAULT_RETAINED_LIMITS.maxBytes),
+  };
   const durable =
     options.repository ??
     new LevelRepository({
       limits,
+      retainedLimits,
       location: join(resolve(options.dataDir ?? DEFAULTS.dataDir), 'store'),
       sync: options.sync ?? true,
       syncIntervalMs: options.syncIntervalMs ?? 0,
@@ -222,6 +241,7 @@ export function createBroker(options: BrokerOptions = {}): Broker {
     durable,
     volatile,
     ...(canRead ? { canRead } : {}),
+    log,
   });
   const context: BrokerContext = {
     sessions,
@@ -337,6 +357,10 @@ export function createBroker(options: BrokerOptions = {}): Broker {
 
     reload() {
       return access.reload();
+    },
+
+    publishEphemeral(topic, payload, retain) {
+      distributor.publishEphemeral(topic, payload, retain);
     },
   };
 }

@@ -50,6 +50,8 @@ const LIMITS = Object.fromEntries(
       ['max_inflight', 'maxInflight'],
       ['max_queued_messages', 'maxQueuedMessages'],
       ['max_queued_bytes', 'maxQueuedBytes'],
+      ['max_retained_messages', 'maxRetainedMessages'],
+      ['max_retained_bytes', 'maxRetainedBytes'],
       ['read_window', 'readWindow'],
       ['read_window_bytes', 'readWindowBytes'],
       ['connect_timeout_ms', 'connectTimeoutMs'],

@@ -4,6 +4,7 @@ import type { Logger } from '../logger.js';
 import type { Distributor } from '../session/distributor.js';
 import type { SessionManager } from '../session/session-manager.js';
 import type { SessionRepository } from '../store/repository.js';
+import { privacyWarnings } from '../store/file-modes.js';
 import { damageDetail, isStoreDamage, moveStoreAside } from '../store/store-damage.js';
 
 export type StoreOnCorrupt = 'fail' | 'move-aside';
@@ -20,12 +21,14 @@ export interface StoreStartup {
  * Opens the durable store and restores sessions and retained messages from it. A damaged store
  * (see store-damage.ts) stops the start with a message that says what is wrong and both ways on,
  * unless the operator chose to have it moved aside: then it is renamed, kept on disk, and the
- * broker starts with an empty store. Never a silent empty start.
+ * broker starts with an empty store. Never a silent empty start. A data directory or store that
+ * other local users can reach is reported (file-modes.ts), one line each.
  */
 export async function openStore(startup: StoreStartup): Promise<{ sessions: number; retained: number }> {
   const { durable, onCorrupt, log } = startup;
   // An injected repository without a directory is never moved.
   const location = durable.onDisk?.location;
+  if (location !== undefined) for (const warning of privacyWarnings(location)) log.warn(warning);
   try {
     return await openAndRestore(startup);
   } catch (error) {
@@ -52,9 +55,10 @@ async function openAndRestore({ durable, sessions, distributor }: StoreStartup):
   await durable.open();
   try {
     // Both read before either is applied: a store that turns out damaged half-way leaves nothing
-    // behind, so the broker can move it aside and restore from an empty one.
+    // behind, so the broker can move it aside and restore from an empty one. Retained messages
+    // come without their payloads, which stay in the store.
     const stored = await durable.loadSessions();
-    const retained = await durable.loadRetained();
+    const retained = await durable.loadRetainedIndex();
     sessions.restore(stored);
     distributor.restoreRetained(retained);
     return { sessions: stored.length, retained: retained.length };

@@ -1,7 +1,17 @@
-import type { RetainedIndex } from '../routing/retained-index.js';
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import { BrokerError } from '../errors.js';
+import { silentLogger, type Logger } from '../logger.js';
+import { PAUSE, type RetainedIndex, type RetainedMatch } from '../routing/retained-index.js';
 import type { TopicTree } from '../routing/topic-tree.js';
-import type { Delivery, Message, PublishTransition, QoS, RetainedMessage, SessionRepository } from '../store/repository.js';
+import type { Delivery, Message, PublishResult, PublishTransition, QoS, RetainedEntry, SessionRepository } from '../store/repository.js';
 import type { Session } from './session.js';
+
+/**
+ * Retained messages for a new subscription are read from the store this many at a time, or this
+ * many payload bytes (at least one message): what sending them holds in memory at once.
+ */
+const RETAINED_READ_MESSAGES = 100;
+const RETAINED_READ_BYTES = 1024 * 1024;
 
 export interface PublishOptions {
   /** RETAIN=1 on the incoming PUBLISH (or will). */
@@ -15,7 +25,7 @@ export interface DistributorOptions {
   lookup(clientId: string): Session | undefined;
   /** The routing table (written by the session manager). */
   subscriptions: TopicTree;
-  /** Retained messages in memory; the distributor is their one writer, after the store. */
+  /** The index of retained messages (payloads in the store); the distributor is its one writer, after the store. */
   retained: RetainedIndex;
   /** Persistent sessions' queues and the retained messages. */
   durable: SessionRepository;
@@ -26,6 +36,8 @@ export interface DistributorOptions {
    * topic, checked per delivery. Without an ACL routing pays nothing for it.
    */
   canRead?: (session: Session, topic: string) => boolean;
+  /** Hears of retained messages refused at the retained limits, and of damaged ones not sent. */
+  log?: Logger;
 }
 
 interface Target {
@@ -53,6 +65,11 @@ export class Distributor {
   readonly #durable: SessionRepository;
   readonly #volatile: SessionRepository;
   readonly #canRead: ((session: Session, topic: string) => boolean) | undefined;
+  readonly #log: Logger;
+  /** Retained messages refused at the limits since the last one that was kept (logged once per episode). */
+  #retainedRefused = 0;
+  /** Topics whose damaged retained record was reported already: once each is enough. */
+  readonly #damageReported = new Set<string>();
 
   constructor(options: DistributorOptions) {
     this.#lookup = options.lookup;
@@ -61,17 +78,39 @@ export class Distributor {
     this.#durable = options.durable;
     this.#volatile = options.volatile;
     this.#canRead = options.canRead;
+    this.#log = options.log ?? silentLogger;
   }
 
-  /** The retained messages read from the store at start. */
-  restoreRetained(messages: RetainedMessage[]): void {
-    for (const message of messages) this.#retained.set(message);
+  /** The index of the retained messages, read from the store at start (their payloads stay there). */
+  restoreRetained(entries: RetainedEntry[]): void {
+    for (const { topic, qos, size } of entries) this.#retained.setStored(topic, qos, size);
   }
 
   /** Removes a retained message: from the store first, then from memory (broker-admin). */
   async clearRetained(topic: string): Promise<void> {
     await this.#durable.clearRetained(topic);
-    this.#retained.delete(topic);
+    this.#retained.deleteStored(topic);
+  }
+
+  /**
+   * A message of the broker's own (its $SYS topics, a bridge's state): handed to the connected
+   * subscribers at QoS 0 and, with `retain`, kept in memory as the topic's retained message for
+   * new subscriptions (an empty payload clears it), where it shadows one a client may have stored
+   * on that topic. Never written to the store, never counted against the retained limits, gone at
+   * a restart, so its payloads must stay few and small.
+   */
+  publishEphemeral(topic: string, payload: Buffer, retain: boolean): void {
+    if (retain) {
+      if (payload.length === 0) this.#retained.deleteEphemeral(topic);
+      else this.#retained.setEphemeral(topic, payload);
+    }
+    const message: Message = { topic, payload, qos: 0 };
+    for (const [clientId] of this.#subscriptions.match(topic)) {
+      const session = this.#lookup(clientId);
+      if (!session) continue;
+      if (this.#canRead !== undefined && !this.#canRead(session, topic)) continue;
+      session.sendDirect(message, false);
+    }
   }
 
   /** Both phases at once, for messages with no ordering to keep (wills). */
@@ -138,28 +177,97 @@ export class Distributor {
 
   /**
    * Queues retained messages for a new subscription, with RETAIN=1 [MQTT-3.3.1-8]. Called after
-   * the subscription is stored.
+   * the subscription is stored. The index is walked in slices, with other work let in between,
+   * and payloads are read from the store a few at a time: a filter that reaches many retained
+   * messages costs this subscriber time, not every other client, and memory stays bounded.
    */
   async sendRetained(session: Session, filter: string, granted: QoS): Promise<void> {
-    for (const retained of this.#retained.match(filter)) {
-      // A clean session discarded (its connection taken over) while this ran has no queue left.
-      if (!this.#isCurrent(session)) return;
-      if (this.#canRead !== undefined && !this.#canRead(session, retained.topic)) continue;
-      const message: Message = { topic: retained.topic, payload: retained.payload, qos: retained.qos };
-      const qos = Math.min(retained.qos, granted) as QoS;
+    let batch: RetainedMatch[] = [];
+    let bytes = 0;
+    for (const match of this.#retained.matches(filter)) {
+      if (match === PAUSE) {
+        await nextTurn();
+        // A clean session discarded (its connection taken over) while this ran has no queue left.
+        if (!this.#isCurrent(session)) return;
+        continue;
+      }
+      if (this.#canRead !== undefined && !this.#canRead(session, match.topic)) continue;
+      batch.push(match);
+      bytes += match.size;
+      if (batch.length < RETAINED_READ_MESSAGES && bytes < RETAINED_READ_BYTES) continue;
+      if (!(await this.#sendRetainedBatch(session, batch, granted))) return;
+      batch = [];
+      bytes = 0;
+    }
+    if (batch.length > 0) await this.#sendRetainedBatch(session, batch, granted);
+  }
+
+  /** Reads the payloads of `matches` and sends them; false: the session is gone. */
+  async #sendRetainedBatch(session: Session, matches: RetainedMatch[], granted: QoS): Promise<boolean> {
+    const inStore = matches.filter(({ payload }) => payload === undefined).map(({ topic }) => topic);
+    const read = inStore.length > 0 ? await this.#durable.readRetained(inStore) : [];
+    let next = 0;
+    for (const match of matches) {
+      let message: Message;
+      if (match.payload !== undefined) {
+        message = { topic: match.topic, payload: match.payload, qos: 0 };
+      } else {
+        const stored = read[next++];
+        // Cleared or replaced by an empty payload since it was matched.
+        if (stored === undefined) continue;
+        if (stored instanceof BrokerError) {
+          this.#reportDamage(match.topic, stored);
+          continue;
+        }
+        message = stored;
+      }
+      if (!this.#isCurrent(session)) return false;
+      const qos = Math.min(message.qos, granted) as QoS;
       if (qos === 0) session.sendDirect(message, true);
       else await session.enqueue(message, qos, true);
     }
+    return true;
+  }
+
+  /** A damaged retained record is never sent: the operator hears of it, once per topic. */
+  #reportDamage(topic: string, error: BrokerError): void {
+    if (this.#damageReported.has(topic)) return;
+    this.#damageReported.add(topic);
+    this.#log.error(
+      `the retained message on ${JSON.stringify(topic)} is damaged and is not sent: ${error.message} (${error.code}); ` +
+        'broker-admin verify lists damaged records, broker-admin retained clear removes this one',
+    );
   }
 
   async #store(durable: PublishTransition, targets: Target[]): Promise<void> {
-    const seqs = await this.#durable.publish(durable);
+    const result = await this.#durable.publish(durable);
     // Notified before anything else is awaited: batches resolve in seq order, and a session must
     // learn of its entries in that order to keep them in order.
-    notify(targets, seqs, durable.message);
+    notify(targets, result, durable.message);
     const { retained, message } = durable;
-    if (retained === 'clear') this.#retained.delete(message.topic);
-    else if (retained === 'set') this.#retained.set({ topic: message.topic, payload: message.payload, qos: message.qos });
+    if (retained === 'clear') this.#retained.deleteStored(message.topic);
+    else if (retained === 'set') this.#afterRetainedSet(message, result);
+  }
+
+  /** Memory follows what the store decided: kept, or refused at the limits (and the previous one gone). */
+  #afterRetainedSet(message: Message, result: PublishResult): void {
+    const { topic, qos, payload } = message;
+    if (result.retainedRefused) {
+      this.#retained.deleteStored(topic);
+      if (this.#retainedRefused++ === 0) {
+        this.#log.warn(
+          `retained message on ${JSON.stringify(topic)} not kept: the retained limits (max_retained_messages, max_retained_bytes) are reached. ` +
+            'It was delivered to the current subscribers; the topic keeps no retained message. Further refusals are counted in the store, ' +
+            'not logged, until a retained message fits again',
+        );
+      }
+      return;
+    }
+    this.#retained.setStored(topic, qos, payload.length);
+    if (this.#retainedRefused > 0) {
+      this.#log.info(`retained messages are kept again; ${this.#retainedRefused} were refused at the retained limits meanwhile`);
+      this.#retainedRefused = 0;
+    }
   }
 
   /** Clean sessions may have ended while the durable batch was written. */

@@ -1,6 +1,6 @@
 import { BrokerError, ErrorCodes, errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
-import { decode, encode } from './codec.js';
+import { decodeRecord, encodeRecord } from './codec.js';
 import type { BatchOperation as Operation, LevelDatabase as Db } from './level-database.js';
 import { isWritten, reopen, WriteFailures } from './write-failures.js';
 
@@ -42,7 +42,7 @@ export class BatchBuilder {
   get operations(): Operation[] {
     const operations: Operation[] = [];
     for (const [key, value] of this.#overlay) {
-      operations.push(value === DELETED ? { type: 'del', key } : { type: 'put', key, value: encode(value) });
+      operations.push(value === DELETED ? { type: 'del', key } : { type: 'put', key, value: encodeRecord(key, value) });
     }
     return operations;
   }
@@ -58,7 +58,7 @@ export class BatchBuilder {
     // Put by an earlier job of this batch: the writer's own value, checked when it was read.
     if (pending !== undefined) return pending as T;
     const bytes = this.#db.getSync(key);
-    return bytes === undefined ? undefined : decode(bytes, key, isValid);
+    return bytes === undefined ? undefined : decodeRecord(bytes, key, isValid);
   }
 
   /**
@@ -85,7 +85,7 @@ export class BatchBuilder {
     const found = await this.#db.getMany(unread.map((index) => keys[index]!));
     unread.forEach((index, at) => {
       const bytes = found[at];
-      values[index] = bytes === undefined ? undefined : decode(bytes, keys[index]!, isValid);
+      values[index] = bytes === undefined ? undefined : decodeRecord(bytes, keys[index]!, isValid);
     });
     return values;
   }

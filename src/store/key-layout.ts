@@ -4,7 +4,8 @@
  * topic can never run into the next part, and a range `<prefix>\0` … `<prefix>\x01` covers exactly
  * one client's keys. Numbers are fixed-width hex so that byte order is numeric order.
  *
- *   !format                      store format version
+ *   !format                      store format version (plain msgpack, the one value without a check)
+ *   !retained                    retained messages: count, payload bytes, refusals at the limits  { m, b, d }
  *   !synced-at                   time of the last periodic fsync (only with a sync interval)
  *   s\0<client>                  persistent session            { c: createdAt, l: lastSeen, u?: owner }
  *   b\0<client>\0<filter>        subscription                  { q: qos }
@@ -16,6 +17,12 @@
  *   m\0<messageId>               message body shared by ≥ 2 queue entries { t, p, o }
  *   c\0<messageId>               how many queue entries still reference that body
  *   r\0<topic>                   retained message              { p, o }
+ *   t\0<topic>                   its index record: what routing keeps in memory  { o: qos, z: payload bytes }
+ *
+ * Every value but the format marker is a checked record (codec.ts): a CRC-32 of key and value.
+ *
+ * Retained payloads stay on disk: at start the broker reads the small t\0 records (their range
+ * holds no payload), and a payload is read only when a new subscription matches its topic.
  *
  * A message delivered to one session is stored inline in its queue entry (one key, no count);
  * only fan-out stores the body once and counts references.
@@ -31,7 +38,12 @@
 import type { Message, OutboundState } from './model.js';
 
 export const FORMAT_KEY = '!format';
-export const FORMAT_VERSION = 1;
+/** 2: every value is a checked record, and retained messages have index records and totals. */
+export const FORMAT_VERSION = 2;
+/** 1: plain msgpack values, no retained index. The broker converts such a store once, when it opens it. */
+export const PREVIOUS_FORMAT_VERSION = 1;
+/** The totals of the retained messages, kept in the batch of every change like a session's queue counts. */
+export const RETAINED_TOTALS_KEY = '!retained';
 /** Written by the periodic sync; its only purpose is to carry an fsync. */
 export const SYNC_MARK_KEY = '!synced-at';
 
@@ -90,6 +102,9 @@ export const keys = {
   retained: (topic: string) => `r${SEP}${topic}`,
   allRetained: (): KeyRange => ({ gt: `r${SEP}`, lt: `r${END}` }),
   topicOfRetainedKey: (key: string) => key.slice(2),
+  retainedIndex: (topic: string) => `t${SEP}${topic}`,
+  allRetainedIndex: (): KeyRange => ({ gt: `t${SEP}`, lt: `t${END}` }),
+  topicOfRetainedIndexKey: (key: string) => key.slice(2),
 };
 
 /** Stored value shapes (short names keep small messages small on disk). */
@@ -143,6 +158,17 @@ export interface RetainedValue {
   p: Uint8Array;
   o: 0 | 1 | 2;
 }
+export interface RetainedIndexValue {
+  o: 0 | 1 | 2;
+  /** Payload bytes of the retained message. */
+  z: number;
+}
+export interface RetainedTotalsValue {
+  m: number;
+  b: number;
+  /** Retained messages refused at the limits, ever. */
+  d: number;
+}
 
 /** Shape checks for decoded values, so a corrupt record is reported as such, not as a TypeError. */
 type Fields = Record<string, unknown>;
@@ -169,6 +195,9 @@ export const isInboundValue = (value: unknown): value is InboundValue => isObjec
 export const isBodyValue = (value: unknown): value is BodyValue =>
   isObject(value) && typeof value.t === 'string' && isBytes(value.p) && isQoS(value.o);
 export const isRetainedValue = (value: unknown): value is RetainedValue => isObject(value) && isBytes(value.p) && isQoS(value.o);
+export const isRetainedIndexValue = (value: unknown): value is RetainedIndexValue => isObject(value) && isQoS(value.o) && isCount(value.z);
+export const isRetainedTotalsValue = (value: unknown): value is RetainedTotalsValue =>
+  isObject(value) && isCount(value.m) && isCount(value.b) && isCount(value.d);
 export const isRefCount = isCount;
 
 /** How stored values read back; the repository and broker-admin's inspector share these rules. */
@@ -196,6 +225,7 @@ export function outboundStateOf(seq: number, dupMark: number, release: ReleaseVa
 export type ParsedKey =
   | { kind: 'format' }
   | { kind: 'sync-mark' }
+  | { kind: 'retained-totals' }
   | { kind: 'session'; clientId: string }
   | { kind: 'subscription'; clientId: string; filter: string }
   | { kind: 'queue-entry'; clientId: string; seq: number }
@@ -206,6 +236,7 @@ export type ParsedKey =
   | { kind: 'body'; messageId: number }
   | { kind: 'ref-count'; messageId: number }
   | { kind: 'retained'; topic: string }
+  | { kind: 'retained-index'; topic: string }
   | { kind: 'malformed'; expected: string }
   | { kind: 'unknown' };
 
@@ -241,6 +272,7 @@ function messageIdOf(key: string): number | undefined {
 export function parseKey(key: string): ParsedKey {
   if (key === FORMAT_KEY) return { kind: 'format' };
   if (key === SYNC_MARK_KEY) return { kind: 'sync-mark' };
+  if (key === RETAINED_TOTALS_KEY) return { kind: 'retained-totals' };
   if (key[1] !== SEP) return { kind: 'unknown' };
   const malformed = (expected: string): ParsedKey => ({ kind: 'malformed', expected });
   switch (key[0]) {
@@ -280,6 +312,8 @@ export function parseKey(key: string): ParsedKey {
     }
     case 'r':
       return { kind: 'retained', topic: key.slice(2) };
+    case 't':
+      return { kind: 'retained-index', topic: key.slice(2) };
     default:
       return { kind: 'unknown' };
   }

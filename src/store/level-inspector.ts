@@ -1,5 +1,5 @@
 import { BrokerError, ErrorCodes } from '../errors.js';
-import { decode } from './codec.js';
+import { decodeFormat1, decodeRecord, type RecordDecoder } from './codec.js';
 import {
   isBodyValue,
   isReleaseValue,
@@ -22,7 +22,7 @@ import {
 import type { Message, OutboundState, QoS, RetainedMessage, Subscription } from './model.js';
 import { verifyStore, type VerifyEvent } from './level-verify.js';
 import type { LevelDatabase } from './level-database.js';
-import { openLevelStore } from './store-opening.js';
+import { openLevelStore, readFormat } from './store-opening.js';
 
 /**
  * Read-only access to the raw LevelDB store, for broker-admin. Everything it shows is read
@@ -111,22 +111,29 @@ const ALL = { start: Buffer.alloc(0), end: Buffer.from([0xff]) };
  */
 export async function openStoreForInspection(location: string, options: { requireFormat?: boolean } = {}): Promise<LevelInspector> {
   const db = await openLevelStore(location, { purpose: 'inspect', skipFormatCheck: !(options.requireFormat ?? true) });
-  return new LevelInspector(db, { owned: true });
+  // A store of the previous format is read as it is: its values are plain msgpack, without a check.
+  const previous = options.requireFormat !== false && (await readFormat(db)).kind === 'previous';
+  return new LevelInspector(db, { owned: true, decode: previous ? decodeFormat1 : decodeRecord });
 }
 
 export class LevelInspector {
   readonly #db: LevelDatabase;
   readonly #owned: boolean;
+  readonly #decode: RecordDecoder;
 
-  /** `owned`: close() closes the database too (stopped mode); a running broker's stays open. */
-  constructor(db: LevelDatabase, options: { owned: boolean } = { owned: false }) {
+  /**
+   * `owned`: close() closes the database too (stopped mode); a running broker's stays open.
+   * `decode`: how its values read (default: checked records, the current format).
+   */
+  constructor(db: LevelDatabase, options: { owned: boolean; decode?: RecordDecoder } = { owned: false }) {
     this.#db = db;
     this.#owned = options.owned;
+    this.#decode = options.decode ?? decodeRecord;
   }
 
   /** A consistent, read-only view of the store as it is now; close it when done. */
   view(): StoreView {
-    return new StoreView(this.#db, this.#db.snapshot());
+    return new StoreView(this.#db, this.#db.snapshot(), this.#decode);
   }
 
   /** Approximate bytes the store takes on disk. */
@@ -148,11 +155,13 @@ export class LevelInspector {
 export class StoreView {
   readonly #db: LevelDatabase;
   readonly #snapshot: Snapshot;
+  readonly #decode: RecordDecoder;
   #closed = false;
 
-  constructor(db: LevelDatabase, snapshot: Snapshot) {
+  constructor(db: LevelDatabase, snapshot: Snapshot, decodeValue: RecordDecoder = decodeRecord) {
     this.#db = db;
     this.#snapshot = snapshot;
+    this.#decode = decodeValue;
   }
 
   async close(): Promise<void> {
@@ -163,26 +172,26 @@ export class StoreView {
 
   async *sessions(): AsyncGenerator<InspectedSession> {
     for await (const [key, value] of this.#range(keys.sessions())) {
-      yield inspectedSession(keys.clientIdOfSession(key), decode(value, key, isSessionValue));
+      yield inspectedSession(keys.clientIdOfSession(key), this.#decode(value, key, isSessionValue));
     }
   }
 
   async session(clientId: string): Promise<InspectedSession | undefined> {
     const key = keys.session(clientId);
     const bytes = await this.#get(key);
-    return bytes === undefined ? undefined : inspectedSession(clientId, decode(bytes, key, isSessionValue));
+    return bytes === undefined ? undefined : inspectedSession(clientId, this.#decode(bytes, key, isSessionValue));
   }
 
   async *subscriptions(clientId: string): AsyncGenerator<Subscription> {
     for await (const [key, value] of this.#range(keys.subscriptions(clientId))) {
-      yield { filter: keys.splitSubscription(key)[1], qos: decode(value, key, isSubscriptionValue).q };
+      yield { filter: keys.splitSubscription(key)[1], qos: this.#decode(value, key, isSubscriptionValue).q };
     }
   }
 
   /** Outbound QoS 2 entries released by PUBREC, in seq order. */
   async *releases(clientId: string): AsyncGenerator<InspectedRelease> {
     for await (const [key, value] of this.#range(keys.releases(clientId))) {
-      yield { seq: keys.seqOfQueueKey(key), packetId: decode(value, key, isReleaseValue).i };
+      yield { seq: keys.seqOfQueueKey(key), packetId: this.#decode(value, key, isReleaseValue).i };
     }
   }
 
@@ -191,7 +200,7 @@ export class StoreView {
     const key = keys.queueStats(clientId);
     const bytes = await this.#get(key);
     if (bytes === undefined) return undefined;
-    const { m, b, d } = decode(bytes, key, isQueueStatsValue);
+    const { m, b, d } = this.#decode(bytes, key, isQueueStatsValue);
     return { messages: m, bytes: b, dropped: d };
   }
 
@@ -199,7 +208,7 @@ export class StoreView {
   async dupMark(clientId: string): Promise<number> {
     const key = keys.dupMark(clientId);
     const bytes = await this.#get(key);
-    return bytes === undefined ? 0 : decode(bytes, key, isDupMarkValue).s;
+    return bytes === undefined ? 0 : this.#decode(bytes, key, isDupMarkValue).s;
   }
 
   /**
@@ -218,7 +227,7 @@ export class StoreView {
     const bodies = new BodyCache((id) => this.#body(id));
     for await (const [key, value] of this.#db.iterator({ ...range, snapshot: this.#snapshot })) {
       const seq = keys.seqOfQueueKey(key);
-      const stored = decode(value, key, isQueueEntryValue);
+      const stored = this.#decode(value, key, isQueueEntryValue);
       const packetId = releases.get(seq);
       const entry: InspectedEntry = {
         seq,
@@ -235,13 +244,13 @@ export class StoreView {
 
   async *inbound(clientId: string): AsyncGenerator<InspectedInbound> {
     for await (const [key, value] of this.#range(keys.inbounds(clientId))) {
-      yield { packetId: keys.packetIdOfInboundKey(key), receivedAt: decode(value, key, isInboundValue).a };
+      yield { packetId: keys.packetIdOfInboundKey(key), receivedAt: this.#decode(value, key, isInboundValue).a };
     }
   }
 
   async *retained(): AsyncGenerator<RetainedMessage> {
     for await (const [key, value] of this.#range(keys.allRetained())) {
-      const { p, o } = decode(value, key, isRetainedValue);
+      const { p, o } = this.#decode(value, key, isRetainedValue);
       yield { topic: keys.topicOfRetainedKey(key), payload: toBuffer(p), qos: o };
     }
   }
@@ -250,7 +259,7 @@ export class StoreView {
     const key = keys.retained(topic);
     const bytes = await this.#get(key);
     if (bytes === undefined) return undefined;
-    const { p, o } = decode(bytes, key, isRetainedValue);
+    const { p, o } = this.#decode(bytes, key, isRetainedValue);
     return { topic, payload: toBuffer(p), qos: o };
   }
 
@@ -294,7 +303,7 @@ export class StoreView {
           totals.sharedBodies++;
           break;
         case 'queue-entry': {
-          const stored = decode(value, key, isQueueEntryValue);
+          const stored = this.#decode(value, key, isQueueEntryValue);
           totals.queued++;
           totals.queuedBytes += (await this.#message(stored, key, bodies)).payload.byteLength;
           if (parsed.clientId !== dupMarkClient) {
@@ -306,7 +315,7 @@ export class StoreView {
         }
         case 'retained':
           totals.retained++;
-          totals.retainedBytes += decode(value, key, isRetainedValue).p.byteLength;
+          totals.retainedBytes += this.#decode(value, key, isRetainedValue).p.byteLength;
           break;
       }
     }
@@ -338,7 +347,7 @@ export class StoreView {
     const key = keys.body(id);
     const bytes = await this.#get(key);
     if (bytes === undefined) return undefined;
-    return bodyMessage(decode(bytes, key, isBodyValue));
+    return bodyMessage(this.#decode(bytes, key, isBodyValue));
   }
 
   #range(range: { gt: string; lt: string }) {

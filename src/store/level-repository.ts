@@ -2,19 +2,24 @@ import type { AbstractSnapshot } from 'abstract-level';
 import { BrokerError, ErrorCodes } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { LevelDatabase } from './level-database.js';
-import { decode } from './codec.js';
+import { decodeRecord as decode } from './codec.js';
 import { decodeQueueEntry } from './queue-entry-codec.js';
 import { GroupCommitWriter, type BatchBuilder } from './group-commit.js';
 import { LevelInspector } from './level-inspector.js';
 import { openLevelStore } from './store-opening.js';
 import { admit, DEFAULT_QUEUE_LIMITS, emptyQueueStats, release, type QueueLimits, type QueueStats } from './queue-limits.js';
+import { DEFAULT_RETAINED_LIMITS, emptyRetainedStats, type RetainedLimits, type RetainedStats } from './retained-limits.js';
+import { clearRetained, retainedStatsOf, setRetained } from './retained-records.js';
 import {
+  RETAINED_TOTALS_KEY,
   SYNC_MARK_KEY,
   isBodyValue,
   isReleaseValue,
   isQueueEntryValue,
   isQueueStatsValue,
   isRefCount,
+  isRetainedIndexValue,
+  isRetainedTotalsValue,
   isRetainedValue,
   isDupMarkValue,
   isSessionValue,
@@ -28,7 +33,6 @@ import {
   type ReleaseValue,
   type QueueEntryValue,
   type QueueStatsValue,
-  type RetainedValue,
   type DupMarkValue,
   type SessionValue,
   type SubscriptionValue,
@@ -39,8 +43,10 @@ import type {
   Delivery,
   Message,
   OutboundEntry,
+  PublishResult,
   PublishTransition,
-  RetainedMessage,
+  RetainedEntry,
+  RetainedRead,
   SessionInfo,
   SessionRepository,
   StoredSession,
@@ -67,6 +73,8 @@ export interface LevelRepositoryOptions {
   syncIntervalMs?: number;
   /** Per-session queue limits (default DEFAULT_QUEUE_LIMITS). */
   limits?: QueueLimits;
+  /** Limits on retained messages across the store (default DEFAULT_RETAINED_LIMITS). */
+  retainedLimits?: RetainedLimits;
   /** Hears of failing store writes: when they start, every minute while they last, when they end. */
   log?: Logger;
   /**
@@ -86,6 +94,7 @@ export class LevelRepository implements SessionRepository {
   readonly #sync: boolean;
   readonly #syncIntervalMs: number;
   readonly #limits: QueueLimits;
+  readonly #retainedLimits: RetainedLimits;
   readonly #log: Logger | undefined;
   readonly #instrument: ((db: Db) => void) | undefined;
   #syncTimer: NodeJS.Timeout | undefined;
@@ -100,6 +109,7 @@ export class LevelRepository implements SessionRepository {
     this.#sync = options.sync ?? true;
     this.#syncIntervalMs = options.syncIntervalMs ?? 0;
     this.#limits = options.limits ?? DEFAULT_QUEUE_LIMITS;
+    this.#retainedLimits = options.retainedLimits ?? DEFAULT_RETAINED_LIMITS;
     this.#log = options.log;
     this.#instrument = options.instrument;
     // LevelDB admits one handle: while the broker runs, broker-admin reads through this one.
@@ -165,14 +175,39 @@ export class LevelRepository implements SessionRepository {
     return [...sessions.values()];
   }
 
-  async loadRetained(): Promise<RetainedMessage[]> {
+  async loadRetainedIndex(): Promise<RetainedEntry[]> {
     const db = this.#open();
-    const retained: RetainedMessage[] = [];
-    for await (const [key, value] of db.iterator(keys.allRetained())) {
-      const { p, o } = decode(value, key, isRetainedValue);
-      retained.push({ topic: keys.topicOfRetainedKey(key), payload: toBuffer(p), qos: o });
+    const entries: RetainedEntry[] = [];
+    // The index records sit apart from the payloads (t\0 after r\0): this reads no payload.
+    for await (const [key, value] of db.iterator(keys.allRetainedIndex())) {
+      const { o, z } = decode(value, key, isRetainedIndexValue);
+      entries.push({ topic: keys.topicOfRetainedIndexKey(key), qos: o, size: z });
     }
-    return retained;
+    return entries;
+  }
+
+  async readRetained(topics: readonly string[]): Promise<RetainedRead[]> {
+    const db = this.#open();
+    if (topics.length === 0) return [];
+    const found = await db.getMany(topics.map((topic) => keys.retained(topic)));
+    return topics.map((topic, index) => {
+      const bytes = found[index];
+      if (bytes === undefined) return undefined;
+      try {
+        const { p, o } = decode(bytes, keys.retained(topic), isRetainedValue);
+        return { topic, payload: toBuffer(p), qos: o };
+      } catch (error) {
+        // One damaged record must not keep the others from a subscriber: it is handed back as what it is.
+        if (error instanceof BrokerError && error.code === ErrorCodes.STORE_CORRUPT_RECORD) return error;
+        throw error;
+      }
+    });
+  }
+
+  async retainedStats(): Promise<RetainedStats> {
+    const db = this.#open();
+    const bytes = await db.get(RETAINED_TOTALS_KEY);
+    return bytes === undefined ? emptyRetainedStats() : retainedStatsOf(decode(bytes, RETAINED_TOTALS_KEY, isRetainedTotalsValue));
   }
 
   async readOutbound(clientId: string, afterSeq: number, limit: number, maxBytes = Infinity): Promise<OutboundEntry[]> {
@@ -342,7 +377,7 @@ export class LevelRepository implements SessionRepository {
     });
   }
 
-  async publish(transition: PublishTransition): Promise<Map<string, number>> {
+  async publish(transition: PublishTransition): Promise<PublishResult> {
     const writer = this.#openWriter();
     const { message, deliveries, retained, inbound } = transition;
     // Everything is checked before anything is counted: a transition lands whole or not at all.
@@ -357,6 +392,7 @@ export class LevelRepository implements SessionRepository {
     const seqs = new Map(deliveries.map(({ clientId }) => [clientId, this.#takeSeq(clientId)]));
     const messageId = deliveries.length > 1 ? this.#nextMessageId++ : 0;
     let admitted: Delivery[] = [];
+    let retainedRefused = false;
     await writer.submit({
       prepare: (batch) => {
         // Queue limits are decided here, where transitions are applied in submission order and a
@@ -374,15 +410,15 @@ export class LevelRepository implements SessionRepository {
           batch.put(keys.queueEntry(clientId, seqs.get(clientId)!), entry);
           if (raiseDupMark) writeDupMark(batch, clientId, seqs.get(clientId)!, false);
         }
-        if (retained === 'set') {
-          batch.put(keys.retained(message.topic), { p: message.payload, o: message.qos } satisfies RetainedValue);
-        } else if (retained === 'clear') {
-          batch.del(keys.retained(message.topic));
-        }
+        // The retained limits too, for the same reasons.
+        if (retained === 'set') retainedRefused = !setRetained(batch, message, this.#retainedLimits);
+        else if (retained === 'clear') clearRetained(batch, message.topic);
         if (inbound) batch.put(keys.inbound(inbound.clientId, inbound.packetId), { a: Date.now() });
       },
     });
-    return new Map(admitted.map(({ clientId }) => [clientId, seqs.get(clientId)!]));
+    const result: PublishResult = new Map(admitted.map(({ clientId }) => [clientId, seqs.get(clientId)!]));
+    if (retainedRefused) result.retainedRefused = true;
+    return result;
   }
 
   async raiseDupMark(clientId: string, throughSeq: number): Promise<void> {
@@ -473,7 +509,7 @@ export class LevelRepository implements SessionRepository {
 
   async clearRetained(topic: string): Promise<void> {
     await this.#openWriter().submit({
-      prepare: (batch) => batch.del(keys.retained(topic)),
+      prepare: (batch) => clearRetained(batch, topic),
     });
   }
 
@@ -518,6 +554,8 @@ export class LevelRepository implements SessionRepository {
     }
     // Decoded once at start so a corrupt count is reported now, not at the first publish.
     for await (const [key, value] of db.iterator(keys.allQueueStats())) decode(value, key, isQueueStatsValue);
+    const totals = await db.get(RETAINED_TOTALS_KEY);
+    if (totals !== undefined) decode(totals, RETAINED_TOTALS_KEY, isRetainedTotalsValue);
     const [lastBody] = await db.keys({ ...keys.bodies(), reverse: true, limit: 1 }).all();
     this.#nextMessageId = lastBody === undefined ? 1 : keys.messageIdOfBodyKey(lastBody) + 1;
   }

@@ -1,6 +1,7 @@
-import { decode } from './codec.js';
+import { decodeFormat1, decodeRecord, type RecordDecoder } from './codec.js';
 import {
   FORMAT_KEY,
+  RETAINED_TOTALS_KEY,
   isBodyValue,
   isDupMarkValue,
   isInboundValue,
@@ -9,6 +10,8 @@ import {
   isQueueStatsValue,
   isRefCount,
   isReleaseValue,
+  isRetainedIndexValue,
+  isRetainedTotalsValue,
   isRetainedValue,
   isSessionValue,
   isSubscriptionValue,
@@ -21,7 +24,12 @@ import { formatDamage, judgeMarker, judgeMissingMarker } from './store-opening.j
  * `broker-admin verify`: one pass over a snapshot in key order, checking every invariant the key
  * layout (key-layout.ts) implies. Keys sort by kind (`!` < b < c < f < i < m < n < q < r < s < w), so
  * the shared bodies (m) and the queue counters (n) are all known when the queue entries (q) are
- * read. Memory grows with the number of shared bodies and sessions, never with queue lengths.
+ * read. Memory grows with the number of shared bodies and sessions, never with queue lengths, nor
+ * with the number of retained messages (each is checked against its index record by a point read).
+ *
+ * Every value of the current format carries a checksum (codec.ts): one that fails it, or has none,
+ * is a corrupt-record, whatever it would decode to. A store of the previous format (values without
+ * a check, no retained index) is checked as that format.
  */
 
 /** Stable problem codes (part of the `--json` schema). */
@@ -41,7 +49,8 @@ export type ProblemCode =
   | 'bad-flight'
   | 'duplicate-packet-id'
   | 'size-mismatch'
-  | 'stats-mismatch';
+  | 'stats-mismatch'
+  | 'retained-index-mismatch';
 
 export interface StoreProblem {
   kind: 'problem';
@@ -70,13 +79,19 @@ export async function* verifyStore(source: VerifySource, progress?: (keysRead: n
     problems++;
     return { kind: 'problem', key, problem: code, detail };
   };
+  /** How values read: checked records, unless the marker says the store has the previous format. */
+  let decodeValue: RecordDecoder = decodeRecord;
+  let currentFormat = true;
   /** The decoded value, or a corrupt-record problem. */
   const check = <T>(key: string, value: Uint8Array, isValid: (v: unknown) => v is T): { value: T } | { problem: StoreProblem } => {
     try {
-      return { value: decode(value, key, isValid) };
+      return { value: decodeValue(value, key, isValid) };
     } catch (error) {
       const cause = (error as { cause?: unknown }).cause;
-      return { problem: problem(key, 'corrupt-record', cause ? `does not decode: ${String(cause)}` : 'decodes to an unexpected shape') };
+      if (cause) return { problem: problem(key, 'corrupt-record', `does not decode: ${String(cause)}`) };
+      // The codec's words: no checksum, a checksum that fails, or an unexpected shape.
+      const words = error instanceof Error ? error.message.replace(/^store record ".*?" /s, '') : String(error);
+      return { problem: problem(key, 'corrupt-record', words) };
     }
   };
 
@@ -101,7 +116,7 @@ export async function* verifyStore(source: VerifySource, progress?: (keysRead: n
       dupMark = undefined;
       if (bytes !== undefined) {
         try {
-          dupMark = decode(bytes, keys.dupMark(clientId), isDupMarkValue).s;
+          dupMark = decodeValue(bytes, keys.dupMark(clientId), isDupMarkValue).s;
         } catch {
           // Reported when the scan reaches the DUP mark record.
         }
@@ -132,6 +147,9 @@ export async function* verifyStore(source: VerifySource, progress?: (keysRead: n
     );
   };
   const references = new Map<number, number>();
+  /** What the index records add up to, and the totals record, compared at the end. */
+  const retainedFound = { messages: 0, bytes: 0, uncertain: false };
+  let retainedTotals: { key: string; messages: number; bytes: number } | undefined;
   let flightClient: string | undefined;
   let flightPacketIds = new Map<number, string>();
 
@@ -152,6 +170,9 @@ export async function* verifyStore(source: VerifySource, progress?: (keysRead: n
         yield problem(key, 'format-unsupported', formatDamage(format));
         // Records of another format cannot be judged by this layout.
         break;
+      } else if (format.kind === 'previous') {
+        decodeValue = decodeFormat1;
+        currentFormat = false;
       }
       continue;
     }
@@ -275,6 +296,46 @@ export async function* verifyStore(source: VerifySource, progress?: (keysRead: n
         const result = check(key, value, isRetainedValue);
         if ('problem' in result) yield result.problem;
         if (parsed.topic.length === 0) yield problem(key, 'bad-key', 'retained message with an empty topic');
+        if (!currentFormat) break;
+        const indexKey = keys.retainedIndex(parsed.topic);
+        const indexBytes = await source.get(indexKey);
+        if (indexBytes === undefined) {
+          yield problem(key, 'retained-index-mismatch', 'retained message without an index record: the broker does not know it is there');
+        } else if ('value' in result) {
+          const index = check(indexKey, indexBytes, isRetainedIndexValue);
+          // A corrupt index record is reported when the scan reaches it.
+          if ('value' in index && (index.value.o !== result.value.o || index.value.z !== result.value.p.byteLength)) {
+            yield problem(
+              key,
+              'retained-index-mismatch',
+              `the index record says QoS ${index.value.o}, ${index.value.z} bytes; the message has QoS ${result.value.o}, ${result.value.p.byteLength} bytes`,
+            );
+          }
+        }
+        break;
+      }
+      case 'retained-index': {
+        const result = check(key, value, isRetainedIndexValue);
+        if ('problem' in result) {
+          retainedFound.uncertain = true;
+          yield result.problem;
+        } else {
+          retainedFound.messages++;
+          retainedFound.bytes += result.value.z;
+        }
+        if ((await source.get(keys.retained(parsed.topic))) === undefined) {
+          yield problem(key, 'retained-index-mismatch', 'index record of a retained message that is not stored');
+        }
+        break;
+      }
+      case 'retained-totals': {
+        const result = check(key, value, isRetainedTotalsValue);
+        if ('problem' in result) {
+          retainedFound.uncertain = true;
+          yield result.problem;
+        } else {
+          retainedTotals = { key, messages: result.value.m, bytes: result.value.b };
+        }
         break;
       }
       case 'dup-mark': {
@@ -303,6 +364,17 @@ export async function* verifyStore(source: VerifySource, progress?: (keysRead: n
     if (mismatch) yield mismatch;
   }
   if (!formatSeen) yield problem(FORMAT_KEY, 'format-missing', formatDamage(judgeMissingMarker(scanned > 0, brokerKeySeen)));
+  // A corrupt index or totals record, already reported, leaves nothing to compare.
+  if (currentFormat && !retainedFound.uncertain) {
+    const totals = retainedTotals ?? { key: RETAINED_TOTALS_KEY, messages: 0, bytes: 0 };
+    if (totals.messages !== retainedFound.messages || totals.bytes !== retainedFound.bytes) {
+      yield problem(
+        totals.key,
+        'stats-mismatch',
+        `retained totals say ${totals.messages} messages / ${totals.bytes} bytes, the index records hold ${retainedFound.messages} / ${retainedFound.bytes}`,
+      );
+    }
+  }
   for (const [id, { key, count }] of counts) {
     const found = references.get(id) ?? 0;
     if (!bodies.has(id)) yield problem(key, 'count-without-body', `count ${count} for message ${id}, whose body is not stored`);

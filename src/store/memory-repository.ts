@@ -1,11 +1,15 @@
 import { BrokerError, ErrorCodes } from '../errors.js';
 import { admit, DEFAULT_QUEUE_LIMITS, emptyQueueStats, release, type QueueLimits, type QueueStats } from './queue-limits.js';
+import { admitRetained, DEFAULT_RETAINED_LIMITS, emptyRetainedStats, removeRetained, type RetainedLimits, type RetainedStats } from './retained-limits.js';
 import type {
   Completion,
   OutboundEntry,
+  PublishResult,
   PublishTransition,
   QoS,
+  RetainedEntry,
   RetainedMessage,
+  RetainedRead,
   SessionInfo,
   SessionRepository,
   StoredSession,
@@ -32,11 +36,14 @@ interface MemorySession {
 export class MemoryRepository implements SessionRepository {
   readonly #sessions = new Map<string, MemorySession>();
   readonly #retained = new Map<string, RetainedMessage>();
+  readonly #retainedStats = emptyRetainedStats();
   readonly #limits: QueueLimits;
+  readonly #retainedLimits: RetainedLimits;
   #open = false;
 
-  constructor(options: { limits?: QueueLimits } = {}) {
+  constructor(options: { limits?: QueueLimits; retainedLimits?: RetainedLimits } = {}) {
     this.#limits = options.limits ?? DEFAULT_QUEUE_LIMITS;
+    this.#retainedLimits = options.retainedLimits ?? DEFAULT_RETAINED_LIMITS;
   }
 
   async open(): Promise<void> {
@@ -56,9 +63,19 @@ export class MemoryRepository implements SessionRepository {
     }));
   }
 
-  async loadRetained(): Promise<RetainedMessage[]> {
+  async loadRetainedIndex(): Promise<RetainedEntry[]> {
     this.#checkOpen();
-    return [...this.#retained.values()];
+    return [...this.#retained.values()].map(({ topic, qos, payload }) => ({ topic, qos, size: payload.length }));
+  }
+
+  async readRetained(topics: readonly string[]): Promise<RetainedRead[]> {
+    this.#checkOpen();
+    return topics.map((topic) => this.#retained.get(topic));
+  }
+
+  async retainedStats(): Promise<RetainedStats> {
+    this.#checkOpen();
+    return { ...this.#retainedStats };
   }
 
   async readOutbound(clientId: string, afterSeq: number, limit: number, maxBytes = Infinity): Promise<OutboundEntry[]> {
@@ -131,7 +148,7 @@ export class MemoryRepository implements SessionRepository {
     for (const filter of filters) session.subscriptions.delete(filter);
   }
 
-  async publish(transition: PublishTransition): Promise<Map<string, number>> {
+  async publish(transition: PublishTransition): Promise<PublishResult> {
     this.#checkOpen();
     const { message, deliveries, retained, inbound } = transition;
     // Validate everything before changing anything: a transition lands whole or not at all.
@@ -140,7 +157,7 @@ export class MemoryRepository implements SessionRepository {
       throw new Error('publish delivers twice to one session');
     }
     const inboundSession = inbound ? this.#session(inbound.clientId) : undefined;
-    const seqs = new Map<string, number>();
+    const seqs: PublishResult = new Map<string, number>();
     for (const [{ clientId, qos, retain, raiseDupMark }, session] of targets) {
       if (!admit(session.stats, message.payload.length, this.#limits)) continue;
       const seq = session.nextSeq++;
@@ -149,8 +166,17 @@ export class MemoryRepository implements SessionRepository {
       if (raiseDupMark) markDupThrough(session, seq);
       seqs.set(clientId, seq);
     }
-    if (retained === 'set') this.#retained.set(message.topic, { ...message });
-    else if (retained === 'clear') this.#retained.delete(message.topic);
+    if (retained === 'set') {
+      const previous = this.#retained.get(message.topic)?.payload.length;
+      if (admitRetained(this.#retainedStats, previous, message.payload.length, this.#retainedLimits)) {
+        this.#retained.set(message.topic, { ...message });
+      } else {
+        this.#retained.delete(message.topic);
+        seqs.retainedRefused = true;
+      }
+    } else if (retained === 'clear') {
+      this.#clearRetained(message.topic);
+    }
     if (inbound) inboundSession!.inbound.add(inbound.packetId);
     return seqs;
   }
@@ -206,7 +232,14 @@ export class MemoryRepository implements SessionRepository {
 
   async clearRetained(topic: string): Promise<void> {
     this.#checkOpen();
+    this.#clearRetained(topic);
+  }
+
+  #clearRetained(topic: string): void {
+    const previous = this.#retained.get(topic);
+    if (previous === undefined) return;
     this.#retained.delete(topic);
+    removeRetained(this.#retainedStats, previous.payload.length);
   }
 
   #session(clientId: string): MemorySession {

@@ -29,3 +29,11 @@ export interface RetainedMessage {
   payload: Buffer;
   qos: QoS;
 }
+
+/** What the broker keeps in memory of a retained message: enough to match and count it; the payload stays in the store. */
+export interface RetainedEntry {
+  topic: string;
+  qos: QoS;
+  /** Payload bytes. */
+  size: number;
+}

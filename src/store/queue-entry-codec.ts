@@ -1,18 +1,24 @@
-import { decode } from './codec.js';
+import { decode, recordBody } from './codec.js';
 import { isQueueEntryValue, type QueueEntryValue } from './key-layout.js';
 
 type Fields = Record<string, unknown>;
 
 /**
- * Decodes a stored queue entry: the one value read for every message a session is sent. It reads
- * the msgpack the broker writes for it (a map of one-letter keys to small integers, booleans, a
- * string and bytes) directly; msgpackr's general decoder cost a DataView and several objects per
- * value. Anything else, and any value the fast path cannot read, goes through `decode`, so what is
- * accepted, and what is reported as corrupt, is exactly what `decode` decides.
+ * Decodes a stored queue entry: the one value read for every message a session is sent. Its check
+ * is tested first, as for every record (codec.ts). Then it reads the msgpack the broker writes for
+ * it (a map of one-letter keys to small integers, booleans, a string and bytes) directly;
+ * msgpackr's general decoder cost a DataView and several objects per value. Anything else, and
+ * any value the fast path cannot read, goes through `decode`, so what is accepted, and what is
+ * reported as corrupt, is exactly what `decodeRecord` decides.
  */
 export function decodeQueueEntry(bytes: Uint8Array, key: string): QueueEntryValue {
-  const value = Buffer.isBuffer(bytes) ? readFields(bytes) : undefined;
-  return value !== undefined && isQueueEntryValue(value) ? value : decode(bytes, key, isQueueEntryValue);
+  return decodeQueueEntryBody(recordBody(bytes, key), key);
+}
+
+/** The same for the plain msgpack of a queue entry (its check tested already, or a store of format 1). */
+export function decodeQueueEntryBody(body: Uint8Array, key: string): QueueEntryValue {
+  const value = Buffer.isBuffer(body) ? readFields(body) : undefined;
+  return value !== undefined && isQueueEntryValue(value) ? value : decode(body, key, isQueueEntryValue);
 }
 
 /** A msgpack map of one-letter keys to the value types queue entries use, filling all of `bytes`; else undefined. Exported for tests. */

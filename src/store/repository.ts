@@ -8,8 +8,9 @@
  * order, which lets a backend commit many of them in one batch (group commit).
  */
 
-export type { Message, OutboundState, QoS, RetainedMessage, Subscription } from './model.js';
-import type { Message, OutboundState, QoS, RetainedMessage, Subscription } from './model.js';
+export type { Message, OutboundState, QoS, RetainedEntry, RetainedMessage, Subscription } from './model.js';
+import type { BrokerError } from '../errors.js';
+import type { Message, OutboundState, QoS, RetainedEntry, RetainedMessage, Subscription } from './model.js';
 
 /** One message on its way to one session, in the session's outbound order. */
 export interface OutboundEntry {
@@ -75,15 +76,33 @@ export interface PublishTransition {
   message: Message;
   /** Sessions whose outbound queue receives the message, each once. */
   deliveries: Delivery[];
-  /** 'set' stores the message as the topic's retained message, 'clear' removes it. */
+  /**
+   * 'set' stores the message as the topic's retained message, within the retained limits (see
+   * RetainedLimits: at them it is refused, and the topic's previous one removed); 'clear' removes it.
+   */
   retained?: 'set' | 'clear';
   /** An inbound QoS2 PUBLISH: its packet id is recorded as received-not-released in the same batch. */
   inbound?: { clientId: string; packetId: number };
 }
 
 
+/**
+ * What `publish` resolves to: the seq given to each session that got an entry, and, for a retained
+ * 'set' refused at the retained limits, `retainedRefused`.
+ */
+export type PublishResult = Map<string, number> & { retainedRefused?: true };
+
+/**
+ * A retained message read back for a new subscription: the message; undefined when the topic no
+ * longer has one; a BrokerError (STORE_CORRUPT_RECORD) when its record is damaged, so that it is
+ * reported and never delivered.
+ */
+export type RetainedRead = RetainedMessage | BrokerError | undefined;
+
 export type { QueueStats } from './queue-limits.js';
 import type { QueueStats } from './queue-limits.js';
+export type { RetainedStats } from './retained-limits.js';
+import type { RetainedStats } from './retained-limits.js';
 import type { LevelInspector } from './level-inspector.js';
 
 /** What a repository whose state lives in a directory on disk can do besides its transitions. */
@@ -103,7 +122,12 @@ export interface SessionRepository {
 
   /** Every stored session with its subscriptions: what routing needs at startup; no queues. */
   loadSessions(): Promise<StoredSession[]>;
-  loadRetained(): Promise<RetainedMessage[]>;
+  /** Topic, QoS and size of every retained message, without their payloads: what routing keeps in memory. */
+  loadRetainedIndex(): Promise<RetainedEntry[]>;
+  /** The retained messages of these topics, payloads included, in the order asked. */
+  readRetained(topics: readonly string[]): Promise<RetainedRead[]>;
+  /** Count and payload bytes of the retained messages stored, and how many were refused at the limits. */
+  retainedStats(): Promise<RetainedStats>;
   /**
    * Outbound entries of a session with seq > afterSeq, in seq order: up to `limit` of them, and
    * none after the one that brings their payloads to `maxBytes` (default: no byte limit), so the
@@ -130,7 +154,7 @@ export interface SessionRepository {
    * Stores a message and its deliveries in one batch; resolves to the seq given to each session.
    * A session whose queue is full (see QueueLimits) gets no entry and no seq; its drop is counted.
    */
-  publish(transition: PublishTransition): Promise<Map<string, number>>;
+  publish(transition: PublishTransition): Promise<PublishResult>;
   /**
    * Raises the session's DUP mark to `throughSeq` (never lowers it): entries with a seq at or
    * below it read back as 'dup', the others as 'queued'. One mark per session, not a record per
@@ -153,6 +177,7 @@ export interface SessionRepository {
   complete(clientId: string, ...completions: Completion[]): Promise<void>;
   /** PUBREL arrived for an inbound QoS2 packet id. */
   releaseInbound(clientId: string, packetId: number): Promise<void>;
+  /** Removes the topic's retained message, if any (never refused). */
   clearRetained(topic: string): Promise<void>;
 
   /** Size of a session's queue and its drop count; undefined for an unknown session. */

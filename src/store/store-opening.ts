@@ -1,18 +1,21 @@
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ClassicLevel } from 'classic-level';
 import { BrokerError, ErrorCodes } from '../errors.js';
 import { decode, encode } from './codec.js';
-import { FORMAT_KEY, FORMAT_VERSION, isBrokerKey, isNumber } from './key-layout.js';
+import { keepFilesPrivate, makePrivateDirectory } from './file-modes.js';
+import { convertFromFormat1 } from './format-migration.js';
+import { FORMAT_KEY, FORMAT_VERSION, isBrokerKey, isNumber, PREVIOUS_FORMAT_VERSION } from './key-layout.js';
 import type { LevelDatabase } from './level-database.js';
 import { checkStoreFiles, isStoreDamage } from './store-damage.js';
 
 /**
  * The one way a store is opened, by the broker and by broker-admin alike, so that both judge every
  * store the same: the same damage checks before LevelDB sees the files, the same meaning of an
- * open error, the same reading of the format marker. They differ only in what they may do: the
- * broker creates a missing store and writes the marker into an empty one; broker-admin never
- * writes a key.
+ * open error, the same reading of the format marker, the same file modes (file-modes.ts). They
+ * differ only in what they may do: the broker creates a missing store, writes the marker into an
+ * empty one and converts one of the previous format; broker-admin never writes a key (it reads a
+ * store of the previous format as it is).
  */
 
 export type OpenPurpose = 'broker' | 'inspect';
@@ -28,7 +31,7 @@ export async function openLevelStore(location: string, options: OpenOptions): Pr
   // Before LevelDB sees the files: damage it would "repair" by dropping data must stop us here.
   checkStoreFiles(location);
   if (creating) {
-    mkdirSync(location, { recursive: true });
+    makePrivateDirectory(location);
   } else if (!existsSync(join(location, 'CURRENT'))) {
     // LevelDB writes CURRENT when it creates a database: no CURRENT, no database. Checked before
     // LevelDB is asked, so a wrong directory is left exactly as it was.
@@ -39,9 +42,11 @@ export async function openLevelStore(location: string, options: OpenOptions): Pr
     valueEncoding: 'view',
     createIfMissing: creating,
   });
+  const letGoOfUmask = keepFilesPrivate(db);
   try {
     await db.open();
   } catch (error) {
+    letGoOfUmask();
     throw openError(location, error);
   }
   if (options.skipFormatCheck) return db;
@@ -49,6 +54,8 @@ export async function openLevelStore(location: string, options: OpenOptions): Pr
     const format = await readFormat(db);
     if (format.kind === 'new' && creating) {
       await db.put(FORMAT_KEY, encode(FORMAT_VERSION), { sync: true });
+    } else if (format.kind === 'previous' && creating) {
+      await convertFromFormat1(db);
     } else {
       const problem = formatProblem(format, location);
       if (problem) throw problem;
@@ -63,6 +70,8 @@ export async function openLevelStore(location: string, options: OpenOptions): Pr
 /** What a store's format marker says, and, without one, what the store holds instead. */
 export type FormatFinding =
   | { kind: 'current' }
+  /** Format 1: the broker converts it when it opens it; broker-admin reads it as it is. */
+  | { kind: 'previous' }
   /** No marker and no key at all: a store the broker has just created. */
   | { kind: 'new' }
   /** No marker, and keys of another program. */
@@ -74,6 +83,9 @@ export type FormatFinding =
   | { kind: 'newer'; version: number }
   /** A number no format ever had. */
   | { kind: 'invalid'; version: number };
+
+/** The formats this broker opens: its own and the previous one, which it converts. */
+const READABLE_FORMATS = `${PREVIOUS_FORMAT_VERSION} or ${FORMAT_VERSION}`;
 
 /** Reads the marker and, without it, the first key. */
 export async function readFormat(db: LevelDatabase): Promise<FormatFinding> {
@@ -91,6 +103,7 @@ export function judgeMarker(bytes: Uint8Array): FormatFinding {
     return { kind: 'undecodable', cause: error };
   }
   if (version === FORMAT_VERSION) return { kind: 'current' };
+  if (version === PREVIOUS_FORMAT_VERSION) return { kind: 'previous' };
   if (Number.isInteger(version) && version > FORMAT_VERSION) return { kind: 'newer', version };
   return { kind: 'invalid', version };
 }
@@ -105,6 +118,7 @@ export function judgeMissingMarker(holdsKeys: boolean, holdsBrokerKeys: boolean)
 export function formatProblem(finding: FormatFinding, location: string): BrokerError | undefined {
   switch (finding.kind) {
     case 'current':
+    case 'previous':
       return undefined;
     case 'new':
       return new BrokerError(
@@ -118,7 +132,7 @@ export function formatProblem(finding: FormatFinding, location: string): BrokerE
     case 'undecodable':
       return new BrokerError(ErrorCodes.STORE_CORRUPT, `the store at ${location} is damaged: ${formatDamage(finding)}`, { cause: finding.cause });
     case 'newer':
-      return new BrokerError(ErrorCodes.STORE_UNSUPPORTED_FORMAT, `${location} has store format ${finding.version}; this broker reads format ${FORMAT_VERSION}`);
+      return new BrokerError(ErrorCodes.STORE_UNSUPPORTED_FORMAT, `${location} has store format ${finding.version}; this broker reads format ${READABLE_FORMATS}`);
     case 'invalid':
       return new BrokerError(ErrorCodes.STORE_CORRUPT, `the store at ${location} is damaged: ${formatDamage(finding)}`);
   }
@@ -134,7 +148,7 @@ export function formatDamage(finding: FormatFinding): string {
     case 'invalid':
       return `its format marker holds ${finding.version}, no store format ever had that number`;
     case 'newer':
-      return `store format ${finding.version}; this broker reads format ${FORMAT_VERSION}`;
+      return `store format ${finding.version}; this broker reads format ${READABLE_FORMATS}`;
     default:
       return 'no format marker: this is not a broker store';
   }

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { SessionRecord } from '../../src/admin/records.js';
-import { encode } from '../../src/store/codec.js';
+import { encodeRecord } from '../../src/store/codec.js';
 import { keys } from '../../src/store/key-layout.js';
 import { BINARY, connect, ofType, records, runAdmin, setUp, stopBroker, tearDown, withStore, type AdminRun } from './fixture.js';
 
@@ -291,7 +291,7 @@ describe('broker-admin dump', { timeout: 120_000 }, () => {
     // A store written before last-seen was stored: { c } alone.
     await stopBroker(fixture);
     await withStore(join(fixture.dataDir, 'store'), (db) =>
-      db.put(keys.session('sub-offline'), encode({ c: Date.parse(offline.createdAt!) })),
+      db.put(keys.session('sub-offline'), encodeRecord(keys.session('sub-offline'), { c: Date.parse(offline.createdAt!) })),
     );
     const old = await show();
     expect(old.createdAt).toBe(offline.createdAt);

@@ -4,19 +4,18 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { BrokerProcess } from '../helpers/broker-process.js';
-import { encode } from '../../src/store/codec.js';
-import { keys } from '../../src/store/key-layout.js';
+import { decodeRecord, encode, encodeRecord } from '../../src/store/codec.js';
+import { RETAINED_TOTALS_KEY, isBodyValue, keys } from '../../src/store/key-layout.js';
 import { ofType, records, runAdmin, setUp, stopBroker, storeContents, tearDown, withStore, type Fixture } from './fixture.js';
 
 afterEach(tearDown);
 
 /** Shared message ids of the fixture, by topic (bodies are stored once for the two subscribers). */
 async function bodyIds(location: string): Promise<Record<string, number>> {
-  const { decode } = await import('msgpackr');
   const ids: Record<string, number> = {};
   for (const [key, value] of Object.entries(await storeContents(location))) {
     if (!key.startsWith('m\u0000')) continue;
-    const body = decode(Buffer.from(value, 'hex')) as { t: string };
+    const body = decodeRecord(Buffer.from(value, 'hex'), key, isBodyValue);
     ids[body.t] = keys.messageIdOfBodyKey(key);
   }
   return ids;
@@ -28,10 +27,10 @@ async function corrupt(fixture: Fixture): Promise<Array<{ key: string; problem: 
   const [t1, fire, raw] = [ids['sensors/t1']!, ids['alerts/fire']!, ids['sensors/raw']!];
   await withStore(store, async (db) => {
     await db.del(keys.body(t1)); // a body that two queue entries reference
-    await db.put(keys.refCount(fire), encode(5)); // a count that disagrees with its references
+    await db.put(keys.refCount(fire), encodeRecord(keys.refCount(fire), 5)); // a count that disagrees with its references
     await db.put(keys.queueEntry('sub-offline', 3), Buffer.from([0xc1, 0x00, 0xff])); // garbage in a queue entry
-    await db.put(keys.release('sub-offline', 9), encode({ s: 2, i: 9 })); // released state of no entry
-    await db.put(keys.subscription('ghost', 'x/y'), encode({ q: 1 })); // subscription of no session
+    await db.put(keys.release('sub-offline', 9), encodeRecord(keys.release('sub-offline', 9), { s: 2, i: 9 })); // released state of no entry
+    await db.put(keys.subscription('ghost', 'x/y'), encodeRecord(keys.subscription('ghost', 'x/y'), { q: 1 })); // subscription of no session
   });
   return [
     { key: keys.subscription('ghost', 'x/y'), problem: 'no-session' },
@@ -82,7 +81,7 @@ describe('broker-admin verify', { timeout: 120_000 }, () => {
     // Readable: keys with visible separators, a summary line.
     const readable = await runAdmin(['verify', '--data', fixture.dataDir]);
     expect(readable.code).toBe(2);
-    expect(readable.stdout).toMatch(/^q␀sub-offline␀000000000003 +corrupt-record +does not decode/m);
+    expect(readable.stdout).toMatch(/^q␀sub-offline␀000000000003 +corrupt-record +carries no checksum/m);
     expect(readable.stdout).toMatch(/^f␀sub-offline␀000000000009 +flight-without-entry +released state for seq 9, which has no queue entry$/m);
     expect(readable.stdout).toContain(`verify: ${expected.length} problems in `);
 
@@ -92,6 +91,27 @@ describe('broker-admin verify', { timeout: 120_000 }, () => {
     expect(running.code, running.stderr).toBe(2);
     expect(running.stderr).toContain('using the running broker');
     expect(ofType<{ key: string; problem: string }>(running, 'problem').map(({ key, problem }) => ({ key, problem })).sort(byKey)).toEqual(expected);
+  });
+
+  it('checks each retained message against its index record, and the retained totals against the index', async () => {
+    const fixture = await setUp();
+    await stopBroker(fixture);
+    const store = `${fixture.dataDir}/store`;
+    await withStore(store, async (db) => {
+      await db.del(keys.retainedIndex('status/gw')); // a message the broker would not know of
+      await db.put(keys.retainedIndex('gone'), encodeRecord(keys.retainedIndex('gone'), { o: 0, z: 3 })); // an index record of nothing
+      await db.put(keys.retainedIndex('bin/blob'), encodeRecord(keys.retainedIndex('bin/blob'), { o: 2, z: 100 })); // the wrong QoS
+    });
+    const run = await runAdmin(['verify', '--data', fixture.dataDir, '--json']);
+    expect(run.code, run.stderr).toBe(2);
+    const problems = ofType<{ key: string; problem: string; detail: string }>(run, 'problem');
+    expect(problems.map(({ key, problem, detail }) => [key, problem, detail])).toEqual([
+      [keys.retained('bin/blob'), 'retained-index-mismatch', 'the index record says QoS 2, 100 bytes; the message has QoS 1, 100 bytes'],
+      [keys.retained('status/gw'), 'retained-index-mismatch', 'retained message without an index record: the broker does not know it is there'],
+      [keys.retainedIndex('gone'), 'retained-index-mismatch', 'index record of a retained message that is not stored'],
+      // Checked once the whole index is read: bin/blob and gone are counted (100 + 3), status/gw (6) is not.
+      [RETAINED_TOTALS_KEY, 'stats-mismatch', 'retained totals say 2 messages / 106 bytes, the index records hold 2 / 103'],
+    ]);
   });
 
   it('reports a missing or unsupported format marker', async () => {

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ClassicLevel } from 'classic-level';
 import { afterEach, describe, expect, it } from 'vitest';
-import { encode } from '../../src/store/codec.js';
+import { checkedRecord, encode, encodeRecord } from '../../src/store/codec.js';
 import { FORMAT_KEY, keys } from '../../src/store/key-layout.js';
 import { LevelRepository } from '../../src/store/level-repository.js';
 import { BrokerProcess, makeDataDir, removeDataDir, runBroker } from '../helpers/broker-process.js';
@@ -212,14 +212,14 @@ const damages: Damage[] = [
   {
     name: 'a session record does not decode',
     compacted: false,
-    damage: (dir) => withRawDb(dir, (db) => db.put(keys.session('old-client'), Uint8Array.of(0xc1))),
+    damage: (dir) => withRawDb(dir, (db) => db.put(keys.session('old-client'), checkedRecord(keys.session('old-client'), Uint8Array.of(0xc1)))),
     problem: /store record "s\\u0000old-client" (does not decode|has an unexpected shape)/,
     untouched: false,
   },
   {
     name: 'a subscription record has the wrong shape',
     compacted: false,
-    damage: (dir) => withRawDb(dir, (db) => db.put(keys.subscription('old-client', 't/#'), encode({ q: 7 }))),
+    damage: (dir) => withRawDb(dir, (db) => db.put(keys.subscription('old-client', 't/#'), encodeRecord(keys.subscription('old-client', 't/#'), { q: 7 }))),
     problem: /store record "b\\u0000old-client\\u0000t\/#" has an unexpected shape/,
     untouched: false,
   },
@@ -314,10 +314,10 @@ describe('a damaged store at start', () => {
   it('a store of a newer format is not damage: exit 1 naming the format, nothing moved, even with --move-corrupt-store-aside', async () => {
     const dir = dataDir();
     await writeStore(dir, { compacted: false });
-    await withRawDb(dir, (db) => db.put(FORMAT_KEY, encode(2)));
+    await withRawDb(dir, (db) => db.put(FORMAT_KEY, encode(3)));
     const { code, output } = await runBroker(['--host', '127.0.0.1', '--port', '0', '--data', dir, '--move-corrupt-store-aside']);
     expect(code, output).toBe(1);
-    expect(output).toContain('has store format 2; this broker reads format 1');
+    expect(output).toContain('has store format 3; this broker reads format 1 or 2');
     expect(movedAside(dir)).toEqual([]);
   });
 

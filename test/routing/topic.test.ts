@@ -3,23 +3,8 @@ import { describe, expect, it } from 'vitest';
 import { TopicTree } from '../../src/routing/topic-tree.js';
 import { isValidTopicFilter, isValidTopicName, topicMatches } from '../../src/routing/topic.js';
 import type { QoS } from '../../src/store/repository.js';
+import { filterArb, levelArb, qosArb, topicArb } from './topic-arbitraries.js';
 
-// Levels from a small alphabet, so random filters and topics actually collide. Empty levels,
-// spaces, non-ASCII and '$' levels are in it on purpose.
-const LEVELS = ['a', 'b', 'c', '', '$', '$SYS', 'a b', 'ü', '$x'] as const;
-const levelArb = fc.constantFrom(...LEVELS);
-
-const topicArb = fc
-  .array(levelArb, { minLength: 1, maxLength: 5 })
-  .map((levels) => levels.join('/'))
-  .filter((topic) => topic.length > 0);
-
-const filterArb = fc
-  .tuple(fc.array(fc.oneof(levelArb, fc.constant('+')), { minLength: 0, maxLength: 5 }), fc.boolean())
-  .map(([levels, multi]) => (multi ? [...levels, '#'] : levels).join('/'))
-  .filter((filter) => filter.length > 0);
-
-const qosArb = fc.constantFrom<QoS>(0, 1, 2);
 const clientArb = fc.constantFrom('c1', 'c2', 'c3', 'c4');
 
 type Operation = { kind: 'add'; clientId: string; filter: string; qos: QoS } | { kind: 'remove'; clientId: string; filter: string };

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { FORMAT_KEY, keys, parseKey, SYNC_MARK_KEY, type ParsedKey } from '../../src/store/key-layout.js';
+import { FORMAT_KEY, keys, parseKey, RETAINED_TOTALS_KEY, SYNC_MARK_KEY, type ParsedKey } from '../../src/store/key-layout.js';
 
 /** Client ids, filters and topics as MQTT allows them: any UTF-8 but U+0000 [MQTT-1.5.3-2]. */
 const mqttString = fc.string({ unit: 'grapheme', maxLength: 20 }).filter((text) => !text.includes('\u0000'));
@@ -20,6 +20,7 @@ const builtKey: fc.Arbitrary<[string, ParsedKey]> = fc.oneof(
   seq.map((messageId) => built(keys.body(messageId), { kind: 'body', messageId })),
   seq.map((messageId) => built(keys.refCount(messageId), { kind: 'ref-count', messageId })),
   mqttString.map((topic) => built(keys.retained(topic), { kind: 'retained', topic })),
+  mqttString.map((topic) => built(keys.retainedIndex(topic), { kind: 'retained-index', topic })),
 );
 
 describe('key layout: parseKey is the inverse of keys.*', () => {
@@ -31,16 +32,18 @@ describe('key layout: parseKey is the inverse of keys.*', () => {
     );
   });
 
-  it('knows the two singleton keys', () => {
+  it('knows the three singleton keys', () => {
     expect(parseKey(FORMAT_KEY)).toEqual({ kind: 'format' });
     expect(parseKey(SYNC_MARK_KEY)).toEqual({ kind: 'sync-mark' });
+    expect(parseKey(RETAINED_TOTALS_KEY)).toEqual({ kind: 'retained-totals' });
   });
 
   it('never throws, and calls a key unknown exactly when it does not start with one of our kinds and a NUL', () => {
     fc.assert(
       fc.property(fc.string({ unit: 'binary', maxLength: 30 }), (key) => {
         const parsed = parseKey(key);
-        const ours = key === FORMAT_KEY || key === SYNC_MARK_KEY || (/^[bcfimnqrsw]$/.test(key[0] ?? '') && key[1] === '\u0000');
+        const singleton = key === FORMAT_KEY || key === SYNC_MARK_KEY || key === RETAINED_TOTALS_KEY;
+        const ours = singleton || (/^[bcfimnqrstw]$/.test(key[0] ?? '') && key[1] === '\u0000');
         expect(parsed.kind === 'unknown').toBe(!ours);
       }),
     );

@@ -8,9 +8,14 @@ import path from 'node:path';
 import { ClassicLevel } from 'classic-level';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { BrokerError, ErrorCodes, type ErrorCode } from '../../src/errors.js';
-import { decode, encode } from '../../src/store/codec.js';
+import { decode, decodeRecord, encode, encodeRecord, isCheckedRecord } from '../../src/store/codec.js';
 import {
   FORMAT_KEY,
+  RETAINED_TOTALS_KEY,
+  isNumber,
+  isRetainedIndexValue,
+  isRetainedTotalsValue,
+  isRetainedValue,
   isReleaseValue,
   isQueueEntryValue,
   isQueueStatsValue,
@@ -155,10 +160,10 @@ describe('LevelRepository: the data directory', TIMEOUT, () => {
     await repository.createSession('new', 'alice');
     await repository.close();
     await withRawDb(location, async (db) => {
-      expect(decode((await db.get(keys.session('new')))!, 'new', isSessionValue)).toMatchObject({ u: 'alice' });
-      await db.put(keys.session('old'), encode({ c: 1000, l: 2000 }));
-      await db.put(keys.session('older'), encode({ c: 1000 }));
-      await db.put(keys.session('bad'), encode({ c: 1000, u: 7 }));
+      expect(decodeRecord((await db.get(keys.session('new')))!, keys.session('new'), isSessionValue)).toMatchObject({ u: 'alice' });
+      await db.put(keys.session('old'), encodeRecord(keys.session('old'), { c: 1000, l: 2000 }));
+      await db.put(keys.session('older'), encodeRecord(keys.session('older'), { c: 1000 }));
+      await db.put(keys.session('bad'), encodeRecord(keys.session('bad'), { c: 1000, u: 7 }));
     });
     const reopened = await openRepository(location);
     await expectRejection(reopened.loadSessions(), ErrorCodes.STORE_CORRUPT_RECORD);
@@ -172,6 +177,90 @@ describe('LevelRepository: the data directory', TIMEOUT, () => {
       { clientId: 'older', subscriptions: [] },
     ]);
     expect(await fixed.sessionInfo('old')).toEqual({ createdAt: 1000, lastSeen: 2000 });
+  });
+});
+
+describe('LevelRepository: checked records', TIMEOUT, () => {
+  it('every value but the format marker is a checked record of its key; the marker is plain msgpack, so an older broker can read it', async () => {
+    const location = tempDir();
+    const repository = await openRepository(location);
+    await repository.createSession('a');
+    await repository.createSession('b');
+    await repository.subscribe('a', [{ filter: 't/#', qos: 2 }]);
+    const seqs = await repository.publish({
+      message: message('t/x', 'shared', 2),
+      deliveries: [
+        { clientId: 'a', qos: 2, retain: false },
+        { clientId: 'b', qos: 1, retain: false },
+      ],
+      retained: 'set',
+      inbound: { clientId: 'b', packetId: 7 },
+    });
+    await repository.raiseDupMark('a', seqOf(seqs, 'a'));
+    await repository.markReleased('a', seqOf(seqs, 'a'), 1);
+    await repository.close();
+    const entries = await rawEntries(location);
+    // Every kind of record the layout has, but the sync mark (only with a sync interval).
+    const kinds = new Set([...entries.keys()].map((key) => (key.startsWith('!') ? key : key[0])));
+    expect([...kinds].sort()).toEqual(['!format', '!retained', 'b', 'c', 'f', 'i', 'm', 'n', 'q', 'r', 's', 't', 'w']);
+    for (const [key, value] of entries) {
+      if (key === FORMAT_KEY) expect(decode(value, key, isNumber)).toBe(2);
+      else expect(isCheckedRecord(value, key), JSON.stringify(key)).toBe(true);
+    }
+  });
+
+  it('a record moved to another key fails its check: the key is part of it', async () => {
+    const location = tempDir();
+    const repository = await openRepository(location);
+    await repository.createSession('a');
+    await repository.createSession('b');
+    await repository.publish({ message: message('t', 'for a'), deliveries: [{ clientId: 'a', qos: 1, retain: false }] });
+    await repository.close();
+    await withRawDb(location, async (db) => {
+      // Byte for byte the entry of a, under b's key: what a damaged key in a table looks like.
+      await db.put(keys.queueEntry('b', 1), (await db.get(keys.queueEntry('a', 1)))!);
+    });
+    const reopened = await openRepository(location);
+    expect((await reopened.readOutbound('a', 0, 10)).map((entry) => entry.message.payload.toString())).toEqual(['for a']);
+    await expectRejection(reopened.readOutbound('b', 0, 10), ErrorCodes.STORE_CORRUPT_RECORD);
+  });
+});
+
+describe('LevelRepository: retained messages on disk', TIMEOUT, () => {
+  it('a payload under r\\0, its index record under t\\0, the totals under !retained, all in the batch of the change', async () => {
+    const location = tempDir();
+    const repository = await openRepository(location);
+    await repository.publish({ message: message('a/b', 'payload', 2), deliveries: [], retained: 'set' });
+    await repository.publish({ message: message('c', 'xy', 0), deliveries: [], retained: 'set' });
+    await repository.publish({ message: message('c', '', 0), deliveries: [], retained: 'clear' });
+    await repository.close();
+    const entries = await rawEntries(location);
+    expect(keysWithPrefix(entries, 'r\u0000')).toEqual([keys.retained('a/b')]);
+    expect(keysWithPrefix(entries, 't\u0000')).toEqual([keys.retainedIndex('a/b')]);
+    const { p, o } = decodeRecord(entries.get(keys.retained('a/b'))!, keys.retained('a/b'), isRetainedValue);
+    expect([Buffer.from(p).toString(), o]).toEqual(['payload', 2]);
+    expect(decodeRecord(entries.get(keys.retainedIndex('a/b'))!, keys.retainedIndex('a/b'), isRetainedIndexValue)).toEqual({ o: 2, z: 7 });
+    expect(decodeRecord(entries.get(RETAINED_TOTALS_KEY)!, RETAINED_TOTALS_KEY, isRetainedTotalsValue)).toEqual({ m: 1, b: 7, d: 0 });
+  });
+
+  it('the index is read without the payloads: with every payload record damaged the broker still opens and loads it; readRetained reports the damage per topic', async () => {
+    const location = tempDir();
+    const repository = await openRepository(location);
+    for (const topic of ['x/1', 'x/2', 'x/3']) await repository.publish({ message: message(topic, `payload of ${topic}`), deliveries: [], retained: 'set' });
+    await repository.close();
+    await withRawDb(location, async (db) => {
+      for (const topic of ['x/1', 'x/3']) {
+        const key = keys.retained(topic);
+        const stored = (await db.get(key))!;
+        await db.put(key, flipBit(stored, stored.length - 3));
+      }
+    });
+    const reopened = await openRepository(location);
+    expect((await reopened.loadRetainedIndex()).map(({ topic }) => topic).sort()).toEqual(['x/1', 'x/2', 'x/3']);
+    const read = await reopened.readRetained(['x/1', 'x/2', 'x/3']);
+    expect(read[0]).toMatchObject({ code: ErrorCodes.STORE_CORRUPT_RECORD });
+    expect(read[1]).toMatchObject({ topic: 'x/2', qos: 1 });
+    expect(read[2]).toMatchObject({ code: ErrorCodes.STORE_CORRUPT_RECORD, message: expect.stringMatching(/fails its checksum/) });
   });
 });
 
@@ -199,7 +288,7 @@ describe('LevelRepository: shared message bodies', TIMEOUT, () => {
     const counts = keysWithPrefix(entries, COUNT_PREFIX);
     expect(bodies).toHaveLength(1);
     expect(counts).toHaveLength(1);
-    const count = decode(entries.get(counts[0]!)!, counts[0]!, isRefCount);
+    const count = decodeRecord(entries.get(counts[0]!)!, counts[0]!, isRefCount);
     expect(count).toBe(3);
     // The payload appears once in the whole store: in the body record, not in the queue entries.
     const needle = Buffer.from('one body for three');
@@ -207,12 +296,12 @@ describe('LevelRepository: shared message bodies', TIMEOUT, () => {
     expect(holders).toEqual(bodies);
     for (const clientId of ['a', 'b', 'c']) {
       const key = keys.queueEntry(clientId, seqOf(shared, clientId));
-      const value = decode(entries.get(key)!, key, isQueueEntryValue);
+      const value = decodeRecord(entries.get(key)!, key, isQueueEntryValue);
       expect(value.m).toBe(keys.messageIdOfBodyKey(bodies[0]!));
       expect(value.p).toBeUndefined();
     }
     const inlineKey = keys.queueEntry('a', seqOf(single, 'a'));
-    const inline = decode(entries.get(inlineKey)!, inlineKey, isQueueEntryValue);
+    const inline = decodeRecord(entries.get(inlineKey)!, inlineKey, isQueueEntryValue);
     expect(inline.m).toBeUndefined();
     expect(Buffer.from(inline.p!).toString()).toBe('inline');
   });
@@ -232,7 +321,7 @@ describe('LevelRepository: shared message bodies', TIMEOUT, () => {
     let entries = await rawEntries(location);
     expect(keysWithPrefix(entries, BODY_PREFIX)).toHaveLength(1);
     const [countKey] = keysWithPrefix(entries, COUNT_PREFIX);
-    expect(decode(entries.get(countKey!)!, countKey!, isRefCount)).toBe(2);
+    expect(decodeRecord(entries.get(countKey!)!, countKey!, isRefCount)).toBe(2);
 
     repository = await openRepository(location);
     await repository.destroySession('b');
@@ -240,7 +329,7 @@ describe('LevelRepository: shared message bodies', TIMEOUT, () => {
     await repository.close();
     entries = await rawEntries(location);
     expect(keysWithPrefix(entries, BODY_PREFIX)).toHaveLength(1);
-    expect(decode(entries.get(countKey!)!, countKey!, isRefCount)).toBe(1);
+    expect(decodeRecord(entries.get(countKey!)!, countKey!, isRefCount)).toBe(1);
 
     repository = await openRepository(location);
     await repository.complete('c', seqOf(seqs, 'c'));
@@ -272,7 +361,7 @@ describe('LevelRepository: shared message bodies', TIMEOUT, () => {
     let entries = await rawEntries(location);
     expect(keysWithPrefix(entries, BODY_PREFIX)).toHaveLength(1);
     const [countKey] = keysWithPrefix(entries, COUNT_PREFIX);
-    expect(decode(entries.get(countKey!)!, countKey!, isRefCount)).toBe(2);
+    expect(decodeRecord(entries.get(countKey!)!, countKey!, isRefCount)).toBe(2);
 
     const again = await openRepository(location);
     await Promise.all([again.complete('b', seqOf(second, 'b')), again.destroySession('c')]);
@@ -302,9 +391,9 @@ describe('LevelRepository: DUP mark, released entries and queue stats on disk', 
 
     let entries = await rawEntries(location);
     expect(keysWithPrefix(entries, DUP_MARK_PREFIX)).toEqual([keys.dupMark('a')]);
-    expect(decode(entries.get(keys.dupMark('a'))!, keys.dupMark('a'), isDupMarkValue).s).toBe(seqs[4]);
+    expect(decodeRecord(entries.get(keys.dupMark('a'))!, keys.dupMark('a'), isDupMarkValue).s).toBe(seqs[4]);
     expect(keysWithPrefix(entries, RELEASE_PREFIX)).toEqual([keys.release('a', seqs[0]!)]);
-    expect(decode(entries.get(keys.release('a', seqs[0]!))!, keys.release('a', seqs[0]!), isReleaseValue)).toEqual({ s: 2, i: 4242 });
+    expect(decodeRecord(entries.get(keys.release('a', seqs[0]!))!, keys.release('a', seqs[0]!), isReleaseValue)).toEqual({ s: 2, i: 4242 });
 
     repository = await openRepository(location);
     await repository.complete('a', seqs[0]!);
@@ -330,7 +419,7 @@ describe('LevelRepository: DUP mark, released entries and queue stats on disk', 
     await repository.raiseDupMark('a', seq + 1000);
     await repository.close();
     const entries = await rawEntries(location);
-    expect(decode(entries.get(keys.dupMark('a'))!, keys.dupMark('a'), isDupMarkValue).s).toBe(seq);
+    expect(decodeRecord(entries.get(keys.dupMark('a'))!, keys.dupMark('a'), isDupMarkValue).s).toBe(seq);
   });
 
   it('queue stats are stored under n\\0<client>, drops included, in the batch of the change', async () => {
@@ -346,19 +435,29 @@ describe('LevelRepository: DUP mark, released entries and queue stats on disk', 
     await repository.close();
     const entries = await rawEntries(location);
     expect(keysWithPrefix(entries, STATS_PREFIX).sort()).toEqual([keys.queueStats('a'), keys.queueStats('b')]);
-    expect(decode(entries.get(keys.queueStats('a'))!, keys.queueStats('a'), isQueueStatsValue)).toEqual({ m: 2, b: 9, d: 1 });
-    expect(decode(entries.get(keys.queueStats('b'))!, keys.queueStats('b'), isQueueStatsValue)).toEqual({ m: 1, b: 5, d: 0 });
+    expect(decodeRecord(entries.get(keys.queueStats('a'))!, keys.queueStats('a'), isQueueStatsValue)).toEqual({ m: 2, b: 9, d: 1 });
+    expect(decodeRecord(entries.get(keys.queueStats('b'))!, keys.queueStats('b'), isQueueStatsValue)).toEqual({ m: 1, b: 5, d: 0 });
   });
 });
 
+/** A copy of `bytes` with the lowest bit of the byte at `at` flipped. */
+function flipBit(bytes: Uint8Array, at: number): Buffer {
+  expect(at).toBeGreaterThanOrEqual(0);
+  const copy = Buffer.from(bytes);
+  copy[at]! ^= 0x01;
+  return copy;
+}
+
 describe('LevelRepository: corrupt records', TIMEOUT, () => {
-  const corruptions: [string, Uint8Array][] = [
-    ['bytes that are not msgpack (0xc1, the never-used code)', Buffer.from([0xc1])],
-    ['truncated msgpack', Buffer.from([0x92, 0x01])],
-    ['valid msgpack that is not a queue entry', encode(42)],
+  const corruptions: [string, (key: string, stored: Uint8Array) => Uint8Array][] = [
+    ['bytes that are not msgpack (0xc1, the never-used code)', () => Buffer.from([0xc1])],
+    ['truncated msgpack', () => Buffer.from([0x92, 0x01])],
+    ['a checked record of valid msgpack that is not a queue entry', (key) => encodeRecord(key, 42)],
+    ['a queue entry without its checksum (plain msgpack)', () => encode({ q: 1, r: false, t: 't', p: Buffer.from('fine'), o: 1 })],
+    ['its own record with one bit of the payload flipped', (_, stored) => flipBit(stored, Buffer.from(stored).indexOf('fine'))],
   ];
 
-  it.each(corruptions)('a queue record holding %s makes readOutbound reject with STORE_CORRUPT_RECORD', async (_, bytes) => {
+  it.each(corruptions)('a queue record holding %s makes readOutbound reject with STORE_CORRUPT_RECORD', async (_, corrupted) => {
     const location = tempDir();
     let repository = await openRepository(location);
     await repository.createSession('a');
@@ -368,7 +467,8 @@ describe('LevelRepository: corrupt records', TIMEOUT, () => {
     });
     await repository.close();
     await withRawDb(location, async (db) => {
-      await db.put(keys.queueEntry('a', seqOf(seqs, 'a')), bytes);
+      const key = keys.queueEntry('a', seqOf(seqs, 'a'));
+      await db.put(key, corrupted(key, (await db.get(key))!));
     });
     repository = await openRepository(location);
     await expectRejection(repository.readOutbound('a', 0, 10), ErrorCodes.STORE_CORRUPT_RECORD);
@@ -386,7 +486,7 @@ describe('LevelRepository: corrupt records', TIMEOUT, () => {
     await repository.close();
     await withRawDb(location, async (db) => {
       expect(await db.get(keyOf('a'))).toBeDefined();
-      await db.put(keyOf('a'), encode({ s: -1, m: 'x' }));
+      await db.put(keyOf('a'), encodeRecord(keyOf('a'), { s: -1, m: 'x' }));
     });
     await expectRejection(new LevelRepository({ location }).open(), ErrorCodes.STORE_CORRUPT_RECORD);
     // The failed open closed the database: it can be opened (and repaired) again.
@@ -560,6 +660,6 @@ describe('LevelRepository: group commit', TIMEOUT, () => {
       expect(await reopened.queueStats(clientId)).toEqual({ messages: expected[clientId]!.length, bytes, dropped: 0 });
     }
     expect([...(await reopened.loadInbound('g'))].sort((a, b) => a - b)).toEqual(expectedInbound);
-    expect((await reopened.loadRetained()).map((r) => r.topic).sort()).toEqual(expectedRetained);
+    expect((await reopened.loadRetainedIndex()).map((r) => r.topic).sort()).toEqual(expectedRetained);
   });
 });

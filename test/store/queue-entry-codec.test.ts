@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { decode, encode } from '../../src/store/codec.js';
+import { decode, decodeRecord, encode, encodeRecord } from '../../src/store/codec.js';
 import { isQueueEntryValue } from '../../src/store/key-layout.js';
-import { decodeQueueEntry, readFields } from '../../src/store/queue-entry-codec.js';
+import { decodeQueueEntry, decodeQueueEntryBody, readFields } from '../../src/store/queue-entry-codec.js';
 
 const qos = fc.constantFrom(0, 1, 2);
 const inline = fc.record({
@@ -33,10 +33,22 @@ function outcome(read: () => unknown): string {
   }
 }
 
+const KEY = 'q\u0000client\u0000000000000001';
+
+/** The fast path and the general decoder agree on the msgpack of an entry. */
 function check(bytes: Buffer): void {
-  const key = 'q\u0000client\u0000000000000001';
-  expect(outcome(() => decodeQueueEntry(bytes, key))).toBe(outcome(() => decode(bytes, key, isQueueEntryValue)));
+  expect(outcome(() => decodeQueueEntryBody(bytes, KEY))).toBe(outcome(() => decode(bytes, KEY, isQueueEntryValue)));
 }
+
+/** Damaged in one of three ways: cut short, one byte changed, one byte added. */
+function damaged(bytes: Buffer, at: number, byte: number, damage: 'cut' | 'flip' | 'append'): Buffer {
+  const index = at % bytes.length;
+  if (damage === 'cut') return bytes.subarray(0, index);
+  if (damage === 'append') return Buffer.concat([bytes, Buffer.from([byte])]);
+  return Buffer.from(bytes.map((old, position) => (position === index ? byte : old)));
+}
+
+const damage = fc.constantFrom<'cut' | 'flip' | 'append'>('cut', 'flip', 'append');
 
 describe('decodeQueueEntry', () => {
   it('reads every value the broker stores itself, without the general decoder', () => {
@@ -54,14 +66,33 @@ describe('decodeQueueEntry', () => {
 
   it('agrees with the general decoder on damaged values: cut short, bytes changed, bytes added', () => {
     fc.assert(
-      fc.property(fc.oneof(inline, shared), fc.nat(), fc.nat({ max: 255 }), fc.constantFrom('cut', 'flip', 'append'), (value, at, byte, damage) => {
-        const bytes = encode(value);
-        const index = at % bytes.length;
-        if (damage === 'cut') check(bytes.subarray(0, index));
-        else if (damage === 'append') check(Buffer.concat([bytes, Buffer.from([byte])]));
-        else check(Buffer.from(bytes.map((old, position) => (position === index ? byte : old))));
+      fc.property(fc.oneof(inline, shared), fc.nat(), fc.nat({ max: 255 }), damage, (value, at, byte, how) => check(damaged(encode(value), at, byte, how))),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('reads a checked record as decodeRecord does', () => {
+    fc.assert(
+      fc.property(stored, (value) => {
+        const record = encodeRecord(KEY, value);
+        expect(outcome(() => decodeQueueEntry(record, KEY))).toBe(outcome(() => decodeRecord(record, KEY, isQueueEntryValue)));
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it('reports a checked record damaged anywhere, or read under another key, as STORE_CORRUPT_RECORD, never as an entry', () => {
+    fc.assert(
+      fc.property(fc.oneof(inline, shared), fc.nat(), fc.nat({ max: 255 }), damage, (value, at, byte, how) => {
+        const record = encodeRecord(KEY, value);
+        const changed = damaged(record, at, byte, how);
+        fc.pre(!changed.equals(record));
+        expect(outcome(() => decodeQueueEntry(changed, KEY))).toBe('threw BROKER_ERR_STORE_CORRUPT_RECORD');
       }),
       { numRuns: 2000 },
     );
+    const record = encodeRecord(KEY, { q: 1, r: false, t: 'a', p: Buffer.from('x'), o: 1 });
+    expect(outcome(() => decodeQueueEntry(record, 'q\u0000client\u0000000000000002'))).toBe('threw BROKER_ERR_STORE_CORRUPT_RECORD');
+    expect(outcome(() => decodeQueueEntry(encode({ q: 1, r: false, t: 'a', p: Buffer.from('x'), o: 1 }), KEY))).toBe('threw BROKER_ERR_STORE_CORRUPT_RECORD');
   });
 });

@@ -13,6 +13,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { BrokerError, ErrorCodes, type ErrorCode } from '../../src/errors.js';
 import { DEFAULT_QUEUE_LIMITS, type QueueLimits } from '../../src/store/queue-limits.js';
+import { DEFAULT_RETAINED_LIMITS, type RetainedLimits, type RetainedStats } from '../../src/store/retained-limits.js';
 import type {
   Delivery,
   Message,
@@ -39,6 +40,8 @@ export interface RepositoryFixture {
 export interface RepositoryOptions {
   /** Per-session queue limits; DEFAULT_QUEUE_LIMITS when absent. */
   limits?: QueueLimits;
+  /** Limits on retained messages; DEFAULT_RETAINED_LIMITS when absent. */
+  retainedLimits?: RetainedLimits;
 }
 
 export type RepositoryFactory = (options?: RepositoryOptions) => Promise<RepositoryFixture>;
@@ -164,6 +167,21 @@ function compareStrings(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
+/**
+ * Every retained message, through the two reads the broker makes: the index (topic, QoS, size)
+ * at start, then the payloads of the topics a subscription matches. Both must agree.
+ */
+async function loadRetained(repository: SessionRepository): Promise<RetainedMessage[]> {
+  const index = await repository.loadRetainedIndex();
+  const read = await repository.readRetained(index.map(({ topic }) => topic));
+  return index.map((entry, at) => {
+    const message = read[at];
+    if (message === undefined || message instanceof Error) throw new Error(`retained ${entry.topic}: indexed, but readRetained gave ${String(message)}`);
+    expect({ topic: message.topic, qos: message.qos, size: message.payload.length }, 'index entry').toEqual(entry);
+    return message;
+  });
+}
+
 async function readAll(repository: SessionRepository, clientId: string): Promise<OutboundEntry[]> {
   return repository.readOutbound(clientId, 0, Number.MAX_SAFE_INTEGER);
 }
@@ -205,10 +223,26 @@ interface ModelSession {
 
 interface Model {
   limits: QueueLimits;
+  retainedLimits: RetainedLimits;
   sessions: Map<string, ModelSession>;
   retained: Map<string, { payload: Buffer; qos: QoS }>;
+  /** Retained messages refused at the retained limits. */
+  retainedRefused: number;
   /** Shared by every run of one property: shows that the runs did exercise refusals. */
-  observed: { drops: number; admitted: number };
+  observed: { drops: number; admitted: number; retainedRefused: number };
+}
+
+/** A retained 'set' in the model: the topic's previous message goes either way; the new one stays if the limits allow. */
+function setRetainedInModel(model: Model, topic: string, payload: Buffer, qos: QoS): boolean {
+  model.retained.delete(topic);
+  const bytes = [...model.retained.values()].reduce((sum, held) => sum + held.payload.length, 0);
+  if (model.retained.size + 1 > model.retainedLimits.maxMessages || bytes + payload.length > model.retainedLimits.maxBytes) {
+    model.retainedRefused++;
+    model.observed.retainedRefused++;
+    return false;
+  }
+  model.retained.set(topic, { payload: Buffer.from(payload), qos });
+  return true;
 }
 
 interface Real {
@@ -283,7 +317,13 @@ async function expectMatchesModel(model: Model, repository: SessionRepository, c
   const expectedRetained = [...model.retained]
     .map(([topic, { payload, qos }]) => ({ topic, payloadIsBuffer: true, payload: payload.toString('hex'), qos }))
     .sort((a, b) => compareStrings(a.topic, b.topic));
-  expect(normalizeRetained(await repository.loadRetained()), `${context}: loadRetained`).toEqual(expectedRetained);
+  expect(normalizeRetained(await loadRetained(repository)), `${context}: loadRetained`).toEqual(expectedRetained);
+  const retainedBytes = [...model.retained.values()].reduce((sum, held) => sum + held.payload.length, 0);
+  expect(await repository.retainedStats(), `${context}: retainedStats`).toEqual({
+    messages: model.retained.size,
+    bytes: retainedBytes,
+    refused: model.retainedRefused,
+  });
 
   for (const clientId of CLIENTS) {
     const session = model.sessions.get(clientId);
@@ -514,7 +554,8 @@ class PublishCmd implements Cmd {
       session.queue.push({ seq, topic: this.topic, payload: Buffer.from(this.payload), messageQos: this.qos, qos, retain });
       model.observed.admitted++;
     }
-    if (this.retained === 'set') model.retained.set(this.topic, { payload: Buffer.from(this.payload), qos: this.qos });
+    const kept = this.retained === 'set' ? setRetainedInModel(model, this.topic, this.payload, this.qos) : undefined;
+    expect(seqs.retainedRefused, `${this}: retainedRefused`).toBe(kept === false ? true : undefined);
     if (this.retained === 'clear') model.retained.delete(this.topic);
     if (inbound) model.sessions.get(inbound.clientId)!.inbound.add(inbound.packetId);
     await expectMatchesModel(model, real.repository, this.toString());
@@ -803,7 +844,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
       it('a new store holds no sessions and no retained messages', () =>
         withFixture(async ({ repository }) => {
           expect(await repository.loadSessions()).toEqual([]);
-          expect(await repository.loadRetained()).toEqual([]);
+          expect(await loadRetained(repository)).toEqual([]);
           expect(await readAll(repository, 'nobody')).toEqual([]);
           expect(await repository.loadInbound('nobody')).toEqual([]);
         }));
@@ -1109,7 +1150,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           expect(await readAll(repository, 'a')).toEqual([]);
           expect(await readAll(repository, 'b')).toEqual([]);
           expect(await readAll(repository, 'ghost')).toEqual([]);
-          expect(await repository.loadRetained()).toEqual([]);
+          expect(await loadRetained(repository)).toEqual([]);
           expect(await repository.loadInbound('a')).toEqual([]);
           expect(normalizeSessions(await repository.loadSessions()).map((s) => s.clientId)).toEqual(['a', 'b']);
           // The sessions still work afterwards.
@@ -1124,7 +1165,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
             () => repository.publish({ message: message('t', 'lost'), deliveries: [to('ghost')], retained: 'set' }),
             ErrorCodes.STORE_UNKNOWN_SESSION,
           );
-          expect(await repository.loadRetained()).toEqual([]);
+          expect(await loadRetained(repository)).toEqual([]);
           expect(await repository.loadSessions()).toEqual([]);
         }));
 
@@ -1601,7 +1642,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
               inbound: { clientId: 'a', packetId: 12 },
             });
             expect(seqs.size).toBe(0);
-            expect((await repository.loadRetained()).map((r) => r.topic)).toEqual(['r']);
+            expect((await loadRetained(repository)).map((r) => r.topic)).toEqual(['r']);
             expect(await repository.loadInbound('a')).toEqual([12]);
             expect(await repository.queueStats('a')).toEqual(stats(1, 1, 1));
           },
@@ -1716,7 +1757,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
       it("publish with retained 'set' stores topic, payload and qos, even with no deliveries", () =>
         withFixture(async ({ repository }) => {
           await repository.publish({ message: message('a/b', Buffer.from([1, 0, 2]), 2), deliveries: [], retained: 'set' });
-          const retained = await repository.loadRetained();
+          const retained = await loadRetained(repository);
           expect(normalizeRetained(retained)).toEqual([
             { topic: 'a/b', payloadIsBuffer: true, payload: '010002', qos: 2 },
           ]);
@@ -1728,7 +1769,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           await repository.publish({ message: message('a/b', 'old', 1), deliveries: [to('a')], retained: 'set' });
           await repository.publish({ message: message('c', 'other', 0), deliveries: [], retained: 'set' });
           await repository.publish({ message: message('a/b', 'new', 0), deliveries: [to('a')], retained: 'set' });
-          expect(normalizeRetained(await repository.loadRetained())).toEqual([
+          expect(normalizeRetained(await loadRetained(repository))).toEqual([
             { topic: 'a/b', payloadIsBuffer: true, payload: Buffer.from('new').toString('hex'), qos: 0 },
             { topic: 'c', payloadIsBuffer: true, payload: Buffer.from('other').toString('hex'), qos: 0 },
           ]);
@@ -1741,11 +1782,11 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           await repository.publish({ message: message('a/b', 'x', 1), deliveries: [], retained: 'set' });
           await repository.publish({ message: message('keep', 'y', 1), deliveries: [], retained: 'set' });
           await repository.publish({ message: message('a/b', '', 1), deliveries: [to('a')], retained: 'clear' });
-          expect((await repository.loadRetained()).map((r) => r.topic)).toEqual(['keep']);
+          expect((await loadRetained(repository)).map((r) => r.topic)).toEqual(['keep']);
           expect(await readAll(repository, 'a')).toHaveLength(1);
           // Clearing what is not there is harmless.
           await repository.publish({ message: message('never', '', 0), deliveries: [], retained: 'clear' });
-          expect((await repository.loadRetained()).map((r) => r.topic)).toEqual(['keep']);
+          expect((await loadRetained(repository)).map((r) => r.topic)).toEqual(['keep']);
         }));
 
       it('clearRetained removes the retained message of a topic; an unknown topic is a no-op', () =>
@@ -1754,8 +1795,152 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           await repository.publish({ message: message('a/c', 'y', 1), deliveries: [], retained: 'set' });
           await repository.clearRetained('a/b');
           await repository.clearRetained('nothing/here');
-          expect((await repository.loadRetained()).map((r) => r.topic)).toEqual(['a/c']);
+          expect((await loadRetained(repository)).map((r) => r.topic)).toEqual(['a/c']);
         }));
+    });
+
+    describe('retained index, payload reads and retained limits', () => {
+      const retainedStats = (messages: number, bytes: number, refused: number): RetainedStats => ({ messages, bytes, refused });
+      const set = (repository: SessionRepository, topic: string, payload: string, qos: QoS = 1, deliveries: Delivery[] = []) =>
+        repository.publish({ message: message(topic, payload, qos), deliveries, retained: 'set' });
+      const topicsOf = async (repository: SessionRepository) => (await repository.loadRetainedIndex()).map(({ topic }) => topic).sort();
+
+      it('the index gives topic, QoS and payload size without payloads; readRetained gives the messages in the order asked, undefined where there is none', () =>
+        withFixture(async ({ repository }) => {
+          await set(repository, 'a/b', 'four', 2);
+          await set(repository, 'c', '', 1);
+          await set(repository, 'd', 'xy', 0);
+          const index = [...(await repository.loadRetainedIndex())].sort((x, y) => compareStrings(x.topic, y.topic));
+          expect(index).toEqual([
+            { topic: 'a/b', qos: 2, size: 4 },
+            { topic: 'c', qos: 1, size: 0 },
+            { topic: 'd', qos: 0, size: 2 },
+          ]);
+          for (const entry of index) expect(Object.keys(entry).sort()).toEqual(['qos', 'size', 'topic']);
+          const read = await repository.readRetained(['d', 'none', 'a/b']);
+          expect(read.map((found) => (found === undefined || found instanceof Error ? found : normalizeRetained([found])[0]))).toEqual([
+            { topic: 'd', payloadIsBuffer: true, payload: Buffer.from('xy').toString('hex'), qos: 0 },
+            undefined,
+            { topic: 'a/b', payloadIsBuffer: true, payload: Buffer.from('four').toString('hex'), qos: 2 },
+          ]);
+          expect(await repository.readRetained([])).toEqual([]);
+        }));
+
+      it('retainedStats counts messages and payload bytes: a replacement counts its new size once; clear and clearRetained take a message out', () =>
+        withFixture(async ({ repository }) => {
+          expect(await repository.retainedStats()).toEqual(retainedStats(0, 0, 0));
+          await set(repository, 'a', '12345');
+          await set(repository, 'b', '123');
+          expect(await repository.retainedStats()).toEqual(retainedStats(2, 8, 0));
+          await set(repository, 'a', '1');
+          expect(await repository.retainedStats()).toEqual(retainedStats(2, 4, 0));
+          await repository.publish({ message: message('b', ''), deliveries: [], retained: 'clear' });
+          expect(await repository.retainedStats()).toEqual(retainedStats(1, 1, 0));
+          await repository.clearRetained('a');
+          await repository.clearRetained('a');
+          expect(await repository.retainedStats()).toEqual(retainedStats(0, 0, 0));
+        }));
+
+      it('beyond maxMessages a new topic is not retained: publish says so, its deliveries are still queued, the refusal is counted; replacing a held topic is kept', () =>
+        withFixture(
+          async ({ repository }) => {
+            await repository.createSession('s');
+            expect((await set(repository, 'a', 'x')).retainedRefused).toBeUndefined();
+            expect((await set(repository, 'b', 'x')).retainedRefused).toBeUndefined();
+            const refused = await set(repository, 'c', 'x', 1, [to('s')]);
+            expect(refused.retainedRefused).toBe(true);
+            expect(seqOf(refused, 's')).toBeGreaterThan(0);
+            expect((await readAll(repository, 's')).map((e) => e.message.topic)).toEqual(['c']);
+            expect(await topicsOf(repository)).toEqual(['a', 'b']);
+            expect((await set(repository, 'b', 'replaced')).retainedRefused).toBeUndefined();
+            expect(normalizeRetained(await loadRetained(repository)).map(({ topic, payload }) => [topic, Buffer.from(payload, 'hex').toString()])).toEqual([
+              ['a', 'x'],
+              ['b', 'replaced'],
+            ]);
+            expect(await repository.retainedStats()).toEqual(retainedStats(2, 9, 1));
+          },
+          { retainedLimits: { maxMessages: 2, maxBytes: 1_000_000 } },
+        ));
+
+      it('maxBytes limits payload bytes: a message that fits exactly is kept, one byte more is refused', () =>
+        withFixture(
+          async ({ repository }) => {
+            expect((await set(repository, 'a', '123456')).retainedRefused).toBeUndefined();
+            expect((await set(repository, 'b', '12345')).retainedRefused).toBe(true);
+            expect((await set(repository, 'b', '1234')).retainedRefused).toBeUndefined();
+            expect(await repository.retainedStats()).toEqual(retainedStats(2, 10, 1));
+          },
+          { retainedLimits: { maxMessages: 100, maxBytes: 10 } },
+        ));
+
+      it("a refused replacement discards the topic's previous retained message [MQTT-3.3.1-7], and frees its room", () =>
+        withFixture(
+          async ({ repository }) => {
+            await set(repository, 'a', '1234');
+            await set(repository, 'b', '123456');
+            expect((await set(repository, 'a', '12345')).retainedRefused).toBe(true);
+            expect(await topicsOf(repository)).toEqual(['b']);
+            expect(await repository.readRetained(['a'])).toEqual([undefined]);
+            expect(await repository.retainedStats()).toEqual(retainedStats(1, 6, 1));
+            expect((await set(repository, 'a', '1234')).retainedRefused).toBeUndefined();
+          },
+          { retainedLimits: { maxMessages: 100, maxBytes: 10 } },
+        ));
+
+      it('clearing makes room again; with a limit of 0 nothing is retained', async () => {
+        await withFixture(
+          async ({ repository }) => {
+            await set(repository, 'a', 'x');
+            expect((await set(repository, 'b', 'x')).retainedRefused).toBe(true);
+            await repository.clearRetained('a');
+            expect((await set(repository, 'b', 'x')).retainedRefused).toBeUndefined();
+            expect(await topicsOf(repository)).toEqual(['b']);
+          },
+          { retainedLimits: { maxMessages: 1, maxBytes: 1_000_000 } },
+        );
+        await withFixture(
+          async ({ repository }) => {
+            expect((await set(repository, 'a', 'x')).retainedRefused).toBe(true);
+            expect(await repository.loadRetainedIndex()).toEqual([]);
+            expect(await repository.retainedStats()).toEqual(retainedStats(0, 0, 1));
+          },
+          { retainedLimits: { maxMessages: 0, maxBytes: 1_000_000 } },
+        );
+      });
+
+      it('limits are decided in submission order: of two new topics submitted without awaiting, with room for one, the first is kept', () =>
+        withFixture(
+          async ({ repository }) => {
+            const first = set(repository, 'first', 'x');
+            const second = set(repository, 'second', 'x');
+            const cleared = repository.clearRetained('first');
+            const third = set(repository, 'third', 'x');
+            expect([(await first).retainedRefused, (await second).retainedRefused, (await third).retainedRefused]).toEqual([undefined, true, undefined]);
+            await cleared;
+            expect(await topicsOf(repository)).toEqual(['third']);
+            expect(await repository.retainedStats()).toEqual(retainedStats(1, 1, 1));
+          },
+          { retainedLimits: { maxMessages: 1, maxBytes: 1_000_000 } },
+        ));
+
+      it('the index, the counts and the refusals survive reopen, and the limits still apply', ({ skip }) =>
+        withReopen(
+          skip,
+          async (repository, reopen) => {
+            await set(repository, 'a', 'xyz', 2);
+            await set(repository, 'b', 'x');
+            expect((await set(repository, 'c', 'x')).retainedRefused).toBe(true);
+            const again = await reopen();
+            expect([...(await again.loadRetainedIndex())].sort((x, y) => compareStrings(x.topic, y.topic))).toEqual([
+              { topic: 'a', qos: 2, size: 3 },
+              { topic: 'b', qos: 1, size: 1 },
+            ]);
+            expect(await again.retainedStats()).toEqual(retainedStats(2, 4, 1));
+            expect((await set(again, 'c', 'x')).retainedRefused).toBe(true);
+            expect(await again.retainedStats()).toEqual(retainedStats(2, 4, 2));
+          },
+          { retainedLimits: { maxMessages: 2, maxBytes: 1_000_000 } },
+        ));
     });
 
     describe('sessionInfo and touchSession (created, last seen)', () => {
@@ -1943,7 +2128,9 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
     describe('after close()', () => {
       const operations: [string, (repository: SessionRepository, seq: number) => Promise<unknown>][] = [
         ['loadSessions', (r) => r.loadSessions()],
-        ['loadRetained', (r) => r.loadRetained()],
+        ['loadRetainedIndex', (r) => r.loadRetainedIndex()],
+        ['readRetained', (r) => r.readRetained(['x'])],
+        ['retainedStats', (r) => r.retainedStats()],
         ['readOutbound', (r) => r.readOutbound('a', 0, 10)],
         ['loadInbound', (r) => r.loadInbound('a')],
         ['sessionInfo', (r) => r.sessionInfo('a')],
@@ -2008,7 +2195,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           expect(seqOf(sent, 'a')).toBeLessThan(seqOf(queued, 'a'));
 
           const sessions = normalizeSessions(await repository.loadSessions());
-          const retained = normalizeRetained(await repository.loadRetained());
+          const retained = normalizeRetained(await loadRetained(repository));
           const queueA = (await readAll(repository, 'a')).map(normalizeEntry);
           const queueB = (await readAll(repository, 'b')).map(normalizeEntry);
           expect(queueA.map((e) => [e.state, e.packetId])).toEqual([
@@ -2024,7 +2211,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
 
           const again = await reopen();
           expect(normalizeSessions(await again.loadSessions())).toEqual(sessions);
-          expect(normalizeRetained(await again.loadRetained())).toEqual(retained);
+          expect(normalizeRetained(await loadRetained(again))).toEqual(retained);
           expect((await readAll(again, 'a')).map(normalizeEntry)).toEqual(queueA);
           expect((await readAll(again, 'b')).map(normalizeEntry)).toEqual(queueB);
           expect(await again.loadInbound('b')).toEqual([300]);
@@ -2145,7 +2332,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           expect(await readAll(again, 'a')).toEqual([]);
           expect(await readAll(again, 'b')).toEqual([]);
           expect(await again.loadInbound('b')).toEqual([]);
-          expect(await again.loadRetained()).toEqual([]);
+          expect(await loadRetained(again)).toEqual([]);
           expect(await again.queueStats('a')).toBeUndefined();
           expect(await again.queueStats('b')).toEqual({ messages: 0, bytes: 0, dropped: 0 });
           await expectRejection(() => again.subscribe('a', [{ filter: 'x', qos: 1 }]), ErrorCodes.STORE_UNKNOWN_SESSION);
@@ -2225,20 +2412,28 @@ export function repositoryModelContract(name: string, factory: RepositoryFactory
       limits: QueueLimits | undefined,
       numRuns: number,
       publishes: number,
-    ): Promise<{ drops: number; admitted: number }> {
-      const options: RepositoryOptions = limits ? { limits } : {};
+      retainedLimits?: RetainedLimits,
+    ): Promise<Model['observed']> {
+      const options: RepositoryOptions = { ...(limits ? { limits } : {}), ...(retainedLimits ? { retainedLimits } : {}) };
       let withRestarts = false;
       {
         const probe = await factory(options);
         withRestarts = probe.reopen !== undefined;
         await probe.cleanup();
       }
-      const observed = { drops: 0, admitted: 0 };
+      const observed = { drops: 0, admitted: 0, retainedRefused: 0 };
       await fc.assert(
         fc.asyncProperty(fc.commands(commandArbitraries(withRestarts, publishes), { maxCommands: 40, size: 'max' }), async (commands) => {
           const fixture = await factory(options);
           try {
-            const model: Model = { limits: limits ?? DEFAULT_QUEUE_LIMITS, sessions: new Map(), retained: new Map(), observed };
+            const model: Model = {
+              limits: limits ?? DEFAULT_QUEUE_LIMITS,
+              retainedLimits: retainedLimits ?? DEFAULT_RETAINED_LIMITS,
+              sessions: new Map(),
+              retained: new Map(),
+              retainedRefused: 0,
+              observed,
+            };
             const real: Real = { repository: fixture.repository, reopen: fixture.reopen };
             // Two sessions to start with, so that most publishes land from the first command on.
             for (const clientId of ['alice', 'bob']) await new CreateSessionCmd(clientId).run(model, real);
@@ -2259,14 +2454,16 @@ export function repositoryModelContract(name: string, factory: RepositoryFactory
     it('random sequences of transitions agree with a simple model (and, when reopen exists, across restarts)', async () => {
       const observed = await agreesWithModel(undefined, 30, 3);
       expect(observed.drops, 'nothing is refused under the default limits').toBe(0);
+      expect(observed.retainedRefused, 'no retained message is refused under the default limits').toBe(0);
       expect(observed.admitted).toBeGreaterThan(0);
     }, PROPERTY_TIMEOUT_MS);
 
-    it('with tiny queue limits (3 messages, 20 bytes), refusals and drop counts agree with the model', async () => {
-      const observed = await agreesWithModel({ maxMessages: 3, maxBytes: 20 }, 30, 8);
-      // The runs did exercise both outcomes (payloads are up to 12 bytes: both limits bind).
+    it('with tiny queue and retained limits (3 messages, 20 bytes; 1 retained, 8 bytes), refusals and counts agree with the model', async () => {
+      const observed = await agreesWithModel({ maxMessages: 3, maxBytes: 20 }, 30, 8, { maxMessages: 1, maxBytes: 8 });
+      // The runs did exercise both outcomes (payloads are up to 12 bytes: every limit binds).
       expect(observed.drops).toBeGreaterThan(0);
       expect(observed.admitted).toBeGreaterThan(0);
+      expect(observed.retainedRefused).toBeGreaterThan(0);
     }, PROPERTY_TIMEOUT_MS);
   });
 }

@@ -103,7 +103,7 @@ describe('LevelRepository when store writes fail', () => {
       const sessions = await view.loadSessions();
       expect(sessions.map((session) => session.clientId).sort()).toEqual(['a', 'b']);
       expect(sessions.find((session) => session.clientId === 'b')!.subscriptions).toEqual([]);
-      expect(await view.loadRetained()).toEqual([]);
+      expect(await view.loadRetainedIndex()).toEqual([]);
       expect(await view.loadInbound('b')).toEqual([]);
       // The session whose creation failed does not exist, in memory either: nothing can be queued for it.
       expect(await view.queueStats('c')).toBeUndefined();
