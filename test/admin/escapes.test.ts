@@ -8,7 +8,7 @@
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { keys } from '../../src/store/key-layout.js';
-import { encode } from '../../src/store/codec.js';
+import { encodeRecord } from '../../src/store/codec.js';
 import { escapeControls, printable, quoted } from '../../src/text-escape.js';
 import { BrokerProcess, makeDataDir, removeDataDir } from '../helpers/broker-process.js';
 import { RawClient } from '../helpers/raw-client.js';
@@ -213,7 +213,8 @@ describe('broker-admin readable output', { timeout: 120_000 }, () => {
   it('verify: a damaged key holding a hostile client id and filter is one escaped row', async () => {
     const { dataDir, broker } = await hostileStore();
     await broker.stop();
-    await withStore(`${dataDir}/store`, (db) => db.put(keys.subscription(`ghost\n${CLIENT_ID}`, FILTERS[0]!), encode({ q: 1 })));
+    const ghost = keys.subscription(`ghost\n${CLIENT_ID}`, FILTERS[0]!);
+    await withStore(`${dataDir}/store`, (db) => db.put(ghost, encodeRecord(ghost, { q: 1 })));
     const run = await runAdmin(['verify', '--data', dataDir]);
     expect(run.code).toBe(2);
     expect(run.stdout.replaceAll('\n', '')).not.toMatch(UNSAFE);
