@@ -2,7 +2,8 @@ import type { Socket } from 'node:net';
 import mqttPacket, { type Packet } from 'mqtt-packet';
 import { errorMessage, ProtocolViolation } from '../errors.js';
 import type { AccessControl } from '../auth/access-control.js';
-import type { Logger } from '../logger.js';
+import type { LogFields, Logger } from '../logger.js';
+import { LogCauses, refusalCause, summaryOf, type LogSummary } from '../log-summary.js';
 import type { Distributor } from '../session/distributor.js';
 import type { OutboundChannel, OutgoingPublish, SessionLink } from '../session/session.js';
 import type { SessionManager } from '../session/session-manager.js';
@@ -90,6 +91,8 @@ const OUTBOX_COPY_LIMIT = 64 * 1024;
 export class Connection implements OutboundChannel {
   readonly context: BrokerContext;
   readonly remote: string;
+  /** The client's IP address (without the port). */
+  readonly sourceAddress: string;
   /** The listener that accepted this connection (loopback, TLS, its allow_anonymous). */
   readonly listener: ListenerInfo;
   /** The subject CN of the client certificate verified on a TLS listener with cert_username: an authenticated user name. */
@@ -112,6 +115,7 @@ export class Connection implements OutboundChannel {
   #inboxBytes = 0;
   /** QoS 0 deliveries are being dropped because the socket is not draining (logged once per episode). */
   #droppingQos0 = false;
+  readonly #summary: LogSummary;
   /** Packets written in this tick, sent together at its end (see #write). */
   #outbox: Buffer[] = [];
   #outboxBytes = 0;
@@ -127,6 +131,8 @@ export class Connection implements OutboundChannel {
     this.listener = listener;
     this.certificateUser = certificateUser;
     this.remote = `${socket.remoteAddress}:${socket.remotePort}`;
+    this.sourceAddress = socket.remoteAddress ?? '';
+    this.#summary = summaryOf(context.log);
     socket.setNoDelay(true);
     const { maxPacketSize } = context.options;
     this.#parser = createStrictParser(() =>
@@ -188,7 +194,7 @@ export class Connection implements OutboundChannel {
   refuse(returnCode: number, reason: string): void {
     this.#will = undefined;
     this.send({ cmd: 'connack', returnCode, sessionPresent: false });
-    this.context.log.warn(`${this.describe()}: CONNECT refused: ${reason}`);
+    this.#report('warn', refusalCause(returnCode), `CONNECT refused: ${reason}`, { address: this.remote, reason });
     this.close(`CONNECT refused: ${reason}`);
   }
 
@@ -275,8 +281,7 @@ export class Connection implements OutboundChannel {
           onFailure?.();
           // Once per connection: the writes behind a failed one fail too, and the store logs the failure itself.
           if (this.#state === 'closed') return;
-          this.context.log.error(`${this.describe()}: ${errorMessage(error)}; nothing acknowledged, closing the connection`);
-          this.close('store failure');
+          this.#storeFailed(`${errorMessage(error)}; nothing acknowledged, closing the connection`);
         })
         .finally(() => {
           this.#unreplied--;
@@ -294,9 +299,23 @@ export class Connection implements OutboundChannel {
   background(work: Promise<unknown>): void {
     work.catch((error: unknown) => {
       if (this.#state === 'closed') return; // once per connection, as in reply()
-      this.context.log.error(`${this.describe()}: ${errorMessage(error)}; closing the connection`);
-      this.close('store failure');
+      this.#storeFailed(`${errorMessage(error)}; closing the connection`);
     });
+  }
+
+  /** One line per interval for all connections: the store itself reports the failure (WriteFailures). */
+  #storeFailed(text: string): void {
+    this.#report('error', LogCauses.STORE_FAILURE, text);
+    this.close('store failure');
+  }
+
+  /**
+   * A line about this connection that any client can make us repeat at will: summarized per
+   * cause across all connections (the first at once, then a count; see LogSummary).
+   */
+  #report(level: 'warn' | 'error', cause: string, text: string, fields?: LogFields): void {
+    fields ??= { clientId: this.clientId, address: this.remote };
+    this.#summary[level](cause, { message: `${this.describe()}: ${text}`, fields, source: this.sourceAddress });
   }
 
   /** Resolves when every reply queued so far is sent (or abandoned). */
@@ -340,7 +359,7 @@ export class Connection implements OutboundChannel {
   }
 
   async #finish(graceful: boolean): Promise<void> {
-    const { sessions, distributor, log, shuttingDown } = this.context;
+    const { sessions, distributor, shuttingDown } = this.context;
     const will = this.#will;
     this.#will = undefined;
     if (will && !graceful && !shuttingDown) {
@@ -349,10 +368,10 @@ export class Connection implements OutboundChannel {
           await distributor.publish(will.message, { retain: will.retain });
         } else {
           this.context.counters.publishesRefused++;
-          log.warn(`${this.describe()}: will message on ${JSON.stringify(will.message.topic)} not published: the ACL does not allow it`);
+          this.#report('warn', LogCauses.WILL_REFUSED, `will message on ${JSON.stringify(will.message.topic)} not published: the ACL does not allow it`);
         }
       } catch (error) {
-        log.error(`${this.describe()}: will message not published: ${errorMessage(error)}`);
+        this.#report('error', LogCauses.STORE_FAILURE, `will message not published: ${errorMessage(error)}`);
       }
     }
     await Promise.allSettled([this.#processing, this.#replies]);
@@ -360,7 +379,7 @@ export class Connection implements OutboundChannel {
       try {
         await sessions.close(this.#link.session, this);
       } catch (error) {
-        log.error(`${this.describe()}: session not closed cleanly: ${errorMessage(error)}`);
+        this.#report('error', LogCauses.STORE_FAILURE, `session not closed cleanly: ${errorMessage(error)}`);
       }
     }
   }
@@ -423,10 +442,10 @@ export class Connection implements OutboundChannel {
 
   #handlerFailed(error: unknown): void {
     if (error instanceof ProtocolViolation) {
-      this.context.log.warn(`${this.describe()}: protocol violation: ${error.message}`);
+      this.#report('warn', LogCauses.PROTOCOL_VIOLATION, `protocol violation: ${error.message}`);
       this.close(`protocol violation: ${error.message}`);
     } else {
-      this.context.log.error(`${this.describe()}: ${errorMessage(error)}`);
+      this.#report('error', LogCauses.HANDLER_FAILED, errorMessage(error));
       this.close(errorMessage(error));
     }
   }
@@ -464,7 +483,7 @@ export class Connection implements OutboundChannel {
       this.send({ cmd: 'connack', returnCode: 1, sessionPresent: false });
     }
     if (error instanceof PacketTooLarge) this.context.counters.packetsTooLarge++;
-    this.context.log.warn(`${this.describe()}: malformed packet: ${error.message}`);
+    this.#report('warn', LogCauses.MALFORMED, `malformed packet: ${error.message}`);
     this.close(`malformed packet: ${error.message}`);
   }
 }

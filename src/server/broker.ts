@@ -4,6 +4,7 @@ import { AdminServer } from '../admin/admin-server.js';
 import { AccessControl } from '../auth/access-control.js';
 import { BrokerError, ErrorCodes, errorMessage } from '../errors.js';
 import { silentLogger, type Logger } from '../logger.js';
+import { summaryOf } from '../log-summary.js';
 import { Connection, type BrokerContext } from '../protocol/connection.js';
 import type { ListenerInfo } from '../protocol/listener-info.js';
 import { dispatch } from '../protocol/dispatcher.js';
@@ -301,6 +302,8 @@ export function createBroker(options: BrokerOptions = {}): Broker {
         const stopped = Promise.all(listeners.map((listener) => listener.close()));
         for (const connection of connections) connection.close('the broker is shutting down');
         await Promise.all([...connections].map((connection) => connection.closed));
+        // What the log summarized and has not said yet, said before the broker is gone.
+        summaryOf(log).flush();
         await stopped;
         listeners = [];
         await sessions.closeAll();

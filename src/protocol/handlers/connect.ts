@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { IConnectPacket } from 'mqtt-packet';
 import { NOT_AUTHORIZED, SERVER_UNAVAILABLE } from '../../auth/access-control.js';
 import { BrokerError, ErrorCodes, errorMessage, ProtocolViolation } from '../../errors.js';
+import { LogCauses, summaryOf } from '../../log-summary.js';
 import { isValidTopicName } from '../../routing/topic.js';
 import type { QoS } from '../../store/repository.js';
 import type { Connection, Will } from '../connection.js';
@@ -49,7 +50,11 @@ export async function handleConnect(connection: Connection, packet: IConnectPack
       connection.refuse(NOT_AUTHORIZED, error.message);
       return;
     }
-    log.error(`client ${JSON.stringify(clientId)}: session could not start: ${errorMessage(error)}`);
+    summaryOf(log).error(LogCauses.STORE_FAILURE, {
+      message: `client ${JSON.stringify(clientId)}: session could not start: ${errorMessage(error)}`,
+      fields: { clientId, address: connection.remote },
+      source: connection.sourceAddress,
+    });
     connection.refuse(SERVER_UNAVAILABLE, 'session could not start');
     return;
   }
