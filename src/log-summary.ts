@@ -134,7 +134,10 @@ export const LogCauses = {
   MALFORMED: 'malformed packet, connection closed',
   PROTOCOL_VIOLATION: 'protocol violation, connection closed',
   HANDLER_FAILED: 'error handling a packet, connection closed',
+  NOT_READING: 'client not reading',
   WILL_REFUSED: 'will message refused by the ACL',
+  UNFINISHED_OVER_BUDGET: 'unfinished packets over max_unfinished_packet_bytes, connection closed',
+  PACKET_TIMEOUT: 'packet not complete within packet_timeout_ms, connection closed',
 } as const;
 
 /** CONNACK return codes (MQTT 3.1.1 table 3.1): a refused CONNECT is summarized by its code. */

@@ -10,15 +10,25 @@ import type { SessionManager } from '../session/session-manager.js';
 import type { Message } from '../store/repository.js';
 import { readAcks } from './ack-reader.js';
 import { encodePublish } from './publish-encoder.js';
-import { QOS0_HIGH_WATER, type BrokerCounters, type TopicLimits } from './limits.js';
+import { ArrivingPacket, type BrokerCounters, type TopicLimits, type UnfinishedPacketBudget } from './limits.js';
 import type { ListenerInfo } from './listener-info.js';
-import { createStrictParser, PacketTooLarge } from './strict-parser.js';
+import { createStrictParser, discardUnfinished, PacketTooLarge, packetUnderway } from './strict-parser.js';
 
 export interface ProtocolOptions extends TopicLimits {
   /** A socket that has not sent CONNECT by then is closed. */
   connectTimeoutMs: number;
   /** Bytes of one packet, fixed header included; a bigger one closes the connection before it is read. */
   maxPacketSize: number;
+  /** A packet must be complete this long after its first byte arrived, or the connection is closed. */
+  packetTimeoutMs: number;
+  /**
+   * Bytes that may wait unsent to a client (on its socket, and in the outbox of this tick) before
+   * it counts as not reading: QoS 0 deliveries to it are dropped, and its socket is not read until
+   * half of it has gone, so a client that never reads cannot make the broker buffer replies without
+   * bound (PINGRESPs to a PINGREQ flood, PUBACKs to QoS 1 PUBLISHes). QoS 1/2 deliveries need no
+   * mark of their own: the inflight window bounds them, the rest waits in the store.
+   */
+  maxUnsentBytes: number;
   /** Filters one session may hold; SUBSCRIBE gets 0x80 for new ones beyond it. */
   maxSubscriptionsPerClient: number;
 }
@@ -30,6 +40,8 @@ export interface BrokerContext {
   log: Logger;
   options: ProtocolOptions;
   counters: BrokerCounters;
+  /** Bytes of packets still arriving, across all connections (max_unfinished_packet_bytes). */
+  unfinishedPackets: UnfinishedPacketBudget;
   /** Authentication and the ACL: who a client is and what it may publish, subscribe to and receive. */
   access: AccessControl;
   /** Set while the broker shuts down: connections it ends do not publish their wills. */
@@ -113,8 +125,17 @@ export class Connection implements OutboundChannel {
   #unrepliedBytes = 0;
   /** Remaining lengths of the packets in #inbox. */
   #inboxBytes = 0;
-  /** QoS 0 deliveries are being dropped because the socket is not draining (logged once per episode). */
-  #droppingQos0 = false;
+  /**
+   * Set when maxUnsentBytes wait unsent, cleared below half of it: the client is not reading, and
+   * is not read (logged once per episode).
+   */
+  #notReading = false;
+  /** Paused by #flowControl; the socket is paused exactly while this is true. */
+  #readingPaused = false;
+  /** The packet underway: its bytes in the broker's budget, its time limit. */
+  readonly #arriving: ArrivingPacket;
+  /** Packets parsed so far: tells #read whether the packet underway after a chunk is a new one. */
+  #packetsReceived = 0;
   readonly #summary: LogSummary;
   /** Packets written in this tick, sent together at its end (see #write). */
   #outbox: Buffer[] = [];
@@ -133,6 +154,7 @@ export class Connection implements OutboundChannel {
     this.remote = `${socket.remoteAddress}:${socket.remotePort}`;
     this.sourceAddress = socket.remoteAddress ?? '';
     this.#summary = summaryOf(context.log);
+    this.#arriving = new ArrivingPacket(context.unfinishedPackets, context.options.packetTimeoutMs, () => this.#packetTimedOut());
     socket.setNoDelay(true);
     const { maxPacketSize } = context.options;
     this.#parser = createStrictParser(() =>
@@ -142,6 +164,7 @@ export class Connection implements OutboundChannel {
     this.#parser.on('error', (error: Error) => this.#malformed(error));
     // Not after close: the socket is read until it is destroyed, and the parser would start afresh.
     socket.on('data', (chunk: Buffer) => this.#read(chunk));
+    socket.on('drain', () => this.#checkUnsent());
     socket.on('error', () => this.close('socket error'));
     socket.on('close', () => this.close('connection lost'));
     this.#connectTimer = setTimeout(() => this.close('no CONNECT in time'), context.options.connectTimeoutMs);
@@ -241,18 +264,31 @@ export class Connection implements OutboundChannel {
       for (const bytes of outbox) this.#socket.write(bytes);
       this.#socket.uncork();
     }
+    // The socket took it all at once (no 'drain' to come) or kept some of it: look at what waits now.
+    this.#checkUnsent();
+  }
+
+  /**
+   * After a flush and on 'drain', when the outbox is empty: is the client keeping up with what it
+   * is sent? Not while the socket holds maxUnsentBytes unsent; again once it holds less than half.
+   * Not looked at within a tick, whose outbox may briefly hold more than the kernel then takes at once.
+   */
+  #checkUnsent(): void {
+    if (this.#state === 'closed') return;
+    const unsent = this.#socket.writableLength;
+    const { maxUnsentBytes } = this.context.options;
+    if (unsent >= maxUnsentBytes) this.#noteNotReading();
+    else if (unsent < maxUnsentBytes / 2) this.#notReading = false;
+    this.#flowControl();
   }
 
   publish(packet: OutgoingPublish): void {
-    if (packet.qos === 0 && this.#socket.writableLength + this.#outboxBytes > QOS0_HIGH_WATER) {
+    // Written and not yet handed to the kernel: on the socket, and in this tick's outbox.
+    if (packet.qos === 0 && this.#socket.writableLength + this.#outboxBytes > this.context.options.maxUnsentBytes) {
       this.context.counters.qos0Dropped++;
-      if (!this.#droppingQos0) {
-        this.#droppingQos0 = true;
-        this.context.log.warn(`${this.describe()}: not reading; QoS 0 messages for it are dropped until it catches up`);
-      }
+      this.#noteNotReading();
       return;
     }
-    this.#droppingQos0 = false;
     this.#write(encodePublish(packet));
   }
 
@@ -345,6 +381,8 @@ export class Connection implements OutboundChannel {
     clearTimeout(this.#connectTimer);
     this.#inbox.length = 0;
     this.#inboxBytes = 0;
+    discardUnfinished(this.#parser);
+    this.#arriving.release();
     // end() sends what was written (a refusing CONNACK) before the FIN; a peer that never
     // finishes its side is cut off shortly after.
     if (this.context.shuttingDown) {
@@ -386,12 +424,35 @@ export class Connection implements OutboundChannel {
 
   #read(chunk: Buffer): void {
     if (this.#state === 'closed') return;
+    const received = this.#packetsReceived;
     const parsed = this.#state === 'connected' ? readAcks(chunk, this.#parser, (packet) => this.#receive(packet)) : 0;
-    if (parsed < chunk.length && !this.isClosed) this.#parser.parse(parsed === 0 ? chunk : chunk.subarray(parsed));
+    // readAcks reads only while the parser holds nothing: a chunk it read whole leaves nothing held.
+    let held = 0;
+    if (parsed < chunk.length && !this.isClosed) held = this.#parser.parse(parsed === 0 ? chunk : chunk.subarray(parsed));
+    if (this.isClosed) return;
+    // Over the budget, this connection (whose bytes would take the total over it) is closed: not
+    // reading it instead could leave every connection paused halfway through a packet, each
+    // waiting for room the others hold.
+    if (!this.#arriving.update(held, packetUnderway(this.#parser), this.#packetsReceived !== received)) {
+      const { max } = this.context.unfinishedPackets;
+      this.#report(
+        'warn',
+        LogCauses.UNFINISHED_OVER_BUDGET,
+        `packets still arriving would hold more than max_unfinished_packet_bytes (${max}) across all connections; closing this one`,
+      );
+      this.close('unfinished packets over max_unfinished_packet_bytes');
+    }
+  }
+
+  #packetTimedOut(): void {
+    const { packetTimeoutMs } = this.context.options;
+    this.#report('warn', LogCauses.PACKET_TIMEOUT, `a packet begun ${packetTimeoutMs} ms ago is not complete (packet_timeout_ms); closing the connection`);
+    this.close('packet not complete in time');
   }
 
   #receive(packet: Packet): void {
     if (this.#state === 'closed') return;
+    this.#packetsReceived++;
     this.#inbox.push(packet);
     this.#inboxBytes += packet.length ?? 0;
     this.#flowControl();
@@ -451,29 +512,56 @@ export class Connection implements OutboundChannel {
   }
 
   /**
-   * Pauses reading while too much of this client's input waits (see the high-water marks), resumes
-   * at half. Also while its CONNECT is handled: authentication can take a while (scrypt), and a
-   * client not yet let in must not make us hold what it sends behind it.
+   * Pauses reading while too much of this client's input waits (see the high-water marks), or too
+   * much of its output (it does not read what we send: maxUnsentBytes), and resumes at half.
+   * Also while its CONNECT is handled: authentication can take a while (scrypt), and a client not
+   * yet let in must not make us hold what it sends behind it.
    */
   #flowControl(): void {
     if (this.#state === 'closed') return;
     if (
       this.#state === 'connecting' ||
+      this.#notReading ||
       this.#inbox.length >= INBOX_HIGH_WATER ||
       this.#inboxBytes >= INBOX_HIGH_WATER_BYTES ||
       this.#unreplied >= UNREPLIED_HIGH_WATER ||
       this.#unrepliedBytes >= UNREPLIED_HIGH_WATER_BYTES
     ) {
-      this.#socket.pause();
+      this.#pauseReading();
     } else if (
-      this.#socket.isPaused() &&
+      this.#readingPaused &&
       this.#inbox.length < INBOX_HIGH_WATER / 2 &&
       this.#inboxBytes < INBOX_HIGH_WATER_BYTES / 2 &&
       this.#unreplied < UNREPLIED_HIGH_WATER / 2 &&
       this.#unrepliedBytes < UNREPLIED_HIGH_WATER_BYTES / 2
     ) {
-      this.#socket.resume();
+      this.#resumeReading();
     }
+  }
+
+  #pauseReading(): void {
+    if (this.#readingPaused) return;
+    this.#readingPaused = true;
+    this.#socket.pause();
+    this.#arriving.pause();
+  }
+
+  #resumeReading(): void {
+    this.#readingPaused = false;
+    this.#socket.resume();
+    this.#arriving.resume(packetUnderway(this.#parser));
+  }
+
+  /** maxUnsentBytes reached: QoS 0 for it is dropped and it is not read until it catches up. */
+  #noteNotReading(): void {
+    if (this.#notReading) return;
+    this.#notReading = true;
+    const { maxUnsentBytes } = this.context.options;
+    this.#report(
+      'warn',
+      LogCauses.NOT_READING,
+      `not reading what it is sent (${maxUnsentBytes} bytes wait unsent, max_unsent_bytes): QoS 0 messages for it are dropped and nothing more is read from it until it catches up`,
+    );
   }
 
   #malformed(error: Error): void {
