@@ -106,7 +106,13 @@ const REFUSED = Symbol('refused');
 async function authenticate(connection: Connection, packet: IConnectPacket): Promise<string | undefined | typeof REFUSED> {
   const password = typeof packet.password === 'string' ? Buffer.from(packet.password) : packet.password;
   const result = await connection.context.access.authenticate(
-    { username: packet.username, password, certificateUser: connection.certificateUser, abandoned: () => connection.isClosed },
+    {
+      username: packet.username,
+      password,
+      certificateUser: connection.certificateUser,
+      abandoned: () => connection.isClosed,
+      source: connection.sourceAddress,
+    },
     connection.listener,
   );
   // The socket may have gone while the password was checked.
