@@ -22,6 +22,8 @@ export interface Credentials {
   certificateUser?: string | undefined;
   /** True once the client has gone: a password check still waiting is skipped. */
   abandoned?: Abandoned;
+  /** The client's IP address: password checks waiting are shared fairly between addresses. */
+  source?: string | undefined;
 }
 
 /** CONNACK return codes of a refusal (MQTT 3.1.1 table 3.1). */
@@ -142,7 +144,7 @@ export class AccessControl {
     if (username !== undefined && passwords) {
       let verified: boolean;
       try {
-        verified = await passwords.verify(username, password, credentials.abandoned);
+        verified = await passwords.verify(username, password, { abandoned: credentials.abandoned, source: credentials.source });
       } catch (error) {
         if (!(error instanceof BrokerError && error.code === ErrorCodes.AUTH_BUSY)) throw error;
         return { accepted: false, returnCode: SERVER_UNAVAILABLE, reason: `too busy to check a password: ${error.message}` };

@@ -54,54 +54,153 @@ export async function verifyPassword(encoded: string, password: string | Buffer)
   return matches(parsed, password);
 }
 
-async function matches({ params, salt, hash }: PasswordHash, password: string | Buffer, abandoned?: Abandoned): Promise<boolean> {
-  const derived = await derive(password, salt, params, hash.length, abandoned);
+async function matches({ params, salt, hash }: PasswordHash, password: string | Buffer, check?: PasswordCheck): Promise<boolean> {
+  const derived = await derive(password, salt, params, hash.length, check);
   return derived !== undefined && timingSafeEqual(derived, hash);
 }
 
-/**
- * At most this many scrypt computations at once: they run on libuv's thread pool, which LevelDB
- * needs too, and a burst of CONNECTs must not stall the store's reads and writes.
- */
-const MAX_CONCURRENT_HASHES = 2;
-/**
- * Checks allowed to wait for one of those: beyond it a CONNECT is refused at once (0x03, server
- * unavailable) instead of queueing work that would outlast its client's patience (a fleet
- * reconnecting at once retries later, rather than piling up behind checks nobody waits for).
- */
-const MAX_WAITING_HASHES = 256;
-let running = 0;
-const waiting: Array<() => void> = [];
-
 /** Tells a queued check that its client has gone, so the scrypt is skipped. */
 export type Abandoned = () => boolean;
+
+/** What a password check knows of its client, beyond the password. */
+export interface PasswordCheck {
+  /** The client has gone: a check still waiting for its turn is skipped (false). */
+  abandoned?: Abandoned | undefined;
+  /** The client's IP address: checks waiting are shared fairly between addresses (see HashQueue). */
+  source?: string | undefined;
+}
+
+export interface HashQueueLimits {
+  /** scrypt computations at once. */
+  running: number;
+  /** Checks waiting for one, in all. */
+  waiting: number;
+  /** Checks waiting from one address (an IPv6 /64 counts as one). */
+  waitingPerSource: number;
+}
+
+/**
+ * Two computations at once: they run on libuv's thread pool, which LevelDB needs too, and a burst
+ * of CONNECTs must not stall the store's reads and writes. Beyond the waiting limits a CONNECT is
+ * refused at once (0x03, server unavailable) instead of queueing work that would outlast its
+ * client's patience: a fleet reconnecting at once retries later. One address may take a quarter
+ * of the places: a gateway, or a NAT in front of a fleet, brings many clients from one address.
+ */
+export const HASH_QUEUE_LIMITS: Readonly<HashQueueLimits> = { running: 2, waiting: 256, waitingPerSource: 64 };
+
+interface Waiter {
+  resolve(): void;
+  reject(error: Error): void;
+}
+
+/**
+ * Turns at scrypt for password checks, shared fairly between the addresses they come from, so that
+ * one address's flood of CONNECTs cannot lock out everyone else's new logins: each address waits
+ * in a line of its own and the lines take turns (round robin); one address may have at most
+ * `waitingPerSource` checks waiting; and when `waiting` checks wait in all, a check from an
+ * address with fewer waiting takes the place of the newest one of the address with the most. A
+ * check refused or displaced fails with AUTH_BUSY (CONNACK 0x03).
+ */
+export class HashQueue {
+  readonly #limits: Readonly<HashQueueLimits>;
+  #running = 0;
+  #waiting = 0;
+  /** By source, in turn order: the next turn is the first line's, which then moves to the back. */
+  readonly #lines = new Map<string, Waiter[]>();
+
+  constructor(limits: Readonly<HashQueueLimits>) {
+    this.#limits = limits;
+  }
+
+  /** Resolves when it is this check's turn; then `release()` once it is done. */
+  acquire(address = ''): Promise<void> {
+    const { running, waiting, waitingPerSource } = this.#limits;
+    if (this.#running < running && this.#waiting === 0) {
+      this.#running++;
+      return Promise.resolve();
+    }
+    const source = fairShareKey(address);
+    const line = this.#lines.get(source) ?? [];
+    if (line.length >= waitingPerSource) {
+      return Promise.reject(busy(`${waitingPerSource} password checks from ${source || 'this address'} are already waiting`));
+    }
+    if (this.#waiting >= waiting && !this.#displaceFor(line.length)) {
+      return Promise.reject(busy(`${waiting} password checks are already waiting`));
+    }
+    return new Promise<void>((resolve, reject) => {
+      line.push({ resolve, reject });
+      if (line.length === 1) this.#lines.set(source, line);
+      this.#waiting++;
+    });
+  }
+
+  release(): void {
+    this.#running--;
+    const first = this.#lines.entries().next();
+    if (first.done) return;
+    const [source, line] = first.value;
+    const waiter = line.shift()!;
+    this.#lines.delete(source);
+    if (line.length > 0) this.#lines.set(source, line);
+    this.#waiting--;
+    this.#running++;
+    waiter.resolve();
+  }
+
+  /** All places taken: the newest check of the longest line gives its place, if that line is longer than the newcomer's would be. */
+  #displaceFor(newcomerWaiting: number): boolean {
+    let longest: [string, Waiter[]] | undefined;
+    for (const entry of this.#lines) if (!longest || entry[1].length > longest[1].length) longest = entry;
+    if (!longest || longest[1].length <= newcomerWaiting + 1) return false;
+    const [source, line] = longest;
+    line.pop()!.reject(busy(`its place was given to a check from an address with fewer waiting (${line.length + 1} from ${source || 'this address'})`));
+    this.#waiting--;
+    return true;
+  }
+}
+
+function busy(message: string): BrokerError {
+  return new BrokerError(ErrorCodes.AUTH_BUSY, message);
+}
+
+/**
+ * The address a check counts against: an IPv4 address as it is (also when mapped into IPv6), an
+ * IPv6 address by its /64 prefix, the block one host or one customer line usually gets whole.
+ */
+export function fairShareKey(address: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped) return mapped[1]!;
+  if (!address.includes(':')) return address;
+  const [head = '', tail] = address.split('%')[0]!.toLowerCase().split('::');
+  // An IPv4 address written at the end of an IPv6 one takes the place of two groups.
+  const groups = (text: string | undefined) => (text ? text.split(':').flatMap((group) => (group.includes('.') ? ['0', '0'] : [group])) : []);
+  const left = groups(head);
+  const right = groups(tail);
+  const all = [...left, ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right];
+  return `${all
+    .slice(0, 4)
+    .map((group) => parseInt(group, 16).toString(16))
+    .join(':')}::/64`;
+}
+
+const hashing = new HashQueue(HASH_QUEUE_LIMITS);
 
 async function derive(
   password: string | Buffer,
   salt: Buffer,
   { N, r, p }: ScryptParams,
   length: number,
-  abandoned?: Abandoned,
+  check: PasswordCheck = {},
 ): Promise<Buffer | undefined> {
-  if (running >= MAX_CONCURRENT_HASHES) {
-    if (waiting.length >= MAX_WAITING_HASHES) {
-      throw new BrokerError(ErrorCodes.AUTH_BUSY, `${MAX_WAITING_HASHES} password checks are already waiting`);
-    }
-    await new Promise<void>((resolve) => waiting.push(resolve));
-    if (abandoned?.()) {
-      waiting.shift()?.();
-      return undefined;
-    }
-  }
-  running++;
+  await hashing.acquire(check.source);
   try {
+    if (check.abandoned?.()) return undefined;
     const options: ScryptOptions = { N, r, p, maxmem: 2 * 128 * N * r + 1024 * 1024 };
     return await new Promise<Buffer>((resolve, reject) =>
       scrypt(lengthPrefixed(password), salt, length, options, (error, key) => (error ? reject(error) : resolve(key))),
     );
   } finally {
-    running--;
-    waiting.shift()?.();
+    hashing.release();
   }
 }
 
@@ -177,19 +276,19 @@ export class PasswordTable {
     return [...this.#entries.values()].sort((a, b) => a.line - b.line);
   }
 
-  /** `abandoned`: the client has gone; a check still waiting for its turn is skipped (false). */
-  async verify(user: string, password: Buffer | string | undefined, abandoned?: Abandoned): Promise<boolean> {
+  /** Rejects with AUTH_BUSY when too many checks wait (see HashQueue). */
+  async verify(user: string, password: Buffer | string | undefined, check?: PasswordCheck): Promise<boolean> {
     const entry = this.#entries.get(user);
     const given = password ?? Buffer.alloc(0);
     if (!entry) {
       // Same work as for a known user: the time taken does not tell which user names exist.
-      await matches(DUMMY, given, abandoned);
+      await matches(DUMMY, given, check);
       return false;
     }
     const digest = createHmac('sha256', CACHE_KEY).update(given).digest();
     const cached = this.#verified.get(user);
     if (cached && cached.encoded === entry.encoded && timingSafeEqual(cached.digest, digest)) return true;
-    const ok = await matches(entry, given, abandoned);
+    const ok = await matches(entry, given, check);
     if (ok) this.#verified.set(user, { encoded: entry.encoded, digest });
     return ok;
   }

@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 import { readPasswordFile, removeUser, setPassword } from '../auth/password-file.js';
 import { errorMessage } from '../errors.js';
 import { DEFAULTS } from '../server/broker.js';
+import { escapeControls, printable } from '../text-escape.js';
 
 /**
  * `broker-admin passwd add|remove|list`: edits the password file, whether or not the broker runs.
@@ -47,11 +48,12 @@ export function addPasswdCommands(program: Command): void {
     );
 
   options(passwd.command('list'))
-    .description('the user names in the password file, one per line')
+    .description('the user names in the password file, one per line (control characters and backslashes escaped as in JSON)')
     .action((_options: unknown, command: Command) =>
       run(async () => {
         const table = await readPasswordFile(fileOf(command.opts<PasswdOptions>()));
-        process.stdout.write(table.entries().map(({ user }) => `${user}\n`).join(''));
+        // A name may hold escape sequences (the file refuses only line breaks, NUL and colons): shown, not obeyed.
+        process.stdout.write(table.entries().map(({ user }) => `${printable(user)}\n`).join(''));
       }),
     );
 }
@@ -75,8 +77,9 @@ async function run(body: () => Promise<void>): Promise<void> {
   }
 }
 
+/** Names in messages are JSON-quoted, which leaves DEL and C1 controls raw: escaped here, once for all. */
 function say(message: string): void {
-  process.stderr.write(`broker-admin: ${message}\n`);
+  process.stderr.write(`broker-admin: ${escapeControls(message)}\n`);
 }
 
 async function passwordFromStdin(): Promise<string> {

@@ -2,22 +2,33 @@ import type { Socket } from 'node:net';
 import mqttPacket, { type Packet } from 'mqtt-packet';
 import { errorMessage, ProtocolViolation } from '../errors.js';
 import type { AccessControl } from '../auth/access-control.js';
-import type { Logger } from '../logger.js';
+import type { LogFields, Logger } from '../logger.js';
+import { LogCauses, refusalCause, summaryOf, type LogSummary } from '../log-summary.js';
 import type { Distributor } from '../session/distributor.js';
 import type { OutboundChannel, OutgoingPublish, SessionLink } from '../session/session.js';
 import type { SessionManager } from '../session/session-manager.js';
 import type { Message } from '../store/repository.js';
 import { readAcks } from './ack-reader.js';
 import { encodePublish } from './publish-encoder.js';
-import { QOS0_HIGH_WATER, type BrokerCounters, type TopicLimits } from './limits.js';
+import { ArrivingPacket, type BrokerCounters, type TopicLimits, type UnfinishedPacketBudget } from './limits.js';
 import type { ListenerInfo } from './listener-info.js';
-import { createStrictParser, PacketTooLarge } from './strict-parser.js';
+import { createStrictParser, discardUnfinished, PacketTooLarge, packetUnderway } from './strict-parser.js';
 
 export interface ProtocolOptions extends TopicLimits {
   /** A socket that has not sent CONNECT by then is closed. */
   connectTimeoutMs: number;
   /** Bytes of one packet, fixed header included; a bigger one closes the connection before it is read. */
   maxPacketSize: number;
+  /** A packet must be complete this long after its first byte arrived, or the connection is closed. */
+  packetTimeoutMs: number;
+  /**
+   * Bytes that may wait unsent to a client (on its socket, and in the outbox of this tick) before
+   * it counts as not reading: QoS 0 deliveries to it are dropped, and its socket is not read until
+   * half of it has gone, so a client that never reads cannot make the broker buffer replies without
+   * bound (PINGRESPs to a PINGREQ flood, PUBACKs to QoS 1 PUBLISHes). QoS 1/2 deliveries need no
+   * mark of their own: the inflight window bounds them, the rest waits in the store.
+   */
+  maxUnsentBytes: number;
   /** Filters one session may hold; SUBSCRIBE gets 0x80 for new ones beyond it. */
   maxSubscriptionsPerClient: number;
 }
@@ -29,6 +40,8 @@ export interface BrokerContext {
   log: Logger;
   options: ProtocolOptions;
   counters: BrokerCounters;
+  /** Bytes of packets still arriving, across all connections (max_unfinished_packet_bytes). */
+  unfinishedPackets: UnfinishedPacketBudget;
   /** Authentication and the ACL: who a client is and what it may publish, subscribe to and receive. */
   access: AccessControl;
   /** Set while the broker shuts down: connections it ends do not publish their wills. */
@@ -90,6 +103,8 @@ const OUTBOX_COPY_LIMIT = 64 * 1024;
 export class Connection implements OutboundChannel {
   readonly context: BrokerContext;
   readonly remote: string;
+  /** The client's IP address (without the port). */
+  readonly sourceAddress: string;
   /** The listener that accepted this connection (loopback, TLS, its allow_anonymous). */
   readonly listener: ListenerInfo;
   /** The subject CN of the client certificate verified on a TLS listener with cert_username: an authenticated user name. */
@@ -110,8 +125,18 @@ export class Connection implements OutboundChannel {
   #unrepliedBytes = 0;
   /** Remaining lengths of the packets in #inbox. */
   #inboxBytes = 0;
-  /** QoS 0 deliveries are being dropped because the socket is not draining (logged once per episode). */
-  #droppingQos0 = false;
+  /**
+   * Set when maxUnsentBytes wait unsent, cleared below half of it: the client is not reading, and
+   * is not read (logged once per episode).
+   */
+  #notReading = false;
+  /** Paused by #flowControl; the socket is paused exactly while this is true. */
+  #readingPaused = false;
+  /** The packet underway: its bytes in the broker's budget, its time limit. */
+  readonly #arriving: ArrivingPacket;
+  /** Packets parsed so far: tells #read whether the packet underway after a chunk is a new one. */
+  #packetsReceived = 0;
+  readonly #summary: LogSummary;
   /** Packets written in this tick, sent together at its end (see #write). */
   #outbox: Buffer[] = [];
   #outboxBytes = 0;
@@ -127,6 +152,9 @@ export class Connection implements OutboundChannel {
     this.listener = listener;
     this.certificateUser = certificateUser;
     this.remote = `${socket.remoteAddress}:${socket.remotePort}`;
+    this.sourceAddress = socket.remoteAddress ?? '';
+    this.#summary = summaryOf(context.log);
+    this.#arriving = new ArrivingPacket(context.unfinishedPackets, context.options.packetTimeoutMs, () => this.#packetTimedOut());
     socket.setNoDelay(true);
     const { maxPacketSize } = context.options;
     this.#parser = createStrictParser(() =>
@@ -136,6 +164,7 @@ export class Connection implements OutboundChannel {
     this.#parser.on('error', (error: Error) => this.#malformed(error));
     // Not after close: the socket is read until it is destroyed, and the parser would start afresh.
     socket.on('data', (chunk: Buffer) => this.#read(chunk));
+    socket.on('drain', () => this.#checkUnsent());
     socket.on('error', () => this.close('socket error'));
     socket.on('close', () => this.close('connection lost'));
     this.#connectTimer = setTimeout(() => this.close('no CONNECT in time'), context.options.connectTimeoutMs);
@@ -188,7 +217,7 @@ export class Connection implements OutboundChannel {
   refuse(returnCode: number, reason: string): void {
     this.#will = undefined;
     this.send({ cmd: 'connack', returnCode, sessionPresent: false });
-    this.context.log.warn(`${this.describe()}: CONNECT refused: ${reason}`);
+    this.#report('warn', refusalCause(returnCode), `CONNECT refused: ${reason}`, { address: this.remote, reason });
     this.close(`CONNECT refused: ${reason}`);
   }
 
@@ -235,18 +264,31 @@ export class Connection implements OutboundChannel {
       for (const bytes of outbox) this.#socket.write(bytes);
       this.#socket.uncork();
     }
+    // The socket took it all at once (no 'drain' to come) or kept some of it: look at what waits now.
+    this.#checkUnsent();
+  }
+
+  /**
+   * After a flush and on 'drain', when the outbox is empty: is the client keeping up with what it
+   * is sent? Not while the socket holds maxUnsentBytes unsent; again once it holds less than half.
+   * Not looked at within a tick, whose outbox may briefly hold more than the kernel then takes at once.
+   */
+  #checkUnsent(): void {
+    if (this.#state === 'closed') return;
+    const unsent = this.#socket.writableLength;
+    const { maxUnsentBytes } = this.context.options;
+    if (unsent >= maxUnsentBytes) this.#noteNotReading();
+    else if (unsent < maxUnsentBytes / 2) this.#notReading = false;
+    this.#flowControl();
   }
 
   publish(packet: OutgoingPublish): void {
-    if (packet.qos === 0 && this.#socket.writableLength + this.#outboxBytes > QOS0_HIGH_WATER) {
+    // Written and not yet handed to the kernel: on the socket, and in this tick's outbox.
+    if (packet.qos === 0 && this.#socket.writableLength + this.#outboxBytes > this.context.options.maxUnsentBytes) {
       this.context.counters.qos0Dropped++;
-      if (!this.#droppingQos0) {
-        this.#droppingQos0 = true;
-        this.context.log.warn(`${this.describe()}: not reading; QoS 0 messages for it are dropped until it catches up`);
-      }
+      this.#noteNotReading();
       return;
     }
-    this.#droppingQos0 = false;
     this.#write(encodePublish(packet));
   }
 
@@ -275,8 +317,7 @@ export class Connection implements OutboundChannel {
           onFailure?.();
           // Once per connection: the writes behind a failed one fail too, and the store logs the failure itself.
           if (this.#state === 'closed') return;
-          this.context.log.error(`${this.describe()}: ${errorMessage(error)}; nothing acknowledged, closing the connection`);
-          this.close('store failure');
+          this.#storeFailed(`${errorMessage(error)}; nothing acknowledged, closing the connection`);
         })
         .finally(() => {
           this.#unreplied--;
@@ -294,9 +335,23 @@ export class Connection implements OutboundChannel {
   background(work: Promise<unknown>): void {
     work.catch((error: unknown) => {
       if (this.#state === 'closed') return; // once per connection, as in reply()
-      this.context.log.error(`${this.describe()}: ${errorMessage(error)}; closing the connection`);
-      this.close('store failure');
+      this.#storeFailed(`${errorMessage(error)}; closing the connection`);
     });
+  }
+
+  /** One line per interval for all connections: the store itself reports the failure (WriteFailures). */
+  #storeFailed(text: string): void {
+    this.#report('error', LogCauses.STORE_FAILURE, text);
+    this.close('store failure');
+  }
+
+  /**
+   * A line about this connection that any client can make us repeat at will: summarized per
+   * cause across all connections (the first at once, then a count; see LogSummary).
+   */
+  #report(level: 'warn' | 'error', cause: string, text: string, fields?: LogFields): void {
+    fields ??= { clientId: this.clientId, address: this.remote };
+    this.#summary[level](cause, { message: `${this.describe()}: ${text}`, fields, source: this.sourceAddress });
   }
 
   /** Resolves when every reply queued so far is sent (or abandoned). */
@@ -326,6 +381,8 @@ export class Connection implements OutboundChannel {
     clearTimeout(this.#connectTimer);
     this.#inbox.length = 0;
     this.#inboxBytes = 0;
+    discardUnfinished(this.#parser);
+    this.#arriving.release();
     // end() sends what was written (a refusing CONNACK) before the FIN; a peer that never
     // finishes its side is cut off shortly after.
     if (this.context.shuttingDown) {
@@ -340,7 +397,7 @@ export class Connection implements OutboundChannel {
   }
 
   async #finish(graceful: boolean): Promise<void> {
-    const { sessions, distributor, log, shuttingDown } = this.context;
+    const { sessions, distributor, shuttingDown } = this.context;
     const will = this.#will;
     this.#will = undefined;
     if (will && !graceful && !shuttingDown) {
@@ -349,10 +406,10 @@ export class Connection implements OutboundChannel {
           await distributor.publish(will.message, { retain: will.retain });
         } else {
           this.context.counters.publishesRefused++;
-          log.warn(`${this.describe()}: will message on ${JSON.stringify(will.message.topic)} not published: the ACL does not allow it`);
+          this.#report('warn', LogCauses.WILL_REFUSED, `will message on ${JSON.stringify(will.message.topic)} not published: the ACL does not allow it`);
         }
       } catch (error) {
-        log.error(`${this.describe()}: will message not published: ${errorMessage(error)}`);
+        this.#report('error', LogCauses.STORE_FAILURE, `will message not published: ${errorMessage(error)}`);
       }
     }
     await Promise.allSettled([this.#processing, this.#replies]);
@@ -360,19 +417,42 @@ export class Connection implements OutboundChannel {
       try {
         await sessions.close(this.#link.session, this);
       } catch (error) {
-        log.error(`${this.describe()}: session not closed cleanly: ${errorMessage(error)}`);
+        this.#report('error', LogCauses.STORE_FAILURE, `session not closed cleanly: ${errorMessage(error)}`);
       }
     }
   }
 
   #read(chunk: Buffer): void {
     if (this.#state === 'closed') return;
+    const received = this.#packetsReceived;
     const parsed = this.#state === 'connected' ? readAcks(chunk, this.#parser, (packet) => this.#receive(packet)) : 0;
-    if (parsed < chunk.length && !this.isClosed) this.#parser.parse(parsed === 0 ? chunk : chunk.subarray(parsed));
+    // readAcks reads only while the parser holds nothing: a chunk it read whole leaves nothing held.
+    let held = 0;
+    if (parsed < chunk.length && !this.isClosed) held = this.#parser.parse(parsed === 0 ? chunk : chunk.subarray(parsed));
+    if (this.isClosed) return;
+    // Over the budget, this connection (whose bytes would take the total over it) is closed: not
+    // reading it instead could leave every connection paused halfway through a packet, each
+    // waiting for room the others hold.
+    if (!this.#arriving.update(held, packetUnderway(this.#parser), this.#packetsReceived !== received)) {
+      const { max } = this.context.unfinishedPackets;
+      this.#report(
+        'warn',
+        LogCauses.UNFINISHED_OVER_BUDGET,
+        `packets still arriving would hold more than max_unfinished_packet_bytes (${max}) across all connections; closing this one`,
+      );
+      this.close('unfinished packets over max_unfinished_packet_bytes');
+    }
+  }
+
+  #packetTimedOut(): void {
+    const { packetTimeoutMs } = this.context.options;
+    this.#report('warn', LogCauses.PACKET_TIMEOUT, `a packet begun ${packetTimeoutMs} ms ago is not complete (packet_timeout_ms); closing the connection`);
+    this.close('packet not complete in time');
   }
 
   #receive(packet: Packet): void {
     if (this.#state === 'closed') return;
+    this.#packetsReceived++;
     this.#inbox.push(packet);
     this.#inboxBytes += packet.length ?? 0;
     this.#flowControl();
@@ -423,38 +503,65 @@ export class Connection implements OutboundChannel {
 
   #handlerFailed(error: unknown): void {
     if (error instanceof ProtocolViolation) {
-      this.context.log.warn(`${this.describe()}: protocol violation: ${error.message}`);
+      this.#report('warn', LogCauses.PROTOCOL_VIOLATION, `protocol violation: ${error.message}`);
       this.close(`protocol violation: ${error.message}`);
     } else {
-      this.context.log.error(`${this.describe()}: ${errorMessage(error)}`);
+      this.#report('error', LogCauses.HANDLER_FAILED, errorMessage(error));
       this.close(errorMessage(error));
     }
   }
 
   /**
-   * Pauses reading while too much of this client's input waits (see the high-water marks), resumes
-   * at half. Also while its CONNECT is handled: authentication can take a while (scrypt), and a
-   * client not yet let in must not make us hold what it sends behind it.
+   * Pauses reading while too much of this client's input waits (see the high-water marks), or too
+   * much of its output (it does not read what we send: maxUnsentBytes), and resumes at half.
+   * Also while its CONNECT is handled: authentication can take a while (scrypt), and a client not
+   * yet let in must not make us hold what it sends behind it.
    */
   #flowControl(): void {
     if (this.#state === 'closed') return;
     if (
       this.#state === 'connecting' ||
+      this.#notReading ||
       this.#inbox.length >= INBOX_HIGH_WATER ||
       this.#inboxBytes >= INBOX_HIGH_WATER_BYTES ||
       this.#unreplied >= UNREPLIED_HIGH_WATER ||
       this.#unrepliedBytes >= UNREPLIED_HIGH_WATER_BYTES
     ) {
-      this.#socket.pause();
+      this.#pauseReading();
     } else if (
-      this.#socket.isPaused() &&
+      this.#readingPaused &&
       this.#inbox.length < INBOX_HIGH_WATER / 2 &&
       this.#inboxBytes < INBOX_HIGH_WATER_BYTES / 2 &&
       this.#unreplied < UNREPLIED_HIGH_WATER / 2 &&
       this.#unrepliedBytes < UNREPLIED_HIGH_WATER_BYTES / 2
     ) {
-      this.#socket.resume();
+      this.#resumeReading();
     }
+  }
+
+  #pauseReading(): void {
+    if (this.#readingPaused) return;
+    this.#readingPaused = true;
+    this.#socket.pause();
+    this.#arriving.pause();
+  }
+
+  #resumeReading(): void {
+    this.#readingPaused = false;
+    this.#socket.resume();
+    this.#arriving.resume(packetUnderway(this.#parser));
+  }
+
+  /** maxUnsentBytes reached: QoS 0 for it is dropped and it is not read until it catches up. */
+  #noteNotReading(): void {
+    if (this.#notReading) return;
+    this.#notReading = true;
+    const { maxUnsentBytes } = this.context.options;
+    this.#report(
+      'warn',
+      LogCauses.NOT_READING,
+      `not reading what it is sent (${maxUnsentBytes} bytes wait unsent, max_unsent_bytes): QoS 0 messages for it are dropped and nothing more is read from it until it catches up`,
+    );
   }
 
   #malformed(error: Error): void {
@@ -464,7 +571,7 @@ export class Connection implements OutboundChannel {
       this.send({ cmd: 'connack', returnCode: 1, sessionPresent: false });
     }
     if (error instanceof PacketTooLarge) this.context.counters.packetsTooLarge++;
-    this.context.log.warn(`${this.describe()}: malformed packet: ${error.message}`);
+    this.#report('warn', LogCauses.MALFORMED, `malformed packet: ${error.message}`);
     this.close(`malformed packet: ${error.message}`);
   }
 }

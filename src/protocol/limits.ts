@@ -12,11 +12,106 @@ export interface TopicLimits {
 }
 
 /**
- * Bytes a client's socket may hold unsent before QoS 0 deliveries to it are dropped: a subscriber
- * that does not read cannot make the broker buffer QoS 0 without bound. QoS 1/2 need no such mark,
- * the inflight window bounds them and the rest waits in the store.
+ * Bytes held across all connections in packets that have begun to arrive and are not complete
+ * (mqtt-packet collects a packet's body before parsing it): max_packet_size bounds one packet,
+ * this bounds them all together, so many clients that each leave a large packet unfinished cannot
+ * make the broker hold their sum.
  */
-export const QOS0_HIGH_WATER = 1024 * 1024;
+export class UnfinishedPacketBudget {
+  readonly max: number;
+  #held = 0;
+
+  constructor(max: number) {
+    this.max = max;
+  }
+
+  get held(): number {
+    return this.#held;
+  }
+
+  /** Takes `bytes` more; false, taking nothing, when that would go over the budget. */
+  take(bytes: number): boolean {
+    if (this.#held + bytes > this.max) return false;
+    this.#held += bytes;
+    return true;
+  }
+
+  give(bytes: number): void {
+    this.#held -= bytes;
+  }
+}
+
+/**
+ * The packet one connection has underway, as the limits see it: its bytes counted in the broker's
+ * budget, and its time (packet_timeout_ms) from its first byte, keepalive 0 or not. The clock
+ * stops while the connection is not read: then it is the broker that holds the packet up.
+ */
+export class ArrivingPacket {
+  readonly #budget: UnfinishedPacketBudget;
+  readonly #timeoutMs: number;
+  readonly #onTimeout: () => void;
+  /** Bytes of the packet underway the parser holds, counted in the budget. */
+  #held = 0;
+  #timer: NodeJS.Timeout | undefined;
+  #paused = false;
+
+  constructor(budget: UnfinishedPacketBudget, timeoutMs: number, onTimeout: () => void) {
+    this.#budget = budget;
+    this.#timeoutMs = timeoutMs;
+    this.#onTimeout = onTimeout;
+  }
+
+  /**
+   * After a read: the parser holds `held` bytes, `underway` says whether a packet has begun and is
+   * not complete, `newPacket` whether that is another one than before the read (one completed
+   * meanwhile). false, having taken nothing, when its bytes would take the budget over.
+   */
+  update(held: number, underway: boolean, newPacket: boolean): boolean {
+    const more = held - this.#held;
+    if (more > 0 && !this.#budget.take(more)) return false;
+    if (more < 0) this.#budget.give(-more);
+    this.#held = held;
+    if (!underway) this.#stopClock();
+    else if (newPacket || this.#timer === undefined) this.#startClock();
+    return true;
+  }
+
+  /** The connection is not read for now. */
+  pause(): void {
+    this.#paused = true;
+    this.#stopClock();
+  }
+
+  /** It is read again: a packet underway gets its whole time again. */
+  resume(underway: boolean): void {
+    this.#paused = false;
+    if (underway) this.#startClock();
+  }
+
+  /** The connection is closed: its bytes go back to the budget. */
+  release(): void {
+    this.#stopClock();
+    this.#budget.give(this.#held);
+    this.#held = 0;
+  }
+
+  #startClock(): void {
+    if (this.#paused) return;
+    if (this.#timer) {
+      this.#timer.refresh();
+      return;
+    }
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.#onTimeout();
+    }, this.#timeoutMs);
+  }
+
+  #stopClock(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+}
 
 /** Events counted across all connections since start (`Broker.counters`). */
 export interface BrokerCounters {

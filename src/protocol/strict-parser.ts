@@ -12,6 +12,8 @@ interface BufferList {
 interface ParserInternals {
   _list: BufferList;
   _pos: number;
+  /** 0 between packets; 1 once a packet's first byte is read, 2 once its length is. */
+  _stateCounter: number;
   packet: { length: number; messageId?: number; cmd?: string };
   error?: unknown;
   _parseNum(): number;
@@ -19,6 +21,8 @@ interface ParserInternals {
   _parsePayload(): boolean;
   _parseMessageId(): boolean;
   _emitError(error: Error): void;
+  /** What parse() calls after an error: a new empty packet, no error, no bytes held. */
+  _resetState(): void;
 }
 
 /** Thrown (as the parser's 'error') when a packet's declared size is over the limit. */
@@ -120,4 +124,23 @@ export function createStrictParser(maxPacketSize: number | (() => number) = Infi
     return text;
   };
   return parser;
+}
+
+/**
+ * Whether a packet has begun to arrive and is not complete: the parser holds bytes of it, or has
+ * read its first byte and waits for its length. `parse()` returns the bytes held; this also sees
+ * a packet of which only the first byte came. mqtt-packet's internals, as above.
+ */
+export function packetUnderway(parser: Parser): boolean {
+  const internals = parser as unknown as ParserInternals;
+  return internals._stateCounter !== 0 || internals._list.length > 0;
+}
+
+/**
+ * Lets go of the bytes the parser holds (of a packet underway): a closed connection's parser lives
+ * on until its socket is gone, and must not keep them meanwhile. Safe within the parser's own
+ * callbacks: its loop ends once it holds nothing. mqtt-packet's internals, as above.
+ */
+export function discardUnfinished(parser: Parser): void {
+  (parser as unknown as ParserInternals)._resetState();
 }

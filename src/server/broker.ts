@@ -4,10 +4,11 @@ import { AdminServer } from '../admin/admin-server.js';
 import { AccessControl } from '../auth/access-control.js';
 import { BrokerError, ErrorCodes, errorMessage } from '../errors.js';
 import { silentLogger, type Logger } from '../logger.js';
+import { summaryOf } from '../log-summary.js';
 import { Connection, type BrokerContext } from '../protocol/connection.js';
 import type { ListenerInfo } from '../protocol/listener-info.js';
 import { dispatch } from '../protocol/dispatcher.js';
-import { newCounters, type BrokerCounters } from '../protocol/limits.js';
+import { newCounters, UnfinishedPacketBudget, type BrokerCounters } from '../protocol/limits.js';
 import { RetainedIndex } from '../routing/retained-index.js';
 import { TopicTree } from '../routing/topic-tree.js';
 import { Distributor } from '../session/distributor.js';
@@ -70,6 +71,19 @@ export interface BrokerOptions {
   connectTimeoutMs?: number;
   /** Bytes of one MQTT packet, fixed header included (default 1 MiB); a bigger one closes the connection before its body is read. */
   maxPacketSize?: number;
+  /**
+   * Bytes held in packets still arriving, across all connections (default 64 MiB, or maxPacketSize
+   * if that is more): the connection whose bytes would take the total over it is closed. At least
+   * maxPacketSize.
+   */
+  maxUnfinishedPacketBytes?: number;
+  /** Milliseconds a packet may take from its first byte to its last (default 60000), keepalive 0 or not. */
+  packetTimeoutMs?: number;
+  /**
+   * Bytes waiting unsent to one client before it counts as not reading (default 1 MiB): QoS 0
+   * messages for it are dropped and its socket is not read until half of it has gone.
+   */
+  maxUnsentBytes?: number;
   /** Open client connections across all listeners (default 10000); a socket beyond it is closed at once. */
   maxConnections?: number;
   /** UTF-8 bytes of a topic name or filter (default 1024). */
@@ -126,6 +140,9 @@ export const DEFAULTS = {
   readWindowBytes: 1024 * 1024,
   connectTimeoutMs: 30_000,
   maxPacketSize: 1024 * 1024,
+  maxUnfinishedPacketBytes: 64 * 1024 * 1024,
+  packetTimeoutMs: 60_000,
+  maxUnsentBytes: 1024 * 1024,
   maxConnections: 10_000,
   maxTopicLength: 1024,
   maxTopicLevels: 128,
@@ -151,6 +168,9 @@ export const OPTION_RANGES = {
   connectTimeoutMs: { min: 1, max: 2 ** 31 - 1 },
   // A whole packet, fixed header included: PINGREQ (2 bytes) up to the largest MQTT can encode.
   maxPacketSize: { min: 2, max: 1 + 4 + 268_435_455 },
+  maxUnfinishedPacketBytes: { min: 2, max: 2 ** 50 },
+  packetTimeoutMs: { min: 1, max: 2 ** 31 - 1 },
+  maxUnsentBytes: { min: 1, max: 2 ** 40 },
   maxConnections: { min: 1, max: 2 ** 31 - 1 },
   maxTopicLength: { min: 1, max: 65535 },
   maxTopicLevels: { min: 1, max: 65535 },
@@ -179,6 +199,17 @@ export function createBroker(options: BrokerOptions = {}): Broker {
   const readWindowBytes = ranged('readWindowBytes', DEFAULTS.readWindowBytes);
   const connectTimeoutMs = ranged('connectTimeoutMs', DEFAULTS.connectTimeoutMs);
   const maxPacketSize = ranged('maxPacketSize', DEFAULTS.maxPacketSize);
+  // Left out, it grows with a max_packet_size above its default, so that such a config stays valid.
+  const maxUnfinishedPacketBytes = ranged('maxUnfinishedPacketBytes', Math.max(DEFAULTS.maxUnfinishedPacketBytes, maxPacketSize));
+  const packetTimeoutMs = ranged('packetTimeoutMs', DEFAULTS.packetTimeoutMs);
+  const maxUnsentBytes = ranged('maxUnsentBytes', DEFAULTS.maxUnsentBytes);
+  if (maxUnfinishedPacketBytes < maxPacketSize) {
+    // Else a packet of the largest size allowed could never arrive.
+    throw new BrokerError(
+      ErrorCodes.BAD_OPTION,
+      `max_unfinished_packet_bytes (maxUnfinishedPacketBytes, ${maxUnfinishedPacketBytes}) must be at least max_packet_size (${maxPacketSize})`,
+    );
+  }
   const maxConnections = ranged('maxConnections', DEFAULTS.maxConnections);
   const maxTopicLength = ranged('maxTopicLength', DEFAULTS.maxTopicLength);
   const maxTopicLevels = ranged('maxTopicLevels', DEFAULTS.maxTopicLevels);
@@ -247,8 +278,9 @@ export function createBroker(options: BrokerOptions = {}): Broker {
     sessions,
     distributor,
     log,
-    options: { connectTimeoutMs, maxPacketSize, maxTopicLength, maxTopicLevels, maxSubscriptionsPerClient },
+    options: { connectTimeoutMs, maxPacketSize, packetTimeoutMs, maxUnsentBytes, maxTopicLength, maxTopicLevels, maxSubscriptionsPerClient },
     counters: newCounters(),
+    unfinishedPackets: new UnfinishedPacketBudget(maxUnfinishedPacketBytes),
     access,
     shuttingDown: false,
   };
@@ -338,6 +370,8 @@ export function createBroker(options: BrokerOptions = {}): Broker {
         const stopped = Promise.all(listeners.map((listener) => listener.close()));
         for (const connection of connections) connection.close('the broker is shutting down');
         await Promise.all([...connections].map((connection) => connection.closed));
+        // What the log summarized and has not said yet, said before the broker is gone.
+        summaryOf(log).flush();
         await stopped;
         listeners = [];
         await sessions.closeAll();

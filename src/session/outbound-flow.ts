@@ -1,5 +1,6 @@
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
+import { LogCauses, summaryOf } from '../log-summary.js';
 import type { Delivery, Message, OutboundEntry, QoS } from '../store/repository.js';
 import { EntryWindow } from './entry-window.js';
 import { Fifo } from './fifo.js';
@@ -452,7 +453,8 @@ export class OutboundFlow {
     if (this.#closed || this.#failed) return;
     this.#failed = true;
     const message = errorMessage(error);
-    this.#log.error(`session ${JSON.stringify(this.#session.clientId)}: ${message}; closing its connection`);
+    const { clientId } = this.#session;
+    summaryOf(this.#log).error(LogCauses.STORE_FAILURE, { message: `session ${JSON.stringify(clientId)}: ${message}; closing its connection`, fields: { clientId } });
     this.channel.end(`store failure: ${message}`);
   }
 }

@@ -93,6 +93,23 @@ describe('broker-admin passwd', { timeout: 30_000 }, () => {
     expect(readFileSync(file, 'utf8')).toBe(`${before}carol\n`);
   });
 
+  it('list and the messages escape what a user name holds that would drive a terminal: ESC, BEL, DEL, C1, bidi overrides, backslash', async () => {
+    const data = tempDir();
+    const file = join(data, 'passwd');
+    // Clear the screen, ring, DEL, CSI (C1), right-to-left override, a backslash: the file refuses none of them.
+    const user = 'eve\u001b[2J\u0007\u007f\u009b31m\u202eb\\c';
+    const added = await admin(['passwd', 'add', user, '--password-stdin', '--data', data], 'x');
+    expect(added).toEqual({ code: 0, stdout: '', stderr: `broker-admin: added user "eve\\u001b[2J\\u0007\\u007f\\u009b31m\\u202eb\\\\c" in ${file}\n` });
+    expect(await verifies(file, user, 'x')).toBe(true);
+    // One line per user, as the text-escape rules print a table cell (JSON's escapes, no quotes).
+    const listed = await admin(['passwd', 'list', '--data', data]);
+    expect(listed).toEqual({ code: 0, stdout: 'eve\\u001b[2J\\u0007\\u007f\\u009b31m\\u202eb\\\\c\n', stderr: '' });
+    // Nothing but the line's own end is a control or format character.
+    expect(listed.stdout.slice(0, -1)).not.toMatch(/[\p{Cc}\p{Cf}]/u);
+    const missing = await admin(['passwd', 'remove', `${user}!`, '--data', data]);
+    expect(missing.stderr).toBe(`broker-admin: there is no user "eve\\u001b[2J\\u0007\\u007f\\u009b31m\\u202eb\\\\c!" in ${file}\n`);
+  });
+
   const hasScript = spawnSync('script', ['--version']).status === 0;
   it.skipIf(!hasScript)('on a terminal the password is asked twice and never echoed; a mismatch changes nothing', async () => {
     const data = tempDir();

@@ -9,6 +9,9 @@ import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   DEFAULT_SCRYPT,
+  fairShareKey,
+  HASH_QUEUE_LIMITS,
+  HashQueue,
   hashPassword,
   parsePasswordFile,
   readPasswordFile,
@@ -229,24 +232,96 @@ describe('setPassword and removeUser (what broker-admin passwd does)', () => {
 });
 
 describe('PasswordTable.verify under a burst of CONNECTs', () => {
-  it('2 checks run, 256 wait (skipped if their client has gone), beyond that AUTH_BUSY at once', async () => {
+  it('2 checks run, 64 from one address wait (skipped if their client has gone), beyond that AUTH_BUSY at once', async () => {
     const table = parsePasswordFile(`alice:${await hashPassword('right', FAST)}\n`, 'passwd');
+    const { running, waitingPerSource } = HASH_QUEUE_LIMITS;
     // All with the right password: a skipped check shows as false. Clients 2.. are "gone".
     const results = await Promise.allSettled(
-      Array.from({ length: 300 }, (_, index) => table.verify('alice', 'right', () => index >= 2)),
+      Array.from({ length: 300 }, (_, index) => table.verify('alice', 'right', { source: '10.0.0.1', abandoned: () => index >= running })),
     );
-    expect(results.slice(0, 2)).toEqual([
-      { status: 'fulfilled', value: true },
-      { status: 'fulfilled', value: true },
-    ]);
-    expect(results.slice(2, 258).every((result) => result.status === 'fulfilled' && result.value === false)).toBe(true);
-    const busy = results.slice(258);
-    expect(busy).toHaveLength(42);
+    expect(results.slice(0, running)).toEqual(Array.from({ length: running }, () => ({ status: 'fulfilled', value: true })));
+    const skipped = results.slice(running, running + waitingPerSource);
+    expect(skipped.every((result) => result.status === 'fulfilled' && result.value === false)).toBe(true);
+    const busy = results.slice(running + waitingPerSource);
+    expect(busy).toHaveLength(300 - running - waitingPerSource);
     for (const result of busy) {
       expect(result.status).toBe('rejected');
       expect(((result as PromiseRejectedResult).reason as BrokerError).code).toBe(ErrorCodes.AUTH_BUSY);
+      expect(((result as PromiseRejectedResult).reason as BrokerError).message).toBe(`${waitingPerSource} password checks from 10.0.0.1 are already waiting`);
     }
     // The queue is free again: the next check runs (and, verified before, hits the cache).
     expect(await table.verify('alice', 'right')).toBe(true);
+  });
+
+  it('a flood from one address does not lock out the others: their checks wait their own turn', async () => {
+    const table = parsePasswordFile(`alice:${await hashPassword('right', FAST)}\nbob:${await hashPassword('builder', FAST)}\n`, 'passwd');
+    const flood = Array.from({ length: 300 }, () => table.verify('alice', 'wrong', { source: '10.0.0.1' }).catch((error: BrokerError) => error.code));
+    // After the flood filled its share, logins from other addresses still get a turn, and succeed.
+    const others = ['10.0.0.2', '10.0.0.3', '10.0.0.4'].map((source) => table.verify('bob', 'builder', { source }));
+    expect(await Promise.all(others)).toEqual([true, true, true]);
+    const outcomes = await Promise.all(flood);
+    expect(outcomes.filter((outcome) => outcome === false)).toHaveLength(HASH_QUEUE_LIMITS.running + HASH_QUEUE_LIMITS.waitingPerSource);
+    expect(outcomes.filter((outcome) => outcome === ErrorCodes.AUTH_BUSY)).toHaveLength(300 - HASH_QUEUE_LIMITS.running - HASH_QUEUE_LIMITS.waitingPerSource);
+  });
+});
+
+describe('HashQueue', () => {
+  /** Acquires for each source in turn, recording the order in which their turns come. */
+  function queueWith(limits: { running: number; waiting: number; waitingPerSource: number }) {
+    const queue = new HashQueue(limits);
+    const turns: string[] = [];
+    const refused: string[] = [];
+    const acquire = (source: string) =>
+      queue.acquire(source).then(
+        () => void turns.push(source),
+        (error: BrokerError) => {
+          expect(error.code).toBe(ErrorCodes.AUTH_BUSY);
+          refused.push(source);
+        },
+      );
+    return { queue, turns, refused, acquire };
+  }
+
+  it('takes turns between addresses (round robin), each address in its arrival order', async () => {
+    const { queue, turns, acquire } = queueWith({ running: 1, waiting: 100, waitingPerSource: 100 });
+    const all = ['a', 'a', 'a', 'a', 'b', 'b', 'c', 'a'].map(acquire);
+    await Promise.resolve();
+    // The first runs at once; each release gives the next turn.
+    for (let index = 1; index < all.length; index++) queue.release();
+    await Promise.all(all);
+    expect(turns).toEqual(['a', 'a', 'b', 'c', 'a', 'b', 'a', 'a']);
+  });
+
+  it('refuses at once beyond the checks one address may have waiting, while another address still waits its turn', async () => {
+    const { queue, turns, refused, acquire } = queueWith({ running: 1, waiting: 100, waitingPerSource: 2 });
+    const all = ['a', 'a', 'a', 'a', 'b'].map(acquire);
+    await Promise.resolve();
+    for (let index = 0; index < 3; index++) queue.release();
+    await Promise.all(all);
+    expect(refused).toEqual(['a']);
+    expect(turns).toEqual(['a', 'a', 'b', 'a']);
+  });
+
+  it('with every place taken, a newcomer from an address with fewer waiting displaces the newest of the longest line', async () => {
+    const { queue, turns, refused, acquire } = queueWith({ running: 1, waiting: 4, waitingPerSource: 10 });
+    const all = ['a', 'a', 'a', 'a', 'a'].map(acquire);
+    // Full: a has 4 waiting. b takes the place of a's newest, then again (a 2, b 2); a third b is refused.
+    all.push(acquire('b'), acquire('b'), acquire('b'));
+    await Promise.resolve();
+    for (let index = 0; index < 4; index++) queue.release();
+    await Promise.all(all);
+    expect(refused).toEqual(['a', 'a', 'b']);
+    expect(turns).toEqual(['a', 'a', 'b', 'a', 'b']);
+  });
+
+  it('counts an IPv6 /64 as one address, and an IPv4 address mapped into IPv6 as that IPv4 address', () => {
+    expect(fairShareKey('127.0.0.2')).toBe('127.0.0.2');
+    expect(fairShareKey('::ffff:127.0.0.2')).toBe('127.0.0.2');
+    expect(fairShareKey('2001:db8:1:2:aaaa::1')).toBe('2001:db8:1:2::/64');
+    expect(fairShareKey('2001:0db8:0001:0002:ffff:ffff:ffff:ffff')).toBe('2001:db8:1:2::/64');
+    expect(fairShareKey('2001:db8:1:3::1')).toBe('2001:db8:1:3::/64');
+    expect(fairShareKey('::1')).toBe('0:0:0:0::/64');
+    expect(fairShareKey('fe80::1%eth0')).toBe('fe80:0:0:0::/64');
+    expect(fairShareKey('64:ff9b::192.0.2.1')).toBe('64:ff9b:0:0::/64');
   });
 });

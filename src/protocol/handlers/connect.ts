@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { IConnectPacket } from 'mqtt-packet';
 import { NOT_AUTHORIZED, SERVER_UNAVAILABLE } from '../../auth/access-control.js';
 import { BrokerError, ErrorCodes, errorMessage, ProtocolViolation } from '../../errors.js';
+import { LogCauses, summaryOf } from '../../log-summary.js';
 import { isValidTopicName } from '../../routing/topic.js';
 import type { QoS } from '../../store/repository.js';
 import type { Connection, Will } from '../connection.js';
@@ -54,7 +55,11 @@ export async function handleConnect(connection: Connection, packet: IConnectPack
       connection.refuse(SERVER_UNAVAILABLE, error.message);
       return;
     }
-    log.error(`client ${JSON.stringify(clientId)}: session could not start: ${errorMessage(error)}`);
+    summaryOf(log).error(LogCauses.STORE_FAILURE, {
+      message: `client ${JSON.stringify(clientId)}: session could not start: ${errorMessage(error)}`,
+      fields: { clientId, address: connection.remote },
+      source: connection.sourceAddress,
+    });
     connection.refuse(SERVER_UNAVAILABLE, 'session could not start');
     return;
   }
@@ -106,7 +111,13 @@ const REFUSED = Symbol('refused');
 async function authenticate(connection: Connection, packet: IConnectPacket): Promise<string | undefined | typeof REFUSED> {
   const password = typeof packet.password === 'string' ? Buffer.from(packet.password) : packet.password;
   const result = await connection.context.access.authenticate(
-    { username: packet.username, password, certificateUser: connection.certificateUser, abandoned: () => connection.isClosed },
+    {
+      username: packet.username,
+      password,
+      certificateUser: connection.certificateUser,
+      abandoned: () => connection.isClosed,
+      source: connection.sourceAddress,
+    },
     connection.listener,
   );
   // The socket may have gone while the password was checked.

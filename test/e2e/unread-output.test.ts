@@ -1,0 +1,163 @@
+/**
+ * A client that sends and never reads what it is sent (issue 12, item 5): PINGREQs whose PINGRESPs
+ * it leaves unread, QoS 1 PUBLISHes whose PUBACKs it leaves unread. The broker stops reading its
+ * socket once max_unsent_bytes wait unsent for it (configured small here), so its replies cannot
+ * pile up in the broker's memory; once it reads, the broker reads again and answers every packet.
+ *
+ * Measured by counting: the Buffers alive in this process (the broker runs in it) after a full GC,
+ * and the replies received against the packets sent. Nothing is timed.
+ *
+ * The kernel takes some megabytes for a reader that does not read before anything waits in the
+ * broker. To get there in seconds rather than with millions of PINGREQs, the client first
+ * subscribes and gets QoS 1 messages it does not read either: with max_inflight 7, exactly 7 of
+ * them (3.5 MiB, a little less than the kernel buffers of a loopback connection take on Linux) are sent.
+ * Where the kernel takes less, those alone reach the bound; the test holds either way.
+ */
+import { once } from 'node:events';
+import { connect, type Socket } from 'node:net';
+import mqttPacket, { type Packet } from 'mqtt-packet';
+import { afterEach, describe, expect, it } from 'vitest';
+import { startBroker, type RunningBroker } from '../helpers/in-process.js';
+import { RawClient } from '../helpers/raw-client.js';
+import { publishQos1 } from '../helpers/wait.js';
+import { liveBufferBytes, LogLines, MiB } from './hardening-helpers.js';
+
+const PREFILL_MESSAGES = 7;
+const PREFILL_SIZE = 512 * 1024;
+const MAX_UNSENT_BYTES = 64 * 1024;
+
+let running: RunningBroker | undefined;
+const sockets: Socket[] = [];
+afterEach(async () => {
+  for (const socket of sockets.splice(0)) socket.destroy();
+  await running?.stop();
+  running = undefined;
+});
+
+/**
+ * A client on a plain socket, subscribed to `fill` at QoS 1, that reads nothing from now on, with
+ * max_inflight QoS 1 messages sent to it and waiting unread.
+ */
+async function silentSubscriber(running: RunningBroker): Promise<Socket> {
+  const socket = connect(running.port, '127.0.0.1');
+  sockets.push(socket);
+  await once(socket, 'connect');
+  socket.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, keepalive: 0, clientId: 'silent' }));
+  socket.write(mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'fill', qos: 1 }] }));
+  let received = Buffer.alloc(0);
+  // CONNACK (4 bytes) and SUBACK (5 bytes: QoS 1 granted).
+  while (received.length < 9) received = Buffer.concat([received, ((await once(socket, 'data')) as [Buffer])[0]]);
+  expect([...received]).toEqual([0x20, 2, 0, 0, 0x90, 3, 0, 1, 1]);
+  socket.pause();
+
+  const publisher = await RawClient.session(running.port, { clientId: 'filler' });
+  const payload = Buffer.alloc(PREFILL_SIZE, 0x66);
+  for (let id = 1; id <= PREFILL_MESSAGES; id++) await publishQos1(publisher.client, id, 'fill', payload.toString());
+  await publisher.client.close();
+  return socket;
+}
+
+/**
+ * Sends `packet` over and over until the broker says it stopped reading this client, then
+ * `moreBytes` more at once, which a broker still reading would answer, piling the replies up.
+ * Returns how many were sent.
+ */
+async function floodUntilNotRead(socket: Socket, packet: Buffer, log: LogLines, moreBytes: number): Promise<number> {
+  const perChunk = Math.floor((64 * 1024) / packet.length);
+  const chunk = Buffer.concat(Array.from({ length: perChunk }, () => packet));
+  const notRead = log.waitFor(/"silent": not reading what it is sent/);
+  let stopped = false;
+  void notRead.then(() => (stopped = true));
+  let sent = 0;
+  while (!stopped) {
+    sent += perChunk;
+    if (socket.write(chunk)) await new Promise(setImmediate);
+    else await Promise.race([once(socket, 'drain'), notRead]);
+  }
+  for (let bytes = 0; bytes < moreBytes; bytes += chunk.length) {
+    socket.write(chunk);
+    sent += perChunk;
+  }
+  return sent;
+}
+
+/**
+ * Another client served meanwhile: each of its PINGREQs is answered after the broker ran its loop,
+ * reading every socket that has bytes waiting, the flood's too if it still read it.
+ */
+async function fence(running: RunningBroker): Promise<void> {
+  const other = await RawClient.session(running.port, { clientId: 'other' });
+  for (let round = 0; round < 32; round++) await other.client.roundTrip();
+  await other.client.close();
+}
+
+/** Reads from now on, acknowledging the QoS 1 messages; resolves once `count` packets of kind `cmd` came. */
+async function readReplies(socket: Socket, cmd: Packet['cmd'], count: number): Promise<{ replies: Packet[]; publishes: number }> {
+  const parser = mqttPacket.parser({ protocolVersion: 4 });
+  let publishes = 0;
+  let seen = 0;
+  // The first and last reply are kept, the others only counted.
+  const replies: Packet[] = [];
+  const done = new Promise<void>((resolve, reject) => {
+    parser.on('packet', (packet: Packet) => {
+      if (packet.cmd === 'publish') {
+        publishes++;
+        socket.write(mqttPacket.generate({ cmd: 'puback', messageId: packet.messageId! }));
+      } else if (packet.cmd === cmd) {
+        seen++;
+        if (seen === 1 || seen === count) replies.push(packet);
+        if (seen === count) resolve();
+      } else {
+        reject(new Error(`unexpected ${packet.cmd}`));
+      }
+    });
+    socket.once('close', () => reject(new Error(`closed after ${seen} of ${count} ${cmd}`)));
+  });
+  socket.on('data', (data: Buffer) => parser.parse(data));
+  socket.resume();
+  await done;
+  // Nothing more than one reply each: a PINGREQ answered after all of them comes next.
+  socket.write(mqttPacket.generate({ cmd: 'pingreq' }));
+  await new Promise<void>((resolve) => parser.on('packet', (packet: Packet) => packet.cmd === 'pingresp' && resolve()));
+  expect(seen).toBe(cmd === 'pingresp' ? count + 1 : count);
+  return { replies, publishes };
+}
+
+describe('a client that never reads what it is sent', { timeout: 60_000 }, () => {
+  it('sends PINGREQs: the broker stops reading it at the bound, holds no more than that, and answers every one once it reads [MQTT-3.12.4-1]', async () => {
+    const log = new LogLines();
+    running = await startBroker({ log, maxInflight: PREFILL_MESSAGES, maxUnsentBytes: MAX_UNSENT_BYTES });
+    const socket = await silentSubscriber(running);
+    const before = liveBufferBytes();
+
+    const sent = await floodUntilNotRead(socket, Buffer.from([0xc0, 0]), log, 512 * 1024);
+    await fence(running);
+    const held = liveBufferBytes() - before;
+    console.log(`PINGREQ flood: ${sent} sent before and after reading stopped; Buffers held ${(held / MiB).toFixed(2)} MiB`);
+    expect(held).toBeLessThan(MAX_UNSENT_BYTES + 256 * 1024);
+
+    const { publishes } = await readReplies(socket, 'pingresp', sent);
+    expect(publishes).toBe(PREFILL_MESSAGES);
+    expect(log.matching(/not reading what it is sent/)).toHaveLength(1);
+  });
+
+  it('sends QoS 1 PUBLISHes: the broker stops reading it at the bound, holds no more than that, and acknowledges every one once it reads [MQTT-4.3.2-4]', async () => {
+    const log = new LogLines();
+    running = await startBroker({ log, maxInflight: PREFILL_MESSAGES, maxUnsentBytes: MAX_UNSENT_BYTES });
+    const socket = await silentSubscriber(running);
+    const before = liveBufferBytes();
+
+    const publishes = Array.from({ length: 2 }, (_, index) =>
+      mqttPacket.generate({ cmd: 'publish', topic: 'f', payload: Buffer.alloc(0), qos: 1, messageId: index + 1, retain: false, dup: false }),
+    );
+    const sent = 2 * (await floodUntilNotRead(socket, Buffer.concat(publishes), log, MiB));
+    await fence(running);
+    const held = liveBufferBytes() - before;
+    console.log(`QoS 1 flood: ${sent} sent before and after reading stopped; Buffers held ${(held / MiB).toFixed(2)} MiB`);
+    expect(held).toBeLessThan(MAX_UNSENT_BYTES + 256 * 1024);
+
+    // In the order sent [MQTT-4.6.0-2]: the last PUBACK is for the last PUBLISH.
+    const { replies } = await readReplies(socket, 'puback', sent);
+    expect(replies.map((reply) => (reply as mqttPacket.IPubackPacket).messageId)).toEqual([1, 2]);
+  });
+});
