@@ -41,7 +41,7 @@ describe('mqtt-packet parser internals (strict-parser.ts, ack-reader.ts)', () =>
   it('has the state methods strict-parser.ts replaces, called by name from its state table', () => {
     const parser = mqttPacket.parser({ protocolVersion: 4 }) as unknown as ParserInternals & Record<string, unknown>;
     expect(parser._states).toEqual(['_parseHeader', '_parseLength', '_parsePayload', '_newPacket']);
-    for (const method of ['_parseLength', '_parsePayload', '_parseMessageId', '_parseString', '_parseNum', '_emitError']) {
+    for (const method of ['_parseLength', '_parsePayload', '_parseMessageId', '_parseString', '_parseNum', '_emitError', '_resetState']) {
       expect(typeof parser[method], method).toBe('function');
     }
   });
@@ -58,6 +58,14 @@ describe('mqtt-packet parser internals (strict-parser.ts, ack-reader.ts)', () =>
     expect(parser._list.length).toBe(0);
     expect(parser._stateCounter).toBe(0);
     expect(parser.error ?? null).toBeNull();
+  });
+
+  it('_resetState drops the bytes of an unfinished packet, so a closed connection lets go of them', () => {
+    const parser = mqttPacket.parser({ protocolVersion: 4 }) as unknown as ParserInternals & { parse(bytes: Buffer): number; _resetState(): void };
+    parser.parse(Buffer.from([0x30, 0x7f, 0x00, 0x03, 0x61]));
+    expect(parser._list.length).toBeGreaterThan(0);
+    parser._resetState();
+    expect([parser._list.length, parser._stateCounter]).toEqual([0, 0]);
   });
 
   it('reads strings through _parseString, so replacing it on an instance decides every string of a packet', () => {
