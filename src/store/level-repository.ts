@@ -397,7 +397,7 @@ export class LevelRepository implements SessionRepository {
       prepare: (batch) => {
         // Queue limits are decided here, where transitions are applied in submission order and a
         // batch that fails to write leaves the stored counts as they were.
-        admitted = deliveries.filter(({ clientId }) => this.#admit(batch, clientId, size));
+        admitted = deliveries.filter(({ clientId, limits }) => this.#admit(batch, clientId, size, limits));
         const shared = admitted.length > 1;
         if (shared) {
           batch.put(keys.body(messageId), { t: message.topic, p: message.payload, o: message.qos } satisfies BodyValue);
@@ -521,9 +521,9 @@ export class LevelRepository implements SessionRepository {
   }
 
   /** Counts a delivery of `size` bytes into the session's queue if its limits allow; counts a drop if not. */
-  #admit(batch: BatchBuilder, clientId: string, size: number): boolean {
+  #admit(batch: BatchBuilder, clientId: string, size: number, limits = this.#limits): boolean {
     const stats = readStats(batch, clientId);
-    const admitted = admit(stats, size, this.#limits);
+    const admitted = admit(stats, size, limits);
     writeStats(batch, clientId, stats);
     return admitted;
   }

@@ -158,8 +158,8 @@ export class MemoryRepository implements SessionRepository {
     }
     const inboundSession = inbound ? this.#session(inbound.clientId) : undefined;
     const seqs: PublishResult = new Map<string, number>();
-    for (const [{ clientId, qos, retain, raiseDupMark }, session] of targets) {
-      if (!admit(session.stats, message.payload.length, this.#limits)) continue;
+    for (const [{ clientId, qos, retain, raiseDupMark, limits }, session] of targets) {
+      if (!admit(session.stats, message.payload.length, limits ?? this.#limits)) continue;
       const seq = session.nextSeq++;
       session.queue.set(seq, { seq, message, qos, retain, state: 'queued' });
       // Same meaning as raiseDupMark: the mark rises to this entry, covering the ones before it.

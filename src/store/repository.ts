@@ -70,6 +70,11 @@ export interface Delivery {
    * as it is stored, and is spared a write (and an fsync) of its own before it does.
    */
   raiseDupMark?: boolean;
+  /**
+   * Queue limits of this session when they are its own (a bridge's max_queued_messages/bytes),
+   * in place of the repository's. The refusal and its count work as for the repository's limits.
+   */
+  limits?: QueueLimits;
 }
 
 export interface PublishTransition {
@@ -99,8 +104,8 @@ export type PublishResult = Map<string, number> & { retainedRefused?: true };
  */
 export type RetainedRead = RetainedMessage | BrokerError | undefined;
 
-export type { QueueStats } from './queue-limits.js';
-import type { QueueStats } from './queue-limits.js';
+export type { QueueLimits, QueueStats } from './queue-limits.js';
+import type { QueueLimits, QueueStats } from './queue-limits.js';
 export type { RetainedStats } from './retained-limits.js';
 import type { RetainedStats } from './retained-limits.js';
 import type { LevelInspector } from './level-inspector.js';

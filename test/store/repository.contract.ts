@@ -1615,6 +1615,30 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           { limits: { maxMessages: 100, maxBytes: 10 } },
         ));
 
+      it("a delivery's own limits replace the repository's for its session alone, tighter or looser", () =>
+        withFixture(
+          async ({ repository }) => {
+            await repository.createSession('bridge');
+            await repository.createSession('client');
+            const own = { maxMessages: 3, maxBytes: 1_000_000 };
+            const tight = { maxMessages: 1, maxBytes: 1_000_000 };
+            const admitted: string[][] = [];
+            for (const payload of ['m1', 'm2', 'm3', 'm4']) {
+              const seqs = await repository.publish({ message: message('t', payload), deliveries: [{ ...to('bridge'), limits: own }, to('client')] });
+              admitted.push([...seqs.keys()].sort());
+            }
+            // The repository's limit (2) binds the client; the bridge's own (3) binds it.
+            expect(admitted).toEqual([['bridge', 'client'], ['bridge', 'client'], ['bridge'], []]);
+            expect(await repository.queueStats('bridge')).toEqual(stats(3, 6, 1));
+            expect(await repository.queueStats('client')).toEqual(stats(2, 4, 2));
+            // Tighter than the repository's: refused at once, counted like any other refusal.
+            const seqs = await repository.publish({ message: message('t', 'm5'), deliveries: [{ ...to('bridge'), limits: tight }] });
+            expect(seqs.size).toBe(0);
+            expect(await repository.queueStats('bridge')).toEqual(stats(3, 6, 2));
+          },
+          { limits: { maxMessages: 2, maxBytes: 1_000_000 } },
+        ));
+
       it('complete makes room again; the drop count stays', () =>
         withFixture(
           async ({ repository }) => {
