@@ -3,7 +3,7 @@ import { BrokerError } from '../errors.js';
 import { silentLogger, type Logger } from '../logger.js';
 import { PAUSE, type RetainedIndex, type RetainedMatch } from '../routing/retained-index.js';
 import type { TopicTree } from '../routing/topic-tree.js';
-import type { Delivery, Message, PublishResult, PublishTransition, QoS, RetainedEntry, SessionRepository } from '../store/repository.js';
+import type { Delivery, Message, PublishResult, PublishTransition, QoS, QueueLimits, RetainedEntry, SessionRepository } from '../store/repository.js';
 import type { Session } from './session.js';
 
 /**
@@ -18,6 +18,25 @@ export interface PublishOptions {
   retain: boolean;
   /** An inbound QoS2 PUBLISH: its packet id is stored as received in the same atomic batch. */
   inbound?: { session: Session; packetId: number };
+  /**
+   * The client id of the session the message came from, when it has one that may also subscribe
+   * (a bridge's inbound message): a subscriber with `noLocal` does not receive it back.
+   */
+  origin?: string;
+}
+
+/**
+ * How one subscriber receives messages, when it is not as MQTT 3.1.1 says for clients. Today only
+ * a bridge's session has any (see DistributorOptions.subscriberOptions); MQTT 5's subscription
+ * options No Local and Retain As Published are the same ideas per subscription.
+ */
+export interface SubscriberOptions {
+  /** Never receives a message whose `origin` it is: a bridge never sends back what came in over it. */
+  noLocal?: boolean;
+  /** RETAIN as the publisher set it, not 0 [MQTT-3.3.1-9]: a bridge forwards retained messages as retained. */
+  retainAsPublished?: boolean;
+  /** Queue limits of its own in place of the broker's (Delivery.limits). */
+  queueLimits?: QueueLimits;
 }
 
 export interface DistributorOptions {
@@ -38,6 +57,11 @@ export interface DistributorOptions {
   canRead?: (session: Session, topic: string) => boolean;
   /** Hears of retained messages refused at the retained limits, and of damaged ones not sent. */
   log?: Logger;
+  /**
+   * Only when some subscriber has options of its own (a bridge is configured): its options, or
+   * undefined. Without it routing pays nothing for them.
+   */
+  subscriberOptions?: (clientId: string) => SubscriberOptions | undefined;
 }
 
 interface Target {
@@ -70,6 +94,7 @@ export class Distributor {
   #retainedRefused = 0;
   /** Topics whose damaged retained record was reported already: once each is enough. */
   readonly #damageReported = new Set<string>();
+  readonly #subscriberOptions: ((clientId: string) => SubscriberOptions | undefined) | undefined;
 
   constructor(options: DistributorOptions) {
     this.#lookup = options.lookup;
@@ -79,6 +104,7 @@ export class Distributor {
     this.#volatile = options.volatile;
     this.#canRead = options.canRead;
     this.#log = options.log ?? silentLogger;
+    this.#subscriberOptions = options.subscriberOptions;
   }
 
   /** The index of the retained messages, read from the store at start (their payloads stay there). */
@@ -128,22 +154,29 @@ export class Distributor {
   route(message: Message, options: PublishOptions): Publication {
     const durableTargets: Target[] = [];
     const volatileTargets: Target[] = [];
-    const direct: Session[] = [];
+    const direct: { session: Session; retain: boolean }[] = [];
     const canRead = this.#canRead;
+    const subscriberOptions = this.#subscriberOptions;
     for (const [clientId, granted] of this.#subscriptions.match(message.topic)) {
       const session = this.#lookup(clientId);
       if (!session) continue;
       if (canRead !== undefined && !canRead(session, message.topic)) continue;
+      const own = subscriberOptions?.(clientId);
+      if (own?.noLocal && clientId === options.origin) continue;
+      // RETAIN is 0 towards subscriptions that existed when it was published [MQTT-3.3.1-9].
+      const retain = own?.retainAsPublished === true && options.retain;
       // Delivered at the lower of the published QoS and the granted QoS [MQTT-3.8.4-6].
       const qos = Math.min(message.qos, granted) as QoS;
       if (qos === 0) {
         // QoS 0 is not queued for a disconnected session: the spec makes it optional.
-        direct.push(session);
+        direct.push({ session, retain });
       } else if (session.clean) {
         // In memory: no write to spare by raising the DUP mark with it (see Session.delivery).
-        volatileTargets.push({ session, delivery: { clientId, qos, retain: false } });
+        volatileTargets.push({ session, delivery: { clientId, qos, retain } });
       } else {
-        durableTargets.push({ session, delivery: session.delivery(qos, false) });
+        const delivery = session.delivery(qos, retain);
+        if (own?.queueLimits) delivery.limits = own.queueLimits;
+        durableTargets.push({ session, delivery });
       }
     }
 
@@ -170,7 +203,7 @@ export class Distributor {
         });
         notify(stillVolatile, seqs, message);
       }
-      for (const session of direct) session.sendDirect(message, false);
+      for (const { session, retain } of direct) session.sendDirect(message, retain);
     };
     return { stored, deliver };
   }

@@ -286,6 +286,39 @@ export class SessionManager {
     });
   }
 
+  /**
+   * Keeps a persistent session that no client's CONNECT owns (a bridge's), connected or not: stores
+   * it if it is new, makes its stored subscriptions exactly `subscriptions` (stored first, then
+   * routed, as for SUBSCRIBE), and returns it. Messages are queued for it from then on; a link is
+   * made and ended with `start` and `close`, as for a client. It counts in the session budget but
+   * is never refused by it: it is the operator's configuration, like what a restore brings back.
+   */
+  keep(clientId: string, subscriptions: Subscription[]): Promise<Session> {
+    return this.#exclusive(clientId, async () => {
+      let session = this.#sessions.get(clientId);
+      if (!session) {
+        session = this.#newSession(clientId, false, undefined);
+        try {
+          await session.create();
+        } catch (error) {
+          this.#forget(session);
+          throw error;
+        }
+      }
+      const wanted = new Set(subscriptions.map(({ filter }) => filter));
+      const stale = [...session.subscriptions.keys()].filter((filter) => !wanted.has(filter));
+      if (stale.length > 0) {
+        await session.removeSubscriptions(stale);
+        for (const filter of stale) this.#unroute(session, filter);
+      }
+      if (subscriptions.length > 0) {
+        await session.storeSubscriptions(subscriptions);
+        for (const { filter, qos } of subscriptions) this.#route(session, filter, qos);
+      }
+      return session;
+    });
+  }
+
   /** Ends every connection and waits for session operations under way. */
   async closeAll(): Promise<void> {
     for (const session of this.#sessions.values()) {
