@@ -2,6 +2,9 @@ import type { AddressInfo, Socket } from 'node:net';
 import { join, resolve } from 'node:path';
 import { AdminServer } from '../admin/admin-server.js';
 import { AccessControl } from '../auth/access-control.js';
+import type { BridgeOptions } from '../bridge/bridge-options.js';
+import { Bridges, checkBridges } from '../bridge/bridges.js';
+import { isBridgeClientId } from '../bridge/client-id.js';
 import { BrokerError, ErrorCodes, errorMessage } from '../errors.js';
 import { silentLogger, type Logger } from '../logger.js';
 import { summaryOf } from '../log-summary.js';
@@ -11,7 +14,7 @@ import { dispatch } from '../protocol/dispatcher.js';
 import { newCounters, UnfinishedPacketBudget, type BrokerCounters } from '../protocol/limits.js';
 import { RetainedIndex } from '../routing/retained-index.js';
 import { TopicTree } from '../routing/topic-tree.js';
-import { Distributor } from '../session/distributor.js';
+import { Distributor, type SubscriberOptions } from '../session/distributor.js';
 import { SessionManager } from '../session/session-manager.js';
 import type { Session } from '../session/session.js';
 import { LevelRepository } from '../store/level-repository.js';
@@ -22,7 +25,7 @@ import type { SessionRepository } from '../store/repository.js';
 import { Listener, type ListenerOptions, type TlsListenerOptions } from './listeners.js';
 import { openStore } from './store-startup.js';
 
-export type { ListenerOptions, TlsListenerOptions };
+export type { BridgeOptions, ListenerOptions, TlsListenerOptions };
 
 export interface BrokerOptions {
   /**
@@ -103,6 +106,8 @@ export interface BrokerOptions {
    * LevelDB store, off when a `repository` is injected (there is no store for it to inspect).
    */
   admin?: boolean;
+  /** Bridges to upstream brokers (README, "Bridge to a central broker"). */
+  bridges?: BridgeOptions[];
   log?: Logger;
 }
 
@@ -116,6 +121,8 @@ export interface Broker {
   /** Every listener's address, in the order of `listeners`, once listening. */
   addresses(): AddressInfo[];
   readonly sessions: SessionManager;
+  /** The bridges to upstream brokers, and their state. */
+  readonly bridges: Bridges;
   /** What the limits refused since start (connections, QoS 0 deliveries, oversized packets). */
   readonly counters: Readonly<BrokerCounters>;
   /**
@@ -214,6 +221,7 @@ export function createBroker(options: BrokerOptions = {}): Broker {
   const maxTopicLength = ranged('maxTopicLength', DEFAULTS.maxTopicLength);
   const maxTopicLevels = ranged('maxTopicLevels', DEFAULTS.maxTopicLevels);
   const maxSubscriptionsPerClient = ranged('maxSubscriptionsPerClient', DEFAULTS.maxSubscriptionsPerClient);
+  const bridgeSettings = checkBridges(options.bridges ?? []);
 
   const limits: QueueLimits = {
     maxMessages: ranged('maxQueuedMessages', DEFAULT_QUEUE_LIMITS.maxMessages),
@@ -252,7 +260,10 @@ export function createBroker(options: BrokerOptions = {}): Broker {
   const access = new AccessControl({ passwordFile: options.passwordFile, aclFile: options.aclFile, log });
   // Read permission is checked against the subscriber session's owner when a message is routed
   // and again when a queued one is sent; without an ACL neither pays for it.
-  const canRead = access.hasAcl ? (session: Session, topic: string) => access.canRead(session.clientId, session.owner, topic) : undefined;
+  // A bridge's session is the operator's own configuration, not a client: the ACL does not apply to it.
+  const canRead = access.hasAcl
+    ? (session: Session, topic: string) => isBridgeClientId(session.clientId) || access.canRead(session.clientId, session.owner, topic)
+    : undefined;
   const sessions = new SessionManager({
     durable,
     volatile,
@@ -265,7 +276,7 @@ export function createBroker(options: BrokerOptions = {}): Broker {
     policy: { limits: { maxInflight, readWindow, readWindowBytes }, ...(canRead ? { canRead } : {}) },
     log,
   });
-  const distributor = new Distributor({
+  const distributor: Distributor = new Distributor({
     lookup: (clientId) => sessions.lookup(clientId),
     subscriptions,
     retained: new RetainedIndex(),
@@ -273,7 +284,10 @@ export function createBroker(options: BrokerOptions = {}): Broker {
     volatile,
     ...(canRead ? { canRead } : {}),
     log,
+    // Only with bridges: without them, routing does not ask.
+    ...(bridgeSettings.length > 0 ? { subscriberOptions: (clientId: string): SubscriberOptions | undefined => bridges.subscriberOptions(clientId) } : {}),
   });
+  const bridges: Bridges = new Bridges(bridgeSettings, { sessions, distributor, log });
   const context: BrokerContext = {
     sessions,
     distributor,
@@ -315,6 +329,7 @@ export function createBroker(options: BrokerOptions = {}): Broker {
 
   return {
     sessions,
+    bridges,
     counters: context.counters,
 
     async listen() {
@@ -328,6 +343,8 @@ export function createBroker(options: BrokerOptions = {}): Broker {
       });
       try {
         log.info(`restored ${restored.sessions} persistent sessions and ${restored.retained} retained messages`);
+        // Before any client is let in: a message published from then on finds the bridges' queues.
+        await bridges.restore([...sessions.sessions()].map((session) => session.clientId));
         if (adminEnabled && onDisk) {
           const path = join(dataDir, 'admin.sock');
           try {
@@ -358,6 +375,7 @@ export function createBroker(options: BrokerOptions = {}): Broker {
         throw new BrokerError(ErrorCodes.LISTEN_FAILED, `cannot start: ${String(error)}`, { cause: error });
       }
       for (const listener of listeners) log.info(`listening on ${listener.info.name}`);
+      bridges.start();
       return listeners[0]!.address();
     },
 
@@ -367,6 +385,8 @@ export function createBroker(options: BrokerOptions = {}): Broker {
         access.close();
         // First, so admin requests under way end (and close their snapshots) before the store does.
         await admin?.close();
+        // Before the sessions and the store: a bridge's session is unlinked and its writes land.
+        await bridges.stop();
         const stopped = Promise.all(listeners.map((listener) => listener.close()));
         for (const connection of connections) connection.close('the broker is shutting down');
         await Promise.all([...connections].map((connection) => connection.closed));

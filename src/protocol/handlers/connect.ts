@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { IConnectPacket } from 'mqtt-packet';
 import { NOT_AUTHORIZED, SERVER_UNAVAILABLE } from '../../auth/access-control.js';
+import { BRIDGE_CLIENT_ID_PREFIX, isBridgeClientId } from '../../bridge/client-id.js';
 import { BrokerError, ErrorCodes, errorMessage, ProtocolViolation } from '../../errors.js';
 import { LogCauses, summaryOf } from '../../log-summary.js';
 import { isValidTopicName } from '../../routing/topic.js';
@@ -96,6 +97,11 @@ function settleClientId(connection: Connection, requested: string, clean: boolea
       return undefined;
     }
     return `auto-${randomUUID()}`;
+  }
+  if (isBridgeClientId(requested)) {
+    // The local sessions of bridges: a client taking one over would steal a bridge's out queue.
+    connection.refuse(IDENTIFIER_REJECTED, `client ids starting with ${BRIDGE_CLIENT_ID_PREFIX} are reserved for bridges`);
+    return undefined;
   }
   // No U+0000 here: the strict parser closes the connection first [MQTT-1.5.3-2].
   return requested;

@@ -1,0 +1,268 @@
+import type { IConnectPacket } from 'mqtt-packet';
+import { errorMessage } from '../errors.js';
+import type { Logger } from '../logger.js';
+import type { Distributor, SubscriberOptions } from '../session/distributor.js';
+import type { SessionManager } from '../session/session-manager.js';
+import type { Session } from '../session/session.js';
+import type { QueueStats } from '../store/repository.js';
+import type { BridgeSettings, UpstreamAddress } from './bridge-options.js';
+import { bridgeClientId } from './client-id.js';
+import { Backoff, FailureReport } from './reconnect.js';
+import { TopicMap } from './topic-map.js';
+import { Uplink, type BridgeCounters } from './uplink.js';
+import { UpstreamConnection, UpstreamFailure } from './upstream-connection.js';
+
+/**
+ * connecting: an attempt is under way; connected: CONNACK accepted; waiting: until `retryAt`,
+ * after a failure; refused: the same, after a refusing CONNACK (`refusedCode`); stopped: the
+ * broker is shutting down.
+ */
+export type BridgeState = 'connecting' | 'connected' | 'waiting' | 'refused' | 'stopped';
+
+/** What broker-admin shows of a bridge. */
+export interface BridgeStatus {
+  name: string;
+  /** The bridge's local session: its queue is the out queue. */
+  session: string;
+  clientId: string;
+  /** The address tried or connected to now (the first one before any attempt). */
+  address: string;
+  state: BridgeState;
+  /** ISO time the state was entered. */
+  since: string;
+  /** ISO time of the next attempt, while waiting or refused. */
+  retryAt?: string;
+  refusedCode?: number;
+  /** The last failure, or undefined if there has been none. */
+  lastError?: string;
+  queued: QueueStats;
+  inflight: number;
+  forwarded: number;
+  received: number;
+  qos0Dropped: number;
+}
+
+export interface BridgeDependencies {
+  sessions: SessionManager;
+  distributor: Distributor;
+  log: Logger;
+}
+
+/**
+ * One bridge: a persistent local session under a reserved client id (`$bridge/<name>`), whose
+ * subscriptions are the out/both topic lines, kept from broker start whether or not the uplink is
+ * up, so messages for it queue on disk in the same batch as every other session's. This object
+ * keeps that session, and keeps trying to connect to the upstream; each connection is an Uplink
+ * that links the session for as long as it lasts.
+ */
+export class Bridge {
+  readonly settings: BridgeSettings;
+  readonly sessionId: string;
+  readonly subscriberOptions: SubscriberOptions;
+  readonly #topics: TopicMap;
+  readonly #dependencies: BridgeDependencies;
+  readonly #backoff: Backoff;
+  readonly #failures = new FailureReport();
+  readonly #counters: BridgeCounters = { forwarded: 0, received: 0, qos0Dropped: 0 };
+  /** Addresses that closed the connection before CONNACK when the bridge bit was set: tried without it until restart. */
+  readonly #withoutPrivateBit = new Set<string>();
+  #session: Session | undefined;
+  #uplink: Uplink | undefined;
+  #state: BridgeState = 'connecting';
+  #since = new Date();
+  #retryAt: Date | undefined;
+  #refusedCode: number | undefined;
+  #lastError: string | undefined;
+  #address: UpstreamAddress;
+  #running: Promise<void> | undefined;
+  #stopping = false;
+  #wake: (() => void) | undefined;
+  /** Aborts an attempt under way when the broker stops. */
+  readonly #abort = new AbortController();
+
+  constructor(settings: BridgeSettings, dependencies: BridgeDependencies) {
+    this.settings = settings;
+    this.sessionId = bridgeClientId(settings.name);
+    this.#topics = new TopicMap(settings.topics);
+    this.#dependencies = dependencies;
+    this.#backoff = new Backoff(settings.reconnect.minMs, settings.reconnect.maxMs);
+    this.#address = settings.addresses[0]!;
+    const { maxQueuedMessages, maxQueuedBytes } = settings;
+    this.subscriberOptions = {
+      // Never back out over the bridge it came in on; retained messages go on as retained.
+      noLocal: true,
+      retainAsPublished: true,
+      ...(maxQueuedMessages === undefined && maxQueuedBytes === undefined
+        ? {}
+        : { queueLimits: { maxMessages: maxQueuedMessages ?? Number.MAX_SAFE_INTEGER, maxBytes: maxQueuedBytes ?? Number.MAX_SAFE_INTEGER } }),
+    };
+  }
+
+  /** Stores (or finds) the bridge's session and sets its subscriptions to the out/both lines. */
+  async keepSession(): Promise<void> {
+    this.#session = await this.#dependencies.sessions.keep(this.sessionId, this.#topics.localSubscriptions);
+  }
+
+  /** Starts connecting, and reconnecting for as long as the broker runs. */
+  start(): void {
+    this.#running ??= this.#run().catch((error: unknown) => {
+      this.#dependencies.log.error(`bridge ${this.settings.name}: stopped: ${errorMessage(error)}`);
+    });
+  }
+
+  /**
+   * Stops trying, ends the connection (without DISCONNECT: the upstream publishes our will) and
+   * waits until the session is unlinked and its writes have landed.
+   */
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    this.#wake?.();
+    this.#abort.abort();
+    this.#uplink?.end('the broker is shutting down');
+    await this.#running;
+    this.#enter('stopped');
+  }
+
+  async status(): Promise<BridgeStatus> {
+    const queued = (await this.#session?.queueStats()) ?? { messages: 0, bytes: 0, dropped: 0 };
+    return {
+      name: this.settings.name,
+      session: this.sessionId,
+      clientId: this.settings.clientId,
+      address: this.#address.text,
+      state: this.#state,
+      since: this.#since.toISOString(),
+      ...(this.#retryAt ? { retryAt: this.#retryAt.toISOString() } : {}),
+      ...(this.#refusedCode === undefined ? {} : { refusedCode: this.#refusedCode }),
+      ...(this.#lastError === undefined ? {} : { lastError: this.#lastError }),
+      queued,
+      inflight: this.#uplink?.inflight ?? 0,
+      ...this.#counters,
+    };
+  }
+
+  async #run(): Promise<void> {
+    const { addresses } = this.settings;
+    let index = 0;
+    while (!this.#stopping) {
+      const address = addresses[index % addresses.length]!;
+      this.#address = address;
+      this.#enter('connecting');
+      const privateBit = this.settings.tryPrivate && !this.#withoutPrivateBit.has(address.text);
+      const { failure, wasConnected } = await this.#connectAndServe(address, privateBit);
+      if (this.#stopping) return;
+      if (failure.kind === 'closed' && failure.beforeConnack && privateBit) {
+        // RabbitMQ and others close the connection, without CONNACK, on protocol level 0x84.
+        this.#withoutPrivateBit.add(address.text);
+        this.#dependencies.log.warn(
+          `bridge ${this.settings.name}: ${address.text} closed the connection before CONNACK with the bridge bit (0x80) set: trying without it (try_private) until restart`,
+        );
+        continue;
+      }
+      this.#lastError = failure.message;
+      // A list of addresses is tried in turn: the next one after each failure.
+      if (failure.beforeConnack || failure.kind === 'refused') index++;
+      const delay = this.#backoff.next();
+      this.#retryAt = new Date(Date.now() + delay);
+      this.#refusedCode = failure.returnCode;
+      this.#enter(failure.kind === 'refused' ? 'refused' : 'waiting');
+      if (wasConnected) {
+        this.#dependencies.log.warn(`bridge ${this.settings.name}: connection to ${address.text} lost: ${failure.message}; next attempt in ${seconds(delay)}`);
+      } else {
+        this.#report(address, failure, delay);
+      }
+      await this.#sleep(delay);
+    }
+  }
+
+  /** One attempt: the connection's whole life, until it fails or ends. */
+  async #connectAndServe(address: UpstreamAddress, privateBit: boolean): Promise<{ failure: UpstreamFailure; wasConnected: boolean }> {
+    const { sessions, distributor, log } = this.#dependencies;
+    let connection: UpstreamConnection;
+    try {
+      connection = await UpstreamConnection.dial(address, this.#connectPacket(privateBit), {
+        connectTimeoutMs: this.settings.connectTimeoutMs,
+        signal: this.#abort.signal,
+        ...(this.settings.tls ? { tls: this.settings.tls } : {}),
+      });
+    } catch (error) {
+      const failure = error instanceof UpstreamFailure ? error : new UpstreamFailure('protocol', errorMessage(error), { beforeConnack: true });
+      return { failure, wasConnected: false };
+    }
+    if (this.#stopping) {
+      connection.close('the broker is shutting down');
+      return { failure: new UpstreamFailure('closed', 'the broker is shutting down'), wasConnected: false };
+    }
+    const uplink = new Uplink(
+      { settings: this.settings, topics: this.#topics, sessions, distributor, session: this.#session!, counters: this.#counters, log },
+      connection,
+    );
+    this.#uplink = uplink;
+    await uplink.start();
+    if (!connection.isClosed) {
+      this.#backoff.reset();
+      this.#failures.reset();
+      this.#retryAt = undefined;
+      this.#refusedCode = undefined;
+      this.#enter('connected');
+      log.info(`bridge ${this.settings.name}: connected to ${address.text} as ${JSON.stringify(this.settings.clientId)} (session present: ${connection.sessionPresent})`);
+    }
+    const failure = await uplink.ended;
+    this.#uplink = undefined;
+    return { failure, wasConnected: this.#state === 'connected' };
+  }
+
+  #connectPacket(privateBit: boolean): IConnectPacket {
+    const { clientId, cleanSession, keepalive, username, password, notifications, notificationTopic } = this.settings;
+    return {
+      cmd: 'connect',
+      protocolId: 'MQTT',
+      protocolVersion: 4,
+      ...(privateBit ? { bridgeMode: true } : {}),
+      clientId,
+      clean: cleanSession,
+      keepalive,
+      ...(username === undefined ? {} : { username }),
+      ...(password === undefined ? {} : { password: Buffer.from(password) }),
+      // Marks the gateway offline upstream when the connection ends without DISCONNECT.
+      ...(notifications ? { will: { topic: notificationTopic, payload: Buffer.from('0'), qos: 1, retain: true } } : {}),
+    } as IConnectPacket;
+  }
+
+  #report(address: UpstreamAddress, failure: UpstreamFailure, delay: number): void {
+    const kind = `${failure.kind}:${failure.returnCode ?? ''}`;
+    const retry = `next attempt in ${seconds(delay)}`;
+    const line =
+      failure.kind === 'refused'
+        ? this.#failures.failed(kind, `bridge ${this.settings.name}: ${address.text} ${failure.message}; check the bridge's username, password or certificate; ${retry}`)
+        : this.#failures.failed(kind, `bridge ${this.settings.name}: cannot connect to ${address.text}: ${failure.message}; ${retry}`);
+    if (line === undefined) return;
+    if (failure.kind === 'refused' || failure.kind === 'tls') this.#dependencies.log.error(line);
+    else this.#dependencies.log.warn(line);
+  }
+
+  #enter(state: BridgeState): void {
+    if (state === this.#state && state !== 'waiting') return;
+    this.#state = state;
+    this.#since = new Date();
+    if (state === 'connecting' || state === 'connected') this.#retryAt = undefined;
+  }
+
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.#wake = undefined;
+        resolve();
+      }, ms);
+      this.#wake = () => {
+        clearTimeout(timer);
+        this.#wake = undefined;
+        resolve();
+      };
+    });
+  }
+}
+
+function seconds(ms: number): string {
+  return `${(ms / 1000).toFixed(1)} s`;
+}

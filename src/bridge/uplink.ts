@@ -1,0 +1,284 @@
+import type { IPublishPacket, ISubackPacket, Packet } from 'mqtt-packet';
+import { errorMessage } from '../errors.js';
+import type { Logger } from '../logger.js';
+import { QOS0_HIGH_WATER } from '../protocol/limits.js';
+import { encodePublish } from '../protocol/publish-encoder.js';
+import { isValidTopicName } from '../routing/topic.js';
+import type { Distributor } from '../session/distributor.js';
+import type { SessionManager } from '../session/session-manager.js';
+import type { OutboundChannel, OutgoingPublish, Session, SessionLink } from '../session/session.js';
+import type { QoS } from '../store/repository.js';
+import type { BridgeSettings } from './bridge-options.js';
+import type { TopicMap } from './topic-map.js';
+import { UpstreamFailure, type UpstreamConnection } from './upstream-connection.js';
+
+/** Counts since the broker started, across connections. */
+export interface BridgeCounters {
+  /** Messages the upstream acknowledged (PUBACK, PUBCOMP), and QoS 0 ones sent. */
+  forwarded: number;
+  /** Messages from the upstream stored and delivered locally (repeats of a QoS 2 one not counted). */
+  received: number;
+  /** QoS 0 messages dropped because the upstream was not reading. */
+  qos0Dropped: number;
+}
+
+export interface UplinkContext {
+  settings: BridgeSettings;
+  topics: TopicMap;
+  sessions: SessionManager;
+  distributor: Distributor;
+  session: Session;
+  counters: BridgeCounters;
+  log: Logger;
+}
+
+/** Inbound messages awaiting their store write before reading pauses, and where it resumes. */
+const UNREPLIED_HIGH_WATER = 1024;
+
+/**
+ * One connection of a bridge, from CONNACK until it ends: the bridge's session is linked to it as
+ * a client's session is linked to its connection. Outbound, the session's delivery engine
+ * (OutboundFlow) writes through this channel to the upstream and the upstream's acknowledgements
+ * drive it, so a message leaves the queue only once the upstream acknowledged it, and a QoS 2 one
+ * whose PUBREC was stored continues with PUBREL after any restart. Inbound, an upstream PUBLISH is
+ * routed through the distributor as a local client's is: stored in every matching session's queue
+ * before it is acknowledged upstream, QoS 2 exactly once through the session's inbound packet ids.
+ */
+export class Uplink implements OutboundChannel {
+  /** Resolves once the connection is gone and the session unlinked from it. */
+  readonly ended: Promise<UpstreamFailure>;
+  readonly #context: UplinkContext;
+  readonly #connection: UpstreamConnection;
+  #link: SessionLink | undefined;
+  /** Our PUBLISHes awaiting the upstream's acknowledgement, by packet id, with their QoS. */
+  readonly #inflight = new Map<number, QoS>();
+  #replies: Promise<void> = Promise.resolve();
+  #unreplied = 0;
+  #endedResolve!: (failure: UpstreamFailure) => void;
+  /** An upstream message matched no in line / a queued one no out line: each logged once per connection. */
+  #unmappedInLogged = false;
+  #unmappedOutLogged = false;
+
+  constructor(context: UplinkContext, connection: UpstreamConnection) {
+    this.#context = context;
+    this.#connection = connection;
+    this.ended = new Promise((resolve) => (this.#endedResolve = resolve));
+  }
+
+  get inflight(): number {
+    return this.#inflight.size;
+  }
+
+  /**
+   * Links the bridge's session and starts both directions: what was in flight goes again (DUP=1,
+   * or PUBREL), the queue drains, then the upstream subscriptions are made (again: an upstream
+   * that lost our session, session present 0, has none).
+   */
+  async start(): Promise<void> {
+    const { session, sessions, settings } = this.#context;
+    try {
+      if (!this.#connection.sessionPresent) await forgetInbound(session);
+      const started = await sessions.start(session.clientId, false, this);
+      this.#link = started.link;
+      await session.resume(started.link);
+    } catch (error) {
+      this.#connection.close(`the bridge's session could not start: ${errorMessage(error)}`);
+    }
+    this.#connection.listen({ packet: (packet) => this.#receive(packet), closed: (failure) => void this.#closed(failure) });
+    if (this.#connection.isClosed) return;
+    const subscriptions = this.#context.topics.remoteSubscriptions;
+    if (subscriptions.length > 0) {
+      this.#connection.send({ cmd: 'subscribe', messageId: 1, subscriptions: subscriptions.map(({ filter, qos }) => ({ topic: filter, qos })) });
+    }
+    if (settings.notifications) {
+      this.#connection.send({ cmd: 'publish', topic: settings.notificationTopic, payload: Buffer.from('1'), qos: 0, retain: true, dup: false });
+    }
+  }
+
+  // --- OutboundChannel: the session's engine writes upstream ----------------------------------------
+
+  publish(packet: OutgoingPublish): void {
+    const { counters } = this.#context;
+    if (packet.qos === 0) {
+      if (this.#connection.backlog > QOS0_HIGH_WATER) {
+        counters.qos0Dropped++;
+        return;
+      }
+      counters.forwarded++;
+    } else {
+      this.#inflight.set(packet.packetId!, packet.qos);
+    }
+    this.#connection.write(encodePublish({ ...packet, topic: this.#remoteTopic(packet.topic) }));
+  }
+
+  pubrel(packetId: number): void {
+    this.#connection.send({ cmd: 'pubrel', messageId: packetId });
+  }
+
+  end(reason: string): void {
+    this.#connection.close(reason);
+  }
+
+  // --- From the upstream ------------------------------------------------------------------------
+
+  #receive(packet: Packet): void {
+    const link = this.#link;
+    if (!link) return;
+    switch (packet.cmd) {
+      case 'puback':
+        if (this.#checkAck(link, packet.messageId!, 'puback')) this.#acknowledged(packet.messageId!, () => link.outbound.acknowledge(packet.messageId!));
+        return;
+      case 'pubrec':
+        if (this.#checkAck(link, packet.messageId!, 'pubrec')) void link.outbound.received(packet.messageId!).catch((error: unknown) => this.end(`store failure: ${errorMessage(error)}`));
+        return;
+      case 'pubcomp':
+        if (this.#checkAck(link, packet.messageId!, 'pubcomp')) this.#acknowledged(packet.messageId!, () => link.outbound.completed(packet.messageId!));
+        return;
+      case 'publish':
+        this.#publishFromUpstream(link, packet);
+        return;
+      case 'pubrel':
+        this.#reply(link.inbound.release(packet.messageId!), () => this.#connection.send({ cmd: 'pubcomp', messageId: packet.messageId! }));
+        return;
+      case 'suback':
+        this.#subscribed(packet);
+        return;
+      default:
+        // CONNACK again, SUBSCRIBE, PINGREQ…: not what a server sends to a client.
+        this.#connection.close(`the upstream sent ${packet.cmd.toUpperCase()}, which a server never sends`, 'protocol');
+    }
+  }
+
+  /**
+   * An acknowledgement of the wrong type is a protocol error for that message. RabbitMQ answers a
+   * QoS 2 PUBLISH with PUBACK: such upstreams are bridged at QoS 1 (README). The message stays
+   * queued, and goes again with DUP=1 on the next connection.
+   */
+  #checkAck(link: SessionLink, packetId: number, ack: 'puback' | 'pubrec' | 'pubcomp'): boolean {
+    if (link.outbound.acceptsAck(packetId, ack)) return true;
+    const qos = this.#inflight.get(packetId);
+    this.#context.log.error(
+      `bridge ${this.#context.settings.name}: the upstream answered our QoS ${qos ?? '?'} PUBLISH ${packetId} with ${ack.toUpperCase()}: ` +
+        `it does not speak QoS ${qos ?? '?'} correctly (RabbitMQ answers QoS 2 with PUBACK); the message stays queued. ` +
+        `Bridge to this upstream at QoS 1 (qos: 1 on every topic line)`,
+    );
+    this.#connection.close(`${ack.toUpperCase()} for a message of the other QoS`, 'protocol');
+    return false;
+  }
+
+  #acknowledged(packetId: number, complete: () => void): void {
+    if (this.#inflight.delete(packetId)) this.#context.counters.forwarded++;
+    complete();
+  }
+
+  #publishFromUpstream(link: SessionLink, packet: IPublishPacket): void {
+    const { topics, distributor, session, counters, log, settings } = this.#context;
+    const { qos, messageId: packetId } = packet;
+    if (!isValidTopicName(packet.topic)) {
+      this.#connection.close(`the upstream sent a PUBLISH on the invalid topic ${JSON.stringify(packet.topic)}`, 'protocol');
+      return;
+    }
+    const acknowledgement = qos === 1 ? 'puback' : qos === 2 ? 'pubrec' : undefined;
+    const acknowledge = () => {
+      if (acknowledgement) this.#connection.send({ cmd: acknowledgement, messageId: packetId! });
+    };
+    const topic = topics.toLocal(packet.topic);
+    if (topic === undefined) {
+      // A subscription of an earlier configuration, kept by the upstream's persistent session.
+      if (!this.#unmappedInLogged) {
+        this.#unmappedInLogged = true;
+        log.warn(`bridge ${settings.name}: a message on ${JSON.stringify(packet.topic)} matches no in/both topic line: acknowledged and dropped (and any others like it)`);
+      }
+      this.#reply(Promise.resolve(), acknowledge);
+      return;
+    }
+    if (qos === 2 && !link.inbound.claim(packetId!)) {
+      // Received before and not released: acknowledge again, deliver nothing again [MQTT-4.3.3-2].
+      this.#reply(Promise.resolve(), acknowledge);
+      return;
+    }
+    const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
+    const publication = distributor.route(
+      { topic, payload, qos },
+      { retain: packet.retain, origin: session.clientId, ...(qos === 2 ? { inbound: { session, packetId: packetId! } } : {}) },
+    );
+    if (qos === 2) session.track(publication.stored);
+    this.#reply(
+      publication.stored,
+      async () => {
+        await publication.deliver();
+        counters.received++;
+        acknowledge();
+      },
+      () => {
+        if (qos === 2) link.inbound.abandon(packetId!);
+      },
+    );
+  }
+
+  #subscribed(packet: ISubackPacket): void {
+    const { topics, log, settings } = this.#context;
+    const subscriptions = topics.remoteSubscriptions;
+    packet.granted.forEach((granted, index) => {
+      const code = Number(granted);
+      if (code === 0x80) log.warn(`bridge ${settings.name}: the upstream refused the subscription to ${JSON.stringify(subscriptions[index]?.filter)}`);
+    });
+  }
+
+  /**
+   * Runs `send` once `work` is done and every earlier reply has gone, so acknowledgements keep
+   * the upstream's order. A failed store write sends nothing and ends the connection: the upstream
+   * sends the message again on the next one.
+   */
+  #reply(work: Promise<unknown>, send: () => void | Promise<void>, onFailure?: () => void): void {
+    work.catch(() => {}); // handled below, in order
+    this.#unreplied++;
+    if (this.#unreplied === UNREPLIED_HIGH_WATER) this.#connection.pauseReading(true);
+    this.#replies = this.#replies.then(() =>
+      work
+        .then(send)
+        .catch((error: unknown) => {
+          onFailure?.();
+          this.end(`store failure: ${errorMessage(error)}`);
+        })
+        .finally(() => {
+          this.#unreplied--;
+          if (this.#unreplied === UNREPLIED_HIGH_WATER / 2) this.#connection.pauseReading(false);
+        }),
+    );
+  }
+
+  #remoteTopic(localTopic: string): string {
+    const remote = this.#context.topics.toRemote(localTopic);
+    if (remote !== undefined) return remote;
+    // Queued under a topic line that has since been removed: it goes under its local name.
+    if (!this.#unmappedOutLogged) {
+      this.#unmappedOutLogged = true;
+      this.#context.log.warn(`bridge ${this.#context.settings.name}: queued message on ${JSON.stringify(localTopic)} matches no out topic line any more: sent under its local name`);
+    }
+    return localTopic;
+  }
+
+  async #closed(failure: UpstreamFailure): Promise<void> {
+    // Inbound writes under way land first: the next connection reads the inbound ids back.
+    await this.#replies;
+    if (this.#link) {
+      try {
+        await this.#context.sessions.close(this.#context.session, this);
+      } catch (error) {
+        this.#context.log.error(`bridge ${this.#context.settings.name}: session not closed cleanly: ${errorMessage(error)}`);
+      }
+    }
+    this.#endedResolve(failure);
+  }
+}
+
+/**
+ * The upstream has no session of ours (session present 0): the QoS 2 packet ids it had sent us
+ * and not released mean nothing any more, and a new message under one of them must be taken.
+ */
+async function forgetInbound(session: Session): Promise<void> {
+  for (const packetId of await session.inboundPacketIds()) await session.releaseInbound(packetId);
+}
+
+export { UpstreamFailure };

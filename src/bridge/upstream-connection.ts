@@ -1,0 +1,264 @@
+import { connect as netConnect, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import mqttPacket, { type IConnackPacket, type IConnectPacket, type Packet } from 'mqtt-packet';
+import { errorMessage } from '../errors.js';
+import type { BridgeTlsOptions, UpstreamAddress } from './bridge-options.js';
+
+/**
+ * Why a connection to the upstream did not come up, or ended: the bridge decides on it how to log
+ * and when to try again.
+ *  - unreachable: TCP failed (refused, no route, name not found);
+ *  - tls: the handshake failed (certificate not trusted, wrong name, client certificate refused);
+ *  - timeout: no CONNACK in time, or no answer to PINGREQ;
+ *  - closed: the upstream closed the connection (`beforeConnack` tells whether CONNACK had come);
+ *  - refused: CONNACK with a refusal, `returnCode` 1 to 5;
+ *  - protocol: the upstream sent something MQTT does not allow.
+ */
+export type UpstreamFailureKind = 'unreachable' | 'tls' | 'timeout' | 'closed' | 'refused' | 'protocol';
+
+export class UpstreamFailure extends Error {
+  readonly kind: UpstreamFailureKind;
+  readonly returnCode: number | undefined;
+  readonly beforeConnack: boolean;
+
+  constructor(kind: UpstreamFailureKind, message: string, options: { returnCode?: number; beforeConnack?: boolean } = {}) {
+    super(message);
+    this.kind = kind;
+    this.returnCode = options.returnCode;
+    this.beforeConnack = options.beforeConnack ?? false;
+  }
+}
+
+/** CONNACK refusals (MQTT 3.1.1 table 3.1). */
+export const CONNACK_REASONS: Record<number, string> = {
+  1: 'unacceptable protocol version',
+  2: 'identifier rejected',
+  3: 'server unavailable',
+  4: 'bad user name or password',
+  5: 'not authorized',
+};
+
+export interface UpstreamHandlers {
+  packet(packet: Packet): void;
+  /** Once, when the connection is gone, with why. */
+  closed(failure: UpstreamFailure): void;
+}
+
+export interface DialOptions {
+  tls?: BridgeTlsOptions;
+  /** From the start of TCP to CONNACK. */
+  connectTimeoutMs: number;
+  /** Gives up the attempt (the broker is stopping). */
+  signal?: AbortSignal;
+}
+
+/**
+ * One connection to the upstream, from CONNECT until it ends; a new one is made for every attempt,
+ * so nothing of a dead connection acts on the next. Packets that arrive between CONNACK and
+ * `listen` are held, in order.
+ */
+export class UpstreamConnection {
+  readonly sessionPresent: boolean;
+  readonly #socket: Socket;
+  readonly #parser: ReturnType<typeof mqttPacket.parser>;
+  #handlers: UpstreamHandlers | undefined;
+  readonly #held: Packet[] = [];
+  #failure: UpstreamFailure | undefined;
+  #keepaliveTimer: NodeJS.Timeout | undefined;
+  #awaitingPingresp = false;
+  #outbox: Buffer[] = [];
+  #outboxBytes = 0;
+
+  private constructor(socket: Socket, parser: ReturnType<typeof mqttPacket.parser>, sessionPresent: boolean) {
+    this.#socket = socket;
+    this.#parser = parser;
+    this.sessionPresent = sessionPresent;
+  }
+
+  /**
+   * Connects, sends CONNECT and waits for CONNACK. Rejects with an UpstreamFailure; a refusing
+   * CONNACK rejects with kind 'refused' and its code.
+   */
+  static dial(address: UpstreamAddress, connect: IConnectPacket, options: DialOptions): Promise<UpstreamConnection> {
+    return new Promise((resolve, reject) => {
+      const socket = address.tls
+        ? tlsConnect({
+            host: address.host,
+            port: address.port,
+            servername: options.tls?.servername ?? (isIp(address.host) ? undefined : address.host),
+            ...(options.tls?.ca === undefined ? {} : { ca: options.tls.ca }),
+            ...(options.tls?.cert === undefined ? {} : { cert: options.tls.cert, key: options.tls.key }),
+          })
+        : netConnect({ host: address.host, port: address.port });
+      const parser = mqttPacket.parser({ protocolVersion: 4 });
+      let settled = false;
+      let connected = false;
+      const fail = (failure: UpstreamFailure) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        options.signal?.removeEventListener('abort', onAbort);
+        socket.destroy();
+        reject(failure);
+      };
+      const timer = setTimeout(
+        () => fail(new UpstreamFailure('timeout', connected ? 'no CONNACK in time' : 'no connection in time', { beforeConnack: true })),
+        options.connectTimeoutMs,
+      );
+      socket.setNoDelay(true);
+      const onAbort = () => fail(new UpstreamFailure('closed', 'attempt given up', { beforeConnack: true }));
+      if (options.signal?.aborted) queueMicrotask(onAbort);
+      options.signal?.addEventListener('abort', onAbort, { once: true });
+      const onConnect = () => {
+        connected = true;
+        socket.write(mqttPacket.generate(connect));
+      };
+      const onError = (error: NodeJS.ErrnoException) => {
+        const tls = address.tls && !connected && (error.code === undefined || !NETWORK_CODES.has(error.code));
+        fail(new UpstreamFailure(tls ? 'tls' : connected ? 'closed' : 'unreachable', describeSocketError(error), { beforeConnack: true }));
+      };
+      const onClose = () => fail(new UpstreamFailure('closed', connected ? 'closed by the upstream before CONNACK' : 'connection closed', { beforeConnack: true }));
+      const onData = (chunk: Buffer) => {
+        if (!settled) parser.parse(chunk);
+      };
+      const onMalformed = (error: Error) => fail(new UpstreamFailure('protocol', `malformed packet: ${error.message}`, { beforeConnack: true }));
+      const onPacket = (packet: Packet) => {
+        if (packet.cmd !== 'connack') {
+          fail(new UpstreamFailure('protocol', `${packet.cmd.toUpperCase()} before CONNACK`, { beforeConnack: true }));
+          return;
+        }
+        const { returnCode = 0, sessionPresent } = packet as IConnackPacket;
+        if (returnCode !== 0) {
+          const reason = CONNACK_REASONS[returnCode] ?? 'unknown code';
+          fail(new UpstreamFailure('refused', `refused with CONNACK ${returnCode} (${reason})`, { returnCode }));
+          return;
+        }
+        settled = true;
+        clearTimeout(timer);
+        options.signal?.removeEventListener('abort', onAbort);
+        socket.off(address.tls ? 'secureConnect' : 'connect', onConnect);
+        socket.off('error', onError);
+        socket.off('close', onClose);
+        socket.off('data', onData);
+        parser.off('error', onMalformed);
+        parser.off('packet', onPacket);
+        // Packets in the same chunk as CONNACK are parsed on in this same call, into the new listener.
+        const connection = new UpstreamConnection(socket, parser, sessionPresent);
+        connection.#attach(connect.keepalive ?? 0);
+        resolve(connection);
+      };
+      socket.once(address.tls ? 'secureConnect' : 'connect', onConnect);
+      socket.on('error', onError);
+      socket.on('close', onClose);
+      socket.on('data', onData);
+      parser.on('error', onMalformed);
+      parser.on('packet', onPacket);
+    });
+  }
+
+  /** Starts handing packets over (those held since CONNACK first). */
+  listen(handlers: UpstreamHandlers): void {
+    this.#handlers = handlers;
+    if (this.#failure) {
+      handlers.closed(this.#failure);
+      return;
+    }
+    for (const packet of this.#held.splice(0)) handlers.packet(packet);
+  }
+
+  get isClosed(): boolean {
+    return this.#failure !== undefined;
+  }
+
+  /** Bytes written and not yet taken by the kernel: what a slow upstream makes us hold. */
+  get backlog(): number {
+    return this.#socket.writableLength + this.#outboxBytes;
+  }
+
+  send(packet: Packet): void {
+    this.write(mqttPacket.generate(packet));
+  }
+
+  /** Packets written in one tick leave in one socket write (as a client connection's do). */
+  write(bytes: Buffer): void {
+    if (this.#failure || this.#socket.destroyed) return;
+    this.#outbox.push(bytes);
+    this.#outboxBytes += bytes.length;
+    if (this.#outbox.length === 1) process.nextTick(() => this.#flush());
+  }
+
+  #flush(): void {
+    const outbox = this.#outbox;
+    const size = this.#outboxBytes;
+    this.#outbox = [];
+    this.#outboxBytes = 0;
+    if (outbox.length === 0 || this.#failure || this.#socket.destroyed) return;
+    this.#socket.write(outbox.length === 1 ? outbox[0]! : Buffer.concat(outbox, size));
+  }
+
+  /** Stops reading while inbound messages wait for their store writes (TCP then slows the upstream). */
+  pauseReading(paused: boolean): void {
+    if (paused) this.#socket.pause();
+    else this.#socket.resume();
+  }
+
+  /**
+   * Ends the connection without DISCONNECT: the upstream then publishes our will, which says that
+   * the gateway is offline; a DISCONNECT would discard it [MQTT-3.14.4-3].
+   */
+  close(reason: string, kind: UpstreamFailureKind = 'closed'): void {
+    this.#end(new UpstreamFailure(kind, reason));
+  }
+
+  #attach(keepalive: number): void {
+    const socket = this.#socket;
+    this.#parser.on('packet', (packet: Packet) => this.#receive(packet));
+    socket.on('data', (chunk: Buffer) => {
+      if (!this.#failure) this.#parser.parse(chunk);
+    });
+    socket.on('error', (error: Error) => this.#end(new UpstreamFailure('closed', describeSocketError(error))));
+    socket.on('close', () => this.#end(new UpstreamFailure('closed', 'connection lost')));
+    this.#parser.on('error', (error: Error) => this.#end(new UpstreamFailure('protocol', `malformed packet from the upstream: ${error.message}`)));
+    if (keepalive > 0) {
+      // PINGREQ every keepalive interval; no packet at all by the next one ends the connection.
+      this.#keepaliveTimer = setInterval(() => {
+        if (this.#awaitingPingresp) {
+          this.#end(new UpstreamFailure('timeout', `no answer to PINGREQ within ${keepalive} s`));
+          return;
+        }
+        this.#awaitingPingresp = true;
+        this.send({ cmd: 'pingreq' });
+      }, keepalive * 1000);
+      this.#keepaliveTimer.unref();
+    }
+  }
+
+  #receive(packet: Packet): void {
+    if (this.#failure) return;
+    this.#awaitingPingresp = false;
+    if (packet.cmd === 'pingresp') return;
+    if (this.#handlers) this.#handlers.packet(packet);
+    else this.#held.push(packet);
+  }
+
+  #end(failure: UpstreamFailure): void {
+    if (this.#failure) return;
+    this.#failure = failure;
+    clearInterval(this.#keepaliveTimer);
+    this.#held.length = 0;
+    this.#socket.destroy();
+    this.#handlers?.closed(failure);
+  }
+}
+
+/** Errors of the network rather than of the TLS handshake. */
+const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EPIPE']);
+
+function describeSocketError(error: NodeJS.ErrnoException): string {
+  const message = errorMessage(error);
+  return error.code && !message.includes(error.code) ? `${error.code}: ${message}` : message;
+}
+
+function isIp(host: string): boolean {
+  return /^[\d.]+$/.test(host) || host.includes(':');
+}
