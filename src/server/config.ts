@@ -10,6 +10,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { dirname, extname, resolve } from 'node:path';
 import { BrokerError, ErrorCodes, errorMessage } from '../errors.js';
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '../logger.js';
+import { BRIDGE_RANGES, bridgeProblems, bridgeSetProblems, type BridgeOptions, type BridgeTlsOptions, type TopicLine } from '../bridge/bridge-options.js';
 import { OPTION_RANGES, type BrokerOptions } from './broker.js';
 import type { ListenerOptions, TlsListenerOptions } from './listeners.js';
 
@@ -36,6 +37,7 @@ const TOP_KEYS = [
   'log_format',
   'listeners',
   'limits',
+  'bridges',
 ] as const;
 const LISTENER_KEYS = ['host', 'port', 'allow_anonymous', 'tls'] as const;
 const TLS_KEYS = ['cert', 'key', 'ca', 'require_client_cert', 'cert_username'] as const;
@@ -166,8 +168,172 @@ export async function configToOptions(raw: unknown, file: string): Promise<Confi
     }
   }
 
+  if (top['bridges'] !== undefined) {
+    const bridges = await readBridges(check, top['bridges']);
+    if (bridges !== undefined) options.bridges = bridges;
+  }
+
   if (check.problems.length > 0) throw check.error();
   return options;
+}
+
+const BRIDGE_KEYS = [
+  'name',
+  'address',
+  'client_id',
+  'username',
+  'password',
+  'password_file',
+  'tls',
+  'protocol_version',
+  'try_private',
+  'clean_session',
+  'keepalive',
+  'reconnect',
+  'connect_timeout_ms',
+  'max_inflight',
+  'max_queued_messages',
+  'max_queued_bytes',
+  'notifications',
+  'notification_topic',
+  'topics',
+] as const;
+const BRIDGE_TLS_KEYS = ['ca', 'cert', 'key', 'servername'] as const;
+const TOPIC_LINE_KEYS = ['pattern', 'direction', 'qos', 'local_prefix', 'remote_prefix'] as const;
+
+/** `bridges`: types here, naming the key; what they mean is checked by bridgeProblems, as createBroker does. */
+async function readBridges(check: Checker, value: unknown): Promise<BridgeOptions[] | undefined> {
+  if (!Array.isArray(value)) return check.problem('bridges', `expected a list of bridges, got ${describe(value)}`);
+  const bridges: BridgeOptions[] = [];
+  for (const [index, item] of value.entries()) {
+    const path = `bridges[${index}]`;
+    const entry = check.mapping(item, path, BRIDGE_KEYS);
+    if (entry === undefined) continue;
+    const problems = check.problems.length;
+    const name = check.string(entry, 'name', `${path}.name`);
+    if (entry['name'] === undefined) check.problem(`${path}.name`, 'required');
+    const address = readAddresses(check, entry['address'], `${path}.address`);
+    const bridge: BridgeOptions = { name: name ?? '', address: address ?? [], topics: readTopicLines(check, entry['topics'], `${path}.topics`) ?? [] };
+    const clientId = check.string(entry, 'client_id', `${path}.client_id`);
+    if (clientId !== undefined) bridge.clientId = clientId;
+    const username = check.string(entry, 'username', `${path}.username`);
+    if (username !== undefined) bridge.username = username;
+    const password = await readBridgePassword(check, entry, path);
+    if (password !== undefined) bridge.password = password;
+    if (entry['tls'] !== undefined) {
+      const tls = await readBridgeTls(check, entry['tls'], `${path}.tls`);
+      if (tls !== undefined) bridge.tls = tls;
+    }
+    const protocolVersion = check.integer(entry, 'protocol_version', `${path}.protocol_version`, 4, 4);
+    if (protocolVersion !== undefined) bridge.protocolVersion = 4;
+    for (const [key, option] of [
+      ['try_private', 'tryPrivate'],
+      ['clean_session', 'cleanSession'],
+      ['notifications', 'notifications'],
+    ] as const) {
+      const flag = check.boolean(entry, key, `${path}.${key}`);
+      if (flag !== undefined) bridge[option] = flag;
+    }
+    for (const [key, option] of [
+      ['keepalive', 'keepalive'],
+      ['connect_timeout_ms', 'connectTimeoutMs'],
+      ['max_inflight', 'maxInflight'],
+      ['max_queued_messages', 'maxQueuedMessages'],
+      ['max_queued_bytes', 'maxQueuedBytes'],
+    ] as const) {
+      const { min, max } = BRIDGE_RANGES[option];
+      const number = check.integer(entry, key, `${path}.${key}`, min, max);
+      if (number !== undefined) bridge[option] = number;
+    }
+    if (entry['reconnect'] !== undefined) {
+      const reconnect = check.mapping(entry['reconnect'], `${path}.reconnect`, ['min_ms', 'max_ms']);
+      if (reconnect !== undefined) {
+        const minMs = check.integer(reconnect, 'min_ms', `${path}.reconnect.min_ms`, BRIDGE_RANGES.minMs.min, BRIDGE_RANGES.minMs.max);
+        const maxMs = check.integer(reconnect, 'max_ms', `${path}.reconnect.max_ms`, BRIDGE_RANGES.maxMs.min, BRIDGE_RANGES.maxMs.max);
+        bridge.reconnect = { ...(minMs === undefined ? {} : { minMs }), ...(maxMs === undefined ? {} : { maxMs }) };
+      }
+    }
+    const notificationTopic = check.string(entry, 'notification_topic', `${path}.notification_topic`);
+    if (notificationTopic !== undefined) bridge.notificationTopic = notificationTopic;
+    // What the values mean, once they have the right types.
+    if (check.problems.length === problems) {
+      for (const { key, message } of bridgeProblems(bridge)) check.problem(`${path}.${key}`, message);
+    }
+    bridges.push(bridge);
+  }
+  for (const { key, message } of bridgeSetProblems(bridges)) check.problem(`bridges${key}`, message);
+  return bridges;
+}
+
+function readAddresses(check: Checker, value: unknown, path: string): string | string[] | undefined {
+  if (value === undefined) return check.problem(path, 'required (mqtt://host:port or mqtts://host:port, or a list of them)');
+  if (typeof value === 'string' && value !== '') return value;
+  if (Array.isArray(value) && value.length > 0 && value.every((item) => typeof item === 'string' && item !== '')) return value as string[];
+  return check.problem(path, `expected an address or a non-empty list of addresses, got ${describe(value)}`);
+}
+
+/** `password`, or the first line of `password_file`; not both. */
+async function readBridgePassword(check: Checker, entry: Record<string, unknown>, path: string): Promise<string | undefined> {
+  const password = check.string(entry, 'password', `${path}.password`);
+  const file = await check.existingFile(entry, 'password_file', `${path}.password_file`);
+  if (password !== undefined && entry['password_file'] !== undefined) return check.problem(`${path}.password_file`, 'give password or password_file, not both');
+  if (file === undefined) return password;
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (error) {
+    return check.problem(`${path}.password_file`, fileProblem(error, file));
+  }
+  const line = text.split(/\r?\n/)[0] ?? '';
+  return line === '' ? check.problem(`${path}.password_file`, `the first line of ${file} is empty`) : line;
+}
+
+async function readBridgeTls(check: Checker, value: unknown, path: string): Promise<BridgeTlsOptions | undefined> {
+  const entry = check.mapping(value, path, BRIDGE_TLS_KEYS);
+  if (entry === undefined) return undefined;
+  const ca = await check.pemFile(entry, 'ca', `${path}.ca`, 'certificate');
+  const cert = await check.pemFile(entry, 'cert', `${path}.cert`, 'certificate');
+  const key = await check.pemFile(entry, 'key', `${path}.key`, 'private key');
+  const servername = check.string(entry, 'servername', `${path}.servername`);
+  if (cert !== undefined && key !== undefined && !new X509Certificate(cert).checkPrivateKey(createPrivateKey(key))) {
+    return check.problem(`${path}.key`, `does not belong to the certificate in ${check.path(String(entry['cert']))}`);
+  }
+  return {
+    ...(ca === undefined ? {} : { ca }),
+    ...(cert === undefined ? {} : { cert }),
+    ...(key === undefined ? {} : { key }),
+    ...(servername === undefined ? {} : { servername }),
+  };
+}
+
+function readTopicLines(check: Checker, value: unknown, path: string): TopicLine[] | undefined {
+  if (value === undefined) return check.problem(path, 'required (a list of topic lines: pattern, direction, qos, local_prefix, remote_prefix)');
+  if (!Array.isArray(value)) return check.problem(path, `expected a list of topic lines, got ${describe(value)}`);
+  const lines: TopicLine[] = [];
+  for (const [index, item] of value.entries()) {
+    const at = `${path}[${index}]`;
+    const entry = check.mapping(item, at, TOPIC_LINE_KEYS);
+    if (entry === undefined) continue;
+    // Empty strings are meaningful here: an empty pattern maps one topic, an empty prefix is none.
+    const text = (key: string): string | undefined => {
+      const field = entry[key];
+      if (field === undefined || typeof field === 'string') return field;
+      return check.problem(`${at}.${key}`, `expected a string, got ${describe(field)}`);
+    };
+    const pattern = text('pattern');
+    if (entry['pattern'] === undefined) check.problem(`${at}.pattern`, "required (a topic filter; '' maps local_prefix to remote_prefix)");
+    const line: TopicLine = { pattern: pattern ?? '' };
+    const direction = check.oneOf(entry, 'direction', `${at}.direction`, ['out', 'in', 'both'] as const);
+    if (direction !== undefined) line.direction = direction;
+    const qos = check.integer(entry, 'qos', `${at}.qos`, 0, 2);
+    if (qos !== undefined) line.qos = qos as TopicLine['qos'];
+    const localPrefix = text('local_prefix');
+    if (localPrefix !== undefined) line.localPrefix = localPrefix;
+    const remotePrefix = text('remote_prefix');
+    if (remotePrefix !== undefined) line.remotePrefix = remotePrefix;
+    lines.push(line);
+  }
+  return lines;
 }
 
 /**
