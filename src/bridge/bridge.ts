@@ -100,7 +100,7 @@ export class Bridge {
 
   /** Stores (or finds) the bridge's session and sets its subscriptions to the out/both lines. */
   async keepSession(): Promise<void> {
-    this.#session = await this.#dependencies.sessions.keep(this.sessionId, this.#topics.localSubscriptions);
+    this.#session = await this.#dependencies.sessions.keep(this.sessionId, this.#topics.localSubscriptions, { maxInflight: this.settings.maxInflight });
   }
 
   /** Starts connecting, and reconnecting for as long as the broker runs. */

@@ -2,7 +2,7 @@ import { BrokerError, ErrorCodes } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { TopicTree } from '../routing/topic-tree.js';
 import type { QoS, SessionRepository, StoredSession, Subscription } from '../store/repository.js';
-import { Session, type OutboundChannel, type SessionLink, type SessionPolicy } from './session.js';
+import { Session, type OutboundChannel, type SessionLimits, type SessionLink, type SessionPolicy } from './session.js';
 
 export interface SessionManagerOptions {
   /** Persistent (CleanSession=0) sessions. */
@@ -292,12 +292,24 @@ export class SessionManager {
    * routed, as for SUBSCRIBE), and returns it. Messages are queued for it from then on; a link is
    * made and ended with `start` and `close`, as for a client. It counts in the session budget but
    * is never refused by it: it is the operator's configuration, like what a restore brings back.
+   *
+   * `limits` replace the broker's for this session's links (a bridge's max_inflight). Called
+   * before any connection is accepted: a session restored from the store is made anew with them
+   * (its subscriptions, already counted and routed, carried over), which is safe only while
+   * nothing holds it.
    */
-  keep(clientId: string, subscriptions: Subscription[]): Promise<Session> {
+  keep(clientId: string, subscriptions: Subscription[], limits?: Partial<SessionLimits>): Promise<Session> {
     return this.#exclusive(clientId, async () => {
       let session = this.#sessions.get(clientId);
+      const policy = limits ? { ...this.#policy, limits: { ...this.#policy.limits, ...limits } } : this.#policy;
+      if (session && limits) {
+        const restored = session;
+        session = new Session(clientId, false, this.#durable, policy, this.#log, restored.owner);
+        for (const [filter, qos] of restored.subscriptions) session.subscriptions.set(filter, qos);
+        this.#sessions.set(clientId, session);
+      }
       if (!session) {
-        session = this.#newSession(clientId, false, undefined);
+        session = this.#newSession(clientId, false, undefined, policy);
         try {
           await session.create();
         } catch (error) {
@@ -328,9 +340,9 @@ export class SessionManager {
     await Promise.allSettled([...this.#locks.values()]);
   }
 
-  #newSession(clientId: string, clean: boolean, owner: string | undefined): Session {
+  #newSession(clientId: string, clean: boolean, owner: string | undefined, policy = this.#policy): Session {
     const repository = clean ? this.#volatile : this.#durable;
-    const session = new Session(clientId, clean, repository, this.#policy, this.#log, owner);
+    const session = new Session(clientId, clean, repository, policy, this.#log, owner);
     this.#sessions.set(clientId, session);
     if (!clean) this.#persistentSessions++;
     return session;
