@@ -6,8 +6,8 @@
  * No sleeps: a test waits for a line in a broker's output or for a packet, never for a time.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
-import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { chmodSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { createConnection, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, onTestFailed } from 'vitest';
 import mqttPacket, { type IPublishPacket, type Packet } from 'mqtt-packet';
@@ -15,6 +15,15 @@ import { BrokerProcess, makeDataDir, removeDataDir } from '../helpers/broker-pro
 import { RawClient } from '../helpers/raw-client.js';
 
 export const MOSQUITTO = '/usr/sbin/mosquitto';
+
+/** Makes a test directory and the files in it readable by every user (Mosquitto drops root for its own user). */
+export function readableByAll(dir: string): void {
+  chmodSync(dir, 0o755);
+  for (const name of readdirSync(dir)) {
+    const path = join(dir, name);
+    if (statSync(path).isFile()) chmodSync(path, 0o644);
+  }
+}
 
 /** A port nothing listens on now (the kernel's pick, released at once). */
 export async function freePort(): Promise<number> {
@@ -211,9 +220,14 @@ export function useBridgeHarness(prefix = 'bridge-test-') {
     return startBroker(dataDir, ['--config', file, ...args]);
   }
 
-  /** Mosquitto on `port` with the config lines given (a listener and logging to stderr are added). */
+  /**
+   * Mosquitto on `port` with the config lines given (a listener and logging to stderr are added).
+   * Started as root, Mosquitto runs as the user `mosquitto`: the files it reads must be readable
+   * to it (see readableByAll).
+   */
   async function startMosquitto(port: number, lines: string[] = [], dir = freshDir()): Promise<MosquittoProcess> {
     const file = join(dir, 'mosquitto.conf');
+    readableByAll(dir);
     writeFileSync(file, [`listener ${port} 127.0.0.1`, 'allow_anonymous true', 'log_dest stderr', 'log_type all', ...lines, ''].join('\n'));
     const child = spawn(MOSQUITTO, ['-c', file], { stdio: ['ignore', 'pipe', 'pipe'] });
     const exited = new Promise((resolve) => child.once('close', resolve));
@@ -322,4 +336,50 @@ export async function subscriber(port: number, clientId: string, subscriptions: 
 /** Topic, payload and QoS of PUBLISHes, for assertions. */
 export function summaries(publishes: IPublishPacket[]): Array<{ topic: string; payload: string; qos: number }> {
   return publishes.map(({ topic, payload, qos }) => ({ topic, payload: payload.toString(), qos }));
+}
+
+/**
+ * A TCP gate in front of an upstream: while shut, a connection is closed at once (as if nothing
+ * listened); while open, it is piped to `target`. Lets a test decide exactly when the bridge may
+ * reach an upstream, e.g. only after a subscriber is in place there.
+ */
+export interface Gate {
+  port: number;
+  open(): void;
+  /** Shuts the gate and cuts every connection through it. */
+  shut(): void;
+  close(): Promise<void>;
+}
+
+export async function startGate(target: number): Promise<Gate> {
+  let open = false;
+  const sockets = new Set<Socket>();
+  const server = createServer((socket) => {
+    socket.on('error', () => {});
+    if (!open) {
+      socket.destroy();
+      return;
+    }
+    const upstream = createConnection(target, '127.0.0.1');
+    upstream.on('error', () => socket.destroy());
+    socket.on('close', () => upstream.destroy());
+    upstream.on('close', () => socket.destroy());
+    socket.pipe(upstream).pipe(socket);
+    sockets.add(socket).add(upstream);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const shut = () => {
+    open = false;
+    for (const socket of sockets) socket.destroy();
+    sockets.clear();
+  };
+  return {
+    port: (server.address() as AddressInfo).port,
+    open: () => (open = true),
+    shut,
+    close: () => {
+      shut();
+      return new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
 }
