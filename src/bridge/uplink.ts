@@ -223,7 +223,7 @@ export class Uplink implements OutboundChannel {
       const code = Number(granted);
       if (code === 0x80) log.warn(`bridge ${settings.name}: the upstream refused the subscription to ${JSON.stringify(subscriptions[index]?.filter)}`);
     });
-    log.debug?.(`bridge ${settings.name}: subscribed upstream to ${subscriptions.map(({ filter }) => JSON.stringify(filter)).join(', ')}`);
+    log.info(`bridge ${settings.name}: subscribed upstream to ${subscriptions.map(({ filter }) => JSON.stringify(filter)).join(', ')}`);
   }
 
   /**
