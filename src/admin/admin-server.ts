@@ -1,5 +1,6 @@
 import { chmodSync, existsSync, unlinkSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
+import type { BridgeStatus } from '../bridge/bridge.js';
 import type { Logger } from '../logger.js';
 import type { BrokerCounters } from '../protocol/limits.js';
 import type { Distributor } from '../session/distributor.js';
@@ -32,6 +33,8 @@ export interface AdminServerOptions {
   log: Logger;
   /** The broker's counters, shown by `stats`. */
   counters?: Readonly<BrokerCounters>;
+  /** The broker's bridges, shown by `bridges`. */
+  bridges?: { status(): Promise<BridgeStatus[]> };
 }
 
 export class AdminServer {
@@ -193,13 +196,15 @@ class RunningTarget implements AdminTarget {
   readonly #distributor: Distributor;
   readonly live: NonNullable<AdminTarget['live']>;
   readonly counters: (() => BrokerCounters) | undefined;
+  readonly bridges: (() => Promise<BridgeStatus[]>) | undefined;
 
-  constructor({ store, inspector, sessions, distributor, counters }: AdminServerOptions) {
+  constructor({ store, inspector, sessions, distributor, counters, bridges }: AdminServerOptions) {
     this.store = store;
     this.#inspector = inspector;
     this.#sessions = sessions;
     this.#distributor = distributor;
     this.counters = counters && (() => ({ ...counters }));
+    this.bridges = bridges && (() => bridges.status());
     this.live = {
       lookup: (clientId) => {
         const session = sessions.lookup(clientId);

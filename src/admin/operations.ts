@@ -1,3 +1,5 @@
+import type { BridgeStatus } from '../bridge/bridge.js';
+import { BRIDGE_CLIENT_ID_PREFIX, isBridgeClientId } from '../bridge/client-id.js';
 import { isValidTopicFilter, isValidTopicName, topicMatches } from '../routing/topic.js';
 import { packetIdOf } from '../session/packet-ids.js';
 import type { InspectedEntry, InspectedSession, LevelInspector, StoreView } from '../store/level-inspector.js';
@@ -9,6 +11,7 @@ import {
   payloadField,
   SCHEMA_VERSION,
   type AdminRecord,
+  type BridgeRecord,
   type HeaderRecord,
   type InflightField,
   type MessageRecord,
@@ -30,6 +33,7 @@ export type AdminRequest =
   | { op: 'retained-list'; filter?: string; full?: boolean }
   | { op: 'retained-clear'; topic: string }
   | { op: 'stats' }
+  | { op: 'bridges' }
   | { op: 'verify' }
   | { op: 'compact' };
 
@@ -61,6 +65,8 @@ export interface AdminTarget {
   };
   /** Running mode only: the broker's counters since it started. */
   counters?(): BrokerCounters;
+  /** Running mode only: the bridges and their state. */
+  bridges?(): Promise<BridgeStatus[]>;
   /** Discards a session known to exist; ends its connection, if any. */
   dropSession(clientId: string): Promise<void>;
   /** Removes a retained message known to exist. */
@@ -69,7 +75,7 @@ export interface AdminTarget {
 
 export type Progress = (label: string, count: number) => void;
 
-const OPS = new Set(['dump', 'sessions', 'session-show', 'session-drop', 'retained-list', 'retained-clear', 'stats', 'verify', 'compact']);
+const OPS = new Set(['dump', 'sessions', 'session-show', 'session-drop', 'retained-list', 'retained-clear', 'stats', 'bridges', 'verify', 'compact']);
 
 /** Checks a request that arrived as JSON. */
 export function parseRequest(value: unknown): AdminRequest {
@@ -145,6 +151,14 @@ export async function* runOperation(request: AdminRequest, target: AdminTarget, 
       yield header;
       yield* withView(inspector, (view) => totals(view, inspector, progress));
       if (target.counters) yield { type: 'counters', ...target.counters() };
+      return;
+    case 'bridges':
+      yield header;
+      if (target.bridges) {
+        for (const status of await target.bridges()) yield runningBridge(status);
+      } else {
+        yield* withView(inspector, storedBridges);
+      }
       return;
     case 'verify': {
       yield header;
@@ -361,4 +375,51 @@ function messageRecord(clientId: string, entry: Entry, full: boolean): MessageRe
 
 function unknownSession(clientId: string): AdminError {
   return new AdminError(AdminErrorCodes.UNKNOWN_SESSION, `there is no session for client id ${JSON.stringify(clientId)}`);
+}
+
+function runningBridge(status: BridgeStatus): BridgeRecord {
+  return {
+    type: 'bridge',
+    name: status.name,
+    session: status.session,
+    clientId: status.clientId,
+    address: status.address,
+    state: status.state,
+    since: status.since,
+    retryAt: status.retryAt ?? null,
+    refusedCode: status.refusedCode ?? null,
+    lastError: status.lastError ?? null,
+    queued: { count: status.queued.messages, bytes: status.queued.bytes },
+    dropped: status.queued.dropped,
+    inflight: status.inflight,
+    forwarded: status.forwarded,
+    received: status.received,
+  };
+}
+
+/** A stopped store knows the bridges by their sessions: their queues, nothing of their connections. */
+async function* storedBridges(view: StoreView): AsyncGenerator<AdminRecord> {
+  for await (const stored of view.sessions()) {
+    if (!isBridgeClientId(stored.clientId)) continue;
+    const stats = await view.queueStats(stored.clientId);
+    let inflight = 0;
+    for await (const entry of view.queue(stored.clientId, { inflightOnly: true })) if (entry.state !== 'queued') inflight++;
+    yield {
+      type: 'bridge',
+      name: stored.clientId.slice(BRIDGE_CLIENT_ID_PREFIX.length),
+      session: stored.clientId,
+      clientId: null,
+      address: null,
+      state: 'stopped',
+      since: null,
+      retryAt: null,
+      refusedCode: null,
+      lastError: null,
+      queued: { count: stats?.messages ?? 0, bytes: stats?.bytes ?? 0 },
+      dropped: stats?.dropped ?? 0,
+      inflight,
+      forwarded: 0,
+      received: 0,
+    };
+  }
 }

@@ -85,6 +85,41 @@ export interface SessionRecord {
   inbound: InboundField[];
 }
 
+/**
+ * `bridges`: one bridge to an upstream broker. Its out queue is the session `session`, which
+ * `dump` and `session show` list like any other. In stopped mode only what the store holds is
+ * known: `state` is `stopped` and the fields of a running bridge are null or 0.
+ */
+export interface BridgeRecord {
+  type: 'bridge';
+  name: string;
+  /** The bridge's local session (`$bridge/<name>`). */
+  session: string;
+  /** Its client id upstream; null in stopped mode. */
+  clientId: string | null;
+  /** The address connected to or tried now; null in stopped mode. */
+  address: string | null;
+  state: 'connected' | 'connecting' | 'waiting' | 'refused' | 'stopped';
+  /** ISO time the state was entered; null in stopped mode. */
+  since: string | null;
+  /** ISO time of the next attempt while waiting or refused, else null. */
+  retryAt: string | null;
+  /** The CONNACK return code of the last refusal while refused, else null. */
+  refusedCode: number | null;
+  /** The last failure to connect or the reason the last connection ended; null if none. */
+  lastError: string | null;
+  /** The out queue on disk (in flight included), as for a session. */
+  queued: { count: number; bytes: number };
+  /** Messages refused for the out queue because it was full (max_queued_messages/bytes). */
+  dropped: number;
+  /** PUBLISHes sent upstream and not yet acknowledged. */
+  inflight: number;
+  /** Since the broker started: messages the upstream acknowledged (and QoS 0 ones sent). */
+  forwarded: number;
+  /** Since the broker started: messages from the upstream stored and delivered locally. */
+  received: number;
+}
+
 export interface MessageRecord {
   type: 'message';
   clientId: string;
@@ -167,6 +202,7 @@ export interface CompactedRecord {
 export type AdminRecord =
   | HeaderRecord
   | SessionRecord
+  | BridgeRecord
   | MessageRecord
   | RetainedRecord
   | TotalsRecord

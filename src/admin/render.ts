@@ -1,5 +1,5 @@
 import { printable, quoted } from '../text-escape.js';
-import type { AdminRecord, CountersRecord, MessageRecord, PayloadField, RetainedRecord, SessionRecord, TotalsRecord } from './records.js';
+import type { AdminRecord, BridgeRecord, CountersRecord, MessageRecord, PayloadField, RetainedRecord, SessionRecord, TotalsRecord } from './records.js';
 
 /**
  * The readable output of broker-admin: aligned tables, one per run of records of the same kind.
@@ -49,6 +49,9 @@ export class HumanRenderer {
         return;
       case 'session':
         this.#row('session', 'Sessions', SESSION_HEADER, sessionRow(record));
+        return;
+      case 'bridge':
+        this.#row('bridge', 'Bridges', BRIDGE_HEADER, bridgeRow(record));
         return;
       case 'message':
         this.#row(`message:${record.clientId}`, `Queue of ${printable(record.clientId)}`, MESSAGE_HEADER, messageRow(record));
@@ -131,6 +134,25 @@ export class HumanRenderer {
 const SESSION_HEADER = ['CLIENT', 'SESSION', 'CONNECTED', 'CREATED', 'LAST SEEN', 'SUBSCRIPTIONS', 'QUEUED', 'BYTES', 'DROPPED', 'INFLIGHT', 'INBOUND QOS2', 'OWNER'];
 const MESSAGE_HEADER = ['SEQ', 'STATE', 'PACKET', 'QOS', 'RETAIN', 'TOPIC', 'SIZE', 'PAYLOAD'];
 const RETAINED_HEADER = ['TOPIC', 'QOS', 'SIZE', 'PAYLOAD'];
+const BRIDGE_HEADER = ['NAME', 'ADDRESS', 'STATE', 'LAST ERROR', 'QUEUED', 'BYTES', 'DROPPED', 'INFLIGHT', 'FORWARDED', 'RECEIVED', 'SESSION'];
+
+function bridgeRow(record: BridgeRecord): Row {
+  const until = record.retryAt === null ? '' : ` until ${record.retryAt}`;
+  const state = record.state === 'refused' ? `refused with code ${record.refusedCode ?? '?'}${until}` : record.state === 'waiting' ? `waiting${until}` : record.state;
+  return [
+    printable(record.name),
+    printable(record.address ?? '-'),
+    state,
+    printable(record.lastError ?? '-'),
+    String(record.queued.count),
+    String(record.queued.bytes),
+    String(record.dropped),
+    String(record.inflight),
+    String(record.forwarded),
+    String(record.received),
+    printable(record.session),
+  ];
+}
 
 function sessionRow(record: SessionRecord): Row {
   return [

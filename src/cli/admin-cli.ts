@@ -94,6 +94,9 @@ Exit codes: 0 done, 1 error, 2 verify found problems.`,
     });
 
   common(program.command('stats')).description('store totals').action(run(() => ({ op: 'stats' })));
+  common(program.command('bridges'))
+    .description('the bridges to upstream brokers: address, state, last error, out queue, in flight, counters')
+    .action(run(() => ({ op: 'bridges' })));
   common(program.command('verify'))
     .description("check the store's invariants; exit code 2 and a report of each problem if any is broken")
     .action(run(() => ({ op: 'verify' })));
@@ -115,6 +118,7 @@ const EXPECTED: Partial<Record<AdminRequest['op'], Array<[string, string]>>> = {
   dump: [NO_SESSIONS, NO_RETAINED],
   sessions: [NO_SESSIONS],
   'retained-list': [NO_RETAINED],
+  bridges: [['bridge', 'No bridges.']],
 };
 
 async function execute(request: AdminRequest, options: CommonOptions): Promise<void> {

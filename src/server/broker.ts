@@ -356,6 +356,7 @@ export function createBroker(options: BrokerOptions = {}): Broker {
               distributor,
               log,
               counters: context.counters,
+              bridges,
             });
           } catch (error) {
             // MQTT is served without it; broker-admin then reports the store in use and no admin channel.
