@@ -58,7 +58,7 @@ export class FailureReport {
     const repeats = this.#repeats;
     this.#lastLoggedAt = now;
     this.#repeats = 0;
-    return `${message} (still failing: ${repeats + 1} attempts in the last ${Math.round(REPEAT_LOG_INTERVAL_MS / 1000)} s)`;
+    return `${message} (still failing: ${repeats} attempts since this was last logged)`;
   }
 
   /** Connected: the next failure is news again. */
