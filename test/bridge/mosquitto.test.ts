@@ -23,14 +23,14 @@ describe('bridge to Mosquitto', () => {
     const local = await subscriber(gateway.port, 'device', [{ topic: 'shared/#', qos: 2 }]);
     await publishAll(gateway.port, [{ topic: 'shared/up', payload: 'from gateway', qos: 2 }]);
     await publishAll(mosquitto.port, [{ topic: 'shared/down', payload: 'from cloud', qos: 2 }]);
-    expect(summaries(await receiveAndAck(local, 2))).toEqual([
-      { topic: 'shared/up', payload: 'from gateway', qos: 2 },
+    // Each side gets its own message directly and the other's over the bridge, in either order.
+    const both = [
       { topic: 'shared/down', payload: 'from cloud', qos: 2 },
-    ]);
-    expect(summaries(await receiveAndAck(cloud, 2))).toEqual([
       { topic: 'shared/up', payload: 'from gateway', qos: 2 },
-      { topic: 'shared/down', payload: 'from cloud', qos: 2 },
-    ]);
+    ];
+    const byTopic = (a: { topic: string }, b: { topic: string }) => a.topic.localeCompare(b.topic);
+    expect(summaries(await receiveAndAck(local, 2)).sort(byTopic)).toEqual(both);
+    expect(summaries(await receiveAndAck(cloud, 2)).sort(byTopic)).toEqual(both);
     // A marker from each side is the next thing each side sees: nothing came round again.
     await publishAll(mosquitto.port, [{ topic: 'shared/marker', payload: 'end', qos: 1 }]);
     expect(summaries(await receiveAndAck(local, 1))).toEqual([{ topic: 'shared/marker', payload: 'end', qos: 1 }]);
@@ -69,6 +69,44 @@ describe('bridge to Mosquitto', () => {
     expect(summaries(await receiveAndAck(cloud, messages.length))).toEqual(messages);
     await publishAll(port, [{ topic: 'commands/x', payload: 'after restart', qos: 1 }]);
     expect(summaries(await receiveAndAck(local, 1))).toEqual([{ topic: 'commands/x', payload: 'after restart', qos: 1 }]);
+    await cloud.close();
+    await local.close();
+  });
+
+  it('retained flags are forwarded as published, both ways; QoS 0 goes while connected and is not queued while down', async () => {
+    const port = await freePort();
+    const gate = await startGate(port);
+    harness.onTeardown(() => gate.close());
+    const mosquitto = await harness.startMosquitto(port);
+    const gateway = await harness.startGateway(harness.freshDir(), [bridgeConfig(gate.port, [{ pattern: 'status/#', direction: 'both', qos: 1 }])]);
+    gate.open();
+    await gateway.waitFor(/bridge cloud: subscribed upstream/);
+    await publishAll(gateway.port, [{ topic: 'status/gw', payload: 'online', qos: 1, retain: true }]);
+    await publishAll(mosquitto.port, [{ topic: 'status/cloud', payload: 'up', qos: 1, retain: true }]);
+    // Forwarding is asynchronous: probes on each side see both arrive (as retained or not).
+    for (const probe of [await subscriber(port, 'cloud-probe', [{ topic: 'status/#', qos: 1 }], true), await subscriber(gateway.port, 'probe', [{ topic: 'status/#', qos: 1 }], true)]) {
+      await receiveAndAck(probe, 2);
+      await probe.close();
+    }
+    // Subscribers that come later get both as retained messages, on either side.
+    const marker = { topic: 'status/marker', payload: 'end', qos: 1 as const };
+    const cloud = await subscriber(port, 'cloud-app', [{ topic: 'status/#', qos: 1 }]);
+    const local = await subscriber(gateway.port, 'device', [{ topic: 'status/#', qos: 1 }]);
+    for (const client of [cloud, local]) {
+      const retained = await receiveAndAck(client, 2);
+      expect(retained.map(({ topic, payload, retain }) => [topic, payload.toString(), retain]).sort()).toEqual([
+        ['status/cloud', 'up', true],
+        ['status/gw', 'online', true],
+      ]);
+    }
+    // QoS 0: forwarded while connected; published while the uplink is down, it is not queued.
+    await publishAll(gateway.port, [{ topic: 'status/live', payload: 'qos0 up', qos: 0 }, marker]);
+    expect(summaries(await receiveAndAck(cloud, 2))).toEqual([{ topic: 'status/live', payload: 'qos0 up', qos: 0 }, marker]);
+    gate.shut();
+    await gateway.waitFor(/bridge cloud: connection to .* lost/);
+    await publishAll(gateway.port, [{ topic: 'status/live', payload: 'qos0 while down', qos: 0 }, { ...marker, payload: 'queued' }]);
+    gate.open();
+    expect(summaries(await receiveAndAck(cloud, 1))).toEqual([{ ...marker, payload: 'queued' }]);
     await cloud.close();
     await local.close();
   });
