@@ -151,11 +151,11 @@ export class Bridge {
       const privateBit = this.settings.tryPrivate && !this.#withoutPrivateBit.has(address.text);
       const { failure, wasConnected } = await this.#connectAndServe(address, privateBit);
       if (this.#stopping) return;
-      if (failure.kind === 'closed' && failure.beforeConnack && privateBit) {
-        // RabbitMQ and others close the connection, without CONNACK, on protocol level 0x84.
+      if (privateBit && refusesPrivateBit(failure)) {
         this.#withoutPrivateBit.add(address.text);
         this.#dependencies.log.warn(
-          `bridge ${this.settings.name}: ${address.text} closed the connection before CONNACK with the bridge bit (0x80) set: trying without it (try_private) until restart`,
+          `bridge ${this.settings.name}: ${address.text} does not take the bridge bit (0x80) in CONNECT (${failure.message}): ` +
+            `trying without it (try_private) until restart`,
         );
         continue;
       }
@@ -265,4 +265,13 @@ export class Bridge {
 
 function seconds(ms: number): string {
   return ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`;
+}
+
+/**
+ * How upstreams that do not know protocol level 0x84 say so: RabbitMQ closes the connection
+ * without CONNACK, others answer CONNACK 1 (unacceptable protocol version).
+ */
+function refusesPrivateBit(failure: UpstreamFailure): boolean {
+  if (failure.kind === 'refused') return failure.returnCode === 1;
+  return failure.kind === 'closed' && failure.beforeConnack;
 }

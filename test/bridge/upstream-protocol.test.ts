@@ -184,6 +184,19 @@ describe('bridge against a scripted upstream', () => {
     expect(gateway.log().match(/trying without it/g)).toHaveLength(1);
   });
 
+  it('an upstream that answers the bridge bit with CONNACK 1 (unacceptable protocol version): tried without it', async () => {
+    const fake = await harness.startFake();
+    const gateway = await harness.startGateway(harness.freshDir(), [bridgeConfig(fake.port, [{ pattern: 'a/#' }], { notifications: false })]);
+    const first = await fake.connection(1);
+    expect(first.protocolLevel).toBe(0x84);
+    first.send({ cmd: 'connack', returnCode: 1, sessionPresent: false });
+    const second = await fake.connection(2);
+    expect(second.protocolLevel).toBe(0x04);
+    await acceptBridge(second);
+    await gateway.waitFor(/bridge cloud: connected/);
+    expect(gateway.log()).toMatch(/does not take the bridge bit \(0x80\) in CONNECT \(refused with CONNACK 1 \(unacceptable protocol version\)\): trying without it/);
+  });
+
   it('try_private: false never sets the bit', async () => {
     const fake = await harness.startFake();
     await harness.startGateway(harness.freshDir(), [bridgeConfig(fake.port, [{ pattern: 'a/#' }], { try_private: false })]);
