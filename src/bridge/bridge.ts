@@ -4,7 +4,7 @@ import type { Logger } from '../logger.js';
 import type { Distributor, SubscriberOptions } from '../session/distributor.js';
 import type { SessionManager } from '../session/session-manager.js';
 import type { Session } from '../session/session.js';
-import type { QueueStats } from '../store/repository.js';
+import type { QueueLimits, QueueStats } from '../store/repository.js';
 import type { BridgeSettings, UpstreamAddress } from './bridge-options.js';
 import { bridgeClientId } from './client-id.js';
 import { Backoff, FailureReport } from './reconnect.js';
@@ -45,6 +45,8 @@ export interface BridgeStatus {
 export interface BridgeDependencies {
   sessions: SessionManager;
   distributor: Distributor;
+  /** The broker's per-session queue limits: a bridge's own replace them. */
+  queueLimits: QueueLimits;
   log: Logger;
 }
 
@@ -92,9 +94,15 @@ export class Bridge {
       // Never back out over the bridge it came in on; retained messages go on as retained.
       noLocal: true,
       retainAsPublished: true,
+      // A limit left out is the broker's, as for any session.
       ...(maxQueuedMessages === undefined && maxQueuedBytes === undefined
         ? {}
-        : { queueLimits: { maxMessages: maxQueuedMessages ?? Number.MAX_SAFE_INTEGER, maxBytes: maxQueuedBytes ?? Number.MAX_SAFE_INTEGER } }),
+        : {
+            queueLimits: {
+              maxMessages: maxQueuedMessages ?? dependencies.queueLimits.maxMessages,
+              maxBytes: maxQueuedBytes ?? dependencies.queueLimits.maxBytes,
+            },
+          }),
     };
   }
 
