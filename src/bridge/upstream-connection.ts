@@ -1,3 +1,4 @@
+import type { EventEmitter } from 'node:events';
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import mqttPacket, { type IConnackPacket, type IConnectPacket, type Packet } from 'mqtt-packet';
@@ -93,11 +94,18 @@ export class UpstreamConnection {
       const parser = mqttPacket.parser({ protocolVersion: 4 });
       let settled = false;
       let connected = false;
-      const fail = (failure: UpstreamFailure) => {
-        if (settled) return;
+      /** Every listener of the attempt, removed together once it is settled. */
+      const listeners: Array<[EventEmitter, string, Listener]> = [];
+      const settle = () => {
         settled = true;
         clearTimeout(timer);
         options.signal?.removeEventListener('abort', onAbort);
+        for (const [emitter, event, listener] of listeners) emitter.off(event, listener as (...args: unknown[]) => void);
+      };
+      const fail = (failure: UpstreamFailure) => {
+        if (settled) return;
+        settle();
+        socket.on('error', () => {}); // whatever the destroyed socket still reports
         socket.destroy();
         reject(failure);
       };
@@ -105,7 +113,6 @@ export class UpstreamConnection {
         () => fail(new UpstreamFailure('timeout', connected ? 'no CONNACK in time' : 'no connection in time', { beforeConnack: true })),
         options.connectTimeoutMs,
       );
-      socket.setNoDelay(true);
       const onAbort = () => fail(new UpstreamFailure('closed', 'attempt given up', { beforeConnack: true }));
       if (options.signal?.aborted) queueMicrotask(onAbort);
       options.signal?.addEventListener('abort', onAbort, { once: true });
@@ -133,26 +140,23 @@ export class UpstreamConnection {
           fail(new UpstreamFailure('refused', `refused with CONNACK ${returnCode} (${reason})`, { returnCode }));
           return;
         }
-        settled = true;
-        clearTimeout(timer);
-        options.signal?.removeEventListener('abort', onAbort);
-        socket.off(address.tls ? 'secureConnect' : 'connect', onConnect);
-        socket.off('error', onError);
-        socket.off('close', onClose);
-        socket.off('data', onData);
-        parser.off('error', onMalformed);
-        parser.off('packet', onPacket);
+        settle();
         // Packets in the same chunk as CONNACK are parsed on in this same call, into the new listener.
         const connection = new UpstreamConnection(socket, parser, sessionPresent);
         connection.#attach(connect.keepalive ?? 0);
         resolve(connection);
       };
-      socket.once(address.tls ? 'secureConnect' : 'connect', onConnect);
-      socket.on('error', onError);
-      socket.on('close', onClose);
-      socket.on('data', onData);
-      parser.on('error', onMalformed);
-      parser.on('packet', onPacket);
+      const listen = (emitter: EventEmitter, event: string, listener: Listener) => {
+        emitter.on(event, listener as (...args: unknown[]) => void);
+        listeners.push([emitter, event, listener]);
+      };
+      socket.setNoDelay(true);
+      listen(socket, address.tls ? 'secureConnect' : 'connect', onConnect);
+      listen(socket, 'error', onError);
+      listen(socket, 'close', onClose);
+      listen(socket, 'data', onData);
+      listen(parser, 'error', onMalformed);
+      listen(parser, 'packet', onPacket);
     });
   }
 
@@ -250,6 +254,8 @@ export class UpstreamConnection {
     this.#handlers?.closed(failure);
   }
 }
+
+type Listener = (...args: never[]) => void;
 
 /** Errors of the network rather than of the TLS handshake. */
 const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EPIPE']);

@@ -81,10 +81,11 @@ describe('bridge to Mosquitto', () => {
     const gateway = await harness.startGateway(harness.freshDir(), [bridgeConfig(gate.port, [{ pattern: 'status/#', direction: 'both', qos: 1 }])]);
     gate.open();
     await gateway.waitFor(/bridge cloud: subscribed upstream/);
+    // Forwarding is asynchronous: a probe on each side, subscribed first, sees both arrive there.
+    const probes = [await subscriber(port, 'cloud-probe', [{ topic: 'status/#', qos: 1 }], true), await subscriber(gateway.port, 'probe', [{ topic: 'status/#', qos: 1 }], true)];
     await publishAll(gateway.port, [{ topic: 'status/gw', payload: 'online', qos: 1, retain: true }]);
     await publishAll(mosquitto.port, [{ topic: 'status/cloud', payload: 'up', qos: 1, retain: true }]);
-    // Forwarding is asynchronous: probes on each side see both arrive (as retained or not).
-    for (const probe of [await subscriber(port, 'cloud-probe', [{ topic: 'status/#', qos: 1 }], true), await subscriber(gateway.port, 'probe', [{ topic: 'status/#', qos: 1 }], true)]) {
+    for (const probe of probes) {
       await receiveAndAck(probe, 2);
       await probe.close();
     }
