@@ -113,6 +113,7 @@ export class Bridge {
 
   /** Starts connecting, and reconnecting for as long as the broker runs. */
   start(): void {
+    this.#publishState(false);
     this.#running ??= this.#run().catch((error: unknown) => {
       this.#dependencies.log.error(`bridge ${this.settings.name}: stopped: ${errorMessage(error)}`);
     });
@@ -175,6 +176,7 @@ export class Bridge {
       this.#refusedCode = failure.returnCode;
       this.#enter(failure.kind === 'refused' ? 'refused' : 'waiting');
       if (wasConnected) {
+        this.#publishState(false);
         this.#dependencies.log.warn(`bridge ${this.settings.name}: connection to ${address.text} lost: ${failure.message}; next attempt in ${seconds(delay)}`);
       } else {
         this.#report(address, failure, delay);
@@ -213,11 +215,22 @@ export class Bridge {
       this.#retryAt = undefined;
       this.#refusedCode = undefined;
       this.#enter('connected');
+      this.#publishState(true);
       log.info(`bridge ${this.settings.name}: connected to ${address.text} as ${JSON.stringify(this.settings.clientId)} (session present: ${connection.sessionPresent})`);
     }
     const failure = await uplink.ended;
     this.#uplink = undefined;
     return { failure, wasConnected: this.#state === 'connected' };
+  }
+
+  /**
+   * `$SYS/broker/bridges/<name>/state`, retained: `1` while connected, `0` otherwise, as Mosquitto
+   * says it. Kept in memory only (Distributor.publishEphemeral): a restart says it afresh, and
+   * the store is not written once per change of a connection's state.
+   */
+  #publishState(connected: boolean): void {
+    if (!this.settings.notifications) return;
+    this.#dependencies.distributor.publishEphemeral(`$SYS/broker/bridges/${this.settings.name}/state`, Buffer.from(connected ? '1' : '0'), true);
   }
 
   #connectPacket(privateBit: boolean): IConnectPacket {

@@ -25,6 +25,10 @@ describe('bridge between two brokers', () => {
       bridgeConfig(upstreamPort, [{ pattern: 'sensors/#', direction: 'out', qos: 2, remote_prefix: 'site/gw-17/' }]),
     ]);
     await gateway.waitFor(/bridge cloud: cannot connect to mqtt:\/\/127\.0\.0\.1:\d+: .*ECONNREFUSED/);
+    // The bridge's state, retained in memory: 0 now, 1 once it connects.
+    const watcher = await subscriber(gateway.port, 'watcher', [{ topic: '$SYS/broker/bridges/+/state', qos: 0 }], true);
+    const down = await watcher.next('publish');
+    expect([down.topic, down.payload.toString(), down.retain]).toEqual(['$SYS/broker/bridges/cloud/state', '0', true]);
     const messages = Array.from({ length: 60 }, (_, index) => ({
       topic: `sensors/${index % 2 === 0 ? 'a' : 'b'}`,
       payload: `m${index}`,
@@ -34,6 +38,9 @@ describe('bridge between two brokers', () => {
 
     upstream = await harness.startBroker(upstreamDir, [], upstreamPort);
     await gateway.waitFor(/bridge cloud: connected to mqtt:\/\/127\.0\.0\.1:\d+ as "gw-17"/);
+    const up = await watcher.next('publish');
+    expect([up.topic, up.payload.toString(), up.retain]).toEqual(['$SYS/broker/bridges/cloud/state', '1', false]);
+    await watcher.close();
     const app = await subscriber(upstreamPort, 'cloud-app', []);
     const received = await receiveAndAck(app, messages.length);
     // Per topic in publish order, at the QoS it was published with (the topic line allows 2).
