@@ -19,6 +19,14 @@ import { UpstreamConnection, UpstreamFailure } from './upstream-connection.js';
  */
 export type BridgeState = 'connecting' | 'connected' | 'waiting' | 'refused' | 'stopped';
 
+/** Where a bridge is, since when, and until when it waits. */
+interface Phase {
+  state: BridgeState;
+  since: Date;
+  retryAt?: Date;
+  refusedCode?: number;
+}
+
 /** What broker-admin shows of a bridge. */
 export interface BridgeStatus {
   name: string;
@@ -70,10 +78,8 @@ export class Bridge {
   readonly #withoutPrivateBit = new Set<string>();
   #session: Session | undefined;
   #uplink: Uplink | undefined;
-  #state: BridgeState = 'connecting';
-  #since = new Date();
-  #retryAt: Date | undefined;
-  #refusedCode: number | undefined;
+  /** What broker-admin shows, replaced whole at each change (see #enter). */
+  #phase: Phase = { state: 'connecting', since: new Date() };
   #lastError: string | undefined;
   #address: UpstreamAddress;
   #running: Promise<void> | undefined;
@@ -139,10 +145,10 @@ export class Bridge {
       session: this.sessionId,
       clientId: this.settings.clientId,
       address: this.#address.text,
-      state: this.#state,
-      since: this.#since.toISOString(),
-      ...(this.#retryAt ? { retryAt: this.#retryAt.toISOString() } : {}),
-      ...(this.#refusedCode === undefined ? {} : { refusedCode: this.#refusedCode }),
+      state: this.#phase.state,
+      since: this.#phase.since.toISOString(),
+      ...(this.#phase.retryAt ? { retryAt: this.#phase.retryAt.toISOString() } : {}),
+      ...(this.#phase.refusedCode === undefined ? {} : { refusedCode: this.#phase.refusedCode }),
       ...(this.#lastError === undefined ? {} : { lastError: this.#lastError }),
       queued,
       inflight: this.#uplink?.inflight ?? 0,
@@ -172,9 +178,9 @@ export class Bridge {
       // A list of addresses is tried in turn: the next one after each failure.
       if (failure.beforeConnack || failure.kind === 'refused') index++;
       const delay = this.#backoff.next();
-      this.#retryAt = new Date(Date.now() + delay);
-      this.#refusedCode = failure.returnCode;
-      this.#enter(failure.kind === 'refused' ? 'refused' : 'waiting');
+      const retryAt = new Date(Date.now() + delay);
+      if (failure.kind === 'refused') this.#enter('refused', { retryAt, refusedCode: failure.returnCode! });
+      else this.#enter('waiting', { retryAt });
       if (wasConnected) {
         this.#publishState(false);
         this.#dependencies.log.warn(`bridge ${this.settings.name}: connection to ${address.text} lost: ${failure.message}; next attempt in ${seconds(delay)}`);
@@ -212,15 +218,13 @@ export class Bridge {
     if (!connection.isClosed) {
       this.#backoff.reset();
       this.#failures.reset();
-      this.#retryAt = undefined;
-      this.#refusedCode = undefined;
       this.#enter('connected');
       this.#publishState(true);
       log.info(`bridge ${this.settings.name}: connected to ${address.text} as ${JSON.stringify(this.settings.clientId)} (session present: ${connection.sessionPresent})`);
     }
     const failure = await uplink.ended;
     this.#uplink = undefined;
-    return { failure, wasConnected: this.#state === 'connected' };
+    return { failure, wasConnected: this.#phase.state === 'connected' };
   }
 
   /**
@@ -262,11 +266,8 @@ export class Bridge {
     else this.#dependencies.log.warn(line);
   }
 
-  #enter(state: BridgeState): void {
-    if (state === this.#state && state !== 'waiting') return;
-    this.#state = state;
-    this.#since = new Date();
-    if (state === 'connecting' || state === 'connected') this.#retryAt = undefined;
+  #enter(state: BridgeState, details: Pick<Phase, 'retryAt' | 'refusedCode'> = {}): void {
+    this.#phase = { state, since: new Date(), ...details };
   }
 
   #sleep(ms: number): Promise<void> {

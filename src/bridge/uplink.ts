@@ -5,6 +5,7 @@ import { QOS0_HIGH_WATER } from '../protocol/limits.js';
 import { encodePublish } from '../protocol/publish-encoder.js';
 import { isValidTopicName } from '../routing/topic.js';
 import type { Distributor } from '../session/distributor.js';
+import { MAX_PACKET_ID } from '../session/packet-ids.js';
 import type { SessionManager } from '../session/session-manager.js';
 import type { OutboundChannel, OutgoingPublish, Session, SessionLink } from '../session/session.js';
 import type { QoS } from '../store/repository.js';
@@ -88,7 +89,12 @@ export class Uplink implements OutboundChannel {
     if (this.#connection.isClosed) return;
     const subscriptions = this.#context.topics.remoteSubscriptions;
     if (subscriptions.length > 0) {
-      this.#connection.send({ cmd: 'subscribe', messageId: 1, subscriptions: subscriptions.map(({ filter, qos }) => ({ topic: filter, qos })) });
+      // A packet id no PUBLISH or PUBREL of ours holds now [MQTT-2.3.1-1]. The delivery engine
+      // picks its ids from seqs without knowing this one, so one could coincide while the SUBACK
+      // is on its way; packet types keep them apart on both sides, as every broker we know does.
+      let packetId = MAX_PACKET_ID;
+      while (this.#inflight.has(packetId)) packetId--;
+      this.#connection.send({ cmd: 'subscribe', messageId: packetId, subscriptions: subscriptions.map(({ filter, qos }) => ({ topic: filter, qos })) });
     }
     if (settings.notifications) {
       this.#connection.send({ cmd: 'publish', topic: settings.notificationTopic, payload: Buffer.from('1'), qos: 0, retain: true, dup: false });
@@ -112,6 +118,8 @@ export class Uplink implements OutboundChannel {
   }
 
   pubrel(packetId: number): void {
+    // A QoS 2 message whose PUBREC was stored: in flight until PUBCOMP, also after a restart.
+    this.#inflight.set(packetId, 2);
     this.#connection.send({ cmd: 'pubrel', messageId: packetId });
   }
 
