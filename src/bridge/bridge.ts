@@ -55,6 +55,8 @@ export interface BridgeDependencies {
   distributor: Distributor;
   /** The broker's per-session queue limits: a bridge's own replace them. */
   queueLimits: QueueLimits;
+  /** The broker's max_unsent_bytes: what a bridge holds unsent before it drops QoS 0 messages, as for a client. */
+  maxUnsentBytes: number;
   log: Logger;
 }
 
@@ -193,7 +195,7 @@ export class Bridge {
 
   /** One attempt: the connection's whole life, until it fails or ends. */
   async #connectAndServe(address: UpstreamAddress, privateBit: boolean): Promise<{ failure: UpstreamFailure; wasConnected: boolean }> {
-    const { sessions, distributor, log } = this.#dependencies;
+    const { sessions, distributor, maxUnsentBytes, log } = this.#dependencies;
     let connection: UpstreamConnection;
     try {
       connection = await UpstreamConnection.dial(address, this.#connectPacket(privateBit), {
@@ -210,7 +212,7 @@ export class Bridge {
       return { failure: new UpstreamFailure('closed', 'the broker is shutting down'), wasConnected: false };
     }
     const uplink = new Uplink(
-      { settings: this.settings, topics: this.#topics, sessions, distributor, session: this.#session!, counters: this.#counters, log },
+      { settings: this.settings, topics: this.#topics, sessions, distributor, session: this.#session!, counters: this.#counters, maxUnsentBytes, log },
       connection,
     );
     this.#uplink = uplink;

@@ -1,7 +1,6 @@
 import type { IPublishPacket, ISubackPacket, Packet } from 'mqtt-packet';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
-import { QOS0_HIGH_WATER } from '../protocol/limits.js';
 import { encodePublish } from '../protocol/publish-encoder.js';
 import { isValidTopicName } from '../routing/topic.js';
 import type { Distributor } from '../session/distributor.js';
@@ -30,6 +29,8 @@ export interface UplinkContext {
   distributor: Distributor;
   session: Session;
   counters: BridgeCounters;
+  /** QoS 0 messages are dropped while more than this waits unsent to the upstream (the broker's max_unsent_bytes). */
+  maxUnsentBytes: number;
   log: Logger;
 }
 
@@ -106,7 +107,7 @@ export class Uplink implements OutboundChannel {
   publish(packet: OutgoingPublish): void {
     const { counters } = this.#context;
     if (packet.qos === 0) {
-      if (this.#connection.backlog > QOS0_HIGH_WATER) {
+      if (this.#connection.backlog > this.#context.maxUnsentBytes) {
         counters.qos0Dropped++;
         return;
       }

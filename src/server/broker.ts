@@ -287,7 +287,7 @@ export function createBroker(options: BrokerOptions = {}): Broker {
     // Only with bridges: without them, routing does not ask.
     ...(bridgeSettings.length > 0 ? { subscriberOptions: (clientId: string): SubscriberOptions | undefined => bridges.subscriberOptions(clientId) } : {}),
   });
-  const bridges: Bridges = new Bridges(bridgeSettings, { sessions, distributor, queueLimits: limits, log });
+  const bridges: Bridges = new Bridges(bridgeSettings, { sessions, distributor, queueLimits: limits, maxUnsentBytes, log });
   const context: BrokerContext = {
     sessions,
     distributor,
