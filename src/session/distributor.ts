@@ -92,6 +92,12 @@ export class Distributor {
   readonly #log: Logger;
   /** Retained messages refused at the limits since the last one that was kept (logged once per episode). */
   #retainedRefused = 0;
+  /**
+   * Store writes under way that set or clear a retained message. Until one lands, the index does
+   * not show it: a subscription routed meanwhile would miss a message routed before it (not live,
+   * and not retained yet), so a new subscription's retained messages wait for them (sendRetained).
+   */
+  readonly #retainedWrites = new Set<Promise<unknown>>();
   /** Topics whose damaged retained record was reported already: once each is enough. */
   readonly #damageReported = new Set<string>();
   readonly #subscriberOptions: ((clientId: string) => SubscriberOptions | undefined) | undefined;
@@ -191,6 +197,11 @@ export class Distributor {
 
     const needsDurableWrite = durable.deliveries.length > 0 || durable.retained !== undefined || durable.inbound;
     const stored = needsDurableWrite ? this.#store(durable, durableTargets) : Promise.resolve();
+    if (durable.retained !== undefined) {
+      this.#retainedWrites.add(stored);
+      const settled = () => this.#retainedWrites.delete(stored);
+      stored.then(settled, settled);
+    }
 
     const deliver = async () => {
       const stillVolatile = volatileTargets.filter(({ session }) => this.#isCurrent(session));
@@ -215,6 +226,8 @@ export class Distributor {
    * messages costs this subscriber time, not every other client, and memory stays bounded.
    */
   async sendRetained(session: Session, filter: string, granted: QoS): Promise<void> {
+    // Retained messages routed before the subscription and still on their way to the store.
+    if (this.#retainedWrites.size > 0) await Promise.allSettled([...this.#retainedWrites]);
     let batch: RetainedMatch[] = [];
     let bytes = 0;
     for (const match of this.#retained.matches(filter)) {

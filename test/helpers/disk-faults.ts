@@ -35,6 +35,7 @@ export class DiskFaults {
   reopens = 0;
   failReopen = false;
   #failing: { mode: FaultMode; when: (operations: Operation[]) => boolean } | undefined;
+  #holding: { when: (operations: Operation[]) => boolean; reached: () => void; released: Promise<void>; release: () => void } | undefined;
   #location = '';
 
   readonly instrument = (db: LevelDatabase): void => {
@@ -55,6 +56,12 @@ export class DiskFaults {
         del(key);
       };
       batch._write = async (options) => {
+        const holding = this.#holding;
+        if (holding?.when(operations)) {
+          // Group commit writes one batch at a time: everything submitted after this waits too.
+          holding.reached();
+          await holding.released;
+        }
         const failing = this.#failing;
         if (!failing || !failing.when(operations)) {
           this.written++;
@@ -76,6 +83,26 @@ export class DiskFaults {
   /** From now on writes fail (those `when` picks, by default all). */
   fail(options: { mode?: FaultMode; when?: (operations: Operation[]) => boolean } = {}): void {
     this.#failing = { mode: options.mode ?? 'refuse', when: options.when ?? (() => true) };
+  }
+
+  /**
+   * From now on the first write batch `when` picks waits until `release()`: a slow disk under one
+   * transition, with the ones submitted behind it waiting for the next batch. Resolves once such a
+   * batch has reached the disk and waits.
+   */
+  hold(when: (operations: Operation[]) => boolean): { reached: Promise<void>; release: () => void } {
+    let reached!: () => void;
+    let release!: () => void;
+    const reachedPromise = new Promise<void>((resolve) => (reached = resolve));
+    const released = new Promise<void>((resolve) => (release = resolve));
+    this.#holding = { when, reached, released, release };
+    return {
+      reached: reachedPromise,
+      release: () => {
+        this.#holding = undefined;
+        release();
+      },
+    };
   }
 
   /** The disk is back: writes and reopens go through again. */
