@@ -10,7 +10,7 @@ import type { SessionManager } from '../session/session-manager.js';
 import type { Message } from '../store/repository.js';
 import { readAcks } from './ack-reader.js';
 import { encodePublish } from './publish-encoder.js';
-import { ArrivingPacket, type BrokerCounters, type TopicLimits, type UnfinishedPacketBudget } from './limits.js';
+import { ArrivingPacket, UNSENT_SHARE, type BrokerCounters, type TopicLimits, type UnfinishedPacketBudget, type UnsentBudget } from './limits.js';
 import type { ListenerInfo } from './listener-info.js';
 import { createStrictParser, discardUnfinished, PacketTooLarge, packetUnderway } from './strict-parser.js';
 
@@ -42,6 +42,8 @@ export interface BrokerContext {
   counters: BrokerCounters;
   /** Bytes of packets still arriving, across all connections (max_unfinished_packet_bytes). */
   unfinishedPackets: UnfinishedPacketBudget;
+  /** Bytes written to clients and not yet taken by the kernel, across all connections (max_total_unsent_bytes). */
+  unsent: UnsentBudget;
   /** Authentication and the ACL: who a client is and what it may publish, subscribe to and receive. */
   access: AccessControl;
   /** Set while the broker shuts down: connections it ends do not publish their wills. */
@@ -130,6 +132,8 @@ export class Connection implements OutboundChannel {
    * is not read (logged once per episode).
    */
   #notReading = false;
+  /** Flows waiting for this client to take what it is sent (OutboundChannel.whenDrained). */
+  #drainWaiters: Array<() => void> = [];
   /** Paused by #flowControl; the socket is paused exactly while this is true. */
   #readingPaused = false;
   /** The packet underway: its bytes in the broker's budget, its time limit. */
@@ -254,14 +258,20 @@ export class Connection implements OutboundChannel {
     this.#outbox = [];
     this.#outboxBytes = 0;
     if (this.#socket.destroyed) return;
+    // Counted in the broker-wide budget until the kernel has it (or the socket is gone: the
+    // callback runs then too, with an error).
+    const { unsent } = this.context;
+    unsent.add(size);
+    const taken = () => unsent.release(size);
     if (outbox.length === 1) {
-      this.#socket.write(outbox[0]!);
+      this.#socket.write(outbox[0]!, taken);
     } else if (size <= OUTBOX_COPY_LIMIT) {
-      this.#socket.write(Buffer.concat(outbox, size));
+      this.#socket.write(Buffer.concat(outbox, size), taken);
     } else {
       // Large payloads: copying them into one buffer would cost more than the writes.
       this.#socket.cork();
-      for (const bytes of outbox) this.#socket.write(bytes);
+      for (let index = 0; index < outbox.length - 1; index++) this.#socket.write(outbox[index]!);
+      this.#socket.write(outbox[outbox.length - 1]!, taken);
       this.#socket.uncork();
     }
     // The socket took it all at once (no 'drain' to come) or kept some of it: look at what waits now.
@@ -276,15 +286,40 @@ export class Connection implements OutboundChannel {
   #checkUnsent(): void {
     if (this.#state === 'closed') return;
     const unsent = this.#socket.writableLength;
-    const { maxUnsentBytes } = this.context.options;
-    if (unsent >= maxUnsentBytes) this.#noteNotReading();
-    else if (unsent < maxUnsentBytes / 2) this.#notReading = false;
+    const limit = this.#unsentLimit();
+    if (unsent >= limit) {
+      this.#noteNotReading();
+    } else if (unsent < limit / 2) {
+      this.#notReading = false;
+      if (this.#drainWaiters.length > 0) {
+        const waiters = this.#drainWaiters;
+        this.#drainWaiters = [];
+        for (const resume of waiters) resume();
+      }
+    }
     this.#flowControl();
+  }
+
+  /** What this client may have waiting unsent: max_unsent_bytes, or its share while the broker-wide budget is over. */
+  #unsentLimit(): number {
+    const { maxUnsentBytes } = this.context.options;
+    return this.context.unsent.over ? Math.min(maxUnsentBytes, UNSENT_SHARE) : maxUnsentBytes;
+  }
+
+  /** OutboundChannel: bytes of deliveries this client may be sent before it holds too much unsent. */
+  get room(): number {
+    if (this.#notReading) return 0;
+    return this.#unsentLimit() - this.#socket.writableLength - this.#outboxBytes;
+  }
+
+  /** Resumed from #checkUnsent, once less than half of what this client may hold waits unsent. */
+  whenDrained(resume: () => void): void {
+    this.#drainWaiters.push(resume);
   }
 
   publish(packet: OutgoingPublish): void {
     // Written and not yet handed to the kernel: on the socket, and in this tick's outbox.
-    if (packet.qos === 0 && this.#socket.writableLength + this.#outboxBytes > this.context.options.maxUnsentBytes) {
+    if (packet.qos === 0 && this.#socket.writableLength + this.#outboxBytes > this.#unsentLimit()) {
       this.context.counters.qos0Dropped++;
       this.#noteNotReading();
       return;

@@ -11,7 +11,7 @@ import { summaryOf } from '../log-summary.js';
 import { Connection, type BrokerContext } from '../protocol/connection.js';
 import type { ListenerInfo } from '../protocol/listener-info.js';
 import { dispatch } from '../protocol/dispatcher.js';
-import { newCounters, UnfinishedPacketBudget, type BrokerCounters } from '../protocol/limits.js';
+import { newCounters, UnfinishedPacketBudget, UnsentBudget, type BrokerCounters } from '../protocol/limits.js';
 import { RetainedIndex } from '../routing/retained-index.js';
 import { TopicTree } from '../routing/topic-tree.js';
 import { Distributor, type SubscriberOptions } from '../session/distributor.js';
@@ -87,6 +87,12 @@ export interface BrokerOptions {
    * messages for it are dropped and its socket is not read until half of it has gone.
    */
   maxUnsentBytes?: number;
+  /**
+   * Bytes waiting unsent to all clients together (default 64 MiB): while over it, a client with
+   * more than 64 KiB waiting counts as not reading (QoS 0 for it dropped, its deliveries and its
+   * socket held) until it catches up.
+   */
+  maxTotalUnsentBytes?: number;
   /** Open client connections across all listeners (default 10000); a socket beyond it is closed at once. */
   maxConnections?: number;
   /** UTF-8 bytes of a topic name or filter (default 1024). */
@@ -150,6 +156,7 @@ export const DEFAULTS = {
   maxUnfinishedPacketBytes: 64 * 1024 * 1024,
   packetTimeoutMs: 60_000,
   maxUnsentBytes: 1024 * 1024,
+  maxTotalUnsentBytes: 64 * 1024 * 1024,
   maxConnections: 10_000,
   maxTopicLength: 1024,
   maxTopicLevels: 128,
@@ -178,6 +185,7 @@ export const OPTION_RANGES = {
   maxUnfinishedPacketBytes: { min: 2, max: 2 ** 50 },
   packetTimeoutMs: { min: 1, max: 2 ** 31 - 1 },
   maxUnsentBytes: { min: 1, max: 2 ** 40 },
+  maxTotalUnsentBytes: { min: 1, max: 2 ** 50 },
   maxConnections: { min: 1, max: 2 ** 31 - 1 },
   maxTopicLength: { min: 1, max: 65535 },
   maxTopicLevels: { min: 1, max: 65535 },
@@ -295,6 +303,7 @@ export function createBroker(options: BrokerOptions = {}): Broker {
     options: { connectTimeoutMs, maxPacketSize, packetTimeoutMs, maxUnsentBytes, maxTopicLength, maxTopicLevels, maxSubscriptionsPerClient },
     counters: newCounters(),
     unfinishedPackets: new UnfinishedPacketBudget(maxUnfinishedPacketBytes),
+    unsent: new UnsentBudget(ranged('maxTotalUnsentBytes', DEFAULTS.maxTotalUnsentBytes)),
     access,
     shuttingDown: false,
   };

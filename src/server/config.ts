@@ -61,6 +61,7 @@ const LIMITS = Object.fromEntries(
       ['max_unfinished_packet_bytes', 'maxUnfinishedPacketBytes'],
       ['packet_timeout_ms', 'packetTimeoutMs'],
       ['max_unsent_bytes', 'maxUnsentBytes'],
+      ['max_total_unsent_bytes', 'maxTotalUnsentBytes'],
       ['max_connections', 'maxConnections'],
       ['max_topic_length', 'maxTopicLength'],
       ['max_topic_levels', 'maxTopicLevels'],

@@ -1,7 +1,7 @@
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { LogCauses, summaryOf } from '../log-summary.js';
-import type { Delivery, Message, OutboundEntry, QoS } from '../store/repository.js';
+import type { Completion, Delivery, Message, OutboundEntry, QoS } from '../store/repository.js';
 import { EntryWindow } from './entry-window.js';
 import { Fifo } from './fifo.js';
 import { MAX_PACKET_ID, packetIdOf } from './packet-ids.js';
@@ -21,6 +21,14 @@ export interface OutboundChannel {
   pubrel(packetId: number): void;
   /** The session no longer belongs to this connection (taken over, dropped, store failure): close it. */
   end(reason: string): void;
+  /**
+   * Bytes the channel takes before it holds too much unsent (the client does not read what it is
+   * sent): the flow sends no more than this, then waits for `whenDrained`, so what a client does
+   * not read waits in the store, not in memory. A channel without it is never full.
+   */
+  readonly room?: number;
+  /** Calls `resume` once, when the channel has taken most of what it holds. */
+  whenDrained?(resume: () => void): void;
 }
 
 export interface OutboundLimits {
@@ -47,7 +55,7 @@ export interface OutboundStore {
   raiseDupMark(throughSeq: number): Promise<void>;
   setDupMark(throughSeq: number): Promise<void>;
   markReleased(seq: number, packetId: number): Promise<void>;
-  complete(entries: OutboundEntry[]): Promise<void>;
+  complete(entries: Completion[]): Promise<void>;
   /** Makes the session's next link wait for `write`, submitted or not yet. */
   track<T>(write: Promise<T>): Promise<T>;
 }
@@ -55,8 +63,11 @@ export interface OutboundStore {
 /** 'sending' until the DUP mark over it is stored; 'releasing' while PUBREC's transition is stored. */
 type InflightState = 'sending' | 'sent' | 'releasing' | 'released';
 
+/** What completing an entry needs; the message itself is let go once it is sent. */
+type HeldEntry = Omit<OutboundEntry, 'message'> & { message?: OutboundEntry['message'] };
+
 interface Inflight {
-  entry: OutboundEntry;
+  entry: HeldEntry;
   packetId: number;
   state: InflightState;
 }
@@ -114,7 +125,11 @@ export class OutboundFlow {
   #sentThrough = 0;
   #dupMarkWrite: Promise<void> = Promise.resolve();
   /** Entries acknowledged in this tick: one write completes them all. */
-  #completing: OutboundEntry[] = [];
+  #completing: Completion[] = [];
+  /** Waiting for a full channel to drain (see OutboundChannel.room). */
+  #awaitingDrain = false;
+  /** Bytes of bursts waiting for their DUP mark: handed to the channel soon, not counted in its room yet. */
+  #unreleasedBytes = 0;
 
   constructor(session: OutboundStore, channel: OutboundChannel, limits: OutboundOptions, log: Logger) {
     this.#session = session;
@@ -186,6 +201,7 @@ export class OutboundFlow {
     return (
       !this.#closed &&
       !this.#loading &&
+      (this.channel.room === undefined || this.channel.room - this.#unreleasedBytes > 0) &&
       !this.#storeHasMore &&
       !this.#refilling &&
       this.#window.length === 0 &&
@@ -274,7 +290,7 @@ export class OutboundFlow {
    * socket read become one transition instead of one store job each. A failed write ends the
    * connection; the entries are still queued in the store and go out again, with DUP=1.
    */
-  #complete(entry: OutboundEntry): void {
+  #complete(entry: Completion): void {
     // Each entry once: it has just left #inflight (or the window), so the store may trust it.
     this.#completing.push(entry);
     if (this.#completing.length > 1) return;
@@ -293,8 +309,10 @@ export class OutboundFlow {
    * burst, then the PUBLISHes, in seq order.
    */
   #pump(): void {
-    if (this.#closed || this.#loading) return;
+    if (this.#closed || this.#loading || this.#awaitingDrain) return;
+    let room = (this.channel.room ?? Infinity) - this.#unreleasedBytes;
     const burst: Inflight[] = [];
+    let burstBytes = 0;
     while (this.#inflight.size < this.#limits.maxInflight) {
       const entry = this.#window.first;
       if (entry && !this.#readable(entry)) {
@@ -303,6 +321,11 @@ export class OutboundFlow {
         continue;
       }
       if (!entry || !this.#packetIdFree(entry.seq)) break;
+      if (room <= 0) {
+        this.#awaitDrain();
+        break;
+      }
+      room -= publishSize(entry);
       this.#window.shift();
       if (entry.qos === 0) {
         this.sendDirect(entry.message, entry.retain);
@@ -313,10 +336,22 @@ export class OutboundFlow {
       this.#inflight.set(inflight.packetId, inflight);
       this.#inflightOrder.push(inflight);
       burst.push(inflight);
+      burstBytes += publishSize(entry);
     }
     // Refill before the window runs dry, so the store read overlaps with sending.
     if (this.#storeHasMore && !this.#refilling && this.#windowHalfEmpty()) void this.#refill();
-    if (burst.length > 0) this.#send(burst);
+    if (burst.length > 0) this.#send(burst, burstBytes);
+  }
+
+  /** The channel is full: go on once it has taken most of it. */
+  #awaitDrain(): void {
+    const whenDrained = this.channel.whenDrained;
+    if (this.#awaitingDrain || !whenDrained) return;
+    this.#awaitingDrain = true;
+    whenDrained.call(this.channel, () => {
+      this.#awaitingDrain = false;
+      this.#pump();
+    });
   }
 
   /**
@@ -355,7 +390,7 @@ export class OutboundFlow {
    * rather than one per burst. `close` lowers it again; only after a crash do entries of that
    * window that had not gone out yet arrive with DUP=1, which a receiver must accept.
    */
-  #send(burst: Inflight[]): void {
+  #send(burst: Inflight[], bytes: number): void {
     const last = burst[burst.length - 1]!.entry.seq;
     if (last > this.#dupMarkSubmitted) this.#markWindow(burst);
     if (this.#waitingBursts === 0 && last <= this.#dupMarkStored) {
@@ -363,9 +398,11 @@ export class OutboundFlow {
       return;
     }
     this.#waitingBursts++;
+    this.#unreleasedBytes += bytes;
     this.#dupMarkWrite.then(
       () => {
         this.#waitingBursts--;
+        this.#unreleasedBytes -= bytes;
         this.#release(burst);
       },
       (error) => this.#fail(error),
@@ -379,6 +416,9 @@ export class OutboundFlow {
       inflight.state = 'sent';
       this.#sentThrough = inflight.entry.seq;
       this.channel.publish(toPacket(inflight, false));
+      // Never sent again by this flow (a redelivery is the next connection's, read from the
+      // store): a client that does not acknowledge holds no payloads in memory.
+      delete inflight.entry.message;
     }
   }
 
@@ -459,10 +499,17 @@ export class OutboundFlow {
   }
 }
 
+/** About what the PUBLISH of an entry takes on the wire: payload, topic and headers. */
+function publishSize(entry: OutboundEntry): number {
+  return entry.message.payload.length + entry.message.topic.length + 8;
+}
+
+/** The PUBLISH of an entry not sent by this flow yet (it still holds its message). */
 function toPacket({ entry, packetId }: Inflight, dup: boolean): OutgoingPublish {
+  const message = entry.message!;
   return {
-    topic: entry.message.topic,
-    payload: entry.message.payload,
+    topic: message.topic,
+    payload: message.payload,
     qos: entry.qos,
     retain: entry.retain,
     dup,

@@ -1,5 +1,5 @@
 import type { Logger } from '../logger.js';
-import type { Delivery, Message, OutboundEntry, QoS, QueueStats, SessionRepository, Subscription } from '../store/repository.js';
+import type { Completion, Delivery, Message, OutboundEntry, QoS, QueueStats, SessionRepository, Subscription } from '../store/repository.js';
 import { InboundFlow, type InboundStore } from './inbound-flow.js';
 import { OutboundFlow, type OutboundChannel, type OutboundLimits, type OutboundStore } from './outbound-flow.js';
 
@@ -194,7 +194,7 @@ export class Session implements OutboundStore, InboundStore {
     return this.#track(this.#store.markReleased(this.clientId, seq, packetId));
   }
 
-  complete(entries: OutboundEntry[]): Promise<void> {
+  complete(entries: Completion[]): Promise<void> {
     return this.#track(this.#store.complete(this.clientId, ...entries));
   }
 
