@@ -106,11 +106,12 @@ describe('MQTT over WebSocket from headless Chromium', () => {
       const fromPage = new Promise<string>((resolve) => tcp.once('message', (topic, payload) => resolve(`${topic} ${payload.toString()}`)));
       const broker = `${scheme}://127.0.0.1:${scheme === 'ws' ? wsPort : wssPort}/mqtt`;
       await tab.goto(`${webOrigin}/?broker=${encodeURIComponent(broker)}`);
-      await tab.waitForFunction(() => document.getElementById('state')?.textContent === 'subscribed and published');
+      // Evaluated in the page (a string: this file is not compiled against the DOM).
+      await tab.waitForFunction("document.getElementById('state').textContent === 'subscribed and published'");
       expect(await fromPage).toBe('browser/out hello from the browser');
       await tcp.publishAsync('browser/in', `hello over ${scheme}`, { qos: 1 });
-      await tab.waitForFunction(() => (window as unknown as { received: string[] }).received.length > 0);
-      expect(await tab.evaluate(() => (window as unknown as { received: string[] }).received)).toEqual([`browser/in hello over ${scheme}`]);
+      await tab.waitForFunction('window.received.length > 0');
+      expect(await tab.evaluate('window.received')).toEqual([`browser/in hello over ${scheme}`]);
       expect(await tab.textContent('#messages')).toBe(`browser/in: hello over ${scheme}`);
     } finally {
       await context.close();

@@ -138,7 +138,7 @@ describe('MQTT over WebSocket with MQTT.js', () => {
     const back = mqtt.connect(url(), { clientId: 'durable-ws', clean: false, reconnectPeriod: 0 });
     clients.push(back);
     const received = nextMessage(back);
-    const [connack] = (await once(back, 'connect')) as [{ sessionPresent: boolean }];
+    const connack = await new Promise<{ sessionPresent: boolean }>((resolve) => back.once('connect', resolve));
     expect(connack.sessionPresent).toBe(true);
     expect(await received).toEqual({ topic: 'd/1', payload: 'kept', qos: 1 });
   });
