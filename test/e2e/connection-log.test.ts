@@ -2,6 +2,7 @@
  * Connect and disconnect lines say who, from where, with what and why it ended, as fields: with
  * log_format json, keys of the line's object that a log shipper can filter on (issue 15).
  */
+import { once } from 'node:events';
 import mqtt from 'mqtt';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BrokerProcess, makeDataDir, removeDataDir } from '../helpers/broker-process.js';
@@ -20,6 +21,8 @@ describe('connect and disconnect lines', () => {
     const client = await mqtt.connectAsync(`mqtt://127.0.0.1:${broker.port}`, { clientId: 'sensor-7', username: 'bob', clean: false, keepalive: 42, reconnectPeriod: 0 });
     const { localPort } = client.stream as unknown as { localPort: number };
     await client.endAsync();
+    // The broker reads the DISCONNECT after the client has gone: its line, then the stop.
+    while (!broker.output.includes('disconnected: DISCONNECT')) await once(broker.child.stdout!, 'data');
     await broker.stop();
     const lines = broker.output
       .trim()
