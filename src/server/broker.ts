@@ -357,7 +357,7 @@ export function createBroker(options: BrokerOptions = {}): Broker {
   const accept = (transport: Transport, listener: ListenerInfo, certificateUser: string | undefined) => {
     // A TLS or WebSocket connection was admitted when its socket connected, and no longer counts as a handshake here.
     if (!admit(transport)) return;
-    if (figures) figures.socketsOpened++;
+    figures?.socketOpened();
     const connection = new Connection(transport, context, dispatch, listener, certificateUser);
     connections.add(connection);
     void connection.closed.then(() => connections.delete(connection));

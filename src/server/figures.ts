@@ -151,7 +151,7 @@ export class BrokerFigures {
   readonly #store: StoreCounts = { batches: 0, syncs: 0, syncedTransitions: 0, writeSeconds: 0, failedWrites: 0, lastWriteFailed: false };
   readonly #onCommit: (message: unknown) => void;
   #clientsMaximum = 0;
-  socketsOpened = 0;
+  #socketsOpened = 0;
   /** Per session, its queue's stored drop count when last read: drops since start are the increases. */
   readonly #dropsSeen = new Map<string, number>();
   #queueDropped = 0;
@@ -207,6 +207,11 @@ export class BrokerFigures {
     return this.#sources.version;
   }
 
+  /** A client connection was accepted (TCP, TLS, WebSocket). */
+  socketOpened(): void {
+    this.#socketsOpened++;
+  }
+
   /** The store's last batch write failed, and none succeeded since. */
   get storeFailing(): boolean {
     return this.#store.lastWriteFailed;
@@ -224,7 +229,7 @@ export class BrokerFigures {
       uptimeSeconds: Math.floor((Date.now() - this.#startedAt) / 1000),
       traffic: { ...traffic },
       counters: { ...counters },
-      socketsOpened: this.socketsOpened,
+      socketsOpened: this.#socketsOpened,
       clientsConnected,
       clientsMaximum: this.#clientsMaximum,
       persistentDisconnected: sessions.usage.sessions - persistentConnected,
