@@ -17,6 +17,7 @@ import { TopicTree } from '../routing/topic-tree.js';
 import { Distributor, type SubscriberOptions } from '../session/distributor.js';
 import { SessionManager } from '../session/session-manager.js';
 import type { Session } from '../session/session.js';
+import { WindowBudget } from '../session/window-budget.js';
 import { LevelRepository } from '../store/level-repository.js';
 import { MemoryRepository } from '../store/memory-repository.js';
 import { DEFAULT_QUEUE_LIMITS, type QueueLimits } from '../store/queue-limits.js';
@@ -74,6 +75,11 @@ export interface BrokerOptions {
   readWindow?: number;
   /** Payload bytes of queued messages a connected session keeps in memory, at least one message (default 1 MiB). */
   readWindowBytes?: number;
+  /**
+   * Payload bytes of queued messages all connected sessions keep in memory together (default 64
+   * MiB); while it is spent, a session's window holds one message at a time.
+   */
+  maxTotalReadWindowBytes?: number;
   /** Milliseconds a new socket has to send CONNECT (default 30000). */
   connectTimeoutMs?: number;
   /** Bytes of one MQTT packet, fixed header included (default 1 MiB); a bigger one closes the connection before its body is read. */
@@ -161,6 +167,7 @@ export const DEFAULTS = {
   maxInflight: 32,
   readWindow: 1000,
   readWindowBytes: 1024 * 1024,
+  maxTotalReadWindowBytes: 64 * 1024 * 1024,
   connectTimeoutMs: 30_000,
   maxPacketSize: 1024 * 1024,
   maxUnfinishedPacketBytes: 64 * 1024 * 1024,
@@ -191,6 +198,7 @@ export const OPTION_RANGES = {
   maxRetainedBytes: { min: 0, max: 2 ** 50 },
   readWindow: { min: 1, max: 1_000_000 },
   readWindowBytes: { min: 1, max: 2 ** 40 },
+  maxTotalReadWindowBytes: { min: 1, max: 2 ** 50 },
   connectTimeoutMs: { min: 1, max: 2 ** 31 - 1 },
   // A whole packet, fixed header included: PINGREQ (2 bytes) up to the largest MQTT can encode.
   maxPacketSize: { min: 2, max: 1 + 4 + 268_435_455 },
@@ -300,7 +308,10 @@ export function createBroker(options: BrokerOptions = {}): Broker {
       maxSubscriptions: ranged('maxSubscriptions', DEFAULTS.maxSubscriptions),
       maxSubscriptionBytes: ranged('maxSubscriptionBytes', DEFAULTS.maxSubscriptionBytes),
     },
-    policy: { limits: { maxInflight, readWindow, readWindowBytes }, ...(canRead ? { canRead } : {}) },
+    policy: {
+      limits: { maxInflight, readWindow, readWindowBytes, windowBudget: new WindowBudget(ranged('maxTotalReadWindowBytes', DEFAULTS.maxTotalReadWindowBytes)) },
+      ...(canRead ? { canRead } : {}),
+    },
     log,
   });
   const retained = new RetainedIndex();

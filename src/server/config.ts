@@ -59,6 +59,7 @@ const LIMITS = Object.fromEntries(
       ['max_retained_bytes', 'maxRetainedBytes'],
       ['read_window', 'readWindow'],
       ['read_window_bytes', 'readWindowBytes'],
+      ['max_total_read_window_bytes', 'maxTotalReadWindowBytes'],
       ['connect_timeout_ms', 'connectTimeoutMs'],
       ['max_packet_size', 'maxPacketSize'],
       ['max_unfinished_packet_bytes', 'maxUnfinishedPacketBytes'],

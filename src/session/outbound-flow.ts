@@ -5,6 +5,7 @@ import type { Completion, Delivery, Message, OutboundEntry, QoS } from '../store
 import { EntryWindow } from './entry-window.js';
 import { Fifo } from './fifo.js';
 import { MAX_PACKET_ID, packetIdOf } from './packet-ids.js';
+import type { WindowBudget } from './window-budget.js';
 
 export interface OutgoingPublish {
   topic: string;
@@ -41,6 +42,8 @@ export interface OutboundLimits {
 }
 
 export interface OutboundOptions extends OutboundLimits {
+  /** What all connected sessions' windows may hold together (max_total_read_window_bytes). */
+  windowBudget?: WindowBudget;
   /**
    * Only with an ACL: whether the session may receive a message on `topic` now. Asked again when
    * a queued message is about to be sent, so a rule that changed since it was queued applies.
@@ -108,7 +111,9 @@ export class OutboundFlow {
   readonly #inflight = new Map<number, Inflight>();
   /** The same in seq order, completed ones leaving the front lazily (see #packetIdFree). */
   readonly #inflightOrder = new Fifo<Inflight>();
-  readonly #window = new EntryWindow();
+  readonly #window: EntryWindow;
+  /** The byte bound of the last store read: a read that reached it may have left more behind. */
+  #readBytes = 0;
   /** Highest seq taken from the store into memory; reads continue after it. */
   #lastSeq = 0;
   #storeHasMore = true;
@@ -135,6 +140,7 @@ export class OutboundFlow {
     this.#session = session;
     this.channel = channel;
     this.#limits = limits;
+    this.#window = new EntryWindow(limits.windowBudget);
     this.#log = log;
   }
 
@@ -185,6 +191,8 @@ export class OutboundFlow {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    // Its bytes go back to the broker-wide budget (a read under way finds the flow closed).
+    this.#window.clear();
     if (this.#dupMarkSubmitted > this.#sentThrough) {
       // Nothing to report a failure to any more; the store stays consistent either way.
       this.#session.setDupMark(this.#sentThrough).catch(() => {});
@@ -339,7 +347,7 @@ export class OutboundFlow {
       burstBytes += publishSize(entry);
     }
     // Refill before the window runs dry, so the store read overlaps with sending.
-    if (this.#storeHasMore && !this.#refilling && this.#windowHalfEmpty()) void this.#refill();
+    if (this.#storeHasMore && !this.#refilling && this.#windowWantsMore()) void this.#refill();
     if (burst.length > 0) this.#send(burst, burstBytes);
   }
 
@@ -462,9 +470,27 @@ export class OutboundFlow {
     this.#pump();
   }
 
-  /** Reads the next window's worth of entries after `afterSeq` from the store. */
-  #readWindow(afterSeq: number): Promise<OutboundEntry[]> {
-    return this.#session.readQueue(afterSeq, this.#limits.readWindow, this.#limits.readWindowBytes);
+  /**
+   * Reads the next window's worth of entries after `afterSeq` from the store: no more bytes than
+   * read_window_bytes, nor than the broker-wide budget has left (at least one entry, whatever its
+   * size, so every session makes progress).
+   */
+  async #readWindow(afterSeq: number): Promise<OutboundEntry[]> {
+    const budget = this.#limits.windowBudget;
+    if (!budget) {
+      this.#readBytes = this.#limits.readWindowBytes;
+      return this.#session.readQueue(afterSeq, this.#limits.readWindow, this.#readBytes);
+    }
+    // Held while the read runs, so reads of several sessions at once cannot all take what is left;
+    // the entries that come are counted as they enter the window.
+    const reserved = Math.max(0, Math.min(this.#limits.readWindowBytes, budget.available));
+    this.#readBytes = Math.max(1, reserved);
+    budget.take(reserved);
+    try {
+      return await this.#session.readQueue(afterSeq, this.#limits.readWindow, this.#readBytes);
+    } finally {
+      budget.give(reserved);
+    }
   }
 
   /** Whether a read stopped at a window limit, so the store may hold more after it. */
@@ -472,15 +498,26 @@ export class OutboundFlow {
     if (entries.length >= this.#limits.readWindow) return true;
     let bytes = 0;
     for (const entry of entries) bytes += entry.message.payload.length;
-    return bytes >= this.#limits.readWindowBytes;
+    return bytes >= this.#readBytes;
   }
 
   #windowFull(): boolean {
-    return this.#window.length >= this.#limits.readWindow || this.#window.bytes >= this.#limits.readWindowBytes;
+    const budget = this.#limits.windowBudget;
+    return (
+      this.#window.length >= this.#limits.readWindow ||
+      this.#window.bytes >= this.#limits.readWindowBytes ||
+      (budget !== undefined && budget.available <= 0 && this.#window.length > 0)
+    );
   }
 
-  #windowHalfEmpty(): boolean {
-    return this.#window.length < this.#limits.readWindow / 2 && this.#window.bytes < this.#limits.readWindowBytes / 2;
+  /**
+   * Whether to read more now: the window is half empty, and the broker-wide budget has room (or the
+   * window is empty: every session gets at least one entry at a time).
+   */
+  #windowWantsMore(): boolean {
+    if (this.#window.length >= this.#limits.readWindow / 2 || this.#window.bytes >= this.#limits.readWindowBytes / 2) return false;
+    const budget = this.#limits.windowBudget;
+    return budget === undefined || budget.available > 0 || this.#window.length === 0;
   }
 
   /**
