@@ -11,14 +11,19 @@ export interface MemStatus {
   hwm: number;
 }
 
-/** VmRSS and VmHWM of a live process from /proc/<pid>/status; undefined if it is gone. */
-export function readMem(pid: number): MemStatus | undefined {
-  let text: string;
+/** A file under /proc, or undefined when it is gone (the process exited) or unreadable. */
+function readProcFile(path: string): string | undefined {
   try {
-    text = readFileSync(`/proc/${pid}/status`, 'utf8');
+    return readFileSync(path, 'utf8');
   } catch {
     return undefined;
   }
+}
+
+/** VmRSS and VmHWM of a live process from /proc/<pid>/status; undefined if it is gone. */
+export function readMem(pid: number): MemStatus | undefined {
+  const text = readProcFile(`/proc/${pid}/status`);
+  if (text === undefined) return undefined;
   const kb = (field: string) => {
     const match = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(text);
     return match ? Number(match[1]) * 1024 : NaN;
@@ -33,12 +38,8 @@ export interface IoStatus {
 }
 
 export function readIo(pid: number): IoStatus | undefined {
-  let text: string;
-  try {
-    text = readFileSync(`/proc/${pid}/io`, 'utf8');
-  } catch {
-    return undefined;
-  }
+  const text = readProcFile(`/proc/${pid}/io`);
+  if (text === undefined) return undefined;
   const field = (name: string) => {
     const match = new RegExp(`^${name}:\\s+(\\d+)`, 'm').exec(text);
     return match ? Number(match[1]) : NaN;
@@ -98,12 +99,8 @@ let clockTicksPerSecond: number | undefined;
 
 /** utime and stime of a live process from /proc/<pid>/stat; undefined if it is gone. */
 export function readCpu(pid: number): CpuTimes | undefined {
-  let text: string;
-  try {
-    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return undefined;
-  }
+  const text = readProcFile(`/proc/${pid}/stat`);
+  if (text === undefined) return undefined;
   // The command name (field 2) may contain spaces and parentheses: count fields after its ')'.
   const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
   clockTicksPerSecond ??= clockTicks();
@@ -136,12 +133,8 @@ export interface MachineCpu {
 }
 
 export function readMachineCpu(): MachineCpu | undefined {
-  let text: string;
-  try {
-    text = readFileSync('/proc/stat', 'utf8');
-  } catch {
-    return undefined;
-  }
+  const text = readProcFile('/proc/stat');
+  if (text === undefined) return undefined;
   const lines = text.split('\n');
   const total = lines[0]?.split(/\s+/).slice(1).map(Number) ?? [];
   clockTicksPerSecond ??= clockTicks();
