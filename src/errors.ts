@@ -24,6 +24,8 @@ export const ErrorCodes = {
   ACL_FILE_INVALID: 'BROKER_ERR_ACL_FILE_INVALID',
   /** A CONNECT for a client id whose session belongs to another user. */
   SESSION_OWNED_BY_OTHER: 'BROKER_ERR_SESSION_OWNED_BY_OTHER',
+  /** A CONNECT would create a persistent session beyond max_sessions: refused with 0x03. */
+  SESSION_LIMIT_REACHED: 'BROKER_ERR_SESSION_LIMIT_REACHED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

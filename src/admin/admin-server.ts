@@ -2,6 +2,7 @@ import { chmodSync, existsSync, unlinkSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from '../logger.js';
 import type { BrokerCounters } from '../protocol/limits.js';
+import type { Distributor } from '../session/distributor.js';
 import type { Session } from '../session/session.js';
 import type { SessionManager } from '../session/session-manager.js';
 import type { LevelInspector } from '../store/level-inspector.js';
@@ -25,6 +26,8 @@ export interface AdminServerOptions {
   path: string;
   inspector: LevelInspector;
   sessions: SessionManager;
+  /** Where retained messages are cleared (store, then memory). */
+  distributor: Distributor;
   store: string;
   log: Logger;
   /** The broker's counters, shown by `stats`. */
@@ -42,7 +45,7 @@ export class AdminServer {
   private constructor(options: AdminServerOptions, server: Server) {
     this.path = options.path;
     this.#server = server;
-    this.#target = new RunningTarget(options.store, options.inspector, options.sessions, options.counters);
+    this.#target = new RunningTarget(options);
     this.#log = options.log;
     server.on('connection', (socket) => this.#accept(socket));
   }
@@ -187,13 +190,15 @@ class RunningTarget implements AdminTarget {
   readonly store: string;
   readonly #inspector: LevelInspector;
   readonly #sessions: SessionManager;
+  readonly #distributor: Distributor;
   readonly live: NonNullable<AdminTarget['live']>;
   readonly counters: (() => BrokerCounters) | undefined;
 
-  constructor(store: string, inspector: LevelInspector, sessions: SessionManager, counters?: Readonly<BrokerCounters>) {
+  constructor({ store, inspector, sessions, distributor, counters }: AdminServerOptions) {
     this.store = store;
     this.#inspector = inspector;
     this.#sessions = sessions;
+    this.#distributor = distributor;
     this.counters = counters && (() => ({ ...counters }));
     this.live = {
       lookup: (clientId) => {
@@ -215,7 +220,7 @@ class RunningTarget implements AdminTarget {
   }
 
   async clearRetained(topic: string): Promise<void> {
-    await this.#sessions.clearRetained(topic);
+    await this.#distributor.clearRetained(topic);
   }
 }
 
@@ -229,13 +234,13 @@ function liveSession(session: Session): LiveSession {
     async *entries(): AsyncGenerator<OutboundEntry> {
       let after = 0;
       for (;;) {
-        const page = await session.repository.readOutbound(session.clientId, after, PAGE);
+        const page = await session.readQueue(after, PAGE);
         yield* page;
         if (page.length < PAGE) return;
         after = page[page.length - 1]!.seq;
       }
     },
-    inbound: () => session.repository.loadInbound(session.clientId),
-    queueStats: () => session.repository.queueStats(session.clientId),
+    inbound: () => session.inboundPacketIds(),
+    queueStats: () => session.queueStats(),
   };
 }

@@ -321,17 +321,25 @@ async function* totals(view: StoreView, inspector: LevelInspector, progress?: Pr
 
 type Entry = Pick<InspectedEntry, 'seq' | 'message' | 'qos' | 'retain' | 'state' | 'packetId'>;
 
-/** A 'sent' entry's packet id is not stored: the session derives it from the seq. */
+/** A 'dup' entry's packet id is not stored: the session derives it from the seq. */
 function packetIdOfEntry(entry: Entry): number | null {
   if (entry.state === 'queued') return null;
   return entry.packetId ?? packetIdOf(entry.seq);
+}
+
+/**
+ * The state as broker-admin has always named it (part of its JSON schema): a 'dup' entry is shown
+ * as 'sent', which is what it is for an operator: handed to the client, or about to be.
+ */
+function shownState(entry: Entry): MessageRecord['state'] {
+  return entry.state === 'dup' ? 'sent' : entry.state;
 }
 
 function inflightField(entry: Entry): InflightField {
   return {
     seq: entry.seq,
     packetId: packetIdOfEntry(entry)!,
-    state: entry.state as 'sent' | 'released',
+    state: shownState(entry) as InflightField['state'],
     topic: entry.message.topic,
     qos: entry.qos,
   };
@@ -342,7 +350,7 @@ function messageRecord(clientId: string, entry: Entry, full: boolean): MessageRe
     type: 'message',
     clientId,
     seq: entry.seq,
-    state: entry.state,
+    state: shownState(entry),
     packetId: packetIdOfEntry(entry),
     topic: entry.message.topic,
     qos: entry.qos,

@@ -41,7 +41,10 @@ export interface SubscriptionField {
 export interface InflightField {
   seq: number;
   packetId: number;
-  /** sent: PUBLISH sent, awaiting PUBACK/PUBREC; released: PUBREC received, PUBREL sent, awaiting PUBCOMP. */
+  /**
+   * sent: PUBLISH sent (or marked so just before it is sent), awaiting PUBACK/PUBREC; its next
+   * delivery carries DUP=1. released: PUBREC received, PUBREL sent, awaiting PUBCOMP.
+   */
   state: 'sent' | 'released';
   topic: string;
   qos: 0 | 1 | 2;

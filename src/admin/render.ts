@@ -1,9 +1,14 @@
+import { printable, quoted } from '../text-escape.js';
 import type { AdminRecord, CountersRecord, MessageRecord, PayloadField, RetainedRecord, SessionRecord, TotalsRecord } from './records.js';
 
 /**
  * The readable output of broker-admin: aligned tables, one per run of records of the same kind.
  * Records stream in, so a table is printed every TABLE_ROWS rows (or when the kind changes)
  * rather than once everything is known.
+ *
+ * Every text a client chose (client ids, topics, filters, user names, payloads) and every text read
+ * from the store goes through text-escape.ts: a client id holding an escape sequence or a newline
+ * cannot clear the operator's screen or forge a row. `--json` prints the exact strings instead.
  */
 
 const TABLE_ROWS = 200;
@@ -46,13 +51,13 @@ export class HumanRenderer {
         this.#row('session', 'Sessions', SESSION_HEADER, sessionRow(record));
         return;
       case 'message':
-        this.#row(`message:${record.clientId}`, `Queue of ${record.clientId}`, MESSAGE_HEADER, messageRow(record));
+        this.#row(`message:${record.clientId}`, `Queue of ${printable(record.clientId)}`, MESSAGE_HEADER, messageRow(record));
         return;
       case 'retained':
         this.#row('retained', 'Retained messages', RETAINED_HEADER, retainedRow(record));
         return;
       case 'problem':
-        this.#row('problem', 'Problems', ['KEY', 'PROBLEM', 'DETAIL'], [printableKey(record.key), record.problem, record.detail]);
+        this.#row('problem', 'Problems', ['KEY', 'PROBLEM', 'DETAIL'], [printableKey(record.key), printable(record.problem), printable(record.detail)]);
         return;
       case 'totals':
         this.flush();
@@ -73,11 +78,11 @@ export class HumanRenderer {
         return;
       case 'dropped':
         this.flush();
-        this.#write(`dropped the session of ${JSON.stringify(record.clientId)}${record.wasConnected ? ' and closed its connection' : ''}\n`);
+        this.#write(`dropped the session of ${quoted(record.clientId)}${record.wasConnected ? ' and closed its connection' : ''}\n`);
         return;
       case 'retained-cleared':
         this.flush();
-        this.#write(`cleared the retained message of ${JSON.stringify(record.topic)}\n`);
+        this.#write(`cleared the retained message of ${quoted(record.topic)}\n`);
         return;
       case 'compacted':
         this.flush();
@@ -129,18 +134,18 @@ const RETAINED_HEADER = ['TOPIC', 'QOS', 'SIZE', 'PAYLOAD'];
 
 function sessionRow(record: SessionRecord): Row {
   return [
-    record.clientId,
+    printable(record.clientId),
     record.persistent ? 'persistent' : 'clean',
     record.connected ? 'yes' : 'no',
-    record.createdAt ?? '-',
-    record.lastSeen ?? '-',
-    list(record.subscriptions.map(({ filter, qos }) => `${filter} (${qos})`)),
+    printable(record.createdAt ?? '-'),
+    printable(record.lastSeen ?? '-'),
+    list(record.subscriptions.map(({ filter, qos }) => `${printable(filter)} (${qos})`)),
     String(record.queued.count),
     String(record.queued.bytes),
     String(record.dropped),
     list(record.inflight.map(({ packetId, state }) => `#${packetId} ${state}`)),
     list(record.inbound.map(({ packetId }) => `#${packetId}`)),
-    record.owner ?? '-',
+    record.owner === undefined ? '-' : printable(record.owner),
   ];
 }
 
@@ -151,14 +156,14 @@ function messageRow(record: MessageRecord): Row {
     record.packetId === null ? '-' : `#${record.packetId}`,
     String(record.qos),
     record.retain ? 'yes' : 'no',
-    record.topic,
+    printable(record.topic),
     String(record.payload.size),
     payloadText(record.payload),
   ];
 }
 
 function retainedRow(record: RetainedRecord): Row {
-  return [record.topic, String(record.qos), String(record.payload.size), payloadText(record.payload)];
+  return [printable(record.topic), String(record.qos), String(record.payload.size), payloadText(record.payload)];
 }
 
 function totalsText(totals: TotalsRecord): string {
@@ -190,13 +195,16 @@ function countersText(counters: CountersRecord): string {
 
 /** Text payloads in JSON quotes (escapes show what is invisible), others as hex. */
 export function payloadText(payload: PayloadField): string {
-  const shown = payload.encoding === 'utf8' ? JSON.stringify(payload.data) : `hex:${Buffer.from(payload.data, 'base64').toString('hex')}`;
+  const shown = payload.encoding === 'utf8' ? quoted(payload.data) : `hex:${Buffer.from(payload.data, 'base64').toString('hex')}`;
   return payload.truncated ? `${shown}…` : shown;
 }
 
-/** A raw store key with its NUL separators made visible. */
+/** A raw store key with its NUL separators made visible (the rest of it escaped like any text). */
 export function printableKey(key: string): string {
-  return key.replace(/\u0000/g, '␀');
+  return key
+    .split('\u0000')
+    .map((part) => printable(part))
+    .join('␀');
 }
 
 function list(items: string[]): string {

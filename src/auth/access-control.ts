@@ -87,6 +87,7 @@ export class AccessControl {
     this.#setAcl(acl);
     if (this.#passwordFile) this.#log.info(`password file ${this.#passwordFile}: ${passwords!.size} users`);
     if (this.#aclFile) this.#log.info(`ACL file ${this.#aclFile}: ${acl!.ruleCount} rules`);
+    this.#warnAbout(acl);
     if (acl?.namesUsers && !this.#passwordFile) {
       this.#log.warn(
         `ACL file ${this.#aclFile} has rules for user names, but without a password file user names are not verified: any client can claim one`,
@@ -113,6 +114,7 @@ export class AccessControl {
         try {
           this.#setAcl(await this.#readAcl());
           this.#log.info(`ACL file ${this.#aclFile} reloaded: ${this.#acl!.ruleCount} rules`);
+          this.#warnAbout(this.#acl);
         } catch (error) {
           this.#log.error(`ACL file not reloaded, the previous rules stay in force: ${errorMessage(error)}`);
         }
@@ -198,6 +200,11 @@ export class AccessControl {
     this.#acl = acl;
     this.#compiled = new Map();
     this.#compiledCount = 0;
+  }
+
+  /** Lines that Mosquitto, and so this broker, reads otherwise than they look. */
+  #warnAbout(acl: Acl | undefined): void {
+    for (const warning of acl?.warnings ?? []) this.#log.warn(`ACL file ${warning}`);
   }
 
   async #readPasswords(): Promise<PasswordTable | undefined> {

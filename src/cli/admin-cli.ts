@@ -8,6 +8,7 @@ import { HumanRenderer } from '../admin/render.js';
 import { StoppedTarget } from '../admin/stopped-target.js';
 import { AdminError, AdminErrorCodes, BrokerError, ErrorCodes, errorMessage } from '../errors.js';
 import { DEFAULTS } from '../server/broker.js';
+import { escapeControls } from '../text-escape.js';
 import { addPasswdCommands } from './passwd-command.js';
 
 /**
@@ -177,8 +178,9 @@ async function execute(request: AdminRequest, options: CommonOptions): Promise<v
   }
 }
 
+/** A line on stderr. Errors may quote what a client chose (a client id, a topic): escaped, as in the log. */
 function say(message: string): void {
-  process.stderr.write(`broker-admin: ${message}\n`);
+  process.stderr.write(`broker-admin: ${escapeControls(message)}\n`);
 }
 
 function display(path: string): string {

@@ -1,8 +1,12 @@
-import { Command, InvalidArgumentError } from 'commander';
-import { BrokerError } from '../errors.js';
-import { consoleLogger } from '../logger.js';
-import { createBroker, DEFAULTS, OPTION_RANGES, type Broker } from '../server/broker.js';
+import { spawn } from 'node:child_process';
+import { fstatSync, readFileSync } from 'node:fs';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { AccessControl } from '../auth/access-control.js';
+import { BrokerError, errorMessage } from '../errors.js';
+import { consoleLogger, LOG_FORMATS, LOG_LEVELS, type LogFormat, type Logger, type LogLevel } from '../logger.js';
+import { createBroker, DEFAULTS, OPTION_RANGES, type Broker, type BrokerOptions } from '../server/broker.js';
 import { existingFileOption, loadConfigFile, type ConfigOptions } from '../server/config.js';
+import { formatAddress } from '../server/listeners.js';
 import { DEFAULT_QUEUE_LIMITS } from '../store/queue-limits.js';
 
 function integerIn(min: number, max: number) {
@@ -20,14 +24,33 @@ function inRange(option: keyof typeof OPTION_RANGES) {
   return integerIn(OPTION_RANGES[option].min, OPTION_RANGES[option].max);
 }
 
-/** `broker`: runs the broker until SIGINT/SIGTERM, then shuts down cleanly and exits 0. */
+/**
+ * `broker`: runs the broker until SIGINT/SIGTERM, then shuts down cleanly and exits 0.
+ * `broker --check-config FILE`: checks FILE (and the flags beside it) and exits 0 or 1.
+ */
 export async function main(argv: string[]): Promise<void> {
-  const log = consoleLogger();
-  let broker: Broker;
+  let commandLine: CommandLine;
   try {
-    broker = createBroker({ ...(await commandLineOptions(argv)), log });
+    commandLine = await readCommandLine(argv);
   } catch (error) {
     fail(error); // a bad config or option: nothing was started
+    return;
+  }
+  const { logLevel, logFormat, ...options } = commandLine.options;
+  const log = consoleLogger({ level: logLevel, format: logFormat, journal: journalStreams() });
+  if (commandLine.checkConfig !== undefined) {
+    await checkConfig(commandLine.checkConfig, options, log);
+    return;
+  }
+  // From here on the log format is known: a start that fails says so in it (one JSON object).
+  const failStart = (error: unknown) => (logFormat === 'json' ? log.error(describeError(error)) : fail(error));
+
+  let broker: Broker;
+  try {
+    broker = createBroker({ ...options, log });
+  } catch (error) {
+    failStart(error);
+    process.exitCode = 1;
     return;
   }
 
@@ -69,13 +92,56 @@ export async function main(argv: string[]): Promise<void> {
   try {
     await started;
   } catch (error) {
-    fail(error);
+    failStart(error);
     process.exit(1);
+  }
+  if (!stopping) await notifyReady(`listening on ${broker.addresses().map(({ address, port }) => formatAddress(address, port)).join(', ')}`, log);
+}
+
+/**
+ * `--check-config FILE`: what a start checks before it opens the store — the file, the flags beside
+ * it, the options as createBroker takes them, the password and ACL files as they parse — and
+ * nothing more: no store is opened, no port bound, no directory created.
+ */
+async function checkConfig(file: string, options: BrokerOptions, log: Logger): Promise<void> {
+  try {
+    // createBroker checks its options and builds the broker; only listen() opens anything.
+    createBroker({ ...options, log });
+    const access = new AccessControl({ passwordFile: options.passwordFile, aclFile: options.aclFile, log, watch: false });
+    await access.start();
+    access.close();
+  } catch (error) {
+    fail(error);
+    return;
+  }
+  console.log(`${file}: valid`);
+}
+
+/**
+ * Under systemd with `Type=notify` (NOTIFY_SOCKET set): tells it the broker is ready, once every
+ * listener accepts connections. Node cannot send a datagram on a Unix socket, so `systemd-notify`
+ * sends it; it runs as our child, hence `NotifyAccess=all` in the unit. Since systemd 246 it also
+ * waits until systemd has read the message, so that the message still counts after it exited.
+ */
+async function notifyReady(status: string, log: Logger): Promise<void> {
+  if (!process.env['NOTIFY_SOCKET']) return;
+  const problem = await new Promise<string | undefined>((resolve) => {
+    const child = spawn('systemd-notify', ['--ready', `--status=${status}`], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let output = '';
+    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.once('error', (error) => resolve(errorMessage(error)));
+    child.once('close', (code, signal) => resolve(code === 0 ? undefined : `${code === null ? signal : `exit code ${code}`} ${output.trim()}`.trim()));
+  });
+  if (problem !== undefined) {
+    log.error(`NOTIFY_SOCKET is set but systemd-notify --ready failed (${problem}): systemd will stop the broker when its start-up time runs out`);
   }
 }
 
 interface Flags {
   config?: string;
+  checkConfig?: string;
+  logLevel: LogLevel;
+  logFormat: LogFormat;
   host: string;
   port: number;
   data: string;
@@ -93,14 +159,30 @@ interface Flags {
   moveCorruptStoreAside?: true;
 }
 
+interface CommandLine {
+  options: ConfigOptions;
+  /** `--check-config FILE`: check, do not start. */
+  checkConfig?: string;
+}
+
 /**
  * The broker's options from the command line: the config file (--config), then the flags the user
  * actually gave on top of it. Defaults shown in --help are the broker's own and never override the file.
  */
 export async function commandLineOptions(argv: string[]): Promise<ConfigOptions> {
+  return (await readCommandLine(argv)).options;
+}
+
+async function readCommandLine(argv: string[]): Promise<CommandLine> {
   const program = new Command('broker')
     .description('A durable MQTT 3.1.1 broker: acknowledged messages and persistent sessions survive any restart.')
+    .version(packageVersion(), '-V, --version', 'print the version and exit')
     .option('--config <file>', 'config file, JSON (.json) or YAML (.yaml, .yml); the flags below override it')
+    .addOption(
+      new Option('--check-config <file>', 'check the config file and the flags beside it as a start would, print every problem, exit 0 if valid, 1 if not; starts nothing').conflicts(
+        'config',
+      ),
+    )
     .option('--host <address>', 'interface to listen on (with --config: of the first listener)', DEFAULTS.host)
     .option('--port <number>', 'TCP port, 0 picks a free one (with --config: of the first listener)', integerIn(0, 65535), DEFAULTS.port)
     .option('--data <dir>', 'data directory (the store lives in <dir>/store)', DEFAULTS.dataDir)
@@ -135,6 +217,8 @@ export async function commandLineOptions(argv: string[]): Promise<ConfigOptions>
     )
     .option('--max-connections <n>', 'client connections across all listeners; beyond it new sockets are closed', inRange('maxConnections'), DEFAULTS.maxConnections)
     .option('--move-corrupt-store-aside', 'a store found corrupt at start is renamed store.corrupt-<time> and the broker starts empty')
+    .addOption(new Option('--log-level <level>', 'least severe log lines printed').choices(LOG_LEVELS).default('info'))
+    .addOption(new Option('--log-format <format>', 'text: one readable line each; json: one JSON object per line').choices(LOG_FORMATS).default('text'))
     .parse(argv);
   const flags = program.opts<Flags>();
   const given = (name: keyof Flags) => {
@@ -142,7 +226,8 @@ export async function commandLineOptions(argv: string[]): Promise<ConfigOptions>
     return source !== undefined && source !== 'default';
   };
 
-  const options: ConfigOptions = flags.config === undefined ? {} : await loadConfigFile(flags.config);
+  const configFile = flags.checkConfig ?? flags.config;
+  const options: ConfigOptions = configFile === undefined ? {} : await loadConfigFile(configFile);
   if (given('host')) options.host = flags.host;
   if (given('port')) options.port = flags.port;
   if (given('data')) options.dataDir = flags.data;
@@ -164,11 +249,40 @@ export async function commandLineOptions(argv: string[]): Promise<ConfigOptions>
   if (given('maxPacketSize')) options.maxPacketSize = flags.maxPacketSize;
   if (given('maxConnections')) options.maxConnections = flags.maxConnections;
   if (given('moveCorruptStoreAside')) options.storeOnCorrupt = 'move-aside';
-  return options;
+  if (given('logLevel')) options.logLevel = flags.logLevel;
+  if (given('logFormat')) options.logFormat = flags.logFormat;
+  return flags.checkConfig === undefined ? { options } : { options, checkConfig: flags.checkConfig };
+}
+
+/**
+ * Whether stdout and stderr go to journald: systemd then sets JOURNAL_STREAM to the device and
+ * inode of that stream; one inherited from a parent whose output went there names another file.
+ */
+function journalStreams(): { stdout: boolean; stderr: boolean } {
+  const stream = process.env['JOURNAL_STREAM'];
+  const isJournal = (fd: number) => {
+    if (!stream) return false;
+    try {
+      const { dev, ino } = fstatSync(fd, { bigint: true });
+      return `${dev}:${ino}` === stream;
+    } catch {
+      return false;
+    }
+  };
+  return { stdout: isJournal(1), stderr: isJournal(2) };
+}
+
+/** This package's version, from its package.json (dist/cli/ and src/cli/ are both two levels down). */
+function packageVersion(): string {
+  const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return version;
 }
 
 function fail(error: unknown): void {
-  const message = error instanceof BrokerError ? error.message : String(error);
-  console.error(`broker: ${message}`);
+  console.error(`broker: ${describeError(error)}`);
   process.exitCode = 1;
+}
+
+function describeError(error: unknown): string {
+  return error instanceof BrokerError ? error.message : String(error);
 }

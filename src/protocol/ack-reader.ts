@@ -16,8 +16,9 @@ interface ParserState {
  * remaining length 2, packet id) and returns where the rest begins, for the generic parser. A
  * subscriber draining its queue sends little else, and mqtt-packet's parser spends several times
  * the work of the acknowledgement itself on each one. Only used while the parser holds no partial
- * packet (mqtt-packet 9 internals), so the bytes are known to start at a packet boundary; anything
- * else, a malformed ack included, is left to the parser and its checks.
+ * packet, so the bytes are known to start at a packet boundary; anything else, a malformed ack
+ * included, is left to the parser and its checks. That state is mqtt-packet's internals: it is
+ * pinned to an exact version in package.json, and test/deps/dependency-internals.test.ts checks it.
  */
 export function readAcks(chunk: Buffer, parser: Parser, onAck: (packet: AckPacket) => void): number {
   const state = parser as unknown as ParserState;

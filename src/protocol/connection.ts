@@ -4,11 +4,10 @@ import { errorMessage, ProtocolViolation } from '../errors.js';
 import type { AccessControl } from '../auth/access-control.js';
 import type { Logger } from '../logger.js';
 import type { Distributor } from '../session/distributor.js';
-import type { OutboundChannel, OutgoingPublish, Session } from '../session/session.js';
+import type { OutboundChannel, OutgoingPublish, SessionLink } from '../session/session.js';
 import type { SessionManager } from '../session/session-manager.js';
 import type { Message } from '../store/repository.js';
 import { readAcks } from './ack-reader.js';
-import { dispatch } from './dispatcher.js';
 import { encodePublish } from './publish-encoder.js';
 import { QOS0_HIGH_WATER, type BrokerCounters, type TopicLimits } from './limits.js';
 import type { ListenerInfo } from './listener-info.js';
@@ -36,6 +35,12 @@ export interface BrokerContext {
   shuttingDown: boolean;
 }
 
+/**
+ * Runs one packet through its handler (the dispatcher); given to each connection by the server, so
+ * the connection and the handlers it runs never import each other.
+ */
+export type Dispatch = (connection: Connection, packet: Packet) => void | Promise<void>;
+
 export interface Will {
   message: Message;
   retain: boolean;
@@ -46,12 +51,15 @@ export interface Will {
 
 /**
  * mqtt-packet by default builds a cache of 65,536 two-byte Buffers on the first packet it
- * generates: ~180 ms of start-up on the first CONNACK and ~19 MB of RSS, to save what measures as
- * less than the cost of looking them up (2.8 µs vs 4.1 µs per PUBLISH here).
+ * generates: it delays the first CONNACK and takes megabytes of RSS, to save less per PUBLISH
+ * than looking a number up in it costs (bench/results/figures-behind-code.md).
  */
 mqttPacket.writeToStream.cacheNumbers = false;
 
 type State = 'awaiting-connect' | 'connecting' | 'connected' | 'closed';
+
+/** CONNACK's accepting return code (3.1.1 table 3.1). */
+const ACCEPTED = 0;
 
 /** Packets queued before the socket is paused: bounds what a fast sender can make us buffer. */
 const INBOX_HIGH_WATER = 256;
@@ -86,11 +94,13 @@ export class Connection implements OutboundChannel {
   readonly listener: ListenerInfo;
   /** The subject CN of the client certificate verified on a TLS listener with cert_username: an authenticated user name. */
   readonly certificateUser: string | undefined;
-  state: State = 'awaiting-connect';
-  session: Session | undefined;
-  will: Will | undefined;
-  protocolVersion: 3 | 4 = 4;
 
+  /** Written only by the verbs below: beginConnect, accept, refuse (through close), close. */
+  #state: State = 'awaiting-connect';
+  #link: SessionLink | undefined;
+  #will: Will | undefined;
+  #protocolVersion: 3 | 4 = 4;
+  readonly #dispatch: Dispatch;
   readonly #socket: Socket;
   readonly #parser;
   readonly #inbox: Packet[] = [];
@@ -110,8 +120,9 @@ export class Connection implements OutboundChannel {
   #closedResolve!: () => void;
   readonly closed = new Promise<void>((resolve) => (this.#closedResolve = resolve));
 
-  constructor(socket: Socket, context: BrokerContext, listener: ListenerInfo, certificateUser?: string) {
+  constructor(socket: Socket, context: BrokerContext, dispatch: Dispatch, listener: ListenerInfo, certificateUser?: string) {
     this.#socket = socket;
+    this.#dispatch = dispatch;
     this.context = context;
     this.listener = listener;
     this.certificateUser = certificateUser;
@@ -119,7 +130,7 @@ export class Connection implements OutboundChannel {
     socket.setNoDelay(true);
     const { maxPacketSize } = context.options;
     this.#parser = createStrictParser(() =>
-      this.state === 'awaiting-connect' ? Math.min(maxPacketSize, MAX_CONNECT_SIZE) : maxPacketSize,
+      this.#state === 'awaiting-connect' ? Math.min(maxPacketSize, MAX_CONNECT_SIZE) : maxPacketSize,
     );
     this.#parser.on('packet', (packet: Packet) => this.#receive(packet));
     this.#parser.on('error', (error: Error) => this.#malformed(error));
@@ -131,15 +142,69 @@ export class Connection implements OutboundChannel {
   }
 
   get isClosed(): boolean {
-    return this.state === 'closed';
+    return this.#state === 'closed';
+  }
+
+  /** CONNECT was accepted and the connection not closed since. */
+  get isConnected(): boolean {
+    return this.#state === 'connected';
   }
 
   get clientId(): string | undefined {
-    return this.session?.clientId;
+    return this.#link?.session.clientId;
+  }
+
+  /** A CONNECT arrived: only the first one is allowed [MQTT-3.1.0-2]; from now on reading waits for its outcome. */
+  beginConnect(): void {
+    if (this.#state !== 'awaiting-connect') throw new ProtocolViolation('second CONNECT');
+    this.#state = 'connecting';
+  }
+
+  /** The protocol level the CONNECT asked for: packets are written in it from now on. */
+  useProtocolVersion(version: 3 | 4): void {
+    this.#protocolVersion = version;
+  }
+
+  /**
+   * The CONNECT is accepted: the connection now belongs to its session (and keeps its will until
+   * it ends) and CONNACK goes out. false, having done nothing: the connection closed while the
+   * session started, and the caller hands the session back.
+   */
+  accept(link: SessionLink, will: Will | undefined, sessionPresent: boolean): boolean {
+    if (this.#state === 'closed') return false;
+    this.#link = link;
+    this.#will = will;
+    this.#state = 'connected';
+    // MQTT 3.1's CONNACK has no session present flag: its first byte is reserved and 0.
+    this.send({ cmd: 'connack', returnCode: ACCEPTED, sessionPresent: this.#protocolVersion === 3 ? false : sessionPresent });
+    return true;
+  }
+
+  /**
+   * CONNACK with a refusal code and session present 0 [MQTT-3.2.2-4], then close [MQTT-3.2.2-5];
+   * nothing the client sent after the CONNECT is processed [MQTT-3.1.4-5], and a refused
+   * connection has no will to publish.
+   */
+  refuse(returnCode: number, reason: string): void {
+    this.#will = undefined;
+    this.send({ cmd: 'connack', returnCode, sessionPresent: false });
+    this.context.log.warn(`${this.describe()}: CONNECT refused: ${reason}`);
+    this.close(`CONNECT refused: ${reason}`);
+  }
+
+  /** DISCONNECT: the will is discarded [MQTT-3.14.4-3]. */
+  discardWill(): void {
+    this.#will = undefined;
+  }
+
+  /** The session this connection belongs to; the dispatcher lets no packet but CONNECT through before there is one. */
+  requireLink(): SessionLink {
+    if (!this.#link) throw new ProtocolViolation('no session');
+    return this.#link;
   }
 
   send(packet: Packet): void {
-    this.#write(mqttPacket.generate(packet, { protocolVersion: this.protocolVersion }));
+    this.#write(mqttPacket.generate(packet, { protocolVersion: this.#protocolVersion }));
   }
 
   /**
@@ -147,7 +212,7 @@ export class Connection implements OutboundChannel {
    * one buffer: a stream write per packet, even corked, cost more than encoding the packet.
    */
   #write(bytes: Buffer): void {
-    if (this.state === 'closed' || this.#socket.destroyed) return;
+    if (this.#state === 'closed' || this.#socket.destroyed) return;
     this.#outbox.push(bytes);
     this.#outboxBytes += bytes.length;
     if (this.#outbox.length === 1) process.nextTick(() => this.#flush());
@@ -209,7 +274,7 @@ export class Connection implements OutboundChannel {
         .catch((error: unknown) => {
           onFailure?.();
           // Once per connection: the writes behind a failed one fail too, and the store logs the failure itself.
-          if (this.state === 'closed') return;
+          if (this.#state === 'closed') return;
           this.context.log.error(`${this.describe()}: ${errorMessage(error)}; nothing acknowledged, closing the connection`);
           this.close('store failure');
         })
@@ -228,7 +293,7 @@ export class Connection implements OutboundChannel {
    */
   background(work: Promise<unknown>): void {
     work.catch((error: unknown) => {
-      if (this.state === 'closed') return; // once per connection, as in reply()
+      if (this.#state === 'closed') return; // once per connection, as in reply()
       this.context.log.error(`${this.describe()}: ${errorMessage(error)}; closing the connection`);
       this.close('store failure');
     });
@@ -254,9 +319,9 @@ export class Connection implements OutboundChannel {
 
   /** Graceful (after DISCONNECT) closes discard the will [MQTT-3.14.4-3]; all others publish it. */
   close(reason: string, options: { graceful?: boolean } = {}): void {
-    if (this.state === 'closed') return;
-    const wasConnected = this.state === 'connected';
-    this.state = 'closed';
+    if (this.#state === 'closed') return;
+    const wasConnected = this.#state === 'connected';
+    this.#state = 'closed';
     clearTimeout(this.#keepaliveTimer);
     clearTimeout(this.#connectTimer);
     this.#inbox.length = 0;
@@ -276,8 +341,8 @@ export class Connection implements OutboundChannel {
 
   async #finish(graceful: boolean): Promise<void> {
     const { sessions, distributor, log, shuttingDown } = this.context;
-    const will = this.will;
-    this.will = undefined;
+    const will = this.#will;
+    this.#will = undefined;
     if (will && !graceful && !shuttingDown) {
       try {
         if (this.context.access.canPublish(will.clientId, will.user, will.message.topic)) {
@@ -291,9 +356,9 @@ export class Connection implements OutboundChannel {
       }
     }
     await Promise.allSettled([this.#processing, this.#replies]);
-    if (this.session) {
+    if (this.#link) {
       try {
-        await sessions.close(this.session, this);
+        await sessions.close(this.#link.session, this);
       } catch (error) {
         log.error(`${this.describe()}: session not closed cleanly: ${errorMessage(error)}`);
       }
@@ -301,13 +366,13 @@ export class Connection implements OutboundChannel {
   }
 
   #read(chunk: Buffer): void {
-    if (this.state === 'closed') return;
-    const parsed = this.state === 'connected' ? readAcks(chunk, this.#parser, (packet) => this.#receive(packet)) : 0;
+    if (this.#state === 'closed') return;
+    const parsed = this.#state === 'connected' ? readAcks(chunk, this.#parser, (packet) => this.#receive(packet)) : 0;
     if (parsed < chunk.length && !this.isClosed) this.#parser.parse(parsed === 0 ? chunk : chunk.subarray(parsed));
   }
 
   #receive(packet: Packet): void {
-    if (this.state === 'closed') return;
+    if (this.#state === 'closed') return;
     this.#inbox.push(packet);
     this.#inboxBytes += packet.length ?? 0;
     this.#flowControl();
@@ -330,13 +395,13 @@ export class Connection implements OutboundChannel {
    * wait, the rest continues after it, and the returned promise covers all of it.
    */
   #process(): Promise<void> | undefined {
-    while (this.#inbox.length > 0 && this.state !== 'closed') {
+    while (this.#inbox.length > 0 && this.#state !== 'closed') {
       const packet = this.#inbox.shift()!;
       this.#inboxBytes -= packet.length ?? 0;
       this.#keepaliveTimer?.refresh();
       let handled: void | Promise<void>;
       try {
-        handled = dispatch(this, packet);
+        handled = this.#dispatch(this, packet);
       } catch (error) {
         this.#handlerFailed(error);
         return undefined;
@@ -372,9 +437,9 @@ export class Connection implements OutboundChannel {
    * client not yet let in must not make us hold what it sends behind it.
    */
   #flowControl(): void {
-    if (this.state === 'closed') return;
+    if (this.#state === 'closed') return;
     if (
-      this.state === 'connecting' ||
+      this.#state === 'connecting' ||
       this.#inbox.length >= INBOX_HIGH_WATER ||
       this.#inboxBytes >= INBOX_HIGH_WATER_BYTES ||
       this.#unreplied >= UNREPLIED_HIGH_WATER ||
@@ -393,8 +458,8 @@ export class Connection implements OutboundChannel {
   }
 
   #malformed(error: Error): void {
-    if (this.state === 'closed') return;
-    if (this.state === 'awaiting-connect' && /protocol version/i.test(error.message)) {
+    if (this.#state === 'closed') return;
+    if (this.#state === 'awaiting-connect' && /protocol version/i.test(error.message)) {
       // An unsupported protocol level gets CONNACK 0x01 before the close [MQTT-3.1.2-2].
       this.send({ cmd: 'connack', returnCode: 1, sessionPresent: false });
     }

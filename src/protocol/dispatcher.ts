@@ -19,7 +19,7 @@ import { handleUnsubscribe } from './handlers/unsubscribe.js';
 export function dispatch(connection: Connection, packet: Packet): void | Promise<void> {
   if (packet.cmd === 'connect') return handleConnect(connection, packet);
   // The first packet from a client must be CONNECT [MQTT-3.1.0-1].
-  if (connection.state !== 'connected') {
+  if (!connection.isConnected) {
     throw new ProtocolViolation(`${packet.cmd.toUpperCase()} before CONNECT`);
   }
   switch (packet.cmd) {
@@ -45,11 +45,4 @@ export function dispatch(connection: Connection, packet: Packet): void | Promise
       // CONNACK, SUBACK, UNSUBACK, PINGRESP and AUTH only ever travel from server to client.
       throw new ProtocolViolation(`a client may not send ${packet.cmd.toUpperCase()}`);
   }
-}
-
-/** The session of a connected connection; the dispatcher guarantees there is one. */
-export function sessionOf(connection: Connection) {
-  const session = connection.session;
-  if (!session) throw new ProtocolViolation('no session');
-  return session;
 }

@@ -6,7 +6,7 @@ const MAX_REMAINING_LENGTH = 268_435_455;
 /**
  * Encodes an outgoing PUBLISH (spec 3.3) into one buffer. Outgoing PUBLISHes are the one packet
  * the broker writes per delivered message; mqtt-packet's generic writer builds each from several
- * buffers and concatenates them, which was a tenth of the CPU of draining a queue. Every other
+ * buffers and concatenates them, a visible part of the CPU of draining a queue. Every other
  * packet still goes through mqtt-packet.
  */
 export function encodePublish(packet: OutgoingPublish): Buffer {

@@ -12,7 +12,8 @@ interface BufferList {
 interface ParserInternals {
   _list: BufferList;
   _pos: number;
-  packet: { length: number; messageId?: number };
+  packet: { length: number; messageId?: number; cmd?: string };
+  error?: unknown;
   _parseNum(): number;
   _parseLength(): boolean;
   _parsePayload(): boolean;
@@ -32,7 +33,8 @@ export class PacketTooLarge extends Error {
  * An mqtt-packet parser whose strings are checked as MQTT requires: well-formed UTF-8
  * [MQTT-1.5.3-1] without U+0000 [MQTT-1.5.3-2], or the connection is closed. mqtt-packet decodes
  * with Buffer#toString, which silently turns bad bytes into U+FFFD; we replace its one string
- * reader on this instance (the method is internal, so this is pinned to mqtt-packet 9).
+ * reader on this instance. These are mqtt-packet's internals: it is pinned to an exact version in
+ * package.json, and test/deps/dependency-internals.test.ts states what this relies on.
  *
  * It also refuses a packet whose total size (fixed header included, as MQTT 5 counts its Maximum
  * Packet Size) is over `maxPacketSize` as soon as the remaining length is decoded, before any of
@@ -64,14 +66,26 @@ export function createStrictParser(maxPacketSize: number | (() => number) = Infi
   const parsePayload = internals._parsePayload;
   internals._parsePayload = function boundedParsePayload(this: ParserInternals): boolean {
     const all = this._list;
-    // Not all there yet (mqtt-packet waits), or exactly this packet: nothing to bound.
-    if (all.length <= this.packet.length) return parsePayload.call(this);
-    this._list = all.shallowSlice(0, this.packet.length);
-    try {
-      return parsePayload.call(this);
-    } finally {
-      this._list = all;
+    let done: boolean;
+    if (all.length <= this.packet.length) {
+      // Not all there yet (mqtt-packet waits), or exactly this packet: nothing to bound.
+      done = parsePayload.call(this);
+    } else {
+      this._list = all.shallowSlice(0, this.packet.length);
+      try {
+        done = parsePayload.call(this);
+      } finally {
+        this._list = all;
+      }
     }
+    // mqtt-packet reads the fields a CONNECT's flags announce and ignores what follows: a user
+    // name with its flag 0 [MQTT-3.1.2-18], or a password with its flag 0 [MQTT-3.1.2-20], is
+    // a malformed packet, not an anonymous login.
+    if (done && this.packet.cmd === 'connect' && !this.error && this._pos < this.packet.length) {
+      this._emitError(new Error('CONNECT holds more than its flags announce: a user name or password whose flag is 0 [MQTT-3.1.2-18] [MQTT-3.1.2-20]'));
+      return false;
+    }
+    return done;
   };
   internals._parseMessageId = function checkedParseMessageId(this: ParserInternals): boolean {
     const id = this._parseNum();

@@ -1,51 +1,183 @@
-import type { QoS } from '../store/repository.js';
+import type { QoS } from '../store/model.js';
 
-interface Node {
-  children: Map<string, Node>;
-  /** clientId → granted QoS of subscriptions whose filter ends at this node. */
-  subscribers: Map<string, QoS>;
+/**
+ * One level of the tree. Most nodes have one child and no subscriber, or one subscriber and no
+ * child (the levels of a filter that only one session holds), so both are held inline and a Map
+ * is made only for the second: a Map per node made every node several times larger, which is
+ * what a client holding many long, distinct filters could make the broker pay for.
+ */
+class Node {
+  /** The only child, by its level, until there is a second one. */
+  level: string | undefined = undefined;
+  child: Node | undefined = undefined;
+  /** Children by level, once there are two or more. */
+  children: Map<string, Node> | undefined = undefined;
+  /** The only subscriber (client id → granted QoS), until there is a second one. */
+  clientId: string | undefined = undefined;
+  qos: QoS = 0;
+  /** Subscribers by client id, once there are two or more. */
+  subscribers: Map<string, QoS> | undefined = undefined;
+
+  get(level: string): Node | undefined {
+    if (this.children) return this.children.get(level);
+    return this.level === level ? this.child : undefined;
+  }
+
+  /** Adds a new child (the caller checked there is none for `level`). */
+  attach(level: string, child: Node): void {
+    if (this.children) {
+      this.children.set(level, child);
+    } else if (this.child === undefined) {
+      this.level = level;
+      this.child = child;
+    } else {
+      this.children = new Map([
+        [this.level!, this.child],
+        [level, child],
+      ]);
+      this.level = undefined;
+      this.child = undefined;
+    }
+  }
+
+  detach(level: string): void {
+    if (this.children) {
+      this.children.delete(level);
+    } else if (this.level === level) {
+      this.level = undefined;
+      this.child = undefined;
+    }
+  }
+
+  get isEmpty(): boolean {
+    const noChildren = this.children ? this.children.size === 0 : this.child === undefined;
+    const noSubscribers = this.subscribers ? this.subscribers.size === 0 : this.clientId === undefined;
+    return noChildren && noSubscribers;
+  }
+
+  subscribe(clientId: string, qos: QoS): void {
+    if (this.subscribers) {
+      this.subscribers.set(clientId, qos);
+    } else if (this.clientId === undefined || this.clientId === clientId) {
+      this.clientId = clientId;
+      this.qos = qos;
+    } else {
+      this.subscribers = new Map([
+        [this.clientId, this.qos],
+        [clientId, qos],
+      ]);
+      this.clientId = undefined;
+    }
+  }
+
+  unsubscribe(clientId: string): void {
+    if (this.subscribers) this.subscribers.delete(clientId);
+    else if (this.clientId === clientId) this.clientId = undefined;
+  }
+
+  /** Adds each subscriber to `result` with the highest QoS seen for it. */
+  collect(result: Map<string, QoS>): void {
+    if (this.subscribers) {
+      for (const [clientId, qos] of this.subscribers) raise(result, clientId, qos);
+    } else if (this.clientId !== undefined) {
+      raise(result, this.clientId, this.qos);
+    }
+  }
 }
 
-function newNode(): Node {
-  return { children: new Map(), subscribers: new Map() };
+function raise(result: Map<string, QoS>, clientId: string, qos: QoS): void {
+  const known = result.get(clientId);
+  if (known === undefined || qos > known) result.set(clientId, qos);
+}
+
+/**
+ * What one node costs in memory, as the subscription budget counts it: the node itself and its
+ * entry in its parent, measured on Node 20 and rounded up; its level string comes on top.
+ */
+export const NODE_BYTES = 96;
+
+/** The bytes the budget counts for a node of `level`. */
+function nodeBytes(level: string): number {
+  return NODE_BYTES + 2 * level.length;
 }
 
 /**
  * Subscriptions of every session, indexed by filter level, so a PUBLISH finds its subscribers by
- * walking the topic's levels instead of testing every filter.
+ * walking the topic's levels instead of testing every filter. It counts its nodes and their
+ * memory: nodes are what long, distinct filters cost and what matching a PUBLISH may have to visit,
+ * so the session manager budgets them (`plan` tells what new filters would add).
  */
 export class TopicTree {
-  readonly #root = newNode();
+  readonly #root = new Node();
+  #nodes = 0;
+  #bytes = 0;
+
+  /** Nodes in the tree (the root not counted): one per distinct level path of the filters held. */
+  get nodes(): number {
+    return this.#nodes;
+  }
+
+  /** The nodes' memory as the budget counts it (NODE_BYTES and the level of each). */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /**
+   * A plan for adding filters: `add(filter)` returns the bytes of the nodes that filter would
+   * create, not counting nodes the tree has or an earlier filter of the same plan creates.
+   */
+  plan(): { add(filter: string): number } {
+    const created = new Set<string>();
+    return {
+      add: (filter) => {
+        let bytes = 0;
+        let node: Node | undefined = this.#root;
+        let path = '';
+        for (const level of filter.split('/')) {
+          path = `${path}/${level}`;
+          node = node?.get(level);
+          if (node === undefined && !created.has(path)) {
+            created.add(path);
+            bytes += nodeBytes(level);
+          }
+        }
+        return bytes;
+      },
+    };
+  }
 
   add(filter: string, clientId: string, qos: QoS): void {
     let node = this.#root;
     for (const level of filter.split('/')) {
-      let child = node.children.get(level);
+      let child = node.get(level);
       if (!child) {
-        child = newNode();
-        node.children.set(level, child);
+        child = new Node();
+        node.attach(level, child);
+        this.#nodes++;
+        this.#bytes += nodeBytes(level);
       }
       node = child;
     }
-    node.subscribers.set(clientId, qos);
+    node.subscribe(clientId, qos);
   }
 
   remove(filter: string, clientId: string): void {
     const path: Array<[Node, string]> = [];
     let node = this.#root;
     for (const level of filter.split('/')) {
-      const child = node.children.get(level);
+      const child = node.get(level);
       if (!child) return;
       path.push([node, level]);
       node = child;
     }
-    node.subscribers.delete(clientId);
+    node.unsubscribe(clientId);
     // Prune empty branches so a churn of subscriptions does not leave the tree growing.
     for (let index = path.length - 1; index >= 0; index--) {
       const [parent, level] = path[index]!;
-      const child = parent.children.get(level)!;
-      if (child.subscribers.size > 0 || child.children.size > 0) break;
-      parent.children.delete(level);
+      if (!parent.get(level)!.isEmpty) break;
+      parent.detach(level);
+      this.#nodes--;
+      this.#bytes -= nodeBytes(level);
     }
   }
 
@@ -56,27 +188,18 @@ export class TopicTree {
   match(topic: string): Map<string, QoS> {
     const result = new Map<string, QoS>();
     const levels = topic.split('/');
-    const collect = (subscribers: Map<string, QoS>) => {
-      for (const [clientId, qos] of subscribers) {
-        const known = result.get(clientId);
-        if (known === undefined || qos > known) result.set(clientId, qos);
-      }
-    };
     const walk = (node: Node, depth: number) => {
       // Wildcards at the first level do not match topics beginning with '$' [MQTT-4.7.2-1].
       const wildcardsAllowed = depth > 0 || !topic.startsWith('$');
-      if (wildcardsAllowed) {
-        const multi = node.children.get('#');
-        if (multi) collect(multi.subscribers);
-      }
+      if (wildcardsAllowed) node.get('#')?.collect(result);
       if (depth === levels.length) {
-        collect(node.subscribers);
+        node.collect(result);
         return;
       }
-      const exact = node.children.get(levels[depth]!);
+      const exact = node.get(levels[depth]!);
       if (exact) walk(exact, depth + 1);
       if (wildcardsAllowed) {
-        const single = node.children.get('+');
+        const single = node.get('+');
         if (single) walk(single, depth + 1);
       }
     };

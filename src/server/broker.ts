@@ -6,9 +6,13 @@ import { BrokerError, ErrorCodes, errorMessage } from '../errors.js';
 import { silentLogger, type Logger } from '../logger.js';
 import { Connection, type BrokerContext } from '../protocol/connection.js';
 import type { ListenerInfo } from '../protocol/listener-info.js';
+import { dispatch } from '../protocol/dispatcher.js';
 import { newCounters, type BrokerCounters } from '../protocol/limits.js';
+import { RetainedIndex } from '../routing/retained-index.js';
+import { TopicTree } from '../routing/topic-tree.js';
 import { Distributor } from '../session/distributor.js';
 import { SessionManager } from '../session/session-manager.js';
+import type { Session } from '../session/session.js';
 import { LevelRepository } from '../store/level-repository.js';
 import { MemoryRepository } from '../store/memory-repository.js';
 import { DEFAULT_QUEUE_LIMITS, type QueueLimits } from '../store/queue-limits.js';
@@ -69,6 +73,12 @@ export interface BrokerOptions {
   maxTopicLevels?: number;
   /** Subscriptions one session may hold (default 1000); SUBSCRIBE gets 0x80 for new filters beyond it. */
   maxSubscriptionsPerClient?: number;
+  /** Persistent sessions stored at once (default 100,000); a CONNECT that would create one more gets 0x03. */
+  maxSessions?: number;
+  /** Subscriptions of all sessions together (default 200,000); new filters beyond it get 0x80. */
+  maxSubscriptions?: number;
+  /** Memory of all subscriptions and the routing tree, as counted (default 64 MiB); new filters beyond it get 0x80. */
+  maxSubscriptionBytes?: number;
   /**
    * Serve broker-admin on the Unix socket `<dataDir>/admin.sock` (mode 0600). Default: on with the
    * LevelDB store, off when a `repository` is injected (there is no store for it to inspect).
@@ -109,6 +119,9 @@ export const DEFAULTS = {
   maxTopicLength: 1024,
   maxTopicLevels: 128,
   maxSubscriptionsPerClient: 1000,
+  maxSessions: 100_000,
+  maxSubscriptions: 200_000,
+  maxSubscriptionBytes: 64 * 1024 * 1024,
 } as const;
 
 /**
@@ -128,6 +141,9 @@ export const OPTION_RANGES = {
   maxTopicLength: { min: 1, max: 65535 },
   maxTopicLevels: { min: 1, max: 65535 },
   maxSubscriptionsPerClient: { min: 1, max: 2 ** 31 - 1 },
+  maxSessions: { min: 1, max: 2 ** 31 - 1 },
+  maxSubscriptions: { min: 1, max: 2 ** 31 - 1 },
+  maxSubscriptionBytes: { min: 1024, max: 2 ** 40 },
 } as const satisfies Partial<Record<keyof BrokerOptions, { min: number; max: number }>>;
 
 type RangedOption = keyof typeof OPTION_RANGES;
@@ -168,8 +184,9 @@ export function createBroker(options: BrokerOptions = {}): Broker {
       log,
     });
   const adminEnabled = options.admin ?? options.repository === undefined;
-  if (adminEnabled && !(durable instanceof LevelRepository)) {
-    throw new BrokerError(ErrorCodes.BAD_OPTION, 'the admin channel inspects the LevelDB store: it cannot be used with an injected repository');
+  const onDisk = durable.onDisk;
+  if (adminEnabled && !onDisk) {
+    throw new BrokerError(ErrorCodes.BAD_OPTION, 'the admin channel inspects a store on disk: it cannot be used with a repository that has none');
   }
   const dataDir = resolve(options.dataDir ?? DEFAULTS.dataDir);
   let admin: AdminServer | undefined;
@@ -180,20 +197,41 @@ export function createBroker(options: BrokerOptions = {}): Broker {
       maxBytes: Math.min(limits.maxBytes, CLEAN_SESSION_QUEUE_CAP.maxBytes),
     },
   });
-  const sessions = new SessionManager({ durable, volatile, limits: { maxInflight, readWindow, readWindowBytes }, log });
+  // The routing table: written by the session manager (subscriptions), read by the distributor.
+  const subscriptions = new TopicTree();
   const access = new AccessControl({ passwordFile: options.passwordFile, aclFile: options.aclFile, log });
+  // Read permission is checked against the subscriber session's owner when a message is routed
+  // and again when a queued one is sent; without an ACL neither pays for it.
+  const canRead = access.hasAcl ? (session: Session, topic: string) => access.canRead(session.clientId, session.owner, topic) : undefined;
+  const sessions = new SessionManager({
+    durable,
+    volatile,
+    subscriptions,
+    budget: {
+      maxSessions: ranged('maxSessions', DEFAULTS.maxSessions),
+      maxSubscriptions: ranged('maxSubscriptions', DEFAULTS.maxSubscriptions),
+      maxSubscriptionBytes: ranged('maxSubscriptionBytes', DEFAULTS.maxSubscriptionBytes),
+    },
+    policy: { limits: { maxInflight, readWindow, readWindowBytes }, ...(canRead ? { canRead } : {}) },
+    log,
+  });
+  const distributor = new Distributor({
+    lookup: (clientId) => sessions.lookup(clientId),
+    subscriptions,
+    retained: new RetainedIndex(),
+    durable,
+    volatile,
+    ...(canRead ? { canRead } : {}),
+  });
   const context: BrokerContext = {
     sessions,
-    distributor: new Distributor(sessions),
+    distributor,
     log,
     options: { connectTimeoutMs, maxPacketSize, maxTopicLength, maxTopicLevels, maxSubscriptionsPerClient },
     counters: newCounters(),
     access,
     shuttingDown: false,
   };
-  // Read permission is checked per delivery against the subscriber session's owner; without an
-  // ACL the hook stays unset and routing does not pay for it.
-  if (access.hasAcl) context.distributor.canRead = (session, topic) => access.canRead(session.clientId, session.owner, topic);
   const connections = new Set<Connection>();
   let listeners: Listener[] = [];
   let closing: Promise<void> | undefined;
@@ -218,7 +256,7 @@ export function createBroker(options: BrokerOptions = {}): Broker {
   const accept = (socket: Socket, listener: ListenerInfo, certificateUser: string | undefined) => {
     // A TLS socket was admitted when it connected, and no longer counts as a handshake here.
     if (!admit(socket)) return;
-    const connection = new Connection(socket, context, listener, certificateUser);
+    const connection = new Connection(socket, context, dispatch, listener, certificateUser);
     connections.add(connection);
     void connection.closed.then(() => connections.delete(connection));
   };
@@ -231,27 +269,22 @@ export function createBroker(options: BrokerOptions = {}): Broker {
       // First: a password or ACL file that does not parse stops the start before anything is opened.
       await access.start();
       await volatile.open();
-      const restoring = openStore({
-        durable,
-        sessions,
-        location: durable instanceof LevelRepository ? durable.location : undefined,
-        onCorrupt: options.storeOnCorrupt ?? 'fail',
-        log,
-      });
+      const restoring = openStore({ durable, sessions, distributor, onCorrupt: options.storeOnCorrupt ?? 'fail', log });
       const restored = await restoring.catch((error: unknown) => {
         access.close();
         throw error;
       });
       try {
         log.info(`restored ${restored.sessions} persistent sessions and ${restored.retained} retained messages`);
-        if (adminEnabled && durable instanceof LevelRepository) {
+        if (adminEnabled && onDisk) {
           const path = join(dataDir, 'admin.sock');
           try {
             admin = await AdminServer.start({
               path,
-              store: join(dataDir, 'store'),
-              inspector: durable.inspector(),
+              store: onDisk.location,
+              inspector: onDisk.inspector(),
               sessions,
+              distributor,
               log,
               counters: context.counters,
             });

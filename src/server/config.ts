@@ -9,11 +9,20 @@ import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import { dirname, extname, resolve } from 'node:path';
 import { BrokerError, ErrorCodes, errorMessage } from '../errors.js';
+import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '../logger.js';
 import { OPTION_RANGES, type BrokerOptions } from './broker.js';
 import type { ListenerOptions, TlsListenerOptions } from './listeners.js';
 
-/** What a config file can set: BrokerOptions less the ones only embedders can give (log, repository, admin). */
-export type ConfigOptions = Omit<BrokerOptions, 'log' | 'repository' | 'admin'>;
+/**
+ * What a config file can set: BrokerOptions less the ones only embedders can give (log, repository,
+ * admin), plus how the command line's logger prints (an embedder passes a Logger of its own).
+ */
+export type ConfigOptions = Omit<BrokerOptions, 'log' | 'repository' | 'admin'> & LogOptions;
+
+export interface LogOptions {
+  logLevel?: LogLevel;
+  logFormat?: LogFormat;
+}
 
 const TOP_KEYS = [
   'data_dir',
@@ -23,6 +32,8 @@ const TOP_KEYS = [
   'password_file',
   'acl_file',
   'store_on_corrupt',
+  'log_level',
+  'log_format',
   'listeners',
   'limits',
 ] as const;
@@ -47,6 +58,9 @@ const LIMITS = Object.fromEntries(
       ['max_topic_length', 'maxTopicLength'],
       ['max_topic_levels', 'maxTopicLevels'],
       ['max_subscriptions_per_client', 'maxSubscriptionsPerClient'],
+      ['max_sessions', 'maxSessions'],
+      ['max_subscriptions', 'maxSubscriptions'],
+      ['max_subscription_bytes', 'maxSubscriptionBytes'],
     ] as const
   ).map(([key, option]) => [key, { option, ...OPTION_RANGES[option] }]),
 ) as Record<string, { option: keyof typeof OPTION_RANGES; min: number; max: number }>;
@@ -127,6 +141,10 @@ export async function configToOptions(raw: unknown, file: string): Promise<Confi
   if (aclFile !== undefined) options.aclFile = aclFile;
   const storeOnCorrupt = check.oneOf(top, 'store_on_corrupt', 'store_on_corrupt', ['fail', 'move-aside'] as const);
   if (storeOnCorrupt !== undefined) options.storeOnCorrupt = storeOnCorrupt;
+  const logLevel = check.oneOf(top, 'log_level', 'log_level', LOG_LEVELS);
+  if (logLevel !== undefined) options.logLevel = logLevel;
+  const logFormat = check.oneOf(top, 'log_format', 'log_format', LOG_FORMATS);
+  if (logFormat !== undefined) options.logFormat = logFormat;
 
   if (top['listeners'] !== undefined) {
     const listeners = await readListeners(check, top['listeners']);

@@ -1,6 +1,7 @@
 import { basename, dirname } from 'node:path';
 import { BrokerError, ErrorCodes } from '../errors.js';
 import type { Logger } from '../logger.js';
+import type { Distributor } from '../session/distributor.js';
 import type { SessionManager } from '../session/session-manager.js';
 import type { SessionRepository } from '../store/repository.js';
 import { damageDetail, isStoreDamage, moveStoreAside } from '../store/store-damage.js';
@@ -10,8 +11,7 @@ export type StoreOnCorrupt = 'fail' | 'move-aside';
 export interface StoreStartup {
   durable: SessionRepository;
   sessions: SessionManager;
-  /** The LevelDB directory; undefined for an injected repository, which is never moved. */
-  location: string | undefined;
+  distributor: Distributor;
   onCorrupt: StoreOnCorrupt;
   log: Logger;
 }
@@ -23,9 +23,11 @@ export interface StoreStartup {
  * broker starts with an empty store. Never a silent empty start.
  */
 export async function openStore(startup: StoreStartup): Promise<{ sessions: number; retained: number }> {
-  const { durable, sessions, location, onCorrupt, log } = startup;
+  const { durable, onCorrupt, log } = startup;
+  // An injected repository without a directory is never moved.
+  const location = durable.onDisk?.location;
   try {
-    return await openAndRestore(durable, sessions);
+    return await openAndRestore(startup);
   } catch (error) {
     if (location === undefined || !isStoreDamage(error)) throw error;
     const problem = error instanceof BrokerError && error.code === ErrorCodes.STORE_CORRUPT ? error.message : `the store at ${location} is damaged: ${damageDetail(error)}`;
@@ -42,14 +44,20 @@ export async function openStore(startup: StoreStartup): Promise<{ sessions: numb
     }
     const aside = moveStoreAside(location);
     log.warn(`${problem}; moved it aside to ${aside} (--move-corrupt-store-aside) and starting with an empty store`);
-    return openAndRestore(durable, sessions);
+    return openAndRestore(startup);
   }
 }
 
-async function openAndRestore(durable: SessionRepository, sessions: SessionManager): Promise<{ sessions: number; retained: number }> {
+async function openAndRestore({ durable, sessions, distributor }: StoreStartup): Promise<{ sessions: number; retained: number }> {
   await durable.open();
   try {
-    return await sessions.restore();
+    // Both read before either is applied: a store that turns out damaged half-way leaves nothing
+    // behind, so the broker can move it aside and restore from an empty one.
+    const stored = await durable.loadSessions();
+    const retained = await durable.loadRetained();
+    sessions.restore(stored);
+    distributor.restoreRetained(retained);
+    return { sessions: stored.length, retained: retained.length };
   } catch (error) {
     await durable.close();
     throw error;

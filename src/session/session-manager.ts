@@ -1,60 +1,122 @@
 import { BrokerError, ErrorCodes } from '../errors.js';
 import type { Logger } from '../logger.js';
-import { RetainedIndex } from '../routing/retained-index.js';
-import { TopicTree } from '../routing/topic-tree.js';
-import type { QoS, SessionRepository, Subscription } from '../store/repository.js';
-import { Session, type OutboundChannel, type SessionLimits } from './session.js';
+import type { TopicTree } from '../routing/topic-tree.js';
+import type { QoS, SessionRepository, StoredSession, Subscription } from '../store/repository.js';
+import { Session, type OutboundChannel, type SessionLink, type SessionPolicy } from './session.js';
 
 export interface SessionManagerOptions {
-  /** Persistent (CleanSession=0) sessions and retained messages. */
+  /** Persistent (CleanSession=0) sessions. */
   durable: SessionRepository;
   /** CleanSession=1 sessions: gone with their connection, so never written to disk. */
   volatile: SessionRepository;
-  limits: SessionLimits;
+  /** The routing table; the manager is its one writer, keeping it equal to the stored subscriptions. */
+  subscriptions: TopicTree;
+  /** Limits and the ACL's read check, the same for every session. */
+  policy: SessionPolicy;
+  /** What all sessions together may hold in memory (defaults: none, for tests and embedders that bound it themselves). */
+  budget?: Partial<SessionBudget>;
   log: Logger;
+}
+
+/**
+ * Broker-wide limits on what sessions hold in memory whether or not their clients are connected:
+ * every persistent session and every subscription is in memory (routing needs them), and a
+ * restart loads all of them again, so they are bounded when they are taken, never at load.
+ */
+export interface SessionBudget {
+  /** Persistent sessions (CleanSession=0); a CONNECT that would create one more is refused with 0x03. */
+  maxSessions: number;
+  /** Subscriptions (session and filter) of all sessions; new filters beyond it get 0x80. */
+  maxSubscriptions: number;
+  /**
+   * Memory of the subscriptions as counted: per subscription its filter and SUBSCRIPTION_BYTES, per
+   * routing tree node its level and NODE_BYTES. New filters that would take it past this get 0x80.
+   */
+  maxSubscriptionBytes: number;
+}
+
+/** What one subscription costs besides its filter: its entry in the session and in a tree node, rounded up. */
+export const SUBSCRIPTION_BYTES = 96;
+
+function subscriptionBytes(filter: string): number {
+  return SUBSCRIPTION_BYTES + 2 * filter.length;
+}
+
+/** What a SUBSCRIBE got: the subscriptions stored and routed, in the order asked; the rest was over the budget. */
+export interface Subscribed {
+  accepted: Subscription[];
 }
 
 export interface StartResult {
   session: Session;
+  /** The session as the connection holds it until it ends. */
+  link: SessionLink;
   /** CONNACK session present flag [MQTT-3.2.2-2] [MQTT-3.2.2-3]. */
   sessionPresent: boolean;
 }
 
 /**
  * Owns every session: looks them up, starts them (new or resumed), closes them (state kept) and
- * destroys them (state discarded). It also owns the routing table, which always mirrors the
- * stored subscriptions. Operations on one client id run one at a time, so a takeover racing a
+ * destroys them (state discarded). It also keeps the routing table equal to the stored
+ * subscriptions. Operations on one client id run one at a time, so a takeover racing a
  * disconnect cannot interleave.
  */
 export class SessionManager {
-  readonly topics = new TopicTree();
-  readonly retained = new RetainedIndex();
-  readonly durable: SessionRepository;
-  readonly volatile: SessionRepository;
+  readonly #durable: SessionRepository;
+  readonly #volatile: SessionRepository;
+  readonly #subscriptions: TopicTree;
   readonly #sessions = new Map<string, Session>();
-  readonly #limits: SessionLimits;
+  readonly #policy: SessionPolicy;
+  readonly #budget: SessionBudget;
   readonly #log: Logger;
   readonly #locks = new Map<string, Promise<unknown>>();
+  #persistentSessions = 0;
+  /** Subscriptions held and their counted bytes (the tree counts its nodes itself). */
+  #subscriptionCount = 0;
+  #subscriptionBytes = 0;
+  /** Taken by SUBSCRIBEs whose store write is under way: counted against the budget already. */
+  #reservedCount = 0;
+  #reservedBytes = 0;
+  /** The budget is being refused (logged once per episode). */
+  #overBudget = false;
 
   constructor(options: SessionManagerOptions) {
-    this.durable = options.durable;
-    this.volatile = options.volatile;
-    this.#limits = options.limits;
+    this.#durable = options.durable;
+    this.#volatile = options.volatile;
+    this.#subscriptions = options.subscriptions;
+    this.#policy = options.policy;
+    this.#budget = { maxSessions: Infinity, maxSubscriptions: Infinity, maxSubscriptionBytes: Infinity, ...options.budget };
     this.#log = options.log;
   }
 
-  /** Loads what routing needs: every persistent session's subscriptions and the retained messages. */
-  async restore(): Promise<{ sessions: number; retained: number }> {
-    // Both read before either is applied: a store that turns out damaged half-way leaves nothing
-    // behind, so the broker can move it aside and restore from an empty one.
-    const stored = await this.durable.loadSessions();
-    const retained = await this.durable.loadRetained();
+  /**
+   * The persistent sessions read from the store at start, with their subscriptions routed. All of
+   * them, whatever the budget says now: they were accepted within the one in force then, and a
+   * restart must bring back what was accepted. New ones wait until the holdings are below it.
+   */
+  restore(stored: StoredSession[]): void {
     for (const { clientId, subscriptions, owner } of stored) {
       const session = this.#newSession(clientId, false, owner);
       for (const { filter, qos } of subscriptions) this.#route(session, filter, qos);
     }
-    for (const message of retained) this.retained.set(message);
-    return { sessions: stored.length, retained: retained.length };
+    const usage = this.usage;
+    const { maxSessions, maxSubscriptions, maxSubscriptionBytes } = this.#budget;
+    if (usage.sessions > maxSessions || usage.subscriptions > maxSubscriptions || usage.subscriptionBytes > maxSubscriptionBytes) {
+      this.#log.warn(
+        `the store holds more than the session limits allow (${usage.sessions} persistent sessions, ${usage.subscriptions} subscriptions, ` +
+          `${usage.subscriptionBytes} bytes of subscriptions; max_sessions ${maxSessions}, max_subscriptions ${maxSubscriptions}, ` +
+          `max_subscription_bytes ${maxSubscriptionBytes}): all of it is served, new sessions and subscriptions are refused until it is below them`,
+      );
+    }
+  }
+
+  /** What sessions hold now, as the budget counts it. */
+  get usage(): { sessions: number; subscriptions: number; subscriptionBytes: number } {
+    return {
+      sessions: this.#persistentSessions,
+      subscriptions: this.#subscriptionCount,
+      subscriptionBytes: this.#subscriptionBytes + this.#subscriptions.bytes,
+    };
   }
 
   lookup(clientId: string): Session | undefined {
@@ -84,6 +146,14 @@ export class SessionManager {
       if (session && session.owner !== owner) {
         throw new BrokerError(ErrorCodes.SESSION_OWNED_BY_OTHER, `the session of client ${JSON.stringify(clientId)} belongs to another user`);
       }
+      // Checked before anything is touched, like the owner: a refused CONNECT takes nothing over.
+      const resumesPersistent = !clean && session !== undefined && !session.clean;
+      if (!clean && !resumesPersistent && this.#persistentSessions >= this.#budget.maxSessions) {
+        throw new BrokerError(
+          ErrorCodes.SESSION_LIMIT_REACHED,
+          `max_sessions (${this.#budget.maxSessions}) persistent sessions are stored: no new one for client ${JSON.stringify(clientId)}`,
+        );
+      }
       if (session?.channel) {
         const previous = session.channel;
         session.unlink(previous);
@@ -101,17 +171,16 @@ export class SessionManager {
       if (!session) {
         session = this.#newSession(clientId, clean, owner);
         try {
-          await session.repository.createSession(clientId, owner);
+          await session.create();
         } catch (error) {
-          this.#sessions.delete(clientId);
+          this.#forget(session);
           throw error;
         }
       } else if (!session.clean) {
-        // A resumed persistent session: its client is seen now (a new one got that from createSession).
-        await session.repository.touchSession(clientId);
+        // A resumed persistent session: its client is seen now (a new one got that from create).
+        await session.touch();
       }
-      session.link(channel);
-      return { session, sessionPresent };
+      return { session, link: session.link(channel), sessionPresent };
     });
   }
 
@@ -123,7 +192,7 @@ export class SessionManager {
     return this.#exclusive(session.clientId, async () => {
       if (!session.unlink(channel)) return;
       if (session.clean) await this.#discard(session);
-      else await session.repository.touchSession(session.clientId);
+      else await session.touch();
     });
   }
 
@@ -143,37 +212,78 @@ export class SessionManager {
   }
 
   /**
-   * Stores the subscriptions, then routes them: nothing is routed that a restart would forget.
-   * Only while the session still belongs to `channel`: a SUBSCRIBE of a connection that was
+   * Stores the subscriptions the budget allows, then routes them: nothing is routed that a restart
+   * would forget. A filter the session holds already is replaced whatever the budget [MQTT-3.8.4-3];
+   * a new one is taken while it fits (see SessionBudget), so a SUBSCRIBE may get part of what it
+   * asked. Only while the session still belongs to `channel`: a SUBSCRIBE of a connection that was
    * taken over (or closed and its clean session discarded) while it waited must not add state to
-   * the session that follows [MQTT-3.1.2-6]. Returns false, having done nothing, otherwise.
+   * the session that follows [MQTT-3.1.2-6]. Returns undefined, having done nothing, otherwise.
    */
-  subscribe(session: Session, subscriptions: Subscription[], channel: OutboundChannel): Promise<boolean> {
+  subscribe(session: Session, subscriptions: Subscription[], channel: OutboundChannel): Promise<Subscribed | undefined> {
     return this.#exclusive(session.clientId, async () => {
-      if (session.channel !== channel) return false;
-      await session.repository.subscribe(session.clientId, subscriptions);
-      for (const { filter, qos } of subscriptions) this.#route(session, filter, qos);
-      return true;
+      if (session.channel !== channel) return undefined;
+      const { accepted, count, bytes } = this.#fit(session, subscriptions);
+      if (accepted.length === 0) return { accepted };
+      // Held against the budget while the write runs, so concurrent SUBSCRIBEs cannot all fit.
+      this.#reservedCount += count;
+      this.#reservedBytes += bytes;
+      try {
+        await session.storeSubscriptions(accepted);
+      } finally {
+        this.#reservedCount -= count;
+        this.#reservedBytes -= bytes;
+      }
+      for (const { filter, qos } of accepted) this.#route(session, filter, qos);
+      return { accepted };
     });
+  }
+
+  /** The subscriptions that fit the budget, in order, and what the new ones among them cost. */
+  #fit(session: Session, subscriptions: Subscription[]): { accepted: Subscription[]; count: number; bytes: number } {
+    const { maxSubscriptions, maxSubscriptionBytes } = this.#budget;
+    const plan = this.#subscriptions.plan();
+    const accepted: Subscription[] = [];
+    let count = 0;
+    let bytes = 0;
+    let refused = 0;
+    for (const subscription of subscriptions) {
+      if (session.subscriptions.has(subscription.filter)) {
+        accepted.push(subscription);
+        continue;
+      }
+      const cost = subscriptionBytes(subscription.filter) + plan.add(subscription.filter);
+      const usage = this.usage;
+      if (
+        usage.subscriptions + this.#reservedCount + count + 1 > maxSubscriptions ||
+        usage.subscriptionBytes + this.#reservedBytes + bytes + cost > maxSubscriptionBytes
+      ) {
+        refused++;
+        continue;
+      }
+      accepted.push(subscription);
+      count++;
+      bytes += cost;
+    }
+    if (refused > 0 && !this.#overBudget) {
+      this.#overBudget = true;
+      this.#log.warn(
+        `client ${JSON.stringify(session.clientId)}: ${refused} new subscriptions refused (0x80): the broker holds ` +
+          `max_subscriptions (${maxSubscriptions}) or max_subscription_bytes (${maxSubscriptionBytes}); logged once until subscriptions fit again`,
+      );
+    } else if (refused === 0 && count > 0) {
+      this.#overBudget = false;
+    }
+    return { accepted, count, bytes };
   }
 
   /** Like `subscribe`: only while the session still belongs to `channel`. */
   unsubscribe(session: Session, filters: string[], channel: OutboundChannel): Promise<boolean> {
     return this.#exclusive(session.clientId, async () => {
       if (session.channel !== channel) return false;
-      await session.repository.unsubscribe(session.clientId, filters);
-      for (const filter of filters) {
-        session.subscriptions.delete(filter);
-        this.topics.remove(filter, session.clientId);
-      }
+      await session.removeSubscriptions(filters);
+      for (const filter of filters) this.#unroute(session, filter);
       return true;
     });
-  }
-
-  /** Removes a retained message: from the store first, then from memory (broker-admin). */
-  async clearRetained(topic: string): Promise<void> {
-    await this.durable.clearRetained(topic);
-    this.retained.delete(topic);
   }
 
   /** Ends every connection and waits for session operations under way. */
@@ -186,30 +296,48 @@ export class SessionManager {
   }
 
   #newSession(clientId: string, clean: boolean, owner: string | undefined): Session {
-    const repository = clean ? this.volatile : this.durable;
-    const session = new Session(clientId, clean, repository, this.#limits, this.#log, owner);
+    const repository = clean ? this.#volatile : this.#durable;
+    const session = new Session(clientId, clean, repository, this.#policy, this.#log, owner);
     this.#sessions.set(clientId, session);
+    if (!clean) this.#persistentSessions++;
     return session;
   }
 
+  #forget(session: Session): void {
+    if (this.#sessions.get(session.clientId) !== session) return;
+    this.#sessions.delete(session.clientId);
+    if (!session.clean) this.#persistentSessions--;
+  }
+
   #route(session: Session, filter: string, qos: QoS): void {
+    if (!session.subscriptions.has(filter)) {
+      this.#subscriptionCount++;
+      this.#subscriptionBytes += subscriptionBytes(filter);
+    }
     session.subscriptions.set(filter, qos);
-    this.topics.add(filter, session.clientId, qos);
+    this.#subscriptions.add(filter, session.clientId, qos);
+  }
+
+  #unroute(session: Session, filter: string): void {
+    if (!session.subscriptions.delete(filter)) return;
+    this.#subscriptionCount--;
+    this.#subscriptionBytes -= subscriptionBytes(filter);
+    this.#subscriptions.remove(filter, session.clientId);
   }
 
   /** Unroutes first, so no new message is queued for a session whose state is being deleted. */
   async #discard(session: Session): Promise<void> {
     const subscriptions = [...session.subscriptions];
-    for (const filter of session.subscriptions.keys()) this.topics.remove(filter, session.clientId);
-    session.subscriptions.clear();
-    this.#sessions.delete(session.clientId);
+    for (const filter of subscriptions.map(([filter]) => filter)) this.#unroute(session, filter);
+    this.#forget(session);
     try {
-      await session.repository.destroySession(session.clientId);
+      await session.destroy();
     } catch (error) {
       // Not deleted (a failed store write): the session is still stored, so it stays here too,
       // routed as before, and a later clean start discards it [MQTT-3.1.2-6].
       if (!this.#sessions.has(session.clientId)) {
         this.#sessions.set(session.clientId, session);
+        if (!session.clean) this.#persistentSessions++;
         for (const [filter, qos] of subscriptions) this.#route(session, filter, qos);
       }
       throw error;

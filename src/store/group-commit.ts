@@ -278,11 +278,12 @@ interface BatchBackend {
 /**
  * Writes a batch through classic-level's implementor methods, below abstract-level's public
  * `batch()`. That copies and re-validates every operation, re-encoding keys and values that are
- * already strings and bytes (15% of the broker's CPU when draining a queue); and handing the
- * binding an array of operations makes it read each one's properties back across N-API, three
- * times more main-thread time per operation than adding them one call each. Our keys are strings
- * and our values Uint8Arrays, the two forms the binding takes as they are; no hooks or write
- * events are used on this database.
+ * already strings and bytes; and handing the binding an array of operations makes it read each
+ * one's properties back across N-API, costlier per operation than adding them one call each
+ * (both measured: bench/results/figures-behind-code.md). Our keys are strings and our values
+ * Uint8Arrays, the two forms the binding takes as they are; no hooks or write events are used on
+ * this database. These are internals: classic-level is pinned to an exact version in
+ * package.json, and test/deps/dependency-internals.test.ts states what this relies on.
  */
 async function writeBatch(db: Db, operations: Operation[], sync: boolean): Promise<void> {
   if (db.status !== 'open') throw new BrokerError(ErrorCodes.STORE_CLOSED, `the store is ${db.status}`);

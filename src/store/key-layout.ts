@@ -10,8 +10,8 @@
  *   b\0<client>\0<filter>        subscription                  { q: qos }
  *   q\0<client>\0<seq>           outbound queue entry          { q, r, m, z } or { q, r, t, p, o }
  *   n\0<client>                  queue size and drops          { m: messages, b: bytes, d: dropped }
- *   w\0<client>                  sent watermark: entries up to this seq were sent  { s: seq }
- *   f\0<client>\0<seq>           outbound QoS2 entry released by PUBREC           { s: 2, i: packetId }
+ *   w\0<client>                  DUP mark: entries up to this seq go out with DUP=1  { s: seq }
+ *   f\0<client>\0<seq>           outbound QoS2 entry released by PUBREC             { s: 2, i: packetId }
  *   i\0<client>\0<packetId>      inbound QoS2 awaiting PUBREL  { a: receivedAt }
  *   m\0<messageId>               message body shared by ≥ 2 queue entries { t, p, o }
  *   c\0<messageId>               how many queue entries still reference that body
@@ -19,9 +19,16 @@
  *
  * A message delivered to one session is stored inline in its queue entry (one key, no count);
  * only fan-out stores the body once and counts references.
+ *
+ * The DUP mark is one number per session rather than a record per message, since a session sends
+ * its entries in seq order: it is raised before a PUBLISH leaves (written ahead over the whole
+ * window in memory), so every entry at or below it may have reached the client and is delivered
+ * with DUP=1 from then on [MQTT-3.3.1-1]; an entry above it has certainly never been sent.
+ *
+ * This file is the one place that knows how keys are built and taken apart (`keys`, `parseKey`).
  */
 
-import type { Message, OutboundState } from './repository.js';
+import type { Message, OutboundState } from './model.js';
 
 export const FORMAT_KEY = '!format';
 export const FORMAT_VERSION = 1;
@@ -60,15 +67,16 @@ export const keys = {
     gt: `q${SEP}${clientId}${SEP}${hex(seq, 12)}`,
     lt: `q${SEP}${clientId}${END}`,
   }),
+  /** The seq of a queue entry or release key (both end in the same 12 hex digits). */
   seqOfQueueKey: (key: string) => parseInt(key.slice(key.length - 12), 16),
 
-  sentThrough: (clientId: string) => `w${SEP}${clientId}`,
+  dupMark: (clientId: string) => `w${SEP}${clientId}`,
   queueStats: (clientId: string) => `n${SEP}${clientId}`,
   allQueueStats: (): KeyRange => ({ gt: `n${SEP}`, lt: `n${END}` }),
   clientIdOfQueueStats: (key: string) => key.slice(2),
 
-  flight: (clientId: string, seq: number) => `f${SEP}${clientId}${SEP}${hex(seq, 12)}`,
-  flights: (clientId: string): KeyRange => ({ gt: `f${SEP}${clientId}${SEP}`, lt: `f${SEP}${clientId}${END}` }),
+  release: (clientId: string, seq: number) => `f${SEP}${clientId}${SEP}${hex(seq, 12)}`,
+  releases: (clientId: string): KeyRange => ({ gt: `f${SEP}${clientId}${SEP}`, lt: `f${SEP}${clientId}${END}` }),
 
   inbound: (clientId: string, packetId: number) => `i${SEP}${clientId}${SEP}${hex(packetId, 4)}`,
   inbounds: (clientId: string): KeyRange => ({ gt: `i${SEP}${clientId}${SEP}`, lt: `i${SEP}${clientId}${END}` }),
@@ -115,10 +123,10 @@ export interface QueueStatsValue {
   b: number;
   d: number;
 }
-export interface SentThroughValue {
+export interface DupMarkValue {
   s: number;
 }
-export interface FlightValue {
+export interface ReleaseValue {
   /** Always 2 (released); 1 (sent) belonged to per-message sent records, replaced by the watermark. */
   s: 2;
   i: number;
@@ -154,8 +162,8 @@ export const isQueueEntryValue = (value: unknown): value is QueueEntryValue =>
   ((isCount(value.m) && isCount(value.z)) || (typeof value.t === 'string' && isBytes(value.p) && isQoS(value.o)));
 export const isQueueStatsValue = (value: unknown): value is QueueStatsValue =>
   isObject(value) && isCount(value.m) && isCount(value.b) && isCount(value.d);
-export const isSentThroughValue = (value: unknown): value is SentThroughValue => isObject(value) && isCount(value.s);
-export const isFlightValue = (value: unknown): value is FlightValue =>
+export const isDupMarkValue = (value: unknown): value is DupMarkValue => isObject(value) && isCount(value.s);
+export const isReleaseValue = (value: unknown): value is ReleaseValue =>
   isObject(value) && value.s === 2 && isCount(value.i) && (value.i as number) <= 65535;
 export const isInboundValue = (value: unknown): value is InboundValue => isObject(value) && isNumber(value.a);
 export const isBodyValue = (value: unknown): value is BodyValue =>
@@ -178,8 +186,106 @@ export function bodyMessage(body: BodyValue): Message {
   return { topic: body.t, payload: toBuffer(body.p), qos: body.o };
 }
 
-/** An entry is released once PUBREC was stored for it, else sent up to the watermark, else queued. */
-export function outboundStateOf(seq: number, sentThrough: number, flight: FlightValue | undefined): OutboundState {
-  if (flight) return 'released';
-  return seq <= sentThrough ? 'sent' : 'queued';
+/** An entry is released once PUBREC was stored for it, else 'dup' up to the DUP mark, else queued. */
+export function outboundStateOf(seq: number, dupMark: number, release: ReleaseValue | undefined): OutboundState {
+  if (release) return 'released';
+  return seq <= dupMark ? 'dup' : 'queued';
+}
+
+/** A key of the layout, taken apart; `malformed`: one of our kinds with parts that do not fit it. */
+export type ParsedKey =
+  | { kind: 'format' }
+  | { kind: 'sync-mark' }
+  | { kind: 'session'; clientId: string }
+  | { kind: 'subscription'; clientId: string; filter: string }
+  | { kind: 'queue-entry'; clientId: string; seq: number }
+  | { kind: 'queue-stats'; clientId: string }
+  | { kind: 'dup-mark'; clientId: string }
+  | { kind: 'release'; clientId: string; seq: number }
+  | { kind: 'inbound'; clientId: string; packetId: number }
+  | { kind: 'body'; messageId: number }
+  | { kind: 'ref-count'; messageId: number }
+  | { kind: 'retained'; topic: string }
+  | { kind: 'malformed'; expected: string }
+  | { kind: 'unknown' };
+
+const HEX12 = /^[0-9a-f]{12}$/;
+const HEX4 = /^[0-9a-f]{4}$/;
+
+/** `<kind>\0<client>` with no further part, or undefined. */
+function clientOnly(key: string): string | undefined {
+  const clientId = key.slice(2);
+  return clientId.includes(SEP) ? undefined : clientId;
+}
+
+/** [client, number] of `<kind>\0<client>\0<fixed-width hex>`, or undefined. */
+function clientAndNumber(key: string, width: 12 | 4): [string, number] | undefined {
+  const at = key.length - width - 1;
+  if (at < 2 || key[at] !== SEP) return undefined;
+  const clientId = key.slice(2, at);
+  const digits = key.slice(at + 1);
+  if (clientId.includes(SEP) || !(width === 12 ? HEX12 : HEX4).test(digits)) return undefined;
+  return [clientId, parseInt(digits, 16)];
+}
+
+/** A 12-digit hex message id after `<kind>\0`, or undefined. */
+function messageIdOf(key: string): number | undefined {
+  const digits = key.slice(2);
+  return HEX12.test(digits) ? parseInt(digits, 16) : undefined;
+}
+
+/**
+ * Takes any key of a store apart. Hot paths use the `keys` accessors on keys they built themselves;
+ * this is for keys of unknown origin (verify, inspection, the damage checks).
+ */
+export function parseKey(key: string): ParsedKey {
+  if (key === FORMAT_KEY) return { kind: 'format' };
+  if (key === SYNC_MARK_KEY) return { kind: 'sync-mark' };
+  if (key[1] !== SEP) return { kind: 'unknown' };
+  const malformed = (expected: string): ParsedKey => ({ kind: 'malformed', expected });
+  switch (key[0]) {
+    case 's':
+      return { kind: 'session', clientId: key.slice(2) };
+    case 'b': {
+      const at = key.indexOf(SEP, 2);
+      return at < 0 ? malformed('b\\0<client>\\0<filter>') : { kind: 'subscription', clientId: key.slice(2, at), filter: key.slice(at + 1) };
+    }
+    case 'q': {
+      const parts = clientAndNumber(key, 12);
+      return parts ? { kind: 'queue-entry', clientId: parts[0], seq: parts[1] } : malformed('q\\0<client>\\0<12 hex digits>');
+    }
+    case 'f': {
+      const parts = clientAndNumber(key, 12);
+      return parts ? { kind: 'release', clientId: parts[0], seq: parts[1] } : malformed('f\\0<client>\\0<12 hex digits>');
+    }
+    case 'i': {
+      const parts = clientAndNumber(key, 4);
+      return parts ? { kind: 'inbound', clientId: parts[0], packetId: parts[1] } : malformed('i\\0<client>\\0<4 hex digits>');
+    }
+    case 'n': {
+      const clientId = clientOnly(key);
+      return clientId === undefined ? malformed('n\\0<client>') : { kind: 'queue-stats', clientId };
+    }
+    case 'w': {
+      const clientId = clientOnly(key);
+      return clientId === undefined ? malformed('w\\0<client>') : { kind: 'dup-mark', clientId };
+    }
+    case 'm': {
+      const messageId = messageIdOf(key);
+      return messageId === undefined ? malformed('m\\0<12 hex digits>') : { kind: 'body', messageId };
+    }
+    case 'c': {
+      const messageId = messageIdOf(key);
+      return messageId === undefined ? malformed('c\\0<12 hex digits>') : { kind: 'ref-count', messageId };
+    }
+    case 'r':
+      return { kind: 'retained', topic: key.slice(2) };
+    default:
+      return { kind: 'unknown' };
+  }
+}
+
+/** Whether a key has the shape of this layout's keys (the test for "broker data" in a store without its marker). */
+export function isBrokerKey(key: string): boolean {
+  return parseKey(key).kind !== 'unknown';
 }

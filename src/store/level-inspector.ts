@@ -1,32 +1,28 @@
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
-import { ClassicLevel } from 'classic-level';
 import { BrokerError, ErrorCodes } from '../errors.js';
 import { decode } from './codec.js';
 import {
-  FORMAT_KEY,
-  FORMAT_VERSION,
   isBodyValue,
-  isFlightValue,
+  isReleaseValue,
   isInboundValue,
-  isNumber,
   isQueueEntryValue,
   isQueueStatsValue,
   isRetainedValue,
-  isSentThroughValue,
+  isDupMarkValue,
   isSessionValue,
   isSubscriptionValue,
   bodyMessage,
   inlineMessage,
   keys,
   outboundStateOf,
+  parseKey,
   toBuffer,
   type QueueEntryValue,
   type SessionValue,
 } from './key-layout.js';
-import type { Message, OutboundState, QoS, RetainedMessage, Subscription } from './repository.js';
+import type { Message, OutboundState, QoS, RetainedMessage, Subscription } from './model.js';
 import { verifyStore, type VerifyEvent } from './level-verify.js';
-import { checkStoreFiles, isStoreDamage } from './store-damage.js';
+import type { LevelDatabase } from './level-database.js';
+import { openLevelStore } from './store-opening.js';
 
 /**
  * Read-only access to the raw LevelDB store, for broker-admin. Everything it shows is read
@@ -37,8 +33,7 @@ import { checkStoreFiles, isStoreDamage } from './store-damage.js';
  * (async iterators over key ranges): a queue is never loaded whole into memory.
  */
 
-export type LevelDb = ClassicLevel<string, Uint8Array>;
-type Snapshot = ReturnType<LevelDb['snapshot']>;
+type Snapshot = ReturnType<LevelDatabase['snapshot']>;
 
 export interface InspectedSession {
   clientId: string;
@@ -60,7 +55,7 @@ export interface InspectedEntry {
   qos: QoS;
   retain: boolean;
   state: OutboundState;
-  /** Stored for 'released' entries only; a 'sent' entry's packet id is derived from its seq by the session layer. */
+  /** Stored for 'released' entries only; a 'dup' entry's packet id is derived from its seq by the session layer. */
   packetId?: number;
   /** Id of the shared body (m\0…) when the message is stored once for several sessions. */
   sharedBody?: number;
@@ -87,12 +82,6 @@ export interface InspectedInbound {
   receivedAt: number;
 }
 
-export interface FormatStatus {
-  present: boolean;
-  version?: number;
-  supported: boolean;
-}
-
 /** Counts and sizes of a whole store. */
 export interface StoreTotals {
   sessions: number;
@@ -115,52 +104,22 @@ export interface StoreTotals {
 /** The whole key space: every key of the layout is ASCII-led UTF-8, so 0xFF sorts after it. */
 const ALL = { start: Buffer.alloc(0), end: Buffer.from([0xff]) };
 
-/** Opens a stopped broker's store for reading: never creates it, never writes a key. */
+/**
+ * Opens a stopped broker's store for reading: never creates it, never writes a key. Without
+ * `requireFormat` (verify), a store whose format marker is missing or unknown opens too, so that
+ * verify can report it with everything else.
+ */
 export async function openStoreForInspection(location: string, options: { requireFormat?: boolean } = {}): Promise<LevelInspector> {
-  // Damage LevelDB's recovery would "repair" by dropping data is reported, not repaired.
-  checkStoreFiles(location);
-  // LevelDB writes CURRENT when it creates a database: no CURRENT, no database. Checked first so
-  // that a wrong directory is left exactly as it was.
-  if (!existsSync(join(location, 'CURRENT'))) {
-    throw new BrokerError(ErrorCodes.STORE_NOT_A_BROKER_STORE, `there is no broker store at ${location}`);
-  }
-  const db: LevelDb = new ClassicLevel<string, Uint8Array>(location, {
-    keyEncoding: 'utf8',
-    valueEncoding: 'view',
-    createIfMissing: false,
-  });
-  try {
-    await db.open();
-  } catch (error) {
-    const cause = (error as { cause?: { code?: string } }).cause;
-    if (cause?.code === 'LEVEL_LOCKED') {
-      throw new BrokerError(ErrorCodes.STORE_LOCKED, `the store at ${location} is in use by another process`, { cause: error });
-    }
-    // LevelDB's own words are in the cause ("Database failed to open" says nothing).
-    const detail = (error as { cause?: { message?: string } }).cause?.message ?? String(error);
-    if (isStoreDamage(error)) {
-      throw new BrokerError(ErrorCodes.STORE_CORRUPT, `the store at ${location} is damaged: LevelDB reports "${detail}"`, { cause: error });
-    }
-    throw new BrokerError(ErrorCodes.STORE_OPEN_FAILED, `cannot open the store at ${location}: ${detail}`, { cause: error });
-  }
-  const inspector = new LevelInspector(db, { owned: true });
-  if (options.requireFormat ?? true) {
-    try {
-      await inspector.requireFormat(location);
-    } catch (error) {
-      await inspector.close();
-      throw error;
-    }
-  }
-  return inspector;
+  const db = await openLevelStore(location, { purpose: 'inspect', skipFormatCheck: !(options.requireFormat ?? true) });
+  return new LevelInspector(db, { owned: true });
 }
 
 export class LevelInspector {
-  readonly #db: LevelDb;
+  readonly #db: LevelDatabase;
   readonly #owned: boolean;
 
   /** `owned`: close() closes the database too (stopped mode); a running broker's stays open. */
-  constructor(db: LevelDb, options: { owned: boolean } = { owned: false }) {
+  constructor(db: LevelDatabase, options: { owned: boolean } = { owned: false }) {
     this.#db = db;
     this.#owned = options.owned;
   }
@@ -168,27 +127,6 @@ export class LevelInspector {
   /** A consistent, read-only view of the store as it is now; close it when done. */
   view(): StoreView {
     return new StoreView(this.#db, this.#db.snapshot());
-  }
-
-  async requireFormat(location: string): Promise<void> {
-    const view = this.view();
-    try {
-      const format = await view.format();
-      if (!format.present) {
-        throw new BrokerError(
-          ErrorCodes.STORE_NOT_A_BROKER_STORE,
-          `${location} holds a LevelDB database that is not a broker store (no format marker)`,
-        );
-      }
-      if (!format.supported) {
-        throw new BrokerError(
-          ErrorCodes.STORE_UNSUPPORTED_FORMAT,
-          `${location} has store format ${String(format.version)}; this broker reads format ${FORMAT_VERSION}`,
-        );
-      }
-    } finally {
-      await view.close();
-    }
   }
 
   /** Approximate bytes the store takes on disk. */
@@ -208,11 +146,11 @@ export class LevelInspector {
 
 /** Reads of one snapshot. */
 export class StoreView {
-  readonly #db: LevelDb;
+  readonly #db: LevelDatabase;
   readonly #snapshot: Snapshot;
   #closed = false;
 
-  constructor(db: LevelDb, snapshot: Snapshot) {
+  constructor(db: LevelDatabase, snapshot: Snapshot) {
     this.#db = db;
     this.#snapshot = snapshot;
   }
@@ -221,13 +159,6 @@ export class StoreView {
     if (this.#closed) return;
     this.#closed = true;
     await this.#snapshot.close();
-  }
-
-  async format(): Promise<FormatStatus> {
-    const bytes = await this.#get(FORMAT_KEY);
-    if (bytes === undefined) return { present: false, supported: false };
-    const version = decode(bytes, FORMAT_KEY, isNumber);
-    return { present: true, version, supported: version === FORMAT_VERSION };
   }
 
   async *sessions(): AsyncGenerator<InspectedSession> {
@@ -250,8 +181,8 @@ export class StoreView {
 
   /** Outbound QoS 2 entries released by PUBREC, in seq order. */
   async *releases(clientId: string): AsyncGenerator<InspectedRelease> {
-    for await (const [key, value] of this.#range(keys.flights(clientId))) {
-      yield { seq: keys.seqOfQueueKey(key), packetId: decode(value, key, isFlightValue).i };
+    for await (const [key, value] of this.#range(keys.releases(clientId))) {
+      yield { seq: keys.seqOfQueueKey(key), packetId: decode(value, key, isReleaseValue).i };
     }
   }
 
@@ -264,11 +195,11 @@ export class StoreView {
     return { messages: m, bytes: b, dropped: d };
   }
 
-  /** Entries up to this seq have been sent (0: none). */
-  async sentThrough(clientId: string): Promise<number> {
-    const key = keys.sentThrough(clientId);
+  /** The session's DUP mark: entries up to this seq were sent, or marked so just before being sent (0: none). */
+  async dupMark(clientId: string): Promise<number> {
+    const key = keys.dupMark(clientId);
     const bytes = await this.#get(key);
-    return bytes === undefined ? 0 : decode(bytes, key, isSentThroughValue).s;
+    return bytes === undefined ? 0 : decode(bytes, key, isDupMarkValue).s;
   }
 
   /**
@@ -276,14 +207,14 @@ export class StoreView {
    * entries sent and not yet acknowledged (few: at most the in-flight window).
    */
   async *queue(clientId: string, options: { inflightOnly?: boolean } = {}): AsyncGenerator<InspectedEntry> {
-    const sentThrough = await this.sentThrough(clientId);
+    const dupMark = await this.dupMark(clientId);
     // Released entries are few (at most the in-flight window), so they are read first.
     const releases = new Map<number, number>();
     for await (const { seq, packetId } of this.releases(clientId)) releases.set(seq, packetId);
     const range = options.inflightOnly
-      ? { gt: keys.queue(clientId).gt, lte: keys.queueEntry(clientId, sentThrough) }
+      ? { gt: keys.queue(clientId).gt, lte: keys.queueEntry(clientId, dupMark) }
       : keys.queue(clientId);
-    if (options.inflightOnly && sentThrough === 0) return;
+    if (options.inflightOnly && dupMark === 0) return;
     const bodies = new BodyCache((id) => this.#body(id));
     for await (const [key, value] of this.#db.iterator({ ...range, snapshot: this.#snapshot })) {
       const seq = keys.seqOfQueueKey(key);
@@ -294,7 +225,7 @@ export class StoreView {
         message: await this.#message(stored, key, bodies),
         qos: stored.q,
         retain: stored.r,
-        state: outboundStateOf(seq, sentThrough, packetId === undefined ? undefined : { s: 2, i: packetId }),
+        state: outboundStateOf(seq, dupMark, packetId === undefined ? undefined : { s: 2, i: packetId }),
         ...(packetId === undefined ? {} : { packetId }),
       };
       if (stored.m !== undefined) entry.sharedBody = stored.m;
@@ -340,40 +271,40 @@ export class StoreView {
       valueBytes: 0,
     };
     const bodies = new BodyCache((id) => this.#body(id));
-    // Queue keys of one client are contiguous: its watermark is read once per client.
-    let watermarkClient: string | undefined;
-    let watermark = 0;
+    // Queue keys of one client are contiguous: its DUP mark is read once per client.
+    let dupMarkClient: string | undefined;
+    let dupMark = 0;
     for await (const [key, value] of this.#db.iterator({ snapshot: this.#snapshot })) {
       totals.keys++;
       totals.keyBytes += Buffer.byteLength(key);
       totals.valueBytes += value.byteLength;
       if (totals.keys % 1000 === 0) progress?.(totals.keys);
-      switch (key[0]) {
-        case 's':
+      const parsed = parseKey(key);
+      switch (parsed.kind) {
+        case 'session':
           totals.sessions++;
           break;
-        case 'b':
+        case 'subscription':
           totals.subscriptions++;
           break;
-        case 'i':
+        case 'inbound':
           totals.inbound++;
           break;
-        case 'm':
+        case 'body':
           totals.sharedBodies++;
           break;
-        case 'q': {
+        case 'queue-entry': {
           const stored = decode(value, key, isQueueEntryValue);
           totals.queued++;
           totals.queuedBytes += (await this.#message(stored, key, bodies)).payload.byteLength;
-          const clientId = key.slice(2, key.length - 13);
-          if (clientId !== watermarkClient) {
-            watermarkClient = clientId;
-            watermark = await this.sentThrough(clientId);
+          if (parsed.clientId !== dupMarkClient) {
+            dupMarkClient = parsed.clientId;
+            dupMark = await this.dupMark(parsed.clientId);
           }
-          if (keys.seqOfQueueKey(key) <= watermark) totals.inflight++;
+          if (parsed.seq <= dupMark) totals.inflight++;
           break;
         }
-        case 'r':
+        case 'retained':
           totals.retained++;
           totals.retainedBytes += decode(value, key, isRetainedValue).p.byteLength;
           break;

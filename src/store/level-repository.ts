@@ -1,5 +1,3 @@
-import { mkdirSync } from 'node:fs';
-import { ClassicLevel } from 'classic-level';
 import type { AbstractSnapshot } from 'abstract-level';
 import { BrokerError, ErrorCodes } from '../errors.js';
 import type { Logger } from '../logger.js';
@@ -8,17 +6,17 @@ import { decode } from './codec.js';
 import { decodeQueueEntry } from './queue-entry-codec.js';
 import { GroupCommitWriter, type BatchBuilder } from './group-commit.js';
 import { LevelInspector } from './level-inspector.js';
-import { checkFormat, checkStoreFiles, openError } from './store-damage.js';
+import { openLevelStore } from './store-opening.js';
 import { admit, DEFAULT_QUEUE_LIMITS, emptyQueueStats, release, type QueueLimits, type QueueStats } from './queue-limits.js';
 import {
   SYNC_MARK_KEY,
   isBodyValue,
-  isFlightValue,
+  isReleaseValue,
   isQueueEntryValue,
   isQueueStatsValue,
   isRefCount,
   isRetainedValue,
-  isSentThroughValue,
+  isDupMarkValue,
   isSessionValue,
   isSubscriptionValue,
   bodyMessage,
@@ -27,16 +25,17 @@ import {
   outboundStateOf,
   toBuffer,
   type BodyValue,
-  type FlightValue,
+  type ReleaseValue,
   type QueueEntryValue,
   type QueueStatsValue,
   type RetainedValue,
-  type SentThroughValue,
+  type DupMarkValue,
   type SessionValue,
   type SubscriptionValue,
 } from './key-layout.js';
 import type {
   Completion,
+  OnDiskStore,
   Delivery,
   Message,
   OutboundEntry,
@@ -71,7 +70,7 @@ export interface LevelRepositoryOptions {
   /** Hears of failing store writes: when they start, every minute while they last, when they end. */
   log?: Logger;
   /**
-   * Tests only: called with the database once it is open, before anything reads or writes it, so
+   * Tests only: called with the database once it is open (and its format checked), before the repository reads or writes it, so
    * a test can wrap the real LevelDB (e.g. make its writes fail on demand). Unset, it costs nothing.
    */
   instrument?: (db: LevelDatabase) => void;
@@ -103,29 +102,17 @@ export class LevelRepository implements SessionRepository {
     this.#limits = options.limits ?? DEFAULT_QUEUE_LIMITS;
     this.#log = options.log;
     this.#instrument = options.instrument;
+    // LevelDB admits one handle: while the broker runs, broker-admin reads through this one.
+    this.onDisk = { location: this.#location, inspector: () => new LevelInspector(this.#open()) };
   }
 
-  /** The directory of the LevelDB store. */
-  get location(): string {
-    return this.#location;
-  }
+  /** The store lives in a directory; broker-admin can inspect it while the broker runs. */
+  readonly onDisk: OnDiskStore;
 
   async open(): Promise<void> {
-    // Before LevelDB sees the files: damage it would "repair" by dropping data must stop us here.
-    checkStoreFiles(this.#location);
-    mkdirSync(this.#location, { recursive: true });
-    const db: Db = new ClassicLevel<string, Uint8Array>(this.#location, {
-      keyEncoding: 'utf8',
-      valueEncoding: 'view',
-    });
-    try {
-      await db.open();
-    } catch (error) {
-      throw openError(this.#location, error);
-    }
+    const db = await openLevelStore(this.#location, { purpose: 'broker' });
     this.#instrument?.(db);
     try {
-      await checkFormat(db, this.#location);
       await this.#loadCounters(db);
     } catch (error) {
       await db.close();
@@ -190,7 +177,7 @@ export class LevelRepository implements SessionRepository {
 
   async readOutbound(clientId: string, afterSeq: number, limit: number, maxBytes = Infinity): Promise<OutboundEntry[]> {
     const db = this.#open();
-    // One snapshot for all reads, so the queue, the watermark and the flights agree.
+    // One snapshot for all reads, so the queue, the DUP mark and the releases agree.
     const snapshot = db.snapshot();
     try {
       return await this.#readOutbound(db, snapshot, clientId, afterSeq, limit, maxBytes);
@@ -225,13 +212,13 @@ export class LevelRepository implements SessionRepository {
     }
     if (seqs.length === 0) return [];
     // A point read is cheaper on the main thread than a round trip to the thread pool.
-    const sentBytes = db.getSync(keys.sentThrough(clientId), { snapshot });
-    const sentThrough = sentBytes === undefined ? 0 : decode(sentBytes, keys.sentThrough(clientId), isSentThroughValue).s;
+    const markBytes = db.getSync(keys.dupMark(clientId), { snapshot });
+    const dupMark = markBytes === undefined ? 0 : decode(markBytes, keys.dupMark(clientId), isDupMarkValue).s;
     // Released entries (QoS2 after PUBREC) are few: read their range rather than probe every seq.
-    const flights = new Map<number, FlightValue>();
-    const flightRange = { gt: keys.flight(clientId, afterSeq), lte: keys.flight(clientId, seqs[seqs.length - 1]!), snapshot };
-    for await (const [key, value] of db.iterator(flightRange)) {
-      flights.set(keys.seqOfQueueKey(key), decode(value, key, isFlightValue));
+    const releases = new Map<number, ReleaseValue>();
+    const releaseRange = { gt: keys.release(clientId, afterSeq), lte: keys.release(clientId, seqs[seqs.length - 1]!), snapshot };
+    for await (const [key, value] of db.iterator(releaseRange)) {
+      releases.set(keys.seqOfQueueKey(key), decode(value, key, isReleaseValue));
     }
     const bodyIds: number[] = [];
     for (const value of values) if (value.m !== undefined) bodyIds.push(value.m);
@@ -251,10 +238,10 @@ export class LevelRepository implements SessionRepository {
     }
     return values.map((value, index) => {
       const seq = seqs[index]!;
-      const flight = flights.get(seq);
+      const release = releases.get(seq);
       const message = value.m === undefined ? inlineMessage(value) : bodies.get(value.m)!;
-      const entry: OutboundEntry = { seq, message, qos: value.q, retain: value.r, state: outboundStateOf(seq, sentThrough, flight) };
-      if (flight) entry.packetId = flight.i;
+      const entry: OutboundEntry = { seq, message, qos: value.q, retain: value.r, state: outboundStateOf(seq, dupMark, release) };
+      if (release) entry.packetId = release.i;
       // An entry with its own copy of the message is completed from this, without a read. Shared
       // bodies are always read back: their reference counts must never be taken from memory.
       if (value.m === undefined) entry.stored = new InlineEntry(entryKeys[index]!, message.payload.length, value.q);
@@ -283,7 +270,7 @@ export class LevelRepository implements SessionRepository {
         },
       });
     } catch (error) {
-      // Not stored: the session does not exist (publish, markSent must not take it for one).
+      // Not stored: the session does not exist (publish, raiseDupMark must not take it for one).
       if (created) this.#nextSeq.delete(clientId);
       throw error;
     }
@@ -318,11 +305,11 @@ export class LevelRepository implements SessionRepository {
         exclusive: true,
         prepare: async (batch) => {
           batch.del(keys.session(clientId));
-          batch.del(keys.sentThrough(clientId));
+          batch.del(keys.dupMark(clientId));
           batch.del(keys.queueStats(clientId));
           for (const key of await batch.keysIn(keys.subscriptions(clientId))) batch.del(key);
           for (const key of await batch.keysIn(keys.inbounds(clientId))) batch.del(key);
-          for (const key of await batch.keysIn(keys.flights(clientId))) batch.del(key);
+          for (const key of await batch.keysIn(keys.releases(clientId))) batch.del(key);
           for (const key of await batch.keysIn(keys.queue(clientId))) removeQueueEntry(batch, undefined, key);
         },
       });
@@ -380,12 +367,12 @@ export class LevelRepository implements SessionRepository {
           batch.put(keys.body(messageId), { t: message.topic, p: message.payload, o: message.qos } satisfies BodyValue);
           batch.put(keys.refCount(messageId), admitted.length);
         }
-        for (const { clientId, qos, retain, sent } of admitted) {
+        for (const { clientId, qos, retain, raiseDupMark } of admitted) {
           const entry: QueueEntryValue = shared
             ? { q: qos, r: retain, m: messageId, z: size }
             : { q: qos, r: retain, t: message.topic, p: message.payload, o: message.qos };
           batch.put(keys.queueEntry(clientId, seqs.get(clientId)!), entry);
-          if (sent) writeSentThrough(batch, clientId, seqs.get(clientId)!, false);
+          if (raiseDupMark) writeDupMark(batch, clientId, seqs.get(clientId)!, false);
         }
         if (retained === 'set') {
           batch.put(keys.retained(message.topic), { p: message.payload, o: message.qos } satisfies RetainedValue);
@@ -398,29 +385,29 @@ export class LevelRepository implements SessionRepository {
     return new Map(admitted.map(({ clientId }) => [clientId, seqs.get(clientId)!]));
   }
 
-  async markSent(clientId: string, throughSeq: number): Promise<void> {
-    await this.#setSent(clientId, throughSeq, false);
+  async raiseDupMark(clientId: string, throughSeq: number): Promise<void> {
+    await this.#storeDupMark(clientId, throughSeq, false);
   }
 
-  async resetSent(clientId: string, throughSeq: number): Promise<void> {
-    await this.#setSent(clientId, throughSeq, true);
+  async setDupMark(clientId: string, throughSeq: number): Promise<void> {
+    await this.#storeDupMark(clientId, throughSeq, true);
   }
 
-  async #setSent(clientId: string, throughSeq: number, exact: boolean): Promise<void> {
+  async #storeDupMark(clientId: string, throughSeq: number, exact: boolean): Promise<void> {
     const writer = this.#openWriter();
     const next = this.#nextSeq.get(clientId);
     if (next === undefined) return;
-    // Never past the last seq given: a later enqueue must not read back as already sent.
+    // Never past the last seq given: a later enqueue must not read back as 'dup'.
     const through = Math.max(0, Math.min(throughSeq, next - 1));
-    await writer.submit({ prepare: (batch) => writeSentThrough(batch, clientId, through, exact) });
+    await writer.submit({ prepare: (batch) => writeDupMark(batch, clientId, through, exact) });
   }
 
   async markReleased(clientId: string, seq: number, packetId: number): Promise<void> {
     await this.#openWriter().submit({
       prepare: (batch) => {
-        // An entry completed or destroyed meanwhile must not get a flight record without a body.
+        // An entry completed or destroyed meanwhile must not get a release record without an entry.
         if (batch.get(keys.queueEntry(clientId, seq), isQueueEntryValue) !== undefined) {
-          batch.put(keys.flight(clientId, seq), { s: 2, i: packetId } satisfies FlightValue);
+          batch.put(keys.release(clientId, seq), { s: 2, i: packetId } satisfies ReleaseValue);
         }
       },
     });
@@ -457,7 +444,7 @@ export class LevelRepository implements SessionRepository {
       count++;
       bytes += inline.size;
       // Only QoS2 entries can have a released record; deleting a missing key still writes.
-      if (inline.qos === 2) batch.del(keys.flight(clientId, seq));
+      if (inline.qos === 2) batch.del(keys.release(clientId, seq));
     }
     if (count === 0) return;
     const stats = readStats(batch, clientId);
@@ -474,7 +461,7 @@ export class LevelRepository implements SessionRepository {
     entries.forEach((entry, index) => {
       if (entry === undefined) return; // completed before: nothing to count twice
       removeQueueEntry(batch, clientId, entryKeys[index]!, entry);
-      if (entry.q === 2) batch.del(keys.flight(clientId, unique[index]!));
+      if (entry.q === 2) batch.del(keys.release(clientId, unique[index]!));
     });
   }
 
@@ -505,11 +492,6 @@ export class LevelRepository implements SessionRepository {
     return admitted;
   }
 
-  /** Read-only snapshot access for broker-admin while the broker runs (LevelDB admits one handle). */
-  inspector(): LevelInspector {
-    return new LevelInspector(this.#open());
-  }
-
   #takeSeq(clientId: string): number {
     const seq = this.#requireSession(clientId);
     this.#nextSeq.set(clientId, seq + 1);
@@ -528,11 +510,11 @@ export class LevelRepository implements SessionRepository {
     for await (const key of db.keys(keys.sessions())) {
       const clientId = keys.clientIdOfSession(key);
       const [last] = await db.keys({ ...keys.queue(clientId), reverse: true, limit: 1 }).all();
-      const sentBytes = await db.get(keys.sentThrough(clientId));
-      const sentThrough = sentBytes === undefined ? 0 : decode(sentBytes, keys.sentThrough(clientId), isSentThroughValue).s;
+      const markBytes = await db.get(keys.dupMark(clientId));
+      const dupMark = markBytes === undefined ? 0 : decode(markBytes, keys.dupMark(clientId), isDupMarkValue).s;
       const lastSeq = last === undefined ? 0 : keys.seqOfQueueKey(last);
-      // Seqs continue above the watermark too, or a new entry would read back as sent.
-      this.#nextSeq.set(clientId, Math.max(lastSeq, sentThrough) + 1);
+      // Seqs continue above the DUP mark too, or a new entry would read back as 'dup'.
+      this.#nextSeq.set(clientId, Math.max(lastSeq, dupMark) + 1);
     }
     // Decoded once at start so a corrupt count is reported now, not at the first publish.
     for await (const [key, value] of db.iterator(keys.allQueueStats())) decode(value, key, isQueueStatsValue);
@@ -553,8 +535,8 @@ export class LevelRepository implements SessionRepository {
 
 /**
  * Moves what LevelDB's log holds into a table file before a clean close, so the next start has
- * no log to check for damage (store-damage.ts reads all of it) or to replay: with a million
- * messages queued, 25-40 ms less to the first CONNACK (of about 330). CompactRange writes the memtable out
+ * no log to check for damage (store-damage.ts reads all of it) or to replay, which is time before
+ * the first CONNACK (bench/results/figures-behind-code.md). CompactRange writes the memtable out
  * before it compacts its range, and this range holds no key. A failure changes nothing: the log
  * is then checked and replayed at the next start, as after a crash.
  */
@@ -568,8 +550,8 @@ async function flushLog(db: Db): Promise<void> {
 
 /**
  * How many bytes of keys and values one read of the queue may bring into memory (classic-level's
- * highWaterMarkBytes; its default, 16 KiB, made a window of small messages take one thread pool
- * round trip per ~150 entries). Enough for `limit` entries whose payloads stay under `maxBytes`,
+ * highWaterMarkBytes; with its default, 16 KiB, a window of small messages took a thread pool
+ * round trip every few hundred entries). Enough for `limit` entries whose payloads stay under `maxBytes`,
  * with room for keys, topics and encoding; when that is not enough, reading continues.
  */
 function readAheadBytes(limit: number, maxBytes: number): number {
@@ -596,11 +578,11 @@ function seenNow({ c, l }: SessionValue): number {
   return Math.max(Date.now(), c, l ?? c);
 }
 
-/** Stores the sent watermark: raised only, unless `exact`. */
-function writeSentThrough(batch: BatchBuilder, clientId: string, through: number, exact: boolean): void {
-  const current = batch.get(keys.sentThrough(clientId), isSentThroughValue)?.s ?? 0;
+/** Stores the DUP mark: raised only, unless `exact`. */
+function writeDupMark(batch: BatchBuilder, clientId: string, through: number, exact: boolean): void {
+  const current = batch.get(keys.dupMark(clientId), isDupMarkValue)?.s ?? 0;
   const value = exact ? through : Math.max(current, through);
-  if (value !== current || exact) batch.put(keys.sentThrough(clientId), { s: value } satisfies SentThroughValue);
+  if (value !== current || exact) batch.put(keys.dupMark(clientId), { s: value } satisfies DupMarkValue);
 }
 
 /** A session's stored queue counts as the batch sees them (earlier jobs of the batch included). */

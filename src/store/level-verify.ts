@@ -1,21 +1,21 @@
 import { decode } from './codec.js';
 import {
   FORMAT_KEY,
-  FORMAT_VERSION,
   isBodyValue,
-  isFlightValue,
+  isDupMarkValue,
   isInboundValue,
   isNumber,
   isQueueEntryValue,
   isQueueStatsValue,
   isRefCount,
+  isReleaseValue,
   isRetainedValue,
-  isSentThroughValue,
   isSessionValue,
   isSubscriptionValue,
   keys,
-  SYNC_MARK_KEY,
+  parseKey,
 } from './key-layout.js';
+import { formatDamage, judgeMarker, judgeMissingMarker } from './store-opening.js';
 
 /**
  * `broker-admin verify`: one pass over a snapshot in key order, checking every invariant the key
@@ -63,20 +63,6 @@ export interface VerifySource {
   get(key: string): Promise<Uint8Array | undefined>;
 }
 
-const SEP = '\u0000';
-const HEX12 = /^[0-9a-f]{12}$/;
-const HEX4 = /^[0-9a-f]{4}$/;
-
-/** [clientId, suffix] of `<kind>\0<client>\0<fixed-width hex>`, or undefined if malformed. */
-function splitClientKey(key: string, width: number): [string, string] | undefined {
-  const sepAt = key.length - width - 1;
-  if (sepAt < 2 || key[1] !== SEP || key[sepAt] !== SEP) return undefined;
-  const clientId = key.slice(2, sepAt);
-  const suffix = key.slice(sepAt + 1);
-  if (clientId.includes(SEP) || !(width === 12 ? HEX12 : HEX4).test(suffix)) return undefined;
-  return [clientId, suffix];
-}
-
 export async function* verifyStore(source: VerifySource, progress?: (keysRead: number) => void): AsyncGenerator<VerifyEvent> {
   let scanned = 0;
   let problems = 0;
@@ -105,26 +91,27 @@ export async function* verifyStore(source: VerifySource, progress?: (keysRead: n
     return lastExists;
   };
 
-  // The sent watermark of the last client asked for: a released entry must have been sent.
-  let watermarkClient: string | undefined;
-  let watermark: number | undefined;
-  const sentThrough = async (clientId: string): Promise<number | undefined> => {
-    if (clientId !== watermarkClient) {
-      watermarkClient = clientId;
-      const bytes = await source.get(keys.sentThrough(clientId));
-      watermark = undefined;
+  // The DUP mark of the last client asked for: a released entry must be at or below it.
+  let dupMarkClient: string | undefined;
+  let dupMark: number | undefined;
+  const dupMarkOf = async (clientId: string): Promise<number | undefined> => {
+    if (clientId !== dupMarkClient) {
+      dupMarkClient = clientId;
+      const bytes = await source.get(keys.dupMark(clientId));
+      dupMark = undefined;
       if (bytes !== undefined) {
         try {
-          watermark = decode(bytes, keys.sentThrough(clientId), isSentThroughValue).s;
+          dupMark = decode(bytes, keys.dupMark(clientId), isDupMarkValue).s;
         } catch {
-          // Reported when the scan reaches the watermark record.
+          // Reported when the scan reaches the DUP mark record.
         }
       }
     }
-    return watermark;
+    return dupMark;
   };
 
   let formatSeen = false;
+  let brokerKeySeen = false;
   const counts = new Map<number, { key: string; count: number }>();
   /** Key and payload size of each shared body (size undefined when the body is corrupt). */
   const bodies = new Map<number, { key: string; size: number | undefined }>();
@@ -151,97 +138,74 @@ export async function* verifyStore(source: VerifySource, progress?: (keysRead: n
   for await (const [key, value] of source.entries()) {
     scanned++;
     if (scanned % 1000 === 0) progress?.(scanned);
+    const parsed = parseKey(key);
+    if (parsed.kind !== 'unknown') brokerKeySeen = true;
 
-    if (key === FORMAT_KEY) {
+    if (parsed.kind === 'format') {
       formatSeen = true;
-      const format = check(key, value, isNumber);
-      if ('problem' in format) yield format.problem;
-      else if (format.value !== FORMAT_VERSION) {
-        yield problem(key, 'format-unsupported', `store format ${format.value}; this broker reads format ${FORMAT_VERSION}`);
+      const format = judgeMarker(value);
+      if (format.kind === 'undecodable') {
+        yield problem(key, 'corrupt-record', formatDamage(format));
+      } else if (format.kind === 'invalid') {
+        yield problem(key, 'corrupt-record', formatDamage(format));
+      } else if (format.kind === 'newer') {
+        yield problem(key, 'format-unsupported', formatDamage(format));
         // Records of another format cannot be judged by this layout.
         break;
       }
       continue;
     }
-    if (key === SYNC_MARK_KEY) {
-      const mark = check(key, value, isNumber);
-      if ('problem' in mark) yield mark.problem;
-      continue;
-    }
-    if (queueClient !== undefined && !key.startsWith(`q${SEP}${queueClient}${SEP}`)) {
+    if (queueClient !== undefined && !(parsed.kind === 'queue-entry' && parsed.clientId === queueClient)) {
       const mismatch = statsProblem(queueClient, queueCount);
       if (mismatch) yield mismatch;
       queueClient = undefined;
     }
-    if (key[1] !== SEP) {
-      yield problem(key, 'unknown-key', 'not a key of the broker store layout');
-      continue;
-    }
 
-    switch (key[0]) {
-      case 's': {
+    switch (parsed.kind) {
+      case 'sync-mark': {
+        const mark = check(key, value, isNumber);
+        if ('problem' in mark) yield mark.problem;
+        break;
+      }
+      case 'session': {
         const result = check(key, value, isSessionValue);
         if ('problem' in result) yield result.problem;
         break;
       }
-      case 'b': {
-        const at = key.indexOf(SEP, 2);
-        if (at < 0) {
-          yield problem(key, 'bad-key', 'subscription key without a filter part');
-          break;
-        }
+      case 'subscription': {
         const result = check(key, value, isSubscriptionValue);
         if ('problem' in result) yield result.problem;
-        const [clientId] = keys.splitSubscription(key);
-        if (!(await sessionExists(clientId))) yield problem(key, 'no-session', `subscription of ${JSON.stringify(clientId)}, which has no session record`);
+        if (!(await sessionExists(parsed.clientId))) {
+          yield problem(key, 'no-session', `subscription of ${JSON.stringify(parsed.clientId)}, which has no session record`);
+        }
         break;
       }
-      case 'c': {
-        const id = key.slice(2);
-        if (!HEX12.test(id)) {
-          yield problem(key, 'bad-key', 'reference count key without a 12-digit hex message id');
-          break;
-        }
+      case 'ref-count': {
         const result = check(key, value, isRefCount);
         if ('problem' in result) yield result.problem;
-        else counts.set(parseInt(id, 16), { key, count: result.value });
+        else counts.set(parsed.messageId, { key, count: result.value });
         break;
       }
-      case 'm': {
-        const id = key.slice(2);
-        if (!HEX12.test(id)) {
-          yield problem(key, 'bad-key', 'message body key without a 12-digit hex message id');
-          break;
-        }
+      case 'body': {
         const result = check(key, value, isBodyValue);
         if ('problem' in result) yield result.problem;
         // Recorded even when corrupt: its references are then not reported a second time as missing.
-        bodies.set(parseInt(id, 16), { key, size: 'value' in result ? result.value.p.byteLength : undefined });
+        bodies.set(parsed.messageId, { key, size: 'value' in result ? result.value.p.byteLength : undefined });
         break;
       }
-      case 'n': {
-        const clientId = key.slice(2);
-        if (clientId.includes(SEP)) {
-          yield problem(key, 'bad-key', 'queue counters key is not n\\0<client>');
-          break;
-        }
+      case 'queue-stats': {
+        const { clientId } = parsed;
         const result = check(key, value, isQueueStatsValue);
         if ('problem' in result) yield result.problem;
         else queueStats.set(clientId, { key, messages: result.value.m, bytes: result.value.b, checked: false });
         if (!(await sessionExists(clientId))) yield problem(key, 'no-session', `queue counters of ${JSON.stringify(clientId)}, which has no session record`);
         break;
       }
-      case 'f': {
-        const parts = splitClientKey(key, 12);
-        if (!parts) {
-          yield problem(key, 'bad-key', 'released-state key is not f\\0<client>\\0<12 hex digits>');
-          break;
-        }
-        const [clientId, seqHex] = parts;
-        const result = check(key, value, isFlightValue);
+      case 'release': {
+        const { clientId, seq } = parsed;
+        const result = check(key, value, isReleaseValue);
         if ('problem' in result) yield result.problem;
         if (!(await sessionExists(clientId))) yield problem(key, 'no-session', `released state of ${JSON.stringify(clientId)}, which has no session record`);
-        const seq = parseInt(seqHex, 16);
         const entryKey = keys.queueEntry(clientId, seq);
         const entryBytes = await source.get(entryKey);
         if (entryBytes === undefined) {
@@ -252,9 +216,9 @@ export async function* verifyStore(source: VerifySource, progress?: (keysRead: n
           if ('value' in entry && entry.value.q !== 2) {
             yield problem(key, 'bad-flight', `released (PUBREC received) but the delivery is QoS ${entry.value.q}`);
           }
-          const sent = await sentThrough(clientId);
-          if (sent === undefined || seq > sent) {
-            yield problem(key, 'bad-flight', `released, but seq ${seq} is above the sent watermark (${sent ?? 'none'})`);
+          const mark = await dupMarkOf(clientId);
+          if (mark === undefined || seq > mark) {
+            yield problem(key, 'bad-flight', `released, but seq ${seq} is above the DUP mark (${mark ?? 'none'}), so it was never sent`);
           }
         }
         if ('value' in result) {
@@ -269,26 +233,16 @@ export async function* verifyStore(source: VerifySource, progress?: (keysRead: n
         }
         break;
       }
-      case 'i': {
-        const parts = splitClientKey(key, 4);
-        if (!parts) {
-          yield problem(key, 'bad-key', 'inbound key is not i\\0<client>\\0<4 hex digits>');
-          break;
-        }
-        const [clientId, idHex] = parts;
-        if (parseInt(idHex, 16) === 0) yield problem(key, 'bad-key', 'inbound packet id 0');
+      case 'inbound': {
+        const { clientId, packetId } = parsed;
+        if (packetId === 0) yield problem(key, 'bad-key', 'inbound packet id 0');
         const result = check(key, value, isInboundValue);
         if ('problem' in result) yield result.problem;
         if (!(await sessionExists(clientId))) yield problem(key, 'no-session', `inbound QoS 2 state of ${JSON.stringify(clientId)}, which has no session record`);
         break;
       }
-      case 'q': {
-        const parts = splitClientKey(key, 12);
-        if (!parts) {
-          yield problem(key, 'bad-key', 'queue key is not q\\0<client>\\0<12 hex digits>');
-          break;
-        }
-        const [clientId] = parts;
+      case 'queue-entry': {
+        const { clientId } = parsed;
         if (clientId !== queueClient) {
           queueClient = clientId;
           queueCount = { messages: 0, bytes: 0, uncertain: false };
@@ -317,25 +271,25 @@ export async function* verifyStore(source: VerifySource, progress?: (keysRead: n
         }
         break;
       }
-      case 'r': {
+      case 'retained': {
         const result = check(key, value, isRetainedValue);
         if ('problem' in result) yield result.problem;
-        if (key.length === 2) yield problem(key, 'bad-key', 'retained message with an empty topic');
+        if (parsed.topic.length === 0) yield problem(key, 'bad-key', 'retained message with an empty topic');
         break;
       }
-      case 'w': {
-        const clientId = key.slice(2);
-        if (clientId.includes(SEP)) {
-          yield problem(key, 'bad-key', 'sent watermark key is not w\\0<client>');
-          break;
-        }
-        const result = check(key, value, isSentThroughValue);
+      case 'dup-mark': {
+        const { clientId } = parsed;
+        const result = check(key, value, isDupMarkValue);
         if ('problem' in result) yield result.problem;
-        if (!(await sessionExists(clientId))) yield problem(key, 'no-session', `sent watermark of ${JSON.stringify(clientId)}, which has no session record`);
+        if (!(await sessionExists(clientId))) yield problem(key, 'no-session', `DUP mark of ${JSON.stringify(clientId)}, which has no session record`);
         break;
       }
-      default:
+      case 'malformed':
+        yield problem(key, 'bad-key', `key is not ${parsed.expected}`);
+        break;
+      case 'unknown':
         yield problem(key, 'unknown-key', 'not a key of the broker store layout');
+        break;
     }
   }
 
@@ -348,7 +302,7 @@ export async function* verifyStore(source: VerifySource, progress?: (keysRead: n
     const mismatch = statsProblem(clientId, { messages: 0, bytes: 0, uncertain: false });
     if (mismatch) yield mismatch;
   }
-  if (!formatSeen) yield problem(FORMAT_KEY, 'format-missing', 'no format marker: this is not (or no longer) a broker store');
+  if (!formatSeen) yield problem(FORMAT_KEY, 'format-missing', formatDamage(judgeMissingMarker(scanned > 0, brokerKeySeen)));
   for (const [id, { key, count }] of counts) {
     const found = references.get(id) ?? 0;
     if (!bodies.has(id)) yield problem(key, 'count-without-body', `count ${count} for message ${id}, whose body is not stored`);

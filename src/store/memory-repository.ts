@@ -141,12 +141,12 @@ export class MemoryRepository implements SessionRepository {
     }
     const inboundSession = inbound ? this.#session(inbound.clientId) : undefined;
     const seqs = new Map<string, number>();
-    for (const [{ clientId, qos, retain, sent }, session] of targets) {
+    for (const [{ clientId, qos, retain, raiseDupMark }, session] of targets) {
       if (!admit(session.stats, message.payload.length, this.#limits)) continue;
       const seq = session.nextSeq++;
       session.queue.set(seq, { seq, message, qos, retain, state: 'queued' });
-      // Same meaning as markSent: the watermark rises to this entry, covering the ones before it.
-      if (sent) markSentThrough(session, seq);
+      // Same meaning as raiseDupMark: the mark rises to this entry, covering the ones before it.
+      if (raiseDupMark) markDupThrough(session, seq);
       seqs.set(clientId, seq);
     }
     if (retained === 'set') this.#retained.set(message.topic, { ...message });
@@ -155,19 +155,19 @@ export class MemoryRepository implements SessionRepository {
     return seqs;
   }
 
-  async markSent(clientId: string, throughSeq: number): Promise<void> {
+  async raiseDupMark(clientId: string, throughSeq: number): Promise<void> {
     this.#checkOpen();
     const session = this.#sessions.get(clientId);
-    if (session) markSentThrough(session, throughSeq);
+    if (session) markDupThrough(session, throughSeq);
   }
 
-  async resetSent(clientId: string, throughSeq: number): Promise<void> {
+  async setDupMark(clientId: string, throughSeq: number): Promise<void> {
     this.#checkOpen();
     const session = this.#sessions.get(clientId);
     if (!session) return;
     for (const entry of session.queue.values()) {
-      if (entry.seq <= throughSeq && entry.state === 'queued') entry.state = 'sent';
-      else if (entry.seq > throughSeq && entry.state === 'sent') entry.state = 'queued';
+      if (entry.seq <= throughSeq && entry.state === 'queued') entry.state = 'dup';
+      else if (entry.seq > throughSeq && entry.state === 'dup') entry.state = 'queued';
     }
   }
 
@@ -223,10 +223,10 @@ export class MemoryRepository implements SessionRepository {
   }
 }
 
-/** Raises the sent watermark: entries are in seq order, the ones up to it are the first ones. */
-function markSentThrough(session: MemorySession, throughSeq: number): void {
+/** Raises the DUP mark: entries are in seq order, the ones up to it are the first ones. */
+function markDupThrough(session: MemorySession, throughSeq: number): void {
   for (const entry of session.queue.values()) {
     if (entry.seq > throughSeq) break;
-    if (entry.state === 'queued') entry.state = 'sent';
+    if (entry.state === 'queued') entry.state = 'dup';
   }
 }

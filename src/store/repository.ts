@@ -8,22 +8,8 @@
  * order, which lets a backend commit many of them in one batch (group commit).
  */
 
-export type QoS = 0 | 1 | 2;
-
-export interface Subscription {
-  filter: string;
-  qos: QoS;
-}
-
-/** An application message as the store keeps it: the body is stored once, whatever its fan-out. */
-export interface Message {
-  topic: string;
-  payload: Buffer;
-  qos: QoS;
-}
-
-/** queued: not sent yet; sent: PUBLISH sent, awaiting PUBACK/PUBREC; released: PUBREC received, awaiting PUBCOMP. */
-export type OutboundState = 'queued' | 'sent' | 'released';
+export type { Message, OutboundState, QoS, RetainedMessage, Subscription } from './model.js';
+import type { Message, OutboundState, QoS, RetainedMessage, Subscription } from './model.js';
 
 /** One message on its way to one session, in the session's outbound order. */
 export interface OutboundEntry {
@@ -40,7 +26,7 @@ export interface OutboundEntry {
   retain: boolean;
   state: OutboundState;
   /**
-   * The packet id stored with a 'released' entry. Packet ids of 'sent' entries are not stored: the
+   * The packet id stored with a 'released' entry. Packet ids of 'dup' entries are not stored: the
    * session layer derives them from seq, so they are the same on every redelivery [MQTT-4.4.0-1].
    */
   packetId?: number;
@@ -79,10 +65,10 @@ export interface Delivery {
   qos: QoS;
   retain: boolean;
   /**
-   * The session will send the entry as soon as it is stored: raise its sent watermark to the
-   * entry in the same batch, saving the session a write (and an fsync) before it sends.
+   * Raise the session's DUP mark over this entry in the same batch: the session sends it as soon
+   * as it is stored, and is spared a write (and an fsync) of its own before it does.
    */
-  sent?: boolean;
+  raiseDupMark?: boolean;
 }
 
 export interface PublishTransition {
@@ -95,16 +81,22 @@ export interface PublishTransition {
   inbound?: { clientId: string; packetId: number };
 }
 
-export interface RetainedMessage {
-  topic: string;
-  payload: Buffer;
-  qos: QoS;
-}
 
 export type { QueueStats } from './queue-limits.js';
 import type { QueueStats } from './queue-limits.js';
+import type { LevelInspector } from './level-inspector.js';
+
+/** What a repository whose state lives in a directory on disk can do besides its transitions. */
+export interface OnDiskStore {
+  /** The store's directory: what broker-admin opens when the broker is stopped, and what a damaged store's move aside renames. */
+  readonly location: string;
+  /** Read-only, snapshot-consistent inspection for broker-admin while the broker runs. */
+  inspector(): LevelInspector;
+}
 
 export interface SessionRepository {
+  /** Set when the repository keeps its state in a directory on disk (LevelDB); absent in memory. */
+  readonly onDisk?: OnDiskStore;
   open(): Promise<void>;
   /** Waits for transitions already submitted, then releases the backend. */
   close(): Promise<void>;
@@ -140,17 +132,17 @@ export interface SessionRepository {
    */
   publish(transition: PublishTransition): Promise<Map<string, number>>;
   /**
-   * Raises the session's sent watermark to `throughSeq` (never lowers it): entries with a seq at
-   * or below the watermark read back as 'sent', the others as 'queued'. One watermark per session,
-   * not a record per message, since entries are always sent in seq order. Capped at the highest
-   * seq given to the session; seqs given after a restart stay above it.
+   * Raises the session's DUP mark to `throughSeq` (never lowers it): entries with a seq at or
+   * below it read back as 'dup', the others as 'queued'. One mark per session, not a record per
+   * message, since entries are always sent in seq order. Capped at the highest seq given to the
+   * session; seqs given after a restart stay above it.
    */
-  markSent(clientId: string, throughSeq: number): Promise<void>;
+  raiseDupMark(clientId: string, throughSeq: number): Promise<void>;
   /**
-   * Sets the watermark to `throughSeq`, also downwards. The caller guarantees that no entry above
+   * Sets the DUP mark to `throughSeq`, also downwards. The caller guarantees that no entry above
    * it was sent (a session whose connection ends with entries marked ahead but never sent).
    */
-  resetSent(clientId: string, throughSeq: number): Promise<void>;
+  setDupMark(clientId: string, throughSeq: number): Promise<void>;
   /** PUBREC arrived for an outbound QoS2 entry: from now on it is PUBREL that gets resent. */
   markReleased(clientId: string, seq: number, packetId: number): Promise<void>;
   /**

@@ -1,9 +1,6 @@
 import { existsSync, readdirSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { BrokerError, ErrorCodes } from '../errors.js';
-import { decode, encode } from './codec.js';
-import { FORMAT_KEY, FORMAT_VERSION, isNumber } from './key-layout.js';
-import type { LevelDatabase } from './level-database.js';
 import { findLogDamage } from './leveldb-log.js';
 
 /**
@@ -77,64 +74,4 @@ export function moveStoreAside(location: string, now = new Date()): string {
   for (let n = 2; existsSync(target); n++) target = `${location}.corrupt-${stamp}-${n}`;
   renameSync(location, target);
   return target;
-}
-
-/** The store's format marker: written in a new store, else it must be this broker's format. */
-export async function checkFormat(db: LevelDatabase, location: string): Promise<void> {
-  const stored = await db.get(FORMAT_KEY);
-  if (stored === undefined) {
-    const [anyKey] = await db.keys({ limit: 1 }).all();
-    if (anyKey !== undefined && BROKER_KEY.test(anyKey)) {
-      throw new BrokerError(ErrorCodes.STORE_CORRUPT, `the store at ${location} is damaged: its format marker is missing although it holds broker data`);
-    }
-    if (anyKey !== undefined) {
-      throw new BrokerError(
-        ErrorCodes.STORE_NOT_A_BROKER_STORE,
-        `${location} holds a LevelDB database that is not a broker store (no format marker)`,
-      );
-    }
-    await db.put(FORMAT_KEY, encode(FORMAT_VERSION), { sync: true });
-    return;
-  }
-  let version: number;
-  try {
-    version = decode(stored, FORMAT_KEY, isNumber);
-  } catch (error) {
-    throw new BrokerError(ErrorCodes.STORE_CORRUPT, `the store at ${location} is damaged: its format marker does not decode`, { cause: error });
-  }
-  // A higher version is a newer broker's store, not damage: it must never be moved aside.
-  if (Number.isInteger(version) && version > FORMAT_VERSION) {
-    throw new BrokerError(
-      ErrorCodes.STORE_UNSUPPORTED_FORMAT,
-      `${location} has store format ${version}; this broker reads format ${FORMAT_VERSION}`,
-    );
-  }
-  if (version !== FORMAT_VERSION) {
-    throw new BrokerError(ErrorCodes.STORE_CORRUPT, `the store at ${location} is damaged: its format marker holds ${version}, no store format ever had that number`);
-  }
-}
-
-/** The first key of a broker store that lost its format marker: a sync mark or a `<kind>\0` key. */
-const BROKER_KEY = /^(!synced-at$|[bcfimnqrsw]\u0000)/;
-
-/** What a failed open of the store means for the operator: locked, damaged, or another failure. */
-export function openError(location: string, error: unknown): BrokerError {
-  const cause = (error as { cause?: { code?: string } }).cause;
-  if (cause?.code === 'LEVEL_LOCKED') {
-    return new BrokerError(
-      ErrorCodes.STORE_LOCKED,
-      `the data directory ${location} is in use by another process (is another broker running on it?)`,
-      { cause: error },
-    );
-  }
-  // LevelDB's own words (a missing MANIFEST, a corrupt table) are in the cause; say them.
-  const detail = (error as { cause?: { message?: string } }).cause?.message ?? (error as Error).message ?? String(error);
-  if (isStoreDamage(error)) {
-    return new BrokerError(ErrorCodes.STORE_CORRUPT, `the store at ${location} is damaged: LevelDB reports "${detail}"`, { cause: error });
-  }
-  return new BrokerError(
-    ErrorCodes.STORE_OPEN_FAILED,
-    `cannot open the store at ${location}: ${detail} (broker-admin verify --data <dir> checks a store)`,
-    { cause: error },
-  );
 }

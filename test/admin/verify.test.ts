@@ -30,7 +30,7 @@ async function corrupt(fixture: Fixture): Promise<Array<{ key: string; problem: 
     await db.del(keys.body(t1)); // a body that two queue entries reference
     await db.put(keys.refCount(fire), encode(5)); // a count that disagrees with its references
     await db.put(keys.queueEntry('sub-offline', 3), Buffer.from([0xc1, 0x00, 0xff])); // garbage in a queue entry
-    await db.put(keys.flight('sub-offline', 9), encode({ s: 2, i: 9 })); // released state of no entry
+    await db.put(keys.release('sub-offline', 9), encode({ s: 2, i: 9 })); // released state of no entry
     await db.put(keys.subscription('ghost', 'x/y'), encode({ q: 1 })); // subscription of no session
   });
   return [
@@ -39,7 +39,7 @@ async function corrupt(fixture: Fixture): Promise<Array<{ key: string; problem: 
     { key: keys.refCount(fire), problem: 'count-mismatch' },
     // sensors/raw: the garbage entry no longer references its body, so one reference of two is left.
     { key: keys.refCount(raw), problem: 'count-mismatch' },
-    { key: keys.flight('sub-offline', 9), problem: 'flight-without-entry' },
+    { key: keys.release('sub-offline', 9), problem: 'flight-without-entry' },
     { key: keys.queueEntry('sub-inflight', 1), problem: 'missing-body' },
     { key: keys.queueEntry('sub-offline', 1), problem: 'missing-body' },
     { key: keys.queueEntry('sub-offline', 3), problem: 'corrupt-record' },

@@ -150,7 +150,7 @@ describe('reload', () => {
     expect(access.canPublish('c', undefined, 'b/1')).toBe(true);
     expect(await access.authenticate({ username: 'bob', password: password('two') }, EXPOSED)).toMatchObject({ accepted: true });
 
-    writeFileSync(aclFile, 'topic readwrite c/#\ntopic nonsense\n');
+    writeFileSync(aclFile, 'topic readwrite c/#\ntopic nonsense c/x\n');
     writeFileSync(passwordFile, 'garbage\n');
     await access.reload();
     expect(access.canPublish('c', undefined, 'b/1')).toBe(true);
@@ -158,6 +158,24 @@ describe('reload', () => {
     expect(await access.authenticate({ username: 'bob', password: password('two') }, EXPOSED)).toMatchObject({ accepted: true });
     expect(log.lines).toContainEqual(`error ACL file not reloaded, the previous rules stay in force: ${aclFile}:2: unknown access "nonsense" (expected read, write, readwrite, subscribe or deny)`);
     expect(log.lines).toContainEqual(`error password file not reloaded, the previous users stay in force: ${passwordFile}:1: expected user:$scrypt$…, found no colon`);
+  });
+
+  it('lines Mosquitto reads otherwise than they look are logged as warnings, at start and at each reload', async () => {
+    const dir = tempDir();
+    const aclFile = join(dir, 'acl');
+    writeFileSync(aclFile, 'topic read\n');
+    const log = new RecordingLog();
+    const access = await started({ aclFile, log });
+    expect(access.canPublish('c', undefined, 'read')).toBe(true);
+    const warning = `warn ACL file ${aclFile}:1: "topic read" grants readwrite on the topic "read", as Mosquitto reads it (is the topic missing?)`;
+    expect(log.lines.filter((line) => line.startsWith('warn'))).toEqual([warning]);
+    writeFileSync(aclFile, 'user alice # the boss\ntopic read\n');
+    await access.reload();
+    expect(log.lines.filter((line) => line.startsWith('warn'))).toEqual([
+      warning,
+      `warn ACL file ${aclFile}:1: the user name is "alice # the boss", the whole rest of the line, as Mosquitto reads it (a comment needs a line of its own)`,
+      warning.replace(`${aclFile}:1:`, `${aclFile}:2:`),
+    ]);
   });
 
   it('a change on disk is picked up by itself (the directory is watched), a temp file renamed over the old one included', async () => {

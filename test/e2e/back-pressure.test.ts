@@ -115,7 +115,7 @@ describe('a subscriber that never reads', () => {
     expect(pubacks.map((puback) => puback.messageId)).toEqual(Array.from({ length: count }, (_, index) => index + 1));
 
     // Acknowledged means stored: all of them wait in the session's queue on disk.
-    const stats = await running.broker.sessions.durable.queueStats('stuck-qos1');
+    const stats = await running.broker.sessions.lookup('stuck-qos1')!.queueStats();
     expect(stats?.messages).toBe(count);
 
     subscriber.socket.resume();
@@ -198,6 +198,6 @@ describe('a publisher faster than the store', () => {
     expect(pubacks.map((puback) => puback.messageId)).toEqual(Array.from({ length: count }, (_, index) => index + 1));
     expect(peak).toBeLessThan(bound);
     console.log(`firehose of ${count} QoS 1 PUBLISHes against a stalled store: at most ${peak} store writes pending`);
-    expect((await running.broker.sessions.durable.queueStats('absent'))?.messages).toBe(count);
+    expect((await running.broker.sessions.lookup('absent')!.queueStats())?.messages).toBe(count);
   });
 });

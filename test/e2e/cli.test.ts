@@ -7,6 +7,7 @@
  * has been read before the test looks at it.
  */
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ClassicLevel } from 'classic-level';
@@ -79,6 +80,14 @@ describe('broker command line', () => {
     expect(code, output).toBe(0);
     for (const option of ['--host', '--port', '--data']) expect(output).toContain(option);
     expect(output).not.toMatch(/listening on/);
+  });
+
+  it.each(['--version', '-V'])('%s prints the package version, alone, and exits 0', async (flag) => {
+    const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+    expect(version).toMatch(/^\d+\.\d+\.\d+/);
+    const { code, output } = await run([flag]);
+    expect(code, output).toBe(0);
+    expect(output).toBe(`${version}\n`);
   });
 
   it('a second broker on a data directory in use exits non-zero saying the directory is in use; the first keeps serving', async () => {

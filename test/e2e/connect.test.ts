@@ -134,6 +134,36 @@ describe('CONNECT / CONNACK', () => {
       expect(client.received.map((packet) => (packet.cmd === 'connack' ? `connack ${packet.returnCode}` : packet.cmd))).toEqual(['connack 1']);
     });
 
+    it("refuses an MQTT 3.1 CONNECT with an empty client id with CONNACK 0x02: 3.1 has no assigned ids (its ids are 1 to 23 characters)", async () => {
+      const client = await clients.socket();
+      // mqtt-packet refuses to encode it: the one-character id is cut off by hand.
+      const bytes = mqttPacket.generate({ cmd: 'connect', protocolId: 'MQIsdp', protocolVersion: 3, clientId: 'x', clean: true, keepalive: 0 });
+      expect([...bytes.subarray(bytes.length - 3)]).toEqual([0, 1, 0x78]);
+      const empty = Buffer.concat([bytes.subarray(0, bytes.length - 3), Buffer.from([0, 0])]);
+      empty[1] = empty[1]! - 1;
+      client.sendBytes(empty);
+      const connack = await client.next('connack');
+      expect(connack.returnCode).toBe(2);
+      await client.closed;
+    });
+
+    it('answers MQTT 3.1 with a CONNACK whose first byte is 0, also when its persistent session is resumed (3.1 has no session present flag)', async () => {
+      const first = await clients.rawAccepted({ clientId: 'v31-durable', clean: false, protocolId: 'MQIsdp', protocolVersion: 3 });
+      expect(await subscribe(first, 1, [{ topic: 'v31/t', qos: 1 }])).toEqual([1]);
+      await first.disconnect();
+      const client = await clients.socket();
+      const bytes: Buffer[] = [];
+      client.socket.on('data', (chunk: Buffer) => bytes.push(chunk));
+      client.send({ cmd: 'connect', protocolId: 'MQIsdp', protocolVersion: 3, clientId: 'v31-durable', clean: false, keepalive: 0 });
+      await client.next('connack');
+      // CONNACK: type 0x20, remaining length 2, acknowledge flags (reserved in 3.1), return code.
+      expect([...Buffer.concat(bytes).subarray(0, 4)]).toEqual([0x20, 2, 0, 0]);
+      // The same client on 3.1.1 does see its session present [MQTT-3.2.2-2].
+      await client.disconnect();
+      const { connack } = await clients.raw({ clientId: 'v31-durable', clean: false });
+      expect(connack.sessionPresent).toBe(true);
+    });
+
     it("accepts MQTT 3.1 ('MQIsdp', level 3) and serves it", async () => {
       const { client, connack } = await clients.raw({ clientId: 'old-client', protocolId: 'MQIsdp', protocolVersion: 3 });
       expect(connack.returnCode).toBe(0);
@@ -141,6 +171,32 @@ describe('CONNECT / CONNACK', () => {
       await publishQos1(client, 2, 'v3/t', 'loop');
       const [received] = await receiveAndAck(client, 1);
       expect(summary(received!)).toBe('v3/t=loop');
+    });
+  });
+
+  describe('user name and password flags', () => {
+    it('closes a CONNECT that carries a user name while its User Name Flag is 0, without CONNACK [MQTT-3.1.2-18]', async () => {
+      const client = await clients.socket();
+      const bytes = connectBytes('sneaky');
+      expect(bytes[9]).toBe(0x02); // CleanSession only: no user name, no password
+      const userName = Buffer.from([0, 5, ...Buffer.from('alice')]);
+      const packet = Buffer.concat([bytes, userName]);
+      packet[1] = packet[1]! + userName.length; // remaining length, one byte for a CONNECT this small
+      client.sendBytes(packet);
+      await client.closed;
+      expect(client.received).toEqual([]);
+    });
+
+    it('closes a CONNECT that carries a password while its Password Flag is 0, without CONNACK [MQTT-3.1.2-20]', async () => {
+      const client = await clients.socket();
+      const bytes = mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId: 'sneaky2', clean: true, keepalive: 0, username: 'bob' });
+      expect(bytes[9]).toBe(0x82); // user name flag, CleanSession; no password flag
+      const password = Buffer.from([0, 3, ...Buffer.from('pwd')]);
+      const packet = Buffer.concat([bytes, password]);
+      packet[1] = packet[1]! + password.length;
+      client.sendBytes(packet);
+      await client.closed;
+      expect(client.received).toEqual([]);
     });
   });
 

@@ -58,7 +58,7 @@ describe('draining a queue with a wide window', { timeout: 60_000 }, () => {
     await subscriber.closed;
     const { client: again, connack } = await RawClient.session(running.port, { clientId: 'drainer', clean: false });
     expect(connack.sessionPresent).toBe(true);
-    expect(await running.broker.sessions.durable.queueStats('drainer')).toEqual({ messages: 0, bytes: 0, dropped: 0 });
+    expect(await running.broker.sessions.lookup('drainer')!.queueStats()).toEqual({ messages: 0, bytes: 0, dropped: 0 });
     again.socket.destroy();
   });
 });

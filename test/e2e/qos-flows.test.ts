@@ -203,6 +203,27 @@ describe('QoS flows', () => {
       expect([redelivered.messageId, redelivered.dup, redelivered.qos, redelivered.payload.toString()]).toEqual([original.messageId, true, 2, 'unreceived']);
     });
 
+    it.each([
+      { qos: 1 as const, wrong: 'pubrec' as const },
+      { qos: 1 as const, wrong: 'pubcomp' as const },
+      { qos: 2 as const, wrong: 'puback' as const },
+    ])(
+      'closes the connection on $wrong for a QoS $qos message in flight, a protocol violation; the message stays queued and comes again with DUP=1 [MQTT-4.8.0-1]',
+      async ({ qos, wrong }) => {
+        const sub = await clients.rawAccepted({ clientId: 'sub', clean: false });
+        await subscribe(sub, 1, [{ topic: 'wrong-ack', qos }]);
+        const publisher = await clients.mqtt({ clientId: 'pub' });
+        await publisher.publishAsync('wrong-ack', 'mismatched', { qos });
+        const original = await sub.next('publish');
+        sub.send({ cmd: wrong, messageId: original.messageId! });
+        await sub.closed;
+
+        const again = await clients.rawAccepted({ clientId: 'sub', clean: false });
+        const redelivered = await again.next('publish');
+        expect([redelivered.messageId, redelivered.dup, redelivered.qos, redelivered.payload.toString()]).toEqual([original.messageId, true, qos, 'mismatched']);
+      },
+    );
+
     it('re-sends PUBREL, not PUBLISH, on reconnect after PUBREC without PUBCOMP [MQTT-4.4.0-1]', async () => {
       const sub = await clients.rawAccepted({ clientId: 'sub', clean: false });
       await subscribe(sub, 1, [{ topic: 'half', qos: 2 }]);

@@ -32,7 +32,7 @@ describe('per-session queue limits (refuse newest, count the drop)', () => {
     }
     expect(drained).toEqual(['m0', 'm1', 'm2', 'm3', 'm4']);
 
-    expect(await running.broker.sessions.durable.queueStats('small')).toEqual({ messages: 3, bytes: 6, dropped: 2 });
+    expect(await running.broker.sessions.lookup('small')!.queueStats()).toEqual({ messages: 3, bytes: 6, dropped: 2 });
     const small = await clients.rawAccepted({ clientId: 'small', clean: false });
     expect((await receiveAndAck(small, 3)).map((publish) => publish.payload.toString())).toEqual(['m0', 'm1', 'm2']);
     await small.roundTrip();
@@ -49,7 +49,7 @@ describe('per-session queue limits (refuse newest, count the drop)', () => {
     await publishQos1(publisher, 1, 'b', '123456'); // 6 bytes: admitted
     await publishQos1(publisher, 2, 'b', '12345'); // 11 > 10: refused
     await publishQos1(publisher, 3, 'b', '1234'); // 10: admitted
-    expect(await running.broker.sessions.durable.queueStats('bytes')).toEqual({ messages: 2, bytes: 10, dropped: 1 });
+    expect(await running.broker.sessions.lookup('bytes')!.queueStats()).toEqual({ messages: 2, bytes: 10, dropped: 1 });
     const again = await clients.rawAccepted({ clientId: 'bytes', clean: false });
     expect((await receiveAndAck(again, 2)).map((publish) => publish.payload.toString())).toEqual(['123456', '1234']);
   });

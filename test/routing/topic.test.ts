@@ -261,3 +261,52 @@ describe('TopicTree', () => {
     expect(sorted(tree.match('$SYS'))).toEqual([['admin', 1]]);
   });
 });
+
+describe('TopicTree node count (what the subscription budget counts)', () => {
+  /** Distinct level paths of the filters still held: one node each. */
+  function expectedNodes(operations: Operation[]): number {
+    const live = new Map<string, string>();
+    for (const operation of operations) {
+      const key = JSON.stringify([operation.clientId, operation.filter]);
+      if (operation.kind === 'add') live.set(key, operation.filter);
+      else live.delete(key);
+    }
+    const paths = new Set<string>();
+    for (const filter of live.values()) {
+      const levels = filter.split('/');
+      for (let depth = 1; depth <= levels.length; depth++) paths.add(JSON.stringify(levels.slice(0, depth)));
+    }
+    return paths.size;
+  }
+
+  it('is the number of distinct level paths held, after any adds and removes (removes prune)', () => {
+    fc.assert(
+      fc.property(fc.array(operationArb, { maxLength: 40 }), (operations) => {
+        expect(treeOf(operations).nodes).toBe(expectedNodes(operations));
+      }),
+    );
+  });
+
+  it('a plan says exactly the bytes adding those filters then adds, filters that share nodes counted once', () => {
+    fc.assert(
+      fc.property(fc.array(operationArb, { maxLength: 30 }), fc.array(filterArb, { maxLength: 6 }), (operations, filters) => {
+        const tree = treeOf(operations);
+        const plan = tree.plan();
+        const predicted = filters.reduce((sum, filter) => sum + plan.add(filter), 0);
+        const before = tree.bytes;
+        for (const filter of filters) tree.add(filter, 'new-client', 1);
+        expect(tree.bytes - before).toBe(predicted);
+      }),
+    );
+  });
+
+  it('counts bytes back down to zero when everything is removed', () => {
+    fc.assert(
+      fc.property(fc.array(operationArb, { maxLength: 30 }), (operations) => {
+        const tree = treeOf(operations);
+        for (const operation of operations) tree.remove(operation.filter, operation.clientId);
+        expect([tree.nodes, tree.bytes]).toEqual([0, 0]);
+      }),
+    );
+  });
+});

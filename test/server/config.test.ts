@@ -63,6 +63,8 @@ allow_anonymous: false
 password_file: ./passwd
 acl_file: acl
 store_on_corrupt: move-aside
+log_level: debug
+log_format: json
 listeners:
   - host: 127.0.0.1
     port: 1883
@@ -96,6 +98,8 @@ const FULL_JSON = JSON.stringify({
   password_file: './passwd',
   acl_file: 'acl',
   store_on_corrupt: 'move-aside',
+  log_level: 'debug',
+  log_format: 'json',
   listeners: [
     { host: '127.0.0.1', port: 1883 },
     {
@@ -130,6 +134,8 @@ describe('config file: parsing and mapping', () => {
       passwordFile: join(dir, 'passwd'),
       aclFile: join(dir, 'acl'),
       storeOnCorrupt: 'move-aside',
+      logLevel: 'debug',
+      logFormat: 'json',
       listeners: [
         { host: '127.0.0.1', port: 1883 },
         {
@@ -204,6 +210,9 @@ describe('config file: errors name the file and the key path', () => {
     { case: 'a mapping for a list', yaml: 'listeners:\n  port: 1883\n', expected: ['listeners: expected a list of listeners, got a mapping'] },
     { case: 'a list for a mapping', yaml: 'limits: [1, 2]\n', expected: ['limits: expected a mapping of keys, got a list'] },
     { case: 'a bad enum value', yaml: 'store_on_corrupt: ignore\n', expected: ['store_on_corrupt: expected one of fail, move-aside, got "ignore"'] },
+    { case: 'a log level that is not one', yaml: 'log_level: verbose\n', expected: ['log_level: expected one of debug, info, warn, error, got "verbose"'] },
+    { case: 'a log format that is not one', yaml: 'log_format: logfmt\n', expected: ['log_format: expected one of text, json, got "logfmt"'] },
+    { case: 'a misspelt log key', yaml: 'log_levl: warn\n', expected: ['log_levl: unknown key (did you mean log_level?)'] },
     { case: 'a top level that is not a mapping', yaml: '- port: 1883\n', expected: ['expected a mapping of settings, got a list'] },
     // out of range
     { case: 'port above 65535', yaml: 'listeners:\n  - port: 65536\n', expected: ['listeners[0].port: expected an integer from 0 to 65535, got 65536'] },
@@ -317,13 +326,28 @@ describe('command line over the config file', () => {
         '  max_packet_size: 4096',
         '  max_connections: 20',
         '  connect_timeout_ms: 5000',
+        'log_level: error',
+        'log_format: json',
         '',
       ].join('\n'),
     );
 
   it('flags the user did not give (commander defaults) leave the file alone', async () => {
     const file = configFile();
-    expect(await commandLineOptions(argv('--config', file))).toEqual(await loadConfigFile(file));
+    const options = await commandLineOptions(argv('--config', file));
+    expect(options).toEqual(await loadConfigFile(file));
+    // --log-level and --log-format show defaults in --help (info, text); the file's own stand
+    expect(options).toMatchObject({ logLevel: 'error', logFormat: 'json' });
+  });
+
+  it('--check-config FILE reads FILE as --config does, and the flags beside it apply on top', async () => {
+    const file = configFile();
+    expect(await commandLineOptions(argv('--check-config', file))).toEqual(await commandLineOptions(argv('--config', file)));
+    expect(await commandLineOptions(argv('--check-config', file, '--max-inflight', '3', '--log-level', 'debug'))).toEqual({
+      ...(await loadConfigFile(file)),
+      maxInflight: 3,
+      logLevel: 'debug',
+    });
   });
 
   it('every flag the user gives overrides the file', async () => {
@@ -334,6 +358,7 @@ describe('command line over the config file', () => {
         '--config', file, '--host', '127.0.0.2', '--port', '0', '--data', 'elsewhere', '--max-inflight', '9',
         '--max-packet-size', '2048', '--max-connections', '3', '--connect-timeout', '700', '--allow-anonymous',
         '--password-file', passwd, '--acl-file', join(dir, 'acl'), '--move-corrupt-store-aside', '--no-sync',
+        '--log-level', 'warn', '--log-format', 'json',
       ),
     );
     expect(options).toEqual({
@@ -352,6 +377,8 @@ describe('command line over the config file', () => {
       passwordFile: join(dir, 'passwd'),
       aclFile: join(dir, 'acl'),
       storeOnCorrupt: 'move-aside',
+      logLevel: 'warn',
+      logFormat: 'json',
     });
   });
 

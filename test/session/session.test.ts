@@ -14,7 +14,7 @@ class RecordingChannel implements OutboundChannel {
   end(): void {}
 }
 
-describe('Session', () => {
+describe('Session and its outbound flow', () => {
   it('holds back an entry whose packet id is still in flight 65,535 seqs earlier, and sends it once that one is acknowledged [MQTT-2.3.1-2]', async () => {
     const repository = new MemoryRepository({ limits: { maxMessages: 100_000, maxBytes: 100_000_000 } });
     await repository.open();
@@ -23,10 +23,10 @@ describe('Session', () => {
     for (let index = 1; index <= count; index++) {
       await repository.publish({ message: { topic: 't', payload: Buffer.from(String(index)), qos: 1 }, deliveries: [{ clientId: 's', qos: 1, retain: false }] });
     }
-    const session = new Session('s', false, repository, { maxInflight: 2, readWindow: 1000, readWindowBytes: 1_000_000 }, silentLogger);
+    const session = new Session('s', false, repository, { limits: { maxInflight: 2, readWindow: 1000, readWindowBytes: 1_000_000 } }, silentLogger);
     const channel = new RecordingChannel();
-    session.link(channel);
-    await session.resume();
+    const link = session.link(channel);
+    await session.resume(link);
 
     // Everything but the first message is acknowledged as soon as it arrives.
     let acknowledged = 0;
@@ -34,7 +34,7 @@ describe('Session', () => {
       await turn();
       const fresh = channel.published.slice(1 + acknowledged);
       if (fresh.length === 0) break;
-      for (const publish of fresh) session.acknowledge(publish.packetId!);
+      for (const publish of fresh) link.outbound.acknowledge(publish.packetId!);
       acknowledged += fresh.length;
     }
     // Seq 65,536 would take packet id 1, still held by seq 1: it waits.
@@ -42,7 +42,7 @@ describe('Session', () => {
     expect(channel.published[0]!.packetId).toBe(1);
     expect(channel.published[65_534]!.packetId).toBe(65_535);
 
-    session.acknowledge(1);
+    link.outbound.acknowledge(1);
     await turn();
     await turn();
     expect(channel.published.slice(65_535).map((publish) => [publish.packetId, publish.payload.toString()])).toEqual([

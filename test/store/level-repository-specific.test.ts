@@ -11,11 +11,11 @@ import { BrokerError, ErrorCodes, type ErrorCode } from '../../src/errors.js';
 import { decode, encode } from '../../src/store/codec.js';
 import {
   FORMAT_KEY,
-  isFlightValue,
+  isReleaseValue,
   isQueueEntryValue,
   isQueueStatsValue,
   isRefCount,
-  isSentThroughValue,
+  isDupMarkValue,
   isSessionValue,
   keys,
 } from '../../src/store/key-layout.js';
@@ -225,7 +225,7 @@ describe('LevelRepository: shared message bodies', TIMEOUT, () => {
       message: message('fan/out', 'shared'),
       deliveries: ['a', 'b', 'c'].map((clientId) => ({ clientId, qos: 1 as const, retain: false })),
     });
-    await repository.markSent('a', seqOf(seqs, 'a'));
+    await repository.raiseDupMark('a', seqOf(seqs, 'a'));
     await repository.complete('a', seqOf(seqs, 'a'));
     await repository.close();
 
@@ -283,12 +283,12 @@ describe('LevelRepository: shared message bodies', TIMEOUT, () => {
   });
 });
 
-describe('LevelRepository: sent watermark, released entries and queue stats on disk', TIMEOUT, () => {
-  const WATERMARK_PREFIX = 'w\u0000';
-  const FLIGHT_PREFIX = 'f\u0000';
+describe('LevelRepository: DUP mark, released entries and queue stats on disk', TIMEOUT, () => {
+  const DUP_MARK_PREFIX = 'w\u0000';
+  const RELEASE_PREFIX = 'f\u0000';
   const STATS_PREFIX = 'n\u0000';
 
-  it('the sent watermark is one record per session, not one per message; only released entries get a record', async () => {
+  it('the DUP mark is one record per session, not one per message; only released entries get a record', async () => {
     const location = tempDir();
     let repository = await openRepository(location);
     await repository.createSession('a');
@@ -296,15 +296,15 @@ describe('LevelRepository: sent watermark, released entries and queue stats on d
     for (let i = 0; i < 5; i++) {
       seqs.push(seqOf(await repository.publish({ message: message('t', `m${i}`, 2), deliveries: [{ clientId: 'a', qos: 2, retain: false }] }), 'a'));
     }
-    for (const seq of seqs) await repository.markSent('a', seq);
+    for (const seq of seqs) await repository.raiseDupMark('a', seq);
     await repository.markReleased('a', seqs[0]!, 4242);
     await repository.close();
 
     let entries = await rawEntries(location);
-    expect(keysWithPrefix(entries, WATERMARK_PREFIX)).toEqual([keys.sentThrough('a')]);
-    expect(decode(entries.get(keys.sentThrough('a'))!, keys.sentThrough('a'), isSentThroughValue).s).toBe(seqs[4]);
-    expect(keysWithPrefix(entries, FLIGHT_PREFIX)).toEqual([keys.flight('a', seqs[0]!)]);
-    expect(decode(entries.get(keys.flight('a', seqs[0]!))!, keys.flight('a', seqs[0]!), isFlightValue)).toEqual({ s: 2, i: 4242 });
+    expect(keysWithPrefix(entries, DUP_MARK_PREFIX)).toEqual([keys.dupMark('a')]);
+    expect(decode(entries.get(keys.dupMark('a'))!, keys.dupMark('a'), isDupMarkValue).s).toBe(seqs[4]);
+    expect(keysWithPrefix(entries, RELEASE_PREFIX)).toEqual([keys.release('a', seqs[0]!)]);
+    expect(decode(entries.get(keys.release('a', seqs[0]!))!, keys.release('a', seqs[0]!), isReleaseValue)).toEqual({ s: 2, i: 4242 });
 
     repository = await openRepository(location);
     await repository.complete('a', seqs[0]!);
@@ -312,25 +312,25 @@ describe('LevelRepository: sent watermark, released entries and queue stats on d
     await repository.markReleased('a', seqs[0]!, 1);
     await repository.close();
     entries = await rawEntries(location);
-    expect(keysWithPrefix(entries, FLIGHT_PREFIX)).toEqual([]);
+    expect(keysWithPrefix(entries, RELEASE_PREFIX)).toEqual([]);
 
     repository = await openRepository(location);
     await repository.destroySession('a');
     await repository.close();
     entries = await rawEntries(location);
-    expect(keysWithPrefix(entries, WATERMARK_PREFIX)).toEqual([]);
+    expect(keysWithPrefix(entries, DUP_MARK_PREFIX)).toEqual([]);
     expect(keysWithPrefix(entries, STATS_PREFIX)).toEqual([]);
   });
 
-  it('the watermark is stored capped at the highest seq given', async () => {
+  it('the DUP mark is stored capped at the highest seq given', async () => {
     const location = tempDir();
     const repository = await openRepository(location);
     await repository.createSession('a');
     const seq = seqOf(await repository.publish({ message: message('t', 'p'), deliveries: [{ clientId: 'a', qos: 1, retain: false }] }), 'a');
-    await repository.markSent('a', seq + 1000);
+    await repository.raiseDupMark('a', seq + 1000);
     await repository.close();
     const entries = await rawEntries(location);
-    expect(decode(entries.get(keys.sentThrough('a'))!, keys.sentThrough('a'), isSentThroughValue).s).toBe(seq);
+    expect(decode(entries.get(keys.dupMark('a'))!, keys.dupMark('a'), isDupMarkValue).s).toBe(seq);
   });
 
   it('queue stats are stored under n\\0<client>, drops included, in the batch of the change', async () => {
@@ -375,14 +375,14 @@ describe('LevelRepository: corrupt records', TIMEOUT, () => {
   });
 
   it.each([
-    ['sent watermark', (clientId: string) => keys.sentThrough(clientId)],
+    ['DUP mark', (clientId: string) => keys.dupMark(clientId)],
     ['queue stats', (clientId: string) => keys.queueStats(clientId)],
   ])('a corrupt %s record makes open reject with STORE_CORRUPT_RECORD and release the directory', async (_, keyOf) => {
     const location = tempDir();
     const repository = await openRepository(location);
     await repository.createSession('a');
     const seqs = await repository.publish({ message: message('t', 'p'), deliveries: [{ clientId: 'a', qos: 1, retain: false }] });
-    await repository.markSent('a', seqOf(seqs, 'a'));
+    await repository.raiseDupMark('a', seqOf(seqs, 'a'));
     await repository.close();
     await withRawDb(location, async (db) => {
       expect(await db.get(keyOf('a'))).toBeDefined();
@@ -429,18 +429,18 @@ describe('LevelRepository: a failed write', TIMEOUT, () => {
     expect(await repository.queueStats('a')).toEqual({ messages: 1, bytes: 4, dropped: 0 });
   });
 
-  it('markSent whose write failed is written when called again with the same watermark', async () => {
+  it('raiseDupMark whose write failed is written when called again with the same DUP mark', async () => {
     const location = tempDir();
     let repository = await openRepository(location);
     await repository.createSession('a');
     const seq = seqOf(await repository.publish({ message: message('t', 'p'), deliveries: [{ clientId: 'a', qos: 1, retain: false }] }), 'a');
     failNextBatch();
-    await expectRejection(repository.markSent('a', seq), ErrorCodes.STORE_WRITE_FAILED);
-    await repository.markSent('a', seq);
-    expect((await repository.readOutbound('a', 0, 10)).map((e) => e.state)).toEqual(['sent']);
+    await expectRejection(repository.raiseDupMark('a', seq), ErrorCodes.STORE_WRITE_FAILED);
+    await repository.raiseDupMark('a', seq);
+    expect((await repository.readOutbound('a', 0, 10)).map((e) => e.state)).toEqual(['dup']);
     await repository.close();
     repository = await openRepository(location);
-    expect((await repository.readOutbound('a', 0, 10)).map((e) => e.state)).toEqual(['sent']);
+    expect((await repository.readOutbound('a', 0, 10)).map((e) => e.state)).toEqual(['dup']);
   });
 });
 

@@ -193,11 +193,11 @@ interface ModelSession {
   queue: ModelEntry[];
   /**
    * Highest seq given to this session in this run (after a restart: the highest it may have been
-   * given). Every later seq must be greater; the sent watermark never goes past it.
+   * given). Every later seq must be greater; the DUP mark never goes past it.
    */
   lastSeq: number;
-  /** Sent watermark: entries up to it read back as 'sent' (unless released), the others as 'queued'. */
-  sentThrough: number;
+  /** DUP mark: entries up to it read back as 'dup' (unless released), the others as 'queued'. */
+  dupMark: number;
   /** Deliveries refused because the queue was full. */
   dropped: number;
   inbound: Set<number>;
@@ -221,12 +221,12 @@ const FILTERS = ['a/b', 'a/+', '#', 'x/y/z', 'sport/+/score'] as const;
 const TOPICS = ['a/b', 'a/c', 'x/y/z', 'sport/tennis/score'] as const;
 
 function newModelSession(): ModelSession {
-  return { subscriptions: new Map(), queue: [], lastSeq: 0, sentThrough: 0, dropped: 0, inbound: new Set() };
+  return { subscriptions: new Map(), queue: [], lastSeq: 0, dupMark: 0, dropped: 0, inbound: new Set() };
 }
 
 function stateOf(session: ModelSession, entry: ModelEntry): OutboundState {
   if (entry.released !== undefined) return 'released';
-  return entry.seq <= session.sentThrough ? 'sent' : 'queued';
+  return entry.seq <= session.dupMark ? 'dup' : 'queued';
 }
 
 function expectedEntry(session: ModelSession, entry: ModelEntry): NormalizedEntry {
@@ -532,12 +532,12 @@ class PublishCmd implements Cmd {
 }
 
 /**
- * Sets the watermark: to 0, to an entry's seq (newest ones first), to a completed seq, or past
+ * Sets the DUP mark: to 0, to an entry's seq (newest ones first), to a completed seq, or past
  * every seq given (the repository caps it there). Never below a released entry: the caller never
- * lowers the watermark below an entry that was really sent, and a released entry was.
+ * lowers the DUP mark below an entry that was really sent, and a released entry was.
  */
-/** markSent (raises the watermark) or, with `reset`, resetSent (sets it, also downwards). */
-class MarkSentCmd extends ClientCmd {
+/** raiseDupMark (raises the DUP mark) or, with `reset`, setDupMark (sets it, also downwards). */
+class RaiseDupMarkCmd extends ClientCmd {
   #through: number | undefined;
   constructor(
     client: ClientRef,
@@ -553,16 +553,16 @@ class MarkSentCmd extends ClientCmd {
     for (const entry of session?.queue ?? []) if (entry.released !== undefined) through = Math.max(through, entry.seq);
     this.#through = through;
     if (this.reset) {
-      await real.repository.resetSent(clientId, through);
-      if (session) session.sentThrough = Math.min(through, session.lastSeq);
+      await real.repository.setDupMark(clientId, through);
+      if (session) session.dupMark = Math.min(through, session.lastSeq);
     } else {
-      await real.repository.markSent(clientId, through);
-      if (session) session.sentThrough = Math.max(session.sentThrough, Math.min(through, session.lastSeq));
+      await real.repository.raiseDupMark(clientId, through);
+      if (session) session.dupMark = Math.max(session.dupMark, Math.min(through, session.lastSeq));
     }
     await expectMatchesModel(model, real.repository, this.toString());
   }
   toString(): string {
-    const name = this.reset ? 'resetSent' : 'markSent';
+    const name = this.reset ? 'setDupMark' : 'raiseDupMark';
     return `${name}(${this.who}, pick ${this.pick}${this.#through === undefined ? '' : `=through ${this.#through}`})`;
   }
 }
@@ -679,10 +679,10 @@ class ReopenCmd implements Cmd {
   async run(model: Model, real: Real): Promise<void> {
     if (!real.reopen) return;
     real.repository = await real.reopen();
-    // Across a restart a seq need only exceed the entries still stored and the sent watermark
-    // (see OutboundEntry.seq and markSent); the watermark, the entries and the counts survive.
+    // Across a restart a seq need only exceed the entries still stored and the DUP mark
+    // (see OutboundEntry.seq and raiseDupMark); the DUP mark, the entries and the counts survive.
     for (const session of model.sessions.values()) {
-      session.lastSeq = session.queue.reduce((highest, entry) => Math.max(highest, entry.seq), session.sentThrough);
+      session.lastSeq = session.queue.reduce((highest, entry) => Math.max(highest, entry.seq), session.dupMark);
     }
     await expectMatchesModel(model, real.repository, 'after reopen');
   }
@@ -705,7 +705,7 @@ function commandArbitraries(withReopen: boolean, publishes: number): fc.Arbitrar
       inbound: fc.option(fc.record({ client: clientRefArb, packetId: packetIdArb }), { nil: undefined, freq: 3 }),
     })
     .map((p) => new PublishCmd(p.topic, p.payload, p.qos, p.deliveries, p.retained, p.inbound));
-  const markSentArb = fc.tuple(clientRefArb, pickArb).map(([client, pick]) => new MarkSentCmd(client, pick));
+  const raiseDupMarkArb = fc.tuple(clientRefArb, pickArb).map(([client, pick]) => new RaiseDupMarkCmd(client, pick));
   const arbitraries: fc.Arbitrary<Cmd>[] = [
     clientArb.map((clientId) => new CreateSessionCmd(clientId)),
     clientArb.map((clientId) => new CreateSessionCmd(clientId)),
@@ -717,9 +717,9 @@ function commandArbitraries(withReopen: boolean, publishes: number): fc.Arbitrar
       .tuple(clientRefArb, fc.array(fc.constantFrom(...FILTERS), { minLength: 1, maxLength: 2 }))
       .map(([client, filters]) => new UnsubscribeCmd(client, filters)),
     ...Array.from({ length: publishes }, () => publishArb),
-    markSentArb,
-    markSentArb,
-    fc.tuple(clientRefArb, pickArb).map(([client, pick]) => new MarkSentCmd(client, pick, true)),
+    raiseDupMarkArb,
+    raiseDupMarkArb,
+    fc.tuple(clientRefArb, pickArb).map(([client, pick]) => new RaiseDupMarkCmd(client, pick, true)),
     fc
       .tuple(clientRefArb, pickArb, fc.integer({ min: 1, max: 65535 }))
       .map(([client, pick, packetId]) => new MarkReleasedCmd(client, pick, packetId)),
@@ -1145,7 +1145,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
         }));
     });
 
-    describe('outbound flight: markSent, markReleased, complete', () => {
+    describe('outbound flight: raiseDupMark, markReleased, complete', () => {
       async function oneEntry(repository: SessionRepository, qos: QoS = 2): Promise<number> {
         await repository.createSession('a');
         return seqOf(await repository.publish({ message: message('t', 'p', qos), deliveries: [to('a', qos)] }), 'a');
@@ -1165,85 +1165,85 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
         return (await readAll(repository, clientId)).map((e) => [e.seq, e.state, e.packetId]);
       }
 
-      it('markSent(through) makes every entry up to through read back as sent, with no packet id; the others stay queued', () =>
+      it('raiseDupMark(through) makes every entry up to through read back as dup, with no packet id; the others stay queued', () =>
         withFixture(async ({ repository }) => {
           const seqs = await entries(repository, 4);
-          await repository.markSent('a', seqs[1]!);
+          await repository.raiseDupMark('a', seqs[1]!);
           for (let i = 0; i < 2; i++) {
             expect(await statesOf(repository)).toEqual([
-              [seqs[0], 'sent', undefined],
-              [seqs[1], 'sent', undefined],
+              [seqs[0], 'dup', undefined],
+              [seqs[1], 'dup', undefined],
               [seqs[2], 'queued', undefined],
               [seqs[3], 'queued', undefined],
             ]);
           }
           const [first] = await readAll(repository, 'a');
-          expect(first).toMatchObject({ seq: seqs[0], qos: 1, retain: false, state: 'sent' });
+          expect(first).toMatchObject({ seq: seqs[0], qos: 1, retain: false, state: 'dup' });
           expect(first?.message.payload.equals(Buffer.from('m0'))).toBe(true);
           expect(first?.packetId).toBeUndefined();
         }));
 
-      it('markSent only raises the watermark; resetSent moves it down and entries above it read back as queued again', () =>
+      it('raiseDupMark only raises the DUP mark; setDupMark moves it down and entries above it read back as queued again', () =>
         withFixture(async ({ repository }) => {
           const seqs = await entries(repository, 4);
-          await repository.markSent('a', seqs[3]!);
-          expect((await statesOf(repository)).map(([, state]) => state)).toEqual(['sent', 'sent', 'sent', 'sent']);
-          await repository.markSent('a', seqs[0]!);
-          expect((await statesOf(repository)).map(([, state]) => state)).toEqual(['sent', 'sent', 'sent', 'sent']);
-          await repository.resetSent('a', seqs[0]!);
-          expect((await statesOf(repository)).map(([, state]) => state)).toEqual(['sent', 'queued', 'queued', 'queued']);
-          await repository.resetSent('a', 0);
+          await repository.raiseDupMark('a', seqs[3]!);
+          expect((await statesOf(repository)).map(([, state]) => state)).toEqual(['dup', 'dup', 'dup', 'dup']);
+          await repository.raiseDupMark('a', seqs[0]!);
+          expect((await statesOf(repository)).map(([, state]) => state)).toEqual(['dup', 'dup', 'dup', 'dup']);
+          await repository.setDupMark('a', seqs[0]!);
+          expect((await statesOf(repository)).map(([, state]) => state)).toEqual(['dup', 'queued', 'queued', 'queued']);
+          await repository.setDupMark('a', 0);
           expect((await statesOf(repository)).map(([, state]) => state)).toEqual(['queued', 'queued', 'queued', 'queued']);
-          await repository.markSent('a', seqs[2]!);
-          await repository.markSent('a', seqs[2]!);
-          expect((await statesOf(repository)).map(([, state]) => state)).toEqual(['sent', 'sent', 'sent', 'queued']);
+          await repository.raiseDupMark('a', seqs[2]!);
+          await repository.raiseDupMark('a', seqs[2]!);
+          expect((await statesOf(repository)).map(([, state]) => state)).toEqual(['dup', 'dup', 'dup', 'queued']);
         }));
 
-      it('a watermark between two seqs (over completed entries) covers exactly the entries at or below it', () =>
+      it('a DUP mark between two seqs (over completed entries) covers exactly the entries at or below it', () =>
         withFixture(async ({ repository }) => {
           const seqs = await entries(repository, 5);
           await repository.complete('a', seqs[1]!);
           await repository.complete('a', seqs[2]!);
-          await repository.markSent('a', seqs[2]!);
+          await repository.raiseDupMark('a', seqs[2]!);
           expect(await statesOf(repository)).toEqual([
-            [seqs[0], 'sent', undefined],
+            [seqs[0], 'dup', undefined],
             [seqs[3], 'queued', undefined],
             [seqs[4], 'queued', undefined],
           ]);
         }));
 
-      it('markSent is capped at the highest seq given: a later publish reads back as queued', () =>
+      it('raiseDupMark is capped at the highest seq given: a later publish reads back as queued', () =>
         withFixture(async ({ repository }) => {
           const seqs = await entries(repository, 2);
-          await repository.markSent('a', seqs[1]! + 1000);
-          expect((await statesOf(repository)).map(([, state]) => state)).toEqual(['sent', 'sent']);
+          await repository.raiseDupMark('a', seqs[1]! + 1000);
+          expect((await statesOf(repository)).map(([, state]) => state)).toEqual(['dup', 'dup']);
           const third = seqOf(await repository.publish({ message: message('t', 'later'), deliveries: [to('a')] }), 'a');
           expect(await statesOf(repository)).toEqual([
-            [seqs[0], 'sent', undefined],
-            [seqs[1], 'sent', undefined],
+            [seqs[0], 'dup', undefined],
+            [seqs[1], 'dup', undefined],
             [third, 'queued', undefined],
           ]);
           // Moving it up again covers the new entry.
-          await repository.markSent('a', third);
-          expect((await statesOf(repository)).map(([, state]) => state)).toEqual(['sent', 'sent', 'sent']);
+          await repository.raiseDupMark('a', third);
+          expect((await statesOf(repository)).map(([, state]) => state)).toEqual(['dup', 'dup', 'dup']);
         }));
 
-      it('markSent past the last seq of a drained queue, or of a session that never had one, does not cover later entries', () =>
+      it('raiseDupMark past the last seq of a drained queue, or of a session that never had one, does not cover later entries', () =>
         withFixture(async ({ repository }) => {
           await repository.createSession('fresh');
-          await repository.markSent('fresh', 50);
+          await repository.raiseDupMark('fresh', 50);
           const seqs = await entries(repository, 2);
-          await repository.markSent('a', Number.MAX_SAFE_INTEGER);
+          await repository.raiseDupMark('a', Number.MAX_SAFE_INTEGER);
           for (const seq of seqs) await repository.complete('a', seq);
           const after = await repository.publish({ message: message('t', 'after'), deliveries: [to('a'), to('fresh')] });
           expect(await statesOf(repository, 'a')).toEqual([[seqOf(after, 'a'), 'queued', undefined]]);
           expect(await statesOf(repository, 'fresh')).toEqual([[seqOf(after, 'fresh'), 'queued', undefined]]);
         }));
 
-      it('markSent for an unknown session resolves and changes nothing', () =>
+      it('raiseDupMark for an unknown session resolves and changes nothing', () =>
         withFixture(async ({ repository }) => {
           const seq = await oneEntry(repository, 1);
-          await repository.markSent('nobody', seq);
+          await repository.raiseDupMark('nobody', seq);
           expect(await statesOf(repository)).toEqual([[seq, 'queued', undefined]]);
           expect(await readAll(repository, 'nobody')).toEqual([]);
           expect(await repository.loadSessions()).toHaveLength(1);
@@ -1253,12 +1253,12 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
       it('markReleased turns a sent entry into released with the given packet id, so PUBREL is resent with it [MQTT-4.4.0-1]', () =>
         withFixture(async ({ repository }) => {
           const seqs = await entries(repository, 3, 2);
-          await repository.markSent('a', seqs[1]!);
+          await repository.raiseDupMark('a', seqs[1]!);
           await repository.markReleased('a', seqs[0]!, 7);
           for (let i = 0; i < 2; i++) {
             expect(await statesOf(repository)).toEqual([
               [seqs[0], 'released', 7],
-              [seqs[1], 'sent', undefined],
+              [seqs[1], 'dup', undefined],
               [seqs[2], 'queued', undefined],
             ]);
           }
@@ -1270,20 +1270,20 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           ]);
         }));
 
-      it('a released entry stays released with its packet id whatever the watermark does at or above it', () =>
+      it('a released entry stays released with its packet id whatever the DUP mark does at or above it', () =>
         withFixture(async ({ repository }) => {
           const seqs = await entries(repository, 3, 2);
-          await repository.markSent('a', seqs[1]!);
+          await repository.raiseDupMark('a', seqs[1]!);
           await repository.markReleased('a', seqs[1]!, 9);
-          await repository.markSent('a', seqs[2]! + 10);
+          await repository.raiseDupMark('a', seqs[2]! + 10);
           expect(await statesOf(repository)).toEqual([
-            [seqs[0], 'sent', undefined],
+            [seqs[0], 'dup', undefined],
             [seqs[1], 'released', 9],
-            [seqs[2], 'sent', undefined],
+            [seqs[2], 'dup', undefined],
           ]);
-          await repository.resetSent('a', seqs[1]!);
+          await repository.setDupMark('a', seqs[1]!);
           expect(await statesOf(repository)).toEqual([
-            [seqs[0], 'sent', undefined],
+            [seqs[0], 'dup', undefined],
             [seqs[1], 'released', 9],
             [seqs[2], 'queued', undefined],
           ]);
@@ -1292,17 +1292,17 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
       it('complete removes the entry and leaves the others', () =>
         withFixture(async ({ repository }) => {
           const seqs = await entries(repository, 4, 2);
-          await repository.markSent('a', seqs[2]!);
+          await repository.raiseDupMark('a', seqs[2]!);
           await repository.markReleased('a', seqs[0]!, 1);
           await repository.complete('a', seqs[1]!);
           expect(await statesOf(repository)).toEqual([
             [seqs[0], 'released', 1],
-            [seqs[2], 'sent', undefined],
+            [seqs[2], 'dup', undefined],
             [seqs[3], 'queued', undefined],
           ]);
           await repository.complete('a', seqs[0]!);
           expect(await statesOf(repository)).toEqual([
-            [seqs[2], 'sent', undefined],
+            [seqs[2], 'dup', undefined],
             [seqs[3], 'queued', undefined],
           ]);
           await repository.complete('a', seqs[2]!);
@@ -1320,12 +1320,12 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
       it('complete and markReleased of a missing seq, and of an unknown session, are harmless no-ops', () =>
         withFixture(async ({ repository }) => {
           const seq = await oneEntry(repository, 2);
-          await repository.markSent('a', seq);
+          await repository.raiseDupMark('a', seq);
           const before = (await readAll(repository, 'a')).map(normalizeEntry);
           await repository.complete('a', seq + 1000);
           await repository.markReleased('a', seq + 1000, 6);
           await repository.complete('nobody', seq);
-          await repository.markSent('nobody', seq);
+          await repository.raiseDupMark('nobody', seq);
           await repository.markReleased('nobody', seq, 6);
           expect((await readAll(repository, 'a')).map(normalizeEntry)).toEqual(before);
           expect(await readAll(repository, 'nobody')).toEqual([]);
@@ -1347,12 +1347,12 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           const second = seqOf(await repository.publish({ message: message('t', 'q', 2), deliveries: [to('a', 2)] }), 'a');
           const third = seqOf(await repository.publish({ message: message('t', 'r', 2), deliveries: [to('a', 2)] }), 'a');
           await Promise.all([
-            repository.markSent('a', seq),
+            repository.raiseDupMark('a', seq),
             repository.markReleased('a', seq, 11),
-            repository.markSent('a', third),
+            repository.raiseDupMark('a', third),
             repository.markReleased('a', second, 12),
             repository.complete('a', second),
-            repository.resetSent('a', seq),
+            repository.setDupMark('a', seq),
           ]);
           expect(await statesOf(repository)).toEqual([
             [seq, 'released', 11],
@@ -1360,30 +1360,30 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           ]);
         }));
 
-      it('a delivery stored with sent: true raises the watermark to it in the same transition', () =>
+      it('a delivery stored with raiseDupMark: true raises the DUP mark to it in the same transition', () =>
         withFixture(async ({ repository }) => {
           const first = await oneEntry(repository, 1);
-          const marked = seqOf(await repository.publish({ message: message('t', 'now'), deliveries: [{ ...to('a'), sent: true }] }), 'a');
+          const marked = seqOf(await repository.publish({ message: message('t', 'now'), deliveries: [{ ...to('a'), raiseDupMark: true }] }), 'a');
           const later = seqOf(await repository.publish({ message: message('t', 'later'), deliveries: [to('a')] }), 'a');
           expect(await statesOf(repository)).toEqual([
-            [first, 'sent', undefined],
-            [marked, 'sent', undefined],
+            [first, 'dup', undefined],
+            [marked, 'dup', undefined],
             [later, 'queued', undefined],
           ]);
-          // Raise only: a later markSent below it changes nothing.
-          await repository.markSent('a', first);
-          expect((await statesOf(repository)).map(([, state]) => state)).toEqual(['sent', 'sent', 'queued']);
+          // Raise only: a later raiseDupMark below it changes nothing.
+          await repository.raiseDupMark('a', first);
+          expect((await statesOf(repository)).map(([, state]) => state)).toEqual(['dup', 'dup', 'queued']);
         }));
 
-      it('a publish submitted right after markSent without awaiting reads back as queued', () =>
+      it('a publish submitted right after raiseDupMark without awaiting reads back as queued', () =>
         withFixture(async ({ repository }) => {
           const seq = await oneEntry(repository, 1);
           const [, later] = await Promise.all([
-            repository.markSent('a', seq + 1),
+            repository.raiseDupMark('a', seq + 1),
             repository.publish({ message: message('t', 'later'), deliveries: [to('a')] }),
           ]);
           expect(await statesOf(repository)).toEqual([
-            [seq, 'sent', undefined],
+            [seq, 'dup', undefined],
             [seqOf(later, 'a'), 'queued', undefined],
           ]);
         }));
@@ -1425,7 +1425,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           // A shared body counts in full for every session that holds it.
           expect(await repository.queueStats('a')).toEqual(stats(3, 8, 0));
           expect(await repository.queueStats('b')).toEqual(stats(3, 8, 0));
-          await repository.markSent('a', seqs[2]!);
+          await repository.raiseDupMark('a', seqs[2]!);
           await repository.markReleased('a', seqs[0]!, 1);
           expect(await repository.queueStats('a')).toEqual(stats(3, 8, 0));
           await repository.complete('a', seqs[0]!);
@@ -1450,7 +1450,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           }
           const bytes = (list: number[]) => list.reduce((sum, seq) => sum + seqs.indexOf(seq), 0);
           expect(await repository.queueStats('a')).toEqual(stats(100, bytes(seqs), 0));
-          await repository.markSent('a', seqs[99]!);
+          await repository.raiseDupMark('a', seqs[99]!);
           await repository.markReleased('a', seqs[0]!, 1);
           const done = seqs.slice(0, 60);
           await repository.complete('a', ...done, seqs[0]!, seqs[1]!, seqs[99]! + 1000);
@@ -1477,7 +1477,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           const entries = await readAll(repository, 'a');
           const size = (list: OutboundEntry[]) => list.reduce((sum, entry) => sum + entry.message.payload.length, 0);
           expect(await repository.queueStats('a')).toEqual(stats(60, size(entries), 0));
-          await repository.markSent('a', entries[59]!.seq);
+          await repository.raiseDupMark('a', entries[59]!.seq);
           await repository.markReleased('a', entries[0]!.seq, 1);
           // Entries and bare seqs mixed, in two calls.
           await repository.complete('a', ...entries.slice(0, 20));
@@ -1496,7 +1496,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           await repository.createSession('a');
           for (let i = 0; i < 6; i++) await repository.publish({ message: message('t', 'w'.repeat(i + 1), 2), deliveries: [to('a', 2)] });
           const entries = await readAll(repository, 'a');
-          await repository.markSent('a', entries[5]!.seq);
+          await repository.raiseDupMark('a', entries[5]!.seq);
           // Released (PUBREC stored): completing it also removes what PUBREC stored.
           await repository.markReleased('a', entries[0]!.seq, 7);
           await Promise.all([
@@ -1538,7 +1538,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
             expect(await repository.queueStats('a')).toEqual(stats(2, 4, 1));
             expect(await repository.queueStats('b')).toEqual(stats(2, 4, 0));
             // Every refusal counts; in-flight entries take room as well as queued ones.
-            await repository.markSent('a', Number.MAX_SAFE_INTEGER);
+            await repository.raiseDupMark('a', Number.MAX_SAFE_INTEGER);
             expect((await repository.publish({ message: message('t', 'm4'), deliveries: [to('a')] })).size).toBe(0);
             expect(await repository.queueStats('a')).toEqual(stats(2, 4, 2));
           },
@@ -1866,7 +1866,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           const own = await repository.publish({ message: message('a/1', 'own', 1), deliveries: [to('gone')] });
           const sent = await repository.publish({ message: message('a/2', 'sent', 2), deliveries: [to('gone', 2)] });
           const released = await repository.publish({ message: message('a/3', 'rel', 2), deliveries: [to('gone', 2)] });
-          await repository.markSent('gone', seqOf(released, 'gone'));
+          await repository.raiseDupMark('gone', seqOf(released, 'gone'));
           await repository.markReleased('gone', seqOf(released, 'gone'), 4);
           expect(seqOf(sent, 'gone')).toBeLessThan(seqOf(released, 'gone'));
           const shared = await repository.publish({
@@ -1911,7 +1911,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           for (const payload of ['old', 'older']) {
             await repository.publish({ message: message('x', payload), deliveries: [to('a')], inbound: { clientId: 'a', packetId: 2 } });
           }
-          await repository.markSent('a', Number.MAX_SAFE_INTEGER);
+          await repository.raiseDupMark('a', Number.MAX_SAFE_INTEGER);
           await repository.destroySession('a');
           await repository.createSession('a');
           expect(normalizeSessions(await repository.loadSessions())).toEqual([{ clientId: 'a', subscriptions: [] }]);
@@ -1919,7 +1919,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           expect(await repository.loadInbound('a')).toEqual([]);
           expect(await repository.queueStats('a')).toEqual({ messages: 0, bytes: 0, dropped: 0 });
           await repository.publish({ message: message('x', 'new'), deliveries: [to('a')] });
-          // The old session's sent watermark is gone with it, whatever seq the new entry gets.
+          // The old session's DUP mark is gone with it, whatever seq the new entry gets.
           expect((await readAll(repository, 'a')).map((e) => [e.message.payload.toString(), e.state])).toEqual([['new', 'queued']]);
           expect(await repository.queueStats('a')).toEqual({ messages: 1, bytes: 3, dropped: 0 });
         }));
@@ -1953,8 +1953,8 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
         ['subscribe', (r) => r.subscribe('a', [{ filter: 'x', qos: 1 }])],
         ['unsubscribe', (r) => r.unsubscribe('a', ['x'])],
         ['publish', (r) => r.publish({ message: message('x', 'p'), deliveries: [to('a')] })],
-        ['markSent', (r, seq) => r.markSent('a', seq)],
-        ['resetSent', (r, seq) => r.resetSent('a', seq)],
+        ['raiseDupMark', (r, seq) => r.raiseDupMark('a', seq)],
+        ['setDupMark', (r, seq) => r.setDupMark('a', seq)],
         ['markReleased', (r, seq) => r.markReleased('a', seq, 1)],
         ['complete', (r, seq) => r.complete('a', seq)],
         ['releaseInbound', (r) => r.releaseInbound('a', 1)],
@@ -2001,9 +2001,9 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
             retained: 'set',
             inbound: { clientId: 'b', packetId: 300 },
           });
-          await repository.markSent('a', seqOf(released, 'a'));
+          await repository.raiseDupMark('a', seqOf(released, 'a'));
           await repository.markReleased('a', seqOf(released, 'a'), 18);
-          await repository.markSent('b', seqOf(shared, 'b'));
+          await repository.raiseDupMark('b', seqOf(shared, 'b'));
           await repository.publish({ message: message('z', 'retained-only', 0), deliveries: [], retained: 'set' });
           expect(seqOf(sent, 'a')).toBeLessThan(seqOf(queued, 'a'));
 
@@ -2012,12 +2012,12 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           const queueA = (await readAll(repository, 'a')).map(normalizeEntry);
           const queueB = (await readAll(repository, 'b')).map(normalizeEntry);
           expect(queueA.map((e) => [e.state, e.packetId])).toEqual([
-            ['sent', undefined],
+            ['dup', undefined],
             ['released', 18],
             ['queued', undefined],
             ['queued', undefined],
           ]);
-          expect(queueB.map((e) => [e.state, e.packetId])).toEqual([['sent', undefined]]);
+          expect(queueB.map((e) => [e.state, e.packetId])).toEqual([['dup', undefined]]);
           expect(retained).toHaveLength(2);
           const statsA = await repository.queueStats('a');
           expect(statsA).toEqual({ messages: 4, bytes: 16, dropped: 0 });
@@ -2045,7 +2045,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           expect(await again.queueStats('a')).toEqual({ messages: 3, bytes: 10, dropped: 0 });
         }));
 
-      it('the sent watermark survives reopen, also after it was moved down', ({ skip }) =>
+      it('the DUP mark survives reopen, also after it was moved down', ({ skip }) =>
         withReopen(skip, async (repository, reopen) => {
           await repository.createSession('a');
           await repository.createSession('b');
@@ -2056,39 +2056,39 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
             seqs.push(seqOf(given, 'a'));
             seqsB.push(seqOf(given, 'b'));
           }
-          await repository.markSent('a', seqs[2]!);
-          await repository.resetSent('a', seqs[0]!);
-          await repository.markSent('b', Number.MAX_SAFE_INTEGER);
+          await repository.raiseDupMark('a', seqs[2]!);
+          await repository.setDupMark('a', seqs[0]!);
+          await repository.raiseDupMark('b', Number.MAX_SAFE_INTEGER);
           let again = await reopen();
-          expect((await readAll(again, 'a')).map((e) => e.state)).toEqual(['sent', 'queued', 'queued']);
-          expect((await readAll(again, 'b')).map((e) => e.state)).toEqual(['sent', 'sent', 'sent']);
+          expect((await readAll(again, 'a')).map((e) => e.state)).toEqual(['dup', 'queued', 'queued']);
+          expect((await readAll(again, 'b')).map((e) => e.state)).toEqual(['dup', 'dup', 'dup']);
           // Still capped after the restart: the next publish is not covered.
           const next = await again.publish({ message: message('t', 'next'), deliveries: [to('a'), to('b')] });
           expect(seqOf(next, 'b')).toBeGreaterThan(seqsB[2]!);
-          expect((await readAll(again, 'b')).map((e) => e.state)).toEqual(['sent', 'sent', 'sent', 'queued']);
-          await again.markSent('a', seqs[1]!);
+          expect((await readAll(again, 'b')).map((e) => e.state)).toEqual(['dup', 'dup', 'dup', 'queued']);
+          await again.raiseDupMark('a', seqs[1]!);
           again = await reopen();
-          expect((await readAll(again, 'a')).map((e) => e.state)).toEqual(['sent', 'sent', 'queued', 'queued']);
-          expect((await readAll(again, 'b')).map((e) => e.state)).toEqual(['sent', 'sent', 'sent', 'queued']);
+          expect((await readAll(again, 'a')).map((e) => e.state)).toEqual(['dup', 'dup', 'queued', 'queued']);
+          expect((await readAll(again, 'b')).map((e) => e.state)).toEqual(['dup', 'dup', 'dup', 'queued']);
         }));
 
-      it('after reopen, a new seq is above the sent watermark even when the entries it covered were completed', ({ skip }) =>
+      it('after reopen, a new seq is above the DUP mark even when the entries it covered were completed', ({ skip }) =>
         withReopen(skip, async (repository, reopen) => {
           await repository.createSession('a');
           const seqs: number[] = [];
           for (let i = 0; i < 3; i++) seqs.push(seqOf(await repository.publish({ message: message('t', `${i}`), deliveries: [to('a')] }), 'a'));
-          await repository.markSent('a', seqs[2]!);
+          await repository.raiseDupMark('a', seqs[2]!);
           await repository.complete('a', seqs[2]!);
           await repository.complete('a', seqs[1]!);
           let again = await reopen();
           const next = seqOf(await again.publish({ message: message('t', 'after'), deliveries: [to('a')] }), 'a');
-          expect(next, `watermark was ${seqs[2]}`).toBeGreaterThan(seqs[2]!);
+          expect(next, `DUP mark was ${seqs[2]}`).toBeGreaterThan(seqs[2]!);
           expect((await readAll(again, 'a')).map((e) => [e.message.payload.toString(), e.state])).toEqual([
-            ['0', 'sent'],
+            ['0', 'dup'],
             ['after', 'queued'],
           ]);
           // The same with the whole queue drained.
-          await again.markSent('a', next);
+          await again.raiseDupMark('a', next);
           await again.complete('a', seqs[0]!);
           await again.complete('a', next);
           again = await reopen();

@@ -86,9 +86,9 @@ describe('LevelRepository when store writes fail', () => {
     faults.fail();
     // Submitted in one tick: one batch, one failure for all of them.
     const failures = await Promise.all([
-      writeFailure(repository.publish({ message: message('refused'), deliveries: [{ clientId: 'a', qos: 1, retain: false, sent: true }], retained: 'set' })),
+      writeFailure(repository.publish({ message: message('refused'), deliveries: [{ clientId: 'a', qos: 1, retain: false, raiseDupMark: true }], retained: 'set' })),
       writeFailure(repository.subscribe('b', [{ filter: 'u/#', qos: 2 }])),
-      writeFailure(repository.markSent('a', 1)),
+      writeFailure(repository.raiseDupMark('a', 1)),
       writeFailure(repository.createSession('c')),
       writeFailure(repository.publish({ message: message('inbound', 2), deliveries: [], inbound: { clientId: 'b', packetId: 7 } })),
     ]);
@@ -125,14 +125,14 @@ describe('LevelRepository when store writes fail', () => {
     const seqs = await repository.publish({ message: message('m2'), deliveries: [{ clientId: 'a', qos: 1, retain: false }] });
     // The refused publish left a gap in the seqs, nothing else.
     expect(seqs.get('a')).toBe(3);
-    await repository.markSent('a', 3);
+    await repository.raiseDupMark('a', 3);
     await repository.complete('a', 1);
     expect(faults.reopens).toBe(1);
     expect(await payloads(repository, 'a')).toEqual(['3:m2']);
 
     const fresh = await closeAndReopen(repository, location);
     expect(await payloads(fresh, 'a')).toEqual(['3:m2']);
-    expect((await fresh.readOutbound('a', 0, 10))[0]!.state).toBe('sent');
+    expect((await fresh.readOutbound('a', 0, 10))[0]!.state).toBe('dup');
     expect(await fresh.queueStats('a')).toEqual({ messages: 1, bytes: 2, dropped: 0 });
   });
 

@@ -4,11 +4,10 @@ import { NOT_AUTHORIZED, SERVER_UNAVAILABLE } from '../../auth/access-control.js
 import { BrokerError, ErrorCodes, errorMessage, ProtocolViolation } from '../../errors.js';
 import { isValidTopicName } from '../../routing/topic.js';
 import type { QoS } from '../../store/repository.js';
-import type { Connection } from '../connection.js';
+import type { Connection, Will } from '../connection.js';
 import { topicOverLimits } from '../limits.js';
 
 /** CONNACK return codes (MQTT 3.1.1 table 3.1); the refusals of authentication come with it. */
-const ACCEPTED = 0;
 const UNACCEPTABLE_PROTOCOL_VERSION = 1;
 const IDENTIFIER_REJECTED = 2;
 
@@ -18,20 +17,18 @@ const IDENTIFIER_REJECTED = 2;
  * the queue.
  */
 export async function handleConnect(connection: Connection, packet: IConnectPacket): Promise<void> {
-  // A second CONNECT is a protocol violation [MQTT-3.1.0-2].
-  if (connection.state !== 'awaiting-connect') throw new ProtocolViolation('second CONNECT');
-  connection.state = 'connecting';
+  connection.beginConnect();
 
   const version = checkProtocol(connection, packet);
   if (version === undefined) return;
-  connection.protocolVersion = version;
+  connection.useProtocolVersion(version);
   // A password needs a user name [MQTT-3.1.2-22].
   if (packet.password !== undefined && packet.username === undefined) {
     throw new ProtocolViolation('password without user name');
   }
 
   const clean = packet.clean !== false;
-  const clientId = settleClientId(connection, packet.clientId, clean);
+  const clientId = settleClientId(connection, packet.clientId, clean, version);
   if (clientId === undefined) return;
 
   const user = await authenticate(connection, packet);
@@ -49,25 +46,26 @@ export async function handleConnect(connection: Connection, packet: IConnectPack
   } catch (error) {
     if (error instanceof BrokerError && error.code === ErrorCodes.SESSION_OWNED_BY_OTHER) {
       // Another user's session, live or stored: refused before anything of it is touched.
-      refuse(connection, NOT_AUTHORIZED, error.message);
+      connection.refuse(NOT_AUTHORIZED, error.message);
+      return;
+    }
+    if (error instanceof BrokerError && error.code === ErrorCodes.SESSION_LIMIT_REACHED) {
+      // The broker-wide max_sessions: nothing was touched; 0x03, the service cannot take it now.
+      connection.refuse(SERVER_UNAVAILABLE, error.message);
       return;
     }
     log.error(`client ${JSON.stringify(clientId)}: session could not start: ${errorMessage(error)}`);
-    refuse(connection, SERVER_UNAVAILABLE, 'session could not start');
+    connection.refuse(SERVER_UNAVAILABLE, 'session could not start');
     return;
   }
-  const { session, sessionPresent } = started;
-  connection.session = session;
-  if (connection.isClosed) {
+  const { session, link, sessionPresent } = started;
+  if (!connection.accept(link, will, sessionPresent)) {
     // The socket went away while the session started; hand it straight back.
     await sessions.close(session, connection);
     return;
   }
-  connection.will = will;
-  connection.state = 'connected';
-  connection.send({ cmd: 'connack', returnCode: ACCEPTED, sessionPresent });
   log.info(`client ${JSON.stringify(clientId)} connected from ${connection.remote} (clean=${clean}, present=${sessionPresent})`);
-  await session.resume();
+  await session.resume(link);
 }
 
 function checkProtocol(connection: Connection, packet: IConnectPacket): 3 | 4 | undefined {
@@ -75,15 +73,21 @@ function checkProtocol(connection: Connection, packet: IConnectPacket): 3 | 4 | 
   if (protocolId === 'MQTT' && protocolVersion === 4) return 4;
   if (protocolId === 'MQIsdp' && protocolVersion === 3) return 3;
   // A level we do not speak (MQTT 5 among them, for now) is refused with 0x01 [MQTT-3.1.2-2].
-  refuse(connection, UNACCEPTABLE_PROTOCOL_VERSION, `protocol ${protocolId} level ${protocolVersion} is not supported`);
+  connection.refuse(UNACCEPTABLE_PROTOCOL_VERSION, `protocol ${protocolId} level ${protocolVersion} is not supported`);
   return undefined;
 }
 
-function settleClientId(connection: Connection, requested: string, clean: boolean): string | undefined {
+function settleClientId(connection: Connection, requested: string, clean: boolean, version: 3 | 4): string | undefined {
+  if (requested.length === 0 && version === 3) {
+    // MQTT 3.1 has no server-assigned ids: its client id is 1 to 23 characters, else 0x02. Longer
+    // ids are accepted, as Mosquitto accepts them.
+    connection.refuse(IDENTIFIER_REJECTED, 'empty client id (MQTT 3.1 requires one)');
+    return undefined;
+  }
   if (requested.length === 0) {
     // A zero-length id is only allowed with CleanSession=1; the server assigns one [MQTT-3.1.3-6] [MQTT-3.1.3-8].
     if (!clean) {
-      refuse(connection, IDENTIFIER_REJECTED, 'empty client id with CleanSession=0');
+      connection.refuse(IDENTIFIER_REJECTED, 'empty client id with CleanSession=0');
       return undefined;
     }
     return `auto-${randomUUID()}`;
@@ -108,13 +112,13 @@ async function authenticate(connection: Connection, packet: IConnectPacket): Pro
   // The socket may have gone while the password was checked.
   if (connection.isClosed) return REFUSED;
   if (!result.accepted) {
-    refuse(connection, result.returnCode, result.reason);
+    connection.refuse(result.returnCode, result.reason);
     return REFUSED;
   }
   return result.user;
 }
 
-function willOf(connection: Connection, packet: IConnectPacket, clientId: string, user: string | undefined): Connection['will'] {
+function willOf(connection: Connection, packet: IConnectPacket, clientId: string, user: string | undefined): Will | undefined {
   const will = packet.will;
   if (!will) return undefined;
   if ((will.qos ?? 0) > 2) throw new ProtocolViolation('will QoS 3 [MQTT-3.1.2-14]');
@@ -123,16 +127,4 @@ function willOf(connection: Connection, packet: IConnectPacket, clientId: string
   if (overLimits) throw new ProtocolViolation(`will refused: ${overLimits}`);
   const payload = typeof will.payload === 'string' ? Buffer.from(will.payload) : will.payload;
   return { message: { topic: will.topic, payload, qos: (will.qos ?? 0) as QoS }, retain: will.retain === true, clientId, user };
-}
-
-/**
- * CONNACK with a refusal code and session present 0 [MQTT-3.2.2-4], then close [MQTT-3.2.2-5];
- * nothing the client sent after the CONNECT is processed [MQTT-3.1.4-5], and a refused connection
- * has no will to publish.
- */
-function refuse(connection: Connection, returnCode: number, reason: string): void {
-  connection.will = undefined;
-  connection.send({ cmd: 'connack', returnCode, sessionPresent: false });
-  connection.context.log.warn(`${connection.describe()}: CONNECT refused: ${reason}`);
-  connection.close(`CONNECT refused: ${reason}`);
 }

@@ -5,7 +5,7 @@ import type { Connection } from '../connection.js';
  * after the acknowledgements already under way have gone out.
  */
 export async function handleDisconnect(connection: Connection): Promise<void> {
-  connection.will = undefined;
+  connection.discardWill();
   await connection.repliesSent();
   connection.close('DISCONNECT', { graceful: true });
 }

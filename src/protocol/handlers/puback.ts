@@ -1,8 +1,8 @@
 import type { IPubackPacket } from 'mqtt-packet';
 import type { Connection } from '../connection.js';
-import { sessionOf } from '../dispatcher.js';
+import { flowAcknowledged } from './outbound-ack.js';
 
 /** PUBACK for a QoS1 message we sent: the delivery is complete. */
 export function handlePuback(connection: Connection, packet: IPubackPacket): void {
-  sessionOf(connection).acknowledge(packet.messageId!);
+  flowAcknowledged(connection, 'puback', packet.messageId!).acknowledge(packet.messageId!);
 }

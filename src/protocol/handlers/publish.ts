@@ -2,7 +2,6 @@ import type { IPublishPacket } from 'mqtt-packet';
 import { ProtocolViolation } from '../../errors.js';
 import { isValidTopicName } from '../../routing/topic.js';
 import type { Connection } from '../connection.js';
-import { sessionOf } from '../dispatcher.js';
 import { topicOverLimits } from '../limits.js';
 
 /**
@@ -16,7 +15,7 @@ export async function handlePublish(connection: Connection, packet: IPublishPack
   if (overLimits) throw new ProtocolViolation(`PUBLISH refused: ${overLimits}`);
   // DUP must be 0 for QoS 0 [MQTT-3.3.1-2].
   if (qos === 0 && packet.dup) throw new ProtocolViolation('DUP set on a QoS 0 PUBLISH');
-  const session = sessionOf(connection);
+  const { session, inbound } = connection.requireLink();
   const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
   const message = { topic, payload, qos };
   const { distributor } = connection.context;
@@ -30,7 +29,7 @@ export async function handlePublish(connection: Connection, packet: IPublishPack
     return;
   }
 
-  if (qos === 2 && !session.claimInbound(packetId)) {
+  if (qos === 2 && !inbound.claim(packetId)) {
     // Already received and not released: acknowledge again, deliver nothing again [MQTT-4.3.3-2].
     connection.reply(Promise.resolve(), () => connection.send({ cmd: 'pubrec', messageId: packetId }));
     return;
@@ -48,7 +47,7 @@ export async function handlePublish(connection: Connection, packet: IPublishPack
       if (acknowledgement) connection.send({ cmd: acknowledgement, messageId: packetId });
     },
     () => {
-      if (qos === 2) session.abandonInbound(packetId);
+      if (qos === 2) inbound.abandon(packetId);
     },
     payload.length,
   );

@@ -3,7 +3,6 @@ import { ProtocolViolation } from '../../errors.js';
 import { isValidTopicFilter } from '../../routing/topic.js';
 import type { QoS, Subscription } from '../../store/repository.js';
 import type { Connection } from '../connection.js';
-import { sessionOf } from '../dispatcher.js';
 import { topicOverLimits } from '../limits.js';
 
 const REJECTED = 0x80;
@@ -14,10 +13,10 @@ const REJECTED = 0x80;
  * [MQTT-3.3.1-8]. A subscription to a filter already held replaces it [MQTT-3.8.4-3].
  * Filters over max_topic_length/levels, and new filters beyond max_subscriptions_per_client
  * (replacing one held does not count), get 0x80 too, as do filters the ACL does not let the
- * session's owner subscribe to.
+ * session's owner subscribe to and new filters beyond the broker-wide subscription budget.
  */
 export async function handleSubscribe(connection: Connection, packet: ISubscribePacket): Promise<void> {
-  const session = sessionOf(connection);
+  const { session } = connection.requireLink();
   // mqtt-packet passes a SUBSCRIBE holding just a packet id (found by the fuzz suite).
   if (packet.subscriptions.length === 0) throw new ProtocolViolation('SUBSCRIBE without topic filters [MQTT-3.8.3-3]');
   const { sessions, distributor } = connection.context;
@@ -42,9 +41,20 @@ export async function handleSubscribe(connection: Connection, packet: ISubscribe
       granted.push(REJECTED);
     }
   }
-  const subscriptions: Subscription[] = [...accepted].map(([filter, qos]) => ({ filter, qos }));
-  // false: the session was taken over or discarded meanwhile; this connection is closed already.
-  if (subscriptions.length > 0 && !(await sessions.subscribe(session, subscriptions, connection))) return;
+  let subscriptions: Subscription[] = [...accepted].map(([filter, qos]) => ({ filter, qos }));
+  if (subscriptions.length > 0) {
+    const subscribed = await sessions.subscribe(session, subscriptions, connection);
+    // The session was taken over or discarded meanwhile; this connection is closed already.
+    if (!subscribed) return;
+    if (subscribed.accepted.length < subscriptions.length) {
+      // The broker-wide subscription budget took only some: the others get 0x80 too.
+      const stored = new Set(subscribed.accepted.map(({ filter }) => filter));
+      packet.subscriptions.forEach(({ topic }, index) => {
+        if (!stored.has(topic)) granted[index] = REJECTED;
+      });
+      subscriptions = subscribed.accepted;
+    }
+  }
   connection.send({ cmd: 'suback', messageId: packet.messageId!, granted });
   for (const { filter, qos } of subscriptions) await distributor.sendRetained(session, filter, qos);
 }

@@ -2,11 +2,10 @@ import type { IUnsubscribePacket } from 'mqtt-packet';
 import { ProtocolViolation } from '../../errors.js';
 import { isValidTopicFilter } from '../../routing/topic.js';
 import type { Connection } from '../connection.js';
-import { sessionOf } from '../dispatcher.js';
 
 /** UNSUBSCRIBE: stored, unrouted, then UNSUBACK, even for filters not subscribed [MQTT-3.10.4-5]. */
 export async function handleUnsubscribe(connection: Connection, packet: IUnsubscribePacket): Promise<void> {
-  const session = sessionOf(connection);
+  const { session } = connection.requireLink();
   const filters = packet.unsubscriptions;
   if (filters.length === 0) throw new ProtocolViolation('UNSUBSCRIBE without topic filters [MQTT-3.10.3-2]');
   for (const filter of filters) {

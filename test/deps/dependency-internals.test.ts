@@ -1,0 +1,106 @@
+/**
+ * Three files lean on the internals of a dependency, below its public API, for speed or for checks
+ * the public API cannot make: strict-parser.ts and ack-reader.ts (mqtt-packet's parser state and
+ * string reader), group-commit.ts (classic-level's native chained batch). package.json pins both
+ * packages to an exact version, and this suite states each assumption on its own, so that an
+ * upgrade that breaks one fails here, by name, instead of somewhere inside the broker.
+ */
+import os from 'node:os';
+import path from 'node:path';
+import fs from 'node:fs';
+import { createRequire } from 'node:module';
+import { ClassicLevel } from 'classic-level';
+import mqttPacket from 'mqtt-packet';
+import { describe, expect, it } from 'vitest';
+
+const require = createRequire(import.meta.url);
+const packageJson = JSON.parse(fs.readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { dependencies: Record<string, string> };
+
+function installedVersion(name: string): string {
+  return (require(`${name}/package.json`) as { version: string }).version;
+}
+
+describe('pinned dependencies whose internals we use', () => {
+  it.each(['mqtt-packet', 'classic-level'])('%s is pinned to an exact version, and that version is installed', (name) => {
+    const wanted = packageJson.dependencies[name];
+    expect(wanted, `${name} must be pinned exactly in package.json`).toMatch(/^\d+\.\d+\.\d+$/);
+    expect(installedVersion(name)).toBe(wanted);
+  });
+});
+
+describe('mqtt-packet parser internals (strict-parser.ts, ack-reader.ts)', () => {
+  interface ParserInternals {
+    _list: { length: number; slice(start: number, end: number): Buffer; shallowSlice(start: number, end: number): unknown };
+    _pos: number;
+    _stateCounter: number;
+    packet: { length: number };
+    _states: string[];
+    error: unknown;
+  }
+
+  it('has the state methods strict-parser.ts replaces, called by name from its state table', () => {
+    const parser = mqttPacket.parser({ protocolVersion: 4 }) as unknown as ParserInternals & Record<string, unknown>;
+    expect(parser._states).toEqual(['_parseHeader', '_parseLength', '_parsePayload', '_newPacket']);
+    for (const method of ['_parseLength', '_parsePayload', '_parseMessageId', '_parseString', '_parseNum', '_emitError']) {
+      expect(typeof parser[method], method).toBe('function');
+    }
+  });
+
+  it('holds unparsed bytes in _list and is between packets exactly when _list is empty and _stateCounter is 0', () => {
+    const parser = mqttPacket.parser({ protocolVersion: 4 }) as unknown as ParserInternals & { parse(bytes: Buffer): number };
+    expect(parser._list.length).toBe(0);
+    expect(parser._stateCounter).toBe(0);
+    const publish = mqttPacket.generate({ cmd: 'publish', topic: 'a/b', payload: Buffer.from('xyz'), qos: 1, messageId: 7, dup: false, retain: false });
+    parser.parse(publish.subarray(0, 3));
+    expect(parser._list.length > 0 || parser._stateCounter !== 0).toBe(true);
+    expect(typeof parser._list.shallowSlice).toBe('function');
+    parser.parse(publish.subarray(3));
+    expect(parser._list.length).toBe(0);
+    expect(parser._stateCounter).toBe(0);
+    expect(parser.error ?? null).toBeNull();
+  });
+
+  it('reads strings through _parseString, so replacing it on an instance decides every string of a packet', () => {
+    const parser = mqttPacket.parser({ protocolVersion: 4 }) as unknown as Record<string, unknown> & {
+      parse(bytes: Buffer): number;
+      on(event: string, listener: (packet: { topic?: string }) => void): void;
+    };
+    const original = parser._parseString as () => string | null;
+    let calls = 0;
+    parser._parseString = function counted(this: unknown) {
+      calls++;
+      return original.call(this);
+    };
+    const topics: (string | undefined)[] = [];
+    parser.on('packet', (packet) => topics.push(packet.topic));
+    parser.parse(mqttPacket.generate({ cmd: 'publish', topic: 'x/y', payload: Buffer.alloc(0), qos: 0, dup: false, retain: false }));
+    expect(topics).toEqual(['x/y']);
+    expect(calls).toBe(1);
+  });
+});
+
+describe('classic-level chained batch internals (group-commit.ts)', () => {
+  it('hands out a native batch with _put, _del and _write({ sync }) that writes strings and bytes as they are', async () => {
+    const location = fs.mkdtempSync(path.join(os.tmpdir(), 'broker-deps-'));
+    const db = new ClassicLevel<string, Uint8Array>(location, { keyEncoding: 'utf8', valueEncoding: 'view' });
+    await db.open();
+    try {
+      await db.put('gone', Uint8Array.of(9));
+      const batch = (db as unknown as { _chainedBatch(): Record<string, unknown> })._chainedBatch() as {
+        _put(key: string, value: Uint8Array): void;
+        _del(key: string): void;
+        _write(options: { sync: boolean }): Promise<void>;
+        close(): Promise<void>;
+      };
+      batch._put('k', Uint8Array.of(1, 2, 3));
+      batch._del('gone');
+      await batch._write({ sync: true });
+      await batch.close();
+      expect([...(await db.get('k'))!]).toEqual([1, 2, 3]);
+      expect(await db.get('gone')).toBeUndefined();
+    } finally {
+      await db.close();
+      fs.rmSync(location, { recursive: true, force: true });
+    }
+  });
+});
