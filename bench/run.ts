@@ -191,12 +191,14 @@ async function main(): Promise<void> {
   const workRoot = mkdtempSync(join(resolve(options.dataRoot), 'mqtt-bench-'));
   trackDir(workRoot);
   const log = (line: string) => console.error(line);
-  // Our broker runs from a copy of bin/ and dist/ taken now (inside the repository, so its imports
+  // Our broker runs from a copy of bin/, dist/ and package.json taken now (inside the repository, so its imports
   // still resolve node_modules): a rebuild while the bench runs must not change what is measured.
   const snapshot = join(distDir, `ours-snapshot-${process.pid}`);
   trackDir(snapshot);
   cpSync(join(root, 'dist'), join(snapshot, 'dist'), { recursive: true });
   cpSync(join(root, 'bin'), join(snapshot, 'bin'), { recursive: true });
+  // The broker reads its version from ../../package.json relative to dist/cli/.
+  cpSync(join(root, 'package.json'), join(snapshot, 'package.json'));
   const definitions = brokerDefinitions(root, options.mosquitto, snapshot, options.oursArgs);
   const ctx: Context = { root, distDir, workRoot, sizes, definitions, log };
 
