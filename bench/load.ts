@@ -148,14 +148,21 @@ function failOnClose(clients: RawClient[], isOver: () => boolean, fail: (error: 
 }
 
 async function throughput(job: ThroughputJob): Promise<ThroughputResult> {
-  const perPublisher = Math.max(1, Math.ceil(job.messages / job.publishers));
+  // Each publisher first sends its share of the warm-up, then its measured messages, through the
+  // same connections and the same full window: the measured part starts in a steady state, not
+  // while the broker's and the generator's JIT compilers are still at work.
+  const warmupPer = Math.ceil((job.warmup ?? 0) / job.publishers);
+  const measuredPer = Math.max(1, Math.ceil(job.messages / job.publishers));
+  const perPublisher = warmupPer + measuredPer;
   const total = perPublisher * job.publishers;
+  const measured = measuredPer * job.publishers;
   const subs = job.subscribers;
-  const expectedDeliveries = total * subs;
+  const expectedDeliveries = measured * subs;
   const qos = job.qos;
   const releaseOnAck = job.openUntil === 'ack' && qos > 0;
   const template = new PublishTemplate(job.topic, qos, job.payloadSize);
   if (job.brokerPid !== undefined) brokerPid = job.brokerPid;
+  const isMeasured = (seq: number) => seq % perPublisher >= warmupPer;
 
   const acked = new Uint8Array(total);
   /** When the broker acknowledged it (QoS 1/2) or it was sent (QoS 0): the overdue clock starts. */
@@ -167,7 +174,9 @@ async function throughput(job: ThroughputJob): Promise<ThroughputResult> {
   const finished = new Uint8Array(total);
   const seen = new Uint8Array(total * subs);
   const latencies = new Float64Array(expectedDeliveries);
+  /** Measured deliveries (warm-up ones only count as progress). */
   let deliveries = 0;
+  let allDeliveries = 0;
   let duplicates = 0;
   let finishedCount = 0;
   let overdue = 0;
@@ -198,11 +207,11 @@ async function throughput(job: ThroughputJob): Promise<ThroughputResult> {
     if (local >= limit) return;
     // Everything sent now leaves in one write at the end of this tick: one send time for all.
     const now = performance.now();
-    if (firstSendAt === 0) {
-      firstSendAt = now;
-      cpu.start();
-    }
     for (; local < limit; local++) {
+      if (local === warmupPer && firstSendAt === 0) {
+        firstSendAt = now;
+        cpu.start();
+      }
       const seq = p * perPublisher + local;
       const id = (local % 65535) + 1;
       if (qos > 0) ids[id] = seq;
@@ -249,7 +258,7 @@ async function throughput(job: ThroughputJob): Promise<ThroughputResult> {
       for (let local = oldest[p]!; local < sent[p]!; local++) {
         const seq = base + local;
         if (finished[seq] === 0 && settledAt[seq]! > 0 && now - settledAt[seq]! > job.overdueMs) {
-          overdue++;
+          if (isMeasured(seq)) overdue++;
           complete(seq);
         }
       }
@@ -272,7 +281,8 @@ async function throughput(job: ThroughputJob): Promise<ThroughputResult> {
             return;
           }
           seen[slot] = 1;
-          latencies[deliveries++] = performance.now() - payloadSentAt(data, start, end);
+          allDeliveries++;
+          if (isMeasured(seq)) latencies[deliveries++] = performance.now() - payloadSentAt(data, start, end);
           if (++receipts[seq]! === subs && (qos === 0 || acked[seq] === 1)) complete(seq);
         };
         client.onPubrel = (id) => client.pubcomp(id);
@@ -299,7 +309,7 @@ async function throughput(job: ThroughputJob): Promise<ThroughputResult> {
   try {
     await watchdog(
       done,
-      () => deliveries + ackCount + overdue,
+      () => allDeliveries + ackCount + overdue,
       job.stallMs,
       job.timeoutMs,
       () => `${deliveries}/${expectedDeliveries} delivered, ${ackCount}/${qos > 0 ? total : 0} acknowledged`,
@@ -316,7 +326,8 @@ async function throughput(job: ThroughputJob): Promise<ThroughputResult> {
   const sorted = latencies.subarray(0, deliveries).sort();
   await Promise.all([...publishers, ...subscribers].map((client) => client.disconnect()));
   return {
-    publishes: total,
+    publishes: measured,
+    warmupPublishes: total - measured,
     deliveries,
     expectedDeliveries,
     undelivered: expectedDeliveries - deliveries,
@@ -324,7 +335,7 @@ async function throughput(job: ThroughputJob): Promise<ThroughputResult> {
     duplicates,
     elapsedMs,
     deliveryRate: (deliveries / elapsedMs) * 1000,
-    publishRate: (total / elapsedMs) * 1000,
+    publishRate: (measured / elapsedMs) * 1000,
     latencyP50Ms: percentile(sorted, 50),
     latencyP99Ms: percentile(sorted, 99),
     latencyP999Ms: percentile(sorted, 99.9),

@@ -9,8 +9,10 @@ export interface ThroughputJob {
   qos: 0 | 1 | 2;
   publishers: number;
   subscribers: number;
-  /** Publishes in total (spread evenly over the publishers). */
+  /** Publishes measured (spread evenly over the publishers). */
   messages: number;
+  /** Publishes sent before the measured ones, through the same connections, and not counted. */
+  warmup?: number;
   /** Messages each publisher may have outstanding: sent but not yet acknowledged and delivered to every subscriber. */
   window: number;
   payloadSize: number;
@@ -110,7 +112,9 @@ export interface MachineSpent {
 }
 
 export interface ThroughputResult {
+  /** Measured publishes (the warm-up not included). */
   publishes: number;
+  warmupPublishes?: number;
   deliveries: number;
   expectedDeliveries: number;
   /** Deliveries that never arrived (acknowledged or sent, not delivered by the end of the run). */

@@ -36,6 +36,8 @@ export interface BenchSizes {
   /** No progress for this long fails a run. */
   stallMs: number;
   readyTimeoutMs: number;
+  /** Throughput runs first send this share of their messages again as an uncounted warm-up. */
+  warmupShare: number;
   /** When a message leaves the publisher's window (ThroughputJob.openUntil). */
   openUntil: 'delivery' | 'ack';
   /** Open-loop latency: seconds measured per offered rate, after warmupSeconds not counted. */
@@ -142,8 +144,16 @@ const THROUGHPUT_SHAPES: Record<'qos0' | 'qos1' | 'qos2' | 'fanout' | 'fanin', {
   fanin: { qos: 1, publishers: 10, subscribers: 1 },
 };
 
+/**
+ * The trivial sink runs this many times the messages of a broker run (same window, same payload):
+ * at several hundred thousand messages a second a broker-sized run would last a few tens of ms, too
+ * short to say what the generator can sustain.
+ */
+export const SINK_SCALE = 5;
+
 export async function runThroughput(ctx: Context, broker: BrokerId, scenario: keyof typeof THROUGHPUT_SHAPES): Promise<RunOutcome> {
   const shape = THROUGHPUT_SHAPES[scenario];
+  const scale = broker === 'sink' ? SINK_SCALE : 1;
   return withBrokers(async (started) => {
     const server = await start(ctx, broker, freshDir(ctx, broker, scenario));
     started.push(server);
@@ -158,7 +168,8 @@ export async function runThroughput(ctx: Context, broker: BrokerId, scenario: ke
       port: server.port,
       ...shape,
       // Fan-out: messages/10 publishes × 10 subscribers; fan-in: 10 publishers × messages/10.
-      messages: Math.max(1, Math.round(ctx.sizes.messages / shape.subscribers)),
+      messages: Math.max(1, Math.round((ctx.sizes.messages * scale) / shape.subscribers)),
+      warmup: Math.round(((ctx.sizes.messages * scale) / shape.subscribers) * ctx.sizes.warmupShare),
       window: ctx.sizes.window,
       payloadSize: ctx.sizes.payloadSize,
       topic: `bench/${scenario}`,
