@@ -349,7 +349,6 @@ async function openLoop(job: OpenLoopJob): Promise<OpenLoopResult> {
   const warmup = Math.round(job.rate * job.warmupSeconds);
   const measured = Math.round(job.rate * job.seconds);
   const total = warmup + measured;
-  const intervalMs = 1000 / job.rate;
   const template = new PublishTemplate(job.topic, 1, job.payloadSize);
   const seen = new Uint8Array(total);
   const latencies = new Float64Array(measured);
@@ -403,16 +402,17 @@ async function openLoop(job: OpenLoopJob): Promise<OpenLoopResult> {
   failed.catch(() => {});
   failOnClose([subscriber, publisher], () => over, (error) => fail(error));
 
-  // Each tick sends every message whose time has come, stamped with its scheduled time: a late
-  // tick shows as latency (no coordinated omission), whoever was late.
+  // Open loop in 1 ms bursts: at each millisecond k every message due by then is sent, stamped with
+  // k (when its burst was due), so a late tick shows as latency (no coordinated omission), whoever
+  // was late, while the 1 ms timer's granularity adds nothing by itself.
   const startAt = performance.now() + 10;
-  const measuredFrom = startAt + warmup * intervalMs;
+  const burstOf = (seq: number) => Math.ceil((seq * 1000) / job.rate);
   let timer: NodeJS.Timeout | undefined;
   let allSent!: () => void;
   const sending = new Promise<void>((resolve) => (allSent = resolve));
   const tick = () => {
-    const now = performance.now();
-    const due = Math.min(total, Math.floor((now - startAt) / intervalMs) + 1);
+    const ms = Math.floor(performance.now() - startAt);
+    const due = Math.min(total, Math.floor((ms * job.rate) / 1000) + 1);
     for (; sent < due; sent++) {
       const id = (sent % 65535) + 1;
       if (idToSeq[id] !== -1) {
@@ -422,11 +422,12 @@ async function openLoop(job: OpenLoopJob): Promise<OpenLoopResult> {
       }
       if (sent === warmup) cpu.start();
       idToSeq[id] = sent;
-      publisher.publish(template, id, sent, startAt + sent * intervalMs);
+      publisher.publish(template, id, sent, startAt + burstOf(sent));
     }
     if (sent >= total) allSent();
-    else timer = setTimeout(tick, Math.max(0, startAt + sent * intervalMs - performance.now()));
+    else timer = setTimeout(tick, Math.max(0, startAt + burstOf(sent) - performance.now()));
   };
+  const measuredFrom = startAt + burstOf(warmup);
   timer = setTimeout(tick, Math.max(0, startAt - performance.now()));
   try {
     await Promise.race([sending, failed]);
