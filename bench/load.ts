@@ -1,14 +1,20 @@
 /**
  * The load generator: one process per job, separate from the broker under test and from the
- * runner. `node bench/dist/load.js '<job json>'`; answers with JSON lines on stdout (LoadEvent).
+ * runner. `node bench/dist/load.js '<job json>'`; answers with JSON lines on stdout (LoadEvent)
+ * and reads LoadCommand lines on stdin.
+ *
+ * It shares the machine's cores with the broker, so it is built to cost as little as possible per
+ * message (see bench/README.md, "The load generator's own cost"): no object, promise or closure per
+ * message, packets written straight into one buffer per socket and tick, state in typed arrays.
  */
 import { closeSync, fdatasyncSync, fsyncSync, mkdirSync, openSync, rmSync, writeSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { ClassicLevel } from 'classic-level';
-import type { IPublishPacket, QoS } from 'mqtt-packet';
 import {
   toRanges,
+  type CpuSpent,
   type DiskJob,
   type DiskResult,
   type DrainJob,
@@ -16,11 +22,16 @@ import {
   type FillJob,
   type FillResult,
   type Job,
+  type LoadCommand,
   type LoadEvent,
+  type OpenLoopJob,
+  type OpenLoopResult,
   type ThroughputJob,
   type ThroughputResult,
 } from './lib/jobs.js';
-import { makePayload, payloadSentAt, payloadSeq, RawClient } from './lib/mqtt-client.js';
+import { payloadSentAt, payloadSeq, RawClient } from './lib/mqtt-client.js';
+import { readCpu, readMachineCpu, type CpuTimes, type MachineCpu } from './lib/proc.js';
+import { PublishTemplate } from './lib/wire.js';
 
 function emit(event: LoadEvent): void {
   process.stdout.write(`${JSON.stringify(event)}\n`);
@@ -28,16 +39,52 @@ function emit(event: LoadEvent): void {
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
+/** The broker's pid, given in the job or (drain: the broker starts after the load) on stdin. */
+let brokerPid: number | undefined;
+
 function percentile(sorted: Float64Array, p: number): number {
   if (sorted.length === 0) return NaN;
   const index = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
   return sorted[index]!;
 }
 
-/** Acknowledges an incoming PUBLISH the way its QoS requires. */
-function ackIncoming(client: RawClient, packet: IPublishPacket): void {
-  if (packet.qos === 1) client.puback(packet.messageId ?? 0);
-  else if (packet.qos === 2) client.pubrec(packet.messageId ?? 0);
+/**
+ * CPU of the broker (from /proc), of this process and of the whole machine over one measured
+ * interval: what the machine spent beyond the two is other work that disturbed the measurement.
+ */
+class CpuWatch {
+  #broker: CpuTimes | undefined;
+  #load: NodeJS.CpuUsage | undefined;
+  #machine: MachineCpu | undefined;
+  #startedAt = 0;
+  #spent: Pick<ThroughputResult, 'brokerCpu' | 'loadCpu' | 'machineCpu'> = {};
+
+  start(): void {
+    this.#broker = brokerPid === undefined ? undefined : readCpu(brokerPid);
+    this.#load = process.cpuUsage();
+    this.#machine = readMachineCpu();
+    this.#startedAt = performance.now();
+  }
+
+  stop(): void {
+    if (!this.#load) return;
+    const wallMs = performance.now() - this.#startedAt;
+    const broker = brokerPid === undefined ? undefined : readCpu(brokerPid);
+    const load = process.cpuUsage(this.#load);
+    const machine = readMachineCpu();
+    this.#spent = {
+      loadCpu: { userMs: load.user / 1000, systemMs: load.system / 1000 },
+      ...(this.#broker && broker ? { brokerCpu: { userMs: broker.userMs - this.#broker.userMs, systemMs: broker.systemMs - this.#broker.systemMs } } : {}),
+      ...(this.#machine && machine
+        ? { machineCpu: { busyMs: machine.busyMs - this.#machine.busyMs, stealMs: machine.stealMs - this.#machine.stealMs, wallMs, cores: machine.cores } }
+        : {}),
+    };
+    this.#load = undefined;
+  }
+
+  get spent(): Pick<ThroughputResult, 'brokerCpu' | 'loadCpu' | 'machineCpu'> {
+    return this.#spent;
+  }
 }
 
 /**
@@ -77,27 +124,66 @@ function watchdog<T>(body: Promise<T>, progress: () => number, stallMs: number, 
   });
 }
 
+/** Waits until `count()` reaches `target`, or stops growing for idleMs, or deadlineMs passes. */
+async function settle(count: () => number, target: number, idleMs: number, deadlineMs: number): Promise<void> {
+  const deadline = Date.now() + deadlineMs;
+  let last = count();
+  let lastChange = Date.now();
+  while (count() < target && Date.now() < deadline && Date.now() - lastChange < idleMs) {
+    await sleep(20);
+    if (count() !== last) {
+      last = count();
+      lastChange = Date.now();
+    }
+  }
+}
+
+/** Fails the job if a connection closes before `isOver()`. */
+function failOnClose(clients: RawClient[], isOver: () => boolean, fail: (error: Error) => void): void {
+  for (const client of clients) {
+    void client.closed.then((error) => {
+      if (!isOver()) fail(new Error(`a connection closed mid-run${error ? `: ${error.message}` : ''}`));
+    });
+  }
+}
+
 async function throughput(job: ThroughputJob): Promise<ThroughputResult> {
-  const topic = Buffer.from(job.topic);
-  const perPublisher = Math.max(1, Math.ceil(job.messages / job.publishers));
+  // Each publisher first sends its share of the warm-up, then its measured messages, through the
+  // same connections and the same full window: the measured part starts in a steady state, not
+  // while the broker's and the generator's JIT compilers are still at work.
+  const warmupPer = Math.ceil((job.warmup ?? 0) / job.publishers);
+  const measuredPer = Math.max(1, Math.ceil(job.messages / job.publishers));
+  const perPublisher = warmupPer + measuredPer;
   const total = perPublisher * job.publishers;
+  const measured = measuredPer * job.publishers;
   const subs = job.subscribers;
-  const expectedDeliveries = total * subs;
+  const expectedDeliveries = measured * subs;
   const qos = job.qos;
+  const releaseOnAck = job.openUntil === 'ack' && qos > 0;
+  const template = new PublishTemplate(job.topic, qos, job.payloadSize);
+  if (job.brokerPid !== undefined) brokerPid = job.brokerPid;
+  const isMeasured = (seq: number) => seq % perPublisher >= warmupPer;
 
   const acked = new Uint8Array(total);
   /** When the broker acknowledged it (QoS 1/2) or it was sent (QoS 0): the overdue clock starts. */
   const settledAt = new Float64Array(total);
   const receipts = new Uint16Array(total);
+  /** Out of the publisher's window (see openUntil). */
+  const released = new Uint8Array(total);
+  /** Delivered to every subscriber and acknowledged, or given up on as overdue. */
+  const finished = new Uint8Array(total);
   const seen = new Uint8Array(total * subs);
   const latencies = new Float64Array(expectedDeliveries);
+  /** Measured deliveries (warm-up ones only count as progress). */
   let deliveries = 0;
+  let allDeliveries = 0;
   let duplicates = 0;
-  let completed = 0;
+  let finishedCount = 0;
   let overdue = 0;
   let ackCount = 0;
   let firstSendAt = 0;
   let lastCompleteAt = 0;
+  const cpu = new CpuWatch();
 
   let finish!: () => void;
   let fail!: (error: Error) => void;
@@ -107,47 +193,58 @@ async function throughput(job: ThroughputJob): Promise<ThroughputResult> {
   });
 
   const sent = new Int32Array(job.publishers);
-  const completedBy = new Int32Array(job.publishers);
+  const releasedBy = new Int32Array(job.publishers);
+  /** Per publisher: the oldest message (local index) not finished yet, where the overdue scan starts. */
+  const oldest = new Int32Array(job.publishers);
   const idToSeq = Array.from({ length: job.publishers }, () => new Int32Array(65536).fill(-1));
   const publishers: RawClient[] = [];
-  /** Sent and not yet complete, in send order: what the window counts. */
-  const open = new Set<number>();
-
-  /** Leaves the window: fully delivered, or given up on as overdue. */
-  const close = (seq: number) => {
-    if (!open.delete(seq)) return;
-    completed++;
-    const p = Math.floor(seq / perPublisher);
-    completedBy[p]!++;
-    lastCompleteAt = performance.now();
-    if (completed === total) finish();
-    else pump(p);
-  };
-  const isComplete = (seq: number) => receipts[seq] === subs && (qos === 0 || acked[seq] === 1);
 
   const pump = (p: number) => {
     const client = publishers[p]!;
-    while (sent[p]! < perPublisher && sent[p]! - completedBy[p]! < job.window) {
-      const local = sent[p]!;
+    const ids = idToSeq[p]!;
+    let local = sent[p]!;
+    const limit = Math.min(perPublisher, releasedBy[p]! + job.window);
+    if (local >= limit) return;
+    // Everything sent now leaves in one write at the end of this tick: one send time for all.
+    const now = performance.now();
+    for (; local < limit; local++) {
+      if (local === warmupPer && firstSendAt === 0) {
+        firstSendAt = now;
+        cpu.start();
+      }
       const seq = p * perPublisher + local;
       const id = (local % 65535) + 1;
-      if (qos > 0) idToSeq[p]![id] = seq;
-      const now = performance.now();
-      if (firstSendAt === 0) firstSendAt = now;
-      if (qos === 0) settledAt[seq] = now;
-      open.add(seq);
-      client.publish(topic, makePayload(job.payloadSize, seq, now), qos as QoS, id);
-      sent[p]!++;
+      if (qos > 0) ids[id] = seq;
+      else settledAt[seq] = now;
+      client.publish(template, id, seq, now);
     }
+    sent[p] = local;
   };
-
+  const release = (seq: number) => {
+    if (released[seq] === 1) return;
+    released[seq] = 1;
+    const p = (seq / perPublisher) | 0;
+    releasedBy[p]!++;
+    pump(p);
+  };
+  const complete = (seq: number) => {
+    if (finished[seq] === 1) return;
+    finished[seq] = 1;
+    finishedCount++;
+    if (finishedCount === total) {
+      lastCompleteAt = performance.now();
+      cpu.stop();
+      finish();
+    } else release(seq);
+  };
   const onAck = (p: number, id: number) => {
-    const seq = idToSeq[p]![id] ?? -1;
+    const seq = idToSeq[p]![id]!;
     if (seq < 0 || acked[seq] === 1) return;
     acked[seq] = 1;
     settledAt[seq] = performance.now();
     ackCount++;
-    if (isComplete(seq)) close(seq);
+    if (receipts[seq] === subs) complete(seq);
+    else if (releaseOnAck) release(seq);
   };
 
   // A message the broker acknowledged (or, QoS 0, that was sent) but did not deliver to every
@@ -155,10 +252,15 @@ async function throughput(job: ThroughputJob): Promise<ThroughputResult> {
   // is counted as overdue and, if it never arrives, as not delivered.
   const overdueTimer = setInterval(() => {
     const now = performance.now();
-    for (const seq of [...open]) {
-      if (settledAt[seq]! > 0 && now - settledAt[seq]! > job.overdueMs && !isComplete(seq)) {
-        overdue++;
-        close(seq);
+    for (let p = 0; p < job.publishers; p++) {
+      const base = p * perPublisher;
+      while (oldest[p]! < sent[p]! && finished[base + oldest[p]!] === 1) oldest[p]!++;
+      for (let local = oldest[p]!; local < sent[p]!; local++) {
+        const seq = base + local;
+        if (finished[seq] === 0 && settledAt[seq]! > 0 && now - settledAt[seq]! > job.overdueMs) {
+          if (isMeasured(seq)) overdue++;
+          complete(seq);
+        }
       }
     }
   }, 50);
@@ -169,10 +271,9 @@ async function throughput(job: ThroughputJob): Promise<ThroughputResult> {
       clientId: `${job.idPrefix}-sub-${s}`,
       clean: false,
       setup: (client) => {
-        client.onPublish = (packet) => {
-          ackIncoming(client, packet);
-          const payload = packet.payload as Buffer;
-          const seq = payloadSeq(payload);
+        client.onPublish = (data, start, end, packetQos, id) => {
+          client.acknowledge(packetQos, id);
+          const seq = payloadSeq(data, start, end);
           if (seq < 0 || seq >= total) return;
           const slot = seq * subs + s;
           if (seen[slot] === 1) {
@@ -180,9 +281,9 @@ async function throughput(job: ThroughputJob): Promise<ThroughputResult> {
             return;
           }
           seen[slot] = 1;
-          latencies[deliveries++] = performance.now() - payloadSentAt(payload);
-          receipts[seq]!++;
-          if (isComplete(seq)) close(seq);
+          allDeliveries++;
+          if (isMeasured(seq)) latencies[deliveries++] = performance.now() - payloadSentAt(data, start, end);
+          if (++receipts[seq]! === subs && (qos === 0 || acked[seq] === 1)) complete(seq);
         };
         client.onPubrel = (id) => client.pubcomp(id);
       },
@@ -202,17 +303,13 @@ async function throughput(job: ThroughputJob): Promise<ThroughputResult> {
     });
     publishers.push(client);
   }
-  for (const client of [...subscribers, ...publishers]) {
-    void client.closed.then((error) => {
-      if (completed < total) fail(new Error(`a connection closed mid-run${error ? `: ${error.message}` : ''}`));
-    });
-  }
+  failOnClose([...subscribers, ...publishers], () => finishedCount === total, (error) => fail(error));
 
   for (let p = 0; p < job.publishers; p++) pump(p);
   try {
     await watchdog(
       done,
-      () => deliveries + ackCount + overdue,
+      () => allDeliveries + ackCount + overdue,
       job.stallMs,
       job.timeoutMs,
       () => `${deliveries}/${expectedDeliveries} delivered, ${ackCount}/${qos > 0 ? total : 0} acknowledged`,
@@ -224,22 +321,13 @@ async function throughput(job: ThroughputJob): Promise<ThroughputResult> {
   const elapsedMs = lastCompleteAt - firstSendAt;
   // Stragglers released as overdue may still come: wait for them (not counted in the elapsed time)
   // until all arrived or none came for 2 × overdueMs (at least 2 s), at most 10 s.
-  const graceMs = Math.max(2_000, 2 * job.overdueMs);
-  const graceEnd = Date.now() + 10_000;
-  let lastCount = deliveries;
-  let lastChange = Date.now();
-  while (deliveries < expectedDeliveries && Date.now() < graceEnd && Date.now() - lastChange < graceMs) {
-    await sleep(50);
-    if (deliveries !== lastCount) {
-      lastCount = deliveries;
-      lastChange = Date.now();
-    }
-  }
+  await settle(() => deliveries, expectedDeliveries, Math.max(2_000, 2 * job.overdueMs), 10_000);
   // Latencies of everything that did arrive, overdue ones included.
   const sorted = latencies.subarray(0, deliveries).sort();
   await Promise.all([...publishers, ...subscribers].map((client) => client.disconnect()));
   return {
-    publishes: total,
+    publishes: measured,
+    warmupPublishes: total - measured,
     deliveries,
     expectedDeliveries,
     undelivered: expectedDeliveries - deliveries,
@@ -247,53 +335,181 @@ async function throughput(job: ThroughputJob): Promise<ThroughputResult> {
     duplicates,
     elapsedMs,
     deliveryRate: (deliveries / elapsedMs) * 1000,
-    publishRate: (total / elapsedMs) * 1000,
+    publishRate: (measured / elapsedMs) * 1000,
     latencyP50Ms: percentile(sorted, 50),
     latencyP99Ms: percentile(sorted, 99),
+    latencyP999Ms: percentile(sorted, 99.9),
     latencyMaxMs: sorted.length ? sorted[sorted.length - 1]! : NaN,
+    ...cpu.spent,
+  };
+}
+
+async function openLoop(job: OpenLoopJob): Promise<OpenLoopResult> {
+  if (job.brokerPid !== undefined) brokerPid = job.brokerPid;
+  const warmup = Math.round(job.rate * job.warmupSeconds);
+  const measured = Math.round(job.rate * job.seconds);
+  const total = warmup + measured;
+  const template = new PublishTemplate(job.topic, 1, job.payloadSize);
+  const seen = new Uint8Array(total);
+  const latencies = new Float64Array(measured);
+  /** Packet id → sequence number while unacknowledged, -1 when free. */
+  const idToSeq = new Int32Array(65536).fill(-1);
+  let delivered = 0;
+  let duplicates = 0;
+  let sent = 0;
+  let fellBehind = false;
+  let lastDeliveryAt = 0;
+  const cpu = new CpuWatch();
+  let cpuStopped = false;
+
+  const { client: subscriber } = await RawClient.connect(job.port, {
+    clientId: `${job.idPrefix}-sub`,
+    clean: false,
+    setup: (client) => {
+      client.onPublish = (data, start, end, qos, id) => {
+        client.acknowledge(qos, id);
+        const seq = payloadSeq(data, start, end);
+        if (seq < 0 || seq >= total) return;
+        if (seen[seq] === 1) {
+          duplicates++;
+          return;
+        }
+        seen[seq] = 1;
+        if (seq < warmup) return;
+        const now = performance.now();
+        latencies[delivered++] = now - payloadSentAt(data, start, end);
+        lastDeliveryAt = now;
+        if (delivered === measured && !cpuStopped) {
+          cpuStopped = true;
+          cpu.stop();
+        }
+      };
+    },
+  });
+  await subscriber.subscribe(job.topic, 1);
+  const { client: publisher } = await RawClient.connect(job.port, {
+    clientId: `${job.idPrefix}-pub`,
+    clean: true,
+    setup: (client) => {
+      client.onPuback = (id) => {
+        idToSeq[id] = -1;
+      };
+    },
+  });
+  let over = false;
+  let fail!: (error: Error) => void;
+  const failed = new Promise<never>((_, reject) => (fail = reject));
+  failed.catch(() => {});
+  failOnClose([subscriber, publisher], () => over, (error) => fail(error));
+
+  // Open loop in 1 ms bursts: at each millisecond k every message due by then is sent, stamped with
+  // k (when its burst was due), so a late tick shows as latency (no coordinated omission), whoever
+  // was late, while the 1 ms timer's granularity adds nothing by itself.
+  const startAt = performance.now() + 10;
+  const burstOf = (seq: number) => Math.ceil((seq * 1000) / job.rate);
+  let timer: NodeJS.Timeout | undefined;
+  let allSent!: () => void;
+  const sending = new Promise<void>((resolve) => (allSent = resolve));
+  const tick = () => {
+    const ms = Math.floor(performance.now() - startAt);
+    const due = Math.min(total, Math.floor((ms * job.rate) / 1000) + 1);
+    for (; sent < due; sent++) {
+      const id = (sent % 65535) + 1;
+      if (idToSeq[id] !== -1) {
+        fellBehind = true;
+        allSent();
+        return;
+      }
+      if (sent === warmup) cpu.start();
+      idToSeq[id] = sent;
+      publisher.publish(template, id, sent, startAt + burstOf(sent));
+    }
+    if (sent >= total) allSent();
+    else timer = setTimeout(tick, Math.max(0, startAt + burstOf(sent) - performance.now()));
+  };
+  const measuredFrom = startAt + burstOf(warmup);
+  timer = setTimeout(tick, Math.max(0, startAt - performance.now()));
+  try {
+    await Promise.race([sending, failed]);
+    const deadline = Math.max(1_000, job.timeoutMs - (performance.now() - startAt));
+    await Promise.race([settle(() => delivered, sent > warmup ? sent - warmup : 0, job.idleMs, deadline), failed]);
+  } finally {
+    clearTimeout(timer);
+    over = true;
+  }
+  if (!cpuStopped) cpu.stop();
+  const sorted = latencies.subarray(0, delivered).sort();
+  await Promise.all([publisher.disconnect(), subscriber.disconnect()]);
+  const elapsedMs = lastDeliveryAt - measuredFrom;
+  return {
+    rate: job.rate,
+    messages: measured,
+    delivered,
+    undelivered: measured - delivered,
+    duplicates,
+    fellBehind,
+    deliveryRate: elapsedMs > 0 ? (delivered / elapsedMs) * 1000 : NaN,
+    latencyP50Ms: percentile(sorted, 50),
+    latencyP99Ms: percentile(sorted, 99),
+    latencyP999Ms: percentile(sorted, 99.9),
+    latencyMaxMs: sorted.length ? sorted[sorted.length - 1]! : NaN,
+    elapsedMs,
+    ...cpu.spent,
   };
 }
 
 async function fill(job: FillJob): Promise<FillResult> {
+  const qos = job.qos ?? 1;
+  if (job.brokerPid !== undefined) brokerPid = job.brokerPid;
   // The persistent subscriber: subscribe, then go away so everything queues for it.
   {
     const { client } = await RawClient.connect(job.port, { clientId: job.subscriberId, clean: false });
-    await client.subscribe(job.topic, 1);
+    await client.subscribe(job.topic, qos);
     await client.disconnect();
   }
-  const topic = Buffer.from(job.topic);
+  const template = new PublishTemplate(job.topic, qos, job.payloadSize);
   const acked = new Uint8Array(job.count);
   const idToSeq = new Int32Array(65536).fill(-1);
   let sent = 0;
   let ackCount = 0;
   let firstSendAt = 0;
   let lastAckAt = 0;
+  const cpu = new CpuWatch();
   let finish!: () => void;
   const done = new Promise<void>((resolve) => (finish = resolve));
 
+  const onAck = (id: number) => {
+    const seq = idToSeq[id]!;
+    if (seq < 0 || acked[seq] === 1) return;
+    acked[seq] = 1;
+    ackCount++;
+    if (ackCount === job.count) {
+      lastAckAt = performance.now();
+      cpu.stop();
+      finish();
+    } else pump();
+  };
   const { client } = await RawClient.connect(job.port, {
     clientId: job.publisherId,
     clean: true,
     setup: (client) => {
-      client.onPuback = (id) => {
-        const seq = idToSeq[id] ?? -1;
-        if (seq < 0 || acked[seq] === 1) return;
-        acked[seq] = 1;
-        ackCount++;
-        lastAckAt = performance.now();
-        if (ackCount === job.count) finish();
-        else pump();
-      };
+      client.onPuback = onAck;
+      client.onPubrec = (id) => client.pubrel(id);
+      client.onPubcomp = onAck;
     },
   });
   const pump = () => {
-    while (sent < job.count && sent - ackCount < job.window) {
+    const limit = Math.min(job.count, ackCount + job.window);
+    if (sent >= limit) return;
+    const now = performance.now();
+    if (firstSendAt === 0) {
+      firstSendAt = now;
+      cpu.start();
+    }
+    for (; sent < limit; sent++) {
       const id = (sent % 65535) + 1;
       idToSeq[id] = sent;
-      const now = performance.now();
-      if (firstSendAt === 0) firstSendAt = now;
-      client.publish(topic, makePayload(job.payloadSize, sent, now), 1, id);
-      sent++;
+      client.publish(template, id, sent, now);
     }
   };
   const progress = setInterval(() => emit({ type: 'progress', sent, acked: ackCount }), job.progressEveryMs);
@@ -329,6 +545,7 @@ async function fill(job: FillJob): Promise<FillResult> {
     ackedRanges: toRanges(acked),
     elapsedMs,
     ackRate: (ackCount / elapsedMs) * 1000,
+    ...cpu.spent,
   };
 }
 
@@ -341,6 +558,8 @@ async function drain(job: DrainJob): Promise<DrainResult> {
   let lastSeq = -1;
   let lastAt = 0;
   let attempts = 0;
+  const cpu = new CpuWatch();
+  let brokerCpuAtConnect: CpuTimes | undefined;
   let finish!: (how: DrainResult['stoppedBy']) => void;
   const done = new Promise<DrainResult['stoppedBy']>((resolve) => (finish = resolve));
 
@@ -355,9 +574,9 @@ async function drain(job: DrainJob): Promise<DrainResult> {
         clean: false,
         timeoutMs: Math.max(1, deadline - Date.now()),
         setup: (client) => {
-          client.onPublish = (packet) => {
-            ackIncoming(client, packet);
-            const seq = payloadSeq(packet.payload as Buffer);
+          client.onPublish = (data, start, end, qos, id) => {
+            client.acknowledge(qos, id);
+            const seq = payloadSeq(data, start, end);
             lastAt = performance.timeOrigin + performance.now();
             if (seq < 0) return;
             const known = seq < job.expected ? seen[seq] === 1 : extra.has(seq);
@@ -370,9 +589,15 @@ async function drain(job: DrainJob): Promise<DrainResult> {
             if (seq < lastSeq) outOfOrder++;
             lastSeq = seq;
             received++;
-            if (received >= job.expected) finish('expected');
+            if (received >= job.expected) {
+              cpu.stop();
+              finish('expected');
+            }
           };
           client.onPubrel = (id) => client.pubcomp(id);
+          // Messages may come in the same segment as CONNACK: the interval starts at the socket.
+          cpu.start();
+          brokerCpuAtConnect = brokerPid === undefined ? undefined : readCpu(brokerPid);
         },
       });
     } catch (error) {
@@ -392,6 +617,7 @@ async function drain(job: DrainJob): Promise<DrainResult> {
   }, 50);
   const stoppedBy = await done;
   clearInterval(timer);
+  if (stoppedBy !== 'expected') cpu.stop();
   await client.disconnect();
   const drainMs = Math.max(0, lastAt - connackAt);
   const receivedRanges = toRanges(seen);
@@ -407,6 +633,8 @@ async function drain(job: DrainJob): Promise<DrainResult> {
     drainMs,
     drainRate: drainMs > 0 ? (received / drainMs) * 1000 : NaN,
     stoppedBy,
+    ...cpu.spent,
+    ...(brokerCpuAtConnect ? { brokerCpuAtConnect } : {}),
   };
 }
 
@@ -467,10 +695,21 @@ async function disk(job: DiskJob): Promise<DiskResult> {
 
 async function main(): Promise<void> {
   const job = JSON.parse(process.argv[2] ?? '{}') as Job;
+  createInterface({ input: process.stdin }).on('line', (line) => {
+    try {
+      const command = JSON.parse(line) as LoadCommand;
+      if (command.type === 'broker') brokerPid = command.pid;
+    } catch {
+      // not a command: ignored
+    }
+  });
   let result;
   switch (job.kind) {
     case 'throughput':
       result = await throughput(job);
+      break;
+    case 'openloop':
+      result = await openLoop(job);
       break;
     case 'fill':
       result = await fill(job);

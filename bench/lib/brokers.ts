@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import { track } from './children.js';
 import { epochMs, sleep } from './proc.js';
 
-export type BrokerId = 'ours' | 'ours-nosync' | 'mosquitto' | 'aedes';
-export const ALL_BROKERS: BrokerId[] = ['ours', 'ours-nosync', 'mosquitto', 'aedes'];
+export type BrokerId = 'ours' | 'ours-nosync' | 'mosquitto' | 'aedes' | 'sink';
+export const ALL_BROKERS: BrokerId[] = ['ours', 'ours-nosync', 'mosquitto', 'aedes', 'sink'];
 export const DEFAULT_BROKERS: BrokerId[] = ['ours', 'mosquitto', 'aedes'];
 
 export interface BrokerInfo {
@@ -58,6 +58,9 @@ export function brokerDefinitions(
     try {
       const git = (...args: string[]) => execFileSync('git', args, { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
       commit = git('rev-parse', '--short', 'HEAD');
+      // The broker's own code may be older than the checkout (a branch that only changed the bench).
+      const code = git('log', '-1', '--format=%h', '--', 'src', 'bin', 'package.json');
+      if (code !== '' && code !== commit) commit += `, src/ and bin/ as of ${code}`;
       if (git('status', '--porcelain', '--', 'src', 'bin') !== '') commit += ' + uncommitted changes';
     } catch {
       // not a git checkout
@@ -148,6 +151,19 @@ export function brokerDefinitions(
       launch: (dataDir, port) => ({
         command: process.execPath,
         args: [join(root, 'bench/dist/peers/aedes-server.js'), '--port', String(port), '--data', dataDir],
+        readyLine: /listening on 127\.0\.0\.1:\d+/,
+      }),
+    },
+    sink: {
+      info: () => ({
+        id: 'sink',
+        label: 'trivial sink',
+        version: 'bench/peers/sink-server.ts',
+        config: 'not a broker: acknowledges at once and forwards in memory to exact-topic subscribers; measures the load generator',
+      }),
+      launch: (dataDir, port) => ({
+        command: process.execPath,
+        args: [join(root, 'bench/dist/peers/sink-server.js'), '--port', String(port), '--data', dataDir],
         readyLine: /listening on 127\.0\.0\.1:\d+/,
       }),
     },

@@ -9,8 +9,10 @@ export interface ThroughputJob {
   qos: 0 | 1 | 2;
   publishers: number;
   subscribers: number;
-  /** Publishes in total (spread evenly over the publishers). */
+  /** Publishes measured (spread evenly over the publishers). */
   messages: number;
+  /** Publishes sent before the measured ones, through the same connections, and not counted. */
+  warmup?: number;
   /** Messages each publisher may have outstanding: sent but not yet acknowledged and delivered to every subscriber. */
   window: number;
   payloadSize: number;
@@ -21,6 +23,36 @@ export interface ThroughputJob {
   /** Fail when nothing moves for this long. */
   stallMs: number;
   timeoutMs: number;
+  /** The broker process, whose CPU time the load process reads at the first send and the last completion. */
+  brokerPid?: number;
+  /**
+   * When a message leaves the publisher's window: 'delivery' (default) once the broker acknowledged it
+   * AND every subscriber got it; 'ack' at the acknowledgement alone (what most load tools count).
+   * QoS 0 messages always wait for their delivery.
+   */
+  openUntil?: 'delivery' | 'ack';
+}
+
+/**
+ * Open loop: QoS 1, one publisher, one persistent subscriber; messages are sent on a fixed schedule
+ * whatever the broker does, and latency counts from the scheduled send time (so a generator or
+ * broker that falls behind shows up as latency, not as fewer samples).
+ */
+export interface OpenLoopJob {
+  kind: 'openloop';
+  port: number;
+  /** Messages per second offered. */
+  rate: number;
+  /** Seconds measured, after `warmupSeconds` at the same rate that are sent but not counted. */
+  seconds: number;
+  warmupSeconds: number;
+  payloadSize: number;
+  topic: string;
+  idPrefix: string;
+  /** After the last send: wait this long without a delivery before giving up on the rest. */
+  idleMs: number;
+  timeoutMs: number;
+  brokerPid?: number;
 }
 
 export interface FillJob {
@@ -37,6 +69,9 @@ export interface FillJob {
   progressEveryMs: number;
   stallMs: number;
   timeoutMs: number;
+  /** QoS of the publishes and of the offline subscription (default 1). */
+  qos?: 1 | 2;
+  brokerPid?: number;
 }
 
 export interface DrainJob {
@@ -60,10 +95,26 @@ export interface DiskJob {
   maxOps: number;
 }
 
-export type Job = ThroughputJob | FillJob | DrainJob | DiskJob;
+export type Job = ThroughputJob | OpenLoopJob | FillJob | DrainJob | DiskJob;
+
+/** CPU time spent by one process over a measured interval (from /proc/<pid>/stat, or process.cpuUsage()). */
+export interface CpuSpent {
+  userMs: number;
+  systemMs: number;
+}
+
+/** The whole machine over the same interval (/proc/stat): busy CPU time on all cores, steal, wall time. */
+export interface MachineSpent {
+  busyMs: number;
+  stealMs: number;
+  wallMs: number;
+  cores: number;
+}
 
 export interface ThroughputResult {
+  /** Measured publishes (the warm-up not included). */
   publishes: number;
+  warmupPublishes?: number;
   deliveries: number;
   expectedDeliveries: number;
   /** Deliveries that never arrived (acknowledged or sent, not delivered by the end of the run). */
@@ -78,6 +129,33 @@ export interface ThroughputResult {
   latencyP50Ms: number;
   latencyP99Ms: number;
   latencyMaxMs: number;
+  latencyP999Ms?: number;
+  /** The broker's CPU from the first send to the last completion (absent without brokerPid). */
+  brokerCpu?: CpuSpent;
+  /** The load process's own CPU over the same interval. */
+  loadCpu?: CpuSpent;
+  machineCpu?: MachineSpent;
+}
+
+export interface OpenLoopResult {
+  rate: number;
+  /** Measured messages (warm-up excluded) and how many of them arrived. */
+  messages: number;
+  delivered: number;
+  undelivered: number;
+  duplicates: number;
+  /** Stopped sending early: 65,535 messages were unacknowledged, the packet ids ran out. */
+  fellBehind: boolean;
+  /** Measured deliveries per second, first scheduled send → last measured delivery. */
+  deliveryRate: number;
+  latencyP50Ms: number;
+  latencyP99Ms: number;
+  latencyP999Ms: number;
+  latencyMaxMs: number;
+  brokerCpu?: CpuSpent;
+  loadCpu?: CpuSpent;
+  machineCpu?: MachineSpent;
+  elapsedMs: number;
 }
 
 /** Sorted, inclusive [first, last] runs of sequence numbers. */
@@ -93,6 +171,9 @@ export interface FillResult {
   elapsedMs: number;
   /** Acknowledged messages per second. */
   ackRate: number;
+  brokerCpu?: CpuSpent;
+  loadCpu?: CpuSpent;
+  machineCpu?: MachineSpent;
 }
 
 export interface DrainResult {
@@ -107,6 +188,12 @@ export interface DrainResult {
   drainMs: number;
   drainRate: number;
   stoppedBy: 'expected' | 'idle' | 'timeout' | 'closed';
+  /** The broker's CPU from CONNACK to the last message (the runner sends its pid on stdin). */
+  brokerCpu?: CpuSpent;
+  /** The broker's CPU since its process started, read when the successful CONNECT went out. */
+  brokerCpuAtConnect?: CpuSpent;
+  loadCpu?: CpuSpent;
+  machineCpu?: MachineSpent;
 }
 
 export interface DiskResult {
@@ -122,8 +209,11 @@ export type LoadEvent =
   | { type: 'progress'; sent: number; acked: number }
   | { type: 'waiting' }
   | { type: 'connack'; at: number; sessionPresent: boolean }
-  | { type: 'result'; result: ThroughputResult | FillResult | DrainResult | DiskResult }
+  | { type: 'result'; result: ThroughputResult | OpenLoopResult | FillResult | DrainResult | DiskResult }
   | { type: 'error'; message: string };
+
+/** What the runner may tell a running load process, one JSON object per stdin line. */
+export type LoadCommand = { type: 'broker'; pid: number };
 
 export function toRanges(flags: Uint8Array): Ranges {
   const ranges: Ranges = [];

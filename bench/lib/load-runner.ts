@@ -2,12 +2,14 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { track } from './children.js';
-import type { Job, LoadEvent } from './jobs.js';
+import type { Job, LoadCommand, LoadEvent } from './jobs.js';
 
 export interface LoadHandle<R> {
   pid: number;
   /** The job's result; rejects with the load process's error, a crash or the hard timeout. */
   result: Promise<R>;
+  /** Tells the running load process something (e.g. the pid of a broker started after it). */
+  send(command: LoadCommand): void;
   kill(): void;
 }
 
@@ -16,8 +18,10 @@ export interface LoadHandle<R> {
  * (progress, waiting, connack) as it arrives. The process is killed after hardTimeoutMs.
  */
 export function startLoad<R>(distDir: string, job: Job, hardTimeoutMs: number, onEvent: (event: LoadEvent) => void = () => {}): LoadHandle<R> {
-  const child = spawn(process.execPath, [join(distDir, 'load.js'), JSON.stringify(job)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [join(distDir, 'load.js'), JSON.stringify(job)], { stdio: ['pipe', 'pipe', 'pipe'] });
   track(child);
+  // A load process that already exited cannot take a command; that is not the runner's error.
+  child.stdin.on('error', () => {});
   const stderr: string[] = [];
   child.stderr.on('data', (chunk: Buffer) => {
     stderr.push(chunk.toString('utf8'));
@@ -55,6 +59,9 @@ export function startLoad<R>(distDir: string, job: Job, hardTimeoutMs: number, o
   return {
     pid: child.pid ?? -1,
     result,
+    send: (command) => {
+      if (child.stdin.writable) child.stdin.write(`${JSON.stringify(command)}\n`);
+    },
     kill: () => child.kill('SIGKILL'),
   };
 }

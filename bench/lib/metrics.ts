@@ -3,7 +3,7 @@
 export type Better = 'higher' | 'lower' | 'none';
 /** How runs combine into one cell: the median (with min–max spread for throughput) or the total. */
 export type Aggregate = 'median' | 'sum';
-export type Format = 'rate' | 'ms' | 'mib' | 'bytes' | 'count' | 'ratio-of-runs';
+export type Format = 'rate' | 'ms' | 'us' | 'mib' | 'bytes' | 'count' | 'ratio-of-runs' | 'times' | 'percent';
 
 export interface MetricDef {
   key: string;
@@ -17,10 +17,24 @@ export interface MetricDef {
   throughput?: boolean;
   /** For 'ratio-of-runs': the metric summed as denominator, or 'runs' for the number of runs. */
   of?: string;
+  /**
+   * Not measured but computed from the combined cells of another row: the trivial sink's value of
+   * `headroomOf` ÷ each broker's. The sink is the load generator's own capacity on this machine.
+   */
+  headroomOf?: string;
 }
 
-export type ScenarioId = 'qos0' | 'qos1' | 'qos2' | 'fanout' | 'fanin' | 'offline' | 'crash' | 'disk';
-export const ALL_SCENARIOS: ScenarioId[] = ['qos1', 'qos0', 'qos2', 'fanout', 'fanin', 'offline', 'crash', 'disk'];
+export type ScenarioId = 'qos0' | 'qos1' | 'qos2' | 'fanout' | 'fanin' | 'latency' | 'offline' | 'offline2' | 'startup' | 'crash' | 'disk';
+export const ALL_SCENARIOS: ScenarioId[] = ['qos1', 'qos0', 'qos2', 'fanout', 'fanin', 'latency', 'offline', 'offline2', 'startup', 'crash', 'disk'];
+
+/** Scenarios the trivial sink takes part in: those where only the load generator's capacity is in question. */
+export const SINK_SCENARIOS: ScenarioId[] = ['qos1', 'qos0', 'qos2', 'fanout', 'fanin', 'latency'];
+
+/** Offered rates of the open-loop latency scenario, and the key each one's rows use. */
+export const LATENCY_RATES = [
+  { rate: 1_000, key: '1k' },
+  { rate: 10_000, key: '10k' },
+] as const;
 
 export const SCENARIO_TITLES: Record<ScenarioId, string> = {
   qos1: 'Online QoS1, 1 → 1 persistent subscriber',
@@ -28,18 +42,61 @@ export const SCENARIO_TITLES: Record<ScenarioId, string> = {
   qos2: 'Online QoS2, 1 → 1 persistent subscriber',
   fanout: 'Fan-out QoS1, 1 → 10 persistent subscribers',
   fanin: 'Fan-in QoS1, 10 → 1 persistent subscriber',
+  latency: 'Latency at a fixed offered rate (open loop, QoS1, 1 → 1 persistent subscriber)',
   offline: 'Offline queue (QoS1 into an offline persistent session, SIGTERM, restart, drain)',
+  offline2: 'Offline queue QoS2 (QoS2 into an offline persistent session, SIGTERM, restart, drain)',
+  startup: 'Start-up with a small store (1 offline session with a few queued QoS1 messages, SIGTERM, restart)',
   crash: 'Crash (SIGKILL mid-stream, restart, drain)',
   disk: 'Machine limits (data disk)',
 };
 
 function online(scenario: ScenarioId, name: string, rateLabel: string): MetricDef[] {
+  const per = scenario === 'fanout' ? 'delivery' : 'delivered message';
   return [
     { key: `${scenario}.rate`, scenario, label: `${name}: ${rateLabel}`, unit: 'msg/s', better: 'higher', format: 'rate', aggregate: 'median', throughput: true },
     { key: `${scenario}.p50`, scenario, label: `${name}: latency p50`, unit: 'ms', better: 'lower', format: 'ms', aggregate: 'median' },
     { key: `${scenario}.p99`, scenario, label: `${name}: latency p99`, unit: 'ms', better: 'lower', format: 'ms', aggregate: 'median' },
+    ...(scenario === 'qos1'
+      ? [{ key: 'qos1.idleRss', scenario, label: `${name}: idle RSS (started, empty store, before the load)`, unit: 'MiB', better: 'lower', format: 'mib', aggregate: 'median' } as const]
+      : []),
     { key: `${scenario}.peakRss`, scenario, label: `${name}: peak RSS`, unit: 'MiB', better: 'lower', format: 'mib', aggregate: 'median' },
+    { key: `${scenario}.cpuPerMsg`, scenario, label: `${name}: broker CPU per ${per} (user+sys)`, unit: 'µs', better: 'lower', format: 'us', aggregate: 'median' },
     { key: `${scenario}.undelivered`, scenario, label: `${name}: never delivered${scenario === 'qos0' ? ' (allowed at QoS0)' : ''}`, unit: 'msgs', better: 'lower', format: 'count', aggregate: 'sum' },
+    { key: `${scenario}.headroom`, scenario, label: `${name}: load generator headroom (trivial sink ÷ this broker)`, unit: '×', better: 'none', format: 'times', aggregate: 'median', headroomOf: `${scenario}.rate` },
+    { key: `${scenario}.loadBusy`, scenario, label: `${name}: load generator busy (share of one core)`, unit: '%', better: 'none', format: 'percent', aggregate: 'median' },
+  ];
+}
+
+function latency(): MetricDef[] {
+  return LATENCY_RATES.flatMap(({ rate, key }) => {
+    const name = `Latency at ${new Intl.NumberFormat('en-US').format(rate)} msg/s`;
+    const scenario = 'latency' as const;
+    return [
+      { key: `latency.${key}.p50`, scenario, label: `${name}: p50`, unit: 'ms', better: 'lower', format: 'ms', aggregate: 'median' },
+      { key: `latency.${key}.p99`, scenario, label: `${name}: p99`, unit: 'ms', better: 'lower', format: 'ms', aggregate: 'median' },
+      { key: `latency.${key}.p999`, scenario, label: `${name}: p99.9`, unit: 'ms', better: 'lower', format: 'ms', aggregate: 'median' },
+      { key: `latency.${key}.cpuPerMsg`, scenario, label: `${name}: broker CPU per delivered message (user+sys)`, unit: 'µs', better: 'lower', format: 'us', aggregate: 'median' },
+      { key: `latency.${key}.undelivered`, scenario, label: `${name}: never delivered`, unit: 'msgs', better: 'lower', format: 'count', aggregate: 'sum' },
+    ] satisfies MetricDef[];
+  });
+}
+
+function queued(scenario: 'offline' | 'offline2', name: string): MetricDef[] {
+  return [
+    { key: `${scenario}.fillRate`, scenario, label: `${name}: fill (acked)`, unit: 'msg/s', better: 'higher', format: 'rate', aggregate: 'median', throughput: true },
+    { key: `${scenario}.fillCpuPerMsg`, scenario, label: `${name}: broker CPU per message filled (user+sys)`, unit: 'µs', better: 'lower', format: 'us', aggregate: 'median' },
+    { key: `${scenario}.rssAfterFill`, scenario, label: `${name}: RSS after fill`, unit: 'MiB', better: 'lower', format: 'mib', aggregate: 'median' },
+    { key: `${scenario}.writePerMsg`, scenario, label: `${name}: disk writes during fill, per message`, unit: 'B', better: 'lower', format: 'bytes', aggregate: 'median' },
+    { key: `${scenario}.dataAfterFill`, scenario, label: `${name}: data dir after fill (running)`, unit: 'MiB', better: 'lower', format: 'mib', aggregate: 'median' },
+    { key: `${scenario}.stopMs`, scenario, label: `${name}: SIGTERM → exit`, unit: 'ms', better: 'lower', format: 'ms', aggregate: 'median' },
+    { key: `${scenario}.dataAfterStop`, scenario, label: `${name}: data dir after stop`, unit: 'MiB', better: 'lower', format: 'mib', aggregate: 'median' },
+    { key: `${scenario}.startToConnack`, scenario, label: `${name}: process start → first CONNACK`, unit: 'ms', better: 'lower', format: 'ms', aggregate: 'median' },
+    { key: `${scenario}.startCpuMs`, scenario, label: `${name}: broker CPU from process start to CONNECT`, unit: 'ms', better: 'lower', format: 'ms', aggregate: 'median' },
+    { key: `${scenario}.rssAfterRestart`, scenario, label: `${name}: RSS after restart (at CONNACK)`, unit: 'MiB', better: 'lower', format: 'mib', aggregate: 'median' },
+    { key: `${scenario}.drainRate`, scenario, label: `${name}: drain`, unit: 'msg/s', better: 'higher', format: 'rate', aggregate: 'median', throughput: true },
+    { key: `${scenario}.drainCpuPerMsg`, scenario, label: `${name}: broker CPU per message drained (user+sys)`, unit: 'µs', better: 'lower', format: 'us', aggregate: 'median' },
+    { key: `${scenario}.rssDrainPeak`, scenario, label: `${name}: peak RSS restart + drain`, unit: 'MiB', better: 'lower', format: 'mib', aggregate: 'median' },
+    { key: `${scenario}.drained`, scenario, label: `${name}: messages drained / queued`, unit: '', better: 'none', format: 'ratio-of-runs', aggregate: 'sum', of: `${scenario}.queued` },
   ];
 }
 
@@ -49,23 +106,20 @@ export const METRICS: MetricDef[] = [
   ...online('qos2', 'QoS2 1→1', 'throughput'),
   ...online('fanout', 'Fan-out 1→10', 'deliveries'),
   ...online('fanin', 'Fan-in 10→1', 'deliveries'),
-  { key: 'offline.fillRate', scenario: 'offline', label: 'Offline queue: fill (acked)', unit: 'msg/s', better: 'higher', format: 'rate', aggregate: 'median', throughput: true },
-  { key: 'offline.rssAfterFill', scenario: 'offline', label: 'Offline queue: RSS after fill', unit: 'MiB', better: 'lower', format: 'mib', aggregate: 'median' },
-  { key: 'offline.writePerMsg', scenario: 'offline', label: 'Offline queue: disk writes during fill, per message', unit: 'B', better: 'lower', format: 'bytes', aggregate: 'median' },
-  { key: 'offline.dataAfterFill', scenario: 'offline', label: 'Offline queue: data dir after fill (running)', unit: 'MiB', better: 'lower', format: 'mib', aggregate: 'median' },
-  { key: 'offline.stopMs', scenario: 'offline', label: 'Offline queue: SIGTERM → exit', unit: 'ms', better: 'lower', format: 'ms', aggregate: 'median' },
-  { key: 'offline.dataAfterStop', scenario: 'offline', label: 'Offline queue: data dir after stop', unit: 'MiB', better: 'lower', format: 'mib', aggregate: 'median' },
-  { key: 'offline.startToConnack', scenario: 'offline', label: 'Offline queue: process start → first CONNACK', unit: 'ms', better: 'lower', format: 'ms', aggregate: 'median' },
-  { key: 'offline.rssAfterRestart', scenario: 'offline', label: 'Offline queue: RSS after restart (at CONNACK)', unit: 'MiB', better: 'lower', format: 'mib', aggregate: 'median' },
-  { key: 'offline.drainRate', scenario: 'offline', label: 'Offline queue: drain', unit: 'msg/s', better: 'higher', format: 'rate', aggregate: 'median', throughput: true },
-  { key: 'offline.rssDrainPeak', scenario: 'offline', label: 'Offline queue: peak RSS restart + drain', unit: 'MiB', better: 'lower', format: 'mib', aggregate: 'median' },
-  { key: 'offline.drained', scenario: 'offline', label: 'Offline queue: messages drained / queued', unit: '', better: 'none', format: 'ratio-of-runs', aggregate: 'sum', of: 'offline.queued' },
+  ...latency(),
+  ...queued('offline', 'Offline queue'),
+  ...queued('offline2', 'Offline queue QoS2'),
+  { key: 'startup.startToConnack', scenario: 'startup', label: 'Small store: process start → first CONNACK', unit: 'ms', better: 'lower', format: 'ms', aggregate: 'median' },
+  { key: 'startup.startCpuMs', scenario: 'startup', label: 'Small store: broker CPU from process start to CONNECT', unit: 'ms', better: 'lower', format: 'ms', aggregate: 'median' },
+  { key: 'startup.rssAfterRestart', scenario: 'startup', label: 'Small store: RSS at CONNACK', unit: 'MiB', better: 'lower', format: 'mib', aggregate: 'median' },
+  { key: 'startup.drained', scenario: 'startup', label: 'Small store: messages drained / queued', unit: '', better: 'none', format: 'ratio-of-runs', aggregate: 'sum', of: 'startup.queued' },
   { key: 'crash.acked', scenario: 'crash', label: 'Crash: acknowledged before SIGKILL', unit: 'msgs', better: 'none', format: 'count', aggregate: 'sum' },
   { key: 'crash.receivedAcked', scenario: 'crash', label: 'Crash: of those, received after restart', unit: 'msgs', better: 'higher', format: 'count', aggregate: 'sum' },
   { key: 'crash.lost', scenario: 'crash', label: 'Crash: lost (acknowledged, never received)', unit: 'msgs', better: 'lower', format: 'count', aggregate: 'sum' },
   { key: 'crash.unacked', scenario: 'crash', label: 'Crash: received but not acknowledged (allowed)', unit: 'msgs', better: 'none', format: 'count', aggregate: 'sum' },
   { key: 'crash.duplicates', scenario: 'crash', label: 'Crash: delivered twice', unit: 'msgs', better: 'none', format: 'count', aggregate: 'sum' },
   { key: 'crash.sessionPresent', scenario: 'crash', label: 'Crash: session present after restart', unit: 'runs', better: 'none', format: 'ratio-of-runs', aggregate: 'sum', of: 'runs' },
+  { key: 'crash.cpuPerMsg', scenario: 'crash', label: 'Crash: broker CPU per message acknowledged before the kill (user+sys)', unit: 'µs', better: 'lower', format: 'us', aggregate: 'median' },
 ];
 
 /** Machine limits are one value each, not per broker. */

@@ -1,18 +1,23 @@
 import { connect as tcpConnect, type Socket } from 'node:net';
-import * as mqtt from 'mqtt-packet';
-import type { IPublishPacket, Packet, QoS } from 'mqtt-packet';
+import type { IPublishPacket, QoS } from 'mqtt-packet';
+import { Outbox, PacketCutter, PUBACK, PUBCOMP, PUBREC, PUBREL, type PublishTemplate, writeRemainingLength, remainingLengthBytes } from './wire.js';
 
-// mqtt-packet otherwise builds a 65,536-entry number cache on the first generate (~180 ms),
-// which would land inside timings such as "process start → first CONNACK".
-mqtt.writeToStream.cacheNumbers = false;
+/**
+ * A PUBLISH as the load generator sees it: the payload is `data[payloadStart, payloadEnd)`, valid
+ * only during the call. No packet object is made: at 100,000 messages a second the objects alone
+ * would cost the generator more than some brokers spend per message.
+ */
+export type PublishListener = (data: Buffer, payloadStart: number, payloadEnd: number, qos: number, messageId: number) => void;
+
+const READ_BUFFER_BYTES = 64 * 1024;
 
 /**
  * A minimal MQTT 3.1.1 client over a raw socket, for the load generator: no retries, no queues,
- * no timers. PUBLISH and the four ack packets are encoded by hand (they are on the hot path);
- * everything else goes through mqtt-packet. Writes of one tick are corked into one syscall.
+ * no timers. Every packet is encoded and decoded by hand; the socket is read into one reused
+ * buffer (net's `onread`, which skips the stream machinery) and written once per tick (Outbox).
  */
 export class RawClient {
-  onPublish: (packet: IPublishPacket) => void = () => {};
+  onPublish: PublishListener = () => {};
   onPuback: (id: number) => void = () => {};
   onPubrec: (id: number) => void = () => {};
   onPubrel: (id: number) => void = () => {};
@@ -21,29 +26,25 @@ export class RawClient {
   readonly closed: Promise<Error | undefined>;
 
   readonly #socket: Socket;
-  #corked = false;
-  #pending = new Map<string, (packet: Packet) => void>();
+  readonly #outbox: Outbox;
+  #connack: ((reply: { sessionPresent: boolean; returnCode: number } | undefined) => void) | undefined;
+  #suback: ((granted: number[] | undefined) => void) | undefined;
   #isClosed = false;
 
-  private constructor(socket: Socket) {
+  private constructor(socket: Socket, cutter: PacketCutter) {
     this.#socket = socket;
     socket.setNoDelay(true);
-    const parser = mqtt.parser({ protocolVersion: 4 });
-    parser.on('packet', (packet: Packet) => this.#dispatch(packet));
-    parser.on('error', (error: Error) => socket.destroy(error));
-    const reader = new PacketReader(
-      (packet) => this.onPublish(packet),
-      (frame) => parser.parse(frame),
-      (error) => socket.destroy(error),
-    );
-    socket.on('data', (chunk: Buffer) => reader.push(chunk));
+    cutter.onPacket = this.#onPacket;
+    this.#outbox = new Outbox((bytes) => {
+      if (!this.#isClosed) socket.write(bytes);
+    });
     let failure: Error | undefined;
     socket.on('error', (error) => (failure = error));
     this.closed = new Promise((resolve) =>
       socket.once('close', () => {
         this.#isClosed = true;
-        for (const waiter of this.#pending.values()) waiter({ cmd: 'disconnect' });
-        this.#pending.clear();
+        this.#connack?.(undefined);
+        this.#suback?.(undefined);
         resolve(failure);
       }),
     );
@@ -58,96 +59,104 @@ export class RawClient {
     port: number,
     options: { clientId: string; clean: boolean; timeoutMs?: number; setup?: (client: RawClient) => void },
   ): Promise<{ client: RawClient; sessionPresent: boolean; connackAt: number }> {
+    const cutter = new PacketCutter();
     const socket = await new Promise<Socket>((resolve, reject) => {
-      const socket = tcpConnect({ host: '127.0.0.1', port });
+      const socket = tcpConnect({
+        host: '127.0.0.1',
+        port,
+        onread: {
+          buffer: Buffer.allocUnsafe(READ_BUFFER_BYTES),
+          callback: (bytes: number, buffer: Uint8Array) => {
+            cutter.push(buffer as Buffer, bytes);
+            return true;
+          },
+        },
+      });
       socket.once('connect', () => {
         socket.off('error', reject);
         resolve(socket);
       });
       socket.once('error', reject);
     });
-    const client = new RawClient(socket);
+    const client = new RawClient(socket, cutter);
+    cutter.onError = (error) => socket.destroy(error);
     // Handlers go in before CONNECT: queued messages may arrive in the same segment as CONNACK.
     options.setup?.(client);
-    const connack = client.#expect('connack');
-    client.#write(
-      mqtt.generate({
-        cmd: 'connect',
-        protocolId: 'MQTT',
-        protocolVersion: 4,
-        clientId: options.clientId,
-        clean: options.clean,
-        keepalive: 0,
-      }),
-    );
+    const connack = new Promise<{ sessionPresent: boolean; returnCode: number } | undefined>((resolve) => {
+      if (client.#isClosed) resolve(undefined);
+      else client.#connack = resolve;
+    });
+    client.#outbox.append(encodeConnect(options.clientId, options.clean));
     const timeoutMs = options.timeoutMs ?? 30_000;
     let timer: NodeJS.Timeout | undefined;
-    const packet = await Promise.race([
+    const reply = await Promise.race([
       connack,
       new Promise<never>((_, reject) => {
         timer = setTimeout(() => reject(new Error(`no CONNACK within ${timeoutMs} ms`)), timeoutMs);
       }),
     ]).finally(() => clearTimeout(timer));
     const connackAt = performance.timeOrigin + performance.now();
-    if (packet.cmd !== 'connack') {
+    if (reply === undefined) {
       client.destroy();
       throw new Error('connection closed before CONNACK');
     }
-    if (packet.returnCode !== 0) {
+    if (reply.returnCode !== 0) {
       client.destroy();
-      throw new Error(`CONNACK return code ${packet.returnCode}`);
+      throw new Error(`CONNACK return code ${reply.returnCode}`);
     }
-    return { client, sessionPresent: packet.sessionPresent, connackAt };
+    return { client, sessionPresent: reply.sessionPresent, connackAt };
   }
 
   async subscribe(topic: string, qos: QoS, messageId = 1): Promise<number> {
-    const suback = this.#expect('suback');
-    this.#write(mqtt.generate({ cmd: 'subscribe', messageId, subscriptions: [{ topic, qos }] }));
-    const packet = await suback;
-    if (packet.cmd !== 'suback') throw new Error('connection closed before SUBACK');
-    const granted = packet.granted[0];
-    if (typeof granted !== 'number' || granted > 2) throw new Error(`subscription refused (${String(granted)})`);
-    return granted;
+    const suback = new Promise<number[] | undefined>((resolve) => {
+      if (this.#isClosed) resolve(undefined);
+      else this.#suback = resolve;
+    });
+    this.#outbox.append(encodeSubscribe(topic, qos, messageId));
+    const granted = await suback;
+    if (granted === undefined) throw new Error('connection closed before SUBACK');
+    const first = granted[0];
+    if (first === undefined || first > 2) throw new Error(`subscription refused (${String(first)})`);
+    return first;
   }
 
-  publish(topic: Buffer, payload: Buffer, qos: QoS, messageId: number): void {
-    const variable = topic.length + 2 + (qos > 0 ? 2 : 0) + payload.length;
-    const header = Buffer.allocUnsafe(1 + varintLength(variable) + 2 + topic.length + (qos > 0 ? 2 : 0));
-    let offset = 0;
-    header[offset++] = 0x30 | (qos << 1);
-    let remaining = variable;
-    do {
-      let byte = remaining % 128;
-      remaining = Math.floor(remaining / 128);
-      if (remaining > 0) byte |= 0x80;
-      header[offset++] = byte;
-    } while (remaining > 0);
-    header.writeUInt16BE(topic.length, offset);
-    offset += 2;
-    topic.copy(header, offset);
-    offset += topic.length;
-    if (qos > 0) header.writeUInt16BE(messageId, offset);
-    this.#write(header);
-    this.#write(payload);
+  /** Sends `template` with this packet id, and the sequence number and send time in its payload. */
+  publish(template: PublishTemplate, messageId: number, seq: number, sentAt: number): void {
+    const outbox = this.#outbox;
+    const at = outbox.claim(template.bytes.length);
+    const slab = outbox.slab;
+    slab.set(template.bytes, at);
+    if (template.idAt >= 0) {
+      slab[at + template.idAt] = messageId >> 8;
+      slab[at + template.idAt + 1] = messageId & 0xff;
+    }
+    writePayloadStamp(slab, at + template.payloadAt, seq, sentAt);
   }
 
   puback(id: number): void {
-    this.#ack(0x40, id);
+    this.#outbox.ack(PUBACK, id);
   }
   pubrec(id: number): void {
-    this.#ack(0x50, id);
+    this.#outbox.ack(PUBREC, id);
   }
   pubrel(id: number): void {
-    this.#ack(0x62, id);
+    this.#outbox.ack(PUBREL, id);
   }
   pubcomp(id: number): void {
-    this.#ack(0x70, id);
+    this.#outbox.ack(PUBCOMP, id);
+  }
+
+  /** Acknowledges an incoming PUBLISH the way its QoS requires (PUBACK, or PUBREC for QoS 2). */
+  acknowledge(qos: number, id: number): void {
+    if (qos === 1) this.#outbox.ack(PUBACK, id);
+    else if (qos === 2) this.#outbox.ack(PUBREC, id);
   }
 
   /** Sends DISCONNECT and waits (bounded) for the socket to close. */
   async disconnect(timeoutMs = 5_000): Promise<void> {
     if (this.#isClosed) return;
-    this.#write(Buffer.from([0xe0, 0x00]));
+    this.#outbox.append(DISCONNECT);
+    this.#outbox.flush();
     this.#socket.end();
     const timer = setTimeout(() => this.#socket.destroy(), timeoutMs);
     await this.closed;
@@ -158,114 +167,102 @@ export class RawClient {
     this.#socket.destroy();
   }
 
-  #ack(type: number, id: number): void {
-    this.#write(Buffer.from([type, 2, id >> 8, id & 0xff]));
-  }
-
-  #write(buffer: Buffer): void {
-    if (this.#isClosed) return;
-    if (!this.#corked) {
-      this.#corked = true;
-      this.#socket.cork();
-      process.nextTick(() => {
-        this.#corked = false;
-        this.#socket.uncork();
-      });
-    }
-    this.#socket.write(buffer);
-  }
-
-  #expect<C extends Packet['cmd']>(cmd: C): Promise<Extract<Packet, { cmd: C }> | { cmd: 'disconnect' }> {
-    return new Promise((resolve) => {
-      if (this.#isClosed) resolve({ cmd: 'disconnect' });
-      else this.#pending.set(cmd, resolve as (packet: Packet) => void);
-    });
-  }
-
-  #dispatch(packet: Packet): void {
-    switch (packet.cmd) {
-      case 'puback':
-        this.onPuback(packet.messageId ?? 0);
-        return;
-      case 'pubrec':
-        this.onPubrec(packet.messageId ?? 0);
-        return;
-      case 'pubrel':
-        this.onPubrel(packet.messageId ?? 0);
-        return;
-      case 'pubcomp':
-        this.onPubcomp(packet.messageId ?? 0);
-        return;
-      default: {
-        const waiter = this.#pending.get(packet.cmd);
-        if (waiter) {
-          this.#pending.delete(packet.cmd);
-          waiter(packet);
+  readonly #onPacket = (data: Buffer, frameStart: number, bodyStart: number, end: number): void => {
+    const first = data[frameStart]!;
+    switch (first >> 4) {
+      case 3: {
+        const qos = (first >> 1) & 3;
+        let at = bodyStart + 2 + ((data[bodyStart]! << 8) | data[bodyStart + 1]!);
+        let id = 0;
+        if (qos > 0) {
+          id = (data[at]! << 8) | data[at + 1]!;
+          at += 2;
         }
+        this.onPublish(data, at, end, qos, id);
+        return;
       }
+      case 4:
+        this.onPuback((data[bodyStart]! << 8) | data[bodyStart + 1]!);
+        return;
+      case 5:
+        this.onPubrec((data[bodyStart]! << 8) | data[bodyStart + 1]!);
+        return;
+      case 6:
+        this.onPubrel((data[bodyStart]! << 8) | data[bodyStart + 1]!);
+        return;
+      case 7:
+        this.onPubcomp((data[bodyStart]! << 8) | data[bodyStart + 1]!);
+        return;
+      case 2: {
+        const resolve = this.#connack;
+        this.#connack = undefined;
+        resolve?.({ sessionPresent: (data[bodyStart]! & 1) === 1, returnCode: data[bodyStart + 1]! });
+        return;
+      }
+      case 9: {
+        const resolve = this.#suback;
+        this.#suback = undefined;
+        resolve?.([...data.subarray(bodyStart + 2, end)]);
+        return;
+      }
+      case 13: // PINGRESP
+        return;
+      default:
+        this.#socket.destroy(new Error(`unexpected packet type ${first >> 4} from the broker`));
     }
-  }
+  };
+}
+
+const DISCONNECT = Buffer.from([0xe0, 0x00]);
+
+/** CONNECT, MQTT 3.1.1 (3.1): no will, no credentials, keep alive 0 (the bench sends no PINGREQ). */
+function encodeConnect(clientId: string, clean: boolean): Buffer {
+  const id = Buffer.from(clientId);
+  const remaining = 10 + 2 + id.length;
+  const packet = Buffer.alloc(1 + remainingLengthBytes(remaining) + remaining);
+  packet[0] = 0x10;
+  let at = writeRemainingLength(packet, 1, remaining);
+  at = packet.writeUInt16BE(4, at);
+  at += packet.write('MQTT', at, 'latin1');
+  packet[at++] = 4;
+  packet[at++] = clean ? 0x02 : 0x00;
+  at = packet.writeUInt16BE(0, at);
+  at = packet.writeUInt16BE(id.length, at);
+  id.copy(packet, at);
+  return packet;
+}
+
+/** SUBSCRIBE with one topic filter (3.8; the fixed header's flags are 0b0010 [MQTT-3.8.1-1]). */
+function encodeSubscribe(topic: string, qos: QoS, messageId: number): Buffer {
+  const filter = Buffer.from(topic);
+  const remaining = 2 + 2 + filter.length + 1;
+  const packet = Buffer.alloc(1 + remainingLengthBytes(remaining) + remaining);
+  packet[0] = 0x82;
+  let at = writeRemainingLength(packet, 1, remaining);
+  at = packet.writeUInt16BE(messageId, at);
+  at = packet.writeUInt16BE(filter.length, at);
+  at += filter.copy(packet, at);
+  packet[at] = qos;
+  return packet;
 }
 
 /**
- * Cuts the byte stream into packets. A PUBLISH, nearly all a subscriber reads, is decoded here:
- * mqtt-packet's parser costs the load generator more CPU per message than the work it measures,
- * and that CPU is taken from the broker under test (they share the machine). Every other packet
- * goes to mqtt-packet whole.
+ * Cuts the byte stream into packets and decodes PUBLISH into an mqtt-packet object; every other
+ * packet goes to `onOther` whole. The load generator itself works on PacketCutter directly; this
+ * object form is for whoever wants packets (and for the property test of the cutting).
  */
 export class PacketReader {
-  /** Bytes of a packet that has not fully arrived, and how many the packet needs (0: unknown yet). */
-  #held: Buffer[] = [];
-  #heldBytes = 0;
-  #needed = 0;
+  readonly #cutter: PacketCutter;
 
-  constructor(
-    private readonly onPublish: (packet: IPublishPacket) => void,
-    private readonly onOther: (frame: Buffer) => void,
-    private readonly onError: (error: Error) => void,
-  ) {}
+  constructor(onPublish: (packet: IPublishPacket) => void, onOther: (frame: Buffer) => void, onError: (error: Error) => void) {
+    this.#cutter = new PacketCutter((data, frameStart, bodyStart, end) => {
+      if (data[frameStart]! >> 4 === 3) onPublish(decodePublish(data, data[frameStart]! & 0x0f, bodyStart, end));
+      else onOther(Buffer.from(data.subarray(frameStart, end)));
+    }, onError);
+  }
 
   push(chunk: Buffer): void {
-    let data = chunk;
-    if (this.#heldBytes > 0) {
-      this.#held.push(chunk);
-      this.#heldBytes += chunk.length;
-      // A large packet arrives in many chunks: join them once, when it is complete.
-      if (this.#needed > 0 && this.#heldBytes < this.#needed) return;
-      data = Buffer.concat(this.#held, this.#heldBytes);
-      this.#held = [];
-      this.#heldBytes = 0;
-      this.#needed = 0;
-    }
-    let offset = 0;
-    while (offset < data.length) {
-      // Fixed header: the packet type, then the remaining length in 1-4 bytes of 7 bits each.
-      let length = 0;
-      let at = offset + 1;
-      let complete = false;
-      for (let multiplier = 1; at < data.length && at <= offset + 4; multiplier *= 128) {
-        const byte = data[at++]!;
-        length += (byte & 0x7f) * multiplier;
-        if ((byte & 0x80) === 0) {
-          complete = true;
-          break;
-        }
-      }
-      if (!complete && at > offset + 4) {
-        this.onError(new Error('malformed remaining length'));
-        return;
-      }
-      const end = at + length;
-      if (!complete || end > data.length) {
-        this.#held = [data.subarray(offset)];
-        this.#heldBytes = data.length - offset;
-        this.#needed = complete ? end - offset : 0;
-        return;
-      }
-      if (data[offset]! >> 4 === 3) this.onPublish(decodePublish(data, data[offset]! & 0x0f, at, end));
-      else this.onOther(data.subarray(offset, end));
-      offset = end;
-    }
+    this.#cutter.push(chunk);
   }
 }
 
@@ -280,28 +277,25 @@ function decodePublish(data: Buffer, flags: number, start: number, end: number):
     messageId = data.readUInt16BE(at);
     at += 2;
   }
-  return { cmd: 'publish', topic, payload: data.subarray(at, end), qos, dup: (flags & 8) !== 0, retain: (flags & 1) !== 0, messageId };
-}
-
-function varintLength(value: number): number {
-  return value < 128 ? 1 : value < 16_384 ? 2 : value < 2_097_152 ? 3 : 4;
+  return { cmd: 'publish', topic, payload: Buffer.from(data.subarray(at, end)), qos, dup: (flags & 8) !== 0, retain: (flags & 1) !== 0, messageId };
 }
 
 /**
  * Payload layout (little endian): bytes 0–3 sequence number, 4–11 send time (performance.now()
  * of the load process, ms as float64); the rest is filler up to the requested size (min 12).
  */
-export function makePayload(size: number, seq: number, sentAt: number): Buffer {
-  const payload = Buffer.alloc(Math.max(12, size), 0x2e);
-  payload.writeUInt32LE(seq, 0);
-  payload.writeDoubleLE(sentAt, 4);
-  return payload;
+export const PAYLOAD_STAMP_BYTES = 12;
+
+export function writePayloadStamp(target: Buffer, at: number, seq: number, sentAt: number): void {
+  target.writeUInt32LE(seq, at);
+  target.writeDoubleLE(sentAt, at + 4);
 }
 
-export function payloadSeq(payload: Buffer): number {
-  return payload.length >= 4 ? payload.readUInt32LE(0) : -1;
+/** The sequence number of a payload at data[start, end), -1 if it is too short to carry one. */
+export function payloadSeq(data: Buffer, start: number, end: number): number {
+  return end - start >= 4 ? data.readUInt32LE(start) : -1;
 }
 
-export function payloadSentAt(payload: Buffer): number {
-  return payload.length >= 12 ? payload.readDoubleLE(4) : NaN;
+export function payloadSentAt(data: Buffer, start: number, end: number): number {
+  return end - start >= PAYLOAD_STAMP_BYTES ? data.readDoubleLE(start + 4) : NaN;
 }

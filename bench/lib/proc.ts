@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { readdir, lstat } from 'node:fs/promises';
 import { createServer } from 'node:net';
@@ -10,14 +11,19 @@ export interface MemStatus {
   hwm: number;
 }
 
-/** VmRSS and VmHWM of a live process from /proc/<pid>/status; undefined if it is gone. */
-export function readMem(pid: number): MemStatus | undefined {
-  let text: string;
+/** A file under /proc, or undefined when it is gone (the process exited) or unreadable. */
+function readProcFile(path: string): string | undefined {
   try {
-    text = readFileSync(`/proc/${pid}/status`, 'utf8');
+    return readFileSync(path, 'utf8');
   } catch {
     return undefined;
   }
+}
+
+/** VmRSS and VmHWM of a live process from /proc/<pid>/status; undefined if it is gone. */
+export function readMem(pid: number): MemStatus | undefined {
+  const text = readProcFile(`/proc/${pid}/status`);
+  if (text === undefined) return undefined;
   const kb = (field: string) => {
     const match = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(text);
     return match ? Number(match[1]) * 1024 : NaN;
@@ -32,12 +38,8 @@ export interface IoStatus {
 }
 
 export function readIo(pid: number): IoStatus | undefined {
-  let text: string;
-  try {
-    text = readFileSync(`/proc/${pid}/io`, 'utf8');
-  } catch {
-    return undefined;
-  }
+  const text = readProcFile(`/proc/${pid}/io`);
+  if (text === undefined) return undefined;
   const field = (name: string) => {
     const match = new RegExp(`^${name}:\\s+(\\d+)`, 'm').exec(text);
     return match ? Number(match[1]) : NaN;
@@ -85,4 +87,62 @@ export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(r
 /** Wall-clock milliseconds with sub-millisecond resolution, comparable between processes. */
 export function epochMs(): number {
   return performance.timeOrigin + performance.now();
+}
+
+/** CPU time a process has used since it started (all its threads, living and ended). */
+export interface CpuTimes {
+  userMs: number;
+  systemMs: number;
+}
+
+let clockTicksPerSecond: number | undefined;
+
+/** utime and stime of a live process from /proc/<pid>/stat; undefined if it is gone. */
+export function readCpu(pid: number): CpuTimes | undefined {
+  const text = readProcFile(`/proc/${pid}/stat`);
+  if (text === undefined) return undefined;
+  // The command name (field 2) may contain spaces and parentheses: count fields after its ')'.
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  clockTicksPerSecond ??= clockTicks();
+  const toMs = (ticks: string | undefined) => (Number(ticks) * 1000) / clockTicksPerSecond!;
+  return { userMs: toMs(fields[11]), systemMs: toMs(fields[12]) };
+}
+
+/** CPU used between two readings, in ms (user + system). */
+export function cpuSpentMs(before: CpuTimes | undefined, after: CpuTimes | undefined): number {
+  if (!before || !after) return NaN;
+  return after.userMs - before.userMs + after.systemMs - before.systemMs;
+}
+
+function clockTicks(): number {
+  try {
+    const value = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
+    return Number.isFinite(value) && value > 0 ? value : 100;
+  } catch {
+    return 100;
+  }
+}
+
+/** The whole machine's CPU time so far, all cores (from /proc/stat), in ms. */
+export interface MachineCpu {
+  /** user, nice, system, irq, softirq: work done by anyone. */
+  busyMs: number;
+  /** Time the hypervisor gave to someone else while we wanted it. */
+  stealMs: number;
+  cores: number;
+}
+
+export function readMachineCpu(): MachineCpu | undefined {
+  const text = readProcFile('/proc/stat');
+  if (text === undefined) return undefined;
+  const lines = text.split('\n');
+  const total = lines[0]?.split(/\s+/).slice(1).map(Number) ?? [];
+  clockTicksPerSecond ??= clockTicks();
+  const toMs = (ticks: number) => (ticks * 1000) / clockTicksPerSecond!;
+  const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = total;
+  return {
+    busyMs: toMs(user + nice + system + irq + softirq),
+    stealMs: toMs(steal),
+    cores: lines.filter((line) => /^cpu\d+ /.test(line)).length,
+  };
 }

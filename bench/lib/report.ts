@@ -1,6 +1,6 @@
 import type { BrokerId, BrokerInfo } from './brokers.js';
 import type { DiskResult } from './jobs.js';
-import { DISK_METRICS, METRICS, SCENARIO_TITLES, type MetricDef, type ScenarioId } from './metrics.js';
+import { DISK_METRICS, METRICS, SCENARIO_TITLES, SINK_SCENARIOS, type MetricDef, type ScenarioId } from './metrics.js';
 import { max, median, min, sum } from './stats.js';
 
 /** One run of one scenario on one broker, as stored in the results JSON. */
@@ -14,6 +14,10 @@ export interface RunRecord {
   metrics: Record<string, number>;
   notes: string[];
   raw?: unknown;
+  /** Share of the machine's CPU other processes used during the measurement (0–1). */
+  disturbance?: number;
+  /** Replaced by a rerun (it was disturbed); kept in the JSON, left out of the table. */
+  superseded?: boolean;
 }
 
 export interface Cell {
@@ -47,7 +51,12 @@ export function formatValue(value: number, format: MetricDef['format']): string 
     case 'bytes':
       return integer.format(value);
     case 'ms':
+    case 'us':
       return value < 10 ? value.toFixed(2) : value < 100 ? value.toFixed(1) : integer.format(value);
+    case 'percent':
+      return `${Math.round(value * 100)}`;
+    case 'times':
+      return `${value >= 10 ? value.toFixed(1) : value.toFixed(2)}×`;
     case 'mib': {
       const mib = value / 1_048_576;
       return mib < 10 ? mib.toFixed(2) : mib.toFixed(1);
@@ -63,13 +72,28 @@ function compact(value: number): string {
   return integer.format(value);
 }
 
+/** Brokers whose cells are compared with ours: not the trivial sink, which is no broker. */
+export function peersOf(brokers: BrokerId[]): BrokerId[] {
+  return brokers.filter((broker) => broker !== 'ours' && broker !== 'sink');
+}
+
 export function buildRows(records: RunRecord[], brokers: BrokerId[], scenarios: ScenarioId[]): Row[] {
   const rows: Row[] = [];
+  const counted = records.filter((record) => !record.superseded);
   for (const def of METRICS) {
     if (!scenarios.includes(def.scenario)) continue;
     const row: Row = { key: def.key, scenario: def.scenario, label: def.label, unit: def.unit, better: def.better, cells: {}, ratios: {} };
+    if (def.headroomOf !== undefined) {
+      fillHeadroom(row, rows.find((other) => other.key === def.headroomOf), brokers);
+      rows.push(row);
+      continue;
+    }
     for (const broker of brokers) {
-      const runs = records.filter((record) => record.scenario === def.scenario && record.broker === broker);
+      if (broker === 'sink' && !SINK_SCENARIOS.includes(def.scenario)) {
+        row.cells[broker] = { value: NaN, min: NaN, max: NaN, runs: 0, text: '—', errors: [] };
+        continue;
+      }
+      const runs = counted.filter((record) => record.scenario === def.scenario && record.broker === broker);
       const good = runs.filter((record) => record.ok);
       const values = good.map((record) => record.metrics[def.key]).filter((value): value is number => typeof value === 'number' && !Number.isNaN(value));
       const errors = runs.filter((record) => !record.ok).map((record) => record.error ?? 'error');
@@ -88,8 +112,7 @@ export function buildRows(records: RunRecord[], brokers: BrokerId[], scenarios: 
     }
     const ours = row.cells.ours?.value;
     if (def.better !== 'none' && def.format !== 'count' && ours !== undefined) {
-      for (const broker of brokers) {
-        if (broker === 'ours') continue;
+      for (const broker of peersOf(brokers)) {
         const peer = row.cells[broker]?.value;
         if (peer !== undefined && Number.isFinite(ours) && Number.isFinite(peer) && peer !== 0) row.ratios[broker] = ours / peer;
       }
@@ -97,6 +120,33 @@ export function buildRows(records: RunRecord[], brokers: BrokerId[], scenarios: 
     rows.push(row);
   }
   return rows;
+}
+
+/** sink ÷ broker for every broker of a rate row (the sink's own cell stays empty). */
+function fillHeadroom(row: Row, rate: Row | undefined, brokers: BrokerId[]): void {
+  const sink = rate?.cells.sink?.value ?? NaN;
+  for (const broker of brokers) {
+    const value = broker === 'sink' ? NaN : sink / (rate?.cells[broker]?.value ?? NaN);
+    const runs = Number.isFinite(value) ? Math.min(rate?.cells.sink?.runs ?? 0, rate?.cells[broker]?.runs ?? 0) : 0;
+    row.cells[broker] = { value, min: value, max: value, runs, text: Number.isFinite(value) ? formatValue(value, 'times') : '—', errors: [] };
+  }
+}
+
+/**
+ * The check every table carries: did the load generator, against the trivial sink, reach at least
+ * `factor` × the fastest broker in each rate row? One line per row that falls short.
+ */
+export function headroomWarnings(rows: Row[], factor = 2): string[] {
+  const warnings: string[] = [];
+  for (const row of rows) {
+    const rate = rows.find((other) => other.key === METRICS.find((def) => def.key === row.key)?.headroomOf);
+    if (!rate) continue;
+    const lowest = Math.min(...Object.entries(row.cells).filter(([broker]) => broker !== 'sink').map(([, cell]) => cell?.value ?? NaN).filter(Number.isFinite));
+    if (Number.isFinite(lowest) && lowest < factor) {
+      warnings.push(`${rate.label}: the load generator reached only ${formatValue(lowest, 'times')} the fastest broker against the trivial sink (want ≥ ${factor}×): that row may be capped by the generator`);
+    }
+  }
+  return warnings;
 }
 
 export interface ReportHeader {
@@ -109,6 +159,19 @@ export interface ReportHeader {
 }
 
 const betterText = { higher: 'higher', lower: 'lower', none: '—' } as const;
+
+/** One line on how much other work shared the machine during the measurements. */
+function disturbanceSummary(records: RunRecord[]): string | undefined {
+  const shares = records.filter((record) => !record.superseded && record.disturbance !== undefined).map((record) => record.disturbance!);
+  if (shares.length === 0) return undefined;
+  const percent = (value: number) => `${Math.round(value * 100)} %`;
+  const reruns = records.filter((record) => record.superseded).length;
+  return (
+    `Other processes on the machine during the measurements (share of all cores, from /proc/stat minus the broker and the load process): ` +
+    `median ${percent(median(shares))}, max ${percent(max(shares))} over ${shares.length} runs` +
+    (reruns > 0 ? `; ${reruns} disturbed attempt(s) were rerun.` : '.')
+  );
+}
 
 export function markdown(header: ReportHeader, rows: Row[], brokers: BrokerId[], disk: DiskResult | undefined, records: RunRecord[]): string {
   const out: string[] = [];
@@ -131,7 +194,7 @@ export function markdown(header: ReportHeader, rows: Row[], brokers: BrokerId[],
   for (const skipped of header.skipped) out.push(`| ${skipped.id} | — | skipped: ${skipped.reason} |`);
   out.push('');
 
-  const peers = brokers.filter((broker) => broker !== 'ours');
+  const peers = peersOf(brokers);
   const hasOurs = brokers.includes('ours');
   const head = ['metric', 'unit', ...brokers, ...(hasOurs ? peers.map((peer) => `ours/${peer}`) : []), 'better', 'runs'];
   out.push(`| ${head.join(' | ')} |`, `|${head.map((_, i) => (i < 2 ? '---' : '---:')).join('|')}|`);
@@ -153,17 +216,38 @@ export function markdown(header: ReportHeader, rows: Row[], brokers: BrokerId[],
     '',
   );
 
+  if (brokers.includes('sink')) {
+    // Quick runs are a few hundred messages: start-up, not capacity.
+    const warnings = o['quick'] ? [] : headroomWarnings(rows);
+    const verdict = o['quick']
+      ? 'A quick run is too short to judge it.'
+      : warnings.length === 0
+        ? 'Every measured rate row has at least 2× headroom.'
+        : 'Rows with less than 2× headroom:';
+    out.push(
+      'The trivial sink (`bench/peers/sink-server.ts`) is not a broker: it acknowledges and forwards in memory, so its column is what the load ' +
+        'generator itself can do on this machine; the headroom rows divide it by each broker, and "load generator busy" says how much of ' +
+        `one core the generator used in each broker's own runs. ${verdict}`,
+      '',
+      ...warnings.map((warning) => `- ${warning}`),
+      ...(warnings.length > 0 ? [''] : []),
+    );
+  }
+
   if (disk) {
     out.push('Machine limits (data disk, measured in the same run):', '', '| measurement | rate | unit |', '|---|---:|---|');
     for (const metric of DISK_METRICS) out.push(`| ${metric.label} | ${integer.format(disk[metric.key])} | ${metric.unit} |`);
     out.push('');
   }
 
-  const notes = records.filter((record) => !record.ok || record.notes.length > 0);
+  const spread = disturbanceSummary(records);
+  if (spread) out.push(spread, '');
+
+  const notes = records.filter((record) => !record.ok || record.notes.length > 0 || record.superseded);
   if (notes.length > 0) {
     out.push('Notes and errors:', '');
     for (const record of notes) {
-      const parts = [...(record.ok ? [] : [`ERROR: ${record.error}`]), ...record.notes];
+      const parts = [...(record.superseded ? ['rerun (this attempt is not in the table)'] : []), ...(record.ok ? [] : [`ERROR: ${record.error}`]), ...record.notes];
       out.push(`- ${SCENARIO_TITLES[record.scenario]}, ${record.broker}, run ${record.run}: ${parts.join('; ')}`);
     }
     out.push('');

@@ -8,14 +8,18 @@ import {
   type DiskResult,
   type DrainJob,
   type DrainResult,
+  type CpuSpent,
   type FillJob,
   type FillResult,
+  type MachineSpent,
+  type OpenLoopJob,
+  type OpenLoopResult,
   type ThroughputJob,
   type ThroughputResult,
 } from './jobs.js';
 import { startLoad } from './load-runner.js';
-import type { ScenarioId } from './metrics.js';
-import { dirSize, freePort, readIo, readMem } from './proc.js';
+import { LATENCY_RATES, type ScenarioId } from './metrics.js';
+import { cpuSpentMs, dirSize, freePort, readCpu, readIo, readMem, sleep } from './proc.js';
 
 export interface BenchSizes {
   /** Deliveries per throughput run (fan-out publishes messages/10, fan-in publishers send messages/10 each). */
@@ -32,6 +36,19 @@ export interface BenchSizes {
   /** No progress for this long fails a run. */
   stallMs: number;
   readyTimeoutMs: number;
+  /** Throughput runs first send this share of their messages again as an uncounted warm-up. */
+  warmupShare: number;
+  /** When a message leaves the publisher's window (ThroughputJob.openUntil). */
+  openUntil: 'delivery' | 'ack';
+  /** Open-loop latency: seconds measured per offered rate, after warmupSeconds not counted. */
+  latencySeconds: number;
+  latencyWarmupSeconds: number;
+  /** Messages queued in the "small store" of the start-up scenario. */
+  smallStore: number;
+  /** How long a freshly started broker sits idle before its idle RSS is read. */
+  idleSettleMs: number;
+  /** Share of the machine's CPU used by other processes above which a run counts as disturbed. */
+  disturbedShare: number;
 }
 
 export interface Context {
@@ -48,6 +65,46 @@ export interface RunOutcome {
   metrics: Record<string, number>;
   notes: string[];
   raw: unknown;
+  /** Share of the machine's CPU that other processes took during the measurement (0–1). */
+  disturbance?: number;
+}
+
+/** Microseconds of CPU per message. */
+function cpuPerMessageUs(cpu: CpuSpent | undefined, messages: number): number {
+  return cpu && messages > 0 ? ((cpu.userMs + cpu.systemMs) * 1000) / messages : NaN;
+}
+
+/** Measurements shorter than this are not judged for disturbance or a busy generator. */
+const MIN_JUDGED_MS = 250;
+
+/**
+ * What the machine spent beyond the broker and the load process during a measurement, as a share
+ * of all its cores: other jobs on a shared machine (and the hypervisor's steal) that took CPU from
+ * the two processes measured.
+ */
+function disturbanceOf(result: { brokerCpu?: CpuSpent; loadCpu?: CpuSpent; machineCpu?: MachineSpent }): number | undefined {
+  const machine = result.machineCpu;
+  // /proc/stat counts in clock ticks (10 ms): shorter intervals say nothing reliable.
+  if (!machine || machine.wallMs < MIN_JUDGED_MS) return undefined;
+  const ours = (result.brokerCpu ? result.brokerCpu.userMs + result.brokerCpu.systemMs : 0) + (result.loadCpu ? result.loadCpu.userMs + result.loadCpu.systemMs : 0);
+  return Math.max(0, (machine.busyMs + machine.stealMs - ours) / (machine.cores * machine.wallMs));
+}
+
+/** The load process's CPU over the measured interval as a share of one core. */
+function busyShare(result: { loadCpu?: CpuSpent; machineCpu?: MachineSpent }): number {
+  const wallMs = result.machineCpu?.wallMs ?? 0;
+  return result.loadCpu && wallMs >= MIN_JUDGED_MS ? (result.loadCpu.userMs + result.loadCpu.systemMs) / wallMs : NaN;
+}
+
+/** Notes on what may have capped or disturbed a measurement. */
+function cpuNotes(ctx: Context, result: { loadCpu?: CpuSpent; machineCpu?: MachineSpent }, disturbance: number | undefined): string[] {
+  const notes: string[] = [];
+  const busy = busyShare(result);
+  if (busy > 0.9) notes.push(`the load process was ${Math.round(busy * 100)} % busy: this run may be capped by the generator`);
+  if (disturbance !== undefined && disturbance > ctx.sizes.disturbedShare) {
+    notes.push(`disturbed: other processes used ${Math.round(disturbance * 100)} % of the machine's CPU during the measurement`);
+  }
+  return notes;
 }
 
 let sequence = 0;
@@ -87,18 +144,32 @@ const THROUGHPUT_SHAPES: Record<'qos0' | 'qos1' | 'qos2' | 'fanout' | 'fanin', {
   fanin: { qos: 1, publishers: 10, subscribers: 1 },
 };
 
+/**
+ * The trivial sink runs this many times the messages of a broker run (same window, same payload):
+ * at several hundred thousand messages a second a broker-sized run would last a few tens of ms, too
+ * short to say what the generator can sustain.
+ */
+export const SINK_SCALE = 5;
+
 export async function runThroughput(ctx: Context, broker: BrokerId, scenario: keyof typeof THROUGHPUT_SHAPES): Promise<RunOutcome> {
   const shape = THROUGHPUT_SHAPES[scenario];
+  const scale = broker === 'sink' ? SINK_SCALE : 1;
   return withBrokers(async (started) => {
     const server = await start(ctx, broker, freshDir(ctx, broker, scenario));
     started.push(server);
     await server.ready;
+    let idleRss = NaN;
+    if (scenario === 'qos1') {
+      await sleep(ctx.sizes.idleSettleMs);
+      idleRss = readMem(server.pid)?.rss ?? NaN;
+    }
     const job: ThroughputJob = {
       kind: 'throughput',
       port: server.port,
       ...shape,
       // Fan-out: messages/10 publishes × 10 subscribers; fan-in: 10 publishers × messages/10.
-      messages: Math.max(1, Math.round(ctx.sizes.messages / shape.subscribers)),
+      messages: Math.max(1, Math.round((ctx.sizes.messages * scale) / shape.subscribers)),
+      warmup: Math.round(((ctx.sizes.messages * scale) / shape.subscribers) * ctx.sizes.warmupShare),
       window: ctx.sizes.window,
       payloadSize: ctx.sizes.payloadSize,
       topic: `bench/${scenario}`,
@@ -106,8 +177,11 @@ export async function runThroughput(ctx: Context, broker: BrokerId, scenario: ke
       overdueMs: ctx.sizes.overdueMs,
       stallMs: ctx.sizes.stallMs,
       timeoutMs: Math.max(60_000, ctx.sizes.messages * 10),
+      brokerPid: server.pid,
+      openUntil: ctx.sizes.openUntil,
     };
     const result = await startLoad<ThroughputResult>(ctx.distDir, job, job.timeoutMs + 30_000).result;
+    const disturbance = disturbanceOf(result);
     const mem = readMem(server.pid);
     const notes: string[] = [];
     if (result.duplicates > 0) notes.push(`${result.duplicates} duplicate deliveries`);
@@ -117,6 +191,7 @@ export async function runThroughput(ctx: Context, broker: BrokerId, scenario: ke
     if (result.overdue > 0) {
       notes.push(`${result.overdue} messages not delivered within ${ctx.sizes.overdueMs} ms of their ack/send (released from the window; max latency ${Math.round(result.latencyMaxMs)} ms)`);
     }
+    notes.push(...cpuNotes(ctx, result, disturbance));
     const stopped = await server.stop();
     notes.push(...exitNote(broker, stopped));
     return {
@@ -127,20 +202,27 @@ export async function runThroughput(ctx: Context, broker: BrokerId, scenario: ke
         [`${scenario}.peakRss`]: mem?.hwm ?? NaN,
         [`${scenario}.undelivered`]: result.undelivered,
         [`${scenario}.overdue`]: result.overdue,
+        [`${scenario}.cpuPerMsg`]: cpuPerMessageUs(result.brokerCpu, result.deliveries),
+        [`${scenario}.loadCpuPerMsg`]: cpuPerMessageUs(result.loadCpu, result.deliveries),
+        [`${scenario}.loadBusy`]: busyShare(result),
+        ...(scenario === 'qos1' ? { 'qos1.idleRss': idleRss } : {}),
       },
       notes,
       raw: result,
+      ...(disturbance === undefined ? {} : { disturbance }),
     };
   });
 }
 
-export async function runOffline(ctx: Context, broker: BrokerId): Promise<RunOutcome> {
-  const queue = ctx.sizes.queueSize;
-  const subscriberId = 'bench-offline-sub';
-  const dataDir = freshDir(ctx, broker, 'offline');
+/** The queued scenarios: a persistent subscriber offline, `queue` messages at `qos`, SIGTERM, restart, drain. */
+type QueuedScenario = 'offline' | 'offline2' | 'startup';
+
+export async function runQueued(ctx: Context, broker: BrokerId, scenario: QueuedScenario, qos: 1 | 2, queue: number): Promise<RunOutcome> {
+  const subscriberId = `bench-${scenario}-sub`;
+  const dataDir = freshDir(ctx, broker, scenario);
   const notes: string[] = [];
   // Generous bounds: the stall watchdog is what normally ends a broken run.
-  const longTimeout = Math.max(120_000, queue * 5);
+  const longTimeout = Math.max(120_000, queue * (qos === 2 ? 10 : 5));
   return withBrokers(async (started) => {
     const first = await start(ctx, broker, dataDir);
     started.push(first);
@@ -152,12 +234,14 @@ export async function runOffline(ctx: Context, broker: BrokerId): Promise<RunOut
       count: queue,
       window: ctx.sizes.window,
       payloadSize: ctx.sizes.payloadSize,
-      topic: 'bench/offline',
+      topic: `bench/${scenario}`,
       subscriberId,
-      publisherId: 'bench-offline-pub',
+      publisherId: `bench-${scenario}-pub`,
       progressEveryMs: 1000,
       stallMs: ctx.sizes.stallMs,
       timeoutMs: longTimeout,
+      qos,
+      brokerPid: first.pid,
     };
     const fill = await startLoad<FillResult>(ctx.distDir, fillJob, longTimeout + 30_000).result;
     if (!fill.completed) throw new Error(`fill stopped after ${fill.acked}/${queue} acks: ${fill.reason}`);
@@ -194,6 +278,7 @@ export async function runOffline(ctx: Context, broker: BrokerId): Promise<RunOut
     await Promise.race([waiting, drainLoad.result]);
     second = await start(ctx, broker, dataDir, port);
     started.push(second);
+    drainLoad.send({ type: 'broker', pid: second.pid });
     const restarted = second;
     let rssPeakSampled = 0;
     const sampler = setInterval(() => {
@@ -221,25 +306,80 @@ export async function runOffline(ctx: Context, broker: BrokerId): Promise<RunOut
     if (drain.received < queue) notes.push(`drained ${drain.received}/${queue} (stopped by ${drain.stoppedBy})`);
     if (drain.duplicates > 0) notes.push(`${drain.duplicates} duplicates in the drain`);
     if (drain.outOfOrder > 0) notes.push(`${drain.outOfOrder} out-of-order deliveries in the drain`);
+    const fillDisturbance = disturbanceOf(fill);
+    const drainDisturbance = disturbanceOf(drain);
+    notes.push(...cpuNotes(ctx, fill, fillDisturbance).map((note) => `fill: ${note}`), ...cpuNotes(ctx, drain, drainDisturbance).map((note) => `drain: ${note}`));
     const writeBytes = ioBefore && ioAfter ? ioAfter.writeBytes - ioBefore.writeBytes : NaN;
+    const startCpu = drain.brokerCpuAtConnect;
+    const k = (name: string) => `${scenario}.${name}`;
     return {
       metrics: {
-        'offline.fillRate': fill.ackRate,
-        'offline.rssAfterFill': memAfterFill?.rss ?? NaN,
-        'offline.writePerMsg': writeBytes / queue,
-        'offline.dataAfterFill': dataAfterFill,
-        'offline.stopMs': stopped.ms,
-        'offline.dataAfterStop': dataAfterStop,
-        'offline.startToConnack': connack.at - second.spawnedAt,
-        'offline.rssAfterRestart': rssAtConnack,
-        'offline.drainRate': drain.drainRate,
-        'offline.rssDrainPeak': Math.max(memEnd?.hwm ?? 0, rssPeakSampled) || NaN,
-        'offline.drained': drain.received,
-        'offline.queued': queue,
+        [k('fillRate')]: fill.ackRate,
+        [k('rssAfterFill')]: memAfterFill?.rss ?? NaN,
+        [k('writePerMsg')]: writeBytes / queue,
+        [k('dataAfterFill')]: dataAfterFill,
+        [k('stopMs')]: stopped.ms,
+        [k('dataAfterStop')]: dataAfterStop,
+        [k('startToConnack')]: connack.at - second.spawnedAt,
+        [k('rssAfterRestart')]: rssAtConnack,
+        [k('drainRate')]: drain.drainRate,
+        [k('rssDrainPeak')]: Math.max(memEnd?.hwm ?? 0, rssPeakSampled) || NaN,
+        [k('drained')]: drain.received,
+        [k('queued')]: queue,
+        [k('fillCpuPerMsg')]: cpuPerMessageUs(fill.brokerCpu, fill.acked),
+        [k('drainCpuPerMsg')]: cpuPerMessageUs(drain.brokerCpu, drain.received),
+        [k('startCpuMs')]: startCpu ? startCpu.userMs + startCpu.systemMs : NaN,
       },
       notes,
-      raw: { fill: { ...fill, ackedRanges: undefined }, drain: { ...drain, receivedRanges: drain.receivedRanges.slice(0, 20) }, writeBytes },
+      raw: { fill: { ...fill, ackedRanges: undefined }, drain: { ...drain, receivedRanges: drain.receivedRanges.slice(0, 20) }, writeBytes, fillDisturbance, drainDisturbance },
+      ...(fillDisturbance === undefined && drainDisturbance === undefined ? {} : { disturbance: Math.max(fillDisturbance ?? 0, drainDisturbance ?? 0) }),
     };
+  });
+}
+
+/**
+ * Latency at a fixed offered rate (open loop, QoS 1, 1 → 1 persistent subscriber): each rate of
+ * LATENCY_RATES in turn on one broker process, each after a warm-up at the same rate.
+ */
+export async function runLatency(ctx: Context, broker: BrokerId): Promise<RunOutcome> {
+  return withBrokers(async (started) => {
+    const server = await start(ctx, broker, freshDir(ctx, broker, 'latency'));
+    started.push(server);
+    await server.ready;
+    const metrics: Record<string, number> = {};
+    const notes: string[] = [];
+    const raw: Record<string, OpenLoopResult> = {};
+    let disturbance: number | undefined;
+    for (const { rate, key } of LATENCY_RATES) {
+      const job: OpenLoopJob = {
+        kind: 'openloop',
+        port: server.port,
+        rate,
+        seconds: ctx.sizes.latencySeconds,
+        warmupSeconds: ctx.sizes.latencyWarmupSeconds,
+        payloadSize: ctx.sizes.payloadSize,
+        topic: `bench/latency/${key}`,
+        idPrefix: `bench-latency-${key}`,
+        idleMs: Math.max(2_000, 2 * ctx.sizes.overdueMs),
+        timeoutMs: Math.max(60_000, (ctx.sizes.latencySeconds + ctx.sizes.latencyWarmupSeconds) * 1000 * 4),
+        brokerPid: server.pid,
+      };
+      const result = await startLoad<OpenLoopResult>(ctx.distDir, job, job.timeoutMs + 30_000).result;
+      raw[key] = result;
+      const share = disturbanceOf(result);
+      if (share !== undefined) disturbance = Math.max(disturbance ?? 0, share);
+      metrics[`latency.${key}.p50`] = result.latencyP50Ms;
+      metrics[`latency.${key}.p99`] = result.latencyP99Ms;
+      metrics[`latency.${key}.p999`] = result.latencyP999Ms;
+      metrics[`latency.${key}.rate`] = result.deliveryRate;
+      metrics[`latency.${key}.cpuPerMsg`] = cpuPerMessageUs(result.brokerCpu, result.delivered);
+      metrics[`latency.${key}.undelivered`] = result.undelivered;
+      if (result.fellBehind) notes.push(`${rate} msg/s: 65,535 messages unacknowledged, sending stopped early (the broker could not keep up)`);
+      if (result.undelivered > 0) notes.push(`${rate} msg/s: ${result.undelivered} of ${result.messages} measured messages never arrived`);
+      notes.push(...cpuNotes(ctx, result, share).map((note) => `${rate} msg/s: ${note}`));
+    }
+    notes.push(...exitNote(broker, await server.stop()));
+    return { metrics, notes, raw, ...(disturbance === undefined ? {} : { disturbance }) };
   });
 }
 
@@ -253,6 +393,10 @@ export async function runCrash(ctx: Context, broker: BrokerId): Promise<RunOutco
     const first = await start(ctx, broker, dataDir);
     started.push(first);
     await first.ready;
+    // Broker CPU from ready to the kill, per message acknowledged by then (the killed process
+    // cannot be read afterwards).
+    const cpuAtReady = readCpu(first.pid);
+    let cpuAtKill: ReturnType<typeof readCpu>;
     let killedAtAcks = -1;
     const fillJob: FillJob = {
       kind: 'fill',
@@ -270,12 +414,14 @@ export async function runCrash(ctx: Context, broker: BrokerId): Promise<RunOutco
     const fill = await startLoad<FillResult>(ctx.distDir, fillJob, fillJob.timeoutMs + 30_000, (event) => {
       if (event.type === 'progress' && event.acked >= killAt && killedAtAcks < 0) {
         killedAtAcks = event.acked;
+        cpuAtKill = readCpu(first.pid);
         void first.kill();
       }
     }).result;
     if (killedAtAcks < 0) {
       // The whole stream was acknowledged before a progress line arrived: kill now, but say so.
       killedAtAcks = fill.acked;
+      cpuAtKill = readCpu(first.pid);
       notes.push('the stream ended before the kill; killed after it');
     }
     const killStatus = await first.kill();
@@ -308,12 +454,14 @@ export async function runCrash(ctx: Context, broker: BrokerId): Promise<RunOutco
         'crash.unacked': rangesCount(drain.receivedRanges) - receivedAcked,
         'crash.duplicates': drain.duplicates,
         'crash.sessionPresent': drain.sessionPresent ? 1 : 0,
+        'crash.cpuPerMsg': killedAtAcks > 0 ? (cpuSpentMs(cpuAtReady, cpuAtKill) * 1000) / killedAtAcks : NaN,
       },
       notes,
       raw: {
         sent: fill.sent,
         acked,
         killedAtAcks,
+        brokerCpuToKill: cpuAtReady && cpuAtKill ? { userMs: cpuAtKill.userMs - cpuAtReady.userMs, systemMs: cpuAtKill.systemMs - cpuAtReady.systemMs } : undefined,
         fillReason: fill.reason,
         drain: { ...drain, receivedRanges: drain.receivedRanges.slice(0, 20) },
       },
@@ -332,6 +480,9 @@ export const PER_BROKER: Record<Exclude<ScenarioId, 'disk'>, (ctx: Context, brok
   qos2: (ctx, broker) => runThroughput(ctx, broker, 'qos2'),
   fanout: (ctx, broker) => runThroughput(ctx, broker, 'fanout'),
   fanin: (ctx, broker) => runThroughput(ctx, broker, 'fanin'),
-  offline: runOffline,
+  latency: runLatency,
+  offline: (ctx, broker) => runQueued(ctx, broker, 'offline', 1, ctx.sizes.queueSize),
+  offline2: (ctx, broker) => runQueued(ctx, broker, 'offline2', 2, ctx.sizes.queueSize),
+  startup: (ctx, broker) => runQueued(ctx, broker, 'startup', 1, ctx.sizes.smallStore),
   crash: runCrash,
 };
