@@ -6,7 +6,6 @@ import type {
   OutboundEntry,
   PublishResult,
   PublishTransition,
-  QoS,
   RetainedEntry,
   RetainedMessage,
   RetainedRead,
@@ -17,7 +16,7 @@ import type {
 } from './repository.js';
 
 interface MemorySession {
-  subscriptions: Map<string, QoS>;
+  subscriptions: Map<string, Subscription>;
   stats: QueueStats;
   /** Insertion order is seq order: seqs only grow. */
   queue: Map<number, OutboundEntry>;
@@ -58,7 +57,7 @@ export class MemoryRepository implements SessionRepository {
     this.#checkOpen();
     return [...this.#sessions].map(([clientId, session]) => ({
       clientId,
-      subscriptions: [...session.subscriptions].map(([filter, qos]) => ({ filter, qos })),
+      subscriptions: [...session.subscriptions.values()].map((subscription) => ({ ...subscription })),
       ...(session.owner === undefined ? {} : { owner: session.owner }),
     }));
   }
@@ -140,7 +139,7 @@ export class MemoryRepository implements SessionRepository {
 
   async subscribe(clientId: string, subscriptions: Subscription[]): Promise<void> {
     const session = this.#session(clientId);
-    for (const { filter, qos } of subscriptions) session.subscriptions.set(filter, qos);
+    for (const subscription of subscriptions) session.subscriptions.set(subscription.filter, { ...subscription });
   }
 
   async unsubscribe(clientId: string, filters: string[]): Promise<void> {
@@ -158,10 +157,12 @@ export class MemoryRepository implements SessionRepository {
     }
     const inboundSession = inbound ? this.#session(inbound.clientId) : undefined;
     const seqs: PublishResult = new Map<string, number>();
-    for (const [{ clientId, qos, retain, raiseDupMark, limits }, session] of targets) {
+    for (const [{ clientId, qos, retain, raiseDupMark, limits, subscriptionIds }, session] of targets) {
       if (!admit(session.stats, message.payload.length, limits ?? this.#limits)) continue;
       const seq = session.nextSeq++;
-      session.queue.set(seq, { seq, message, qos, retain, state: 'queued' });
+      const entry: OutboundEntry = { seq, message, qos, retain, state: 'queued' };
+      if (subscriptionIds) entry.subscriptionIds = [...subscriptionIds];
+      session.queue.set(seq, entry);
       // Same meaning as raiseDupMark: the mark rises to this entry, covering the ones before it.
       if (raiseDupMark) markDupThrough(session, seq);
       seqs.set(clientId, seq);

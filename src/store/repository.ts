@@ -8,7 +8,7 @@
  * order, which lets a backend commit many of them in one batch (group commit).
  */
 
-export type { Message, OutboundState, QoS, RetainedEntry, RetainedMessage, Subscription } from './model.js';
+export type { Message, MessageProperties, OutboundState, QoS, RetainedEntry, RetainHandling, RetainedMessage, Subscription } from './model.js';
 import type { BrokerError } from '../errors.js';
 import type { Message, OutboundState, QoS, RetainedEntry, RetainedMessage, Subscription } from './model.js';
 
@@ -25,6 +25,8 @@ export interface OutboundEntry {
   qos: QoS;
   /** RETAIN flag of this delivery: true only for retained messages sent because of a new subscription. */
   retain: boolean;
+  /** MQTT 5 Subscription Identifiers of the session's subscriptions that matched [MQTT-3.3.4-3]. */
+  subscriptionIds?: number[];
   state: OutboundState;
   /**
    * The packet id stored with a 'released' entry. Packet ids of 'dup' entries are not stored: the
@@ -65,6 +67,8 @@ export interface Delivery {
   clientId: string;
   qos: QoS;
   retain: boolean;
+  /** Subscription Identifiers of the matching subscriptions: they belong to the delivery, not the message. */
+  subscriptionIds?: number[];
   /**
    * Raise the session's DUP mark over this entry in the same batch: the session sends it as soon
    * as it is stored, and is spared a write (and an fsync) of its own before it does.

@@ -11,6 +11,7 @@ import { BrokerError, ErrorCodes, type ErrorCode } from '../../src/errors.js';
 import { decode, decodeRecord, encode, encodeRecord, isCheckedRecord } from '../../src/store/codec.js';
 import {
   FORMAT_KEY,
+  FORMAT_VERSION,
   RETAINED_TOTALS_KEY,
   isNumber,
   isRetainedIndexValue,
@@ -204,7 +205,7 @@ describe('LevelRepository: checked records', TIMEOUT, () => {
     const kinds = new Set([...entries.keys()].map((key) => (key.startsWith('!') ? key : key[0])));
     expect([...kinds].sort()).toEqual(['!format', '!retained', 'b', 'c', 'f', 'i', 'm', 'n', 'q', 'r', 's', 't', 'w']);
     for (const [key, value] of entries) {
-      if (key === FORMAT_KEY) expect(decode(value, key, isNumber)).toBe(2);
+      if (key === FORMAT_KEY) expect(decode(value, key, isNumber)).toBe(FORMAT_VERSION);
       else expect(isCheckedRecord(value, key), JSON.stringify(key)).toBe(true);
     }
   });
