@@ -156,6 +156,7 @@ interface Flags {
   aclFile?: string;
   maxPacketSize: number;
   maxConnections: number;
+  persistentSessionExpiry?: number;
   moveCorruptStoreAside?: true;
 }
 
@@ -216,6 +217,11 @@ async function readCommandLine(argv: string[]): Promise<CommandLine> {
       DEFAULTS.maxPacketSize,
     )
     .option('--max-connections <n>', 'client connections across all listeners; beyond it new sockets are closed', inRange('maxConnections'), DEFAULTS.maxConnections)
+    .option(
+      '--persistent-session-expiry <seconds>',
+      'discard a persistent session whose client has been away this long, where the client did not set an expiry itself (3.1.1); default never',
+      inRange('persistentSessionExpiry'),
+    )
     .option('--move-corrupt-store-aside', 'a store found corrupt at start is renamed store.corrupt-<time> and the broker starts empty')
     .addOption(new Option('--log-level <level>', 'least severe log lines printed').choices(LOG_LEVELS).default('info'))
     .addOption(new Option('--log-format <format>', 'text: one readable line each; json: one JSON object per line').choices(LOG_FORMATS).default('text'))
@@ -248,6 +254,7 @@ async function readCommandLine(argv: string[]): Promise<CommandLine> {
   if (given('aclFile')) options.aclFile = await existingFileOption('--acl-file', flags.aclFile!);
   if (given('maxPacketSize')) options.maxPacketSize = flags.maxPacketSize;
   if (given('maxConnections')) options.maxConnections = flags.maxConnections;
+  if (given('persistentSessionExpiry')) options.persistentSessionExpiry = flags.persistentSessionExpiry;
   if (given('moveCorruptStoreAside')) options.storeOnCorrupt = 'move-aside';
   if (given('logLevel')) options.logLevel = flags.logLevel;
   if (given('logFormat')) options.logFormat = flags.logFormat;

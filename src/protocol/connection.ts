@@ -1,18 +1,20 @@
 import type { Socket } from 'node:net';
-import mqttPacket, { type Packet } from 'mqtt-packet';
+import mqttPacket, { type IConnackPacket, type Packet } from 'mqtt-packet';
 import { errorMessage, ProtocolViolation } from '../errors.js';
 import type { AccessControl } from '../auth/access-control.js';
 import type { LogFields, Logger } from '../logger.js';
 import { LogCauses, refusalCause, summaryOf, type LogSummary } from '../log-summary.js';
 import type { Distributor } from '../session/distributor.js';
-import type { OutboundChannel, OutgoingPublish, SessionLink } from '../session/session.js';
+import type { EndCause, OutboundChannel, OutgoingPublish, SessionLink } from '../session/session.js';
 import type { SessionManager } from '../session/session-manager.js';
 import type { Message } from '../store/repository.js';
 import { readAcks } from './ack-reader.js';
 import { encodePublish } from './publish-encoder.js';
+import { Mqtt5Link, type ClientAnnouncement } from './mqtt5-link.js';
+import { Reason, reasonOfEnd, v3ConnackCode, type ReasonCode } from './reason-codes.js';
 import { ArrivingPacket, type BrokerCounters, type TopicLimits, type UnfinishedPacketBudget } from './limits.js';
 import type { ListenerInfo } from './listener-info.js';
-import { createStrictParser, discardUnfinished, PacketTooLarge, packetUnderway } from './strict-parser.js';
+import { createStrictParser, discardUnfinished, PacketTooLarge, packetUnderway, ProtocolError } from './strict-parser.js';
 
 export interface ProtocolOptions extends TopicLimits {
   /** A socket that has not sent CONNECT by then is closed. */
@@ -31,6 +33,12 @@ export interface ProtocolOptions extends TopicLimits {
   maxUnsentBytes: number;
   /** Filters one session may hold; SUBSCRIBE gets 0x80 for new ones beyond it. */
   maxSubscriptionsPerClient: number;
+  /** MQTT 5: Topic Aliases an MQTT 5 client may set on one connection (announced in CONNACK; 0: none). */
+  topicAliasMaximum: number;
+  /** MQTT 5: QoS 1 and 2 PUBLISHes a client may have unacknowledged at once (announced; more: DISCONNECT 0x93). */
+  receiveMaximum: number;
+  /** The highest QoS the broker takes and grants (2 unless configured lower; announced to MQTT 5 clients). */
+  maxQos: 0 | 1 | 2;
 }
 
 /** What packet handlers work with: the layers below, never the store directly. */
@@ -57,6 +65,10 @@ export type Dispatch = (connection: Connection, packet: Packet) => void | Promis
 export interface Will {
   message: Message;
   retain: boolean;
+  /** MQTT 5 Will Delay Interval, seconds: the will waits this long for the client to come back [MQTT-3.1.3-9]. */
+  delaySeconds?: number;
+  /** MQTT 5 Message Expiry Interval of the will, seconds, counted from when it is published. */
+  expirySeconds?: number;
   /** Who publishes it: the ACL's write check applies when it is published, not when it is given. */
   clientId: string;
   user: string | undefined;
@@ -71,8 +83,10 @@ mqttPacket.writeToStream.cacheNumbers = false;
 
 type State = 'awaiting-connect' | 'connecting' | 'connected' | 'closed';
 
-/** CONNACK's accepting return code (3.1.1 table 3.1). */
-const ACCEPTED = 0;
+export type ProtocolVersion = 3 | 4 | 5;
+
+/** Acknowledgements that MQTT 5 gives a reason code (and, when the client wants problem information, a reason string). */
+export type AckCommand = 'puback' | 'pubrec' | 'pubrel' | 'pubcomp';
 
 /** Packets queued before the socket is paused: bounds what a fast sender can make us buffer. */
 const INBOX_HIGH_WATER = 256;
@@ -114,7 +128,11 @@ export class Connection implements OutboundChannel {
   #state: State = 'awaiting-connect';
   #link: SessionLink | undefined;
   #will: Will | undefined;
-  #protocolVersion: 3 | 4 = 4;
+  #protocolVersion: ProtocolVersion = 4;
+  /** Set for an MQTT 5 client from its CONNECT: what it announced, and its topic aliases. */
+  #mqtt5: Mqtt5Link | undefined;
+  /** MQTT 5 Receive Maximum: the client's QoS 1 PUBLISHes whose PUBACK is not sent yet. */
+  #unacknowledgedQos1 = 0;
   readonly #dispatch: Dispatch;
   readonly #socket: Socket;
   readonly #parser;
@@ -189,36 +207,102 @@ export class Connection implements OutboundChannel {
     this.#state = 'connecting';
   }
 
-  /** The protocol level the CONNECT asked for: packets are written in it from now on. */
-  useProtocolVersion(version: 3 | 4): void {
+  /**
+   * The protocol level the CONNECT asked for: packets are written in it from now on. For MQTT 5,
+   * what the client announced it can take (the strict parser switched to MQTT 5 with the CONNECT).
+   */
+  useProtocolVersion(version: ProtocolVersion, announcement: ClientAnnouncement = {}): void {
     this.#protocolVersion = version;
+    if (version === 5) this.#mqtt5 = new Mqtt5Link(announcement, this.context.options.topicAliasMaximum);
+  }
+
+  get protocolVersion(): ProtocolVersion {
+    return this.#protocolVersion;
+  }
+
+  /** The MQTT 5 state of this connection; undefined for 3.1/3.1.1. */
+  get mqtt5(): Mqtt5Link | undefined {
+    return this.#mqtt5;
   }
 
   /**
    * The CONNECT is accepted: the connection now belongs to its session (and keeps its will until
-   * it ends) and CONNACK goes out. false, having done nothing: the connection closed while the
-   * session started, and the caller hands the session back.
+   * it ends) and CONNACK goes out, with `properties` for an MQTT 5 client. false, having done
+   * nothing: the connection closed while the session started, and the caller hands the session back.
    */
-  accept(link: SessionLink, will: Will | undefined, sessionPresent: boolean): boolean {
+  accept(link: SessionLink, will: Will | undefined, sessionPresent: boolean, properties?: IConnackPacket['properties']): boolean {
     if (this.#state === 'closed') return false;
     this.#link = link;
     this.#will = will;
     this.#state = 'connected';
-    // MQTT 3.1's CONNACK has no session present flag: its first byte is reserved and 0.
-    this.send({ cmd: 'connack', returnCode: ACCEPTED, sessionPresent: this.#protocolVersion === 3 ? false : sessionPresent });
+    if (this.#protocolVersion === 5) {
+      this.send({ cmd: 'connack', reasonCode: Reason.SUCCESS, sessionPresent, ...(properties ? { properties } : {}) });
+    } else {
+      // MQTT 3.1's CONNACK has no session present flag: its first byte is reserved and 0.
+      this.send({ cmd: 'connack', returnCode: 0, sessionPresent: this.#protocolVersion === 3 ? false : sessionPresent });
+    }
     return true;
   }
 
   /**
    * CONNACK with a refusal code and session present 0 [MQTT-3.2.2-4], then close [MQTT-3.2.2-5];
    * nothing the client sent after the CONNECT is processed [MQTT-3.1.4-5], and a refused
-   * connection has no will to publish.
+   * connection has no will to publish. An MQTT 5 client gets the reason code and the reason as its
+   * Reason String; a 3.1/3.1.1 client the return code of table 3.1 closest to it.
    */
-  refuse(returnCode: number, reason: string): void {
+  refuse(reason: ReasonCode, text: string): void {
     this.#will = undefined;
-    this.send({ cmd: 'connack', returnCode, sessionPresent: false });
-    this.#report('warn', refusalCause(returnCode), `CONNECT refused: ${reason}`, { address: this.remote, reason });
-    this.close(`CONNECT refused: ${reason}`);
+    const returnCode = v3ConnackCode(reason);
+    if (this.#protocolVersion === 5) {
+      this.send({ cmd: 'connack', reasonCode: reason, sessionPresent: false, properties: { reasonString: text } });
+    } else {
+      this.send({ cmd: 'connack', returnCode, sessionPresent: false });
+    }
+    this.#report('warn', refusalCause(returnCode), `CONNECT refused: ${text}`, { address: this.remote, reason: text });
+    this.close(`CONNECT refused: ${text}`);
+  }
+
+  /**
+   * The broker ends the connection: an MQTT 5 client is sent DISCONNECT with `reason` (and `text`
+   * as its Reason String) first [MQTT-4.13.2-1]; a 3.1/3.1.1 connection, which has no such packet
+   * from the server, is closed.
+   */
+  disconnect(reason: ReasonCode, text: string): void {
+    if (this.#state === 'closed') return;
+    if (this.#protocolVersion === 5 && this.#state === 'connected') {
+      this.send({ cmd: 'disconnect', reasonCode: reason, properties: { reasonString: text } });
+    }
+    this.close(text);
+  }
+
+  /**
+   * An acknowledgement: with its reason code for an MQTT 5 client (0 is left out, as the spec
+   * allows, when there is no reason string to go with it), plain for 3.1/3.1.1.
+   */
+  acknowledge(cmd: AckCommand, messageId: number, reason: ReasonCode = Reason.SUCCESS, text?: string): void {
+    if (this.#protocolVersion !== 5 || (reason === Reason.SUCCESS && text === undefined)) {
+      this.send({ cmd, messageId } as Packet);
+      return;
+    }
+    const withText = text !== undefined && this.#mqtt5!.problemInformation;
+    this.send({ cmd, messageId, reasonCode: reason, ...(withText ? { properties: { reasonString: text } } : {}) } as Packet);
+  }
+
+  /**
+   * MQTT 5 Receive Maximum: whether the client, sending one more QoS 1/2 PUBLISH now, would have
+   * more unacknowledged than the broker announced [MQTT-3.3.4-7]; QoS 2 ones count until PUBCOMP.
+   */
+  overReceiveMaximum(unreleasedQos2: number): boolean {
+    return this.#mqtt5 !== undefined && this.#unacknowledgedQos1 + unreleasedQos2 >= this.context.options.receiveMaximum;
+  }
+
+  /** A QoS 1 PUBLISH is taken: it counts against Receive Maximum until `qos1Acknowledged`. */
+  qos1Received(): void {
+    this.#unacknowledgedQos1++;
+  }
+
+  qos1Acknowledged(): void {
+    this.#unacknowledgedQos1--;
   }
 
   /** DISCONNECT: the will is discarded [MQTT-3.14.4-3]. */
@@ -282,22 +366,37 @@ export class Connection implements OutboundChannel {
     this.#flowControl();
   }
 
-  publish(packet: OutgoingPublish): void {
+  publish(packet: OutgoingPublish): boolean {
     // Written and not yet handed to the kernel: on the socket, and in this tick's outbox.
     if (packet.qos === 0 && this.#socket.writableLength + this.#outboxBytes > this.context.options.maxUnsentBytes) {
       this.context.counters.qos0Dropped++;
       this.#noteNotReading();
-      return;
+      return true;
     }
-    this.#write(encodePublish(packet));
+    const mqtt5 = this.#mqtt5;
+    if (mqtt5 === undefined) {
+      this.#write(encodePublish(packet));
+      return true;
+    }
+    const alias = mqtt5.outboundAlias(packet.topic);
+    const bytes = encodePublish(packet, { now: Date.now(), ...(alias ? { topicAlias: alias.alias, omitTopic: alias.known } : {}) });
+    if (bytes.length > mqtt5.maximumPacketSize) {
+      // Too large for the client: not sent, and the delivery is complete all the same [MQTT-3.1.2-25].
+      this.context.counters.publishesOverClientMaximum++;
+      return false;
+    }
+    if (alias && !alias.known) mqtt5.confirmAlias(packet.topic, alias.alias);
+    this.#write(bytes);
+    return true;
   }
 
   pubrel(packetId: number): void {
     this.send({ cmd: 'pubrel', messageId: packetId });
   }
 
-  end(reason: string): void {
-    this.close(reason);
+  end(reason: string, cause?: EndCause): void {
+    if (cause === undefined) this.close(reason);
+    else this.disconnect(reasonOfEnd(cause), reason);
   }
 
   /**
@@ -364,7 +463,7 @@ export class Connection implements OutboundChannel {
     if (this.#connectTimer) clearTimeout(this.#connectTimer);
     this.#connectTimer = undefined;
     if (seconds > 0) {
-      this.#keepaliveTimer = setTimeout(() => this.close('keepalive expired'), seconds * 1500);
+      this.#keepaliveTimer = setTimeout(() => this.disconnect(Reason.KEEP_ALIVE_TIMEOUT, 'keepalive expired'), seconds * 1500);
     }
   }
 
@@ -386,6 +485,7 @@ export class Connection implements OutboundChannel {
     // end() sends what was written (a refusing CONNACK) before the FIN; a peer that never
     // finishes its side is cut off shortly after.
     if (this.context.shuttingDown) {
+      this.#flush(); // a DISCONNECT 0x8B, if one was written: the write is tried at once
       this.#socket.destroy();
     } else {
       this.#flush();
@@ -504,7 +604,7 @@ export class Connection implements OutboundChannel {
   #handlerFailed(error: unknown): void {
     if (error instanceof ProtocolViolation) {
       this.#report('warn', LogCauses.PROTOCOL_VIOLATION, `protocol violation: ${error.message}`);
-      this.close(`protocol violation: ${error.message}`);
+      this.disconnect(error.reasonCode as ReasonCode, `protocol violation: ${error.message}`);
     } else {
       this.#report('error', LogCauses.HANDLER_FAILED, errorMessage(error));
       this.close(errorMessage(error));
@@ -572,6 +672,7 @@ export class Connection implements OutboundChannel {
     }
     if (error instanceof PacketTooLarge) this.context.counters.packetsTooLarge++;
     this.#report('warn', LogCauses.MALFORMED, `malformed packet: ${error.message}`);
-    this.close(`malformed packet: ${error.message}`);
+    const reason = error instanceof PacketTooLarge ? Reason.PACKET_TOO_LARGE : error instanceof ProtocolError ? Reason.PROTOCOL_ERROR : Reason.MALFORMED_PACKET;
+    this.disconnect(reason, `malformed packet: ${error.message}`);
   }
 }

@@ -1,7 +1,7 @@
 import { BrokerError, ErrorCodes } from '../errors.js';
 import type { Logger } from '../logger.js';
-import type { TopicTree } from '../routing/topic-tree.js';
-import type { QoS, SessionRepository, StoredSession, Subscription } from '../store/repository.js';
+import { ROUTE_OPTIONS_BYTES, routeOf, type Route, type TopicTree } from '../routing/topic-tree.js';
+import type { SessionRepository, StoredSession, Subscription } from '../store/repository.js';
 import { Session, type OutboundChannel, type SessionLimits, type SessionLink, type SessionPolicy } from './session.js';
 
 export interface SessionManagerOptions {
@@ -38,8 +38,14 @@ export interface SessionBudget {
 /** What one subscription costs besides its filter: its entry in the session and in a tree node, rounded up. */
 export const SUBSCRIPTION_BYTES = 96;
 
-function subscriptionBytes(filter: string): number {
-  return SUBSCRIPTION_BYTES + 2 * filter.length;
+function subscriptionBytes(filter: string, route: Route): number {
+  return SUBSCRIPTION_BYTES + 2 * filter.length + (typeof route === 'number' ? 0 : ROUTE_OPTIONS_BYTES);
+}
+
+/** How long a CONNECT's session lives: see SessionManager.start. */
+export interface SessionLifetime {
+  cleanStart: boolean;
+  expiry: number | undefined;
 }
 
 /** What a SUBSCRIBE got: the subscriptions stored and routed, in the order asked; the rest was over the budget. */
@@ -97,7 +103,7 @@ export class SessionManager {
   restore(stored: StoredSession[]): void {
     for (const { clientId, subscriptions, owner } of stored) {
       const session = this.#newSession(clientId, false, owner);
-      for (const { filter, qos } of subscriptions) this.#route(session, filter, qos);
+      for (const subscription of subscriptions) this.#route(session, subscription.filter, routeOf(subscription));
     }
     const usage = this.usage;
     const { maxSessions, maxSubscriptions, maxSubscriptionBytes } = this.#budget;
@@ -133,22 +139,29 @@ export class SessionManager {
 
   /**
    * Starts the session of a CONNECT and links it to the connection. An existing connection of the
-   * same client is ended first [MQTT-3.1.4-2]. CleanSession=1 discards any previous session
-   * [MQTT-3.1.2-6]; CleanSession=0 resumes it or creates one [MQTT-3.1.2-4].
+   * same client is ended first [MQTT-3.1.4-2]. Clean Start (CleanSession=1) discards any previous
+   * session [MQTT-3.1.2-6]; otherwise a stored one is resumed or a new one created [MQTT-3.1.2-4].
+   *
+   * `expiry` is how long the session outlives its connection, in seconds: 0, it ends with it (and
+   * a new one lives in the volatile repository, like 3.1.1's CleanSession=1); undefined, a 3.1.1
+   * persistent session (see persistent_session_expiry). A stored session resumed with 0 stays
+   * where it is and is discarded when its connection ends (MQTT 5.0 3.1.2.11.2).
    *
    * `owner` is the user name of the connecting client (undefined: anonymous). A session, live or
    * stored, belongs to the user that created it: for anyone else this rejects with
    * SESSION_OWNED_BY_OTHER before anything is touched (no takeover, no discard).
    */
-  start(clientId: string, clean: boolean, channel: OutboundChannel, owner?: string): Promise<StartResult> {
+  start(clientId: string, lifetime: SessionLifetime, channel: OutboundChannel, owner?: string): Promise<StartResult> {
+    const { cleanStart, expiry } = lifetime;
+    const volatile = expiry === 0;
     return this.#exclusive(clientId, async () => {
       let session = this.#sessions.get(clientId);
       if (session && session.owner !== owner) {
         throw new BrokerError(ErrorCodes.SESSION_OWNED_BY_OTHER, `the session of client ${JSON.stringify(clientId)} belongs to another user`);
       }
       // Checked before anything is touched, like the owner: a refused CONNECT takes nothing over.
-      const resumesPersistent = !clean && session !== undefined && !session.clean;
-      if (!clean && !resumesPersistent && this.#persistentSessions >= this.#budget.maxSessions) {
+      const resumesPersistent = !cleanStart && session !== undefined && !session.clean;
+      if (!volatile && !resumesPersistent && this.#persistentSessions >= this.#budget.maxSessions) {
         throw new BrokerError(
           ErrorCodes.SESSION_LIMIT_REACHED,
           `max_sessions (${this.#budget.maxSessions}) persistent sessions are stored: no new one for client ${JSON.stringify(clientId)}`,
@@ -157,19 +170,20 @@ export class SessionManager {
       if (session?.channel) {
         const previous = session.channel;
         session.unlink(previous);
-        previous.end('another connection took over the session');
+        previous.end('another connection took over the session', 'taken-over');
         if (session.clean) {
           await this.#discard(session);
           session = undefined;
         }
       }
-      if (session && clean) {
+      if (session && cleanStart) {
         await this.#discard(session);
         session = undefined;
       }
       const sessionPresent = session !== undefined;
       if (!session) {
-        session = this.#newSession(clientId, clean, owner);
+        session = this.#newSession(clientId, volatile, owner);
+        session.expiry = expiry;
         try {
           await session.create();
         } catch (error) {
@@ -177,7 +191,9 @@ export class SessionManager {
           throw error;
         }
       } else if (!session.clean) {
-        // A resumed persistent session: its client is seen now (a new one got that from create).
+        // A resumed persistent session: its client is seen now (a new one got that from create),
+        // and the new CONNECT's expiry applies from now on.
+        session.expiry = expiry;
         await session.touch();
       }
       return { session, link: session.link(channel), sessionPresent };
@@ -186,12 +202,12 @@ export class SessionManager {
 
   /**
    * The connection ended: a persistent session keeps its state and stores when its client was last
-   * seen; a clean one is discarded [MQTT-3.1.2-6].
+   * seen; a clean one, or one whose expiry is 0, is discarded [MQTT-3.1.2-6].
    */
   close(session: Session, channel: OutboundChannel): Promise<void> {
     return this.#exclusive(session.clientId, async () => {
       if (!session.unlink(channel)) return;
-      if (session.clean) await this.#discard(session);
+      if (session.clean || session.expiry === 0) await this.#discard(session);
       else await session.touch();
     });
   }
@@ -204,7 +220,7 @@ export class SessionManager {
       const channel = session.channel;
       if (channel) {
         session.unlink(channel);
-        channel.end(reason);
+        channel.end(reason, 'session-ended');
       }
       await this.#discard(session);
       return true;
@@ -233,7 +249,7 @@ export class SessionManager {
         this.#reservedCount -= count;
         this.#reservedBytes -= bytes;
       }
-      for (const { filter, qos } of accepted) this.#route(session, filter, qos);
+      for (const subscription of accepted) this.#route(session, subscription.filter, routeOf(subscription));
       return { accepted };
     });
   }
@@ -251,7 +267,7 @@ export class SessionManager {
         accepted.push(subscription);
         continue;
       }
-      const cost = subscriptionBytes(subscription.filter) + plan.add(subscription.filter);
+      const cost = subscriptionBytes(subscription.filter, routeOf(subscription)) + plan.add(subscription.filter);
       const usage = this.usage;
       if (
         usage.subscriptions + this.#reservedCount + count + 1 > maxSubscriptions ||
@@ -305,7 +321,7 @@ export class SessionManager {
       if (session && limits) {
         const restored = session;
         session = new Session(clientId, false, this.#durable, policy, this.#log, restored.owner);
-        for (const [filter, qos] of restored.subscriptions) session.subscriptions.set(filter, qos);
+        for (const [filter, route] of restored.subscriptions) session.subscriptions.set(filter, route);
         this.#sessions.set(clientId, session);
       }
       if (!session) {
@@ -325,7 +341,7 @@ export class SessionManager {
       }
       if (subscriptions.length > 0) {
         await session.storeSubscriptions(subscriptions);
-        for (const { filter, qos } of subscriptions) this.#route(session, filter, qos);
+        for (const subscription of subscriptions) this.#route(session, subscription.filter, routeOf(subscription));
       }
       return session;
     });
@@ -335,7 +351,7 @@ export class SessionManager {
   async closeAll(): Promise<void> {
     for (const session of this.#sessions.values()) {
       const channel = session.channel;
-      if (channel) channel.end('the broker is shutting down');
+      if (channel) channel.end('the broker is shutting down', 'shutting-down');
     }
     await Promise.allSettled([...this.#locks.values()]);
   }
@@ -354,19 +370,21 @@ export class SessionManager {
     if (!session.clean) this.#persistentSessions--;
   }
 
-  #route(session: Session, filter: string, qos: QoS): void {
-    if (!session.subscriptions.has(filter)) {
-      this.#subscriptionCount++;
-      this.#subscriptionBytes += subscriptionBytes(filter);
-    }
-    session.subscriptions.set(filter, qos);
-    this.#subscriptions.add(filter, session.clientId, qos);
+  #route(session: Session, filter: string, route: Route): void {
+    const previous = session.subscriptions.get(filter);
+    if (previous === undefined) this.#subscriptionCount++;
+    else this.#subscriptionBytes -= subscriptionBytes(filter, previous);
+    this.#subscriptionBytes += subscriptionBytes(filter, route);
+    session.subscriptions.set(filter, route);
+    this.#subscriptions.add(filter, session.clientId, route);
   }
 
   #unroute(session: Session, filter: string): void {
-    if (!session.subscriptions.delete(filter)) return;
+    const route = session.subscriptions.get(filter);
+    if (route === undefined) return;
+    session.subscriptions.delete(filter);
     this.#subscriptionCount--;
-    this.#subscriptionBytes -= subscriptionBytes(filter);
+    this.#subscriptionBytes -= subscriptionBytes(filter, route);
     this.#subscriptions.remove(filter, session.clientId);
   }
 
@@ -383,7 +401,7 @@ export class SessionManager {
       if (!this.#sessions.has(session.clientId)) {
         this.#sessions.set(session.clientId, session);
         if (!session.clean) this.#persistentSessions++;
-        for (const [filter, qos] of subscriptions) this.#route(session, filter, qos);
+        for (const [filter, route] of subscriptions) this.#route(session, filter, route);
       }
       throw error;
     }
