@@ -497,19 +497,17 @@ export class Connection implements OutboundChannel {
   }
 
   async #finish(graceful: boolean): Promise<void> {
-    const { sessions, distributor, shuttingDown } = this.context;
+    const { sessions, shuttingDown } = this.context;
     const will = this.#will;
     this.#will = undefined;
     if (will && !graceful && !shuttingDown) {
-      try {
-        if (this.context.access.canPublish(will.clientId, will.user, will.message.topic)) {
-          await distributor.publish(will.message, { retain: will.retain });
-        } else {
-          this.context.counters.publishesRefused++;
-          this.#report('warn', LogCauses.WILL_REFUSED, `will message on ${JSON.stringify(will.message.topic)} not published: the ACL does not allow it`);
-        }
-      } catch (error) {
-        this.#report('error', LogCauses.STORE_FAILURE, `will message not published: ${errorMessage(error)}`);
+      const session = this.#link?.session;
+      // MQTT 5 Will Delay Interval: the will waits, in the session manager, for the client to come
+      // back [MQTT-3.1.3-9]; a session that ends with this connection publishes it now [MQTT-3.1.2-8].
+      if (will.delaySeconds && session && !session.clean && session.expiry !== 0) {
+        sessions.deferWill(session.clientId, will.delaySeconds, () => this.#publishWill(will));
+      } else {
+        await this.#publishWill(will);
       }
     }
     await Promise.allSettled([this.#processing, this.#replies]);
@@ -519,6 +517,25 @@ export class Connection implements OutboundChannel {
       } catch (error) {
         this.#report('error', LogCauses.STORE_FAILURE, `session not closed cleanly: ${errorMessage(error)}`);
       }
+    }
+  }
+
+  /** Publishes the will, if the ACL lets its client publish on its topic now. */
+  async #publishWill(will: Will): Promise<void> {
+    try {
+      if (!this.context.access.canPublish(will.clientId, will.user, will.message.topic)) {
+        this.context.counters.publishesRefused++;
+        this.#report('warn', LogCauses.WILL_REFUSED, `will message on ${JSON.stringify(will.message.topic)} not published: the ACL does not allow it`);
+        return;
+      }
+      let message = will.message;
+      if (will.expirySeconds !== undefined) {
+        // A will's Message Expiry Interval counts from its publication (MQTT 5.0 3.1.3.2.4).
+        message = { ...message, properties: { ...message.properties, expiresAt: Date.now() + will.expirySeconds * 1000 } };
+      }
+      await this.context.distributor.publish(message, { retain: will.retain, origin: will.clientId });
+    } catch (error) {
+      this.#report('error', LogCauses.STORE_FAILURE, `will message not published: ${errorMessage(error)}`);
     }
   }
 

@@ -295,6 +295,8 @@ export function createBroker(options: BrokerOptions = {}): Broker {
       maxSubscriptionBytes: ranged('maxSubscriptionBytes', DEFAULTS.maxSubscriptionBytes),
     },
     policy: { limits: { maxInflight, readWindow, readWindowBytes }, ...(canRead ? { canRead } : {}) },
+    ...(options.persistentSessionExpiry === undefined ? {} : { persistentSessionExpiry: inRange('persistentSessionExpiry', options.persistentSessionExpiry) }),
+    neverExpires: isBridgeClientId,
     log,
   });
   const distributor: Distributor = new Distributor({

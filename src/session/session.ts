@@ -157,12 +157,12 @@ export class Session implements OutboundStore, InboundStore {
 
   /** Stores the session if it is new (owned by `owner`); keeps a stored one as it is. */
   create(): Promise<void> {
-    return this.#track(this.#store.createSession(this.clientId, this.owner));
+    return this.#track(this.#store.createSession(this.clientId, this.owner, this.expiry));
   }
 
-  /** Its client connected or disconnected now. */
+  /** Its client connected or disconnected now; its expiry is stored as it is now. */
   touch(): Promise<void> {
-    return this.#track(this.#store.touchSession(this.clientId));
+    return this.#track(this.#store.touchSession(this.clientId, this.expiry));
   }
 
   /** Discards everything stored of the session. */

@@ -167,8 +167,14 @@ export class LevelRepository implements SessionRepository {
     const sessions = new Map<string, StoredSession>();
     for await (const [key, value] of db.iterator(keys.sessions())) {
       const clientId = keys.clientIdOfSession(key);
-      const { u } = decode(value, key, isSessionValue);
-      sessions.set(clientId, { clientId, subscriptions: [], ...(u === undefined ? {} : { owner: u }) });
+      const { c, l, u, e } = decode(value, key, isSessionValue);
+      sessions.set(clientId, {
+        clientId,
+        subscriptions: [],
+        lastSeen: l ?? c,
+        ...(u === undefined ? {} : { owner: u }),
+        ...(e === undefined ? {} : { expiry: e }),
+      });
     }
     for await (const [key, value] of db.iterator(keys.allSubscriptions())) {
       const [clientId, filter] = keys.splitSubscription(key);
@@ -294,7 +300,7 @@ export class LevelRepository implements SessionRepository {
     return ids;
   }
 
-  async createSession(clientId: string, owner?: string): Promise<void> {
+  async createSession(clientId: string, owner?: string, expiry?: number): Promise<void> {
     const writer = this.#openWriter();
     const created = !this.#nextSeq.has(clientId);
     if (created) this.#nextSeq.set(clientId, 1);
@@ -303,7 +309,10 @@ export class LevelRepository implements SessionRepository {
         prepare: (batch) => {
           if (batch.get(keys.session(clientId), isSessionValue) === undefined) {
             const now = Date.now();
-            batch.put(keys.session(clientId), { c: now, l: now, ...(owner === undefined ? {} : { u: owner }) } satisfies SessionValue);
+            const value: SessionValue = { c: now, l: now };
+            if (owner !== undefined) value.u = owner;
+            if (expiry !== undefined) value.e = expiry;
+            batch.put(keys.session(clientId), value);
           }
         },
       });
@@ -314,12 +323,15 @@ export class LevelRepository implements SessionRepository {
     }
   }
 
-  async touchSession(clientId: string): Promise<void> {
+  async touchSession(clientId: string, expiry?: number): Promise<void> {
     await this.#openWriter().submit({
       prepare: (batch) => {
         const stored = batch.get(keys.session(clientId), isSessionValue);
         if (stored === undefined) return;
-        batch.put(keys.session(clientId), { ...stored, l: seenNow(stored) } satisfies SessionValue);
+        const { e: _previous, ...kept } = stored;
+        const value: SessionValue = { ...kept, l: seenNow(stored) };
+        if (expiry !== undefined) value.e = expiry;
+        batch.put(keys.session(clientId), value);
       },
     });
   }
@@ -329,9 +341,9 @@ export class LevelRepository implements SessionRepository {
     const key = keys.session(clientId);
     const bytes = await db.get(key);
     if (bytes === undefined) return undefined;
-    const { c, l, u } = decode(bytes, key, isSessionValue);
+    const { c, l, u, e } = decode(bytes, key, isSessionValue);
     // Records written before last-seen was stored have none: the creation is the last sighting known.
-    return { createdAt: c, lastSeen: l ?? c, ...(u === undefined ? {} : { owner: u }) };
+    return { createdAt: c, lastSeen: l ?? c, ...(u === undefined ? {} : { owner: u }), ...(e === undefined ? {} : { expiry: e }) };
   }
 
   async destroySession(clientId: string): Promise<void> {

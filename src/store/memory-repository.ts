@@ -25,6 +25,7 @@ interface MemorySession {
   createdAt: number;
   lastSeen: number;
   owner: string | undefined;
+  expiry: number | undefined;
 }
 
 /**
@@ -58,7 +59,9 @@ export class MemoryRepository implements SessionRepository {
     return [...this.#sessions].map(([clientId, session]) => ({
       clientId,
       subscriptions: [...session.subscriptions.values()].map((subscription) => ({ ...subscription })),
+      lastSeen: session.lastSeen,
       ...(session.owner === undefined ? {} : { owner: session.owner }),
+      ...(session.expiry === undefined ? {} : { expiry: session.expiry }),
     }));
   }
 
@@ -97,7 +100,7 @@ export class MemoryRepository implements SessionRepository {
     return [...(this.#sessions.get(clientId)?.inbound ?? [])];
   }
 
-  async createSession(clientId: string, owner?: string): Promise<void> {
+  async createSession(clientId: string, owner?: string, expiry?: number): Promise<void> {
     this.#checkOpen();
     if (this.#sessions.has(clientId)) return;
     const now = Date.now();
@@ -110,14 +113,17 @@ export class MemoryRepository implements SessionRepository {
       createdAt: now,
       lastSeen: now,
       owner,
+      expiry,
     });
   }
 
-  async touchSession(clientId: string): Promise<void> {
+  async touchSession(clientId: string, expiry?: number): Promise<void> {
     this.#checkOpen();
     const session = this.#sessions.get(clientId);
+    if (!session) return;
     // Never backwards, even if the clock steps back.
-    if (session) session.lastSeen = Math.max(Date.now(), session.lastSeen);
+    session.lastSeen = Math.max(Date.now(), session.lastSeen);
+    session.expiry = expiry;
   }
 
   async sessionInfo(clientId: string): Promise<SessionInfo | undefined> {
@@ -128,6 +134,7 @@ export class MemoryRepository implements SessionRepository {
         createdAt: session.createdAt,
         lastSeen: session.lastSeen,
         ...(session.owner === undefined ? {} : { owner: session.owner }),
+        ...(session.expiry === undefined ? {} : { expiry: session.expiry }),
       }
     );
   }

@@ -172,11 +172,14 @@ describe('LevelRepository: the data directory', TIMEOUT, () => {
     await withRawDb(location, (db) => db.del(keys.session('bad')));
     const fixed = await openRepository(location);
     const sessions = (await fixed.loadSessions()).sort((a, b) => (a.clientId < b.clientId ? -1 : 1));
-    expect(sessions).toEqual([
+    // toMatchObject: loadSessions also tells each session's last-seen time (for its expiry).
+    expect(sessions).toMatchObject([
       { clientId: 'new', subscriptions: [], owner: 'alice' },
       { clientId: 'old', subscriptions: [] },
       { clientId: 'older', subscriptions: [] },
     ]);
+    expect(sessions.map(({ owner }) => owner)).toEqual(['alice', undefined, undefined]);
+    expect(sessions.map(({ lastSeen }) => lastSeen).slice(1)).toEqual([2000, 1000]);
     expect(await fixed.sessionInfo('old')).toEqual({ createdAt: 1000, lastSeen: 2000 });
   });
 });
