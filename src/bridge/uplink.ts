@@ -120,6 +120,15 @@ export class Uplink implements OutboundChannel {
     return true;
   }
 
+  /** What the upstream may be sent before it holds max_unsent_bytes of ours (OutboundChannel). */
+  get room(): number {
+    return this.#context.maxUnsentBytes - this.#connection.backlog;
+  }
+
+  whenDrained(resume: () => void): void {
+    this.#connection.whenDrained(resume);
+  }
+
   pubrel(packetId: number): void {
     // A QoS 2 message whose PUBREC was stored: in flight until PUBCOMP, also after a restart.
     this.#inflight.set(packetId, 2);

@@ -175,6 +175,14 @@ export class UpstreamConnection {
   }
 
   /** Bytes written and not yet taken by the kernel: what a slow upstream makes us hold. */
+  /** Calls `resume` once everything written has been handed to the kernel (or the socket is gone). */
+  whenDrained(resume: () => void): void {
+    if (this.#socket.destroyed || this.backlog === 0) resume();
+    else if (this.#socket.writableLength > 0) this.#socket.once('drain', () => this.whenDrained(resume));
+    // Only this tick's outbox holds bytes: look again once it is flushed.
+    else setImmediate(() => this.whenDrained(resume));
+  }
+
   get backlog(): number {
     return this.#socket.writableLength + this.#outboxBytes;
   }

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { fstatSync, readFileSync } from 'node:fs';
+import { fstatSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { AccessControl } from '../auth/access-control.js';
 import { BrokerError, errorMessage } from '../errors.js';
@@ -7,6 +7,7 @@ import { consoleLogger, LOG_FORMATS, LOG_LEVELS, type LogFormat, type Logger, ty
 import { createBroker, DEFAULTS, OPTION_RANGES, type Broker, type BrokerOptions } from '../server/broker.js';
 import { existingFileOption, loadConfigFile, type ConfigOptions } from '../server/config.js';
 import { formatAddress } from '../server/listeners.js';
+import { packageVersion } from '../server/version.js';
 import { DEFAULT_QUEUE_LIMITS } from '../store/queue-limits.js';
 
 function integerIn(min: number, max: number) {
@@ -158,6 +159,7 @@ interface Flags {
   maxConnections: number;
   persistentSessionExpiry?: number;
   moveCorruptStoreAside?: true;
+  metricsPort?: number;
 }
 
 interface CommandLine {
@@ -222,6 +224,7 @@ async function readCommandLine(argv: string[]): Promise<CommandLine> {
       'discard a persistent session whose client has been away this long, where the client did not set an expiry itself (3.1.1); default never',
       inRange('persistentSessionExpiry'),
     )
+    .option('--metrics-port <number>', 'serve /metrics (Prometheus) and /healthz over HTTP on this port, on 127.0.0.1 unless the config file says otherwise', integerIn(0, 65535))
     .option('--move-corrupt-store-aside', 'a store found corrupt at start is renamed store.corrupt-<time> and the broker starts empty')
     .addOption(new Option('--log-level <level>', 'least severe log lines printed').choices(LOG_LEVELS).default('info'))
     .addOption(new Option('--log-format <format>', 'text: one readable line each; json: one JSON object per line').choices(LOG_FORMATS).default('text'))
@@ -256,6 +259,7 @@ async function readCommandLine(argv: string[]): Promise<CommandLine> {
   if (given('maxConnections')) options.maxConnections = flags.maxConnections;
   if (given('persistentSessionExpiry')) options.persistentSessionExpiry = flags.persistentSessionExpiry;
   if (given('moveCorruptStoreAside')) options.storeOnCorrupt = 'move-aside';
+  if (given('metricsPort')) options.metrics = { ...options.metrics, port: flags.metricsPort! };
   if (given('logLevel')) options.logLevel = flags.logLevel;
   if (given('logFormat')) options.logFormat = flags.logFormat;
   return flags.checkConfig === undefined ? { options } : { options, checkConfig: flags.checkConfig };
@@ -277,12 +281,6 @@ function journalStreams(): { stdout: boolean; stderr: boolean } {
     }
   };
   return { stdout: isJournal(1), stderr: isJournal(2) };
-}
-
-/** This package's version, from its package.json (dist/cli/ and src/cli/ are both two levels down). */
-function packageVersion(): string {
-  const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
-  return version;
 }
 
 function fail(error: unknown): void {

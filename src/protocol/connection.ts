@@ -1,4 +1,4 @@
-import type { Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import mqttPacket, { type IConnackPacket, type Packet } from 'mqtt-packet';
 import { errorMessage, ProtocolViolation } from '../errors.js';
 import type { AccessControl } from '../auth/access-control.js';
@@ -12,9 +12,60 @@ import { readAcks } from './ack-reader.js';
 import { encodePublish } from './publish-encoder.js';
 import { Mqtt5Link, type ClientAnnouncement } from './mqtt5-link.js';
 import { Reason, reasonOfEnd, v3ConnackCode, type ReasonCode } from './reason-codes.js';
-import { ArrivingPacket, type BrokerCounters, type TopicLimits, type UnfinishedPacketBudget } from './limits.js';
+import { ArrivingPacket, UNSENT_SHARE, type BrokerCounters, type TopicLimits, type UnfinishedPacketBudget, type UnsentBudget } from './limits.js';
 import type { ListenerInfo } from './listener-info.js';
 import { createStrictParser, discardUnfinished, PacketTooLarge, packetUnderway, ProtocolError } from './strict-parser.js';
+
+/**
+ * What a connection reads from and writes to: a net.Socket (TCP, TLS) is one as it is, a
+ * WebSocket is adapted to it (src/server/websocket-transport.ts). The limits rely on what it
+ * promises: after pause() no 'data' arrives until resume(); writableLength is the bytes written
+ * and not yet handed to the kernel, and 'drain' follows once it went down; end() sends what was
+ * written before it closes.
+ */
+export interface Transport {
+  readonly remoteAddress?: string | undefined;
+  readonly remotePort?: number | undefined;
+  readonly destroyed: boolean;
+  readonly writableLength: number;
+  /**
+   * Bytes received and held below the MQTT byte stream, not yet given as 'data' (a WebSocket
+   * frame still arriving); 'held' is emitted when it changed. They count against the budget of
+   * unfinished packets and run the packet clock like the parser's own. A socket has none.
+   */
+  readonly heldBelow?: number;
+  /** `done` runs once the bytes are handed on below (to the kernel), or failed to be. */
+  write(bytes: Buffer, done?: (error?: Error | null) => void): unknown;
+  cork(): void;
+  uncork(): void;
+  pause(): unknown;
+  resume(): unknown;
+  end(): unknown;
+  destroy(): unknown;
+  on(event: 'data', listener: (chunk: Buffer) => void): unknown;
+  on(event: 'drain' | 'close' | 'held', listener: () => void): unknown;
+  on(event: 'error', listener: (error: Error) => void): unknown;
+}
+
+/**
+ * Traffic across all connections since start, counted where it passes (MQTT bytes and packets,
+ * not TCP, TLS or WebSocket framing): read by $SYS and /metrics (src/server/figures.ts).
+ */
+export interface TrafficCounters {
+  bytesReceived: number;
+  bytesSent: number;
+  /** Packets of every type. */
+  packetsReceived: number;
+  packetsSent: number;
+  publishesReceived: number;
+  publishesSent: number;
+  /** CONNECT packets received, accepted or not. */
+  connects: number;
+}
+
+export function newTrafficCounters(): TrafficCounters {
+  return { bytesReceived: 0, bytesSent: 0, packetsReceived: 0, packetsSent: 0, publishesReceived: 0, publishesSent: 0, connects: 0 };
+}
 
 export interface ProtocolOptions extends TopicLimits {
   /** A socket that has not sent CONNECT by then is closed. */
@@ -50,10 +101,18 @@ export interface BrokerContext {
   counters: BrokerCounters;
   /** Bytes of packets still arriving, across all connections (max_unfinished_packet_bytes). */
   unfinishedPackets: UnfinishedPacketBudget;
+  /** Bytes written to clients and not yet taken by the kernel, across all connections (max_total_unsent_bytes). */
+  unsent: UnsentBudget;
   /** Authentication and the ACL: who a client is and what it may publish, subscribe to and receive. */
   access: AccessControl;
   /** Set while the broker shuts down: connections it ends do not publish their wills. */
   shuttingDown: boolean;
+  traffic: TrafficCounters;
+  /**
+   * Hears, for each QoS 1/2 PUBLISH acknowledged, the seconds from its arrival to its PUBACK or
+   * PUBREC: mostly the wait for its store write. Unset, nothing is timed.
+   */
+  observePublishAck?: (seconds: number) => void;
 }
 
 /**
@@ -133,8 +192,11 @@ export class Connection implements OutboundChannel {
   #mqtt5: Mqtt5Link | undefined;
   /** MQTT 5 Receive Maximum: the client's QoS 1 PUBLISHes whose PUBACK is not sent yet. */
   #unacknowledgedQos1 = 0;
+  #keepaliveSeconds: number | undefined;
+  /** Arrival times of the QoS 1/2 PUBLISHes not acknowledged yet, in order (with observePublishAck only). */
+  readonly #ackWaits: number[] = [];
   readonly #dispatch: Dispatch;
-  readonly #socket: Socket;
+  readonly #socket: Transport;
   readonly #parser;
   readonly #inbox: Packet[] = [];
   #processing: Promise<void> | undefined;
@@ -148,12 +210,16 @@ export class Connection implements OutboundChannel {
    * is not read (logged once per episode).
    */
   #notReading = false;
+  /** Flows waiting for this client to take what it is sent (OutboundChannel.whenDrained). */
+  #drainWaiters: Array<() => void> = [];
   /** Paused by #flowControl; the socket is paused exactly while this is true. */
   #readingPaused = false;
   /** The packet underway: its bytes in the broker's budget, its time limit. */
   readonly #arriving: ArrivingPacket;
   /** Packets parsed so far: tells #read whether the packet underway after a chunk is a new one. */
   #packetsReceived = 0;
+  /** What the parser held after the last chunk. */
+  #parserHeld = 0;
   readonly #summary: LogSummary;
   /** Packets written in this tick, sent together at its end (see #write). */
   #outbox: Buffer[] = [];
@@ -163,7 +229,7 @@ export class Connection implements OutboundChannel {
   #closedResolve!: () => void;
   readonly closed = new Promise<void>((resolve) => (this.#closedResolve = resolve));
 
-  constructor(socket: Socket, context: BrokerContext, dispatch: Dispatch, listener: ListenerInfo, certificateUser?: string) {
+  constructor(socket: Transport, context: BrokerContext, dispatch: Dispatch, listener: ListenerInfo, certificateUser?: string) {
     this.#socket = socket;
     this.#dispatch = dispatch;
     this.context = context;
@@ -173,7 +239,6 @@ export class Connection implements OutboundChannel {
     this.sourceAddress = socket.remoteAddress ?? '';
     this.#summary = summaryOf(context.log);
     this.#arriving = new ArrivingPacket(context.unfinishedPackets, context.options.packetTimeoutMs, () => this.#packetTimedOut());
-    socket.setNoDelay(true);
     const { maxPacketSize } = context.options;
     this.#parser = createStrictParser(() =>
       this.#state === 'awaiting-connect' ? Math.min(maxPacketSize, MAX_CONNECT_SIZE) : maxPacketSize,
@@ -182,8 +247,9 @@ export class Connection implements OutboundChannel {
     this.#parser.on('error', (error: Error) => this.#malformed(error));
     // Not after close: the socket is read until it is destroyed, and the parser would start afresh.
     socket.on('data', (chunk: Buffer) => this.#read(chunk));
+    socket.on('held', () => this.#account(false));
     socket.on('drain', () => this.#checkUnsent());
-    socket.on('error', () => this.close('socket error'));
+    socket.on('error', (error: Error) => this.close(`socket error: ${error.message}`));
     socket.on('close', () => this.close('connection lost'));
     this.#connectTimer = setTimeout(() => this.close('no CONNECT in time'), context.options.connectTimeoutMs);
   }
@@ -317,6 +383,10 @@ export class Connection implements OutboundChannel {
   }
 
   send(packet: Packet): void {
+    if ((packet.cmd === 'puback' || packet.cmd === 'pubrec') && this.#ackWaits.length > 0) {
+      // Replies leave in the order their PUBLISHes arrived, one PUBACK or PUBREC each.
+      this.context.observePublishAck?.((performance.now() - this.#ackWaits.shift()!) / 1000);
+    }
     this.#write(mqttPacket.generate(packet, { protocolVersion: this.#protocolVersion }));
   }
 
@@ -326,6 +396,7 @@ export class Connection implements OutboundChannel {
    */
   #write(bytes: Buffer): void {
     if (this.#state === 'closed' || this.#socket.destroyed) return;
+    this.context.traffic.packetsSent++;
     this.#outbox.push(bytes);
     this.#outboxBytes += bytes.length;
     if (this.#outbox.length === 1) process.nextTick(() => this.#flush());
@@ -338,14 +409,21 @@ export class Connection implements OutboundChannel {
     this.#outbox = [];
     this.#outboxBytes = 0;
     if (this.#socket.destroyed) return;
+    // Counted in the broker-wide budget until the kernel has it (or the socket is gone: the
+    // callback runs then too, with an error).
+    const { unsent } = this.context;
+    unsent.add(size);
+    const taken = () => unsent.release(size);
+    this.context.traffic.bytesSent += size;
     if (outbox.length === 1) {
-      this.#socket.write(outbox[0]!);
+      this.#socket.write(outbox[0]!, taken);
     } else if (size <= OUTBOX_COPY_LIMIT) {
-      this.#socket.write(Buffer.concat(outbox, size));
+      this.#socket.write(Buffer.concat(outbox, size), taken);
     } else {
       // Large payloads: copying them into one buffer would cost more than the writes.
       this.#socket.cork();
-      for (const bytes of outbox) this.#socket.write(bytes);
+      for (let index = 0; index < outbox.length - 1; index++) this.#socket.write(outbox[index]!);
+      this.#socket.write(outbox[outbox.length - 1]!, taken);
       this.#socket.uncork();
     }
     // The socket took it all at once (no 'drain' to come) or kept some of it: look at what waits now.
@@ -360,21 +438,47 @@ export class Connection implements OutboundChannel {
   #checkUnsent(): void {
     if (this.#state === 'closed') return;
     const unsent = this.#socket.writableLength;
-    const { maxUnsentBytes } = this.context.options;
-    if (unsent >= maxUnsentBytes) this.#noteNotReading();
-    else if (unsent < maxUnsentBytes / 2) this.#notReading = false;
+    const limit = this.#unsentLimit();
+    if (unsent >= limit) {
+      this.#noteNotReading();
+    } else if (unsent < limit / 2) {
+      this.#notReading = false;
+      if (this.#drainWaiters.length > 0) {
+        const waiters = this.#drainWaiters;
+        this.#drainWaiters = [];
+        for (const resume of waiters) resume();
+      }
+    }
     this.#flowControl();
+  }
+
+  /** What this client may have waiting unsent: max_unsent_bytes, or its share while the broker-wide budget is over. */
+  #unsentLimit(): number {
+    const { maxUnsentBytes } = this.context.options;
+    return this.context.unsent.over ? Math.min(maxUnsentBytes, UNSENT_SHARE) : maxUnsentBytes;
+  }
+
+  /** OutboundChannel: bytes of deliveries this client may be sent before it holds too much unsent. */
+  get room(): number {
+    if (this.#notReading) return 0;
+    return this.#unsentLimit() - this.#socket.writableLength - this.#outboxBytes;
+  }
+
+  /** Resumed from #checkUnsent, once less than half of what this client may hold waits unsent. */
+  whenDrained(resume: () => void): void {
+    this.#drainWaiters.push(resume);
   }
 
   publish(packet: OutgoingPublish): boolean {
     // Written and not yet handed to the kernel: on the socket, and in this tick's outbox.
-    if (packet.qos === 0 && this.#socket.writableLength + this.#outboxBytes > this.context.options.maxUnsentBytes) {
+    if (packet.qos === 0 && this.#socket.writableLength + this.#outboxBytes > this.#unsentLimit()) {
       this.context.counters.qos0Dropped++;
       this.#noteNotReading();
       return true;
     }
     const mqtt5 = this.#mqtt5;
     if (mqtt5 === undefined) {
+      this.context.traffic.publishesSent++;
       this.#write(encodePublish(packet));
       return true;
     }
@@ -386,6 +490,7 @@ export class Connection implements OutboundChannel {
       return false;
     }
     if (alias && !alias.known) mqtt5.confirmAlias(packet.topic, alias.alias);
+    this.context.traffic.publishesSent++;
     this.#write(bytes);
     return true;
   }
@@ -460,6 +565,7 @@ export class Connection implements OutboundChannel {
 
   /** Keepalive: close after 1.5 times the interval without a packet [MQTT-3.1.2-24]. Zero turns it off. */
   startKeepalive(seconds: number): void {
+    this.#keepaliveSeconds = seconds;
     if (this.#connectTimer) clearTimeout(this.#connectTimer);
     this.#connectTimer = undefined;
     if (seconds > 0) {
@@ -469,6 +575,23 @@ export class Connection implements OutboundChannel {
 
   describe(): string {
     return this.clientId === undefined ? `connection ${this.remote}` : `client ${JSON.stringify(this.clientId)}`;
+  }
+
+  /**
+   * Who this is, from where, with what: the fields of its connect and disconnect lines (see
+   * src/logger.ts for the names). The user is the session's owner, who a connected client is.
+   */
+  logFields(more: LogFields = {}): LogFields {
+    const session = this.#link?.session;
+    return {
+      clientId: this.clientId,
+      address: this.remote,
+      listener: this.listener.name,
+      protocolVersion: this.#protocolVersion,
+      ...(session ? { clean: session.clean, user: session.owner } : {}),
+      keepalive: this.#keepaliveSeconds,
+      ...more,
+    };
   }
 
   /** Graceful (after DISCONNECT) closes discard the will [MQTT-3.14.4-3]; all others publish it. */
@@ -492,7 +615,7 @@ export class Connection implements OutboundChannel {
       this.#socket.end();
       setTimeout(() => this.#socket.destroy(), 1000).unref();
     }
-    if (wasConnected) this.context.log.info(`${this.describe()} disconnected: ${reason}`);
+    if (wasConnected) this.context.log.info(`${this.describe()} disconnected: ${reason}`, this.logFields({ reason }));
     void this.#finish(options.graceful === true).finally(() => this.#closedResolve());
   }
 
@@ -540,17 +663,29 @@ export class Connection implements OutboundChannel {
   }
 
   #read(chunk: Buffer): void {
-    if (this.#state === 'closed') return;
+    // An empty WebSocket message carries nothing, and leaves the parser as it was.
+    if (this.#state === 'closed' || chunk.length === 0) return;
+    this.context.traffic.bytesReceived += chunk.length;
     const received = this.#packetsReceived;
     const parsed = this.#state === 'connected' ? readAcks(chunk, this.#parser, (packet) => this.#receive(packet)) : 0;
     // readAcks reads only while the parser holds nothing: a chunk it read whole leaves nothing held.
     let held = 0;
     if (parsed < chunk.length && !this.isClosed) held = this.#parser.parse(parsed === 0 ? chunk : chunk.subarray(parsed));
     if (this.isClosed) return;
-    // Over the budget, this connection (whose bytes would take the total over it) is closed: not
-    // reading it instead could leave every connection paused halfway through a packet, each
-    // waiting for room the others hold.
-    if (!this.#arriving.update(held, packetUnderway(this.#parser), this.#packetsReceived !== received)) {
+    this.#parserHeld = held;
+    this.#account(this.#packetsReceived !== received);
+  }
+
+  /**
+   * The bytes of the packet underway, the parser's and those held below it by the transport,
+   * against the broker's budget and the packet clock. Over the budget, this connection (whose
+   * bytes would take the total over it) is closed: not reading it instead could leave every
+   * connection paused halfway through a packet, each waiting for room the others hold.
+   */
+  #account(newPacket: boolean): void {
+    if (this.#state === 'closed') return;
+    const below = this.#socket.heldBelow ?? 0;
+    if (!this.#arriving.update(this.#parserHeld + below, below > 0 || packetUnderway(this.#parser), newPacket)) {
       const { max } = this.context.unfinishedPackets;
       this.#report(
         'warn',
@@ -570,6 +705,14 @@ export class Connection implements OutboundChannel {
   #receive(packet: Packet): void {
     if (this.#state === 'closed') return;
     this.#packetsReceived++;
+    const { traffic } = this.context;
+    traffic.packetsReceived++;
+    if (packet.cmd === 'publish') {
+      traffic.publishesReceived++;
+      if (packet.qos > 0 && this.context.observePublishAck) this.#ackWaits.push(performance.now());
+    } else if (packet.cmd === 'connect') {
+      traffic.connects++;
+    }
     this.#inbox.push(packet);
     this.#inboxBytes += packet.length ?? 0;
     this.#flowControl();

@@ -8,24 +8,29 @@ import { isBridgeClientId } from '../bridge/client-id.js';
 import { BrokerError, ErrorCodes, errorMessage } from '../errors.js';
 import { silentLogger, type Logger } from '../logger.js';
 import { summaryOf } from '../log-summary.js';
-import { Connection, type BrokerContext } from '../protocol/connection.js';
+import { Connection, newTrafficCounters, type BrokerContext, type Transport } from '../protocol/connection.js';
 import type { ListenerInfo } from '../protocol/listener-info.js';
 import { dispatch } from '../protocol/dispatcher.js';
-import { newCounters, UnfinishedPacketBudget, type BrokerCounters } from '../protocol/limits.js';
+import { newCounters, UnfinishedPacketBudget, UnsentBudget, type BrokerCounters } from '../protocol/limits.js';
 import { RetainedIndex } from '../routing/retained-index.js';
 import { TopicTree } from '../routing/topic-tree.js';
 import { Distributor, type SubscriberOptions } from '../session/distributor.js';
 import { SessionManager } from '../session/session-manager.js';
 import type { Session } from '../session/session.js';
+import { WindowBudget } from '../session/window-budget.js';
 import { LevelRepository } from '../store/level-repository.js';
 import { MemoryRepository } from '../store/memory-repository.js';
 import { DEFAULT_QUEUE_LIMITS, type QueueLimits } from '../store/queue-limits.js';
 import { DEFAULT_RETAINED_LIMITS, type RetainedLimits } from '../store/retained-limits.js';
 import type { SessionRepository } from '../store/repository.js';
+import { BrokerFigures } from './figures.js';
+import { MetricsServer, type MetricsOptions } from './http/metrics-server.js';
 import { Listener, type ListenerOptions, type TlsListenerOptions } from './listeners.js';
 import { openStore } from './store-startup.js';
+import { SysTopics, SysTopicsGuard } from './sys-topics.js';
+import { packageVersion } from './version.js';
 
-export type { BridgeOptions, ListenerOptions, TlsListenerOptions };
+export type { BridgeOptions, ListenerOptions, MetricsOptions, TlsListenerOptions };
 
 export interface BrokerOptions {
   /**
@@ -35,7 +40,7 @@ export interface BrokerOptions {
   host?: string;
   /** TCP port; 0 picks a free one (see `address()` after `listen()`). With `listeners`, replaces the first listener's port. */
   port?: number;
-  /** Several listeners, plain TCP or TLS (default: one, from `host` and `port`). */
+  /** Several listeners, plain TCP, TLS or WebSocket (default: one, from `host` and `port`). */
   listeners?: ListenerOptions[];
   /**
    * Accept clients without a verified user name on listeners that are not loopback (default false);
@@ -70,6 +75,11 @@ export interface BrokerOptions {
   readWindow?: number;
   /** Payload bytes of queued messages a connected session keeps in memory, at least one message (default 1 MiB). */
   readWindowBytes?: number;
+  /**
+   * Payload bytes of queued messages all connected sessions keep in memory together (default 64
+   * MiB); while it is spent, a session's window holds one message at a time.
+   */
+  maxTotalReadWindowBytes?: number;
   /** Milliseconds a new socket has to send CONNECT (default 30000). */
   connectTimeoutMs?: number;
   /** Bytes of one MQTT packet, fixed header included (default 1 MiB); a bigger one closes the connection before its body is read. */
@@ -87,6 +97,12 @@ export interface BrokerOptions {
    * messages for it are dropped and its socket is not read until half of it has gone.
    */
   maxUnsentBytes?: number;
+  /**
+   * Bytes waiting unsent to all clients together (default 64 MiB): while over it, a client with
+   * more than 64 KiB waiting counts as not reading (QoS 0 for it dropped, its deliveries and its
+   * socket held) until it catches up.
+   */
+  maxTotalUnsentBytes?: number;
   /** Open client connections across all listeners (default 10000); a socket beyond it is closed at once. */
   maxConnections?: number;
   /** UTF-8 bytes of a topic name or filter (default 1024). */
@@ -119,6 +135,10 @@ export interface BrokerOptions {
   persistentSessionExpiry?: number;
   /** Bridges to upstream brokers (README, "Bridge to a central broker"). */
   bridges?: BridgeOptions[];
+  /** Seconds between two publications of the $SYS topics (default 10); 0: none. */
+  sysInterval?: number;
+  /** Serve /metrics (Prometheus) and /healthz over HTTP (default: off). */
+  metrics?: MetricsOptions;
   log?: Logger;
 }
 
@@ -131,6 +151,8 @@ export interface Broker {
   address(): AddressInfo | undefined;
   /** Every listener's address, in the order of `listeners`, once listening. */
   addresses(): AddressInfo[];
+  /** The address of /metrics and /healthz, once listening; undefined without `metrics`. */
+  metricsAddress(): AddressInfo | undefined;
   readonly sessions: SessionManager;
   /** The bridges to upstream brokers, and their state. */
   readonly bridges: Bridges;
@@ -156,11 +178,13 @@ export const DEFAULTS = {
   maxInflight: 32,
   readWindow: 1000,
   readWindowBytes: 1024 * 1024,
+  maxTotalReadWindowBytes: 64 * 1024 * 1024,
   connectTimeoutMs: 30_000,
   maxPacketSize: 1024 * 1024,
   maxUnfinishedPacketBytes: 64 * 1024 * 1024,
   packetTimeoutMs: 60_000,
   maxUnsentBytes: 1024 * 1024,
+  maxTotalUnsentBytes: 64 * 1024 * 1024,
   maxConnections: 10_000,
   maxTopicLength: 1024,
   maxTopicLevels: 128,
@@ -171,6 +195,8 @@ export const DEFAULTS = {
   topicAliasMaximum: 10,
   receiveMaximum: 1024,
   maxQos: 2,
+  sysInterval: 10,
+  metricsHost: '127.0.0.1',
 } as const;
 
 /**
@@ -186,12 +212,14 @@ export const OPTION_RANGES = {
   maxRetainedBytes: { min: 0, max: 2 ** 50 },
   readWindow: { min: 1, max: 1_000_000 },
   readWindowBytes: { min: 1, max: 2 ** 40 },
+  maxTotalReadWindowBytes: { min: 1, max: 2 ** 50 },
   connectTimeoutMs: { min: 1, max: 2 ** 31 - 1 },
   // A whole packet, fixed header included: PINGREQ (2 bytes) up to the largest MQTT can encode.
   maxPacketSize: { min: 2, max: 1 + 4 + 268_435_455 },
   maxUnfinishedPacketBytes: { min: 2, max: 2 ** 50 },
   packetTimeoutMs: { min: 1, max: 2 ** 31 - 1 },
   maxUnsentBytes: { min: 1, max: 2 ** 40 },
+  maxTotalUnsentBytes: { min: 1, max: 2 ** 50 },
   maxConnections: { min: 1, max: 2 ** 31 - 1 },
   maxTopicLength: { min: 1, max: 65535 },
   maxTopicLevels: { min: 1, max: 65535 },
@@ -203,6 +231,7 @@ export const OPTION_RANGES = {
   receiveMaximum: { min: 1, max: 65535 },
   maxQos: { min: 0, max: 2 },
   persistentSessionExpiry: { min: 0, max: 2 ** 32 - 1 },
+  sysInterval: { min: 0, max: 86_400 },
 } as const satisfies Partial<Record<keyof BrokerOptions, { min: number; max: number }>>;
 
 type RangedOption = keyof typeof OPTION_RANGES;
@@ -278,7 +307,13 @@ export function createBroker(options: BrokerOptions = {}): Broker {
   });
   // The routing table: written by the session manager (subscriptions), read by the distributor.
   const subscriptions = new TopicTree();
-  const access = new AccessControl({ passwordFile: options.passwordFile, aclFile: options.aclFile, log });
+  const sysInterval = ranged('sysInterval', DEFAULTS.sysInterval);
+  const metricsOptions = options.metrics;
+  if (metricsOptions !== undefined && (!Number.isInteger(metricsOptions.port) || metricsOptions.port < 0 || metricsOptions.port > 65535)) {
+    throw new BrokerError(ErrorCodes.BAD_OPTION, `metrics.port must be an integer from 0 to 65535, got ${metricsOptions.port}`);
+  }
+  // $SYS belongs to the broker: a client's PUBLISH there is refused like one the ACL refuses.
+  const access = new SysTopicsGuard({ passwordFile: options.passwordFile, aclFile: options.aclFile, log });
   // Read permission is checked against the subscriber session's owner when a message is routed
   // and again when a queued one is sent; without an ACL neither pays for it.
   // A bridge's session is the operator's own configuration, not a client: the ACL does not apply to it.
@@ -294,15 +329,19 @@ export function createBroker(options: BrokerOptions = {}): Broker {
       maxSubscriptions: ranged('maxSubscriptions', DEFAULTS.maxSubscriptions),
       maxSubscriptionBytes: ranged('maxSubscriptionBytes', DEFAULTS.maxSubscriptionBytes),
     },
-    policy: { limits: { maxInflight, readWindow, readWindowBytes }, ...(canRead ? { canRead } : {}) },
+    policy: {
+      limits: { maxInflight, readWindow, readWindowBytes, windowBudget: new WindowBudget(ranged('maxTotalReadWindowBytes', DEFAULTS.maxTotalReadWindowBytes)) },
+      ...(canRead ? { canRead } : {}),
+    },
     ...(options.persistentSessionExpiry === undefined ? {} : { persistentSessionExpiry: inRange('persistentSessionExpiry', options.persistentSessionExpiry) }),
     neverExpires: isBridgeClientId,
     log,
   });
+  const retained = new RetainedIndex();
   const distributor: Distributor = new Distributor({
     lookup: (clientId) => sessions.lookup(clientId),
     subscriptions,
-    retained: new RetainedIndex(),
+    retained,
     durable,
     volatile,
     ...(canRead ? { canRead } : {}),
@@ -329,17 +368,48 @@ export function createBroker(options: BrokerOptions = {}): Broker {
     },
     counters: newCounters(),
     unfinishedPackets: new UnfinishedPacketBudget(maxUnfinishedPacketBytes),
+    unsent: new UnsentBudget(ranged('maxTotalUnsentBytes', DEFAULTS.maxTotalUnsentBytes)),
     access,
     shuttingDown: false,
+    traffic: newTrafficCounters(),
   };
   const connections = new Set<Connection>();
+  // Only when something reads them: otherwise nothing is timed or observed.
+  const figures =
+    sysInterval > 0 || metricsOptions !== undefined
+      ? new BrokerFigures({
+          traffic: context.traffic,
+          counters: context.counters,
+          sessions,
+          retained,
+          connections,
+          storeLocation: onDisk?.location,
+          version: packageVersion(),
+        })
+      : undefined;
+  if (figures && metricsOptions) context.observePublishAck = (seconds) => figures.publishAck.observe(seconds);
+  const sysTopics =
+    figures && sysInterval > 0
+      ? new SysTopics(figures, sysInterval, (topic, payload) => distributor.publishEphemeral(topic, Buffer.from(payload), true))
+      : undefined;
+  let metricsServer: MetricsServer | undefined;
+  /** What /healthz says while the broker does not serve. */
+  let starting: string | undefined = 'starting: the store is not open yet';
+  const health = (): string | undefined => {
+    if (closing) return 'shutting down';
+    if (starting !== undefined) return starting;
+    const down = listeners.find((listener) => !listener.listening);
+    if (down) return `listener ${down.info.name} does not accept connections`;
+    if (figures?.storeFailing) return 'the last store write failed (see the broker log)';
+    return undefined;
+  };
   let listeners: Listener[] = [];
   let closing: Promise<void> | undefined;
 
   /** Sockets refused since the limit was last reached: logged once when it is reached, once when it clears. */
   let refusing = 0;
   /** Connections held, TLS handshakes under way included, are below the limit; else `socket` is closed. */
-  const admit = (socket: Socket): boolean => {
+  const admit = (socket: { destroy(): unknown }): boolean => {
     const held = connections.size + listeners.reduce((sum, listener) => sum + listener.handshakes, 0);
     if (held >= maxConnections) {
       socket.destroy();
@@ -353,10 +423,11 @@ export function createBroker(options: BrokerOptions = {}): Broker {
     }
     return true;
   };
-  const accept = (socket: Socket, listener: ListenerInfo, certificateUser: string | undefined) => {
-    // A TLS socket was admitted when it connected, and no longer counts as a handshake here.
-    if (!admit(socket)) return;
-    const connection = new Connection(socket, context, dispatch, listener, certificateUser);
+  const accept = (transport: Transport, listener: ListenerInfo, certificateUser: string | undefined) => {
+    // A TLS or WebSocket connection was admitted when its socket connected, and no longer counts as a handshake here.
+    if (!admit(transport)) return;
+    figures?.socketOpened();
+    const connection = new Connection(transport, context, dispatch, listener, certificateUser);
     connections.add(connection);
     void connection.closed.then(() => connections.delete(connection));
   };
@@ -367,14 +438,23 @@ export function createBroker(options: BrokerOptions = {}): Broker {
     counters: context.counters,
 
     async listen() {
-      // First: a password or ACL file that does not parse stops the start before anything is opened.
-      await access.start();
+      // First, so that /healthz answers (503) while the store opens.
+      if (figures && metricsOptions) metricsServer = await MetricsServer.open(metricsOptions, figures, health, log);
+      // A password or ACL file that does not parse stops the start before anything is opened.
+      try {
+        await access.start();
+      } catch (error) {
+        await metricsServer?.close();
+        throw error;
+      }
       await volatile.open();
       const restoring = openStore({ durable, sessions, distributor, onCorrupt: options.storeOnCorrupt ?? 'fail', log });
-      const restored = await restoring.catch((error: unknown) => {
+      const restored = await restoring.catch(async (error: unknown) => {
         access.close();
+        await metricsServer?.close();
         throw error;
       });
+      starting = 'starting: the listeners do not accept connections yet';
       try {
         log.info(`restored ${restored.sessions} persistent sessions and ${restored.retained} retained messages`);
         // Before any client is let in: a message published from then on finds the bridges' queues.
@@ -397,7 +477,7 @@ export function createBroker(options: BrokerOptions = {}): Broker {
             log.warn(`admin channel not available on ${path}: ${errorMessage(error)}`);
           }
         }
-        const hooks = { accept, admit, log, handshakeTimeoutMs: connectTimeoutMs, allowAnonymous: options.allowAnonymous ?? false };
+        const hooks = { accept, admit, log, handshakeTimeoutMs: connectTimeoutMs, maxPacketSize, allowAnonymous: options.allowAnonymous ?? false };
         for (const listenerOption of listenerOptions) listeners.push(await Listener.open(listenerOption, hooks));
       } catch (error) {
         access.close();
@@ -406,17 +486,21 @@ export function createBroker(options: BrokerOptions = {}): Broker {
         await admin?.close();
         admin = undefined;
         await durable.close();
+        await metricsServer?.close();
         if (error instanceof BrokerError) throw error;
         throw new BrokerError(ErrorCodes.LISTEN_FAILED, `cannot start: ${String(error)}`, { cause: error });
       }
       for (const listener of listeners) log.info(`listening on ${listener.info.name}`);
       bridges.start();
+      starting = undefined;
+      sysTopics?.start();
       return listeners[0]!.address();
     },
 
     close() {
       closing ??= (async () => {
         context.shuttingDown = true;
+        sysTopics?.stop();
         access.close();
         // First, so admin requests under way end (and close their snapshots) before the store does.
         await admin?.close();
@@ -432,6 +516,8 @@ export function createBroker(options: BrokerOptions = {}): Broker {
         await sessions.closeAll();
         await durable.close();
         await volatile.close();
+        figures?.close();
+        await metricsServer?.close();
       })();
       return closing;
     },
@@ -442,6 +528,10 @@ export function createBroker(options: BrokerOptions = {}): Broker {
 
     addresses() {
       return listeners.map((listener) => listener.address());
+    },
+
+    metricsAddress() {
+      return metricsServer?.address();
     },
 
     reload() {
@@ -467,6 +557,12 @@ function brokerListeners(options: BrokerOptions): ListenerOptions[] {
     const name = options.listeners ? `listeners[${index}].` : '';
     if (!Number.isInteger(listener.port) || listener.port < 0 || listener.port > 65535) {
       throw new BrokerError(ErrorCodes.BAD_OPTION, `${name}port must be an integer from 0 to 65535, got ${listener.port}`);
+    }
+    if (listener.path !== undefined && !listener.path.startsWith('/')) {
+      throw new BrokerError(ErrorCodes.BAD_OPTION, `${name}path must start with /, got ${JSON.stringify(listener.path)}`);
+    }
+    if ((listener.path !== undefined || listener.allowedOrigins !== undefined) && listener.websocket !== true) {
+      throw new BrokerError(ErrorCodes.BAD_OPTION, `${name}path and allowedOrigins apply to WebSocket listeners only (websocket: true)`);
     }
     const tls = listener.tls;
     // Without a CA of our own, any certificate from a public CA would verify, and with

@@ -38,8 +38,11 @@ const TOP_KEYS = [
   'listeners',
   'limits',
   'bridges',
+  'sys_interval',
+  'metrics',
 ] as const;
-const LISTENER_KEYS = ['host', 'port', 'allow_anonymous', 'tls'] as const;
+const LISTENER_KEYS = ['host', 'port', 'allow_anonymous', 'tls', 'websocket', 'path', 'allowed_origins'] as const;
+const METRICS_KEYS = ['host', 'port'] as const;
 const TLS_KEYS = ['cert', 'key', 'ca', 'require_client_cert', 'cert_username'] as const;
 
 /**
@@ -56,11 +59,13 @@ const LIMITS = Object.fromEntries(
       ['max_retained_bytes', 'maxRetainedBytes'],
       ['read_window', 'readWindow'],
       ['read_window_bytes', 'readWindowBytes'],
+      ['max_total_read_window_bytes', 'maxTotalReadWindowBytes'],
       ['connect_timeout_ms', 'connectTimeoutMs'],
       ['max_packet_size', 'maxPacketSize'],
       ['max_unfinished_packet_bytes', 'maxUnfinishedPacketBytes'],
       ['packet_timeout_ms', 'packetTimeoutMs'],
       ['max_unsent_bytes', 'maxUnsentBytes'],
+      ['max_total_unsent_bytes', 'maxTotalUnsentBytes'],
       ['max_connections', 'maxConnections'],
       ['max_topic_length', 'maxTopicLength'],
       ['max_topic_levels', 'maxTopicLevels'],
@@ -160,6 +165,18 @@ export async function configToOptions(raw: unknown, file: string): Promise<Confi
   if (top['listeners'] !== undefined) {
     const listeners = await readListeners(check, top['listeners']);
     if (listeners !== undefined) options.listeners = listeners;
+  }
+
+  const sysInterval = check.integer(top, 'sys_interval', 'sys_interval', OPTION_RANGES.sysInterval.min, OPTION_RANGES.sysInterval.max);
+  if (sysInterval !== undefined) options.sysInterval = sysInterval;
+  if (top['metrics'] !== undefined) {
+    const metrics = check.mapping(top['metrics'], 'metrics', METRICS_KEYS);
+    if (metrics !== undefined) {
+      const port = check.integer(metrics, 'port', 'metrics.port', 0, 65535);
+      if (metrics['port'] === undefined) check.problem('metrics.port', 'required (the TCP port of /metrics and /healthz)');
+      const host = check.string(metrics, 'host', 'metrics.host');
+      if (port !== undefined) options.metrics = { port, ...(host === undefined ? {} : { host }) };
+    }
   }
 
   if (top['limits'] !== undefined) {
@@ -370,6 +387,7 @@ async function readListeners(check: Checker, value: unknown): Promise<ListenerOp
       const tls = await readTls(check, entry['tls'], `${path}.tls`);
       if (tls !== undefined) listener.tls = tls;
     }
+    readWebSocket(check, entry, path, listener);
     if (port !== undefined && port !== 0) {
       const key = `${host}|${port}`;
       const earlier = seen.get(key);
@@ -379,6 +397,30 @@ async function readListeners(check: Checker, value: unknown): Promise<ListenerOp
     listeners.push(listener);
   }
   return listeners;
+}
+
+/** `websocket`, and the keys that only a WebSocket listener takes: `path`, `allowed_origins`. */
+function readWebSocket(check: Checker, entry: Record<string, unknown>, path: string, listener: ListenerOptions): void {
+  const websocket = check.boolean(entry, 'websocket', `${path}.websocket`);
+  if (websocket !== undefined) listener.websocket = websocket;
+  const urlPath = check.string(entry, 'path', `${path}.path`);
+  if (urlPath !== undefined) {
+    if (!urlPath.startsWith('/') || /[\s?#]/.test(urlPath)) check.problem(`${path}.path`, `expected a URL path such as /mqtt, got ${describe(urlPath)}`);
+    else listener.path = urlPath;
+  }
+  const origins = entry['allowed_origins'];
+  if (origins !== undefined) {
+    if (!Array.isArray(origins) || !origins.every((origin) => typeof origin === 'string' && origin !== '')) {
+      check.problem(`${path}.allowed_origins`, `expected a list of origins such as https://dashboard.example.com, got ${describe(origins)}`);
+    } else {
+      listener.allowedOrigins = origins as string[];
+    }
+  }
+  if (websocket !== true) {
+    for (const key of ['path', 'allowed_origins'] as const) {
+      if (entry[key] !== undefined) check.problem(`${path}.${key}`, 'applies to WebSocket listeners only (websocket: true)');
+    }
+  }
 }
 
 async function readTls(check: Checker, value: unknown, path: string): Promise<TlsListenerOptions | undefined> {

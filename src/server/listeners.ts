@@ -2,7 +2,9 @@ import { BlockList, createServer as createTcpServer, isIP, type AddressInfo, typ
 import { createServer as createTlsServer, type TlsOptions, type TLSSocket } from 'node:tls';
 import { BrokerError, ErrorCodes, errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
+import type { Transport } from '../protocol/connection.js';
 import type { ListenerInfo } from '../protocol/listener-info.js';
+import { webSocketServer } from './websocket-listener.js';
 
 export interface TlsListenerOptions {
   /** The server's certificate chain (PEM). */
@@ -28,12 +30,20 @@ export interface ListenerOptions {
   port: number;
   /** Anonymous clients on this listener; overrides BrokerOptions.allowAnonymous. */
   allowAnonymous?: boolean;
-  /** Serve MQTT over TLS instead of plain TCP. */
+  /** Serve MQTT over TLS instead of plain TCP (with `websocket`: over wss). */
   tls?: TlsListenerOptions;
+  /** Serve MQTT over WebSocket (default false): HTTP upgrade on `path`, subprotocol `mqtt` or `mqttv3.1`. */
+  websocket?: boolean;
+  /** With `websocket`: the path of the upgrade request (default `/mqtt`). */
+  path?: string;
+  /** With `websocket`: the `Origin`s browser pages may connect from (default: any). See WebSocketOptions. */
+  allowedOrigins?: string[];
 }
 
-/** Receives each new client socket: plain at once, TLS after a successful handshake. */
-export type Accept = (socket: Socket, listener: ListenerInfo, certificateUser: string | undefined) => void;
+export const DEFAULT_WEBSOCKET_PATH = '/mqtt';
+
+/** Receives each new client connection: plain at once, TLS after a successful handshake, WebSocket after its upgrade. */
+export type Accept = (transport: Transport, listener: ListenerInfo, certificateUser: string | undefined) => void;
 
 export interface ListenerHooks {
   accept: Accept;
@@ -43,8 +53,13 @@ export interface ListenerHooks {
    */
   admit(socket: Socket): boolean;
   log: Logger;
-  /** A TLS handshake not finished by then is abandoned (a socket that never speaks holds nothing for long). */
+  /**
+   * A TLS handshake, or a WebSocket's HTTP upgrade request, not finished by then is abandoned (a
+   * socket that never speaks holds nothing for long).
+   */
   handshakeTimeoutMs: number;
+  /** max_packet_size: no WebSocket message may be larger (ws refuses it at its header, before buffering it). */
+  maxPacketSize: number;
   /** The broker-wide allow_anonymous, for listeners that do not set their own. */
   allowAnonymous: boolean;
 }
@@ -65,7 +80,7 @@ export function formatAddress(host: string, port: number): string {
   return isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
-/** One listening socket, plain TCP or TLS, handing its clients to the broker. */
+/** One listening socket, plain TCP, TLS or WebSocket, handing its clients to the broker. */
 export class Listener {
   readonly info: ListenerInfo;
   readonly #server: Server;
@@ -74,38 +89,59 @@ export class Listener {
    * listener closes them at shutdown (they would otherwise hold close() until the handshake timeout).
    */
   readonly #handshaking: Map<string, Socket>;
+  /** WebSocket connections not upgraded yet: the same for them. */
+  readonly #upgrading: Map<string, Socket>;
 
-  private constructor(server: Server, info: ListenerInfo, handshaking: Map<string, Socket>) {
+  private constructor(server: Server, info: ListenerInfo, handshaking: Map<string, Socket>, upgrading: Map<string, Socket>) {
     this.#server = server;
     this.info = info;
     this.#handshaking = handshaking;
+    this.#upgrading = upgrading;
   }
 
   /** Resolves once the listener accepts connections; rejects with LISTEN_FAILED naming the address. */
   static async open(options: ListenerOptions, hooks: ListenerHooks): Promise<Listener> {
     const host = options.host ?? '127.0.0.1';
     const { port, tls } = options;
+    const kind = [options.websocket ? 'WebSocket' : undefined, tls ? 'TLS' : undefined].filter(Boolean).join(', ');
+    const suffix = kind === '' ? '' : ` (${kind})`;
     // Set once bound (port 0 picks the port); no socket is accepted before then.
     let info: ListenerInfo | undefined;
     const handshaking = new Map<string, Socket>();
+    const upgrading = new Map<string, Socket>();
+    const tlsOptions: TlsOptions | undefined = tls && {
+      cert: tls.cert,
+      key: tls.key,
+      ...(tls.ca === undefined ? {} : { ca: tls.ca }),
+      requestCert: tls.requireClientCert === true || tls.certUsername === true,
+      // Without requireClientCert a certificate is optional; `authorized` still says whether it verified.
+      rejectUnauthorized: tls.requireClientCert === true,
+      handshakeTimeout: hooks.handshakeTimeoutMs,
+    };
+    const certificateUser = (socket: Socket) => (tls?.certUsername === true ? verifiedCommonName(socket as TLSSocket) : undefined);
     let server: Server;
-    if (tls) {
-      server = tlsServer(
-        host,
-        port,
-        {
-          cert: tls.cert,
-          key: tls.key,
-          ...(tls.ca === undefined ? {} : { ca: tls.ca }),
-          requestCert: tls.requireClientCert === true || tls.certUsername === true,
-          // Without requireClientCert a certificate is optional; `authorized` still says whether it verified.
-          rejectUnauthorized: tls.requireClientCert === true,
-          handshakeTimeout: hooks.handshakeTimeoutMs,
-        },
-        (socket: TLSSocket) => {
+    if (options.websocket) {
+      server = tlsServer(host, port, suffix, () =>
+        webSocketServer(
+          { path: options.path ?? DEFAULT_WEBSOCKET_PATH, ...(options.allowedOrigins ? { allowedOrigins: options.allowedOrigins } : {}) },
+          {
+            admit: (socket) => hooks.admit(socket),
+            accept: (transport, socket) => hooks.accept(transport, info!, certificateUser(socket)),
+            refused: (socket, why) => hooks.log.info(`listener ${info?.name ?? formatAddress(host, port)}: WebSocket upgrade from ${remoteKey(socket)} refused: ${why}`),
+            pending: upgrading,
+            maxMessageBytes: hooks.maxPacketSize,
+            handshakeTimeoutMs: hooks.handshakeTimeoutMs,
+          },
+          tlsOptions,
+        ),
+      );
+    } else if (tlsOptions) {
+      server = tlsServer(host, port, suffix, () =>
+        createTlsServer(tlsOptions, (socket: TLSSocket) => {
           handshaking.delete(remoteKey(socket));
-          hooks.accept(socket, info!, tls.certUsername === true ? verifiedCommonName(socket) : undefined);
-        },
+          socket.setNoDelay(true);
+          hooks.accept(socket, info!, certificateUser(socket));
+        }),
       );
       // 'connection' sees the TCP socket under the TLS one; both have the same remote address.
       server.on('connection', (socket: Socket) => {
@@ -116,13 +152,18 @@ export class Listener {
           if (handshaking.get(key) === socket) handshaking.delete(key);
         });
       });
+    } else {
+      server = createTcpServer((socket) => {
+        socket.setNoDelay(true);
+        hooks.accept(socket, info!, undefined);
+      });
+    }
+    if (tls) {
       server.on('tlsClientError', (error: Error & { reason?: string }, socket: TLSSocket) => {
         // OpenSSL's `reason` ("wrong version number": a plain client) says it; its message adds source paths.
         const why = error.reason ?? error.message;
         hooks.log.info(`listener ${info?.name ?? formatAddress(host, port)}: TLS handshake with ${remoteKey(socket)} failed: ${why}`);
       });
-    } else {
-      server = createTcpServer((socket) => hooks.accept(socket, info!, undefined));
     }
 
     try {
@@ -134,12 +175,12 @@ export class Listener {
         });
       });
     } catch (error) {
-      const where = `${formatAddress(host, port)}${tls ? ' (TLS)' : ''}`;
+      const where = `${formatAddress(host, port)}${suffix}`;
       throw new BrokerError(ErrorCodes.LISTEN_FAILED, `cannot listen on ${where}: ${errorMessage(error)}`, { cause: error });
     }
     const bound = server.address() as AddressInfo;
     const listening: ListenerInfo = {
-      name: `${formatAddress(bound.address, bound.port)}${tls ? ' (TLS)' : ''}`,
+      name: `${formatAddress(bound.address, bound.port)}${suffix}`,
       loopback: isLoopbackHost(host),
       allowAnonymous: options.allowAnonymous ?? hooks.allowAnonymous,
       tls: tls !== undefined,
@@ -147,16 +188,21 @@ export class Listener {
     info = listening;
     // An accept error (EMFILE, …) after start-up must not take the broker down.
     server.on('error', (error: Error) => hooks.log.error(`listener ${listening.name}: ${error.message}`));
-    return new Listener(server, listening, handshaking);
+    return new Listener(server, listening, handshaking, upgrading);
   }
 
   address(): AddressInfo {
     return this.#server.address() as AddressInfo;
   }
 
-  /** TLS sockets in their handshake: connections the broker does not hold yet, but that count. */
+  /** Accepts connections (it stops when closed, or when its server failed). */
+  get listening(): boolean {
+    return this.#server.listening;
+  }
+
+  /** TLS sockets in their handshake, WebSocket ones before their upgrade: connections the broker does not hold yet, but that count. */
   get handshakes(): number {
-    return this.#handshaking.size;
+    return this.#handshaking.size + this.#upgrading.size;
   }
 
   /**
@@ -165,18 +211,19 @@ export class Listener {
    */
   close(): Promise<void> {
     const closed = new Promise<void>((resolveClose) => this.#server.close(() => resolveClose()));
-    for (const socket of this.#handshaking.values()) socket.destroy();
+    for (const socket of [...this.#handshaking.values(), ...this.#upgrading.values()]) socket.destroy();
     this.#handshaking.clear();
+    this.#upgrading.clear();
     return closed;
   }
 }
 
-/** tls.createServer, with a bad certificate or key reported as the listener's (BAD_OPTION). */
-function tlsServer(host: string, port: number, options: TlsOptions, onSecure: (socket: TLSSocket) => void): Server {
+/** Makes the server, with a bad certificate or key reported as the listener's (BAD_OPTION). */
+function tlsServer(host: string, port: number, suffix: string, create: () => Server): Server {
   try {
-    return createTlsServer(options, onSecure);
+    return create();
   } catch (error) {
-    throw new BrokerError(ErrorCodes.BAD_OPTION, `listener ${formatAddress(host, port)} (TLS): ${errorMessage(error)}`, { cause: error });
+    throw new BrokerError(ErrorCodes.BAD_OPTION, `listener ${formatAddress(host, port)}${suffix}: ${errorMessage(error)}`, { cause: error });
   }
 }
 

@@ -1,10 +1,19 @@
 import type { OutboundEntry } from '../store/repository.js';
 import { Fifo } from './fifo.js';
+import type { WindowBudget } from './window-budget.js';
 
-/** The queued entries a connected session holds in memory, oldest first, with the bytes of their payloads. */
+/**
+ * The queued entries a connected session holds in memory, oldest first, with the bytes of their
+ * payloads, counted in the broker-wide budget (when given) while they are held.
+ */
 export class EntryWindow {
   readonly #entries = new Fifo<OutboundEntry>();
+  readonly #budget: WindowBudget | undefined;
   #bytes = 0;
+
+  constructor(budget?: WindowBudget) {
+    this.#budget = budget;
+  }
 
   get length(): number {
     return this.#entries.length;
@@ -25,17 +34,24 @@ export class EntryWindow {
 
   push(entry: OutboundEntry): void {
     this.#entries.push(entry);
-    this.#bytes += entry.message.payload.length;
+    const size = entry.message.payload.length;
+    this.#bytes += size;
+    this.#budget?.take(size);
   }
 
   shift(): OutboundEntry | undefined {
     const entry = this.#entries.shift();
-    if (entry) this.#bytes -= entry.message.payload.length;
+    if (entry) {
+      const size = entry.message.payload.length;
+      this.#bytes -= size;
+      this.#budget?.give(size);
+    }
     return entry;
   }
 
   clear(): void {
     this.#entries.clear();
+    this.#budget?.give(this.#bytes);
     this.#bytes = 0;
   }
 }

@@ -1,10 +1,11 @@
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { LogCauses, summaryOf } from '../log-summary.js';
-import type { Delivery, Message, MessageProperties, OutboundEntry, QoS } from '../store/repository.js';
+import type { Completion, Delivery, Message, MessageProperties, OutboundEntry, QoS } from '../store/repository.js';
 import { EntryWindow } from './entry-window.js';
 import { Fifo } from './fifo.js';
 import { MAX_PACKET_ID, packetIdOf } from './packet-ids.js';
+import type { WindowBudget } from './window-budget.js';
 
 export interface OutgoingPublish {
   topic: string;
@@ -33,6 +34,14 @@ export interface OutboundChannel {
   pubrel(packetId: number): void;
   /** The session no longer belongs to this connection (taken over, dropped, store failure): close it. */
   end(reason: string, cause?: EndCause): void;
+  /**
+   * Bytes the channel takes before it holds too much unsent (the client does not read what it is
+   * sent): the flow sends no more than this, then waits for `whenDrained`, so what a client does
+   * not read waits in the store, not in memory. A channel without it is never full.
+   */
+  readonly room?: number;
+  /** Calls `resume` once, when the channel has taken most of what it holds. */
+  whenDrained?(resume: () => void): void;
 }
 
 export interface OutboundLimits {
@@ -45,6 +54,8 @@ export interface OutboundLimits {
 }
 
 export interface OutboundOptions extends OutboundLimits {
+  /** What all connected sessions' windows may hold together (max_total_read_window_bytes). */
+  windowBudget?: WindowBudget;
   /**
    * Only with an ACL: whether the session may receive a message on `topic` now. Asked again when
    * a queued message is about to be sent, so a rule that changed since it was queued applies.
@@ -59,7 +70,7 @@ export interface OutboundStore {
   raiseDupMark(throughSeq: number): Promise<void>;
   setDupMark(throughSeq: number): Promise<void>;
   markReleased(seq: number, packetId: number): Promise<void>;
-  complete(entries: OutboundEntry[]): Promise<void>;
+  complete(entries: Completion[]): Promise<void>;
   /** Makes the session's next link wait for `write`, submitted or not yet. */
   track<T>(write: Promise<T>): Promise<T>;
 }
@@ -67,8 +78,11 @@ export interface OutboundStore {
 /** 'sending' until the DUP mark over it is stored; 'releasing' while PUBREC's transition is stored. */
 type InflightState = 'sending' | 'sent' | 'releasing' | 'released';
 
+/** What completing an entry needs; the message itself is let go once it is sent. */
+type HeldEntry = Omit<OutboundEntry, 'message'> & { message?: OutboundEntry['message'] };
+
 interface Inflight {
-  entry: OutboundEntry;
+  entry: HeldEntry;
   packetId: number;
   state: InflightState;
 }
@@ -109,7 +123,9 @@ export class OutboundFlow {
   readonly #inflight = new Map<number, Inflight>();
   /** The same in seq order, completed ones leaving the front lazily (see #packetIdFree). */
   readonly #inflightOrder = new Fifo<Inflight>();
-  readonly #window = new EntryWindow();
+  readonly #window: EntryWindow;
+  /** The byte bound of the last store read: a read that reached it may have left more behind. */
+  #readBytes = 0;
   /** Highest seq taken from the store into memory; reads continue after it. */
   #lastSeq = 0;
   #storeHasMore = true;
@@ -126,12 +142,17 @@ export class OutboundFlow {
   #sentThrough = 0;
   #dupMarkWrite: Promise<void> = Promise.resolve();
   /** Entries acknowledged in this tick: one write completes them all. */
-  #completing: OutboundEntry[] = [];
+  #completing: Completion[] = [];
+  /** Waiting for a full channel to drain (see OutboundChannel.room). */
+  #awaitingDrain = false;
+  /** Bytes of bursts waiting for their DUP mark: handed to the channel soon, not counted in its room yet. */
+  #unreleasedBytes = 0;
 
   constructor(session: OutboundStore, channel: OutboundChannel, limits: OutboundOptions, log: Logger) {
     this.#session = session;
     this.channel = channel;
     this.#limits = limits;
+    this.#window = new EntryWindow(limits.windowBudget);
     this.#log = log;
   }
 
@@ -184,6 +205,8 @@ export class OutboundFlow {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    // Its bytes go back to the broker-wide budget (a read under way finds the flow closed).
+    this.#window.clear();
     if (this.#dupMarkSubmitted > this.#sentThrough) {
       // Nothing to report a failure to any more; the store stays consistent either way.
       this.#session.setDupMark(this.#sentThrough).catch(() => {});
@@ -200,6 +223,7 @@ export class OutboundFlow {
     return (
       !this.#closed &&
       !this.#loading &&
+      (this.channel.room === undefined || this.channel.room - this.#unreleasedBytes > 0) &&
       !this.#storeHasMore &&
       !this.#refilling &&
       this.#window.length === 0 &&
@@ -300,7 +324,7 @@ export class OutboundFlow {
    * socket read become one transition instead of one store job each. A failed write ends the
    * connection; the entries are still queued in the store and go out again, with DUP=1.
    */
-  #complete(entry: OutboundEntry): void {
+  #complete(entry: Completion): void {
     // Each entry once: it has just left #inflight (or the window), so the store may trust it.
     this.#completing.push(entry);
     if (this.#completing.length > 1) return;
@@ -319,8 +343,10 @@ export class OutboundFlow {
    * burst, then the PUBLISHes, in seq order.
    */
   #pump(): void {
-    if (this.#closed || this.#loading) return;
+    if (this.#closed || this.#loading || this.#awaitingDrain) return;
+    let room = (this.channel.room ?? Infinity) - this.#unreleasedBytes;
     const burst: Inflight[] = [];
+    let burstBytes = 0;
     while (this.#inflight.size < this.#limits.maxInflight) {
       const entry = this.#window.first;
       // Expired before its delivery began: deleted, never sent [MQTT-3.3.2-5].
@@ -330,6 +356,11 @@ export class OutboundFlow {
         continue;
       }
       if (!entry || !this.#packetIdFree(entry.seq)) break;
+      if (room <= 0) {
+        this.#awaitDrain();
+        break;
+      }
+      room -= publishSize(entry);
       this.#window.shift();
       if (entry.qos === 0) {
         this.sendDirect(entry.message, entry.retain);
@@ -340,10 +371,22 @@ export class OutboundFlow {
       this.#inflight.set(inflight.packetId, inflight);
       this.#inflightOrder.push(inflight);
       burst.push(inflight);
+      burstBytes += publishSize(entry);
     }
     // Refill before the window runs dry, so the store read overlaps with sending.
-    if (this.#storeHasMore && !this.#refilling && this.#windowHalfEmpty()) void this.#refill();
-    if (burst.length > 0) this.#send(burst);
+    if (this.#storeHasMore && !this.#refilling && this.#windowWantsMore()) void this.#refill();
+    if (burst.length > 0) this.#send(burst, burstBytes);
+  }
+
+  /** The channel is full: go on once it has taken most of it. */
+  #awaitDrain(): void {
+    const whenDrained = this.channel.whenDrained;
+    if (this.#awaitingDrain || !whenDrained) return;
+    this.#awaitingDrain = true;
+    whenDrained.call(this.channel, () => {
+      this.#awaitingDrain = false;
+      this.#pump();
+    });
   }
 
   /**
@@ -382,7 +425,7 @@ export class OutboundFlow {
    * rather than one per burst. `close` lowers it again; only after a crash do entries of that
    * window that had not gone out yet arrive with DUP=1, which a receiver must accept.
    */
-  #send(burst: Inflight[]): void {
+  #send(burst: Inflight[], bytes: number): void {
     const last = burst[burst.length - 1]!.entry.seq;
     if (last > this.#dupMarkSubmitted) this.#markWindow(burst);
     if (this.#waitingBursts === 0 && last <= this.#dupMarkStored) {
@@ -390,9 +433,11 @@ export class OutboundFlow {
       return;
     }
     this.#waitingBursts++;
+    this.#unreleasedBytes += bytes;
     this.#dupMarkWrite.then(
       () => {
         this.#waitingBursts--;
+        this.#unreleasedBytes -= bytes;
         this.#release(burst);
       },
       (error) => this.#fail(error),
@@ -407,6 +452,9 @@ export class OutboundFlow {
       inflight.state = 'sent';
       this.#sentThrough = inflight.entry.seq;
       if (this.channel.publish(toPacket(inflight, false)) === false) unsent.push(inflight);
+      // Never sent again by this flow (a redelivery is the next connection's, read from the
+      // store): a client that does not acknowledge holds no payloads in memory.
+      delete inflight.entry.message;
     }
     this.#finishUnsent(unsent);
   }
@@ -462,9 +510,27 @@ export class OutboundFlow {
     this.#pump();
   }
 
-  /** Reads the next window's worth of entries after `afterSeq` from the store. */
-  #readWindow(afterSeq: number): Promise<OutboundEntry[]> {
-    return this.#session.readQueue(afterSeq, this.#limits.readWindow, this.#limits.readWindowBytes);
+  /**
+   * Reads the next window's worth of entries after `afterSeq` from the store: no more bytes than
+   * read_window_bytes, nor than the broker-wide budget has left (at least one entry, whatever its
+   * size, so every session makes progress).
+   */
+  async #readWindow(afterSeq: number): Promise<OutboundEntry[]> {
+    const budget = this.#limits.windowBudget;
+    if (!budget) {
+      this.#readBytes = this.#limits.readWindowBytes;
+      return this.#session.readQueue(afterSeq, this.#limits.readWindow, this.#readBytes);
+    }
+    // Held while the read runs, so reads of several sessions at once cannot all take what is left;
+    // the entries that come are counted as they enter the window.
+    const reserved = Math.max(0, Math.min(this.#limits.readWindowBytes, budget.available));
+    this.#readBytes = Math.max(1, reserved);
+    budget.take(reserved);
+    try {
+      return await this.#session.readQueue(afterSeq, this.#limits.readWindow, this.#readBytes);
+    } finally {
+      budget.give(reserved);
+    }
   }
 
   /** Whether a read stopped at a window limit, so the store may hold more after it. */
@@ -472,15 +538,26 @@ export class OutboundFlow {
     if (entries.length >= this.#limits.readWindow) return true;
     let bytes = 0;
     for (const entry of entries) bytes += entry.message.payload.length;
-    return bytes >= this.#limits.readWindowBytes;
+    return bytes >= this.#readBytes;
   }
 
   #windowFull(): boolean {
-    return this.#window.length >= this.#limits.readWindow || this.#window.bytes >= this.#limits.readWindowBytes;
+    const budget = this.#limits.windowBudget;
+    return (
+      this.#window.length >= this.#limits.readWindow ||
+      this.#window.bytes >= this.#limits.readWindowBytes ||
+      (budget !== undefined && budget.available <= 0 && this.#window.length > 0)
+    );
   }
 
-  #windowHalfEmpty(): boolean {
-    return this.#window.length < this.#limits.readWindow / 2 && this.#window.bytes < this.#limits.readWindowBytes / 2;
+  /**
+   * Whether to read more now: the window is half empty, and the broker-wide budget has room (or the
+   * window is empty: every session gets at least one entry at a time).
+   */
+  #windowWantsMore(): boolean {
+    if (this.#window.length >= this.#limits.readWindow / 2 || this.#window.bytes >= this.#limits.readWindowBytes / 2) return false;
+    const budget = this.#limits.windowBudget;
+    return budget === undefined || budget.available > 0 || this.#window.length === 0;
   }
 
   /**
@@ -499,16 +576,23 @@ export class OutboundFlow {
   }
 }
 
+/** About what the PUBLISH of an entry takes on the wire: payload, topic and headers. */
+function publishSize(entry: OutboundEntry): number {
+  return entry.message.payload.length + entry.message.topic.length + 8;
+}
+
+/** The PUBLISH of an entry not sent by this flow yet (it still holds its message). */
 function toPacket({ entry, packetId }: Inflight, dup: boolean): OutgoingPublish {
+  const message = entry.message!;
   const packet: OutgoingPublish = {
-    topic: entry.message.topic,
-    payload: entry.message.payload,
+    topic: message.topic,
+    payload: message.payload,
     qos: entry.qos,
     retain: entry.retain,
     dup,
     packetId,
   };
-  if (entry.message.properties) packet.properties = entry.message.properties;
+  if (message.properties) packet.properties = message.properties;
   if (entry.subscriptionIds) packet.subscriptionIds = entry.subscriptionIds;
   return packet;
 }

@@ -1,12 +1,13 @@
 import type { Logger } from '../logger.js';
 import type { Route } from '../routing/topic-tree.js';
-import type { Delivery, Message, OutboundEntry, QoS, QueueStats, SessionRepository, Subscription } from '../store/repository.js';
+import type { Completion, Delivery, Message, OutboundEntry, QoS, QueueStats, SessionRepository, Subscription } from '../store/repository.js';
 import { InboundFlow, type InboundStore } from './inbound-flow.js';
-import { OutboundFlow, type OutboundChannel, type OutboundLimits, type OutboundStore } from './outbound-flow.js';
+import { OutboundFlow, type OutboundChannel, type OutboundOptions, type OutboundStore } from './outbound-flow.js';
 
 export type { EndCause, OutboundChannel, OutgoingPublish } from './outbound-flow.js';
 
-export type SessionLimits = OutboundLimits;
+/** The limits of every link's outbound flow (the ACL's check comes from the policy). */
+export type SessionLimits = Omit<OutboundOptions, 'mayReceive'>;
 
 /** What every session of a broker is given: the same limits, and the ACL's read check when there is one. */
 export interface SessionPolicy {
@@ -203,7 +204,7 @@ export class Session implements OutboundStore, InboundStore {
     return this.#track(this.#store.markReleased(this.clientId, seq, packetId));
   }
 
-  complete(entries: OutboundEntry[]): Promise<void> {
+  complete(entries: Completion[]): Promise<void> {
     return this.#track(this.#store.complete(this.clientId, ...entries));
   }
 

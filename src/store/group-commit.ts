@@ -1,3 +1,5 @@
+import { channel } from 'node:diagnostics_channel';
+import { performance } from 'node:perf_hooks';
 import { BrokerError, ErrorCodes, errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { decodeRecord, encodeRecord } from './codec.js';
@@ -105,6 +107,26 @@ export interface Job {
   sync?: boolean;
 }
 
+/**
+ * One batch written, as the broker's figures ($SYS, /metrics) see it. Published on
+ * `commitChannel`, a diagnostics channel: the writer lives inside the repository, which the
+ * broker does not reach into, and a channel costs the writer nothing while no one listens.
+ */
+export interface CommitRecord {
+  /** The store's directory (the writer's `location`): a listener keeps the records of its own store. */
+  location: string | undefined;
+  /** Transitions the batch carried. */
+  jobs: number;
+  /** The batch was fsynced. */
+  synced: boolean;
+  /** The write, its fsync included, in seconds. */
+  seconds: number;
+  /** The write failed (its transitions may still have been found written after the reopen). */
+  failed: boolean;
+}
+
+export const commitChannel = channel('durable-mqtt-broker:store-commit');
+
 interface Queued {
   job: Job;
   resolve: () => void;
@@ -119,6 +141,7 @@ interface Queued {
 export class GroupCommitWriter {
   readonly #db: Db;
   readonly #sync: boolean;
+  readonly #location: string | undefined;
   #pending: Queued[] = [];
   #draining: Promise<void> | undefined;
   #closed = false;
@@ -130,6 +153,7 @@ export class GroupCommitWriter {
   constructor(db: Db, options: { sync: boolean; log?: Logger; location?: string }) {
     this.#db = db;
     this.#sync = options.sync;
+    this.#location = options.location;
     this.#failures = new WriteFailures(options);
   }
 
@@ -165,10 +189,15 @@ export class GroupCommitWriter {
         const batch = await this.#build(jobs);
         if (jobs.length === 0) continue;
         const operations = batch.operations;
+        const sync = this.#sync || jobs.some((queued) => queued.job.sync === true);
+        // A batch with nothing to write (its transitions changed nothing) is not written, nor fsynced.
+        const synced = sync && operations.length > 0;
+        const started = commitChannel.hasSubscribers ? performance.now() : 0;
         try {
-          const sync = this.#sync || jobs.some((queued) => queued.job.sync === true);
           await writeBatch(this.#db, operations, sync);
+          this.#observe(started, jobs.length, synced, false);
         } catch (cause) {
+          this.#observe(started, jobs.length, synced, true);
           if (!(await this.#afterFailedWrite(jobs, operations, cause))) continue;
         }
         this.#failures.succeeded();
@@ -179,6 +208,12 @@ export class GroupCommitWriter {
       // the last batch must start a new drain, not wait for one that is ending.
       this.#draining = undefined;
     }
+  }
+
+  #observe(started: number, jobs: number, synced: boolean, failed: boolean): void {
+    if (!commitChannel.hasSubscribers || started === 0) return;
+    const record: CommitRecord = { location: this.#location, jobs, synced, seconds: (performance.now() - started) / 1000, failed };
+    commitChannel.publish(record);
   }
 
   /**

@@ -19,7 +19,8 @@ afterEach(async () => {
 
 async function startOn(location: string): Promise<{ broker: Broker; repository: LevelRepository; clients: Clients }> {
   const repository = new LevelRepository({ location });
-  const broker = createBroker({ host: '127.0.0.1', port: 0, repository });
+  // Without the broker's own $SYS publications: this tests the seam they use.
+  const broker = createBroker({ host: '127.0.0.1', port: 0, repository, sysInterval: 0 });
   const { port } = await broker.listen();
   const clients = new Clients(port);
   cleanup.push(() => broker.close());
@@ -98,7 +99,8 @@ describe('memory-only retained messages', { timeout: 30_000 }, () => {
     const location = fs.mkdtempSync(path.join(os.tmpdir(), 'broker-ephemeral-'));
     cleanup.push(() => fs.rmSync(location, { recursive: true, force: true }));
     const repository = new LevelRepository({ location, retainedLimits: { maxMessages: 1, maxBytes: 1000 } });
-    const broker = createBroker({ host: '127.0.0.1', port: 0, repository });
+    // Without the broker's own $SYS publications: this tests the seam they use.
+  const broker = createBroker({ host: '127.0.0.1', port: 0, repository, sysInterval: 0 });
     const { port } = await broker.listen();
     cleanup.push(() => broker.close());
     const clients = new Clients(port);

@@ -317,6 +317,7 @@ describe('TLS listener', () => {
         },
         log: { info() {}, warn() {}, error() {} },
         handshakeTimeoutMs: 10_000,
+        maxPacketSize: 1024 * 1024,
         allowAnonymous: false,
       },
     );

@@ -116,12 +116,13 @@ describe('retained messages and wills', () => {
       expect(`${summary(second!)} retain=${second!.retain}`).toBe('again=retained retain=true');
     });
 
-    it("does not send a retained '$' topic to a '#' subscription, but to '$SYS/#' [MQTT-4.7.2-1]", async () => {
-      await publisher.publishAsync('$SYS/retained', 'system', { qos: 1, retain: true });
+    // $SYS itself belongs to the broker (a client's PUBLISH there is dropped: sys-topics.test.ts).
+    it("does not send a retained '$' topic to a '#' subscription, but to '$app/#' [MQTT-4.7.2-1]", async () => {
+      await publisher.publishAsync('$app/retained', 'system', { qos: 1, retain: true });
       const all = await subscribeUntilMarker('all', '#', 1, 'plain');
       expect(all.received.map(summary)).toEqual(['plain=marker']);
-      const system = await subscribeUntilMarker('system', '$SYS/#', 1, '$SYS/marker');
-      expect(system.received.map(summary)).toEqual(['$SYS/retained=system', '$SYS/marker=marker']);
+      const system = await subscribeUntilMarker('system', '$app/#', 1, '$app/marker');
+      expect(system.received.map(summary)).toEqual(['$app/retained=system', '$app/marker=marker']);
     });
   });
 

@@ -87,7 +87,8 @@ export async function handleConnect(connection: Connection, packet: IConnectPack
     await sessions.close(session, connection);
     return;
   }
-  log.info(`client ${JSON.stringify(clientId)} connected from ${connection.remote} (mqtt ${version === 5 ? '5' : version === 4 ? '3.1.1' : '3.1'}, clean=${cleanStart}, present=${sessionPresent})`);
+  // Who, from where, with what: the fields say it (clientId, address, listener, protocolVersion, clean, user, keepalive).
+  log.info(`client ${JSON.stringify(clientId)} connected`, connection.logFields({ sessionPresent }));
   await session.resume(link);
 }
 
