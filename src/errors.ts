@@ -42,9 +42,13 @@ export class BrokerError extends Error {
 
 /** A client broke the protocol: its connection is closed, nothing else is affected. */
 export class ProtocolViolation extends BrokerError {
-  constructor(message: string) {
+  /** The MQTT 5 DISCONNECT reason code an MQTT 5 client is told (default 0x82, Protocol Error). */
+  readonly reasonCode: number;
+
+  constructor(message: string, reasonCode = 0x82) {
     super(ErrorCodes.PROTOCOL_VIOLATION, message);
     this.name = 'ProtocolViolation';
+    this.reasonCode = reasonCode;
   }
 }
 

@@ -2,6 +2,7 @@ import { chmodSync, existsSync, unlinkSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { BridgeStatus } from '../bridge/bridge.js';
 import type { Logger } from '../logger.js';
+import { subscriptionOf } from '../routing/topic-tree.js';
 import type { BrokerCounters } from '../protocol/limits.js';
 import type { Distributor } from '../session/distributor.js';
 import type { Session } from '../session/session.js';
@@ -235,7 +236,7 @@ function liveSession(session: Session): LiveSession {
     clean: session.clean,
     connected: session.connected,
     owner: session.owner,
-    subscriptions: [...session.subscriptions].map(([filter, qos]) => ({ filter, qos })),
+    subscriptions: [...session.subscriptions].map(([filter, route]) => subscriptionOf(filter, route)),
     async *entries(): AsyncGenerator<OutboundEntry> {
       let after = 0;
       for (;;) {

@@ -210,6 +210,7 @@ function countersText(counters: CountersRecord): string {
     ['connections refused (max_connections)', String(counters.connectionsRefused)],
     ['packets over max_packet_size', String(counters.packetsTooLarge)],
     ['QoS 0 dropped (client not reading)', String(counters.qos0Dropped)],
+    ['not sent: over an MQTT 5 client\'s maximum packet size', String(counters.publishesOverClientMaximum)],
   ];
   const width = Math.max(...lines.map(([label]) => label.length));
   return `Since the broker started\n${lines.map(([label, value]) => `  ${label.padEnd(width)}  ${value}`).join('\n')}\n`;

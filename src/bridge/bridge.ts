@@ -99,9 +99,6 @@ export class Bridge {
     this.#address = settings.addresses[0]!;
     const { maxQueuedMessages, maxQueuedBytes } = settings;
     this.subscriberOptions = {
-      // Never back out over the bridge it came in on; retained messages go on as retained.
-      noLocal: true,
-      retainAsPublished: true,
       // A limit left out is the broker's, as for any session.
       ...(maxQueuedMessages === undefined && maxQueuedBytes === undefined
         ? {}
@@ -116,7 +113,10 @@ export class Bridge {
 
   /** Stores (or finds) the bridge's session and sets its subscriptions to the out/both lines. */
   async keepSession(): Promise<void> {
-    this.#session = await this.#dependencies.sessions.keep(this.sessionId, this.#topics.localSubscriptions, { maxInflight: this.settings.maxInflight });
+    // Never back out over the bridge it came in on (No Local: what came in over it has the
+    // bridge's session as its origin); retained messages go on as retained.
+    const subscriptions = this.#topics.localSubscriptions.map((subscription) => ({ ...subscription, noLocal: true, retainAsPublished: true }));
+    this.#session = await this.#dependencies.sessions.keep(this.sessionId, subscriptions, { maxInflight: this.settings.maxInflight });
   }
 
   /** Starts connecting, and reconnecting for as long as the broker runs. */

@@ -80,7 +80,7 @@ export class Uplink implements OutboundChannel {
     const { session, sessions, settings } = this.#context;
     try {
       if (!this.#connection.sessionPresent) await forgetInbound(session);
-      const started = await sessions.start(session.clientId, false, this);
+      const started = await sessions.start(session.clientId, { cleanStart: false, expiry: undefined }, this);
       this.#link = started.link;
       await session.resume(started.link);
     } catch (error) {
@@ -104,18 +104,20 @@ export class Uplink implements OutboundChannel {
 
   // --- OutboundChannel: the session's engine writes upstream ----------------------------------------
 
-  publish(packet: OutgoingPublish): void {
+  /** Always true: the upstream connection speaks 3.1.1 and announces no Maximum Packet Size to honour. */
+  publish(packet: OutgoingPublish): boolean {
     const { counters } = this.#context;
     if (packet.qos === 0) {
       if (this.#connection.backlog > this.#context.maxUnsentBytes) {
         counters.qos0Dropped++;
-        return;
+        return true;
       }
       counters.forwarded++;
     } else {
       this.#inflight.set(packet.packetId!, packet.qos);
     }
     this.#connection.write(encodePublish({ ...packet, topic: this.#remoteTopic(packet.topic) }));
+    return true;
   }
 
   /** What the upstream may be sent before it holds max_unsent_bytes of ours (OutboundChannel). */

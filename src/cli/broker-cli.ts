@@ -157,6 +157,7 @@ interface Flags {
   aclFile?: string;
   maxPacketSize: number;
   maxConnections: number;
+  persistentSessionExpiry?: number;
   moveCorruptStoreAside?: true;
   metricsPort?: number;
 }
@@ -218,6 +219,11 @@ async function readCommandLine(argv: string[]): Promise<CommandLine> {
       DEFAULTS.maxPacketSize,
     )
     .option('--max-connections <n>', 'client connections across all listeners; beyond it new sockets are closed', inRange('maxConnections'), DEFAULTS.maxConnections)
+    .option(
+      '--persistent-session-expiry <seconds>',
+      'discard a persistent session whose client has been away this long, where the client did not set an expiry itself (3.1.1); default never',
+      inRange('persistentSessionExpiry'),
+    )
     .option('--metrics-port <number>', 'serve /metrics (Prometheus) and /healthz over HTTP on this port, on 127.0.0.1 unless the config file says otherwise', integerIn(0, 65535))
     .option('--move-corrupt-store-aside', 'a store found corrupt at start is renamed store.corrupt-<time> and the broker starts empty')
     .addOption(new Option('--log-level <level>', 'least severe log lines printed').choices(LOG_LEVELS).default('info'))
@@ -251,6 +257,7 @@ async function readCommandLine(argv: string[]): Promise<CommandLine> {
   if (given('aclFile')) options.aclFile = await existingFileOption('--acl-file', flags.aclFile!);
   if (given('maxPacketSize')) options.maxPacketSize = flags.maxPacketSize;
   if (given('maxConnections')) options.maxConnections = flags.maxConnections;
+  if (given('persistentSessionExpiry')) options.persistentSessionExpiry = flags.persistentSessionExpiry;
   if (given('moveCorruptStoreAside')) options.storeOnCorrupt = 'move-aside';
   if (given('metricsPort')) options.metrics = { ...options.metrics, port: flags.metricsPort! };
   if (given('logLevel')) options.logLevel = flags.logLevel;

@@ -1,18 +1,20 @@
 import { performance } from 'node:perf_hooks';
-import mqttPacket, { type Packet } from 'mqtt-packet';
+import mqttPacket, { type IConnackPacket, type Packet } from 'mqtt-packet';
 import { errorMessage, ProtocolViolation } from '../errors.js';
 import type { AccessControl } from '../auth/access-control.js';
 import type { LogFields, Logger } from '../logger.js';
 import { LogCauses, refusalCause, summaryOf, type LogSummary } from '../log-summary.js';
 import type { Distributor } from '../session/distributor.js';
-import type { OutboundChannel, OutgoingPublish, SessionLink } from '../session/session.js';
+import type { EndCause, OutboundChannel, OutgoingPublish, SessionLink } from '../session/session.js';
 import type { SessionManager } from '../session/session-manager.js';
 import type { Message } from '../store/repository.js';
 import { readAcks } from './ack-reader.js';
 import { encodePublish } from './publish-encoder.js';
+import { Mqtt5Link, type ClientAnnouncement } from './mqtt5-link.js';
+import { Reason, reasonOfEnd, v3ConnackCode, type ReasonCode } from './reason-codes.js';
 import { ArrivingPacket, UNSENT_SHARE, type BrokerCounters, type TopicLimits, type UnfinishedPacketBudget, type UnsentBudget } from './limits.js';
 import type { ListenerInfo } from './listener-info.js';
-import { createStrictParser, discardUnfinished, PacketTooLarge, packetUnderway } from './strict-parser.js';
+import { createStrictParser, discardUnfinished, PacketTooLarge, packetUnderway, ProtocolError } from './strict-parser.js';
 
 /**
  * What a connection reads from and writes to: a net.Socket (TCP, TLS) is one as it is, a
@@ -82,6 +84,12 @@ export interface ProtocolOptions extends TopicLimits {
   maxUnsentBytes: number;
   /** Filters one session may hold; SUBSCRIBE gets 0x80 for new ones beyond it. */
   maxSubscriptionsPerClient: number;
+  /** MQTT 5: Topic Aliases an MQTT 5 client may set on one connection (announced in CONNACK; 0: none). */
+  topicAliasMaximum: number;
+  /** MQTT 5: QoS 1 and 2 PUBLISHes a client may have unacknowledged at once (announced; more: DISCONNECT 0x93). */
+  receiveMaximum: number;
+  /** The highest QoS the broker takes and grants (2 unless configured lower; announced to MQTT 5 clients). */
+  maxQos: 0 | 1 | 2;
 }
 
 /** What packet handlers work with: the layers below, never the store directly. */
@@ -116,6 +124,10 @@ export type Dispatch = (connection: Connection, packet: Packet) => void | Promis
 export interface Will {
   message: Message;
   retain: boolean;
+  /** MQTT 5 Will Delay Interval, seconds: the will waits this long for the client to come back [MQTT-3.1.3-9]. */
+  delaySeconds?: number;
+  /** MQTT 5 Message Expiry Interval of the will, seconds, counted from when it is published. */
+  expirySeconds?: number;
   /** Who publishes it: the ACL's write check applies when it is published, not when it is given. */
   clientId: string;
   user: string | undefined;
@@ -130,8 +142,10 @@ mqttPacket.writeToStream.cacheNumbers = false;
 
 type State = 'awaiting-connect' | 'connecting' | 'connected' | 'closed';
 
-/** CONNACK's accepting return code (3.1.1 table 3.1). */
-const ACCEPTED = 0;
+export type ProtocolVersion = 3 | 4 | 5;
+
+/** Acknowledgements that MQTT 5 gives a reason code (and, when the client wants problem information, a reason string). */
+export type AckCommand = 'puback' | 'pubrec' | 'pubrel' | 'pubcomp';
 
 /** Packets queued before the socket is paused: bounds what a fast sender can make us buffer. */
 const INBOX_HIGH_WATER = 256;
@@ -173,7 +187,11 @@ export class Connection implements OutboundChannel {
   #state: State = 'awaiting-connect';
   #link: SessionLink | undefined;
   #will: Will | undefined;
-  #protocolVersion: 3 | 4 = 4;
+  #protocolVersion: ProtocolVersion = 4;
+  /** Set for an MQTT 5 client from its CONNECT: what it announced, and its topic aliases. */
+  #mqtt5: Mqtt5Link | undefined;
+  /** MQTT 5 Receive Maximum: the client's QoS 1 PUBLISHes whose PUBACK is not sent yet. */
+  #unacknowledgedQos1 = 0;
   #keepaliveSeconds: number | undefined;
   /** Arrival times of the QoS 1/2 PUBLISHes not acknowledged yet, in order (with observePublishAck only). */
   readonly #ackWaits: number[] = [];
@@ -255,36 +273,102 @@ export class Connection implements OutboundChannel {
     this.#state = 'connecting';
   }
 
-  /** The protocol level the CONNECT asked for: packets are written in it from now on. */
-  useProtocolVersion(version: 3 | 4): void {
+  /**
+   * The protocol level the CONNECT asked for: packets are written in it from now on. For MQTT 5,
+   * what the client announced it can take (the strict parser switched to MQTT 5 with the CONNECT).
+   */
+  useProtocolVersion(version: ProtocolVersion, announcement: ClientAnnouncement = {}): void {
     this.#protocolVersion = version;
+    if (version === 5) this.#mqtt5 = new Mqtt5Link(announcement, this.context.options.topicAliasMaximum);
+  }
+
+  get protocolVersion(): ProtocolVersion {
+    return this.#protocolVersion;
+  }
+
+  /** The MQTT 5 state of this connection; undefined for 3.1/3.1.1. */
+  get mqtt5(): Mqtt5Link | undefined {
+    return this.#mqtt5;
   }
 
   /**
    * The CONNECT is accepted: the connection now belongs to its session (and keeps its will until
-   * it ends) and CONNACK goes out. false, having done nothing: the connection closed while the
-   * session started, and the caller hands the session back.
+   * it ends) and CONNACK goes out, with `properties` for an MQTT 5 client. false, having done
+   * nothing: the connection closed while the session started, and the caller hands the session back.
    */
-  accept(link: SessionLink, will: Will | undefined, sessionPresent: boolean): boolean {
+  accept(link: SessionLink, will: Will | undefined, sessionPresent: boolean, properties?: IConnackPacket['properties']): boolean {
     if (this.#state === 'closed') return false;
     this.#link = link;
     this.#will = will;
     this.#state = 'connected';
-    // MQTT 3.1's CONNACK has no session present flag: its first byte is reserved and 0.
-    this.send({ cmd: 'connack', returnCode: ACCEPTED, sessionPresent: this.#protocolVersion === 3 ? false : sessionPresent });
+    if (this.#protocolVersion === 5) {
+      this.send({ cmd: 'connack', reasonCode: Reason.SUCCESS, sessionPresent, ...(properties ? { properties } : {}) });
+    } else {
+      // MQTT 3.1's CONNACK has no session present flag: its first byte is reserved and 0.
+      this.send({ cmd: 'connack', returnCode: 0, sessionPresent: this.#protocolVersion === 3 ? false : sessionPresent });
+    }
     return true;
   }
 
   /**
    * CONNACK with a refusal code and session present 0 [MQTT-3.2.2-4], then close [MQTT-3.2.2-5];
    * nothing the client sent after the CONNECT is processed [MQTT-3.1.4-5], and a refused
-   * connection has no will to publish.
+   * connection has no will to publish. An MQTT 5 client gets the reason code and the reason as its
+   * Reason String; a 3.1/3.1.1 client the return code of table 3.1 closest to it.
    */
-  refuse(returnCode: number, reason: string): void {
+  refuse(reason: ReasonCode, text: string): void {
     this.#will = undefined;
-    this.send({ cmd: 'connack', returnCode, sessionPresent: false });
-    this.#report('warn', refusalCause(returnCode), `CONNECT refused: ${reason}`, { address: this.remote, reason });
-    this.close(`CONNECT refused: ${reason}`);
+    const returnCode = v3ConnackCode(reason);
+    if (this.#protocolVersion === 5) {
+      this.send({ cmd: 'connack', reasonCode: reason, sessionPresent: false, properties: { reasonString: text } });
+    } else {
+      this.send({ cmd: 'connack', returnCode, sessionPresent: false });
+    }
+    this.#report('warn', refusalCause(returnCode), `CONNECT refused: ${text}`, { address: this.remote, reason: text });
+    this.close(`CONNECT refused: ${text}`);
+  }
+
+  /**
+   * The broker ends the connection: an MQTT 5 client is sent DISCONNECT with `reason` (and `text`
+   * as its Reason String) first [MQTT-4.13.2-1]; a 3.1/3.1.1 connection, which has no such packet
+   * from the server, is closed.
+   */
+  disconnect(reason: ReasonCode, text: string): void {
+    if (this.#state === 'closed') return;
+    if (this.#protocolVersion === 5 && this.#state === 'connected') {
+      this.send({ cmd: 'disconnect', reasonCode: reason, properties: { reasonString: text } });
+    }
+    this.close(text);
+  }
+
+  /**
+   * An acknowledgement: with its reason code for an MQTT 5 client (0 is left out, as the spec
+   * allows, when there is no reason string to go with it), plain for 3.1/3.1.1.
+   */
+  acknowledge(cmd: AckCommand, messageId: number, reason: ReasonCode = Reason.SUCCESS, text?: string): void {
+    if (this.#protocolVersion !== 5 || (reason === Reason.SUCCESS && text === undefined)) {
+      this.send({ cmd, messageId } as Packet);
+      return;
+    }
+    const withText = text !== undefined && this.#mqtt5!.problemInformation;
+    this.send({ cmd, messageId, reasonCode: reason, ...(withText ? { properties: { reasonString: text } } : {}) } as Packet);
+  }
+
+  /**
+   * MQTT 5 Receive Maximum: whether the client, sending one more QoS 1/2 PUBLISH now, would have
+   * more unacknowledged than the broker announced [MQTT-3.3.4-7]; QoS 2 ones count until PUBCOMP.
+   */
+  overReceiveMaximum(unreleasedQos2: number): boolean {
+    return this.#mqtt5 !== undefined && this.#unacknowledgedQos1 + unreleasedQos2 >= this.context.options.receiveMaximum;
+  }
+
+  /** A QoS 1 PUBLISH is taken: it counts against Receive Maximum until `qos1Acknowledged`. */
+  qos1Received(): void {
+    this.#unacknowledgedQos1++;
+  }
+
+  qos1Acknowledged(): void {
+    this.#unacknowledgedQos1--;
   }
 
   /** DISCONNECT: the will is discarded [MQTT-3.14.4-3]. */
@@ -385,23 +469,39 @@ export class Connection implements OutboundChannel {
     this.#drainWaiters.push(resume);
   }
 
-  publish(packet: OutgoingPublish): void {
+  publish(packet: OutgoingPublish): boolean {
     // Written and not yet handed to the kernel: on the socket, and in this tick's outbox.
     if (packet.qos === 0 && this.#socket.writableLength + this.#outboxBytes > this.#unsentLimit()) {
       this.context.counters.qos0Dropped++;
       this.#noteNotReading();
-      return;
+      return true;
     }
+    const mqtt5 = this.#mqtt5;
+    if (mqtt5 === undefined) {
+      this.context.traffic.publishesSent++;
+      this.#write(encodePublish(packet));
+      return true;
+    }
+    const alias = mqtt5.outboundAlias(packet.topic);
+    const bytes = encodePublish(packet, { now: Date.now(), ...(alias ? { topicAlias: alias.alias, omitTopic: alias.known } : {}) });
+    if (bytes.length > mqtt5.maximumPacketSize) {
+      // Too large for the client: not sent, and the delivery is complete all the same [MQTT-3.1.2-25].
+      this.context.counters.publishesOverClientMaximum++;
+      return false;
+    }
+    if (alias && !alias.known) mqtt5.confirmAlias(packet.topic, alias.alias);
     this.context.traffic.publishesSent++;
-    this.#write(encodePublish(packet));
+    this.#write(bytes);
+    return true;
   }
 
   pubrel(packetId: number): void {
     this.send({ cmd: 'pubrel', messageId: packetId });
   }
 
-  end(reason: string): void {
-    this.close(reason);
+  end(reason: string, cause?: EndCause): void {
+    if (cause === undefined) this.close(reason);
+    else this.disconnect(reasonOfEnd(cause), reason);
   }
 
   /**
@@ -469,7 +569,7 @@ export class Connection implements OutboundChannel {
     if (this.#connectTimer) clearTimeout(this.#connectTimer);
     this.#connectTimer = undefined;
     if (seconds > 0) {
-      this.#keepaliveTimer = setTimeout(() => this.close('keepalive expired'), seconds * 1500);
+      this.#keepaliveTimer = setTimeout(() => this.disconnect(Reason.KEEP_ALIVE_TIMEOUT, 'keepalive expired'), seconds * 1500);
     }
   }
 
@@ -508,6 +608,7 @@ export class Connection implements OutboundChannel {
     // end() sends what was written (a refusing CONNACK) before the FIN; a peer that never
     // finishes its side is cut off shortly after.
     if (this.context.shuttingDown) {
+      this.#flush(); // a DISCONNECT 0x8B, if one was written: the write is tried at once
       this.#socket.destroy();
     } else {
       this.#flush();
@@ -519,19 +620,17 @@ export class Connection implements OutboundChannel {
   }
 
   async #finish(graceful: boolean): Promise<void> {
-    const { sessions, distributor, shuttingDown } = this.context;
+    const { sessions, shuttingDown } = this.context;
     const will = this.#will;
     this.#will = undefined;
     if (will && !graceful && !shuttingDown) {
-      try {
-        if (this.context.access.canPublish(will.clientId, will.user, will.message.topic)) {
-          await distributor.publish(will.message, { retain: will.retain });
-        } else {
-          this.context.counters.publishesRefused++;
-          this.#report('warn', LogCauses.WILL_REFUSED, `will message on ${JSON.stringify(will.message.topic)} not published: the ACL does not allow it`);
-        }
-      } catch (error) {
-        this.#report('error', LogCauses.STORE_FAILURE, `will message not published: ${errorMessage(error)}`);
+      const session = this.#link?.session;
+      // MQTT 5 Will Delay Interval: the will waits, in the session manager, for the client to come
+      // back [MQTT-3.1.3-9]; a session that ends with this connection publishes it now [MQTT-3.1.2-8].
+      if (will.delaySeconds && session && !session.clean && session.expiry !== 0) {
+        sessions.deferWill(session.clientId, will.delaySeconds, () => this.#publishWill(will));
+      } else {
+        await this.#publishWill(will);
       }
     }
     await Promise.allSettled([this.#processing, this.#replies]);
@@ -541,6 +640,25 @@ export class Connection implements OutboundChannel {
       } catch (error) {
         this.#report('error', LogCauses.STORE_FAILURE, `session not closed cleanly: ${errorMessage(error)}`);
       }
+    }
+  }
+
+  /** Publishes the will, if the ACL lets its client publish on its topic now. */
+  async #publishWill(will: Will): Promise<void> {
+    try {
+      if (!this.context.access.canPublish(will.clientId, will.user, will.message.topic)) {
+        this.context.counters.publishesRefused++;
+        this.#report('warn', LogCauses.WILL_REFUSED, `will message on ${JSON.stringify(will.message.topic)} not published: the ACL does not allow it`);
+        return;
+      }
+      let message = will.message;
+      if (will.expirySeconds !== undefined) {
+        // A will's Message Expiry Interval counts from its publication (MQTT 5.0 3.1.3.2.4).
+        message = { ...message, properties: { ...message.properties, expiresAt: Date.now() + will.expirySeconds * 1000 } };
+      }
+      await this.context.distributor.publish(message, { retain: will.retain, origin: will.clientId });
+    } catch (error) {
+      this.#report('error', LogCauses.STORE_FAILURE, `will message not published: ${errorMessage(error)}`);
     }
   }
 
@@ -646,7 +764,7 @@ export class Connection implements OutboundChannel {
   #handlerFailed(error: unknown): void {
     if (error instanceof ProtocolViolation) {
       this.#report('warn', LogCauses.PROTOCOL_VIOLATION, `protocol violation: ${error.message}`);
-      this.close(`protocol violation: ${error.message}`);
+      this.disconnect(error.reasonCode as ReasonCode, `protocol violation: ${error.message}`);
     } else {
       this.#report('error', LogCauses.HANDLER_FAILED, errorMessage(error));
       this.close(errorMessage(error));
@@ -714,6 +832,7 @@ export class Connection implements OutboundChannel {
     }
     if (error instanceof PacketTooLarge) this.context.counters.packetsTooLarge++;
     this.#report('warn', LogCauses.MALFORMED, `malformed packet: ${error.message}`);
-    this.close(`malformed packet: ${error.message}`);
+    const reason = error instanceof PacketTooLarge ? Reason.PACKET_TOO_LARGE : error instanceof ProtocolError ? Reason.PROTOCOL_ERROR : Reason.MALFORMED_PACKET;
+    this.disconnect(reason, `malformed packet: ${error.message}`);
   }
 }

@@ -40,9 +40,10 @@ export function dispatch(connection: Connection, packet: Packet): void | Promise
     case 'pingreq':
       return handlePingreq(connection);
     case 'disconnect':
-      return handleDisconnect(connection);
+      return handleDisconnect(connection, packet);
     default:
-      // CONNACK, SUBACK, UNSUBACK, PINGRESP and AUTH only ever travel from server to client.
+      // CONNACK, SUBACK, UNSUBACK and PINGRESP only ever travel from server to client; AUTH is not
+      // offered (a CONNECT asking for it was refused), so one arriving is a Protocol Error (MQTT 5.0 4.12).
       throw new ProtocolViolation(`a client may not send ${packet.cmd.toUpperCase()}`);
   }
 }

@@ -157,10 +157,12 @@ export interface BrokerCounters {
   packetsTooLarge: number;
   /** PUBLISHes (and wills) the ACL refused: dropped, still acknowledged. */
   publishesRefused: number;
+  /** Messages not sent to an MQTT 5 client because their PUBLISH was over its Maximum Packet Size [MQTT-3.1.2-25]. */
+  publishesOverClientMaximum: number;
 }
 
 export function newCounters(): BrokerCounters {
-  return { connectionsRefused: 0, qos0Dropped: 0, packetsTooLarge: 0, publishesRefused: 0 };
+  return { connectionsRefused: 0, qos0Dropped: 0, packetsTooLarge: 0, publishesRefused: 0, publishesOverClientMaximum: 0 };
 }
 
 /** Why a topic name or filter is over the limits, or undefined when it is within them. */

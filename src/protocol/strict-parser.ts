@@ -12,17 +12,35 @@ interface BufferList {
 interface ParserInternals {
   _list: BufferList;
   _pos: number;
+  /** The CONNECT once one is parsed: mqtt-packet reads the protocol version from it. */
+  settings: { protocolVersion?: number };
   /** 0 between packets; 1 once a packet's first byte is read, 2 once its length is. */
   _stateCounter: number;
   packet: { length: number; messageId?: number; cmd?: string };
   error?: unknown;
   _parseNum(): number;
+  _parse4ByteNum(): number;
+  _parseByte(): number | undefined;
+  _parseBuffer(): Buffer | null;
+  _parseVarByteNum(): number | false;
+  _parseString(): string | null;
   _parseLength(): boolean;
   _parsePayload(): boolean;
   _parseMessageId(): boolean;
   _emitError(error: Error): void;
   /** What parse() calls after an error: a new empty packet, no error, no bytes held. */
   _resetState(): void;
+}
+
+/**
+ * Thrown (as the parser's 'error') for a packet that is well formed but breaks a rule of the
+ * protocol: an MQTT 5 client is told 0x82 (Protocol Error) rather than 0x81 (Malformed Packet).
+ */
+export class ProtocolError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ProtocolError';
+  }
 }
 
 /** Thrown (as the parser's 'error') when a packet's declared size is over the limit. */
@@ -53,7 +71,10 @@ export class PacketTooLarge extends Error {
 export function createStrictParser(maxPacketSize: number | (() => number) = Infinity): Parser {
   const limit = typeof maxPacketSize === 'number' ? () => maxPacketSize : maxPacketSize;
   const parser = mqttPacket.parser({ protocolVersion: 4 });
-  const internals = parser as unknown as ParserInternals & { _parseString(): string | null };
+  const internals = parser as unknown as ParserInternals & { _parseProperties(): unknown };
+  internals._parseProperties = function strictParseProperties(this: ParserInternals): Properties | false {
+    return parseProperties(this);
+  };
   const parseLength = internals._parseLength;
   internals._parseLength = function checkedParseLength(this: ParserInternals): boolean {
     const lengthBytesBefore = this._list.length;
@@ -143,4 +164,150 @@ export function packetUnderway(parser: Parser): boolean {
  */
 export function discardUnfinished(parser: Parser): void {
   (parser as unknown as ParserInternals)._resetState();
+}
+
+/** The properties mqtt-packet reports, with the User Properties also as ordered pairs. */
+export type Properties = Record<string, unknown> & { userPropertyList?: Array<[string, string]> };
+
+type PropertyType = 'byte' | 'int8' | 'int16' | 'int32' | 'var' | 'string' | 'pair' | 'binary';
+
+/** MQTT 5.0 table 2-4: identifier → mqtt-packet's name and the value's type. */
+const PROPERTIES: Record<number, [string, PropertyType]> = {
+  0x01: ['payloadFormatIndicator', 'byte'],
+  0x02: ['messageExpiryInterval', 'int32'],
+  0x03: ['contentType', 'string'],
+  0x08: ['responseTopic', 'string'],
+  0x09: ['correlationData', 'binary'],
+  0x0b: ['subscriptionIdentifier', 'var'],
+  0x11: ['sessionExpiryInterval', 'int32'],
+  0x15: ['authenticationMethod', 'string'],
+  0x16: ['authenticationData', 'binary'],
+  0x17: ['requestProblemInformation', 'byte'],
+  0x18: ['willDelayInterval', 'int32'],
+  0x19: ['requestResponseInformation', 'byte'],
+  0x1c: ['serverReference', 'string'],
+  0x1f: ['reasonString', 'string'],
+  0x21: ['receiveMaximum', 'int16'],
+  0x22: ['topicAliasMaximum', 'int16'],
+  0x23: ['topicAlias', 'int16'],
+  0x26: ['userProperties', 'pair'],
+  0x27: ['maximumPacketSize', 'int32'],
+};
+
+const ACK_PROPERTIES = ['reasonString', 'userProperties'];
+const WILL_PROPERTIES = ['willDelayInterval', 'payloadFormatIndicator', 'messageExpiryInterval', 'contentType', 'responseTopic', 'correlationData', 'userProperties'];
+
+/** Which properties a client may send in which packet (MQTT 5.0, 2.2.2.2); any other is a Malformed Packet. */
+const ALLOWED: Record<string, ReadonlySet<string>> = {
+  connect: new Set([
+    'sessionExpiryInterval',
+    'receiveMaximum',
+    'maximumPacketSize',
+    'topicAliasMaximum',
+    'requestResponseInformation',
+    'requestProblemInformation',
+    'userProperties',
+    'authenticationMethod',
+    'authenticationData',
+  ]),
+  will: new Set(WILL_PROPERTIES),
+  publish: new Set(['payloadFormatIndicator', 'messageExpiryInterval', 'topicAlias', 'responseTopic', 'correlationData', 'userProperties', 'contentType', 'subscriptionIdentifier']),
+  puback: new Set(ACK_PROPERTIES),
+  pubrec: new Set(ACK_PROPERTIES),
+  pubrel: new Set(ACK_PROPERTIES),
+  pubcomp: new Set(ACK_PROPERTIES),
+  subscribe: new Set(['subscriptionIdentifier', 'userProperties']),
+  unsubscribe: new Set(['userProperties']),
+  disconnect: new Set(['sessionExpiryInterval', 'reasonString', 'userProperties', 'serverReference']),
+  auth: new Set(['authenticationMethod', 'authenticationData', 'reasonString', 'userProperties']),
+};
+
+/**
+ * Reads an MQTT 5 property list within its declared length and the packet: each property allowed
+ * in its packet (MQTT 5.0 2.2.2.2), each at most once but User Properties (and Subscription
+ * Identifier, which a client sends in SUBSCRIBE alone), byte values 0 or 1 where the spec says so,
+ * strings checked like all others. mqtt-packet's own reader accepts unknown placements and
+ * repeats, and turns User Properties into an object that loses their order.
+ */
+function parseProperties(parser: ParserInternals): Properties | false {
+  const fail = (error: Error): false => {
+    parser._emitError(error);
+    return false;
+  };
+  const packet = parser.packet as { cmd?: string; clientId?: string };
+  // DISCONNECT (and AUTH) may end after the reason code: no property length means none [MQTT-3.14.2.2.1].
+  if ((packet.cmd === 'disconnect' || packet.cmd === 'auth') && parser._pos >= parser.packet.length) return {};
+  const length = parser._parseVarByteNum();
+  if (length === false) return fail(new Error('property length is not a valid variable byte integer'));
+  const end = parser._pos + length;
+  if (end > parser.packet.length || end > parser._list.length) return fail(new Error('properties run past the end of the packet'));
+  // CONNECT has two lists: its own, before the client id, and the will's, after it.
+  const placement = packet.cmd === 'connect' && packet.clientId !== undefined ? 'will' : (packet.cmd ?? '');
+  const allowed = ALLOWED[placement];
+  const result: Properties = {};
+  while (parser._pos < end) {
+    const id = parser._parseByte();
+    const known = id === undefined ? undefined : PROPERTIES[id];
+    if (known === undefined || allowed === undefined || !allowed.has(known[0])) {
+      return fail(new Error(`property ${id === undefined ? '?' : `0x${id.toString(16)}`} is not allowed in ${placement.toUpperCase()}`));
+    }
+    const [name, type] = known;
+    if (name === 'userProperties') {
+      const key = parser._parseString();
+      const value = key === null ? null : parser._parseString();
+      if (key === null || value === null) return parser.error ? false : fail(new Error('User Property cut short'));
+      (result.userPropertyList ??= []).push([key, value]);
+    } else {
+      if (name in result) return fail(new ProtocolError(`property ${name} appears more than once (MQTT 5.0 2.2.2.2)`));
+      const value = readValue(parser, type);
+      if (value === undefined) return parser.error ? false : fail(new Error(`property ${name} cut short or out of range`));
+      result[name] = value;
+    }
+    if (parser._pos > end) return fail(new Error('a property runs past the property length'));
+  }
+  if (result.userPropertyList) result.userProperties = userPropertyObject(result.userPropertyList);
+  return result;
+}
+
+function readValue(parser: ParserInternals, type: PropertyType): unknown {
+  switch (type) {
+    case 'byte': {
+      const byte = parser._parseByte();
+      // A byte property that is a flag is 0 or 1; any other value is a Protocol Error.
+      if (byte === undefined || byte > 1) return undefined;
+      return byte === 1;
+    }
+    case 'int8':
+      return parser._parseByte();
+    case 'int16': {
+      const value = parser._parseNum();
+      return value === -1 ? undefined : value;
+    }
+    case 'int32': {
+      const value = parser._parse4ByteNum();
+      return value === -1 ? undefined : value;
+    }
+    case 'var': {
+      const value = parser._parseVarByteNum();
+      return value === false ? undefined : value;
+    }
+    case 'string':
+      return parser._parseString() ?? undefined;
+    case 'binary':
+      return parser._parseBuffer() ?? undefined;
+    default:
+      return undefined;
+  }
+}
+
+/** mqtt-packet's shape of User Properties (name → value, or values when repeated), for code that reads it. */
+function userPropertyObject(pairs: Array<[string, string]>): Record<string, string | string[]> {
+  const object: Record<string, string | string[]> = Object.create(null) as Record<string, string | string[]>;
+  for (const [key, value] of pairs) {
+    const known = object[key];
+    if (known === undefined) object[key] = value;
+    else if (Array.isArray(known)) known.push(value);
+    else object[key] = [known, value];
+  }
+  return object;
 }

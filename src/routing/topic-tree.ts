@@ -1,4 +1,53 @@
-import type { QoS } from '../store/model.js';
+import type { QoS, Subscription } from '../store/model.js';
+
+/**
+ * What the tree holds for one subscription: a bare QoS when it has no options (every 3.1.1
+ * subscription, so those entries stay as small as they were), else its MQTT 5 options.
+ */
+export type Route = QoS | RouteOptions;
+
+export interface RouteOptions {
+  readonly qos: QoS;
+  readonly noLocal?: boolean;
+  readonly retainAsPublished?: boolean;
+  readonly identifier?: number;
+}
+
+/** What one session gets of a message: a bare QoS, or what its matching subscriptions with options add. */
+export type Matched = QoS | MatchedOptions;
+
+export interface MatchedOptions {
+  /** The highest QoS among the matching subscriptions [MQTT-3.3.4-2]. */
+  qos: QoS;
+  /** A matching subscription has Retain As Published. */
+  retainAsPublished: boolean;
+  /** Every matching subscription's identifier [MQTT-3.3.4-3]. */
+  identifiers: number[] | undefined;
+}
+
+/** Memory of a route with options, on top of SUBSCRIPTION_BYTES: the options object. */
+export const ROUTE_OPTIONS_BYTES = 64;
+
+/** The route of a subscription: its options, or its bare QoS when it has none that routing uses. */
+export function routeOf(subscription: Subscription): Route {
+  const { qos, noLocal, retainAsPublished, identifier } = subscription;
+  if (!noLocal && !retainAsPublished && identifier === undefined) return qos;
+  return {
+    qos,
+    ...(noLocal ? { noLocal } : {}),
+    ...(retainAsPublished ? { retainAsPublished } : {}),
+    ...(identifier === undefined ? {} : { identifier }),
+  };
+}
+
+/** The subscription a route was made from, Retain Handling aside (it matters only when subscribing). */
+export function subscriptionOf(filter: string, route: Route): Subscription {
+  return typeof route === 'number' ? { filter, qos: route } : { filter, ...route };
+}
+
+export function qosOf(route: Route | Matched): QoS {
+  return typeof route === 'number' ? route : route.qos;
+}
 
 /**
  * One level of the tree. Most nodes have one child and no subscriber, or one subscriber and no
@@ -12,11 +61,11 @@ class Node {
   child: Node | undefined = undefined;
   /** Children by level, once there are two or more. */
   children: Map<string, Node> | undefined = undefined;
-  /** The only subscriber (client id → granted QoS), until there is a second one. */
+  /** The only subscriber (client id → its route), until there is a second one. */
   clientId: string | undefined = undefined;
-  qos: QoS = 0;
+  route: Route = 0;
   /** Subscribers by client id, once there are two or more. */
-  subscribers: Map<string, QoS> | undefined = undefined;
+  subscribers: Map<string, Route> | undefined = undefined;
 
   get(level: string): Node | undefined {
     if (this.children) return this.children.get(level);
@@ -55,16 +104,16 @@ class Node {
     return noChildren && noSubscribers;
   }
 
-  subscribe(clientId: string, qos: QoS): void {
+  subscribe(clientId: string, route: Route): void {
     if (this.subscribers) {
-      this.subscribers.set(clientId, qos);
+      this.subscribers.set(clientId, route);
     } else if (this.clientId === undefined || this.clientId === clientId) {
       this.clientId = clientId;
-      this.qos = qos;
+      this.route = route;
     } else {
       this.subscribers = new Map([
-        [this.clientId, this.qos],
-        [clientId, qos],
+        [this.clientId, this.route],
+        [clientId, route],
       ]);
       this.clientId = undefined;
     }
@@ -75,19 +124,41 @@ class Node {
     else if (this.clientId === clientId) this.clientId = undefined;
   }
 
-  /** Adds each subscriber to `result` with the highest QoS seen for it. */
-  collect(result: Map<string, QoS>): void {
+  /** Adds each subscriber to `result`, merged with what other subscriptions of it matched. */
+  collect(result: Map<string, Matched>, origin: string | undefined): void {
     if (this.subscribers) {
-      for (const [clientId, qos] of this.subscribers) raise(result, clientId, qos);
+      for (const [clientId, route] of this.subscribers) merge(result, clientId, route, origin);
     } else if (this.clientId !== undefined) {
-      raise(result, this.clientId, this.qos);
+      merge(result, this.clientId, this.route, origin);
     }
   }
 }
 
-function raise(result: Map<string, QoS>, clientId: string, qos: QoS): void {
+/**
+ * One message per session, however many of its subscriptions match: at the highest of their QoS,
+ * with every identifier, retained as published if any says so [MQTT-3.3.4-2] [MQTT-3.3.4-3]. A
+ * subscription with No Local does not match what its own session published [MQTT-3.8.3-3].
+ */
+function merge(result: Map<string, Matched>, clientId: string, route: Route, origin: string | undefined): void {
   const known = result.get(clientId);
-  if (known === undefined || qos > known) result.set(clientId, qos);
+  if (typeof route === 'number') {
+    if (known === undefined) result.set(clientId, route);
+    else if (typeof known === 'number') {
+      if (route > known) result.set(clientId, route);
+    } else if (route > known.qos) known.qos = route;
+    return;
+  }
+  if (route.noLocal && clientId === origin) return;
+  let matched: MatchedOptions;
+  if (known === undefined || typeof known === 'number') {
+    matched = { qos: known ?? 0, retainAsPublished: false, identifiers: undefined };
+    result.set(clientId, matched);
+  } else {
+    matched = known;
+  }
+  if (route.qos > matched.qos) matched.qos = route.qos;
+  if (route.retainAsPublished) matched.retainAsPublished = true;
+  if (route.identifier !== undefined) (matched.identifiers ??= []).push(route.identifier);
 }
 
 /**
@@ -146,7 +217,7 @@ export class TopicTree {
     };
   }
 
-  add(filter: string, clientId: string, qos: QoS): void {
+  add(filter: string, clientId: string, route: Route): void {
     let node = this.#root;
     for (const level of filter.split('/')) {
       let child = node.get(level);
@@ -158,7 +229,7 @@ export class TopicTree {
       }
       node = child;
     }
-    node.subscribe(clientId, qos);
+    node.subscribe(clientId, route);
   }
 
   remove(filter: string, clientId: string): void {
@@ -183,17 +254,18 @@ export class TopicTree {
 
   /**
    * The subscribers of a topic, each once with the highest QoS among its matching subscriptions
-   * [MQTT-3.3.5-1].
+   * [MQTT-3.3.5-1] and what their options add (see merge). `origin`: the client id of the session
+   * that published it, for No Local.
    */
-  match(topic: string): Map<string, QoS> {
-    const result = new Map<string, QoS>();
+  match(topic: string, origin?: string): Map<string, Matched> {
+    const result = new Map<string, Matched>();
     const levels = topic.split('/');
     const walk = (node: Node, depth: number) => {
       // Wildcards at the first level do not match topics beginning with '$' [MQTT-4.7.2-1].
       const wildcardsAllowed = depth > 0 || !topic.startsWith('$');
-      if (wildcardsAllowed) node.get('#')?.collect(result);
+      if (wildcardsAllowed) node.get('#')?.collect(result, origin);
       if (depth === levels.length) {
-        node.collect(result);
+        node.collect(result, origin);
         return;
       }
       const exact = node.get(levels[depth]!);

@@ -122,6 +122,17 @@ export interface BrokerOptions {
    * LevelDB store, off when a `repository` is injected (there is no store for it to inspect).
    */
   admin?: boolean;
+  /** MQTT 5 Topic Aliases a client may set per connection (default 10; 0: none). */
+  topicAliasMaximum?: number;
+  /** MQTT 5 Receive Maximum: QoS 1/2 PUBLISHes a client may have unacknowledged (default 1024). */
+  receiveMaximum?: number;
+  /** The highest QoS taken and granted (default 2); MQTT 5 clients are told it in CONNACK. */
+  maxQos?: number;
+  /**
+   * Seconds a session whose client is away is kept when its client did not say (3.1.1
+   * persistent sessions); default: forever. An MQTT 5 client's Session Expiry Interval applies to its own.
+   */
+  persistentSessionExpiry?: number;
   /** Bridges to upstream brokers (README, "Bridge to a central broker"). */
   bridges?: BridgeOptions[];
   /** Seconds between two publications of the $SYS topics (default 10); 0: none. */
@@ -181,6 +192,9 @@ export const DEFAULTS = {
   maxSessions: 100_000,
   maxSubscriptions: 200_000,
   maxSubscriptionBytes: 64 * 1024 * 1024,
+  topicAliasMaximum: 10,
+  receiveMaximum: 1024,
+  maxQos: 2,
   sysInterval: 10,
   metricsHost: '127.0.0.1',
 } as const;
@@ -213,6 +227,10 @@ export const OPTION_RANGES = {
   maxSessions: { min: 1, max: 2 ** 31 - 1 },
   maxSubscriptions: { min: 1, max: 2 ** 31 - 1 },
   maxSubscriptionBytes: { min: 1024, max: 2 ** 40 },
+  topicAliasMaximum: { min: 0, max: 65535 },
+  receiveMaximum: { min: 1, max: 65535 },
+  maxQos: { min: 0, max: 2 },
+  persistentSessionExpiry: { min: 0, max: 2 ** 32 - 1 },
   sysInterval: { min: 0, max: 86_400 },
 } as const satisfies Partial<Record<keyof BrokerOptions, { min: number; max: number }>>;
 
@@ -250,6 +268,9 @@ export function createBroker(options: BrokerOptions = {}): Broker {
   const maxTopicLength = ranged('maxTopicLength', DEFAULTS.maxTopicLength);
   const maxTopicLevels = ranged('maxTopicLevels', DEFAULTS.maxTopicLevels);
   const maxSubscriptionsPerClient = ranged('maxSubscriptionsPerClient', DEFAULTS.maxSubscriptionsPerClient);
+  const topicAliasMaximum = ranged('topicAliasMaximum', DEFAULTS.topicAliasMaximum);
+  const receiveMaximum = ranged('receiveMaximum', DEFAULTS.receiveMaximum);
+  const maxQos = ranged('maxQos', DEFAULTS.maxQos) as 0 | 1 | 2;
   const bridgeSettings = checkBridges(options.bridges ?? []);
 
   const limits: QueueLimits = {
@@ -312,6 +333,8 @@ export function createBroker(options: BrokerOptions = {}): Broker {
       limits: { maxInflight, readWindow, readWindowBytes, windowBudget: new WindowBudget(ranged('maxTotalReadWindowBytes', DEFAULTS.maxTotalReadWindowBytes)) },
       ...(canRead ? { canRead } : {}),
     },
+    ...(options.persistentSessionExpiry === undefined ? {} : { persistentSessionExpiry: inRange('persistentSessionExpiry', options.persistentSessionExpiry) }),
+    neverExpires: isBridgeClientId,
     log,
   });
   const retained = new RetainedIndex();
@@ -331,7 +354,18 @@ export function createBroker(options: BrokerOptions = {}): Broker {
     sessions,
     distributor,
     log,
-    options: { connectTimeoutMs, maxPacketSize, packetTimeoutMs, maxUnsentBytes, maxTopicLength, maxTopicLevels, maxSubscriptionsPerClient },
+    options: {
+      connectTimeoutMs,
+      maxPacketSize,
+      packetTimeoutMs,
+      maxUnsentBytes,
+      maxTopicLength,
+      maxTopicLevels,
+      maxSubscriptionsPerClient,
+      topicAliasMaximum,
+      receiveMaximum,
+      maxQos,
+    },
     counters: newCounters(),
     unfinishedPackets: new UnfinishedPacketBudget(maxUnfinishedPacketBytes),
     unsent: new UnsentBudget(ranged('maxTotalUnsentBytes', DEFAULTS.maxTotalUnsentBytes)),

@@ -73,6 +73,10 @@ const LIMITS = Object.fromEntries(
       ['max_sessions', 'maxSessions'],
       ['max_subscriptions', 'maxSubscriptions'],
       ['max_subscription_bytes', 'maxSubscriptionBytes'],
+      ['topic_alias_maximum', 'topicAliasMaximum'],
+      ['receive_maximum', 'receiveMaximum'],
+      ['max_qos', 'maxQos'],
+      ['persistent_session_expiry', 'persistentSessionExpiry'],
     ] as const
   ).map(([key, option]) => [key, { option, ...OPTION_RANGES[option] }]),
 ) as Record<string, { option: keyof typeof OPTION_RANGES; min: number; max: number }>;

@@ -59,9 +59,9 @@ async function openAndRestore({ durable, sessions, distributor }: StoreStartup):
     // come without their payloads, which stay in the store.
     const stored = await durable.loadSessions();
     const retained = await durable.loadRetainedIndex();
-    sessions.restore(stored);
+    const { restored } = await sessions.restore(stored);
     distributor.restoreRetained(retained);
-    return { sessions: stored.length, retained: retained.length };
+    return { sessions: restored, retained: retained.length };
   } catch (error) {
     await durable.close();
     throw error;

@@ -4,6 +4,7 @@ import { silentLogger, type Logger } from '../logger.js';
 import { PAUSE, type RetainedIndex, type RetainedMatch } from '../routing/retained-index.js';
 import type { TopicTree } from '../routing/topic-tree.js';
 import type { Delivery, Message, PublishResult, PublishTransition, QoS, QueueLimits, RetainedEntry, SessionRepository } from '../store/repository.js';
+import { isExpired } from './outbound-flow.js';
 import type { Session } from './session.js';
 
 /**
@@ -19,25 +20,27 @@ export interface PublishOptions {
   /** An inbound QoS2 PUBLISH: its packet id is stored as received in the same atomic batch. */
   inbound?: { session: Session; packetId: number };
   /**
-   * The client id of the session the message came from, when it has one that may also subscribe
-   * (a bridge's inbound message): a subscriber with `noLocal` does not receive it back.
+   * The client id of the session the message came from (a client's, or a bridge's for what came
+   * in over it): a subscription of that session with No Local does not match it [MQTT-3.8.3-3].
    */
   origin?: string;
 }
 
 /**
- * How one subscriber receives messages, when it is not as MQTT 3.1.1 says for clients. Today only
- * a bridge's session has any (see DistributorOptions.subscriberOptions); MQTT 5's subscription
- * options No Local and Retain As Published are the same ideas per subscription.
+ * How one subscriber's messages are queued, when it is not as for every session. Today only a
+ * bridge's session has any (see DistributorOptions.subscriberOptions). No Local and Retain As
+ * Published are options of each subscription (MQTT 5's, and a bridge's out subscriptions carry them).
  */
 export interface SubscriberOptions {
-  /** Never receives a message whose `origin` it is: a bridge never sends back what came in over it. */
-  noLocal?: boolean;
-  /** RETAIN as the publisher set it, not 0 [MQTT-3.3.1-9]: a bridge forwards retained messages as retained. */
-  retainAsPublished?: boolean;
   /** Queue limits of its own in place of the broker's (Delivery.limits). */
   queueLimits?: QueueLimits;
 }
+
+/**
+ * What a publication came to, for MQTT 5's PUBACK and PUBREC reason codes: 'no-subscribers'
+ * (0x10), 'quota-exceeded' when a queue limit refused it for every subscriber (0x97).
+ */
+export type PublicationOutcome = 'delivered' | 'no-subscribers' | 'quota-exceeded';
 
 export interface DistributorOptions {
   /** The session of a client id, as the session manager holds it. */
@@ -78,7 +81,7 @@ interface Target {
  */
 export interface Publication {
   stored: Promise<void>;
-  deliver(): Promise<void>;
+  deliver(): Promise<PublicationOutcome>;
 }
 
 /** Fans published messages out to the sessions whose subscriptions match them (write-ahead). */
@@ -146,10 +149,10 @@ export class Distributor {
   }
 
   /** Both phases at once, for messages with no ordering to keep (wills). */
-  async publish(message: Message, options: PublishOptions): Promise<void> {
+  async publish(message: Message, options: PublishOptions): Promise<PublicationOutcome> {
     const publication = this.route(message, options);
     await publication.stored;
-    await publication.deliver();
+    return publication.deliver();
   }
 
   /**
@@ -160,27 +163,39 @@ export class Distributor {
   route(message: Message, options: PublishOptions): Publication {
     const durableTargets: Target[] = [];
     const volatileTargets: Target[] = [];
-    const direct: { session: Session; retain: boolean }[] = [];
+    const direct: { session: Session; retain: boolean; subscriptionIds: number[] | undefined }[] = [];
     const canRead = this.#canRead;
     const subscriberOptions = this.#subscriberOptions;
-    for (const [clientId, granted] of this.#subscriptions.match(message.topic)) {
+    for (const [clientId, matched] of this.#subscriptions.match(message.topic, options.origin)) {
       const session = this.#lookup(clientId);
       if (!session) continue;
       if (canRead !== undefined && !canRead(session, message.topic)) continue;
-      const own = subscriberOptions?.(clientId);
-      if (own?.noLocal && clientId === options.origin) continue;
-      // RETAIN is 0 towards subscriptions that existed when it was published [MQTT-3.3.1-9].
-      const retain = own?.retainAsPublished === true && options.retain;
+      let granted: QoS;
+      let retain = false;
+      let subscriptionIds: number[] | undefined;
+      if (typeof matched === 'number') {
+        granted = matched;
+      } else {
+        granted = matched.qos;
+        // RETAIN is 0 towards subscriptions that existed when it was published [MQTT-3.3.1-9],
+        // unless one of them asked for it as published (MQTT 5 Retain As Published) [MQTT-3.3.1-12] [MQTT-3.3.1-13].
+        retain = matched.retainAsPublished && options.retain;
+        subscriptionIds = matched.identifiers;
+      }
       // Delivered at the lower of the published QoS and the granted QoS [MQTT-3.8.4-6].
       const qos = Math.min(message.qos, granted) as QoS;
       if (qos === 0) {
         // QoS 0 is not queued for a disconnected session: the spec makes it optional.
-        direct.push({ session, retain });
+        direct.push({ session, retain, subscriptionIds });
       } else if (session.clean) {
         // In memory: no write to spare by raising the DUP mark with it (see Session.delivery).
-        volatileTargets.push({ session, delivery: { clientId, qos, retain } });
+        const delivery: Delivery = { clientId, qos, retain };
+        if (subscriptionIds) delivery.subscriptionIds = subscriptionIds;
+        volatileTargets.push({ session, delivery });
       } else {
         const delivery = session.delivery(qos, retain);
+        if (subscriptionIds) delivery.subscriptionIds = subscriptionIds;
+        const own = subscriberOptions?.(clientId);
         if (own?.queueLimits) delivery.limits = own.queueLimits;
         durableTargets.push({ session, delivery });
       }
@@ -196,14 +211,19 @@ export class Distributor {
     if (inbound && !inbound.session.clean) durable.inbound = { clientId: inbound.session.clientId, packetId: inbound.packetId };
 
     const needsDurableWrite = durable.deliveries.length > 0 || durable.retained !== undefined || durable.inbound;
-    const stored = needsDurableWrite ? this.#store(durable, durableTargets) : Promise.resolve();
+    let queued = 0;
+    const stored = needsDurableWrite
+      ? this.#store(durable, durableTargets).then((count) => {
+          queued += count;
+        })
+      : Promise.resolve();
     if (durable.retained !== undefined) {
       this.#retainedWrites.add(stored);
       const settled = () => this.#retainedWrites.delete(stored);
       stored.then(settled, settled);
     }
 
-    const deliver = async () => {
+    const deliver = async (): Promise<PublicationOutcome> => {
       const stillVolatile = volatileTargets.filter(({ session }) => this.#isCurrent(session));
       const volatileInbound = inbound?.session.clean && this.#isCurrent(inbound.session);
       if (stillVolatile.length > 0 || volatileInbound) {
@@ -212,9 +232,12 @@ export class Distributor {
           deliveries: stillVolatile.map(({ delivery }) => delivery),
           ...(volatileInbound ? { inbound: { clientId: inbound.session.clientId, packetId: inbound.packetId } } : {}),
         });
-        notify(stillVolatile, seqs, message);
+        queued += notify(stillVolatile, seqs, message);
       }
-      for (const { session, retain } of direct) session.sendDirect(message, retain);
+      for (const { session, retain, subscriptionIds } of direct) session.sendDirect(message, retain, subscriptionIds);
+      const subscribers = durableTargets.length + volatileTargets.length + direct.length;
+      if (subscribers === 0) return 'no-subscribers';
+      return direct.length === 0 && queued === 0 ? 'quota-exceeded' : 'delivered';
     };
     return { stored, deliver };
   }
@@ -225,7 +248,7 @@ export class Distributor {
    * and payloads are read from the store a few at a time: a filter that reaches many retained
    * messages costs this subscriber time, not every other client, and memory stays bounded.
    */
-  async sendRetained(session: Session, filter: string, granted: QoS): Promise<void> {
+  async sendRetained(session: Session, filter: string, granted: QoS, identifier?: number): Promise<void> {
     // Retained messages routed before the subscription and still on their way to the store.
     if (this.#retainedWrites.size > 0) await Promise.allSettled([...this.#retainedWrites]);
     let batch: RetainedMatch[] = [];
@@ -241,15 +264,15 @@ export class Distributor {
       batch.push(match);
       bytes += match.size;
       if (batch.length < RETAINED_READ_MESSAGES && bytes < RETAINED_READ_BYTES) continue;
-      if (!(await this.#sendRetainedBatch(session, batch, granted))) return;
+      if (!(await this.#sendRetainedBatch(session, batch, granted, identifier))) return;
       batch = [];
       bytes = 0;
     }
-    if (batch.length > 0) await this.#sendRetainedBatch(session, batch, granted);
+    if (batch.length > 0) await this.#sendRetainedBatch(session, batch, granted, identifier);
   }
 
   /** Reads the payloads of `matches` and sends them; false: the session is gone. */
-  async #sendRetainedBatch(session: Session, matches: RetainedMatch[], granted: QoS): Promise<boolean> {
+  async #sendRetainedBatch(session: Session, matches: RetainedMatch[], granted: QoS, identifier: number | undefined): Promise<boolean> {
     const inStore = matches.filter(({ payload }) => payload === undefined).map(({ topic }) => topic);
     const read = inStore.length > 0 ? await this.#durable.readRetained(inStore) : [];
     let next = 0;
@@ -268,9 +291,12 @@ export class Distributor {
         message = stored;
       }
       if (!this.#isCurrent(session)) return false;
+      // A retained message past its expiry is not sent [MQTT-3.3.2-5]; it stays stored until its topic is set again.
+      if (isExpired(message)) continue;
       const qos = Math.min(message.qos, granted) as QoS;
-      if (qos === 0) session.sendDirect(message, true);
-      else await session.enqueue(message, qos, true);
+      const subscriptionIds = identifier === undefined ? undefined : [identifier];
+      if (qos === 0) session.sendDirect(message, true, subscriptionIds);
+      else await session.enqueue(message, qos, true, subscriptionIds);
     }
     return true;
   }
@@ -285,14 +311,16 @@ export class Distributor {
     );
   }
 
-  async #store(durable: PublishTransition, targets: Target[]): Promise<void> {
+  /** Stores the durable part of a publication; resolves to how many sessions got an entry. */
+  async #store(durable: PublishTransition, targets: Target[]): Promise<number> {
     const result = await this.#durable.publish(durable);
     // Notified before anything else is awaited: batches resolve in seq order, and a session must
     // learn of its entries in that order to keep them in order.
-    notify(targets, result, durable.message);
+    const queued = notify(targets, result, durable.message);
     const { retained, message } = durable;
     if (retained === 'clear') this.#retained.deleteStored(message.topic);
     else if (retained === 'set') this.#afterRetainedSet(message, result);
+    return queued;
   }
 
   /** Memory follows what the store decided: kept, or refused at the limits (and the previous one gone). */
@@ -322,10 +350,17 @@ export class Distributor {
   }
 }
 
-function notify(targets: Target[], seqs: Map<string, number>, message: Message): void {
+/** Tells each target session of its entry (or of its drop); returns how many got one. */
+function notify(targets: Target[], seqs: Map<string, number>, message: Message): number {
+  let queued = 0;
   for (const { session, delivery } of targets) {
     const seq = seqs.get(session.clientId);
-    if (seq === undefined) session.dropped();
-    else session.enqueued(seq, message, delivery);
+    if (seq === undefined) {
+      session.dropped();
+    } else {
+      queued++;
+      session.enqueued(seq, message, delivery);
+    }
   }
+  return queued;
 }

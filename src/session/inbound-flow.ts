@@ -21,6 +21,16 @@ export class InboundFlow {
     for (const packetId of await this.#session.inboundPacketIds()) this.#unreleased.add(packetId);
   }
 
+  /** Inbound QoS 2 packet ids not yet released: they count against MQTT 5's Receive Maximum. */
+  get unreleased(): number {
+    return this.#unreleased.size;
+  }
+
+  /** Whether a QoS 2 PUBLISH with this packet id is held, not yet released (a re-send, then). */
+  holds(packetId: number): boolean {
+    return this.#unreleased.has(packetId);
+  }
+
   /**
    * Claims an inbound QoS2 packet id. false: it is already received and not released, so the
    * PUBLISH is a re-send to answer with PUBREC only, without delivering it again [MQTT-4.3.3-2].

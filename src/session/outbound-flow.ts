@@ -1,7 +1,7 @@
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { LogCauses, summaryOf } from '../log-summary.js';
-import type { Completion, Delivery, Message, OutboundEntry, QoS } from '../store/repository.js';
+import type { Completion, Delivery, Message, MessageProperties, OutboundEntry, QoS } from '../store/repository.js';
 import { EntryWindow } from './entry-window.js';
 import { Fifo } from './fifo.js';
 import { MAX_PACKET_ID, packetIdOf } from './packet-ids.js';
@@ -14,14 +14,26 @@ export interface OutgoingPublish {
   retain: boolean;
   dup: boolean;
   packetId?: number;
+  /** MQTT 5 properties of the message; a connection of an earlier version leaves them out. */
+  properties?: MessageProperties;
+  /** Subscription Identifiers of the matching subscriptions [MQTT-3.3.4-3]. */
+  subscriptionIds?: number[];
 }
+
+/** Why the session layer ends a connection: an MQTT 5 client is told, in its DISCONNECT's reason code. */
+export type EndCause = 'taken-over' | 'session-ended' | 'shutting-down' | 'store-failure';
 
 /** What a session needs from the connection it is linked to; the protocol layer implements it. */
 export interface OutboundChannel {
-  publish(packet: OutgoingPublish): void;
+  /**
+   * Hands a PUBLISH to the connection. false: it was not sent because it is larger than the
+   * client's Maximum Packet Size [MQTT-3.1.2-25]; the delivery is complete all the same. A
+   * channel that never refuses one may return nothing.
+   */
+  publish(packet: OutgoingPublish): boolean | void;
   pubrel(packetId: number): void;
   /** The session no longer belongs to this connection (taken over, dropped, store failure): close it. */
-  end(reason: string): void;
+  end(reason: string, cause?: EndCause): void;
   /**
    * Bytes the channel takes before it holds too much unsent (the client does not read what it is
    * sent): the flow sends no more than this, then waits for `whenDrained`, so what a client does
@@ -177,10 +189,12 @@ export class OutboundFlow {
     }
     this.#storeHasMore = this.#enqueueCount !== enqueueCount || this.#filled(entries);
     this.#loading = false;
+    const unsent: Inflight[] = [];
     for (const inflight of resend) {
       if (inflight.state === 'released') this.channel.pubrel(inflight.packetId);
-      else this.channel.publish(toPacket(inflight, true));
+      else if (this.channel.publish(toPacket(inflight, true)) === false) unsent.push(inflight);
     }
+    this.#finishUnsent(unsent);
     this.#pump();
   }
 
@@ -230,16 +244,21 @@ export class OutboundFlow {
       // It is in the store; the next read picks it up in order.
       this.#storeHasMore = true;
     } else {
-      this.#window.push({ seq, message, qos: delivery.qos, retain: delivery.retain, state: 'queued' });
+      const entry: OutboundEntry = { seq, message, qos: delivery.qos, retain: delivery.retain, state: 'queued' };
+      if (delivery.subscriptionIds) entry.subscriptionIds = delivery.subscriptionIds;
+      this.#window.push(entry);
       this.#lastSeq = seq;
     }
     this.#pump();
   }
 
   /** A QoS 0 delivery: nothing to store, sent only while connected [MQTT-4.3.1]. */
-  sendDirect(message: Message, retain: boolean): void {
-    if (this.#closed) return;
-    this.channel.publish({ topic: message.topic, payload: message.payload, qos: 0, retain, dup: false });
+  sendDirect(message: Message, retain: boolean, subscriptionIds?: number[]): void {
+    if (this.#closed || isExpired(message)) return;
+    const packet: OutgoingPublish = { topic: message.topic, payload: message.payload, qos: 0, retain, dup: false };
+    if (message.properties) packet.properties = message.properties;
+    if (subscriptionIds) packet.subscriptionIds = subscriptionIds;
+    this.channel.publish(packet);
   }
 
   /**
@@ -277,6 +296,13 @@ export class OutboundFlow {
     if (this.#closed) return;
     inflight.state = 'released';
     this.channel.pubrel(packetId);
+  }
+
+  /** An MQTT 5 PUBREC with an error reason: the client refused the QoS 2 message, which is complete unreleased. */
+  refused(packetId: number): void {
+    const inflight = this.#inflight.get(packetId);
+    if (!inflight || inflight.entry.qos !== 2 || inflight.state !== 'sent') return;
+    this.#finish(inflight);
   }
 
   /** PUBCOMP: the QoS2 delivery is complete; stored like a PUBACK's. */
@@ -323,7 +349,8 @@ export class OutboundFlow {
     let burstBytes = 0;
     while (this.#inflight.size < this.#limits.maxInflight) {
       const entry = this.#window.first;
-      if (entry && !this.#readable(entry)) {
+      // Expired before its delivery began: deleted, never sent [MQTT-3.3.2-5].
+      if (entry && (!this.#readable(entry) || isExpired(entry.message))) {
         this.#window.shift();
         this.#complete(entry);
         continue;
@@ -420,13 +447,26 @@ export class OutboundFlow {
   /** Hands a burst whose DUP mark is stored to the connection. */
   #release(burst: Inflight[]): void {
     if (this.#closed) return;
+    const unsent: Inflight[] = [];
     for (const inflight of burst) {
       inflight.state = 'sent';
       this.#sentThrough = inflight.entry.seq;
-      this.channel.publish(toPacket(inflight, false));
+      if (this.channel.publish(toPacket(inflight, false)) === false) unsent.push(inflight);
       // Never sent again by this flow (a redelivery is the next connection's, read from the
       // store): a client that does not acknowledge holds no payloads in memory.
       delete inflight.entry.message;
+    }
+    this.#finishUnsent(unsent);
+  }
+
+  /**
+   * Messages the connection did not send because their PUBLISH is over the client's Maximum
+   * Packet Size: completed as if acknowledged, never sent [MQTT-3.1.2-25]. After the burst, so
+   * what they free does not send later entries ahead of the rest of it.
+   */
+  #finishUnsent(unsent: Inflight[]): void {
+    for (const inflight of unsent) {
+      if (this.#inflight.get(inflight.packetId) === inflight) this.#finish(inflight);
     }
   }
 
@@ -532,7 +572,7 @@ export class OutboundFlow {
     const message = errorMessage(error);
     const { clientId } = this.#session;
     summaryOf(this.#log).error(LogCauses.STORE_FAILURE, { message: `session ${JSON.stringify(clientId)}: ${message}; closing its connection`, fields: { clientId } });
-    this.channel.end(`store failure: ${message}`);
+    this.channel.end(`store failure: ${message}`, 'store-failure');
   }
 }
 
@@ -544,7 +584,7 @@ function publishSize(entry: OutboundEntry): number {
 /** The PUBLISH of an entry not sent by this flow yet (it still holds its message). */
 function toPacket({ entry, packetId }: Inflight, dup: boolean): OutgoingPublish {
   const message = entry.message!;
-  return {
+  const packet: OutgoingPublish = {
     topic: message.topic,
     payload: message.payload,
     qos: entry.qos,
@@ -552,4 +592,13 @@ function toPacket({ entry, packetId }: Inflight, dup: boolean): OutgoingPublish 
     dup,
     packetId,
   };
+  if (message.properties) packet.properties = message.properties;
+  if (entry.subscriptionIds) packet.subscriptionIds = entry.subscriptionIds;
+  return packet;
+}
+
+/** A message past its Message Expiry Interval is never delivered [MQTT-3.3.2-5]. */
+export function isExpired(message: Message, now = Date.now()): boolean {
+  const expiresAt = message.properties?.expiresAt;
+  return expiresAt !== undefined && expiresAt <= now;
 }

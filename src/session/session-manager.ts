@@ -1,7 +1,8 @@
-import { BrokerError, ErrorCodes } from '../errors.js';
+import { BrokerError, ErrorCodes, errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
-import type { TopicTree } from '../routing/topic-tree.js';
-import type { QoS, SessionRepository, StoredSession, Subscription } from '../store/repository.js';
+import { ROUTE_OPTIONS_BYTES, routeOf, type Route, type TopicTree } from '../routing/topic-tree.js';
+import type { SessionRepository, StoredSession, Subscription } from '../store/repository.js';
+import { ExpirySchedule } from './expiry-schedule.js';
 import { Session, type OutboundChannel, type SessionLimits, type SessionLink, type SessionPolicy } from './session.js';
 
 export interface SessionManagerOptions {
@@ -15,7 +16,26 @@ export interface SessionManagerOptions {
   policy: SessionPolicy;
   /** What all sessions together may hold in memory (defaults: none, for tests and embedders that bound it themselves). */
   budget?: Partial<SessionBudget>;
+  /**
+   * Seconds a persistent session whose client has been away is kept when it has no expiry of its
+   * own (a 3.1.1 client's): persistent_session_expiry. Undefined: forever.
+   */
+  persistentSessionExpiry?: number;
+  /**
+   * Sessions that never expire whatever is stored for them: the operator's own (bridges'), also
+   * when a store from before they were stored as such is restored.
+   */
+  neverExpires?: (clientId: string) => boolean;
   log: Logger;
+}
+
+/** A Session Expiry Interval of 0xFFFFFFFF: the session does not expire (MQTT 5.0 3.1.2.11.2). */
+export const EXPIRY_NEVER = 0xffff_ffff;
+
+/** A will whose Will Delay Interval runs: published when it ends, or when its session ends first. */
+interface PendingWill {
+  timer: NodeJS.Timeout;
+  publish: () => Promise<void>;
 }
 
 /**
@@ -38,8 +58,14 @@ export interface SessionBudget {
 /** What one subscription costs besides its filter: its entry in the session and in a tree node, rounded up. */
 export const SUBSCRIPTION_BYTES = 96;
 
-function subscriptionBytes(filter: string): number {
-  return SUBSCRIPTION_BYTES + 2 * filter.length;
+function subscriptionBytes(filter: string, route: Route): number {
+  return SUBSCRIPTION_BYTES + 2 * filter.length + (typeof route === 'number' ? 0 : ROUTE_OPTIONS_BYTES);
+}
+
+/** How long a CONNECT's session lives: see SessionManager.start. */
+export interface SessionLifetime {
+  cleanStart: boolean;
+  expiry: number | undefined;
 }
 
 /** What a SUBSCRIBE got: the subscriptions stored and routed, in the order asked; the rest was over the budget. */
@@ -79,6 +105,11 @@ export class SessionManager {
   #reservedBytes = 0;
   /** The budget is being refused (logged once per episode). */
   #overBudget = false;
+  readonly #persistentSessionExpiry: number | undefined;
+  readonly #neverExpires: (clientId: string) => boolean;
+  /** When each disconnected persistent session that can expire does, by client id. */
+  readonly #expiries = new ExpirySchedule((clientIds) => this.#expire(clientIds));
+  readonly #pendingWills = new Map<string, PendingWill>();
 
   constructor(options: SessionManagerOptions) {
     this.#durable = options.durable;
@@ -86,6 +117,8 @@ export class SessionManager {
     this.#subscriptions = options.subscriptions;
     this.#policy = options.policy;
     this.#budget = { maxSessions: Infinity, maxSubscriptions: Infinity, maxSubscriptionBytes: Infinity, ...options.budget };
+    this.#persistentSessionExpiry = options.persistentSessionExpiry;
+    this.#neverExpires = options.neverExpires ?? (() => false);
     this.#log = options.log;
   }
 
@@ -94,11 +127,26 @@ export class SessionManager {
    * them, whatever the budget says now: they were accepted within the one in force then, and a
    * restart must bring back what was accepted. New ones wait until the holdings are below it.
    */
-  restore(stored: StoredSession[]): void {
-    for (const { clientId, subscriptions, owner } of stored) {
+  async restore(stored: StoredSession[]): Promise<{ restored: number; expired: number }> {
+    const now = Date.now();
+    // Submitted together, so the store commits them in a few batches rather than one fsync each.
+    const discarded: Promise<void>[] = [];
+    for (const { clientId, subscriptions, owner, lastSeen, expiry } of stored) {
+      // Its client was away past its expiry while the broker was stopped: discarded before it is
+      // routed, so not one message is queued for it [MQTT-3.1.2-23].
+      const deadline = this.#neverExpires(clientId) ? Infinity : this.#deadline(expiry, lastSeen ?? now);
+      if (deadline <= now) {
+        discarded.push(this.#durable.destroySession(clientId));
+        continue;
+      }
       const session = this.#newSession(clientId, false, owner);
-      for (const { filter, qos } of subscriptions) this.#route(session, filter, qos);
+      session.expiry = expiry;
+      for (const subscription of subscriptions) this.#route(session, subscription.filter, routeOf(subscription));
+      if (deadline !== Infinity) this.#expiries.set(clientId, deadline);
     }
+    await Promise.all(discarded);
+    const expired = discarded.length;
+    if (expired > 0) this.#log.info(`${expired} persistent sessions expired while the broker was stopped: discarded`);
     const usage = this.usage;
     const { maxSessions, maxSubscriptions, maxSubscriptionBytes } = this.#budget;
     if (usage.sessions > maxSessions || usage.subscriptions > maxSubscriptions || usage.subscriptionBytes > maxSubscriptionBytes) {
@@ -108,6 +156,59 @@ export class SessionManager {
           `max_subscription_bytes ${maxSubscriptionBytes}): all of it is served, new sessions and subscriptions are refused until it is below them`,
       );
     }
+    return { restored: stored.length - expired, expired };
+  }
+
+  /**
+   * When a session whose client was last seen at `lastSeen` expires: its own interval, else
+   * persistent_session_expiry for a session without one; Infinity for never.
+   */
+  #deadline(expiry: number | undefined, lastSeen: number): number {
+    const interval = expiry ?? this.#persistentSessionExpiry;
+    if (interval === undefined || interval >= EXPIRY_NEVER) return Infinity;
+    return lastSeen + interval * 1000;
+  }
+
+  /** Sessions whose client has been away past their deadline: discarded, their wills published first [MQTT-3.1.2-8]. */
+  #expire(clientIds: string[]): void {
+    for (const clientId of clientIds) {
+      void this.#exclusive(clientId, async () => {
+        const session = this.#sessions.get(clientId);
+        // Reconnected meanwhile (which unscheduled it), or gone already.
+        if (!session || session.connected || this.#expiries.deadline(clientId) !== undefined) return;
+        await this.#publishPendingWill(clientId);
+        await this.#discard(session);
+        this.#log.info(`session ${JSON.stringify(clientId)} expired: its client was away longer than its session expiry; discarded`);
+      }).catch((error: unknown) => {
+        this.#log.error(`session ${JSON.stringify(clientId)} expired but could not be discarded: ${errorMessage(error)}`);
+      });
+    }
+  }
+
+  /**
+   * A will with a Will Delay Interval: published after `delaySeconds` unless a connection for the
+   * client id comes first [MQTT-3.1.3-9], or at once if the session ends before [MQTT-3.1.2-8].
+   * Kept in memory only: pending wills are lost if the broker stops.
+   */
+  deferWill(clientId: string, delaySeconds: number, publish: () => Promise<void>): void {
+    this.#cancelPendingWill(clientId);
+    const timer = setTimeout(() => void this.#publishPendingWill(clientId), Math.min(delaySeconds * 1000, 2 ** 31 - 1));
+    timer.unref();
+    this.#pendingWills.set(clientId, { timer, publish });
+  }
+
+  async #publishPendingWill(clientId: string): Promise<void> {
+    const pending = this.#pendingWills.get(clientId);
+    if (!pending) return;
+    this.#cancelPendingWill(clientId);
+    await pending.publish();
+  }
+
+  #cancelPendingWill(clientId: string): void {
+    const pending = this.#pendingWills.get(clientId);
+    if (!pending) return;
+    clearTimeout(pending.timer);
+    this.#pendingWills.delete(clientId);
   }
 
   /** What sessions hold now, as the budget counts it. */
@@ -133,22 +234,31 @@ export class SessionManager {
 
   /**
    * Starts the session of a CONNECT and links it to the connection. An existing connection of the
-   * same client is ended first [MQTT-3.1.4-2]. CleanSession=1 discards any previous session
-   * [MQTT-3.1.2-6]; CleanSession=0 resumes it or creates one [MQTT-3.1.2-4].
+   * same client is ended first [MQTT-3.1.4-2]. Clean Start (CleanSession=1) discards any previous
+   * session [MQTT-3.1.2-6]; otherwise a stored one is resumed or a new one created [MQTT-3.1.2-4].
+   *
+   * `expiry` is how long the session outlives its connection, in seconds: 0, it ends with it (and
+   * a new one lives in the volatile repository, like 3.1.1's CleanSession=1); undefined, a 3.1.1
+   * persistent session (see persistent_session_expiry). A stored session resumed with 0 stays
+   * where it is and is discarded when its connection ends (MQTT 5.0 3.1.2.11.2).
    *
    * `owner` is the user name of the connecting client (undefined: anonymous). A session, live or
    * stored, belongs to the user that created it: for anyone else this rejects with
    * SESSION_OWNED_BY_OTHER before anything is touched (no takeover, no discard).
    */
-  start(clientId: string, clean: boolean, channel: OutboundChannel, owner?: string): Promise<StartResult> {
+  start(clientId: string, lifetime: SessionLifetime, channel: OutboundChannel, owner?: string): Promise<StartResult> {
+    const { cleanStart, expiry } = lifetime;
+    const volatile = expiry === 0;
     return this.#exclusive(clientId, async () => {
       let session = this.#sessions.get(clientId);
       if (session && session.owner !== owner) {
         throw new BrokerError(ErrorCodes.SESSION_OWNED_BY_OTHER, `the session of client ${JSON.stringify(clientId)} belongs to another user`);
       }
+      // A connection for the client id in time: its delayed will is not published [MQTT-3.1.3-9].
+      this.#cancelPendingWill(clientId);
       // Checked before anything is touched, like the owner: a refused CONNECT takes nothing over.
-      const resumesPersistent = !clean && session !== undefined && !session.clean;
-      if (!clean && !resumesPersistent && this.#persistentSessions >= this.#budget.maxSessions) {
+      const resumesPersistent = !cleanStart && session !== undefined && !session.clean;
+      if (!volatile && !resumesPersistent && this.#persistentSessions >= this.#budget.maxSessions) {
         throw new BrokerError(
           ErrorCodes.SESSION_LIMIT_REACHED,
           `max_sessions (${this.#budget.maxSessions}) persistent sessions are stored: no new one for client ${JSON.stringify(clientId)}`,
@@ -157,19 +267,20 @@ export class SessionManager {
       if (session?.channel) {
         const previous = session.channel;
         session.unlink(previous);
-        previous.end('another connection took over the session');
+        previous.end('another connection took over the session', 'taken-over');
         if (session.clean) {
           await this.#discard(session);
           session = undefined;
         }
       }
-      if (session && clean) {
+      if (session && cleanStart) {
         await this.#discard(session);
         session = undefined;
       }
       const sessionPresent = session !== undefined;
       if (!session) {
-        session = this.#newSession(clientId, clean, owner);
+        session = this.#newSession(clientId, volatile, owner);
+        session.expiry = expiry;
         try {
           await session.create();
         } catch (error) {
@@ -177,22 +288,31 @@ export class SessionManager {
           throw error;
         }
       } else if (!session.clean) {
-        // A resumed persistent session: its client is seen now (a new one got that from create).
+        // A resumed persistent session: its client is seen now (a new one got that from create),
+        // and the new CONNECT's expiry applies from now on.
+        session.expiry = expiry;
         await session.touch();
       }
+      this.#expiries.cancel(clientId);
       return { session, link: session.link(channel), sessionPresent };
     });
   }
 
   /**
    * The connection ended: a persistent session keeps its state and stores when its client was last
-   * seen; a clean one is discarded [MQTT-3.1.2-6].
+   * seen; a clean one, or one whose expiry is 0, is discarded [MQTT-3.1.2-6].
    */
   close(session: Session, channel: OutboundChannel): Promise<void> {
     return this.#exclusive(session.clientId, async () => {
       if (!session.unlink(channel)) return;
-      if (session.clean) await this.#discard(session);
-      else await session.touch();
+      if (session.clean || session.expiry === 0) {
+        await this.#publishPendingWill(session.clientId);
+        await this.#discard(session);
+        return;
+      }
+      await session.touch();
+      const deadline = this.#deadline(session.expiry, Date.now());
+      if (deadline !== Infinity) this.#expiries.set(session.clientId, deadline);
     });
   }
 
@@ -204,8 +324,9 @@ export class SessionManager {
       const channel = session.channel;
       if (channel) {
         session.unlink(channel);
-        channel.end(reason);
+        channel.end(reason, 'session-ended');
       }
+      await this.#publishPendingWill(clientId);
       await this.#discard(session);
       return true;
     });
@@ -233,7 +354,7 @@ export class SessionManager {
         this.#reservedCount -= count;
         this.#reservedBytes -= bytes;
       }
-      for (const { filter, qos } of accepted) this.#route(session, filter, qos);
+      for (const subscription of accepted) this.#route(session, subscription.filter, routeOf(subscription));
       return { accepted };
     });
   }
@@ -251,7 +372,7 @@ export class SessionManager {
         accepted.push(subscription);
         continue;
       }
-      const cost = subscriptionBytes(subscription.filter) + plan.add(subscription.filter);
+      const cost = subscriptionBytes(subscription.filter, routeOf(subscription)) + plan.add(subscription.filter);
       const usage = this.usage;
       if (
         usage.subscriptions + this.#reservedCount + count + 1 > maxSubscriptions ||
@@ -302,14 +423,17 @@ export class SessionManager {
     return this.#exclusive(clientId, async () => {
       let session = this.#sessions.get(clientId);
       const policy = limits ? { ...this.#policy, limits: { ...this.#policy.limits, ...limits } } : this.#policy;
+      // The operator's configuration: never expires, whatever persistent_session_expiry says.
+      this.#expiries.cancel(clientId);
       if (session && limits) {
         const restored = session;
         session = new Session(clientId, false, this.#durable, policy, this.#log, restored.owner);
-        for (const [filter, qos] of restored.subscriptions) session.subscriptions.set(filter, qos);
+        for (const [filter, route] of restored.subscriptions) session.subscriptions.set(filter, route);
         this.#sessions.set(clientId, session);
       }
       if (!session) {
         session = this.#newSession(clientId, false, undefined, policy);
+        session.expiry = EXPIRY_NEVER;
         try {
           await session.create();
         } catch (error) {
@@ -317,6 +441,7 @@ export class SessionManager {
           throw error;
         }
       }
+      session.expiry = EXPIRY_NEVER;
       const wanted = new Set(subscriptions.map(({ filter }) => filter));
       const stale = [...session.subscriptions.keys()].filter((filter) => !wanted.has(filter));
       if (stale.length > 0) {
@@ -325,7 +450,7 @@ export class SessionManager {
       }
       if (subscriptions.length > 0) {
         await session.storeSubscriptions(subscriptions);
-        for (const { filter, qos } of subscriptions) this.#route(session, filter, qos);
+        for (const subscription of subscriptions) this.#route(session, subscription.filter, routeOf(subscription));
       }
       return session;
     });
@@ -333,9 +458,13 @@ export class SessionManager {
 
   /** Ends every connection and waits for session operations under way. */
   async closeAll(): Promise<void> {
+    // Deadlines are stored (last-seen and interval) and are applied again at the next start; a
+    // pending delayed will lives in memory only and is lost (README: What survives a restart).
+    this.#expiries.clear();
+    for (const clientId of [...this.#pendingWills.keys()]) this.#cancelPendingWill(clientId);
     for (const session of this.#sessions.values()) {
       const channel = session.channel;
-      if (channel) channel.end('the broker is shutting down');
+      if (channel) channel.end('the broker is shutting down', 'shutting-down');
     }
     await Promise.allSettled([...this.#locks.values()]);
   }
@@ -354,24 +483,27 @@ export class SessionManager {
     if (!session.clean) this.#persistentSessions--;
   }
 
-  #route(session: Session, filter: string, qos: QoS): void {
-    if (!session.subscriptions.has(filter)) {
-      this.#subscriptionCount++;
-      this.#subscriptionBytes += subscriptionBytes(filter);
-    }
-    session.subscriptions.set(filter, qos);
-    this.#subscriptions.add(filter, session.clientId, qos);
+  #route(session: Session, filter: string, route: Route): void {
+    const previous = session.subscriptions.get(filter);
+    if (previous === undefined) this.#subscriptionCount++;
+    else this.#subscriptionBytes -= subscriptionBytes(filter, previous);
+    this.#subscriptionBytes += subscriptionBytes(filter, route);
+    session.subscriptions.set(filter, route);
+    this.#subscriptions.add(filter, session.clientId, route);
   }
 
   #unroute(session: Session, filter: string): void {
-    if (!session.subscriptions.delete(filter)) return;
+    const route = session.subscriptions.get(filter);
+    if (route === undefined) return;
+    session.subscriptions.delete(filter);
     this.#subscriptionCount--;
-    this.#subscriptionBytes -= subscriptionBytes(filter);
+    this.#subscriptionBytes -= subscriptionBytes(filter, route);
     this.#subscriptions.remove(filter, session.clientId);
   }
 
   /** Unroutes first, so no new message is queued for a session whose state is being deleted. */
   async #discard(session: Session): Promise<void> {
+    this.#expiries.cancel(session.clientId);
     const subscriptions = [...session.subscriptions];
     for (const filter of subscriptions.map(([filter]) => filter)) this.#unroute(session, filter);
     this.#forget(session);
@@ -383,7 +515,7 @@ export class SessionManager {
       if (!this.#sessions.has(session.clientId)) {
         this.#sessions.set(session.clientId, session);
         if (!session.clean) this.#persistentSessions++;
-        for (const [filter, qos] of subscriptions) this.#route(session, filter, qos);
+        for (const [filter, route] of subscriptions) this.#route(session, filter, route);
       }
       throw error;
     }

@@ -1,9 +1,10 @@
 import type { Logger } from '../logger.js';
+import type { Route } from '../routing/topic-tree.js';
 import type { Completion, Delivery, Message, OutboundEntry, QoS, QueueStats, SessionRepository, Subscription } from '../store/repository.js';
 import { InboundFlow, type InboundStore } from './inbound-flow.js';
 import { OutboundFlow, type OutboundChannel, type OutboundOptions, type OutboundStore } from './outbound-flow.js';
 
-export type { OutboundChannel, OutgoingPublish } from './outbound-flow.js';
+export type { EndCause, OutboundChannel, OutgoingPublish } from './outbound-flow.js';
 
 /** The limits of every link's outbound flow (the ACL's check comes from the policy). */
 export type SessionLimits = Omit<OutboundOptions, 'mayReceive'>;
@@ -39,7 +40,13 @@ export class Session implements OutboundStore, InboundStore {
   readonly clientId: string;
   /** CleanSession=1: lives as long as its connection, in the volatile repository. */
   readonly clean: boolean;
-  readonly subscriptions = new Map<string, QoS>();
+  /** Filter → what routing holds for it (a bare QoS, or the MQTT 5 options). */
+  readonly subscriptions = new Map<string, Route>();
+  /**
+   * Seconds the session outlives its connection: 0, it ends with it; undefined, a 3.1.1 persistent
+   * session, kept as long as the broker's persistent_session_expiry says. Set by each CONNECT.
+   */
+  expiry: number | undefined;
   /** The user name of the client that created the session (undefined: anonymous); ACL read checks use it. */
   readonly owner: string | undefined;
   readonly #store: SessionRepository;
@@ -53,6 +60,7 @@ export class Session implements OutboundStore, InboundStore {
   constructor(clientId: string, clean: boolean, store: SessionRepository, policy: SessionPolicy, log: Logger, owner?: string) {
     this.clientId = clientId;
     this.clean = clean;
+    this.expiry = clean ? 0 : undefined;
     this.owner = owner;
     this.#store = store;
     this.#policy = policy;
@@ -124,13 +132,14 @@ export class Session implements OutboundStore, InboundStore {
   }
 
   /** A QoS 0 delivery: nothing to store, sent only if connected [MQTT-4.3.1]. */
-  sendDirect(message: Message, retain: boolean): void {
-    this.#link?.outbound.sendDirect(message, retain);
+  sendDirect(message: Message, retain: boolean, subscriptionIds?: number[]): void {
+    this.#link?.outbound.sendDirect(message, retain, subscriptionIds);
   }
 
   /** Stores `message` in this session's queue alone (a retained message for a new subscription) and hands it on. */
-  async enqueue(message: Message, qos: QoS, retain: boolean): Promise<void> {
+  async enqueue(message: Message, qos: QoS, retain: boolean, subscriptionIds?: number[]): Promise<void> {
     const delivery: Delivery = { clientId: this.clientId, qos, retain };
+    if (subscriptionIds) delivery.subscriptionIds = subscriptionIds;
     const seqs = await this.#track(this.#store.publish({ message, deliveries: [delivery] }));
     const seq = seqs.get(this.clientId);
     if (seq === undefined) this.dropped();
@@ -149,12 +158,12 @@ export class Session implements OutboundStore, InboundStore {
 
   /** Stores the session if it is new (owned by `owner`); keeps a stored one as it is. */
   create(): Promise<void> {
-    return this.#track(this.#store.createSession(this.clientId, this.owner));
+    return this.#track(this.#store.createSession(this.clientId, this.owner, this.expiry));
   }
 
-  /** Its client connected or disconnected now. */
+  /** Its client connected or disconnected now; its expiry is stored as it is now. */
   touch(): Promise<void> {
-    return this.#track(this.#store.touchSession(this.clientId));
+    return this.#track(this.#store.touchSession(this.clientId, this.expiry));
   }
 
   /** Discards everything stored of the session. */

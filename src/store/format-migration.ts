@@ -16,10 +16,10 @@ const CHUNK_KEYS = 1000;
 const CHUNK_BYTES = 4 * 1024 * 1024;
 
 /**
- * Converts a store of format 1 to format 2, once, when the broker opens it: every value becomes a
+ * Converts a store of format 1 to the current format, once, when the broker opens it: every value becomes a
  * checked record (its msgpack bytes as they are, with a CRC-32 of key and bytes in front), every
  * retained message gets its index record, and the retained totals are written. The marker moves
- * to 2 in the last batch, fsynced: a crash before it leaves format 1 with some records converted,
+ * to the current format (3; its records are those of 2) in the last batch, fsynced: a crash before it leaves format 1 with some records converted,
  * and the next start finishes the work (a record that is already a checked record is left as it
  * is). Bytes that were damaged before are wrapped as they are and still fail their shape check
  * when read; a retained message that does not decode stops the start as damage, as it did when

@@ -7,19 +7,23 @@
  *   !format                      store format version (plain msgpack, the one value without a check)
  *   !retained                    retained messages: count, payload bytes, refusals at the limits  { m, b, d }
  *   !synced-at                   time of the last periodic fsync (only with a sync interval)
- *   s\0<client>                  persistent session            { c: createdAt, l: lastSeen, u?: owner }
- *   b\0<client>\0<filter>        subscription                  { q: qos }
- *   q\0<client>\0<seq>           outbound queue entry          { q, r, m, z } or { q, r, t, p, o }
+ *   s\0<client>                  persistent session            { c: createdAt, l: lastSeen, u?: owner, e?: expiry seconds }
+ *   b\0<client>\0<filter>        subscription                  { q: qos, n?: no local, a?: retain as published, h?: retain handling, i?: identifier }
+ *   q\0<client>\0<seq>           outbound queue entry          { q, r, m, z, s? } or { q, r, t, p, o, x?, s? }  (s: subscription ids)
  *   n\0<client>                  queue size and drops          { m: messages, b: bytes, d: dropped }
  *   w\0<client>                  DUP mark: entries up to this seq go out with DUP=1  { s: seq }
  *   f\0<client>\0<seq>           outbound QoS2 entry released by PUBREC             { s: 2, i: packetId }
  *   i\0<client>\0<packetId>      inbound QoS2 awaiting PUBREL  { a: receivedAt }
- *   m\0<messageId>               message body shared by ≥ 2 queue entries { t, p, o }
+ *   m\0<messageId>               message body shared by ≥ 2 queue entries { t, p, o, x? }
  *   c\0<messageId>               how many queue entries still reference that body
- *   r\0<topic>                   retained message              { p, o }
+ *   r\0<topic>                   retained message              { p, o, x? }
  *   t\0<topic>                   its index record: what routing keeps in memory  { o: qos, z: payload bytes }
  *
  * Every value but the format marker is a checked record (codec.ts): a CRC-32 of key and value.
+ *
+ * `x` is a message's MQTT 5 properties, absent for a message without any (every 3.1.1 message, so
+ * their records are as small as before MQTT 5):  { f?: payload format, e?: expires at (ms since
+ * the epoch), c?: content type, r?: response topic, d?: correlation data, u?: [[name, value], …] }.
  *
  * Retained payloads stay on disk: at start the broker reads the small t\0 records (their range
  * holds no payload), and a payload is read only when a new subscription matches its topic.
@@ -35,11 +39,17 @@
  * This file is the one place that knows how keys are built and taken apart (`keys`, `parseKey`).
  */
 
-import type { Message, OutboundState } from './model.js';
+import type { Message, MessageProperties, OutboundState, Subscription } from './model.js';
 
 export const FORMAT_KEY = '!format';
+/**
+ * 3: records may hold MQTT 5 fields (message properties, subscription options, session expiry),
+ * which a broker of format 2 would drop without a word. A store of format 2 is converted by its
+ * marker alone: every record of it is a record of format 3.
+ */
+export const FORMAT_VERSION = 3;
 /** 2: every value is a checked record, and retained messages have index records and totals. */
-export const FORMAT_VERSION = 2;
+export const CHECKED_FORMAT_VERSION = 2;
 /** 1: plain msgpack values, no retained index. The broker converts such a store once, when it opens it. */
 export const PREVIOUS_FORMAT_VERSION = 1;
 /** The totals of the retained messages, kept in the batch of every change like a session's queue counts. */
@@ -118,9 +128,25 @@ export interface SessionValue {
   l?: number;
   /** The user name that created the session; absent for an anonymous client and in older records. */
   u?: string;
+  /** MQTT 5 Session Expiry Interval, seconds; absent: a 3.1.1 session (persistent_session_expiry applies). */
+  e?: number;
 }
 export interface SubscriptionValue {
   q: 0 | 1 | 2;
+  /** MQTT 5 options, each absent when off (as in every 3.1.1 subscription). */
+  n?: true;
+  a?: true;
+  h?: 1 | 2;
+  i?: number;
+}
+/** A message's MQTT 5 properties (see the table above). */
+export interface PropertiesValue {
+  f?: 0 | 1;
+  e?: number;
+  c?: string;
+  r?: string;
+  d?: Uint8Array;
+  u?: Array<[string, string]>;
 }
 export interface QueueEntryValue {
   q: 0 | 1 | 2;
@@ -132,6 +158,9 @@ export interface QueueEntryValue {
   t?: string;
   p?: Uint8Array;
   o?: 0 | 1 | 2;
+  x?: PropertiesValue;
+  /** MQTT 5 Subscription Identifiers of this delivery. */
+  s?: number[];
 }
 export interface QueueStatsValue {
   m: number;
@@ -153,10 +182,12 @@ export interface BodyValue {
   t: string;
   p: Uint8Array;
   o: 0 | 1 | 2;
+  x?: PropertiesValue;
 }
 export interface RetainedValue {
   p: Uint8Array;
   o: 0 | 1 | 2;
+  x?: PropertiesValue;
 }
 export interface RetainedIndexValue {
   o: 0 | 1 | 2;
@@ -177,15 +208,39 @@ const isQoS = (value: unknown): value is 0 | 1 | 2 => value === 0 || value === 1
 const isBytes = (value: unknown): value is Uint8Array => value instanceof Uint8Array;
 const isCount = (value: unknown): value is number => Number.isInteger(value) && (value as number) >= 0;
 
+const isString = (value: unknown): value is string => typeof value === 'string';
+const isStringPair = (value: unknown): value is [string, string] => Array.isArray(value) && value.length === 2 && isString(value[0]) && isString(value[1]);
+const isSubscriptionId = (value: unknown): value is number => isCount(value) && value >= 1 && value <= 268_435_455;
+
 export const isNumber = (value: unknown): value is number => typeof value === 'number';
 export const isSessionValue = (value: unknown): value is SessionValue =>
-  isObject(value) && isNumber(value.c) && (value.l === undefined || isNumber(value.l)) && (value.u === undefined || typeof value.u === 'string');
-export const isSubscriptionValue = (value: unknown): value is SubscriptionValue => isObject(value) && isQoS(value.q);
+  isObject(value) &&
+  isNumber(value.c) &&
+  (value.l === undefined || isNumber(value.l)) &&
+  (value.u === undefined || typeof value.u === 'string') &&
+  (value.e === undefined || isCount(value.e));
+export const isSubscriptionValue = (value: unknown): value is SubscriptionValue =>
+  isObject(value) &&
+  isQoS(value.q) &&
+  (value.n === undefined || value.n === true) &&
+  (value.a === undefined || value.a === true) &&
+  (value.h === undefined || value.h === 1 || value.h === 2) &&
+  (value.i === undefined || isSubscriptionId(value.i));
+export const isPropertiesValue = (value: unknown): value is PropertiesValue =>
+  isObject(value) &&
+  (value.f === undefined || value.f === 0 || value.f === 1) &&
+  (value.e === undefined || isCount(value.e)) &&
+  (value.c === undefined || isString(value.c)) &&
+  (value.r === undefined || isString(value.r)) &&
+  (value.d === undefined || isBytes(value.d)) &&
+  (value.u === undefined || (Array.isArray(value.u) && value.u.every(isStringPair)));
+const hasValidProperties = (value: Fields): boolean => value.x === undefined || isPropertiesValue(value.x);
 export const isQueueEntryValue = (value: unknown): value is QueueEntryValue =>
   isObject(value) &&
   isQoS(value.q) &&
   typeof value.r === 'boolean' &&
-  ((isCount(value.m) && isCount(value.z)) || (typeof value.t === 'string' && isBytes(value.p) && isQoS(value.o)));
+  ((isCount(value.m) && isCount(value.z) && value.x === undefined) || (typeof value.t === 'string' && isBytes(value.p) && isQoS(value.o) && hasValidProperties(value))) &&
+  (value.s === undefined || (Array.isArray(value.s) && value.s.length > 0 && value.s.every(isSubscriptionId)));
 export const isQueueStatsValue = (value: unknown): value is QueueStatsValue =>
   isObject(value) && isCount(value.m) && isCount(value.b) && isCount(value.d);
 export const isDupMarkValue = (value: unknown): value is DupMarkValue => isObject(value) && isCount(value.s);
@@ -193,8 +248,9 @@ export const isReleaseValue = (value: unknown): value is ReleaseValue =>
   isObject(value) && value.s === 2 && isCount(value.i) && (value.i as number) <= 65535;
 export const isInboundValue = (value: unknown): value is InboundValue => isObject(value) && isNumber(value.a);
 export const isBodyValue = (value: unknown): value is BodyValue =>
-  isObject(value) && typeof value.t === 'string' && isBytes(value.p) && isQoS(value.o);
-export const isRetainedValue = (value: unknown): value is RetainedValue => isObject(value) && isBytes(value.p) && isQoS(value.o);
+  isObject(value) && typeof value.t === 'string' && isBytes(value.p) && isQoS(value.o) && hasValidProperties(value);
+export const isRetainedValue = (value: unknown): value is RetainedValue =>
+  isObject(value) && isBytes(value.p) && isQoS(value.o) && hasValidProperties(value);
 export const isRetainedIndexValue = (value: unknown): value is RetainedIndexValue => isObject(value) && isQoS(value.o) && isCount(value.z);
 export const isRetainedTotalsValue = (value: unknown): value is RetainedTotalsValue =>
   isObject(value) && isCount(value.m) && isCount(value.b) && isCount(value.d);
@@ -208,11 +264,57 @@ export function toBuffer(bytes: Uint8Array): Buffer {
 
 /** The message of a queue entry that holds its body inline (no shared body id). */
 export function inlineMessage(entry: QueueEntryValue): Message {
-  return { topic: entry.t!, payload: toBuffer(entry.p!), qos: entry.o! };
+  const message: Message = { topic: entry.t!, payload: toBuffer(entry.p!), qos: entry.o! };
+  if (entry.x !== undefined) message.properties = propertiesOf(entry.x);
+  return message;
 }
 
 export function bodyMessage(body: BodyValue): Message {
-  return { topic: body.t, payload: toBuffer(body.p), qos: body.o };
+  const message: Message = { topic: body.t, payload: toBuffer(body.p), qos: body.o };
+  if (body.x !== undefined) message.properties = propertiesOf(body.x);
+  return message;
+}
+
+/** The stored form of a message's properties (absent fields stay absent). */
+export function propertiesValue(properties: MessageProperties): PropertiesValue {
+  const value: PropertiesValue = {};
+  if (properties.payloadFormat !== undefined) value.f = properties.payloadFormat;
+  if (properties.expiresAt !== undefined) value.e = properties.expiresAt;
+  if (properties.contentType !== undefined) value.c = properties.contentType;
+  if (properties.responseTopic !== undefined) value.r = properties.responseTopic;
+  if (properties.correlationData !== undefined) value.d = properties.correlationData;
+  if (properties.userProperties !== undefined) value.u = properties.userProperties;
+  return value;
+}
+
+export function propertiesOf(value: PropertiesValue): MessageProperties {
+  const properties: MessageProperties = {};
+  if (value.f !== undefined) properties.payloadFormat = value.f;
+  if (value.e !== undefined) properties.expiresAt = value.e;
+  if (value.c !== undefined) properties.contentType = value.c;
+  if (value.r !== undefined) properties.responseTopic = value.r;
+  if (value.d !== undefined) properties.correlationData = toBuffer(value.d);
+  if (value.u !== undefined) properties.userProperties = value.u.map(([name, text]) => [name, text]);
+  return properties;
+}
+
+/** A subscription's stored form: its QoS, and only the options it has. */
+export function subscriptionValue(subscription: Subscription): SubscriptionValue {
+  const value: SubscriptionValue = { q: subscription.qos };
+  if (subscription.noLocal) value.n = true;
+  if (subscription.retainAsPublished) value.a = true;
+  if (subscription.retainHandling) value.h = subscription.retainHandling;
+  if (subscription.identifier !== undefined) value.i = subscription.identifier;
+  return value;
+}
+
+export function subscriptionOfValue(filter: string, value: SubscriptionValue): Subscription {
+  const subscription: Subscription = { filter, qos: value.q };
+  if (value.n) subscription.noLocal = true;
+  if (value.a) subscription.retainAsPublished = true;
+  if (value.h) subscription.retainHandling = value.h;
+  if (value.i !== undefined) subscription.identifier = value.i;
+  return subscription;
 }
 
 /** An entry is released once PUBREC was stored for it, else 'dup' up to the DUP mark, else queued. */

@@ -24,6 +24,10 @@ import {
   isDupMarkValue,
   isSessionValue,
   isSubscriptionValue,
+  propertiesOf,
+  propertiesValue,
+  subscriptionOfValue,
+  subscriptionValue,
   bodyMessage,
   inlineMessage,
   keys,
@@ -35,7 +39,6 @@ import {
   type QueueStatsValue,
   type DupMarkValue,
   type SessionValue,
-  type SubscriptionValue,
 } from './key-layout.js';
 import type {
   Completion,
@@ -164,13 +167,18 @@ export class LevelRepository implements SessionRepository {
     const sessions = new Map<string, StoredSession>();
     for await (const [key, value] of db.iterator(keys.sessions())) {
       const clientId = keys.clientIdOfSession(key);
-      const { u } = decode(value, key, isSessionValue);
-      sessions.set(clientId, { clientId, subscriptions: [], ...(u === undefined ? {} : { owner: u }) });
+      const { c, l, u, e } = decode(value, key, isSessionValue);
+      sessions.set(clientId, {
+        clientId,
+        subscriptions: [],
+        lastSeen: l ?? c,
+        ...(u === undefined ? {} : { owner: u }),
+        ...(e === undefined ? {} : { expiry: e }),
+      });
     }
     for await (const [key, value] of db.iterator(keys.allSubscriptions())) {
       const [clientId, filter] = keys.splitSubscription(key);
-      const { q } = decode(value, key, isSubscriptionValue);
-      sessions.get(clientId)?.subscriptions.push({ filter, qos: q });
+      sessions.get(clientId)?.subscriptions.push(subscriptionOfValue(filter, decode(value, key, isSubscriptionValue)));
     }
     return [...sessions.values()];
   }
@@ -194,8 +202,8 @@ export class LevelRepository implements SessionRepository {
       const bytes = found[index];
       if (bytes === undefined) return undefined;
       try {
-        const { p, o } = decode(bytes, keys.retained(topic), isRetainedValue);
-        return { topic, payload: toBuffer(p), qos: o };
+        const { p, o, x } = decode(bytes, keys.retained(topic), isRetainedValue);
+        return { topic, payload: toBuffer(p), qos: o, ...(x === undefined ? {} : { properties: propertiesOf(x) }) };
       } catch (error) {
         // One damaged record must not keep the others from a subscriber: it is handed back as what it is.
         if (error instanceof BrokerError && error.code === ErrorCodes.STORE_CORRUPT_RECORD) return error;
@@ -276,6 +284,7 @@ export class LevelRepository implements SessionRepository {
       const release = releases.get(seq);
       const message = value.m === undefined ? inlineMessage(value) : bodies.get(value.m)!;
       const entry: OutboundEntry = { seq, message, qos: value.q, retain: value.r, state: outboundStateOf(seq, dupMark, release) };
+      if (value.s !== undefined) entry.subscriptionIds = value.s;
       if (release) entry.packetId = release.i;
       // An entry with its own copy of the message is completed from this, without a read. Shared
       // bodies are always read back: their reference counts must never be taken from memory.
@@ -291,7 +300,7 @@ export class LevelRepository implements SessionRepository {
     return ids;
   }
 
-  async createSession(clientId: string, owner?: string): Promise<void> {
+  async createSession(clientId: string, owner?: string, expiry?: number): Promise<void> {
     const writer = this.#openWriter();
     const created = !this.#nextSeq.has(clientId);
     if (created) this.#nextSeq.set(clientId, 1);
@@ -300,7 +309,10 @@ export class LevelRepository implements SessionRepository {
         prepare: (batch) => {
           if (batch.get(keys.session(clientId), isSessionValue) === undefined) {
             const now = Date.now();
-            batch.put(keys.session(clientId), { c: now, l: now, ...(owner === undefined ? {} : { u: owner }) } satisfies SessionValue);
+            const value: SessionValue = { c: now, l: now };
+            if (owner !== undefined) value.u = owner;
+            if (expiry !== undefined) value.e = expiry;
+            batch.put(keys.session(clientId), value);
           }
         },
       });
@@ -311,12 +323,15 @@ export class LevelRepository implements SessionRepository {
     }
   }
 
-  async touchSession(clientId: string): Promise<void> {
+  async touchSession(clientId: string, expiry?: number): Promise<void> {
     await this.#openWriter().submit({
       prepare: (batch) => {
         const stored = batch.get(keys.session(clientId), isSessionValue);
         if (stored === undefined) return;
-        batch.put(keys.session(clientId), { ...stored, l: seenNow(stored) } satisfies SessionValue);
+        const { e: _previous, ...kept } = stored;
+        const value: SessionValue = { ...kept, l: seenNow(stored) };
+        if (expiry !== undefined) value.e = expiry;
+        batch.put(keys.session(clientId), value);
       },
     });
   }
@@ -326,9 +341,9 @@ export class LevelRepository implements SessionRepository {
     const key = keys.session(clientId);
     const bytes = await db.get(key);
     if (bytes === undefined) return undefined;
-    const { c, l, u } = decode(bytes, key, isSessionValue);
+    const { c, l, u, e } = decode(bytes, key, isSessionValue);
     // Records written before last-seen was stored have none: the creation is the last sighting known.
-    return { createdAt: c, lastSeen: l ?? c, ...(u === undefined ? {} : { owner: u }) };
+    return { createdAt: c, lastSeen: l ?? c, ...(u === undefined ? {} : { owner: u }), ...(e === undefined ? {} : { expiry: e }) };
   }
 
   async destroySession(clientId: string): Promise<void> {
@@ -360,8 +375,8 @@ export class LevelRepository implements SessionRepository {
     this.#requireSession(clientId);
     await writer.submit({
       prepare: (batch) => {
-        for (const { filter, qos } of subscriptions) {
-          batch.put(keys.subscription(clientId, filter), { q: qos } satisfies SubscriptionValue);
+        for (const subscription of subscriptions) {
+          batch.put(keys.subscription(clientId, subscription.filter), subscriptionValue(subscription));
         }
       },
     });
@@ -391,6 +406,7 @@ export class LevelRepository implements SessionRepository {
     const size = message.payload.length;
     const seqs = new Map(deliveries.map(({ clientId }) => [clientId, this.#takeSeq(clientId)]));
     const messageId = deliveries.length > 1 ? this.#nextMessageId++ : 0;
+    const properties = message.properties && propertiesValue(message.properties);
     let admitted: Delivery[] = [];
     let retainedRefused = false;
     await writer.submit({
@@ -400,13 +416,17 @@ export class LevelRepository implements SessionRepository {
         admitted = deliveries.filter(({ clientId, limits }) => this.#admit(batch, clientId, size, limits));
         const shared = admitted.length > 1;
         if (shared) {
-          batch.put(keys.body(messageId), { t: message.topic, p: message.payload, o: message.qos } satisfies BodyValue);
+          const body: BodyValue = { t: message.topic, p: message.payload, o: message.qos };
+          if (properties) body.x = properties;
+          batch.put(keys.body(messageId), body);
           batch.put(keys.refCount(messageId), admitted.length);
         }
-        for (const { clientId, qos, retain, raiseDupMark } of admitted) {
+        for (const { clientId, qos, retain, raiseDupMark, subscriptionIds } of admitted) {
           const entry: QueueEntryValue = shared
             ? { q: qos, r: retain, m: messageId, z: size }
             : { q: qos, r: retain, t: message.topic, p: message.payload, o: message.qos };
+          if (properties && !shared) entry.x = properties;
+          if (subscriptionIds) entry.s = subscriptionIds;
           batch.put(keys.queueEntry(clientId, seqs.get(clientId)!), entry);
           if (raiseDupMark) writeDupMark(batch, clientId, seqs.get(clientId)!, false);
         }

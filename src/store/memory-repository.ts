@@ -6,7 +6,6 @@ import type {
   OutboundEntry,
   PublishResult,
   PublishTransition,
-  QoS,
   RetainedEntry,
   RetainedMessage,
   RetainedRead,
@@ -17,7 +16,7 @@ import type {
 } from './repository.js';
 
 interface MemorySession {
-  subscriptions: Map<string, QoS>;
+  subscriptions: Map<string, Subscription>;
   stats: QueueStats;
   /** Insertion order is seq order: seqs only grow. */
   queue: Map<number, OutboundEntry>;
@@ -26,6 +25,7 @@ interface MemorySession {
   createdAt: number;
   lastSeen: number;
   owner: string | undefined;
+  expiry: number | undefined;
 }
 
 /**
@@ -58,8 +58,10 @@ export class MemoryRepository implements SessionRepository {
     this.#checkOpen();
     return [...this.#sessions].map(([clientId, session]) => ({
       clientId,
-      subscriptions: [...session.subscriptions].map(([filter, qos]) => ({ filter, qos })),
+      subscriptions: [...session.subscriptions.values()].map((subscription) => ({ ...subscription })),
+      lastSeen: session.lastSeen,
       ...(session.owner === undefined ? {} : { owner: session.owner }),
+      ...(session.expiry === undefined ? {} : { expiry: session.expiry }),
     }));
   }
 
@@ -98,7 +100,7 @@ export class MemoryRepository implements SessionRepository {
     return [...(this.#sessions.get(clientId)?.inbound ?? [])];
   }
 
-  async createSession(clientId: string, owner?: string): Promise<void> {
+  async createSession(clientId: string, owner?: string, expiry?: number): Promise<void> {
     this.#checkOpen();
     if (this.#sessions.has(clientId)) return;
     const now = Date.now();
@@ -111,14 +113,17 @@ export class MemoryRepository implements SessionRepository {
       createdAt: now,
       lastSeen: now,
       owner,
+      expiry,
     });
   }
 
-  async touchSession(clientId: string): Promise<void> {
+  async touchSession(clientId: string, expiry?: number): Promise<void> {
     this.#checkOpen();
     const session = this.#sessions.get(clientId);
+    if (!session) return;
     // Never backwards, even if the clock steps back.
-    if (session) session.lastSeen = Math.max(Date.now(), session.lastSeen);
+    session.lastSeen = Math.max(Date.now(), session.lastSeen);
+    session.expiry = expiry;
   }
 
   async sessionInfo(clientId: string): Promise<SessionInfo | undefined> {
@@ -129,6 +134,7 @@ export class MemoryRepository implements SessionRepository {
         createdAt: session.createdAt,
         lastSeen: session.lastSeen,
         ...(session.owner === undefined ? {} : { owner: session.owner }),
+        ...(session.expiry === undefined ? {} : { expiry: session.expiry }),
       }
     );
   }
@@ -140,7 +146,7 @@ export class MemoryRepository implements SessionRepository {
 
   async subscribe(clientId: string, subscriptions: Subscription[]): Promise<void> {
     const session = this.#session(clientId);
-    for (const { filter, qos } of subscriptions) session.subscriptions.set(filter, qos);
+    for (const subscription of subscriptions) session.subscriptions.set(subscription.filter, { ...subscription });
   }
 
   async unsubscribe(clientId: string, filters: string[]): Promise<void> {
@@ -158,10 +164,12 @@ export class MemoryRepository implements SessionRepository {
     }
     const inboundSession = inbound ? this.#session(inbound.clientId) : undefined;
     const seqs: PublishResult = new Map<string, number>();
-    for (const [{ clientId, qos, retain, raiseDupMark, limits }, session] of targets) {
+    for (const [{ clientId, qos, retain, raiseDupMark, limits, subscriptionIds }, session] of targets) {
       if (!admit(session.stats, message.payload.length, limits ?? this.#limits)) continue;
       const seq = session.nextSeq++;
-      session.queue.set(seq, { seq, message, qos, retain, state: 'queued' });
+      const entry: OutboundEntry = { seq, message, qos, retain, state: 'queued' };
+      if (subscriptionIds) entry.subscriptionIds = [...subscriptionIds];
+      session.queue.set(seq, entry);
       // Same meaning as raiseDupMark: the mark rises to this entry, covering the ones before it.
       if (raiseDupMark) markDupThrough(session, seq);
       seqs.set(clientId, seq);

@@ -8,7 +8,7 @@
  * order, which lets a backend commit many of them in one batch (group commit).
  */
 
-export type { Message, OutboundState, QoS, RetainedEntry, RetainedMessage, Subscription } from './model.js';
+export type { Message, MessageProperties, OutboundState, QoS, RetainedEntry, RetainHandling, RetainedMessage, Subscription } from './model.js';
 import type { BrokerError } from '../errors.js';
 import type { Message, OutboundState, QoS, RetainedEntry, RetainedMessage, Subscription } from './model.js';
 
@@ -25,6 +25,8 @@ export interface OutboundEntry {
   qos: QoS;
   /** RETAIN flag of this delivery: true only for retained messages sent because of a new subscription. */
   retain: boolean;
+  /** MQTT 5 Subscription Identifiers of the session's subscriptions that matched [MQTT-3.3.4-3]. */
+  subscriptionIds?: number[];
   state: OutboundState;
   /**
    * The packet id stored with a 'released' entry. Packet ids of 'dup' entries are not stored: the
@@ -50,6 +52,10 @@ export interface StoredSession {
   subscriptions: Subscription[];
   /** The user name of the client that created the session; undefined: an anonymous client (or a record from before owners were stored). */
   owner?: string;
+  /** When its client last connected or disconnected (ms since the epoch), for its expiry. */
+  lastSeen?: number;
+  /** MQTT 5 Session Expiry Interval, seconds; undefined: none stored (a 3.1.1 session). */
+  expiry?: number;
 }
 
 /** When a stored session was created and when its client was last seen, in ms since the epoch. */
@@ -59,12 +65,16 @@ export interface SessionInfo {
   lastSeen: number;
   /** The user name that created the session (see StoredSession.owner). */
   owner?: string;
+  /** Session Expiry Interval, seconds (see StoredSession.expiry). */
+  expiry?: number;
 }
 
 export interface Delivery {
   clientId: string;
   qos: QoS;
   retain: boolean;
+  /** Subscription Identifiers of the matching subscriptions: they belong to the delivery, not the message. */
+  subscriptionIds?: number[];
   /**
    * Raise the session's DUP mark over this entry in the same batch: the session sends it as soon
    * as it is stored, and is spared a write (and an fsync) of its own before it does.
@@ -146,11 +156,16 @@ export interface SessionRepository {
 
   /**
    * Creates the session if it does not exist (created and last seen now, owned by `owner`, the
-   * user name of its client; none for an anonymous one); keeps an existing one as it is.
+   * user name of its client, none for an anonymous one; with `expiry`, its Session Expiry
+   * Interval in seconds); keeps an existing one as it is.
    */
-  createSession(clientId: string, owner?: string): Promise<void>;
-  /** The session's client connected or disconnected now: stores last-seen. No-op for an unknown session. */
-  touchSession(clientId: string): Promise<void>;
+  createSession(clientId: string, owner?: string, expiry?: number): Promise<void>;
+  /**
+   * The session's client connected or disconnected now: stores last-seen, and `expiry` as its
+   * Session Expiry Interval from now on (undefined: none, as for a 3.1.1 client). No-op for an
+   * unknown session.
+   */
+  touchSession(clientId: string, expiry?: number): Promise<void>;
   /** Discards everything the session holds: subscriptions, queue, inflight, inbound packet ids. */
   destroySession(clientId: string): Promise<void>;
   subscribe(clientId: string, subscriptions: Subscription[]): Promise<void>;

@@ -4,6 +4,7 @@ import {
   isRetainedIndexValue,
   isRetainedTotalsValue,
   keys,
+  propertiesValue,
   type RetainedIndexValue,
   type RetainedTotalsValue,
   type RetainedValue,
@@ -20,12 +21,14 @@ import { admitRetained, emptyRetainedStats, removeRetained, type RetainedLimits,
 
 /** Stores `message` as its topic's retained message if the limits allow; the previous one goes either way. true: kept. */
 export function setRetained(batch: BatchBuilder, message: Message, limits: RetainedLimits): boolean {
-  const { topic, payload, qos } = message;
+  const { topic, payload, qos, properties } = message;
   const previous = batch.get(keys.retainedIndex(topic), isRetainedIndexValue);
   const stats = readStats(batch);
   const kept = admitRetained(stats, previous?.z, payload.length, limits);
   if (kept) {
-    batch.put(keys.retained(topic), { p: payload, o: qos } satisfies RetainedValue);
+    const value: RetainedValue = { p: payload, o: qos };
+    if (properties) value.x = propertiesValue(properties);
+    batch.put(keys.retained(topic), value);
     batch.put(keys.retainedIndex(topic), { o: qos, z: payload.length } satisfies RetainedIndexValue);
   } else if (previous !== undefined) {
     batch.del(keys.retained(topic));

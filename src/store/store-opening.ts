@@ -5,7 +5,7 @@ import { BrokerError, ErrorCodes } from '../errors.js';
 import { decode, encode } from './codec.js';
 import { keepFilesPrivate, makePrivateDirectory } from './file-modes.js';
 import { convertFromFormat1 } from './format-migration.js';
-import { FORMAT_KEY, FORMAT_VERSION, isBrokerKey, isNumber, PREVIOUS_FORMAT_VERSION } from './key-layout.js';
+import { CHECKED_FORMAT_VERSION, FORMAT_KEY, FORMAT_VERSION, isBrokerKey, isNumber, PREVIOUS_FORMAT_VERSION } from './key-layout.js';
 import type { LevelDatabase } from './level-database.js';
 import { checkStoreFiles, isStoreDamage } from './store-damage.js';
 
@@ -56,6 +56,9 @@ export async function openLevelStore(location: string, options: OpenOptions): Pr
       await db.put(FORMAT_KEY, encode(FORMAT_VERSION), { sync: true });
     } else if (format.kind === 'previous' && creating) {
       await convertFromFormat1(db);
+    } else if (format.kind === 'before-mqtt5' && creating) {
+      // Its records are records of this format: only an older broker must now refuse it.
+      await db.put(FORMAT_KEY, encode(FORMAT_VERSION), { sync: true });
     } else {
       const problem = formatProblem(format, location);
       if (problem) throw problem;
@@ -72,6 +75,8 @@ export type FormatFinding =
   | { kind: 'current' }
   /** Format 1: the broker converts it when it opens it; broker-admin reads it as it is. */
   | { kind: 'previous' }
+  /** Format 2: checked records without MQTT 5 fields; the broker moves its marker to 3, broker-admin reads it as it is. */
+  | { kind: 'before-mqtt5' }
   /** No marker and no key at all: a store the broker has just created. */
   | { kind: 'new' }
   /** No marker, and keys of another program. */
@@ -85,7 +90,7 @@ export type FormatFinding =
   | { kind: 'invalid'; version: number };
 
 /** The formats this broker opens: its own and the previous one, which it converts. */
-const READABLE_FORMATS = `${PREVIOUS_FORMAT_VERSION} or ${FORMAT_VERSION}`;
+const READABLE_FORMATS = `${PREVIOUS_FORMAT_VERSION}, ${CHECKED_FORMAT_VERSION} or ${FORMAT_VERSION}`;
 
 /** Reads the marker and, without it, the first key. */
 export async function readFormat(db: LevelDatabase): Promise<FormatFinding> {
@@ -104,6 +109,7 @@ export function judgeMarker(bytes: Uint8Array): FormatFinding {
   }
   if (version === FORMAT_VERSION) return { kind: 'current' };
   if (version === PREVIOUS_FORMAT_VERSION) return { kind: 'previous' };
+  if (version === CHECKED_FORMAT_VERSION) return { kind: 'before-mqtt5' };
   if (Number.isInteger(version) && version > FORMAT_VERSION) return { kind: 'newer', version };
   return { kind: 'invalid', version };
 }
@@ -119,6 +125,7 @@ export function formatProblem(finding: FormatFinding, location: string): BrokerE
   switch (finding.kind) {
     case 'current':
     case 'previous':
+    case 'before-mqtt5':
       return undefined;
     case 'new':
       return new BrokerError(

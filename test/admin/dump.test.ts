@@ -36,7 +36,7 @@ const FIELDS = {
     'valueBytes',
   ],
   payload: ['data', 'encoding', 'size', 'truncated'],
-  counters: ['connectionsRefused', 'packetsTooLarge', 'publishesRefused', 'qos0Dropped', 'type'],
+  counters: ['connectionsRefused', 'packetsTooLarge', 'publishesOverClientMaximum', 'publishesRefused', 'qos0Dropped', 'type'],
 };
 
 const SUBSCRIPTIONS = [

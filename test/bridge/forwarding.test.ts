@@ -89,14 +89,11 @@ describe('bridge between two brokers', () => {
     await publishAll(upstream.port, [{ topic: 'shared/down', payload: 'from cloud', qos: 1 }]);
     expect(summaries(await receiveAndAck(local, 1))).toEqual([{ topic: 'shared/down', payload: 'from cloud', qos: 1 }]);
     expect(summaries(await receiveAndAck(cloud, 1))).toEqual([{ topic: 'shared/down', payload: 'from cloud', qos: 1 }]);
-    // From the gateway: arrives upstream once. Our upstream does not honour the bridge bit, so it
-    // echoes it back over the bridge: the gateway delivers that copy locally and stops there.
+    // From the gateway: arrives upstream once. Our upstream honours the bridge bit as Mosquitto
+    // does (the bridge's subscriptions there are No Local), so nothing comes back over the bridge.
     await publishAll(gateway.port, [{ topic: 'shared/up', payload: 'from gateway', qos: 1 }]);
     expect(summaries(await receiveAndAck(cloud, 1))).toEqual([{ topic: 'shared/up', payload: 'from gateway', qos: 1 }]);
-    expect(summaries(await receiveAndAck(local, 2))).toEqual([
-      { topic: 'shared/up', payload: 'from gateway', qos: 1 },
-      { topic: 'shared/up', payload: 'from gateway', qos: 1 },
-    ]);
+    expect(summaries(await receiveAndAck(local, 1))).toEqual([{ topic: 'shared/up', payload: 'from gateway', qos: 1 }]);
     // A marker from each side is the next thing each side sees: no message went round again.
     await publishAll(upstream.port, [{ topic: 'shared/marker', payload: 'end', qos: 1 }]);
     expect(summaries(await receiveAndAck(cloud, 1))).toEqual([{ topic: 'shared/marker', payload: 'end', qos: 1 }]);

@@ -103,17 +103,6 @@ describe('CONNECT / CONNACK', () => {
   });
 
   describe('protocol name and level', () => {
-    it('refuses protocol level 5 with CONNACK 0x01 and closes [MQTT-3.1.2-2]', async () => {
-      const client = await clients.socket();
-      client.sendBytes(
-        mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clientId: 'v5', clean: true, keepalive: 0 }, { protocolVersion: 5 }),
-      );
-      const connack = await client.next('connack');
-      expect(connack.returnCode).toBe(1);
-      expect(connack.sessionPresent).toBe(false);
-      await client.closed;
-    });
-
     it('refuses an unknown protocol level (6) with CONNACK 0x01 and closes [MQTT-3.1.2-2]', async () => {
       const client = await clients.socket();
       const bytes = connectBytes('v6');

@@ -314,10 +314,10 @@ describe('a damaged store at start', () => {
   it('a store of a newer format is not damage: exit 1 naming the format, nothing moved, even with --move-corrupt-store-aside', async () => {
     const dir = dataDir();
     await writeStore(dir, { compacted: false });
-    await withRawDb(dir, (db) => db.put(FORMAT_KEY, encode(3)));
+    await withRawDb(dir, (db) => db.put(FORMAT_KEY, encode(4)));
     const { code, output } = await runBroker(['--host', '127.0.0.1', '--port', '0', '--data', dir, '--move-corrupt-store-aside']);
     expect(code, output).toBe(1);
-    expect(output).toContain('has store format 3; this broker reads format 1 or 2');
+    expect(output).toContain('has store format 4; this broker reads format 1, 2 or 3');
     expect(movedAside(dir)).toEqual([]);
   });
 

@@ -18,14 +18,22 @@ import mqttPacket from 'mqtt-packet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { records, runAdmin } from '../admin/fixture.js';
 import { BrokerProcess, makeDataDir, removeDataDir } from '../helpers/broker-process.js';
-import { encodedConnect, encodedPacket, mutatedPackets } from '../helpers/mqtt-arbitraries.js';
+import { encodedConnect, encodedConnect5, encodedPacket, encodedPacket5, mutatedPackets, mutatedPackets5 } from '../helpers/mqtt-arbitraries.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { startBroker } from '../helpers/in-process.js';
 import { Clients, publishQos1, subscribe } from '../helpers/wait.js';
 
 const SCALE = Number(process.env.FUZZ_SCALE ?? 1);
 const BATCHES = 4;
-const RUNS_PER_BATCH = { random: Math.round(1000 * SCALE), mutated: Math.round(1000 * SCALE), sequences: Math.round(500 * SCALE) };
+const RUNS_PER_BATCH = {
+  random: Math.round(1000 * SCALE),
+  mutated: Math.round(1000 * SCALE),
+  sequences: Math.round(500 * SCALE),
+  // MQTT 5: properties, reason codes, topic aliases, session expiry, will delay, AUTH.
+  random5: Math.round(500 * SCALE),
+  mutated5: Math.round(1000 * SCALE),
+  sequences5: Math.round(500 * SCALE),
+};
 /** A broker that neither answers nor closes for this long on one case is hung: the case fails. */
 const CASE_DEADLINE_MS = 10_000;
 
@@ -33,7 +41,7 @@ const CASE_DEADLINE_MS = 10_000;
 
 let dataDir: string;
 let broker: BrokerProcess;
-const counts = { random: 0, mutated: 0, sequences: 0, batches: 0 };
+const counts = { random: 0, mutated: 0, sequences: 0, random5: 0, mutated5: 0, sequences5: 0, batches: 0 };
 
 /**
  * One fuzz connection: CONNECT and `bytes` in one write, then FIN. Resolves when the socket is
@@ -153,8 +161,9 @@ describe('fuzzing over real sockets', { timeout: 120_000 }, () => {
     if (process.env.FUZZ_LOG) writeFileSync(process.env.FUZZ_LOG, broker.output);
     removeDataDir(dataDir);
     console.log(
-      `fuzz cases: ${counts.random} random-byte, ${counts.mutated} mutated-packet, ${counts.sequences} odd-sequence ` +
-        `(${counts.random + counts.mutated + counts.sequences} in total); ` +
+      `fuzz cases: ${counts.random} random-byte, ${counts.mutated} mutated-packet, ${counts.sequences} odd-sequence, ` +
+        `MQTT 5: ${counts.random5} random-byte, ${counts.mutated5} mutated-packet, ${counts.sequences5} odd-sequence ` +
+        `(${counts.random + counts.mutated + counts.sequences + counts.random5 + counts.mutated5 + counts.sequences5} in total); ` +
         `${counts.batches} well-behaved checks passed`,
     );
   });
@@ -174,6 +183,19 @@ describe('fuzzing over real sockets', { timeout: 120_000 }, () => {
     it(`(c) valid but odd packet sequences, batch ${round}`, async () => {
       const sequence = fc.array(encodedPacket, { minLength: 1, maxLength: 20 }).map((packets) => Buffer.concat(packets));
       await batch('sequences', fc.asyncProperty(encodedConnect, sequence, fuzzConnection));
+    });
+
+    it(`(d) MQTT 5: random bytes after a valid v5 CONNECT, batch ${round}`, async () => {
+      await batch('random5', fc.asyncProperty(encodedConnect5, fc.uint8Array({ maxLength: 256 }).map((bytes) => Buffer.from(bytes)), fuzzConnection));
+    });
+
+    it(`(e) MQTT 5: mutated packets with properties and reason codes, batch ${round}`, async () => {
+      await batch('mutated5', fc.asyncProperty(encodedConnect5, mutatedPackets5, fuzzConnection));
+    });
+
+    it(`(f) MQTT 5: valid but odd packet sequences (aliases, expiry, will delay, AUTH), batch ${round}`, async () => {
+      const sequence = fc.array(encodedPacket5, { minLength: 1, maxLength: 20 }).map((packets) => Buffer.concat(packets));
+      await batch('sequences5', fc.asyncProperty(encodedConnect5, sequence, fuzzConnection));
     });
   }
 

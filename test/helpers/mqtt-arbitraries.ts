@@ -112,3 +112,104 @@ export const mutatedPackets = fc
     return mutations.reduce<Buffer>((bytes, change) => mutate(bytes, starts, change), Buffer.concat(packets));
   });
 
+
+// ---- MQTT 5: the same packets with properties and reason codes --------------------------------
+
+const userProperties = fc.dictionary(fc.constantFrom('a', 'b', 'é', ''), fc.oneof(text, fc.array(text, { minLength: 1, maxLength: 3 })), { maxKeys: 3 });
+const publishProperties = fc.record(
+  {
+    payloadFormatIndicator: fc.boolean(),
+    messageExpiryInterval: fc.oneof(fc.integer({ min: 0, max: 5 }), fc.constant(0xffff_ffff)),
+    topicAlias: fc.integer({ min: 0, max: 12 }),
+    responseTopic: topicName,
+    correlationData: payload,
+    contentType: text,
+    userProperties,
+    subscriptionIdentifier: fc.integer({ min: 0, max: 268_435_455 }),
+  },
+  { requiredKeys: [] },
+);
+const reasonCode = fc.constantFrom(0x00, 0x04, 0x10, 0x80, 0x83, 0x87, 0x8e, 0x91, 0x92, 0x97, 0x99);
+const ackProperties = fc.option(fc.record({ reasonString: text, userProperties }, { requiredKeys: [] }), { nil: undefined });
+
+export const connectPacket5 = fc.record({
+  cmd: fc.constant('connect' as const),
+  protocolId: fc.constant('MQTT'),
+  protocolVersion: fc.constant(5),
+  clientId,
+  clean: fc.boolean(),
+  keepalive: fc.constantFrom(0, 0, 60),
+  properties: fc.record(
+    {
+      sessionExpiryInterval: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 3 }), fc.constant(0xffff_ffff)),
+      receiveMaximum: fc.integer({ min: 0, max: 4 }),
+      maximumPacketSize: fc.oneof(fc.integer({ min: 0, max: 64 }), fc.constant(1 << 20)),
+      topicAliasMaximum: fc.integer({ min: 0, max: 4 }),
+      requestProblemInformation: fc.boolean(),
+      requestResponseInformation: fc.boolean(),
+      authenticationMethod: text,
+      userProperties,
+    },
+    { requiredKeys: [] },
+  ),
+  will: fc.option(
+    fc.record({
+      topic: topicName,
+      payload,
+      qos,
+      retain: fc.boolean(),
+      properties: fc.record({ willDelayInterval: fc.integer({ min: 0, max: 3 }), messageExpiryInterval: fc.integer({ min: 0, max: 3 }), contentType: text, userProperties }, { requiredKeys: [] }),
+    }),
+    { nil: undefined },
+  ),
+});
+
+export const packet5: fc.Arbitrary<Packet> = fc.oneof(
+  {
+    weight: 5,
+    arbitrary: fc.record({ cmd: fc.constant('publish' as const), topic: topicName, payload, qos, retain: fc.boolean(), dup: fc.boolean(), messageId, properties: publishProperties }),
+  },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      cmd: fc.constant('subscribe' as const),
+      messageId,
+      subscriptions: fc.array(fc.record({ topic: fc.oneof(topicFilter, fc.constantFrom('$share/g/fz/#', '$share//x', '$share/g')), qos, nl: fc.boolean(), rap: fc.boolean(), rh: fc.constantFrom(0, 1, 2) }), {
+        minLength: 1,
+        maxLength: 4,
+      }),
+      properties: fc.option(fc.record({ subscriptionIdentifier: fc.integer({ min: 0, max: 268_435_455 }), userProperties }, { requiredKeys: [] }), { nil: undefined }),
+    }),
+  },
+  { weight: 1, arbitrary: fc.record({ cmd: fc.constant('unsubscribe' as const), messageId, unsubscriptions: fc.array(topicFilter, { minLength: 1, maxLength: 4 }) }) },
+  {
+    weight: 3,
+    arbitrary: fc.record({ cmd: fc.constantFrom('puback' as const, 'pubrec' as const, 'pubrel' as const, 'pubcomp' as const), messageId, reasonCode, properties: ackProperties }),
+  },
+  { weight: 1, arbitrary: fc.record({ cmd: fc.constant('disconnect' as const), reasonCode, properties: fc.option(fc.record({ sessionExpiryInterval: fc.integer({ min: 0, max: 5 }), reasonString: text }, { requiredKeys: [] }), { nil: undefined }) }) },
+  { weight: 1, arbitrary: fc.record({ cmd: fc.constant('auth' as const), reasonCode: fc.constantFrom(0x00, 0x18, 0x19), properties: fc.record({ authenticationMethod: text }) }) },
+  { weight: 1, arbitrary: fc.record({ cmd: fc.constant('pingreq' as const) }) },
+  { weight: 1, arbitrary: connectPacket5 },
+) as fc.Arbitrary<Packet>;
+
+function encode5(value: Packet): Buffer | undefined {
+  try {
+    return mqttPacket.generate(value, { protocolVersion: 5 });
+  } catch {
+    return undefined;
+  }
+}
+export const encodedPacket5 = packet5.map(encode5).filter((bytes): bytes is Buffer => bytes !== undefined);
+export const encodedConnect5 = connectPacket5.map(encode5).filter((bytes): bytes is Buffer => bytes !== undefined);
+
+export const mutatedPackets5 = fc
+  .record({ packets: fc.array(encodedPacket5, { minLength: 1, maxLength: 6 }), mutations: fc.array(mutation, { minLength: 1, maxLength: 3 }) })
+  .map(({ packets, mutations }) => {
+    const starts: number[] = [];
+    let offset = 0;
+    for (const bytes of packets) {
+      starts.push(offset);
+      offset += bytes.length;
+    }
+    return mutations.reduce<Buffer>((bytes, change) => mutate(bytes, starts, change), Buffer.concat(packets));
+  });

@@ -11,10 +11,13 @@ export class RawClient {
   #waiters: Array<() => void> = [];
   #closed = false;
   readonly closed: Promise<void>;
+  /** The MQTT version this client writes and reads packets in (4 unless opened for MQTT 5). */
+  readonly protocolVersion: 3 | 4 | 5;
 
-  private constructor(socket: Socket) {
+  private constructor(socket: Socket, protocolVersion: 3 | 4 | 5) {
     this.socket = socket;
-    const parser = mqttPacket.parser({ protocolVersion: 4 });
+    this.protocolVersion = protocolVersion;
+    const parser = mqttPacket.parser({ protocolVersion });
     parser.on('packet', (packet: Packet) => {
       this.received.push(packet);
       this.#wake();
@@ -30,13 +33,24 @@ export class RawClient {
     );
   }
 
-  static async connect(port: number, host = '127.0.0.1'): Promise<RawClient> {
+  static async connect(port: number, host = '127.0.0.1', protocolVersion: 3 | 4 | 5 = 4): Promise<RawClient> {
     const socket = connect(port, host);
     await new Promise<void>((resolve, reject) => {
       socket.once('connect', resolve);
       socket.once('error', reject);
     });
-    return new RawClient(socket);
+    return new RawClient(socket, protocolVersion);
+  }
+
+  /** An MQTT 5 client after CONNECT/CONNACK (Clean Start 1, keepalive 0 unless overridden). */
+  static async session5(
+    port: number,
+    connect: Partial<mqttPacket.IConnectPacket> & { clientId: string },
+  ): Promise<{ client: RawClient; connack: mqttPacket.IConnackPacket }> {
+    const client = await RawClient.connect(port, '127.0.0.1', 5);
+    client.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clean: true, keepalive: 0, ...connect });
+    const connack = await client.next('connack');
+    return { client, connack };
   }
 
   /** Opens a socket and completes CONNECT/CONNACK; returns the client and its CONNACK. */
@@ -55,7 +69,7 @@ export class RawClient {
   }
 
   send(packet: Packet): void {
-    this.socket.write(mqttPacket.generate(packet));
+    this.socket.write(mqttPacket.generate(packet, { protocolVersion: this.protocolVersion }));
   }
 
   sendBytes(bytes: Buffer | number[]): void {

@@ -29,6 +29,22 @@ export class Clients {
     return { client, connack };
   }
 
+  /** An MQTT 5 raw client after CONNECT/CONNACK (Clean Start 1, keepalive 0 unless overridden). */
+  async raw5(connect: Partial<mqttPacket.IConnectPacket> & { clientId: string }) {
+    const client = await RawClient.connect(this.#port, '127.0.0.1', 5);
+    this.#closers.push(() => client.close());
+    client.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clean: true, keepalive: 0, ...connect });
+    const connack = await client.next('connack');
+    return { client, connack };
+  }
+
+  /** An MQTT 5 raw client whose CONNECT must be accepted. */
+  async raw5Accepted(connect: Partial<mqttPacket.IConnectPacket> & { clientId: string }): Promise<RawClient> {
+    const { client, connack } = await this.raw5(connect);
+    if (connack.reasonCode !== 0) throw new Error(`CONNECT of ${connect.clientId} refused with ${connack.reasonCode}`);
+    return client;
+  }
+
   /** A raw client whose CONNECT must be accepted. */
   async rawAccepted(connect: Partial<mqttPacket.IConnectPacket> & { clientId: string }): Promise<RawClient> {
     const { client, connack } = await this.raw(connect);

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { TopicTree } from '../../src/routing/topic-tree.js';
+import { TopicTree, type Matched } from '../../src/routing/topic-tree.js';
 import { isValidTopicFilter, isValidTopicName, topicMatches } from '../../src/routing/topic.js';
 import type { QoS } from '../../src/store/repository.js';
 import { filterArb, levelArb, qosArb, topicArb } from './topic-arbitraries.js';
@@ -40,7 +40,7 @@ function treeOf(operations: Operation[]): TopicTree {
   return tree;
 }
 
-const sorted = (map: Map<string, QoS>) => [...map].sort(([a], [b]) => a.localeCompare(b));
+const sorted = (map: Map<string, Matched>) => [...map].sort(([a], [b]) => a.localeCompare(b));
 
 describe('topicMatches: examples from the specification (4.7)', () => {
   it.each([

@@ -10,7 +10,7 @@ import { ClassicLevel } from 'classic-level';
 import { describe, expect, it } from 'vitest';
 import { checkedRecord, decode, decodeRecord, isCheckedRecord } from '../../src/store/codec.js';
 import { convertFromFormat1 } from '../../src/store/format-migration.js';
-import { FORMAT_KEY, RETAINED_TOTALS_KEY, isNumber, isRetainedIndexValue, isRetainedTotalsValue, keys } from '../../src/store/key-layout.js';
+import { FORMAT_KEY, FORMAT_VERSION, RETAINED_TOTALS_KEY, isNumber, isRetainedIndexValue, isRetainedTotalsValue, keys } from '../../src/store/key-layout.js';
 import { LevelRepository } from '../../src/store/level-repository.js';
 import type { BrokerProcess } from '../helpers/broker-process.js';
 import { useBrokerProcesses } from '../helpers/process-harness.js';
@@ -48,7 +48,7 @@ async function connect(broker: BrokerProcess, clientId: string, clean: boolean):
   return { client, sessionPresent: connack.sessionPresent };
 }
 
-/** What the store of format 2 must hold after the conversion, checked record by record. */
+/** What the store of the current format must hold after the conversion, checked record by record. */
 async function expectConverted(store: string): Promise<void> {
   const contents = await storeContents(store);
   for (const [key, hex] of Object.entries(contents)) {
@@ -56,7 +56,7 @@ async function expectConverted(store: string): Promise<void> {
     expect(isCheckedRecord(Buffer.from(hex, 'hex'), key), `${JSON.stringify(key)} is a checked record`).toBe(true);
   }
   const value = (key: string) => Buffer.from(contents[key]!, 'hex');
-  expect(decode(value(FORMAT_KEY), FORMAT_KEY, isNumber)).toBe(2);
+  expect(decode(value(FORMAT_KEY), FORMAT_KEY, isNumber)).toBe(FORMAT_VERSION);
   expect(decodeRecord(value(keys.retainedIndex('status/gw')), keys.retainedIndex('status/gw'), isRetainedIndexValue)).toEqual({ o: 1, z: 6 });
   expect(decodeRecord(value(keys.retainedIndex('bin/blob')), keys.retainedIndex('bin/blob'), isRetainedIndexValue)).toEqual({ o: 1, z: 100 });
   expect(decodeRecord(value(RETAINED_TOTALS_KEY), RETAINED_TOTALS_KEY, isRetainedTotalsValue)).toEqual({ m: 2, b: 106, d: 0 });
@@ -136,7 +136,7 @@ describe('a store of format 1', { timeout: 60_000 }, () => {
     const verify = await runAdmin(['verify', '--data', dir]);
     expect(verify.code, verify.stdout).toBe(0);
 
-    // A second start finds format 2 and converts nothing.
+    // A second start finds the current format and converts nothing.
     const before = await storeContents(path.join(dir, 'store'));
     const again = await startBroker(dir);
     expect((await again.stop()).code).toBe(0);

@@ -11,6 +11,7 @@ import { BrokerError, ErrorCodes, type ErrorCode } from '../../src/errors.js';
 import { decode, decodeRecord, encode, encodeRecord, isCheckedRecord } from '../../src/store/codec.js';
 import {
   FORMAT_KEY,
+  FORMAT_VERSION,
   RETAINED_TOTALS_KEY,
   isNumber,
   isRetainedIndexValue,
@@ -171,11 +172,14 @@ describe('LevelRepository: the data directory', TIMEOUT, () => {
     await withRawDb(location, (db) => db.del(keys.session('bad')));
     const fixed = await openRepository(location);
     const sessions = (await fixed.loadSessions()).sort((a, b) => (a.clientId < b.clientId ? -1 : 1));
-    expect(sessions).toEqual([
+    // toMatchObject: loadSessions also tells each session's last-seen time (for its expiry).
+    expect(sessions).toMatchObject([
       { clientId: 'new', subscriptions: [], owner: 'alice' },
       { clientId: 'old', subscriptions: [] },
       { clientId: 'older', subscriptions: [] },
     ]);
+    expect(sessions.map(({ owner }) => owner)).toEqual(['alice', undefined, undefined]);
+    expect(sessions.map(({ lastSeen }) => lastSeen).slice(1)).toEqual([2000, 1000]);
     expect(await fixed.sessionInfo('old')).toEqual({ createdAt: 1000, lastSeen: 2000 });
   });
 });
@@ -204,7 +208,7 @@ describe('LevelRepository: checked records', TIMEOUT, () => {
     const kinds = new Set([...entries.keys()].map((key) => (key.startsWith('!') ? key : key[0])));
     expect([...kinds].sort()).toEqual(['!format', '!retained', 'b', 'c', 'f', 'i', 'm', 'n', 'q', 'r', 's', 't', 'w']);
     for (const [key, value] of entries) {
-      if (key === FORMAT_KEY) expect(decode(value, key, isNumber)).toBe(2);
+      if (key === FORMAT_KEY) expect(decode(value, key, isNumber)).toBe(FORMAT_VERSION);
       else expect(isCheckedRecord(value, key), JSON.stringify(key)).toBe(true);
     }
   });

@@ -17,6 +17,7 @@ import { DEFAULT_RETAINED_LIMITS, type RetainedLimits, type RetainedStats } from
 import type {
   Delivery,
   Message,
+  MessageProperties,
   OutboundEntry,
   OutboundState,
   PublishTransition,
@@ -107,16 +108,33 @@ function seqOf(seqs: Map<string, number>, clientId: string): number {
   return seq;
 }
 
-/** A comparable, order-independent view of loadSessions. */
+/** A comparable, order-independent view of loadSessions (MQTT 5 subscription options included, where set). */
 function normalizeSessions(sessions: StoredSession[]): { clientId: string; subscriptions: Subscription[] }[] {
   return sessions
     .map(({ clientId, subscriptions }) => ({
       clientId,
-      subscriptions: subscriptions
-        .map(({ filter, qos }) => ({ filter, qos }))
-        .sort((a, b) => compareStrings(a.filter, b.filter)),
+      subscriptions: subscriptions.map(normalizeSubscription).sort((a, b) => compareStrings(a.filter, b.filter)),
     }))
     .sort((a, b) => compareStrings(a.clientId, b.clientId));
+}
+
+/** A subscription with only the options it has: an option that is off is the same as one never set. */
+function normalizeSubscription({ filter, qos, noLocal, retainAsPublished, retainHandling, identifier }: Subscription): Subscription {
+  return {
+    filter,
+    qos,
+    ...(noLocal ? { noLocal } : {}),
+    ...(retainAsPublished ? { retainAsPublished } : {}),
+    ...(retainHandling ? { retainHandling } : {}),
+    ...(identifier === undefined ? {} : { identifier }),
+  };
+}
+
+/** Properties as comparable values: correlation data as hex, Buffers checked to be Buffers. */
+function normalizeProperties(properties: MessageProperties | undefined): object | undefined {
+  if (properties === undefined) return undefined;
+  const { correlationData, ...rest } = properties;
+  return { ...rest, ...(correlationData === undefined ? {} : { correlationData: Buffer.isBuffer(correlationData) ? correlationData.toString('hex') : 'not a Buffer' }) };
 }
 
 interface NormalizedRetained {
@@ -124,15 +142,17 @@ interface NormalizedRetained {
   payloadIsBuffer: boolean;
   payload: string;
   qos: QoS;
+  properties?: object | undefined;
 }
 
 function normalizeRetained(retained: RetainedMessage[]): NormalizedRetained[] {
   return retained
-    .map(({ topic, payload, qos }) => ({
+    .map(({ topic, payload, qos, properties }) => ({
       topic,
       payloadIsBuffer: Buffer.isBuffer(payload),
       payload: Buffer.from(payload).toString('hex'),
       qos,
+      properties: normalizeProperties(properties),
     }))
     .sort((a, b) => compareStrings(a.topic, b.topic));
 }
@@ -147,10 +167,14 @@ interface NormalizedEntry {
   retain: boolean;
   state: OutboundState;
   packetId: number | undefined;
+  properties?: object | undefined;
+  subscriptionIds?: number[] | undefined;
 }
 
 function normalizeEntry(entry: OutboundEntry): NormalizedEntry {
   return {
+    properties: normalizeProperties(entry.message.properties),
+    subscriptionIds: entry.subscriptionIds,
     seq: entry.seq,
     topic: entry.message.topic,
     payloadIsBuffer: Buffer.isBuffer(entry.message.payload),
@@ -203,10 +227,12 @@ interface ModelEntry {
   retain: boolean;
   /** Set by markReleased: the packet id readOutbound returns with the 'released' entry. */
   released?: number;
+  properties?: MessageProperties;
+  subscriptionIds?: number[];
 }
 
 interface ModelSession {
-  subscriptions: Map<string, QoS>;
+  subscriptions: Map<string, Subscription>;
   /** In seq order. */
   queue: ModelEntry[];
   /**
@@ -225,7 +251,7 @@ interface Model {
   limits: QueueLimits;
   retainedLimits: RetainedLimits;
   sessions: Map<string, ModelSession>;
-  retained: Map<string, { payload: Buffer; qos: QoS }>;
+  retained: Map<string, { payload: Buffer; qos: QoS; properties?: MessageProperties }>;
   /** Retained messages refused at the retained limits. */
   retainedRefused: number;
   /** Shared by every run of one property: shows that the runs did exercise refusals. */
@@ -233,7 +259,7 @@ interface Model {
 }
 
 /** A retained 'set' in the model: the topic's previous message goes either way; the new one stays if the limits allow. */
-function setRetainedInModel(model: Model, topic: string, payload: Buffer, qos: QoS): boolean {
+function setRetainedInModel(model: Model, topic: string, payload: Buffer, qos: QoS, properties?: MessageProperties): boolean {
   model.retained.delete(topic);
   const bytes = [...model.retained.values()].reduce((sum, held) => sum + held.payload.length, 0);
   if (model.retained.size + 1 > model.retainedLimits.maxMessages || bytes + payload.length > model.retainedLimits.maxBytes) {
@@ -241,7 +267,7 @@ function setRetainedInModel(model: Model, topic: string, payload: Buffer, qos: Q
     model.observed.retainedRefused++;
     return false;
   }
-  model.retained.set(topic, { payload: Buffer.from(payload), qos });
+  model.retained.set(topic, { payload: Buffer.from(payload), qos, ...(properties ? { properties } : {}) });
   return true;
 }
 
@@ -275,6 +301,8 @@ function expectedEntry(session: ModelSession, entry: ModelEntry): NormalizedEntr
     state: stateOf(session, entry),
     // Only a released entry carries a packet id: those of sent entries are derived from seq.
     packetId: entry.released,
+    properties: normalizeProperties(entry.properties),
+    subscriptionIds: entry.subscriptionIds,
   };
 }
 
@@ -307,15 +335,13 @@ async function expectMatchesModel(model: Model, repository: SessionRepository, c
   const expectedSessions = [...model.sessions]
     .map(([clientId, session]) => ({
       clientId,
-      subscriptions: [...session.subscriptions]
-        .map(([filter, qos]) => ({ filter, qos }))
-        .sort((a, b) => compareStrings(a.filter, b.filter)),
+      subscriptions: [...session.subscriptions.values()].map(normalizeSubscription).sort((a, b) => compareStrings(a.filter, b.filter)),
     }))
     .sort((a, b) => compareStrings(a.clientId, b.clientId));
   expect(normalizeSessions(await repository.loadSessions()), `${context}: loadSessions`).toEqual(expectedSessions);
 
   const expectedRetained = [...model.retained]
-    .map(([topic, { payload, qos }]) => ({ topic, payloadIsBuffer: true, payload: payload.toString('hex'), qos }))
+    .map(([topic, { payload, qos, properties }]) => ({ topic, payloadIsBuffer: true, payload: payload.toString('hex'), qos, properties: normalizeProperties(properties) }))
     .sort((a, b) => compareStrings(a.topic, b.topic));
   expect(normalizeRetained(await loadRetained(repository)), `${context}: loadRetained`).toEqual(expectedRetained);
   const retainedBytes = [...model.retained.values()].reduce((sum, held) => sum + held.payload.length, 0);
@@ -390,6 +416,21 @@ const qosArb = fc.constantFrom<QoS>(0, 1, 2);
 const pickArb = fc.nat({ max: 6 });
 const packetIdArb = fc.oneof(fc.integer({ min: 1, max: 4 }), fc.constant(65535));
 const payloadArb = fc.uint8Array({ maxLength: 12 }).map((bytes) => Buffer.from(bytes));
+const subscriptionIdArb = fc.oneof(fc.integer({ min: 1, max: 300 }), fc.constant(268_435_455));
+/** MQTT 5 message properties: any subset, User Properties with repeated names and any order. */
+const propertiesArb: fc.Arbitrary<MessageProperties> = fc
+  .record(
+    {
+      payloadFormat: fc.constantFrom<0 | 1>(0, 1),
+      expiresAt: fc.integer({ min: 0, max: 2 ** 45 }),
+      contentType: fc.string({ maxLength: 8 }),
+      responseTopic: fc.constantFrom(...TOPICS),
+      correlationData: fc.uint8Array({ maxLength: 8 }).map((bytes) => Buffer.from(bytes)),
+      userProperties: fc.array(fc.tuple(fc.constantFrom('a', 'b', 'é'), fc.string({ maxLength: 4 })), { maxLength: 4 }),
+    },
+    { requiredKeys: [] },
+  )
+  .map((properties) => properties as MessageProperties);
 
 /** How a rejection is delivered (rejection vs synchronous throw) is checked by the examples; here state matters. */
 async function expectUnknownSession(call: () => Promise<unknown>, context: string): Promise<void> {
@@ -457,7 +498,7 @@ class SubscribeCmd extends ClientCmd {
       await expectUnknownSession(() => real.repository.subscribe(clientId, subscriptions), this.toString());
     } else {
       await real.repository.subscribe(clientId, subscriptions);
-      for (const { filter, qos } of this.subscriptions) session.subscriptions.set(filter, qos);
+      for (const subscription of this.subscriptions) session.subscriptions.set(subscription.filter, { ...subscription });
     }
     await expectMatchesModel(model, real.repository, this.toString());
   }
@@ -493,6 +534,7 @@ interface DeliverySpec {
   client: ClientRef;
   qos: QoS;
   retain: boolean;
+  subscriptionIds?: number[] | undefined;
 }
 
 class PublishCmd implements Cmd {
@@ -504,6 +546,7 @@ class PublishCmd implements Cmd {
     readonly deliveries: DeliverySpec[],
     readonly retained: 'set' | 'clear' | undefined,
     readonly inbound: { client: ClientRef; packetId: number } | undefined,
+    readonly properties: MessageProperties | undefined = undefined,
   ) {}
   check(): boolean {
     return true;
@@ -513,14 +556,16 @@ class PublishCmd implements Cmd {
     const deliveries: Delivery[] = [];
     for (const spec of this.deliveries) {
       const clientId = resolveClient(model, spec.client);
-      if (!deliveries.some((d) => d.clientId === clientId)) deliveries.push({ clientId, qos: spec.qos, retain: spec.retain });
+      if (!deliveries.some((d) => d.clientId === clientId)) {
+        deliveries.push({ clientId, qos: spec.qos, retain: spec.retain, ...(spec.subscriptionIds ? { subscriptionIds: [...spec.subscriptionIds] } : {}) });
+      }
     }
     const inbound = this.inbound && { clientId: resolveClient(model, this.inbound.client), packetId: this.inbound.packetId };
     this.#resolved = { deliveries: deliveries.map((d) => d.clientId), inbound: inbound?.clientId };
 
     const transition: PublishTransition = {
       // A copy per run: the model keeps its own bytes.
-      message: { topic: this.topic, payload: Buffer.from(this.payload), qos: this.qos },
+      message: { topic: this.topic, payload: Buffer.from(this.payload), qos: this.qos, ...(this.properties ? { properties: this.properties } : {}) },
       deliveries: deliveries.map((delivery) => ({ ...delivery })),
     };
     if (this.retained) transition.retained = this.retained;
@@ -543,7 +588,7 @@ class PublishCmd implements Cmd {
       model.sessions.get(clientId)!.dropped++;
       model.observed.drops++;
     }
-    for (const { clientId, qos, retain } of admitted) {
+    for (const { clientId, qos, retain, subscriptionIds } of admitted) {
       const session = model.sessions.get(clientId)!;
       const seq = seqOf(seqs, clientId);
       expect(Number.isSafeInteger(seq), `${this}: seq of ${clientId} is an integer`).toBe(true);
@@ -551,10 +596,19 @@ class PublishCmd implements Cmd {
         session.lastSeq,
       );
       session.lastSeq = seq;
-      session.queue.push({ seq, topic: this.topic, payload: Buffer.from(this.payload), messageQos: this.qos, qos, retain });
+      session.queue.push({
+        seq,
+        topic: this.topic,
+        payload: Buffer.from(this.payload),
+        messageQos: this.qos,
+        qos,
+        retain,
+        ...(this.properties ? { properties: this.properties } : {}),
+        ...(subscriptionIds ? { subscriptionIds } : {}),
+      });
       model.observed.admitted++;
     }
-    const kept = this.retained === 'set' ? setRetainedInModel(model, this.topic, this.payload, this.qos) : undefined;
+    const kept = this.retained === 'set' ? setRetainedInModel(model, this.topic, this.payload, this.qos, this.properties) : undefined;
     expect(seqs.retainedRefused, `${this}: retainedRefused`).toBe(kept === false ? true : undefined);
     if (this.retained === 'clear') model.retained.delete(this.topic);
     if (inbound) model.sessions.get(inbound.clientId)!.inbound.add(inbound.packetId);
@@ -568,6 +622,7 @@ class PublishCmd implements Cmd {
       this.retained ? `retained=${this.retained}` : '',
       this.inbound ? `inbound=${showClient(this.inbound.client, this.#resolved?.inbound)}#${this.inbound.packetId}` : '',
     ].filter(Boolean);
+    if (this.properties) extras.push(`properties=${JSON.stringify(normalizeProperties(this.properties))}`);
     return `publish(${this.topic} q${this.qos} 0x${this.payload.toString('hex')} → [${deliveries}]${extras.length ? ' ' + extras.join(' ') : ''})`;
   }
 }
@@ -734,8 +789,23 @@ class ReopenCmd implements Cmd {
 
 /** `publishes`: how many of the arbitraries are publishes (more make full queues likelier). */
 function commandArbitraries(withReopen: boolean, publishes: number): fc.Arbitrary<Cmd>[] {
-  const subscriptionArb = fc.record({ filter: fc.constantFrom(...FILTERS), qos: qosArb });
-  const deliveryArb = fc.record({ client: clientRefArb, qos: qosArb, retain: fc.boolean() });
+  // MQTT 5 options on some subscriptions, properties on some messages, identifiers on some deliveries.
+  const subscriptionArb = fc
+    .record({
+      filter: fc.constantFrom(...FILTERS),
+      qos: qosArb,
+      options: fc.option(
+        fc.record({ noLocal: fc.boolean(), retainAsPublished: fc.boolean(), retainHandling: fc.constantFrom<0 | 1 | 2>(0, 1, 2), identifier: fc.option(subscriptionIdArb, { nil: undefined }) }),
+        { nil: undefined, freq: 2 },
+      ),
+    })
+    .map(({ filter, qos, options }) => normalizeSubscription({ filter, qos, ...options }));
+  const deliveryArb = fc.record({
+    client: clientRefArb,
+    qos: qosArb,
+    retain: fc.boolean(),
+    subscriptionIds: fc.option(fc.array(subscriptionIdArb, { minLength: 1, maxLength: 3 }), { nil: undefined, freq: 3 }),
+  });
   const publishArb = fc
     .record({
       topic: fc.constantFrom(...TOPICS),
@@ -744,8 +814,9 @@ function commandArbitraries(withReopen: boolean, publishes: number): fc.Arbitrar
       deliveries: fc.array(deliveryArb, { maxLength: 4 }),
       retained: fc.constantFrom<'set' | 'clear' | undefined>(undefined, undefined, 'set', 'clear'),
       inbound: fc.option(fc.record({ client: clientRefArb, packetId: packetIdArb }), { nil: undefined, freq: 3 }),
+      properties: fc.option(propertiesArb, { nil: undefined, freq: 2 }),
     })
-    .map((p) => new PublishCmd(p.topic, p.payload, p.qos, p.deliveries, p.retained, p.inbound));
+    .map((p) => new PublishCmd(p.topic, p.payload, p.qos, p.deliveries, p.retained, p.inbound, p.properties));
   const raiseDupMarkArb = fc.tuple(clientRefArb, pickArb).map(([client, pick]) => new RaiseDupMarkCmd(client, pick));
   const arbitraries: fc.Arbitrary<Cmd>[] = [
     clientArb.map((clientId) => new CreateSessionCmd(clientId)),
@@ -2062,6 +2133,87 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           const again = await reopen();
           expect(owners(await again.loadSessions())).toEqual({ a: 'alice', b: null });
           expect((await again.sessionInfo('a'))?.owner).toBe('alice');
+        }));
+    });
+
+    describe('MQTT 5: session expiry, subscription options, message properties, subscription identifiers', () => {
+      const every: MessageProperties = {
+        payloadFormat: 1,
+        expiresAt: 1_900_000_000_123,
+        contentType: 'text/plain',
+        responseTopic: 'reply/to',
+        correlationData: Buffer.from([0, 0xff, 7]),
+        userProperties: [
+          ['b', '1'],
+          ['a', '2'],
+          ['b', '3'],
+        ],
+      };
+
+      it('createSession and touchSession store the Session Expiry Interval; touchSession without one removes it (a 3.1.1 resume)', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a', undefined, 60);
+          expect((await repository.sessionInfo('a'))?.expiry).toBe(60);
+          expect((await repository.loadSessions())[0]).toMatchObject({ clientId: 'a', expiry: 60 });
+          await repository.touchSession('a', 0xffff_ffff);
+          expect((await repository.sessionInfo('a'))?.expiry).toBe(0xffff_ffff);
+          await repository.touchSession('a');
+          expect((await repository.sessionInfo('a'))?.expiry).toBeUndefined();
+          expect((await repository.loadSessions())[0]?.lastSeen).toBe((await repository.sessionInfo('a'))?.lastSeen);
+        }));
+
+      it('subscriptions keep their options, each only where set; a new SUBSCRIBE of the filter replaces them', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          await repository.subscribe('a', [
+            { filter: 'x/#', qos: 1, noLocal: true, retainAsPublished: true, retainHandling: 2, identifier: 268_435_455 },
+            { filter: 'plain', qos: 2 },
+          ]);
+          expect((await repository.loadSessions())[0]?.subscriptions.sort((a, b) => compareStrings(a.filter, b.filter))).toEqual([
+            { filter: 'plain', qos: 2 },
+            { filter: 'x/#', qos: 1, noLocal: true, retainAsPublished: true, retainHandling: 2, identifier: 268_435_455 },
+          ]);
+          await repository.subscribe('a', [{ filter: 'x/#', qos: 0, identifier: 5 }]);
+          expect((await repository.loadSessions())[0]?.subscriptions.find(({ filter }) => filter === 'x/#')).toEqual({ filter: 'x/#', qos: 0, identifier: 5 });
+        }));
+
+      it('a message keeps every property, User Properties in order with repeats, inline, shared and retained; identifiers stay with their delivery', () =>
+        withFixture(async ({ repository }) => {
+          for (const clientId of ['one', 'two', 'three']) await repository.createSession(clientId);
+          await repository.publish({ message: { ...message('solo', 'p'), properties: every }, deliveries: [{ ...to('one'), subscriptionIds: [3, 1] }] });
+          await repository.publish({
+            message: { ...message('fan', 'q'), properties: every },
+            deliveries: [{ ...to('two'), subscriptionIds: [9] }, to('three')],
+            retained: 'set',
+          });
+          const [solo] = await readAll(repository, 'one');
+          expect(normalizeProperties(solo!.message.properties)).toEqual(normalizeProperties(every));
+          expect(solo!.subscriptionIds).toEqual([3, 1]);
+          const [fanTwo] = await readAll(repository, 'two');
+          const [fanThree] = await readAll(repository, 'three');
+          expect(normalizeProperties(fanTwo!.message.properties)).toEqual(normalizeProperties(every));
+          expect(fanTwo!.subscriptionIds).toEqual([9]);
+          expect(fanThree!.subscriptionIds).toBeUndefined();
+          const [retained] = await repository.readRetained(['fan']);
+          expect(normalizeProperties((retained as RetainedMessage).properties)).toEqual(normalizeProperties(every));
+          // A message without properties reads back without any.
+          await repository.publish({ message: message('bare', 'r'), deliveries: [to('one')] });
+          expect((await readAll(repository, 'one'))[1]!.message.properties).toBeUndefined();
+        }));
+
+      it('all of it survives reopen', ({ skip }) =>
+        withReopen(skip, async (repository, reopen) => {
+          await repository.createSession('a', 'alice', 3600);
+          await repository.subscribe('a', [{ filter: 'x/#', qos: 1, noLocal: true, identifier: 7 }]);
+          await repository.publish({ message: { ...message('x/y', 'v'), properties: every }, deliveries: [{ ...to('a'), subscriptionIds: [7] }], retained: 'set' });
+          const again = await reopen();
+          const [stored] = await again.loadSessions();
+          expect(stored).toMatchObject({ clientId: 'a', owner: 'alice', expiry: 3600, subscriptions: [{ filter: 'x/#', qos: 1, noLocal: true, identifier: 7 }] });
+          const [entry] = await readAll(again, 'a');
+          expect(normalizeProperties(entry!.message.properties)).toEqual(normalizeProperties(every));
+          expect(entry!.subscriptionIds).toEqual([7]);
+          const [retained] = await again.readRetained(['x/y']);
+          expect(normalizeProperties((retained as RetainedMessage).properties)).toEqual(normalizeProperties(every));
         }));
     });
 

@@ -53,7 +53,7 @@ const CASES: { name: string; entries: [string, Uint8Array][]; code: string; word
   { name: 'another program\'s LevelDB', entries: [['hello', Buffer.from('world')]], code: ErrorCodes.STORE_NOT_A_BROKER_STORE, words: /not a broker store \(no format marker\)/ },
   { name: 'a format marker that does not decode', entries: [[FORMAT_KEY, Buffer.from([0xc1])]], code: ErrorCodes.STORE_CORRUPT, words: /format marker does not decode/ },
   { name: 'a format marker no format ever had', entries: [[FORMAT_KEY, encode(0)]], code: ErrorCodes.STORE_CORRUPT, words: /format marker holds 0/ },
-  { name: 'a newer broker\'s format', entries: [[FORMAT_KEY, encode(99)]], code: ErrorCodes.STORE_UNSUPPORTED_FORMAT, words: /has store format 99; this broker reads format 1 or 2$/ },
+  { name: 'a newer broker\'s format', entries: [[FORMAT_KEY, encode(99)]], code: ErrorCodes.STORE_UNSUPPORTED_FORMAT, words: /has store format 99; this broker reads format 1, 2 or 3$/ },
 ];
 
 describe('store opening: the broker and broker-admin agree on every store', () => {

@@ -1,56 +1,104 @@
 import type { IPublishPacket } from 'mqtt-packet';
 import { ProtocolViolation } from '../../errors.js';
 import { isValidTopicName } from '../../routing/topic.js';
+import type { PublicationOutcome } from '../../session/distributor.js';
+import type { Message } from '../../store/repository.js';
 import type { Connection } from '../connection.js';
 import { topicOverLimits } from '../limits.js';
+import { messagePropertiesOf } from '../message-properties.js';
+import { Reason, type ReasonCode } from '../reason-codes.js';
 
 /**
  * PUBLISH from a client. The message is routed and stored at once; PUBACK/PUBREC follow only once
- * it is in every matching persistent session's queue (write-ahead), and in arrival order.
+ * it is in every matching persistent session's queue (write-ahead), and in arrival order. An
+ * MQTT 5 client learns from their reason code what became of it.
  */
 export async function handlePublish(connection: Connection, packet: IPublishPacket): Promise<void> {
-  const { topic, qos } = packet;
-  if (!isValidTopicName(topic)) throw new ProtocolViolation(`invalid topic name ${JSON.stringify(topic)}`);
+  const { qos } = packet;
+  const properties = packet.properties;
+  const mqtt5 = connection.mqtt5;
+  // MQTT 5: a Topic Alias sets or stands for the topic [MQTT-3.3.2-12].
+  const topic = mqtt5 ? mqtt5.resolveTopic(packet.topic, properties?.topicAlias) : packet.topic;
+  if (!isValidTopicName(topic)) throw new ProtocolViolation(`invalid topic name ${JSON.stringify(topic)}`, Reason.TOPIC_NAME_INVALID);
   const overLimits = topicOverLimits(topic, connection.context.options);
-  if (overLimits) throw new ProtocolViolation(`PUBLISH refused: ${overLimits}`);
+  if (overLimits) throw new ProtocolViolation(`PUBLISH refused: ${overLimits}`, Reason.TOPIC_NAME_INVALID);
   // DUP must be 0 for QoS 0 [MQTT-3.3.1-2].
   if (qos === 0 && packet.dup) throw new ProtocolViolation('DUP set on a QoS 0 PUBLISH');
+  // A client's PUBLISH carries no Subscription Identifier [MQTT-3.3.4-6].
+  if (properties?.subscriptionIdentifier !== undefined) throw new ProtocolViolation('PUBLISH from a client with a Subscription Identifier [MQTT-3.3.4-6]');
+  if (qos > connection.context.options.maxQos) {
+    throw new ProtocolViolation(`PUBLISH at QoS ${qos}, above the broker's Maximum QoS [MQTT-3.2.2-11]`, Reason.QOS_NOT_SUPPORTED);
+  }
   const { session, inbound } = connection.requireLink();
-  const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
-  const message = { topic, payload, qos };
-  const { distributor } = connection.context;
   const packetId = packet.messageId!;
+  const duplicate = qos === 2 && inbound.holds(packetId);
+  if (qos > 0 && !duplicate && connection.overReceiveMaximum(inbound.unreleased)) {
+    throw new ProtocolViolation('more unacknowledged QoS 1/2 PUBLISHes than the Receive Maximum [MQTT-3.3.4-7] (MQTT 5.0 4.9)', Reason.RECEIVE_MAXIMUM_EXCEEDED);
+  }
+  const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
+  const acknowledgement = qos === 1 ? 'puback' : qos === 2 ? 'pubrec' : undefined;
+  if (qos === 1) connection.qos1Received();
+  const acknowledge = (reason: ReasonCode, text?: string) => {
+    if (acknowledgement === undefined) return;
+    if (qos === 1) connection.qos1Acknowledged();
+    connection.acknowledge(acknowledgement, packetId, reason, text);
+  };
+
+  const messageProperties = mqtt5 ? messagePropertiesOf(properties, payload, Date.now()) : undefined;
+  if (messageProperties === 'payload-format-invalid') {
+    // Not routed (MQTT 5.0 3.3.2.3.2: the receiver may check it); QoS 0 has nothing to say it with.
+    connection.reply(Promise.resolve(), () => acknowledge(Reason.PAYLOAD_FORMAT_INVALID, 'the payload is not UTF-8, as its Payload Format Indicator says'));
+    return;
+  }
+  const message: Message = { topic, payload, qos };
+  if (messageProperties) message.properties = messageProperties;
+  const { distributor } = connection.context;
 
   if (!connection.context.access.canPublish(session.clientId, session.owner, topic)) {
     refused(connection, topic);
-    // 3.1.1 has no way to say no to a PUBLISH: it is acknowledged as usual and dropped [MQTT-3.3.5-2].
-    // A PUBREL for it later finds no packet id held and still gets PUBCOMP.
-    if (qos > 0) connection.reply(Promise.resolve(), () => connection.send({ cmd: qos === 1 ? 'puback' : 'pubrec', messageId: packetId }));
+    // 3.1.1 has no way to say no to a PUBLISH: it is acknowledged as usual and dropped [MQTT-3.3.5-2];
+    // MQTT 5 says 0x87. A PUBREL for it later finds no packet id held and still gets PUBCOMP.
+    connection.reply(Promise.resolve(), () => acknowledge(Reason.NOT_AUTHORIZED, `not authorized to publish on ${JSON.stringify(topic)}`));
     return;
   }
 
   if (qos === 2 && !inbound.claim(packetId)) {
     // Already received and not released: acknowledge again, deliver nothing again [MQTT-4.3.3-2].
-    connection.reply(Promise.resolve(), () => connection.send({ cmd: 'pubrec', messageId: packetId }));
+    connection.reply(Promise.resolve(), () => acknowledge(Reason.SUCCESS));
     return;
   }
   const publication = distributor.route(message, {
     retain: packet.retain,
+    origin: session.clientId,
     ...(qos === 2 ? { inbound: { session, packetId } } : {}),
   });
   if (qos === 2) session.track(publication.stored);
-  const acknowledgement = qos === 1 ? 'puback' : qos === 2 ? 'pubrec' : undefined;
   connection.reply(
     publication.stored,
     async () => {
-      await publication.deliver();
-      if (acknowledgement) connection.send({ cmd: acknowledgement, messageId: packetId });
+      const outcome = await publication.deliver();
+      const reason = reasonOf(outcome);
+      // A PUBREC of 0x80 or more ends the exchange: no PUBREL comes for that packet id [MQTT-4.3.3-4].
+      if (qos === 2 && reason >= 0x80) connection.background(inbound.release(packetId));
+      acknowledge(reason);
     },
     () => {
+      if (qos === 1) connection.qos1Acknowledged();
       if (qos === 2) inbound.abandon(packetId);
     },
     payload.length,
   );
+}
+
+function reasonOf(outcome: PublicationOutcome): ReasonCode {
+  switch (outcome) {
+    case 'no-subscribers':
+      return Reason.NO_MATCHING_SUBSCRIBERS;
+    case 'quota-exceeded':
+      return Reason.QUOTA_EXCEEDED;
+    default:
+      return Reason.SUCCESS;
+  }
 }
 
 /** The topic last logged as refused per connection, and when: one warning per burst, not per message. */
