@@ -17,6 +17,9 @@ export async function handleDisconnect(connection: Connection, packet: IDisconne
       throw new ProtocolViolation('DISCONNECT sets a Session Expiry Interval where CONNECT had 0 [MQTT-3.14.2-2]');
     }
     session.expiry = expiry;
+    // Stored before the connection closes, as every session transition is: a broker killed right
+    // after the close still keeps the session as long as the client asked.
+    await session.touch();
   }
   const withWill = connection.protocolVersion === 5 && packet.reasonCode === Reason.DISCONNECT_WITH_WILL;
   if (!withWill) connection.discardWill();
