@@ -1,16 +1,11 @@
 import mqttPacket, { type Parser } from 'mqtt-packet';
+import { ByteQueue } from './byte-queue.js';
 
 /** Thrown inside the parser; it surfaces as the parser's usual 'error' event. */
 const strictDecoder = new TextDecoder('utf-8', { fatal: true });
 
-interface BufferList {
-  length: number;
-  slice(start: number, end: number): Buffer;
-  shallowSlice(start: number, end: number): BufferList;
-}
-
 interface ParserInternals {
-  _list: BufferList;
+  _list: ByteQueue;
   _pos: number;
   /** The CONNECT once one is parsed: mqtt-packet reads the protocol version from it. */
   settings: { protocolVersion?: number };
@@ -72,6 +67,7 @@ export function createStrictParser(maxPacketSize: number | (() => number) = Infi
   const limit = typeof maxPacketSize === 'number' ? () => maxPacketSize : maxPacketSize;
   const parser = mqttPacket.parser({ protocolVersion: 4 });
   const internals = parser as unknown as ParserInternals & { _parseProperties(): unknown };
+  useByteQueue(internals);
   internals._parseProperties = function strictParseProperties(this: ParserInternals): Properties | false {
     return parseProperties(this);
   };
@@ -145,6 +141,20 @@ export function createStrictParser(maxPacketSize: number | (() => number) = Infi
     return text;
   };
   return parser;
+}
+
+/**
+ * mqtt-packet holds unparsed bytes in a bl BufferListStream, which reads slowly (see ByteQueue)
+ * and builds a Duplex stream for each shallowSlice the bounded payload read above takes: the
+ * parser gets a ByteQueue instead, also after every reset.
+ */
+function useByteQueue(internals: ParserInternals): void {
+  internals._list = new ByteQueue();
+  const resetState = internals._resetState;
+  internals._resetState = function resetToByteQueue(this: ParserInternals): void {
+    resetState.call(this);
+    this._list = new ByteQueue();
+  };
 }
 
 /**

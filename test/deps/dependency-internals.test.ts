@@ -10,6 +10,8 @@ import path from 'node:path';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import { ClassicLevel } from 'classic-level';
+import { ByteQueue } from '../../src/protocol/byte-queue.js';
+import { createStrictParser } from '../../src/protocol/strict-parser.js';
 import mqttPacket from 'mqtt-packet';
 import { describe, expect, it } from 'vitest';
 
@@ -58,6 +60,16 @@ describe('mqtt-packet parser internals (strict-parser.ts, ack-reader.ts)', () =>
     expect(parser._list.length).toBe(0);
     expect(parser._stateCounter).toBe(0);
     expect(parser.error ?? null).toBeNull();
+  });
+
+  it('reads its byte list only through what ByteQueue offers (strict-parser.ts gives it one in place of bl)', () => {
+    const source = fs.readFileSync(createRequire(import.meta.url).resolve('mqtt-packet/parser.js'), 'utf8');
+    const used = new Set([...source.matchAll(/this\._list\.(\w+)/g)].map((match) => match[1]));
+    expect([...used].sort()).toEqual(['append', 'consume', 'length', 'readUInt16BE', 'readUInt32BE', 'readUInt8', 'slice', 'toString']);
+    const strict = createStrictParser() as unknown as ParserInternals & { _resetState(): void };
+    expect(strict._list).toBeInstanceOf(ByteQueue);
+    strict._resetState();
+    expect(strict._list).toBeInstanceOf(ByteQueue);
   });
 
   it('_resetState drops the bytes of an unfinished packet, so a closed connection lets go of them', () => {
