@@ -24,7 +24,7 @@ import { DEFAULT_QUEUE_LIMITS, type QueueLimits } from '../store/queue-limits.js
 import { DEFAULT_RETAINED_LIMITS, type RetainedLimits } from '../store/retained-limits.js';
 import type { SessionRepository } from '../store/repository.js';
 import { BrokerFigures } from './figures.js';
-import { MetricsServer, type MetricsOptions } from './http/metrics-server.js';
+import type { MetricsOptions, MetricsServer } from './http/metrics-server.js';
 import { Listener, type ListenerOptions, type TlsListenerOptions } from './listeners.js';
 import { openStore } from './store-startup.js';
 import { SysTopics, SysTopicsGuard } from './sys-topics.js';
@@ -387,7 +387,6 @@ export function createBroker(options: BrokerOptions = {}): Broker {
           version: packageVersion(),
         })
       : undefined;
-  if (figures && metricsOptions) context.observePublishAck = (seconds) => figures.publishAck.observe(seconds);
   const sysTopics =
     figures && sysInterval > 0
       ? new SysTopics(figures, sysInterval, (topic, payload) => distributor.publishEphemeral(topic, Buffer.from(payload), true))
@@ -439,7 +438,12 @@ export function createBroker(options: BrokerOptions = {}): Broker {
 
     async listen() {
       // First, so that /healthz answers (503) while the store opens.
-      if (figures && metricsOptions) metricsServer = await MetricsServer.open(metricsOptions, figures, health, log);
+      if (figures && metricsOptions) {
+        // Loaded only here: a broker without /metrics does not hold prom-client in memory.
+        const { MetricsServer } = await import('./http/metrics-server.js');
+        metricsServer = await MetricsServer.open(metricsOptions, figures, health, log);
+        context.observePublishAck = metricsServer.observePublishAck;
+      }
       // A password or ACL file that does not parse stops the start before anything is opened.
       try {
         await access.start();

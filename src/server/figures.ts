@@ -7,7 +7,6 @@
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Connection, TrafficCounters } from '../protocol/connection.js';
 import type { BrokerCounters } from '../protocol/limits.js';
 import type { RetainedIndex } from '../routing/retained-index.js';
@@ -135,17 +134,10 @@ export const FIGURES: readonly Figure[] = [
   { metric: 'mqtt_store_write_failures_total', type: 'counter', help: 'Store batch writes that failed', read: (s) => s.store.failedWrites },
 ];
 
-/** Histogram buckets in seconds: from a page-cache write to a slow SD card's fsync. */
-const SECONDS_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
-
 /** Persistent sessions' queue statistics read at once while refreshing: bounded work in the store's thread pool. */
 const QUEUE_READS_AT_ONCE = 64;
 
 export class BrokerFigures {
-  readonly registry = new Registry();
-  /** Arrival of a QoS 1/2 PUBLISH to its PUBACK or PUBREC (see BrokerContext.observePublishAck). */
-  readonly publishAck: Histogram<string>;
-  readonly #storeWrite: Histogram<'fsync'>;
   readonly #sources: FigureSources;
   readonly #startedAt = Date.now();
   readonly #store: StoreCounts = { batches: 0, syncs: 0, syncedTransitions: 0, writeSeconds: 0, failedWrites: 0, lastWriteFailed: false };
@@ -158,8 +150,6 @@ export class BrokerFigures {
   #queuedMessages = 0;
   #storeBytes = 0;
   #refreshing: Promise<void> | undefined;
-  /** The snapshot every figure of one scrape reads (see metrics()). */
-  #pinned: Snapshot | undefined;
 
   constructor(sources: FigureSources) {
     this.#sources = sources;
@@ -175,36 +165,17 @@ export class BrokerFigures {
         store.syncs++;
         store.syncedTransitions += record.jobs;
       }
-      this.#storeWrite.observe({ fsync: String(record.synced) }, record.seconds);
     };
     subscribe(commitChannel.name, this.#onCommit);
-    const registers = [this.registry];
-    for (const figure of FIGURES) {
-      const read = () => figure.read(this.#pinned ?? this.snapshot());
-      if (figure.type === 'gauge') {
-        new Gauge({ name: figure.metric, help: figure.help, registers, collect: function () { this.set(read()); } });
-      } else {
-        new Counter({ name: figure.metric, help: figure.help, registers, collect: function () { this.reset(); this.inc(read()); } });
-      }
-    }
-    new Gauge({ name: 'mqtt_broker_info', help: 'The broker and its version (always 1)', labelNames: ['version'], registers }).set({ version: sources.version }, 1);
-    this.publishAck = new Histogram({
-      name: 'mqtt_publish_ack_seconds',
-      help: 'From a QoS 1/2 PUBLISH arriving to its PUBACK or PUBREC leaving: mostly the wait for its store write',
-      buckets: SECONDS_BUCKETS,
-      registers,
-    });
-    this.#storeWrite = new Histogram({
-      name: 'mqtt_store_write_seconds',
-      help: 'Time to write one store batch, its fsync included (fsync="true") or not needed (fsync="false")',
-      labelNames: ['fsync'],
-      buckets: SECONDS_BUCKETS,
-      registers,
-    });
   }
 
   get version(): string {
     return this.#sources.version;
+  }
+
+  /** The store's directory, whose commit records (group-commit.ts's channel) are this broker's. */
+  get storeLocation(): string | undefined {
+    return this.#sources.storeLocation;
   }
 
   /** A client connection was accepted (TCP, TLS, WebSocket). */
@@ -250,17 +221,6 @@ export class BrokerFigures {
   refresh(): Promise<void> {
     this.#refreshing ??= this.#refresh().finally(() => (this.#refreshing = undefined));
     return this.#refreshing;
-  }
-
-  /** The Prometheus text of every figure, read from one snapshot. */
-  async metrics(): Promise<string> {
-    await this.refresh();
-    this.#pinned = this.snapshot();
-    try {
-      return await this.registry.metrics();
-    } finally {
-      this.#pinned = undefined;
-    }
   }
 
   close(): void {

@@ -4,7 +4,6 @@ import { BrokerError, ErrorCodes, errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Transport } from '../protocol/connection.js';
 import type { ListenerInfo } from '../protocol/listener-info.js';
-import { webSocketServer } from './websocket-listener.js';
 
 export interface TlsListenerOptions {
   /** The server's certificate chain (PEM). */
@@ -121,6 +120,8 @@ export class Listener {
     const certificateUser = (socket: Socket) => (tls?.certUsername === true ? verifiedCommonName(socket as TLSSocket) : undefined);
     let server: Server;
     if (options.websocket) {
+      // Loaded only here: a broker without WebSocket listeners does not hold ws in memory.
+      const { webSocketServer } = await import('./websocket-listener.js');
       server = tlsServer(host, port, suffix, () =>
         webSocketServer(
           { path: options.path ?? DEFAULT_WEBSOCKET_PATH, ...(options.allowedOrigins ? { allowedOrigins: options.allowedOrigins } : {}) },

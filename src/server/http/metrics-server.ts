@@ -6,11 +6,11 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { collectDefaultMetrics } from 'prom-client';
 import { BrokerError, ErrorCodes, errorMessage } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import type { BrokerFigures } from '../figures.js';
 import { formatAddress } from '../listeners.js';
+import { PrometheusMetrics } from './prometheus.js';
 
 export interface MetricsOptions {
   /** Interface to listen on (default 127.0.0.1). */
@@ -24,19 +24,16 @@ export type Health = () => string | undefined;
 
 export class MetricsServer {
   readonly #server: Server;
+  readonly #metrics: PrometheusMetrics;
 
-  private constructor(server: Server) {
+  private constructor(server: Server, metrics: PrometheusMetrics) {
     this.#server = server;
+    this.#metrics = metrics;
   }
 
   static async open(options: MetricsOptions, figures: BrokerFigures, health: Health, log: Logger): Promise<MetricsServer> {
-    collectDefaultMetrics({ register: figures.registry });
-    // Gauges whose names end in _total, which Prometheus keeps for counters (promtool check metrics
-    // refuses them); nodejs_active_resources says the same per kind of resource.
-    for (const misnamed of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
-      figures.registry.removeSingleMetric(misnamed);
-    }
-    const server = createServer((request, response) => void answer(request, response, figures, health, log));
+    const metrics = new PrometheusMetrics(figures);
+    const server = createServer((request, response) => void answer(request, response, metrics, health, log));
     // Scrapers keep their connection; a request that never completes holds nothing for long.
     server.headersTimeout = 10_000;
     server.requestTimeout = 10_000;
@@ -50,12 +47,18 @@ export class MetricsServer {
         });
       });
     } catch (error) {
+      metrics.close();
       throw new BrokerError(ErrorCodes.LISTEN_FAILED, `cannot serve metrics on ${formatAddress(host, options.port)}: ${errorMessage(error)}`, { cause: error });
     }
     server.on('error', (error: Error) => log.error(`metrics server: ${error.message}`));
     const bound = server.address() as AddressInfo;
     log.info(`metrics and health on http://${formatAddress(bound.address, bound.port)}/metrics and /healthz`);
-    return new MetricsServer(server);
+    return new MetricsServer(server, metrics);
+  }
+
+  /** Arrival of a QoS 1/2 PUBLISH to its PUBACK or PUBREC: the publish-to-acknowledge histogram. */
+  get observePublishAck(): (seconds: number) => void {
+    return this.#metrics.observePublishAck;
   }
 
   address(): AddressInfo {
@@ -63,13 +66,14 @@ export class MetricsServer {
   }
 
   close(): Promise<void> {
+    this.#metrics.close();
     const closed = new Promise<void>((resolveClose) => this.#server.close(() => resolveClose()));
     this.#server.closeAllConnections();
     return closed;
   }
 }
 
-async function answer(request: IncomingMessage, response: ServerResponse, figures: BrokerFigures, health: Health, log: Logger): Promise<void> {
+async function answer(request: IncomingMessage, response: ServerResponse, metrics: PrometheusMetrics, health: Health, log: Logger): Promise<void> {
   const path = (request.url ?? '/').split('?')[0];
   if (request.method !== 'GET' && request.method !== 'HEAD') {
     reply(response, 405, 'text/plain; charset=utf-8', 'only GET\n', { allow: 'GET, HEAD' });
@@ -82,7 +86,7 @@ async function answer(request: IncomingMessage, response: ServerResponse, figure
   }
   if (path === '/metrics') {
     try {
-      reply(response, 200, figures.registry.contentType, await figures.metrics());
+      reply(response, 200, metrics.contentType, await metrics.text());
     } catch (error) {
       log.error(`metrics not read: ${errorMessage(error)}`);
       reply(response, 500, 'text/plain; charset=utf-8', 'metrics not read; see the broker log\n');
