@@ -31,6 +31,10 @@ export interface ThroughputJob {
    * QoS 0 messages always wait for their delivery.
    */
   openUntil?: 'delivery' | 'ack';
+  /** Where the subscribers connect, when not to `port` (bridge: publishers on the gateway, subscribers on the upstream). */
+  subscriberPort?: number;
+  /** A second broker whose CPU is read over the same interval (bridge: the upstream), so that it does not count as other work. */
+  upstreamPid?: number;
 }
 
 /**
@@ -63,8 +67,8 @@ export interface FillJob {
   window: number;
   payloadSize: number;
   topic: string;
-  /** The persistent (CleanSession=0) session that subscribes and goes offline before the fill. */
-  subscriberId: string;
+  /** The persistent (CleanSession=0) session that subscribes and goes offline before the fill; none when omitted (bridge outage: it is upstream). */
+  subscriberId?: string;
   publisherId: string;
   progressEveryMs: number;
   stallMs: number;
@@ -135,6 +139,8 @@ export interface ThroughputResult {
   /** The load process's own CPU over the same interval. */
   loadCpu?: CpuSpent;
   machineCpu?: MachineSpent;
+  /** The upstream broker's CPU over the same interval (only with upstreamPid). */
+  upstreamCpu?: CpuSpent;
 }
 
 export interface OpenLoopResult {
