@@ -348,17 +348,17 @@ function summary(record: RunRecord): string {
     add(`${s}.drainCpuPerMsg`, 'drain CPU', 'us', ' µs/msg');
     add(`${s}.drained`, 'drained', 'count');
     add(`${s}.rssDrainPeak`, 'peak RSS', 'mib', ' MiB');
+  } else if (s === 'bridge-outage') {
+    add('bridge-outage.acked', 'acked', 'count');
+    add('bridge-outage.receivedAcked', 'reached upstream', 'count');
+    add('bridge-outage.lost', 'LOST', 'count');
+    add('bridge-outage.duplicates', 'twice', 'count');
   } else if (s === 'latency') {
     for (const key of ['1k', '10k']) {
       add(`latency.${key}.p50`, `${key}/s p50`, 'ms', ' ms');
       add(`latency.${key}.p99`, 'p99', 'ms', ' ms');
       add(`latency.${key}.p999`, 'p99.9', 'ms', ' ms');
     }
-  } else if (s === 'bridge-outage') {
-    add('bridge-outage.acked', 'acked', 'count');
-    add('bridge-outage.receivedAcked', 'reached upstream', 'count');
-    add('bridge-outage.lost', 'LOST', 'count');
-    add('bridge-outage.duplicates', 'twice', 'count');
   } else if (s === 'crash') {
     add('crash.acked', 'acked', 'count');
     add('crash.receivedAcked', 'received', 'count');

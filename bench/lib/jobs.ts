@@ -25,16 +25,16 @@ export interface ThroughputJob {
   timeoutMs: number;
   /** The broker process, whose CPU time the load process reads at the first send and the last completion. */
   brokerPid?: number;
+  /** Where the subscribers connect, when not to `port` (bridge: publishers on the gateway, subscribers on the upstream). */
+  subscriberPort?: number;
+  /** A second broker whose CPU is read over the same interval (bridge: the upstream), so that it does not count as other work. */
+  upstreamPid?: number;
   /**
    * When a message leaves the publisher's window: 'delivery' (default) once the broker acknowledged it
    * AND every subscriber got it; 'ack' at the acknowledgement alone (what most load tools count).
    * QoS 0 messages always wait for their delivery.
    */
   openUntil?: 'delivery' | 'ack';
-  /** Where the subscribers connect, when not to `port` (bridge: publishers on the gateway, subscribers on the upstream). */
-  subscriberPort?: number;
-  /** A second broker whose CPU is read over the same interval (bridge: the upstream), so that it does not count as other work. */
-  upstreamPid?: number;
 }
 
 /**

@@ -18,9 +18,9 @@ import {
   type ThroughputResult,
 } from './jobs.js';
 import { startLoad } from './load-runner.js';
-import type { BridgeScenarioId } from './bridge-metrics.js';
 import { LATENCY_RATES, type ScenarioId } from './metrics.js';
 import { cpuSpentMs, dirSize, freePort, readCpu, readIo, readMem, sleep } from './proc.js';
+import type { BridgeScenarioId } from './bridge-metrics.js';
 
 export interface BenchSizes {
   /** Deliveries per throughput run (fan-out publishes messages/10, fan-in publishers send messages/10 each). */
