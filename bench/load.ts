@@ -41,6 +41,8 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 
 /** The broker's pid, given in the job or (drain: the broker starts after the load) on stdin. */
 let brokerPid: number | undefined;
+/** A second broker measured beside it (bridge: the upstream). */
+let upstreamPid: number | undefined;
 
 function percentile(sorted: Float64Array, p: number): number {
   if (sorted.length === 0) return NaN;
@@ -54,13 +56,15 @@ function percentile(sorted: Float64Array, p: number): number {
  */
 class CpuWatch {
   #broker: CpuTimes | undefined;
+  #upstream: CpuTimes | undefined;
   #load: NodeJS.CpuUsage | undefined;
   #machine: MachineCpu | undefined;
   #startedAt = 0;
-  #spent: Pick<ThroughputResult, 'brokerCpu' | 'loadCpu' | 'machineCpu'> = {};
+  #spent: Pick<ThroughputResult, 'brokerCpu' | 'loadCpu' | 'machineCpu' | 'upstreamCpu'> = {};
 
   start(): void {
     this.#broker = brokerPid === undefined ? undefined : readCpu(brokerPid);
+    this.#upstream = upstreamPid === undefined ? undefined : readCpu(upstreamPid);
     this.#load = process.cpuUsage();
     this.#machine = readMachineCpu();
     this.#startedAt = performance.now();
@@ -70,11 +74,13 @@ class CpuWatch {
     if (!this.#load) return;
     const wallMs = performance.now() - this.#startedAt;
     const broker = brokerPid === undefined ? undefined : readCpu(brokerPid);
+    const upstream = upstreamPid === undefined ? undefined : readCpu(upstreamPid);
     const load = process.cpuUsage(this.#load);
     const machine = readMachineCpu();
     this.#spent = {
       loadCpu: { userMs: load.user / 1000, systemMs: load.system / 1000 },
       ...(this.#broker && broker ? { brokerCpu: { userMs: broker.userMs - this.#broker.userMs, systemMs: broker.systemMs - this.#broker.systemMs } } : {}),
+      ...(this.#upstream && upstream ? { upstreamCpu: { userMs: upstream.userMs - this.#upstream.userMs, systemMs: upstream.systemMs - this.#upstream.systemMs } } : {}),
       ...(this.#machine && machine
         ? { machineCpu: { busyMs: machine.busyMs - this.#machine.busyMs, stealMs: machine.stealMs - this.#machine.stealMs, wallMs, cores: machine.cores } }
         : {}),
@@ -82,7 +88,7 @@ class CpuWatch {
     this.#load = undefined;
   }
 
-  get spent(): Pick<ThroughputResult, 'brokerCpu' | 'loadCpu' | 'machineCpu'> {
+  get spent(): Pick<ThroughputResult, 'brokerCpu' | 'loadCpu' | 'machineCpu' | 'upstreamCpu'> {
     return this.#spent;
   }
 }
@@ -162,6 +168,7 @@ async function throughput(job: ThroughputJob): Promise<ThroughputResult> {
   const releaseOnAck = job.openUntil === 'ack' && qos > 0;
   const template = new PublishTemplate(job.topic, qos, job.payloadSize);
   if (job.brokerPid !== undefined) brokerPid = job.brokerPid;
+  if (job.upstreamPid !== undefined) upstreamPid = job.upstreamPid;
   const isMeasured = (seq: number) => seq % perPublisher >= warmupPer;
 
   const acked = new Uint8Array(total);
@@ -267,7 +274,7 @@ async function throughput(job: ThroughputJob): Promise<ThroughputResult> {
 
   const subscribers: RawClient[] = [];
   for (let s = 0; s < subs; s++) {
-    const { client } = await RawClient.connect(job.port, {
+    const { client } = await RawClient.connect(job.subscriberPort ?? job.port, {
       clientId: `${job.idPrefix}-sub-${s}`,
       clean: false,
       setup: (client) => {
@@ -462,7 +469,7 @@ async function fill(job: FillJob): Promise<FillResult> {
   const qos = job.qos ?? 1;
   if (job.brokerPid !== undefined) brokerPid = job.brokerPid;
   // The persistent subscriber: subscribe, then go away so everything queues for it.
-  {
+  if (job.subscriberId !== undefined) {
     const { client } = await RawClient.connect(job.port, { clientId: job.subscriberId, clean: false });
     await client.subscribe(job.topic, qos);
     await client.disconnect();

@@ -10,6 +10,8 @@ import { cpus, release, tmpdir, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { isBridgeScenario, takesPart } from './lib/bridge-metrics.js';
+import { BRIDGE_RUNNERS } from './lib/bridge-scenarios.js';
 import { ALL_BROKERS, brokerDefinitions, DEFAULT_BROKERS, DEFAULT_MOSQUITTO, startBroker, type BrokerId, type BrokerInfo } from './lib/brokers.js';
 import { installCleanup, removeTempDirs, trackDir } from './lib/children.js';
 import type { DiskResult } from './lib/jobs.js';
@@ -257,13 +259,14 @@ async function main(): Promise<void> {
     for (let run = 1; run <= runs; run++) {
       for (const broker of active) {
         if (broker === 'sink' && !SINK_SCENARIOS.includes(scenario)) continue;
+        if (!takesPart(scenario, broker)) continue;
         const attempts: RunRecord[] = [];
         for (let attempt = 0; attempt <= reruns; attempt++) {
           if (options.quietWait > 0 && !(await waitForQuiet(options.quietWait * 1000))) log(`  the machine stayed busy for ${options.quietWait} s; running anyway`);
           const t0 = performance.now();
           let record: RunRecord;
           try {
-            const outcome = await PER_BROKER[scenario](ctx, broker);
+            const outcome = await (isBridgeScenario(scenario) ? BRIDGE_RUNNERS[scenario] : PER_BROKER[scenario])(ctx, broker);
             record = {
               scenario,
               broker,
@@ -345,6 +348,11 @@ function summary(record: RunRecord): string {
     add(`${s}.drainCpuPerMsg`, 'drain CPU', 'us', ' µs/msg');
     add(`${s}.drained`, 'drained', 'count');
     add(`${s}.rssDrainPeak`, 'peak RSS', 'mib', ' MiB');
+  } else if (s === 'bridge-outage') {
+    add('bridge-outage.acked', 'acked', 'count');
+    add('bridge-outage.receivedAcked', 'reached upstream', 'count');
+    add('bridge-outage.lost', 'LOST', 'count');
+    add('bridge-outage.duplicates', 'twice', 'count');
   } else if (s === 'latency') {
     for (const key of ['1k', '10k']) {
       add(`latency.${key}.p50`, `${key}/s p50`, 'ms', ' ms');

@@ -25,6 +25,10 @@ export interface ThroughputJob {
   timeoutMs: number;
   /** The broker process, whose CPU time the load process reads at the first send and the last completion. */
   brokerPid?: number;
+  /** Where the subscribers connect, when not to `port` (bridge: publishers on the gateway, subscribers on the upstream). */
+  subscriberPort?: number;
+  /** A second broker whose CPU is read over the same interval (bridge: the upstream), so that it does not count as other work. */
+  upstreamPid?: number;
   /**
    * When a message leaves the publisher's window: 'delivery' (default) once the broker acknowledged it
    * AND every subscriber got it; 'ack' at the acknowledgement alone (what most load tools count).
@@ -63,8 +67,8 @@ export interface FillJob {
   window: number;
   payloadSize: number;
   topic: string;
-  /** The persistent (CleanSession=0) session that subscribes and goes offline before the fill. */
-  subscriberId: string;
+  /** The persistent (CleanSession=0) session that subscribes and goes offline before the fill; none when omitted (bridge outage: it is upstream). */
+  subscriberId?: string;
   publisherId: string;
   progressEveryMs: number;
   stallMs: number;
@@ -135,6 +139,8 @@ export interface ThroughputResult {
   /** The load process's own CPU over the same interval. */
   loadCpu?: CpuSpent;
   machineCpu?: MachineSpent;
+  /** The upstream broker's CPU over the same interval (only with upstreamPid). */
+  upstreamCpu?: CpuSpent;
 }
 
 export interface OpenLoopResult {

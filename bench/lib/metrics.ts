@@ -1,4 +1,5 @@
 /** Every row the report can have, in table order. Scenario code fills values by `key`. */
+import { BRIDGE_METRICS, BRIDGE_SCENARIOS, BRIDGE_TITLES, type BridgeScenarioId } from './bridge-metrics.js';
 
 export type Better = 'higher' | 'lower' | 'none';
 /** How runs combine into one cell: the median (with min–max spread for throughput) or the total. */
@@ -24,8 +25,8 @@ export interface MetricDef {
   headroomOf?: string;
 }
 
-export type ScenarioId = 'qos0' | 'qos1' | 'qos2' | 'fanout' | 'fanin' | 'latency' | 'offline' | 'offline2' | 'startup' | 'crash' | 'disk';
-export const ALL_SCENARIOS: ScenarioId[] = ['qos1', 'qos0', 'qos2', 'fanout', 'fanin', 'latency', 'offline', 'offline2', 'startup', 'crash', 'disk'];
+export type ScenarioId = 'qos0' | 'qos1' | 'qos2' | 'fanout' | 'fanin' | 'latency' | 'offline' | 'offline2' | 'startup' | 'crash' | 'disk' | BridgeScenarioId;
+export const ALL_SCENARIOS: ScenarioId[] = ['qos1', 'qos0', 'qos2', 'fanout', 'fanin', 'latency', 'offline', 'offline2', 'startup', 'crash', 'disk', ...BRIDGE_SCENARIOS];
 
 /** Scenarios the trivial sink takes part in: those where only the load generator's capacity is in question. */
 export const SINK_SCENARIOS: ScenarioId[] = ['qos1', 'qos0', 'qos2', 'fanout', 'fanin', 'latency'];
@@ -48,6 +49,7 @@ export const SCENARIO_TITLES: Record<ScenarioId, string> = {
   startup: 'Start-up with a small store (1 offline session with a few queued QoS1 messages, SIGTERM, restart)',
   crash: 'Crash (SIGKILL mid-stream, restart, drain)',
   disk: 'Machine limits (data disk)',
+  ...BRIDGE_TITLES,
 };
 
 function online(scenario: ScenarioId, name: string, rateLabel: string): MetricDef[] {
@@ -120,6 +122,7 @@ export const METRICS: MetricDef[] = [
   { key: 'crash.duplicates', scenario: 'crash', label: 'Crash: delivered twice', unit: 'msgs', better: 'none', format: 'count', aggregate: 'sum' },
   { key: 'crash.sessionPresent', scenario: 'crash', label: 'Crash: session present after restart', unit: 'runs', better: 'none', format: 'ratio-of-runs', aggregate: 'sum', of: 'runs' },
   { key: 'crash.cpuPerMsg', scenario: 'crash', label: 'Crash: broker CPU per message acknowledged before the kill (user+sys)', unit: 'µs', better: 'lower', format: 'us', aggregate: 'median' },
+  ...BRIDGE_METRICS,
 ];
 
 /** Machine limits are one value each, not per broker. */

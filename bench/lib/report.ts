@@ -1,4 +1,5 @@
 import type { BrokerId, BrokerInfo } from './brokers.js';
+import { takesPart } from './bridge-metrics.js';
 import type { DiskResult } from './jobs.js';
 import { DISK_METRICS, METRICS, SCENARIO_TITLES, SINK_SCENARIOS, type MetricDef, type ScenarioId } from './metrics.js';
 import { max, median, min, sum } from './stats.js';
@@ -89,7 +90,7 @@ export function buildRows(records: RunRecord[], brokers: BrokerId[], scenarios: 
       continue;
     }
     for (const broker of brokers) {
-      if (broker === 'sink' && !SINK_SCENARIOS.includes(def.scenario)) {
+      if ((broker === 'sink' && !SINK_SCENARIOS.includes(def.scenario)) || !takesPart(def.scenario, broker)) {
         row.cells[broker] = { value: NaN, min: NaN, max: NaN, runs: 0, text: '—', errors: [] };
         continue;
       }

@@ -20,6 +20,7 @@ import {
 import { startLoad } from './load-runner.js';
 import { LATENCY_RATES, type ScenarioId } from './metrics.js';
 import { cpuSpentMs, dirSize, freePort, readCpu, readIo, readMem, sleep } from './proc.js';
+import type { BridgeScenarioId } from './bridge-metrics.js';
 
 export interface BenchSizes {
   /** Deliveries per throughput run (fan-out publishes messages/10, fan-in publishers send messages/10 each). */
@@ -70,7 +71,7 @@ export interface RunOutcome {
 }
 
 /** Microseconds of CPU per message. */
-function cpuPerMessageUs(cpu: CpuSpent | undefined, messages: number): number {
+export function cpuPerMessageUs(cpu: CpuSpent | undefined, messages: number): number {
   return cpu && messages > 0 ? ((cpu.userMs + cpu.systemMs) * 1000) / messages : NaN;
 }
 
@@ -82,7 +83,7 @@ const MIN_JUDGED_MS = 250;
  * of all its cores: other jobs on a shared machine (and the hypervisor's steal) that took CPU from
  * the two processes measured.
  */
-function disturbanceOf(result: { brokerCpu?: CpuSpent; loadCpu?: CpuSpent; machineCpu?: MachineSpent }): number | undefined {
+export function disturbanceOf(result: { brokerCpu?: CpuSpent; loadCpu?: CpuSpent; machineCpu?: MachineSpent }): number | undefined {
   const machine = result.machineCpu;
   // /proc/stat counts in clock ticks (10 ms): shorter intervals say nothing reliable.
   if (!machine || machine.wallMs < MIN_JUDGED_MS) return undefined;
@@ -91,13 +92,13 @@ function disturbanceOf(result: { brokerCpu?: CpuSpent; loadCpu?: CpuSpent; machi
 }
 
 /** The load process's CPU over the measured interval as a share of one core. */
-function busyShare(result: { loadCpu?: CpuSpent; machineCpu?: MachineSpent }): number {
+export function busyShare(result: { loadCpu?: CpuSpent; machineCpu?: MachineSpent }): number {
   const wallMs = result.machineCpu?.wallMs ?? 0;
   return result.loadCpu && wallMs >= MIN_JUDGED_MS ? (result.loadCpu.userMs + result.loadCpu.systemMs) / wallMs : NaN;
 }
 
 /** Notes on what may have capped or disturbed a measurement. */
-function cpuNotes(ctx: Context, result: { loadCpu?: CpuSpent; machineCpu?: MachineSpent }, disturbance: number | undefined): string[] {
+export function cpuNotes(ctx: Context, result: { loadCpu?: CpuSpent; machineCpu?: MachineSpent }, disturbance: number | undefined): string[] {
   const notes: string[] = [];
   const busy = busyShare(result);
   if (busy > 0.9) notes.push(`the load process was ${Math.round(busy * 100)} % busy: this run may be capped by the generator`);
@@ -108,7 +109,7 @@ function cpuNotes(ctx: Context, result: { loadCpu?: CpuSpent; machineCpu?: Machi
 }
 
 let sequence = 0;
-function freshDir(ctx: Context, broker: BrokerId, scenario: string): string {
+export function freshDir(ctx: Context, broker: BrokerId, scenario: string): string {
   const dir = join(ctx.workRoot, `${broker}-${scenario}-${++sequence}`);
   mkdirSync(dir, { recursive: true });
   return dir;
@@ -120,7 +121,7 @@ async function start(ctx: Context, broker: BrokerId, dataDir: string, port?: num
 }
 
 /** Runs body with the brokers it starts; every one still running afterwards is killed. */
-async function withBrokers<T>(body: (started: BrokerProcess[]) => Promise<T>): Promise<T> {
+export async function withBrokers<T>(body: (started: BrokerProcess[]) => Promise<T>): Promise<T> {
   const started: BrokerProcess[] = [];
   try {
     return await body(started);
@@ -130,7 +131,7 @@ async function withBrokers<T>(body: (started: BrokerProcess[]) => Promise<T>): P
 }
 
 /** A broker stopped by SIGTERM should exit 0; anything else is worth a note. */
-function exitNote(broker: BrokerId, outcome: Awaited<ReturnType<BrokerProcess['stop']>>): string[] {
+export function exitNote(broker: BrokerId, outcome: Awaited<ReturnType<BrokerProcess['stop']>>): string[] {
   if (outcome.forced) return [`${broker} did not exit within the stop timeout after SIGTERM; killed`];
   if (outcome.status.code !== 0) return [`${broker} exited with ${describeExit(outcome.status)} after SIGTERM`];
   return [];
@@ -474,7 +475,8 @@ export async function runDisk(ctx: Context): Promise<DiskResult> {
   return startLoad<DiskResult>(ctx.distDir, job, ctx.sizes.diskSeconds * 5_000 + 60_000).result;
 }
 
-export const PER_BROKER: Record<Exclude<ScenarioId, 'disk'>, (ctx: Context, broker: BrokerId) => Promise<RunOutcome>> = {
+/** The bridge scenarios (bench/lib/bridge-scenarios.ts) are dispatched beside these by the runner. */
+export const PER_BROKER: Record<Exclude<ScenarioId, 'disk' | BridgeScenarioId>, (ctx: Context, broker: BrokerId) => Promise<RunOutcome>> = {
   qos0: (ctx, broker) => runThroughput(ctx, broker, 'qos0'),
   qos1: (ctx, broker) => runThroughput(ctx, broker, 'qos1'),
   qos2: (ctx, broker) => runThroughput(ctx, broker, 'qos2'),
