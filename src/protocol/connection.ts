@@ -12,7 +12,8 @@ import { readAcks } from './ack-reader.js';
 import { encodePublish } from './publish-encoder.js';
 import { Mqtt5Link, type ClientAnnouncement } from './mqtt5-link.js';
 import { Reason, reasonOfEnd, v3ConnackCode, type ReasonCode } from './reason-codes.js';
-import { ArrivingPacket, UNSENT_SHARE, type BrokerCounters, type TopicLimits, type UnfinishedPacketBudget, type UnsentBudget } from './limits.js';
+import { ArrivingPacket, UNSENT_SHARE, type BrokerCounters, type TopicLimits, type UnfinishedPacketBudget } from './limits.js';
+import type { ByteBudget } from '../session/byte-budget.js';
 import type { ListenerInfo } from './listener-info.js';
 import { createStrictParser, discardUnfinished, PacketTooLarge, packetUnderway, ProtocolError } from './strict-parser.js';
 
@@ -102,7 +103,8 @@ export interface BrokerContext {
   /** Bytes of packets still arriving, across all connections (max_unfinished_packet_bytes). */
   unfinishedPackets: UnfinishedPacketBudget;
   /** Bytes written to clients and not yet taken by the kernel, across all connections (max_total_unsent_bytes). */
-  unsent: UnsentBudget;
+  /** Bytes written to clients and not yet taken by the kernel (max_total_unsent_bytes): while it is over, a client with more than UNSENT_SHARE waiting counts as not reading. */
+  unsent: ByteBudget;
   /** Authentication and the ACL: who a client is and what it may publish, subscribe to and receive. */
   access: AccessControl;
   /** Set while the broker shuts down: connections it ends do not publish their wills. */
@@ -412,8 +414,8 @@ export class Connection implements OutboundChannel {
     // Counted in the broker-wide budget until the kernel has it (or the socket is gone: the
     // callback runs then too, with an error).
     const { unsent } = this.context;
-    unsent.add(size);
-    const taken = () => unsent.release(size);
+    unsent.take(size);
+    const taken = () => unsent.give(size);
     this.context.traffic.bytesSent += size;
     if (outbox.length === 1) {
       this.#socket.write(outbox[0]!, taken);

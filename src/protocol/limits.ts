@@ -41,37 +41,6 @@ export class UnfinishedPacketBudget {
   }
 }
 
-/**
- * Bytes written to clients and not yet taken by the kernel, across all connections
- * (max_total_unsent_bytes). max_unsent_bytes bounds one client that does not read; this bounds
- * them all together, so many clients that do not read cannot make the broker hold their sum:
- * while it is over, a client with more than UNSENT_SHARE waiting counts as not reading.
- */
-export class UnsentBudget {
-  readonly max: number;
-  #held = 0;
-
-  constructor(max: number) {
-    this.max = max;
-  }
-
-  get held(): number {
-    return this.#held;
-  }
-
-  get over(): boolean {
-    return this.#held >= this.max;
-  }
-
-  add(bytes: number): void {
-    this.#held += bytes;
-  }
-
-  release(bytes: number): void {
-    this.#held -= bytes;
-  }
-}
-
 /** What one client may have waiting unsent while the broker-wide budget is over. */
 export const UNSENT_SHARE = 64 * 1024;
 

@@ -11,13 +11,13 @@ import { summaryOf } from '../log-summary.js';
 import { Connection, newTrafficCounters, type BrokerContext, type Transport } from '../protocol/connection.js';
 import type { ListenerInfo } from '../protocol/listener-info.js';
 import { dispatch } from '../protocol/dispatcher.js';
-import { newCounters, UnfinishedPacketBudget, UnsentBudget, type BrokerCounters } from '../protocol/limits.js';
+import { newCounters, UnfinishedPacketBudget, type BrokerCounters } from '../protocol/limits.js';
 import { RetainedIndex } from '../routing/retained-index.js';
 import { TopicTree } from '../routing/topic-tree.js';
 import { Distributor, type SubscriberOptions } from '../session/distributor.js';
 import { SessionManager } from '../session/session-manager.js';
 import type { Session } from '../session/session.js';
-import { WindowBudget } from '../session/window-budget.js';
+import { ByteBudget } from '../session/byte-budget.js';
 import { LevelRepository } from '../store/level-repository.js';
 import { MemoryRepository } from '../store/memory-repository.js';
 import { DEFAULT_QUEUE_LIMITS, type QueueLimits } from '../store/queue-limits.js';
@@ -330,7 +330,7 @@ export function createBroker(options: BrokerOptions = {}): Broker {
       maxSubscriptionBytes: ranged('maxSubscriptionBytes', DEFAULTS.maxSubscriptionBytes),
     },
     policy: {
-      limits: { maxInflight, readWindow, readWindowBytes, windowBudget: new WindowBudget(ranged('maxTotalReadWindowBytes', DEFAULTS.maxTotalReadWindowBytes)) },
+      limits: { maxInflight, readWindow, readWindowBytes, windowBudget: new ByteBudget(ranged('maxTotalReadWindowBytes', DEFAULTS.maxTotalReadWindowBytes)) },
       ...(canRead ? { canRead } : {}),
     },
     ...(options.persistentSessionExpiry === undefined ? {} : { persistentSessionExpiry: inRange('persistentSessionExpiry', options.persistentSessionExpiry) }),
@@ -368,7 +368,7 @@ export function createBroker(options: BrokerOptions = {}): Broker {
     },
     counters: newCounters(),
     unfinishedPackets: new UnfinishedPacketBudget(maxUnfinishedPacketBytes),
-    unsent: new UnsentBudget(ranged('maxTotalUnsentBytes', DEFAULTS.maxTotalUnsentBytes)),
+    unsent: new ByteBudget(ranged('maxTotalUnsentBytes', DEFAULTS.maxTotalUnsentBytes)),
     access,
     shuttingDown: false,
     traffic: newTrafficCounters(),

@@ -1,6 +1,6 @@
 import type { OutboundEntry } from '../store/repository.js';
 import { Fifo } from './fifo.js';
-import type { WindowBudget } from './window-budget.js';
+import type { ByteBudget } from './byte-budget.js';
 
 /**
  * The queued entries a connected session holds in memory, oldest first, with the bytes of their
@@ -8,10 +8,10 @@ import type { WindowBudget } from './window-budget.js';
  */
 export class EntryWindow {
   readonly #entries = new Fifo<OutboundEntry>();
-  readonly #budget: WindowBudget | undefined;
+  readonly #budget: ByteBudget | undefined;
   #bytes = 0;
 
-  constructor(budget?: WindowBudget) {
+  constructor(budget?: ByteBudget) {
     this.#budget = budget;
   }
 

@@ -5,7 +5,7 @@ import type { Completion, Delivery, Message, MessageProperties, OutboundEntry, Q
 import { EntryWindow } from './entry-window.js';
 import { Fifo } from './fifo.js';
 import { MAX_PACKET_ID, packetIdOf } from './packet-ids.js';
-import type { WindowBudget } from './window-budget.js';
+import type { ByteBudget } from './byte-budget.js';
 
 export interface OutgoingPublish {
   topic: string;
@@ -55,7 +55,7 @@ export interface OutboundLimits {
 
 export interface OutboundOptions extends OutboundLimits {
   /** What all connected sessions' windows may hold together (max_total_read_window_bytes). */
-  windowBudget?: WindowBudget;
+  windowBudget?: ByteBudget;
   /**
    * Only with an ACL: whether the session may receive a message on `topic` now. Asked again when
    * a queued message is about to be sent, so a rule that changed since it was queued applies.

@@ -1,0 +1,36 @@
+/**
+ * Bytes the whole broker holds for one purpose, against its limit: the payloads of queued
+ * messages read into connected sessions' windows (max_total_read_window_bytes), the bytes written
+ * to clients and not yet taken by the kernel (max_total_unsent_bytes). The per-client bounds
+ * (read_window_bytes, max_unsent_bytes) keep one client small; a budget keeps their sum bounded,
+ * so that many clients together cannot make the broker hold more. What happens when one is spent
+ * is its user's to say (entry-window.ts, connection.ts).
+ */
+export class ByteBudget {
+  readonly max: number;
+  #held = 0;
+
+  constructor(max: number) {
+    this.max = max;
+  }
+
+  get held(): number {
+    return this.#held;
+  }
+
+  get available(): number {
+    return this.max - this.#held;
+  }
+
+  get over(): boolean {
+    return this.#held >= this.max;
+  }
+
+  take(bytes: number): void {
+    this.#held += bytes;
+  }
+
+  give(bytes: number): void {
+    this.#held -= bytes;
+  }
+}
