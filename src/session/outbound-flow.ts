@@ -246,6 +246,7 @@ export class OutboundFlow {
     } else {
       const entry: OutboundEntry = { seq, message, qos: delivery.qos, retain: delivery.retain, state: 'queued' };
       if (delivery.subscriptionIds) entry.subscriptionIds = delivery.subscriptionIds;
+      if (delivery.stored !== undefined) entry.stored = delivery.stored;
       this.#window.push(entry);
       this.#lastSeq = seq;
     }

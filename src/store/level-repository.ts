@@ -436,6 +436,11 @@ export class LevelRepository implements SessionRepository {
         if (inbound) batch.put(keys.inbound(inbound.clientId, inbound.packetId), { a: Date.now() });
       },
     });
+    if (admitted.length === 1) {
+      // One entry holding the whole message: completing it needs no read (see #completeHeld).
+      const [delivery] = admitted;
+      delivery!.stored = new InlineEntry(keys.queueEntry(delivery!.clientId, seqs.get(delivery!.clientId)!), size, delivery!.qos);
+    }
     const result: PublishResult = new Map(admitted.map(({ clientId }) => [clientId, seqs.get(clientId)!]));
     if (retainedRefused) result.retainedRefused = true;
     return result;

@@ -81,6 +81,11 @@ export interface Delivery {
    */
   raiseDupMark?: boolean;
   /**
+   * Set by the repository once the entry is stored, when it can complete the entry without reading
+   * it back (OutboundEntry.stored); the session keeps it with the entry it sends.
+   */
+  stored?: unknown;
+  /**
    * Queue limits of this session when they are its own (a bridge's max_queued_messages/bytes),
    * in place of the repository's. The refusal and its count work as for the repository's limits.
    */

@@ -1620,6 +1620,26 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           expect((await readAll(repository, 'a')).map((entry) => entry.seq)).toEqual([entries[4]!.seq, entries[5]!.seq]);
         }));
 
+      it('an entry completed with what publish left on its delivery (Delivery.stored) is counted out as by seq, once, beside a shared one', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          await repository.createSession('b');
+          const alone = to('a', 2);
+          const aloneSeq = (await repository.publish({ message: message('t', 'one', 2), deliveries: [alone] })).get('a')!;
+          const sharedA = to('a', 1);
+          const sharedSeq = (await repository.publish({ message: message('t', 'two!', 1), deliveries: [sharedA, to('b', 1)] })).get('a')!;
+          await repository.raiseDupMark('a', sharedSeq);
+          // Released (PUBREC stored): completing it also removes what PUBREC stored.
+          await repository.markReleased('a', aloneSeq, 3);
+          await Promise.all([
+            repository.complete('a', { seq: aloneSeq, stored: alone.stored }, { seq: sharedSeq, stored: sharedA.stored }),
+            repository.complete('a', aloneSeq),
+          ]);
+          expect(await repository.queueStats('a')).toEqual(stats(0, 0, 0));
+          expect(await readAll(repository, 'a')).toEqual([]);
+          expect((await readAll(repository, 'b')).map((entry) => entry.message.payload.toString())).toEqual(['two!']);
+        }));
+
       it('entries of a destroyed session complete to nothing: no counts come back, other sessions untouched', () =>
         withFixture(async ({ repository }) => {
           await repository.createSession('a');
