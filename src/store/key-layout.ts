@@ -220,7 +220,7 @@ export const isSessionValue = (value: unknown): value is SessionValue =>
   isNumber(value.c) &&
   (value.l === undefined || isNumber(value.l)) &&
   (value.u === undefined || typeof value.u === 'string') &&
-  (value.e === undefined || isCount(value.e));
+  (value.e === undefined || (isCount(value.e) && value.e <= 0xffff_ffff));
 export const isSubscriptionValue = (value: unknown): value is SubscriptionValue =>
   isObject(value) &&
   isQoS(value.q) &&
