@@ -236,6 +236,8 @@ function liveSession(session: Session): LiveSession {
     clean: session.clean,
     connected: session.connected,
     owner: session.owner,
+    // A clean session ends with its connection, which `persistent: false` says already.
+    expiry: session.clean ? undefined : session.expiry,
     subscriptions: [...session.subscriptions].map(([filter, route]) => subscriptionOf(filter, route)),
     async *entries(): AsyncGenerator<OutboundEntry> {
       let after = 0;

@@ -8,8 +8,11 @@ import { AdminError, AdminErrorCodes } from '../errors.js';
 import type { BrokerCounters } from '../protocol/limits.js';
 import {
   isoTime,
+  messagePropertyFields,
   payloadField,
   SCHEMA_VERSION,
+  sessionExpiryFields,
+  subscriptionField,
   type AdminRecord,
   type BridgeRecord,
   type HeaderRecord,
@@ -44,6 +47,8 @@ export interface LiveSession {
   connected: boolean;
   /** The user name that created the session; undefined for an anonymous client. */
   owner: string | undefined;
+  /** Its Session Expiry Interval, seconds; undefined: none (3.1.1), or a clean session. */
+  expiry: number | undefined;
   subscriptions: Subscription[];
   /** The outbound queue in seq order (clean sessions: from memory). */
   entries(): AsyncIterable<OutboundEntry>;
@@ -272,15 +277,17 @@ async function* storedSession(view: StoreView, target: AdminTarget, stored: Insp
   }
   const inbound = [];
   for await (const { packetId, receivedAt } of view.inbound(clientId)) inbound.push({ packetId, receivedAt: isoTime(receivedAt) });
+  const connected = target.live?.lookup(clientId)?.connected ?? false;
   const record: SessionRecord = {
     type: 'session',
     clientId,
     persistent: true,
-    connected: target.live?.lookup(clientId)?.connected ?? false,
+    connected,
     createdAt: isoTime(stored.createdAt),
     lastSeen: stored.lastSeen === undefined ? null : isoTime(stored.lastSeen),
     ...(stored.owner === undefined ? {} : { owner: stored.owner }),
-    subscriptions,
+    ...sessionExpiryFields(stored.expiry, stored.lastSeen, connected),
+    subscriptions: subscriptions.map(subscriptionField),
     queued,
     dropped: stats?.dropped ?? 0,
     inflight,
@@ -310,7 +317,8 @@ async function* liveSession(live: LiveSession, options: ShowOptions): AsyncGener
     createdAt: null,
     lastSeen: null,
     ...(live.owner === undefined ? {} : { owner: live.owner }),
-    subscriptions: live.subscriptions,
+    ...sessionExpiryFields(live.expiry, undefined, live.connected),
+    subscriptions: live.subscriptions.map(subscriptionField),
     queued,
     dropped: stats?.dropped ?? 0,
     inflight,
@@ -324,7 +332,7 @@ async function* liveSession(live: LiveSession, options: ShowOptions): AsyncGener
 async function* retained(view: StoreView, filter: string | undefined, full: boolean): AsyncGenerator<AdminRecord> {
   for await (const message of view.retained()) {
     if (filter !== undefined && !topicMatches(filter, message.topic)) continue;
-    yield { type: 'retained', topic: message.topic, qos: message.qos, payload: payloadField(message.payload, full) };
+    yield { type: 'retained', topic: message.topic, qos: message.qos, payload: payloadField(message.payload, full), ...messagePropertyFields(message.properties, Date.now()) };
   }
 }
 
@@ -333,7 +341,7 @@ async function* totals(view: StoreView, inspector: LevelInspector, progress?: Pr
   yield { type: 'totals', schema: SCHEMA_VERSION, ...counted, diskBytes: await inspector.diskBytes() };
 }
 
-type Entry = Pick<InspectedEntry, 'seq' | 'message' | 'qos' | 'retain' | 'state' | 'packetId'>;
+type Entry = Pick<InspectedEntry, 'seq' | 'message' | 'qos' | 'retain' | 'state' | 'packetId' | 'subscriptionIds' | 'shared'>;
 
 /** A 'dup' entry's packet id is not stored: the session derives it from the seq. */
 function packetIdOfEntry(entry: Entry): number | null {
@@ -370,6 +378,9 @@ function messageRecord(clientId: string, entry: Entry, full: boolean): MessageRe
     qos: entry.qos,
     retain: entry.retain,
     payload: payloadField(entry.message.payload, full),
+    ...messagePropertyFields(entry.message.properties, Date.now()),
+    ...(entry.subscriptionIds === undefined ? {} : { subscriptionIds: entry.subscriptionIds }),
+    ...(entry.shared === undefined ? {} : { shared: entry.shared }),
   };
 }
 

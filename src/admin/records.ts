@@ -6,6 +6,9 @@
  */
 
 import type { BrokerCounters } from '../protocol/limits.js';
+import { parseSharedFilter } from '../routing/topic.js';
+import { EXPIRY_NEVER } from '../session/session-manager.js';
+import type { MessageProperties, Subscription } from '../store/model.js';
 
 export const SCHEMA_VERSION = 1;
 
@@ -36,6 +39,36 @@ export interface HeaderRecord {
 export interface SubscriptionField {
   filter: string;
   qos: 0 | 1 | 2;
+  /** MQTT 5 subscription options, each present only when set. */
+  noLocal?: boolean;
+  retainAsPublished?: boolean;
+  /** 1: retained messages only for a new subscription; 2: none (0, the default, is absent). */
+  retainHandling?: 1 | 2;
+  /** MQTT 5 Subscription Identifier. */
+  identifier?: number;
+  /** For a shared subscription `$share/{group}/{filter}`: its group (ShareName). */
+  shareGroup?: string;
+}
+
+/** MQTT 5 properties of a message, each present only when the message has it. */
+export interface PropertiesField {
+  /** Payload Format Indicator: 1, UTF-8 text. */
+  payloadFormat?: 0 | 1;
+  contentType?: string;
+  responseTopic?: string;
+  /** Correlation Data, shown like a payload (whole, never truncated). */
+  correlationData?: PayloadField;
+  /** User Properties in the order they arrived, repeats kept. */
+  userProperties?: Array<[string, string]>;
+}
+
+/** What a message record adds for MQTT 5 properties: absent fields for a message without them. */
+export interface MessagePropertyFields {
+  properties?: PropertiesField;
+  /** ISO time the message expires (its Message Expiry Interval from when it arrived). */
+  expiresAt?: string;
+  /** Whole seconds of that left when the record was made; 0 once expired (never delivered then). */
+  expiresIn?: number;
 }
 
 export interface InflightField {
@@ -75,6 +108,17 @@ export interface SessionRecord {
    * Absent for a session created by an anonymous client, or stored before owners were recorded.
    */
   owner?: string;
+  /**
+   * MQTT 5 Session Expiry Interval, seconds (4294967295: never; 0: ends with its connection).
+   * Absent for a session without one (3.1.1: the broker's persistent_session_expiry applies) and
+   * for a clean session (`persistent: false` says it ends with its connection).
+   */
+  expiry?: number;
+  /**
+   * ISO time the session expires unless its client returns (last seen + expiry); null while it is
+   * connected or when it never expires. Present when `expiry` is.
+   */
+  expiresAt?: string | null;
   subscriptions: SubscriptionField[];
   /** Every outbound entry still stored (waiting or in flight) and their payload bytes. */
   queued: { count: number; bytes: number };
@@ -120,7 +164,7 @@ export interface BridgeRecord {
   received: number;
 }
 
-export interface MessageRecord {
+export interface MessageRecord extends MessagePropertyFields {
   type: 'message';
   clientId: string;
   seq: number;
@@ -132,9 +176,13 @@ export interface MessageRecord {
   qos: 0 | 1 | 2;
   retain: boolean;
   payload: PayloadField;
+  /** MQTT 5 Subscription Identifiers of this delivery. */
+  subscriptionIds?: number[];
+  /** The shared subscriptions (`$share/...`) this delivery was made for: handed to another member if the session ends. */
+  shared?: string[];
 }
 
-export interface RetainedRecord {
+export interface RetainedRecord extends MessagePropertyFields {
   type: 'retained';
   topic: string;
   qos: 0 | 1 | 2;
@@ -244,4 +292,43 @@ export function payloadField(payload: Uint8Array, full: boolean): PayloadField {
 
 export function isoTime(millis: number): string {
   return new Date(millis).toISOString();
+}
+
+/** A subscription as records show it: its options only where set, and its group if it is shared. */
+export function subscriptionField(subscription: Subscription): SubscriptionField {
+  const { filter, qos, noLocal, retainAsPublished, retainHandling, identifier } = subscription;
+  const field: SubscriptionField = { filter, qos };
+  if (noLocal) field.noLocal = true;
+  if (retainAsPublished) field.retainAsPublished = true;
+  if (retainHandling) field.retainHandling = retainHandling;
+  if (identifier !== undefined) field.identifier = identifier;
+  const shared = parseSharedFilter(filter);
+  if (shared) field.shareGroup = shared.group;
+  return field;
+}
+
+/** The MQTT 5 fields of a message record at `now` (ms since the epoch); none for a message without properties. */
+export function messagePropertyFields(properties: MessageProperties | undefined, now: number): MessagePropertyFields {
+  if (properties === undefined) return {};
+  const { payloadFormat, expiresAt, contentType, responseTopic, correlationData, userProperties } = properties;
+  const shown: PropertiesField = {};
+  if (payloadFormat !== undefined) shown.payloadFormat = payloadFormat;
+  if (contentType !== undefined) shown.contentType = contentType;
+  if (responseTopic !== undefined) shown.responseTopic = responseTopic;
+  if (correlationData !== undefined) shown.correlationData = payloadField(correlationData, true);
+  if (userProperties !== undefined) shown.userProperties = userProperties.map(([name, value]) => [name, value]);
+  const fields: MessagePropertyFields = {};
+  if (Object.keys(shown).length > 0) fields.properties = shown;
+  if (expiresAt !== undefined) {
+    fields.expiresAt = isoTime(expiresAt);
+    fields.expiresIn = Math.max(0, Math.floor((expiresAt - now) / 1000));
+  }
+  return fields;
+}
+
+/** The expiry fields of a session record: none without an interval. */
+export function sessionExpiryFields(expiry: number | undefined, lastSeen: number | undefined, connected: boolean): Pick<SessionRecord, 'expiry' | 'expiresAt'> {
+  if (expiry === undefined) return {};
+  const never = expiry >= EXPIRY_NEVER || connected || lastSeen === undefined;
+  return { expiry, expiresAt: never ? null : isoTime(lastSeen + expiry * 1000) };
 }

@@ -1,5 +1,17 @@
+import { EXPIRY_NEVER } from '../session/session-manager.js';
 import { printable, quoted } from '../text-escape.js';
-import type { AdminRecord, BridgeRecord, CountersRecord, MessageRecord, PayloadField, RetainedRecord, SessionRecord, TotalsRecord } from './records.js';
+import type {
+  AdminRecord,
+  BridgeRecord,
+  CountersRecord,
+  MessagePropertyFields,
+  MessageRecord,
+  PayloadField,
+  RetainedRecord,
+  SessionRecord,
+  SubscriptionField,
+  TotalsRecord,
+} from './records.js';
 
 /**
  * The readable output of broker-admin: aligned tables, one per run of records of the same kind.
@@ -131,9 +143,11 @@ export class HumanRenderer {
   }
 }
 
-const SESSION_HEADER = ['CLIENT', 'SESSION', 'CONNECTED', 'CREATED', 'LAST SEEN', 'SUBSCRIPTIONS', 'QUEUED', 'BYTES', 'DROPPED', 'INFLIGHT', 'INBOUND QOS2', 'OWNER'];
-const MESSAGE_HEADER = ['SEQ', 'STATE', 'PACKET', 'QOS', 'RETAIN', 'TOPIC', 'SIZE', 'PAYLOAD'];
-const RETAINED_HEADER = ['TOPIC', 'QOS', 'SIZE', 'PAYLOAD'];
+// The MQTT 5 columns come last and are blank where there is nothing of MQTT 5 to show, so a
+// 3.1.1 row reads as it did.
+const SESSION_HEADER = ['CLIENT', 'SESSION', 'CONNECTED', 'CREATED', 'LAST SEEN', 'SUBSCRIPTIONS', 'QUEUED', 'BYTES', 'DROPPED', 'INFLIGHT', 'INBOUND QOS2', 'OWNER', 'EXPIRY'];
+const MESSAGE_HEADER = ['SEQ', 'STATE', 'PACKET', 'QOS', 'RETAIN', 'TOPIC', 'SIZE', 'PAYLOAD', 'EXPIRES', 'PROPERTIES'];
+const RETAINED_HEADER = ['TOPIC', 'QOS', 'SIZE', 'PAYLOAD', 'EXPIRES', 'PROPERTIES'];
 const BRIDGE_HEADER = ['NAME', 'ADDRESS', 'STATE', 'LAST ERROR', 'QUEUED', 'BYTES', 'DROPPED', 'INFLIGHT', 'FORWARDED', 'RECEIVED', 'SESSION'];
 
 function bridgeRow(record: BridgeRecord): Row {
@@ -161,14 +175,57 @@ function sessionRow(record: SessionRecord): Row {
     record.connected ? 'yes' : 'no',
     printable(record.createdAt ?? '-'),
     printable(record.lastSeen ?? '-'),
-    list(record.subscriptions.map(({ filter, qos }) => `${printable(filter)} (${qos})`)),
+    list(record.subscriptions.map(subscriptionText)),
     String(record.queued.count),
     String(record.queued.bytes),
     String(record.dropped),
     list(record.inflight.map(({ packetId, state }) => `#${packetId} ${state}`)),
     list(record.inbound.map(({ packetId }) => `#${packetId}`)),
     record.owner === undefined ? '-' : printable(record.owner),
+    sessionExpiryText(record),
   ];
+}
+
+/**
+ * A filter, its QoS, and its MQTT 5 options where set, short so that a cell shows several:
+ * `x/# (1 nl rap rh2 id7)` (No Local, Retain As Published, Retain Handling, identifier; README).
+ */
+function subscriptionText(subscription: SubscriptionField): string {
+  const options = [String(subscription.qos)];
+  if (subscription.noLocal) options.push('nl');
+  if (subscription.retainAsPublished) options.push('rap');
+  if (subscription.retainHandling) options.push(`rh${subscription.retainHandling}`);
+  if (subscription.identifier !== undefined) options.push(`id${subscription.identifier}`);
+  return `${printable(subscription.filter)} (${options.join(' ')})`;
+}
+
+/** Blank for a session without an expiry of its own (3.1.1). */
+function sessionExpiryText({ expiry, expiresAt, connected }: SessionRecord): string {
+  if (expiry === undefined) return '';
+  if (expiry >= EXPIRY_NEVER) return 'never';
+  if (expiry === 0) return 'with its connection';
+  if (connected || !expiresAt) return `${expiry} s after it disconnects`;
+  return `${expiry} s: ${printable(expiresAt)}`;
+}
+
+/** When a message expires and what is left: blank for one without expiry. */
+function messageExpiryText({ expiresAt, expiresIn }: MessagePropertyFields): string {
+  if (expiresAt === undefined) return '';
+  return expiresIn === 0 ? `${printable(expiresAt)} (expired)` : `${printable(expiresAt)} (${expiresIn} s left)`;
+}
+
+/** MQTT 5 properties, identifiers and shared subscriptions of a message, each text escaped; blank for none. */
+function propertiesText(fields: MessagePropertyFields & { subscriptionIds?: number[]; shared?: string[] }): string {
+  const items: string[] = [];
+  const properties = fields.properties;
+  if (properties?.payloadFormat === 1) items.push('utf-8');
+  if (properties?.contentType !== undefined) items.push(`content type ${quoted(properties.contentType)}`);
+  if (properties?.responseTopic !== undefined) items.push(`response topic ${quoted(properties.responseTopic)}`);
+  if (properties?.correlationData !== undefined) items.push(`correlation ${payloadText(properties.correlationData)}`);
+  for (const [name, value] of properties?.userProperties ?? []) items.push(`${quoted(name)}=${quoted(value)}`);
+  if (fields.subscriptionIds) items.push(`ids ${fields.subscriptionIds.join(' ')}`);
+  for (const filter of fields.shared ?? []) items.push(`shared ${printable(filter)}`);
+  return items.length === 0 ? '' : items.join(', ');
 }
 
 function messageRow(record: MessageRecord): Row {
@@ -181,11 +238,13 @@ function messageRow(record: MessageRecord): Row {
     printable(record.topic),
     String(record.payload.size),
     payloadText(record.payload),
+    messageExpiryText(record),
+    propertiesText(record),
   ];
 }
 
 function retainedRow(record: RetainedRecord): Row {
-  return [printable(record.topic), String(record.qos), String(record.payload.size), payloadText(record.payload)];
+  return [printable(record.topic), String(record.qos), String(record.payload.size), payloadText(record.payload), messageExpiryText(record), propertiesText(record)];
 }
 
 function totalsText(totals: TotalsRecord): string {

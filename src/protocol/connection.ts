@@ -460,6 +460,11 @@ export class Connection implements OutboundChannel {
     return this.context.unsent.over ? Math.min(maxUnsentBytes, UNSENT_SHARE) : maxUnsentBytes;
   }
 
+  /** OutboundChannel: an MQTT 5 client's Receive Maximum; undefined for 3.1/3.1.1 (max_inflight alone bounds them). */
+  get receiveMaximum(): number | undefined {
+    return this.#mqtt5?.receiveMaximum;
+  }
+
   /** OutboundChannel: bytes of deliveries this client may be sent before it holds too much unsent. */
   get room(): number {
     if (this.#notReading) return 0;

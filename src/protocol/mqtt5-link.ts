@@ -7,6 +7,8 @@ export interface ClientAnnouncement {
   maximumPacketSize?: number;
   /** Its Topic Alias Maximum: aliases the broker may assign on what it sends (0: none) [MQTT-3.1.2-26] [MQTT-3.1.2-27]. */
   topicAliasMaximum?: number;
+  /** Its Receive Maximum: QoS 1 and 2 PUBLISHes it takes unacknowledged at once [MQTT-3.3.4-9]. Absent: 65,535. */
+  receiveMaximum?: number;
   /** Request Problem Information: 0 forbids Reason Strings and User Properties on most packets [MQTT-3.1.2-29]. */
   requestProblemInformation?: boolean;
 }
@@ -18,6 +20,7 @@ export interface ClientAnnouncement {
  */
 export class Mqtt5Link {
   readonly maximumPacketSize: number;
+  readonly receiveMaximum: number;
   readonly problemInformation: boolean;
   readonly #clientAliasMaximum: number;
   readonly #serverAliasMaximum: number;
@@ -28,6 +31,7 @@ export class Mqtt5Link {
 
   constructor(announcement: ClientAnnouncement, serverAliasMaximum: number) {
     this.maximumPacketSize = announcement.maximumPacketSize ?? Infinity;
+    this.receiveMaximum = announcement.receiveMaximum ?? 65_535;
     this.problemInformation = announcement.requestProblemInformation ?? true;
     this.#clientAliasMaximum = announcement.topicAliasMaximum ?? 0;
     this.#serverAliasMaximum = serverAliasMaximum;

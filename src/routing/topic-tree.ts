@@ -1,4 +1,5 @@
 import type { QoS, Subscription } from '../store/model.js';
+import { parseSharedFilter } from './topic.js';
 
 /**
  * What the tree holds for one subscription: a bare QoS when it has no options (every 3.1.1
@@ -23,6 +24,68 @@ export interface MatchedOptions {
   retainAsPublished: boolean;
   /** Every matching subscription's identifier [MQTT-3.3.4-3]. */
   identifiers: number[] | undefined;
+  /** The shared subscriptions (their filters, `$share/...`) this session was chosen for: see SharedGroup. */
+  shared?: string[];
+}
+
+/**
+ * The members of one shared subscription `$share/{group}/{filter}` (MQTT 5.0 4.8.2): sessions
+ * holding it, in the order they joined, and where round robin goes on from. Which member gets a
+ * message is the distributor's choice (it knows who is connected); the group only keeps them.
+ */
+export class SharedGroup {
+  /** The filter the members hold, `$share/{group}/{filter}`: what a delivery through the group is tagged with. */
+  readonly key: string;
+  readonly #routes = new Map<string, Route>();
+  readonly #order: string[] = [];
+  #cursor = 0;
+
+  constructor(key: string) {
+    this.key = key;
+  }
+
+  get size(): number {
+    return this.#order.length;
+  }
+
+  route(clientId: string): Route | undefined {
+    return this.#routes.get(clientId);
+  }
+
+  /** Members in round-robin order: the one after the last chosen first. */
+  *candidates(): Generator<string> {
+    const count = this.#order.length;
+    for (let step = 0; step < count; step++) yield this.#order[(this.#cursor + step) % count]!;
+  }
+
+  /** `clientId` was given a message: round robin goes on after it. */
+  chose(clientId: string): void {
+    const index = this.#order.indexOf(clientId);
+    if (index >= 0) this.#cursor = index + 1;
+  }
+
+  join(clientId: string, route: Route): void {
+    if (!this.#routes.has(clientId)) this.#order.push(clientId);
+    this.#routes.set(clientId, route);
+  }
+
+  leave(clientId: string): void {
+    if (!this.#routes.delete(clientId)) return;
+    const index = this.#order.indexOf(clientId);
+    this.#order.splice(index, 1);
+    // The member after the one that left keeps its turn.
+    if (index < this.#cursor) this.#cursor--;
+  }
+}
+
+/**
+ * Memory of a shared group, on top of its members' subscriptions (counted as any other): the
+ * group object, its map and order, measured on Node 20 and rounded up; its key comes on top.
+ */
+export const SHARED_GROUP_BYTES = 256;
+
+function groupBytes(key: string): number {
+  return SHARED_GROUP_BYTES + 2 * key.length;
 }
 
 /** Memory of a route with options, on top of SUBSCRIPTION_BYTES: the options object. */
@@ -66,6 +129,8 @@ class Node {
   route: Route = 0;
   /** Subscribers by client id, once there are two or more. */
   subscribers: Map<string, Route> | undefined = undefined;
+  /** Shared subscriptions to this node's filter, by their `$share/...` filter; undefined while there is none. */
+  groups: Map<string, SharedGroup> | undefined = undefined;
 
   get(level: string): Node | undefined {
     if (this.children) return this.children.get(level);
@@ -101,7 +166,7 @@ class Node {
   get isEmpty(): boolean {
     const noChildren = this.children ? this.children.size === 0 : this.child === undefined;
     const noSubscribers = this.subscribers ? this.subscribers.size === 0 : this.clientId === undefined;
-    return noChildren && noSubscribers;
+    return noChildren && noSubscribers && this.groups === undefined;
   }
 
   subscribe(clientId: string, route: Route): void {
@@ -132,6 +197,30 @@ class Node {
       merge(result, this.clientId, this.route, origin);
     }
   }
+}
+
+/**
+ * A session chosen for a shared subscription: it gets the message at that subscription's QoS, or
+ * at the higher one another of its subscriptions matched with, once [MQTT-3.3.4-2]; the
+ * subscription's filter is noted on the delivery (see MatchedOptions.shared). No Local cannot be
+ * set on a shared subscription [MQTT-3.8.3-4].
+ */
+export function mergeShared(result: Map<string, Matched>, clientId: string, route: Route, key: string): void {
+  const known = result.get(clientId);
+  let matched: MatchedOptions;
+  if (known === undefined || typeof known === 'number') {
+    matched = { qos: known ?? 0, retainAsPublished: false, identifiers: undefined };
+    result.set(clientId, matched);
+  } else {
+    matched = known;
+  }
+  const qos = qosOf(route);
+  if (qos > matched.qos) matched.qos = qos;
+  if (typeof route !== 'number') {
+    if (route.retainAsPublished) matched.retainAsPublished = true;
+    if (route.identifier !== undefined) (matched.identifiers ??= []).push(route.identifier);
+  }
+  (matched.shared ??= []).push(key);
 }
 
 /**
@@ -180,6 +269,8 @@ function nodeBytes(level: string): number {
  */
 export class TopicTree {
   readonly #root = new Node();
+  /** Every shared group by its `$share/...` filter, for a hand-over (see Distributor.handOver). */
+  readonly #groups = new Map<string, SharedGroup>();
   #nodes = 0;
   #bytes = 0;
 
@@ -201,10 +292,11 @@ export class TopicTree {
     const created = new Set<string>();
     return {
       add: (filter) => {
+        const shared = parseSharedFilter(filter);
         let bytes = 0;
         let node: Node | undefined = this.#root;
         let path = '';
-        for (const level of filter.split('/')) {
+        for (const level of (shared?.filter ?? filter).split('/')) {
           path = `${path}/${level}`;
           node = node?.get(level);
           if (node === undefined && !created.has(path)) {
@@ -212,14 +304,24 @@ export class TopicTree {
             bytes += nodeBytes(level);
           }
         }
+        // A shared subscription also makes its group, when it is the group's first member.
+        if (shared && node?.groups?.get(filter) === undefined && !created.has(filter)) {
+          created.add(filter);
+          bytes += groupBytes(filter);
+        }
         return bytes;
       },
     };
   }
 
+  /**
+   * Adds a subscription. A shared one (`$share/{group}/{filter}`) makes the session a member of
+   * that group, held at the node of its filter; every other one a subscriber of the node.
+   */
   add(filter: string, clientId: string, route: Route): void {
+    const shared = parseSharedFilter(filter);
     let node = this.#root;
-    for (const level of filter.split('/')) {
+    for (const level of (shared?.filter ?? filter).split('/')) {
       let child = node.get(level);
       if (!child) {
         child = new Node();
@@ -229,19 +331,42 @@ export class TopicTree {
       }
       node = child;
     }
-    node.subscribe(clientId, route);
+    if (!shared) {
+      node.subscribe(clientId, route);
+      return;
+    }
+    let group = node.groups?.get(filter);
+    if (!group) {
+      group = new SharedGroup(filter);
+      (node.groups ??= new Map()).set(filter, group);
+      this.#groups.set(filter, group);
+      this.#bytes += groupBytes(filter);
+    }
+    group.join(clientId, route);
   }
 
   remove(filter: string, clientId: string): void {
+    const shared = parseSharedFilter(filter);
     const path: Array<[Node, string]> = [];
     let node = this.#root;
-    for (const level of filter.split('/')) {
+    for (const level of (shared?.filter ?? filter).split('/')) {
       const child = node.get(level);
       if (!child) return;
       path.push([node, level]);
       node = child;
     }
-    node.unsubscribe(clientId);
+    if (shared) {
+      const group = node.groups?.get(filter);
+      group?.leave(clientId);
+      if (group?.size === 0) {
+        node.groups!.delete(filter);
+        if (node.groups!.size === 0) node.groups = undefined;
+        this.#groups.delete(filter);
+        this.#bytes -= groupBytes(filter);
+      }
+    } else {
+      node.unsubscribe(clientId);
+    }
     // Prune empty branches so a churn of subscriptions does not leave the tree growing.
     for (let index = path.length - 1; index >= 0; index--) {
       const [parent, level] = path[index]!;
@@ -252,20 +377,38 @@ export class TopicTree {
     }
   }
 
+  /** How many shared groups have members: none, and routing does not look for them. */
+  get groups(): number {
+    return this.#groups.size;
+  }
+
+  /** The shared group of a `$share/...` filter, while it has members. */
+  group(filter: string): SharedGroup | undefined {
+    return this.#groups.get(filter);
+  }
+
   /**
    * The subscribers of a topic, each once with the highest QoS among its matching subscriptions
    * [MQTT-3.3.5-1] and what their options add (see merge). `origin`: the client id of the session
-   * that published it, for No Local.
+   * that published it, for No Local. `groups`, when given, receives the shared groups whose filter
+   * matches: one of their members gets the message, chosen by the caller.
    */
-  match(topic: string, origin?: string): Map<string, Matched> {
+  match(topic: string, origin?: string, groups?: SharedGroup[]): Map<string, Matched> {
     const result = new Map<string, Matched>();
     const levels = topic.split('/');
+    const collect = (node: Node) => {
+      node.collect(result, origin);
+      if (groups !== undefined && node.groups !== undefined) groups.push(...node.groups.values());
+    };
     const walk = (node: Node, depth: number) => {
       // Wildcards at the first level do not match topics beginning with '$' [MQTT-4.7.2-1].
       const wildcardsAllowed = depth > 0 || !topic.startsWith('$');
-      if (wildcardsAllowed) node.get('#')?.collect(result, origin);
+      if (wildcardsAllowed) {
+        const any = node.get('#');
+        if (any) collect(any);
+      }
       if (depth === levels.length) {
-        node.collect(result, origin);
+        collect(node);
         return;
       }
       const exact = node.get(levels[depth]!);

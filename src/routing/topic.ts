@@ -43,3 +43,33 @@ export function topicMatches(filter: string, topic: string): boolean {
   }
   return filterLevels.length === topicLevels.length;
 }
+
+/** What a shared subscription's filter `$share/{ShareName}/{filter}` names (MQTT 5.0 4.8.2). */
+export interface SharedFilter {
+  /** The ShareName. */
+  group: string;
+  /** The filter its members subscribe to, matched like any other. */
+  filter: string;
+}
+
+const SHARE_PREFIX = '$share/';
+
+/** Whether a filter is meant as a shared subscription (valid or not): it begins with `$share/`. */
+export function isSharedFilter(filter: string): boolean {
+  return filter.startsWith(SHARE_PREFIX);
+}
+
+/**
+ * The group and filter of `$share/{ShareName}/{filter}`, or undefined for a filter that is not
+ * shared or is not a valid shared one: the ShareName is at least one character with no `/`, `+`
+ * or `#` [MQTT-4.8.2-1], followed by `/` and a valid filter [MQTT-4.8.2-2].
+ */
+export function parseSharedFilter(filter: string): SharedFilter | undefined {
+  if (!isSharedFilter(filter)) return undefined;
+  const end = filter.indexOf('/', SHARE_PREFIX.length);
+  if (end <= SHARE_PREFIX.length) return undefined;
+  const group = filter.slice(SHARE_PREFIX.length, end);
+  if (/[+#]/.test(group)) return undefined;
+  const inner = filter.slice(end + 1);
+  return isValidTopicFilter(inner) ? { group, filter: inner } : undefined;
+}

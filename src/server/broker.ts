@@ -335,6 +335,8 @@ export function createBroker(options: BrokerOptions = {}): Broker {
     },
     ...(options.persistentSessionExpiry === undefined ? {} : { persistentSessionExpiry: inRange('persistentSessionExpiry', options.persistentSessionExpiry) }),
     neverExpires: isBridgeClientId,
+    // The distributor is made next, with the session manager: it is called only once sessions run.
+    handOver: (session, sharedFilters) => distributor.handOver(session, sharedFilters),
     log,
   });
   const retained = new RetainedIndex();

@@ -2,8 +2,8 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import { BrokerError } from '../errors.js';
 import { silentLogger, type Logger } from '../logger.js';
 import { PAUSE, type RetainedIndex, type RetainedMatch } from '../routing/retained-index.js';
-import type { TopicTree } from '../routing/topic-tree.js';
-import type { Delivery, Message, PublishResult, PublishTransition, QoS, QueueLimits, RetainedEntry, SessionRepository } from '../store/repository.js';
+import { mergeShared, qosOf, type SharedGroup, type TopicTree } from '../routing/topic-tree.js';
+import type { Delivery, Message, OutboundEntry, PublishResult, PublishTransition, QoS, QueueLimits, RetainedEntry, SessionRepository } from '../store/repository.js';
 import { isExpired } from './outbound-flow.js';
 import type { Session } from './session.js';
 
@@ -166,13 +166,14 @@ export class Distributor {
     const direct: { session: Session; retain: boolean; subscriptionIds: number[] | undefined }[] = [];
     const canRead = this.#canRead;
     const subscriberOptions = this.#subscriberOptions;
-    for (const [clientId, matched] of this.#subscriptions.match(message.topic, options.origin)) {
+    for (const [clientId, matched] of this.#match(message, options.origin)) {
       const session = this.#lookup(clientId);
       if (!session) continue;
       if (canRead !== undefined && !canRead(session, message.topic)) continue;
       let granted: QoS;
       let retain = false;
       let subscriptionIds: number[] | undefined;
+      let shared: string[] | undefined;
       if (typeof matched === 'number') {
         granted = matched;
       } else {
@@ -181,6 +182,7 @@ export class Distributor {
         // unless one of them asked for it as published (MQTT 5 Retain As Published) [MQTT-3.3.1-12] [MQTT-3.3.1-13].
         retain = matched.retainAsPublished && options.retain;
         subscriptionIds = matched.identifiers;
+        shared = matched.shared;
       }
       // Delivered at the lower of the published QoS and the granted QoS [MQTT-3.8.4-6].
       const qos = Math.min(message.qos, granted) as QoS;
@@ -191,10 +193,12 @@ export class Distributor {
         // In memory: no write to spare by raising the DUP mark with it (see Session.delivery).
         const delivery: Delivery = { clientId, qos, retain };
         if (subscriptionIds) delivery.subscriptionIds = subscriptionIds;
+        if (shared) delivery.shared = shared;
         volatileTargets.push({ session, delivery });
       } else {
         const delivery = session.delivery(qos, retain);
         if (subscriptionIds) delivery.subscriptionIds = subscriptionIds;
+        if (shared) delivery.shared = shared;
         const own = subscriberOptions?.(clientId);
         if (own?.queueLimits) delivery.limits = own.queueLimits;
         durableTargets.push({ session, delivery });
@@ -225,6 +229,13 @@ export class Distributor {
 
     const deliver = async (): Promise<PublicationOutcome> => {
       const stillVolatile = volatileTargets.filter(({ session }) => this.#isCurrent(session));
+      // A clean member chosen for a shared subscription whose session ended meanwhile: its session's
+      // hand-over found nothing of this message yet, so it goes to another member now.
+      for (const { session, delivery } of volatileTargets) {
+        if (delivery.shared && !stillVolatile.some((target) => target.session === session)) {
+          queued += await this.#handTo(message, delivery.retain, delivery.shared);
+        }
+      }
       const volatileInbound = inbound?.session.clean && this.#isCurrent(inbound.session);
       if (stillVolatile.length > 0 || volatileInbound) {
         const seqs = await this.#volatile.publish({
@@ -240,6 +251,124 @@ export class Distributor {
       return direct.length === 0 && queued === 0 ? 'quota-exceeded' : 'delivered';
     };
     return { stored, deliver };
+  }
+
+  /**
+   * The subscribers of a message, and for each shared subscription whose filter matches it the one
+   * member chosen to get it (MQTT 5.0 4.8.2), merged with what that session matched otherwise.
+   */
+  #match(message: Message, origin?: string): ReturnType<TopicTree['match']> {
+    if (this.#subscriptions.groups === 0) return this.#subscriptions.match(message.topic, origin);
+    const groups: SharedGroup[] = [];
+    const matched = this.#subscriptions.match(message.topic, origin, groups);
+    for (const group of groups) {
+      const chosen = this.#choose(group, message);
+      if (chosen) mergeShared(matched, chosen.clientId, group.route(chosen.clientId)!, group.key);
+    }
+    return matched;
+  }
+
+  /**
+   * The member of a shared group that gets a message: the next connected member in round robin
+   * that may read it; with none connected, the next persistent one, whose queue keeps it until
+   * its client returns (not for QoS 0, which is never queued for a disconnected session).
+   */
+  #choose(group: SharedGroup, message: Message): Session | undefined {
+    let waiting: Session | undefined;
+    for (const clientId of group.candidates()) {
+      const session = this.#lookup(clientId);
+      if (!session) continue;
+      if (this.#canRead !== undefined && !this.#canRead(session, message.topic)) continue;
+      if (session.connected) {
+        group.chose(clientId);
+        return session;
+      }
+      if (waiting === undefined && !session.clean && message.qos > 0) waiting = session;
+    }
+    if (waiting) group.chose(waiting.clientId);
+    return waiting;
+  }
+
+  /**
+   * A session whose shared subscriptions were `filters` has ended (destroyed, expired, or a clean
+   * session whose connection closed) and is unrouted: every message queued for it through one of
+   * its shared subscriptions and not yet delivered is handed to another member of that group, by
+   * transitions that remove it from this session's queue and queue it for the new member in one
+   * batch, so it is in one queue or the other whatever happens (MQTT 5.0 4.8.2). Not yet delivered:
+   * QoS 1 whether sent or not (it may have arrived; QoS 1 allows the duplicate); QoS 2 only if never
+   * sent, since a QoS 2 message whose delivery began must not go to another client [MQTT-4.8.2-5].
+   * Called before the session's state is deleted, which deletes whatever was not handed over.
+   */
+  async handOver(session: Session, filters: readonly string[]): Promise<void> {
+    const groups = new Set(filters);
+    // Messages routed to it before it was unrouted and still on their way to its queue.
+    await session.settled();
+    const moves: Promise<number>[] = [];
+    for (let after = 0; ; ) {
+      const entries = await session.readQueue(after, HAND_OVER_READ);
+      if (entries.length === 0) break;
+      after = entries[entries.length - 1]!.seq;
+      for (const entry of entries) {
+        const tags = entry.shared?.filter((filter) => groups.has(filter));
+        if (!tags || tags.length === 0 || !mayHandOver(entry)) continue;
+        moves.push(this.#handTo(entry.message, entry.retain, tags, { session, seq: entry.seq }));
+      }
+    }
+    const handed = (await Promise.all(moves)).reduce((sum, count) => sum + count, 0);
+    if (handed > 0) this.#log.info(`session ${JSON.stringify(session.clientId)} ended: ${handed} messages of its shared subscriptions handed to other members`);
+  }
+
+  /**
+   * Queues `message` for one member of each of the shared groups `filters` (any QoS 0 delivery
+   * sent at once), taking it from `from`'s queue entry in the same transition when given. The
+   * other repository's part, if any, goes first: its targets are clean sessions (or the source
+   * is), which a crash ends anyway. Resolves to how many sessions got it.
+   */
+  async #handTo(message: Message, retain: boolean, filters: readonly string[], from?: { session: Session; seq: number }): Promise<number> {
+    const chosen = new Map<string, { session: Session; qos: QoS; subscriptionIds: number[] | undefined; shared: string[] }>();
+    for (const filter of filters) {
+      const group = this.#subscriptions.group(filter);
+      const session = group && this.#choose(group, message);
+      if (!session) continue;
+      const route = group.route(session.clientId)!;
+      const qos = Math.min(message.qos, qosOf(route)) as QoS;
+      const identifier = typeof route === 'number' ? undefined : route.identifier;
+      const known = chosen.get(session.clientId);
+      if (known) {
+        known.qos = Math.max(known.qos, qos) as QoS;
+        known.shared.push(filter);
+        if (identifier !== undefined) (known.subscriptionIds ??= []).push(identifier);
+      } else {
+        chosen.set(session.clientId, { session, qos, subscriptionIds: identifier === undefined ? undefined : [identifier], shared: [filter] });
+      }
+    }
+    // No other member (or none that may read it): it ends with the session, as any other entry.
+    if (chosen.size === 0) return 0;
+    const durable: Target[] = [];
+    const volatile: Target[] = [];
+    const direct: Session[] = [];
+    for (const { session, qos, subscriptionIds, shared } of chosen.values()) {
+      if (qos === 0) {
+        direct.push(session);
+        continue;
+      }
+      const delivery = session.clean ? { clientId: session.clientId, qos, retain } : session.delivery(qos, retain);
+      if (subscriptionIds) delivery.subscriptionIds = subscriptionIds;
+      delivery.shared = shared;
+      (session.clean ? volatile : durable).push({ session, delivery });
+    }
+    const sourceIsClean = from?.session.clean ?? false;
+    const [first, second] = sourceIsClean ? [durable, volatile] : [volatile, durable];
+    const [firstStore, secondStore] = sourceIsClean ? [this.#durable, this.#volatile] : [this.#volatile, this.#durable];
+    let queued = 0;
+    if (first.length > 0) queued += notify(first, await firstStore.publish({ message, deliveries: first.map(({ delivery }) => delivery) }), message);
+    if (second.length > 0 || from) {
+      const transition: PublishTransition = { message, deliveries: second.map(({ delivery }) => delivery) };
+      if (from) transition.handOver = { clientId: from.session.clientId, seq: from.seq };
+      queued += notify(second, await secondStore.publish(transition), message);
+    }
+    for (const session of direct) session.sendDirect(message, false);
+    return queued + direct.length;
   }
 
   /**
@@ -348,6 +477,14 @@ export class Distributor {
   #isCurrent(session: Session): boolean {
     return this.#lookup(session.clientId) === session;
   }
+}
+
+/** Queue entries read at a time when a session's messages are handed over. */
+const HAND_OVER_READ = 1000;
+
+/** Whether a queued message may go to another member: see Distributor.handOver. */
+function mayHandOver(entry: OutboundEntry): boolean {
+  return entry.qos === 1 || entry.state === 'queued';
 }
 
 /** Tells each target session of its entry (or of its drop); returns how many got one. */

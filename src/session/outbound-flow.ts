@@ -42,6 +42,11 @@ export interface OutboundChannel {
   readonly room?: number;
   /** Calls `resume` once, when the channel has taken most of what it holds. */
   whenDrained?(resume: () => void): void;
+  /**
+   * The client's Receive Maximum (MQTT 5): QoS 1 and 2 PUBLISHes it takes unacknowledged at once.
+   * The flow keeps no more than the lower of it and max_inflight in flight [MQTT-3.3.4-9].
+   */
+  readonly receiveMaximum?: number | undefined;
 }
 
 export interface OutboundLimits {

@@ -1,5 +1,6 @@
 import { BrokerError, ErrorCodes, errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
+import { isSharedFilter } from '../routing/topic.js';
 import { ROUTE_OPTIONS_BYTES, routeOf, type Route, type TopicTree } from '../routing/topic-tree.js';
 import type { SessionRepository, StoredSession, Subscription } from '../store/repository.js';
 import { ExpirySchedule } from './expiry-schedule.js';
@@ -26,6 +27,11 @@ export interface SessionManagerOptions {
    * when a store from before they were stored as such is restored.
    */
   neverExpires?: (clientId: string) => boolean;
+  /**
+   * A session that held shared subscriptions (`$share/...` filters) ends: its messages of them go
+   * to other members (Distributor.handOver), after it is unrouted and before its state is deleted.
+   */
+  handOver?: (session: Session, sharedFilters: string[]) => Promise<void>;
   log: Logger;
 }
 
@@ -110,6 +116,7 @@ export class SessionManager {
   /** When each disconnected persistent session that can expire does, by client id. */
   readonly #expiries = new ExpirySchedule((clientIds) => this.#expire(clientIds));
   readonly #pendingWills = new Map<string, PendingWill>();
+  readonly #handOver: ((session: Session, sharedFilters: string[]) => Promise<void>) | undefined;
 
   constructor(options: SessionManagerOptions) {
     this.#durable = options.durable;
@@ -119,6 +126,7 @@ export class SessionManager {
     this.#budget = { maxSessions: Infinity, maxSubscriptions: Infinity, maxSubscriptionBytes: Infinity, ...options.budget };
     this.#persistentSessionExpiry = options.persistentSessionExpiry;
     this.#neverExpires = options.neverExpires ?? (() => false);
+    this.#handOver = options.handOver;
     this.#log = options.log;
   }
 
@@ -131,12 +139,16 @@ export class SessionManager {
     const now = Date.now();
     // Submitted together, so the store commits them in a few batches rather than one fsync each.
     const discarded: Promise<void>[] = [];
+    // Expired members of shared groups: discarded once the groups' other members are routed.
+    const members: Array<[Session, string[]]> = [];
     for (const { clientId, subscriptions, owner, lastSeen, expiry } of stored) {
       // Its client was away past its expiry while the broker was stopped: discarded before it is
       // routed, so not one message is queued for it [MQTT-3.1.2-23].
       const deadline = this.#neverExpires(clientId) ? Infinity : this.#deadline(expiry, lastSeen ?? now);
       if (deadline <= now) {
-        discarded.push(this.#durable.destroySession(clientId));
+        const shared = subscriptions.map(({ filter }) => filter).filter(isSharedFilter);
+        if (shared.length > 0 && this.#handOver) members.push([new Session(clientId, false, this.#durable, this.#policy, this.#log, owner), shared]);
+        else discarded.push(this.#durable.destroySession(clientId));
         continue;
       }
       const session = this.#newSession(clientId, false, owner);
@@ -144,6 +156,7 @@ export class SessionManager {
       for (const subscription of subscriptions) this.#route(session, subscription.filter, routeOf(subscription));
       if (deadline !== Infinity) this.#expiries.set(clientId, deadline);
     }
+    for (const [session, shared] of members) discarded.push(this.#handOver!(session, shared).then(() => session.destroy()));
     await Promise.all(discarded);
     const expired = discarded.length;
     if (expired > 0) this.#log.info(`${expired} persistent sessions expired while the broker was stopped: discarded`);
@@ -507,7 +520,9 @@ export class SessionManager {
     const subscriptions = [...session.subscriptions];
     for (const filter of subscriptions.map(([filter]) => filter)) this.#unroute(session, filter);
     this.#forget(session);
+    const shared = subscriptions.map(([filter]) => filter).filter(isSharedFilter);
     try {
+      if (shared.length > 0 && this.#handOver) await this.#handOver(session, shared);
       await session.destroy();
     } catch (error) {
       // Not deleted (a failed store write): the session is still stored, so it stays here too,

@@ -79,7 +79,11 @@ export class Session implements OutboundStore, InboundStore {
 
   /** Links a connection; nothing is sent until `resume`, so CONNACK can go first. */
   link(channel: OutboundChannel): SessionLink {
-    const { limits, canRead } = this.#policy;
+    const { canRead } = this.#policy;
+    let limits = this.#policy.limits;
+    // What an MQTT 5 client takes in flight at once bounds this link's flow too [MQTT-3.3.4-9].
+    const receiveMaximum = channel.receiveMaximum;
+    if (receiveMaximum !== undefined && receiveMaximum < limits.maxInflight) limits = { ...limits, maxInflight: receiveMaximum };
     const options = canRead ? { ...limits, mayReceive: (topic: string) => canRead(this, topic) } : limits;
     const link: SessionLink = {
       session: this,
@@ -182,6 +186,11 @@ export class Session implements OutboundStore, InboundStore {
   /** Queue entries after `afterSeq` in seq order, at most `limit` of them and about `maxBytes` of payload. */
   readQueue(afterSeq: number, limit: number, maxBytes?: number): Promise<OutboundEntry[]> {
     return this.#store.readOutbound(this.clientId, afterSeq, limit, maxBytes);
+  }
+
+  /** Resolves once every transition submitted for any session of its repository has landed. */
+  settled(): Promise<void> {
+    return this.#store.settled();
   }
 
   inboundPacketIds(): Promise<number[]> {

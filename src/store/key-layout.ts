@@ -9,7 +9,7 @@
  *   !synced-at                   time of the last periodic fsync (only with a sync interval)
  *   s\0<client>                  persistent session            { c: createdAt, l: lastSeen, u?: owner, e?: expiry seconds }
  *   b\0<client>\0<filter>        subscription                  { q: qos, n?: no local, a?: retain as published, h?: retain handling, i?: identifier }
- *   q\0<client>\0<seq>           outbound queue entry          { q, r, m, z, s? } or { q, r, t, p, o, x?, s? }  (s: subscription ids)
+ *   q\0<client>\0<seq>           outbound queue entry          { q, r, m, z, s?, g? } or { q, r, t, p, o, x?, s?, g? }  (s: subscription ids, g: shared subscriptions)
  *   n\0<client>                  queue size and drops          { m: messages, b: bytes, d: dropped }
  *   w\0<client>                  DUP mark: entries up to this seq go out with DUP=1  { s: seq }
  *   f\0<client>\0<seq>           outbound QoS2 entry released by PUBREC             { s: 2, i: packetId }
@@ -161,6 +161,8 @@ export interface QueueEntryValue {
   x?: PropertiesValue;
   /** MQTT 5 Subscription Identifiers of this delivery. */
   s?: number[];
+  /** The shared subscriptions this delivery was made for (Delivery.shared). */
+  g?: string[];
 }
 export interface QueueStatsValue {
   m: number;
@@ -218,7 +220,7 @@ export const isSessionValue = (value: unknown): value is SessionValue =>
   isNumber(value.c) &&
   (value.l === undefined || isNumber(value.l)) &&
   (value.u === undefined || typeof value.u === 'string') &&
-  (value.e === undefined || isCount(value.e));
+  (value.e === undefined || (isCount(value.e) && value.e <= 0xffff_ffff));
 export const isSubscriptionValue = (value: unknown): value is SubscriptionValue =>
   isObject(value) &&
   isQoS(value.q) &&
@@ -240,7 +242,8 @@ export const isQueueEntryValue = (value: unknown): value is QueueEntryValue =>
   isQoS(value.q) &&
   typeof value.r === 'boolean' &&
   ((isCount(value.m) && isCount(value.z) && value.x === undefined) || (typeof value.t === 'string' && isBytes(value.p) && isQoS(value.o) && hasValidProperties(value))) &&
-  (value.s === undefined || (Array.isArray(value.s) && value.s.length > 0 && value.s.every(isSubscriptionId)));
+  (value.s === undefined || (Array.isArray(value.s) && value.s.length > 0 && value.s.every(isSubscriptionId))) &&
+  (value.g === undefined || (Array.isArray(value.g) && value.g.length > 0 && value.g.every((filter) => typeof filter === 'string')));
 export const isQueueStatsValue = (value: unknown): value is QueueStatsValue =>
   isObject(value) && isCount(value.m) && isCount(value.b) && isCount(value.d);
 export const isDupMarkValue = (value: unknown): value is DupMarkValue => isObject(value) && isCount(value.s);

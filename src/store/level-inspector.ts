@@ -15,6 +15,8 @@ import {
   keys,
   outboundStateOf,
   parseKey,
+  propertiesOf,
+  subscriptionOfValue,
   toBuffer,
   type QueueEntryValue,
   type SessionValue,
@@ -46,6 +48,8 @@ export interface InspectedSession {
   lastSeen?: number;
   /** The user name that created the session; undefined for an anonymous client or an older record. */
   owner?: string;
+  /** MQTT 5 Session Expiry Interval, seconds; undefined when none is stored (a 3.1.1 session). */
+  expiry?: number;
 }
 
 export interface InspectedEntry {
@@ -59,6 +63,10 @@ export interface InspectedEntry {
   packetId?: number;
   /** Id of the shared body (m\0…) when the message is stored once for several sessions. */
   sharedBody?: number;
+  /** MQTT 5 Subscription Identifiers of this delivery. */
+  subscriptionIds?: number[];
+  /** The shared subscriptions (`$share/...`) this delivery was made for. */
+  shared?: string[];
 }
 
 /** An outbound QoS 2 entry whose PUBREC arrived: PUBREL sent, awaiting PUBCOMP. */
@@ -184,7 +192,7 @@ export class StoreView {
 
   async *subscriptions(clientId: string): AsyncGenerator<Subscription> {
     for await (const [key, value] of this.#range(keys.subscriptions(clientId))) {
-      yield { filter: keys.splitSubscription(key)[1], qos: this.#decode(value, key, isSubscriptionValue).q };
+      yield subscriptionOfValue(keys.splitSubscription(key)[1], this.#decode(value, key, isSubscriptionValue));
     }
   }
 
@@ -238,6 +246,8 @@ export class StoreView {
         ...(packetId === undefined ? {} : { packetId }),
       };
       if (stored.m !== undefined) entry.sharedBody = stored.m;
+      if (stored.s !== undefined) entry.subscriptionIds = stored.s;
+      if (stored.g !== undefined) entry.shared = stored.g;
       yield entry;
     }
   }
@@ -250,8 +260,8 @@ export class StoreView {
 
   async *retained(): AsyncGenerator<RetainedMessage> {
     for await (const [key, value] of this.#range(keys.allRetained())) {
-      const { p, o } = this.#decode(value, key, isRetainedValue);
-      yield { topic: keys.topicOfRetainedKey(key), payload: toBuffer(p), qos: o };
+      const { p, o, x } = this.#decode(value, key, isRetainedValue);
+      yield { topic: keys.topicOfRetainedKey(key), payload: toBuffer(p), qos: o, ...(x === undefined ? {} : { properties: propertiesOf(x) }) };
     }
   }
 
@@ -259,8 +269,8 @@ export class StoreView {
     const key = keys.retained(topic);
     const bytes = await this.#get(key);
     if (bytes === undefined) return undefined;
-    const { p, o } = this.#decode(bytes, key, isRetainedValue);
-    return { topic, payload: toBuffer(p), qos: o };
+    const { p, o, x } = this.#decode(bytes, key, isRetainedValue);
+    return { topic, payload: toBuffer(p), qos: o, ...(x === undefined ? {} : { properties: propertiesOf(x) }) };
   }
 
   /** Counts and sizes of the whole store, in one pass; `progress` gets the number of keys read so far. */
@@ -378,6 +388,6 @@ class BodyCache {
   }
 }
 
-function inspectedSession(clientId: string, { c, l, u }: SessionValue): InspectedSession {
-  return { clientId, createdAt: c, ...(l === undefined ? {} : { lastSeen: l }), ...(u === undefined ? {} : { owner: u }) };
+function inspectedSession(clientId: string, { c, l, u, e }: SessionValue): InspectedSession {
+  return { clientId, createdAt: c, ...(l === undefined ? {} : { lastSeen: l }), ...(u === undefined ? {} : { owner: u }), ...(e === undefined ? {} : { expiry: e }) };
 }

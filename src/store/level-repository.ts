@@ -285,6 +285,7 @@ export class LevelRepository implements SessionRepository {
       const message = value.m === undefined ? inlineMessage(value) : bodies.get(value.m)!;
       const entry: OutboundEntry = { seq, message, qos: value.q, retain: value.r, state: outboundStateOf(seq, dupMark, release) };
       if (value.s !== undefined) entry.subscriptionIds = value.s;
+      if (value.g !== undefined) entry.shared = value.g;
       if (release) entry.packetId = release.i;
       // An entry with its own copy of the message is completed from this, without a read. Shared
       // bodies are always read back: their reference counts must never be taken from memory.
@@ -394,7 +395,7 @@ export class LevelRepository implements SessionRepository {
 
   async publish(transition: PublishTransition): Promise<PublishResult> {
     const writer = this.#openWriter();
-    const { message, deliveries, retained, inbound } = transition;
+    const { message, deliveries, retained, inbound, handOver } = transition;
     // Everything is checked before anything is counted: a transition lands whole or not at all.
     if (new Set(deliveries.map(({ clientId }) => clientId)).size !== deliveries.length) {
       throw new Error('publish delivers twice to one session');
@@ -411,22 +412,25 @@ export class LevelRepository implements SessionRepository {
     let retainedRefused = false;
     await writer.submit({
       prepare: (batch) => {
+        // Handed over from another session's entry: moved only if that entry is still there.
+        if (handOver && !takeHandedOver(batch, handOver)) return;
         // Queue limits are decided here, where transitions are applied in submission order and a
         // batch that fails to write leaves the stored counts as they were.
         admitted = deliveries.filter(({ clientId, limits }) => this.#admit(batch, clientId, size, limits));
-        const shared = admitted.length > 1;
-        if (shared) {
+        const bodyShared = admitted.length > 1;
+        if (bodyShared) {
           const body: BodyValue = { t: message.topic, p: message.payload, o: message.qos };
           if (properties) body.x = properties;
           batch.put(keys.body(messageId), body);
           batch.put(keys.refCount(messageId), admitted.length);
         }
-        for (const { clientId, qos, retain, raiseDupMark, subscriptionIds } of admitted) {
-          const entry: QueueEntryValue = shared
+        for (const { clientId, qos, retain, raiseDupMark, subscriptionIds, shared } of admitted) {
+          const entry: QueueEntryValue = bodyShared
             ? { q: qos, r: retain, m: messageId, z: size }
             : { q: qos, r: retain, t: message.topic, p: message.payload, o: message.qos };
-          if (properties && !shared) entry.x = properties;
+          if (properties && !bodyShared) entry.x = properties;
           if (subscriptionIds) entry.s = subscriptionIds;
+          if (shared) entry.g = shared;
           batch.put(keys.queueEntry(clientId, seqs.get(clientId)!), entry);
           if (raiseDupMark) writeDupMark(batch, clientId, seqs.get(clientId)!, false);
         }
@@ -444,6 +448,11 @@ export class LevelRepository implements SessionRepository {
     const result: PublishResult = new Map(admitted.map(({ clientId }) => [clientId, seqs.get(clientId)!]));
     if (retainedRefused) result.retainedRefused = true;
     return result;
+  }
+
+  async settled(): Promise<void> {
+    // A job that writes nothing: it resolves once every job before it has (group commit keeps order).
+    await this.#openWriter().submit({ prepare: () => undefined });
   }
 
   async raiseDupMark(clientId: string, throughSeq: number): Promise<void> {
@@ -660,6 +669,15 @@ function writeStats(batch: BatchBuilder, clientId: string, stats: QueueStats): v
 
 function fromStatsValue({ m, b, d }: QueueStatsValue): QueueStats {
   return { messages: m, bytes: b, dropped: d };
+}
+
+/** Removes the entry a message is handed over from (PublishTransition.handOver); false if it is gone. */
+function takeHandedOver(batch: BatchBuilder, { clientId, seq }: { clientId: string; seq: number }): boolean {
+  const key = keys.queueEntry(clientId, seq);
+  const entry = removeQueueEntry(batch, clientId, key);
+  if (entry === undefined) return false;
+  if (entry.q === 2) batch.del(keys.release(clientId, seq));
+  return true;
 }
 
 /**

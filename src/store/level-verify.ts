@@ -50,7 +50,8 @@ export type ProblemCode =
   | 'duplicate-packet-id'
   | 'size-mismatch'
   | 'stats-mismatch'
-  | 'retained-index-mismatch';
+  | 'retained-index-mismatch'
+  | 'bad-shared';
 
 export interface StoreProblem {
   kind: 'problem';
@@ -71,6 +72,9 @@ export interface VerifySource {
   entries(): AsyncIterable<[string, Uint8Array]>;
   get(key: string): Promise<Uint8Array | undefined>;
 }
+
+/** How a shared subscription's filter begins (MQTT 5.0 4.8.2). */
+const SHARE_PREFIX = '$share/';
 
 export async function* verifyStore(source: VerifySource, progress?: (keysRead: number) => void): AsyncGenerator<VerifyEvent> {
   let scanned = 0;
@@ -196,6 +200,10 @@ export async function* verifyStore(source: VerifySource, progress?: (keysRead: n
       case 'subscription': {
         const result = check(key, value, isSubscriptionValue);
         if ('problem' in result) yield result.problem;
+        // The broker refuses No Local on a shared subscription [MQTT-3.8.3-4]: stored, it was not the broker's doing.
+        if ('value' in result && result.value.n && parsed.filter.startsWith(SHARE_PREFIX)) {
+          yield problem(key, 'bad-shared', 'No Local on a shared subscription, which the broker never grants');
+        }
         if (!(await sessionExists(parsed.clientId))) {
           yield problem(key, 'no-session', `subscription of ${JSON.stringify(parsed.clientId)}, which has no session record`);
         }
@@ -277,6 +285,8 @@ export async function* verifyStore(source: VerifySource, progress?: (keysRead: n
         if ('value' in result) {
           queueCount.messages++;
           const entry = result.value;
+          const notShared = entry.g?.find((filter) => !filter.startsWith(SHARE_PREFIX));
+          if (notShared !== undefined) yield problem(key, 'bad-shared', `delivery made for shared subscription ${JSON.stringify(notShared)}, which is not a $share/ filter`);
           if (entry.m === undefined) {
             queueCount.bytes += entry.p!.byteLength;
           } else {

@@ -54,6 +54,11 @@ export class MemoryRepository implements SessionRepository {
     this.#open = false;
   }
 
+  async settled(): Promise<void> {
+    // Every transition here is applied when it is called.
+    this.#checkOpen();
+  }
+
   async loadSessions(): Promise<StoredSession[]> {
     this.#checkOpen();
     return [...this.#sessions].map(([clientId, session]) => ({
@@ -156,7 +161,7 @@ export class MemoryRepository implements SessionRepository {
 
   async publish(transition: PublishTransition): Promise<PublishResult> {
     this.#checkOpen();
-    const { message, deliveries, retained, inbound } = transition;
+    const { message, deliveries, retained, inbound, handOver } = transition;
     // Validate everything before changing anything: a transition lands whole or not at all.
     const targets = deliveries.map((delivery) => [delivery, this.#session(delivery.clientId)] as const);
     if (new Set(deliveries.map((delivery) => delivery.clientId)).size !== deliveries.length) {
@@ -164,11 +169,14 @@ export class MemoryRepository implements SessionRepository {
     }
     const inboundSession = inbound ? this.#session(inbound.clientId) : undefined;
     const seqs: PublishResult = new Map<string, number>();
-    for (const [{ clientId, qos, retain, raiseDupMark, limits, subscriptionIds }, session] of targets) {
+    // Handed over from another session's entry: moved only if that entry is still there.
+    if (handOver && !this.#takeEntry(handOver.clientId, handOver.seq)) return seqs;
+    for (const [{ clientId, qos, retain, raiseDupMark, limits, subscriptionIds, shared }, session] of targets) {
       if (!admit(session.stats, message.payload.length, limits ?? this.#limits)) continue;
       const seq = session.nextSeq++;
       const entry: OutboundEntry = { seq, message, qos, retain, state: 'queued' };
       if (subscriptionIds) entry.subscriptionIds = [...subscriptionIds];
+      if (shared) entry.shared = [...shared];
       session.queue.set(seq, entry);
       // Same meaning as raiseDupMark: the mark rises to this entry, covering the ones before it.
       if (raiseDupMark) markDupThrough(session, seq);
@@ -218,13 +226,17 @@ export class MemoryRepository implements SessionRepository {
     this.#checkOpen();
     const session = this.#sessions.get(clientId);
     if (!session) return;
-    for (const completion of completions) {
-      const seq = typeof completion === 'number' ? completion : completion.seq;
-      const entry = session.queue.get(seq);
-      if (!entry) continue;
-      session.queue.delete(seq);
-      release(session.stats, entry.message.payload.length);
-    }
+    for (const completion of completions) this.#takeEntry(clientId, typeof completion === 'number' ? completion : completion.seq);
+  }
+
+  /** Removes a queue entry and counts it out; false if there is none. */
+  #takeEntry(clientId: string, seq: number): boolean {
+    const session = this.#sessions.get(clientId);
+    const entry = session?.queue.get(seq);
+    if (!session || !entry) return false;
+    session.queue.delete(seq);
+    release(session.stats, entry.message.payload.length);
+    return true;
   }
 
   async queueStats(clientId: string): Promise<QueueStats | undefined> {

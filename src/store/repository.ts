@@ -27,6 +27,8 @@ export interface OutboundEntry {
   retain: boolean;
   /** MQTT 5 Subscription Identifiers of the session's subscriptions that matched [MQTT-3.3.4-3]. */
   subscriptionIds?: number[];
+  /** The shared subscriptions (`$share/...` filters) the session was chosen for (see Delivery.shared). */
+  shared?: string[];
   state: OutboundState;
   /**
    * The packet id stored with a 'released' entry. Packet ids of 'dup' entries are not stored: the
@@ -76,6 +78,12 @@ export interface Delivery {
   /** Subscription Identifiers of the matching subscriptions: they belong to the delivery, not the message. */
   subscriptionIds?: number[];
   /**
+   * The shared subscriptions (their `$share/...` filters) the session was chosen for as the one
+   * member to get the message: if the session ends before the message is delivered, it is handed
+   * to another member of each (see PublishTransition.handOver).
+   */
+  shared?: string[];
+  /**
    * Raise the session's DUP mark over this entry in the same batch: the session sends it as soon
    * as it is stored, and is spared a write (and an fsync) of its own before it does.
    */
@@ -103,6 +111,13 @@ export interface PublishTransition {
   retained?: 'set' | 'clear';
   /** An inbound QoS2 PUBLISH: its packet id is recorded as received-not-released in the same batch. */
   inbound?: { clientId: string; packetId: number };
+  /**
+   * The message is handed over from this queue entry of another session (a shared subscription's
+   * member whose session ends): the entry is removed in the same batch, so the message is in one
+   * queue or the other whatever happens. An entry gone already (completed meanwhile) hands over
+   * nothing: the deliveries are then not made.
+   */
+  handOver?: { clientId: string; seq: number };
 }
 
 
@@ -139,6 +154,8 @@ export interface SessionRepository {
   open(): Promise<void>;
   /** Waits for transitions already submitted, then releases the backend. */
   close(): Promise<void>;
+  /** Resolves once every transition submitted before it has landed (reads after it see them). */
+  settled(): Promise<void>;
 
   /** Every stored session with its subscriptions: what routing needs at startup; no queues. */
   loadSessions(): Promise<StoredSession[]>;

@@ -54,8 +54,9 @@ describe('MQTT 5', () => {
       const { connack } = await clients.raw5({ clientId: 'v5' });
       expect(connack.reasonCode).toBe(0);
       expect(connack.sessionPresent).toBe(false);
-      expect(connack.properties).toMatchObject({ maximumPacketSize: 1024 * 1024, topicAliasMaximum: 10, receiveMaximum: 1024, sharedSubscriptionAvailable: false });
-      // Retain, wildcards and subscription identifiers are available: their absence says so.
+      expect(connack.properties).toMatchObject({ maximumPacketSize: 1024 * 1024, topicAliasMaximum: 10, receiveMaximum: 1024 });
+      // Retain, wildcards, subscription identifiers and shared subscriptions are available: their absence says so.
+      expect(connack.properties?.sharedSubscriptionAvailable).toBeUndefined();
       expect(connack.properties?.retainAvailable).toBeUndefined();
       expect(connack.properties?.maximumQoS).toBeUndefined();
     });
@@ -220,17 +221,17 @@ describe('MQTT 5', () => {
   describe('subscription options', () => {
     beforeEach(() => start({ maxSubscriptionsPerClient: 3 }));
 
-    it('SUBACK says per filter why one was refused: 0x8F invalid, 0x9E shared, 0x97 over the quota [MQTT-3.9.3-1]', async () => {
+    it('SUBACK says per filter why one was refused: 0x8F invalid (a shared one without a filter too), 0x97 over the quota [MQTT-3.9.3-1] [MQTT-4.8.2-2]', async () => {
       const client = await clients.raw5Accepted({ clientId: 'sub' });
       const granted = await subscribe5(client, [
         { topic: 'a/#/b', qos: 1 },
-        { topic: '$share/g/t', qos: 1 },
+        { topic: '$share/g', qos: 1 },
         { topic: 'one', qos: 2 },
         { topic: 'two', qos: 0 },
         { topic: 'three', qos: 1 },
         { topic: 'four', qos: 1 },
       ]);
-      expect(granted).toEqual([0x8f, 0x9e, 2, 0, 1, 0x97]);
+      expect(granted).toEqual([0x8f, 0x8f, 2, 0, 1, 0x97]);
     });
 
     it('UNSUBACK says per filter whether there was a subscription: 0x00 or 0x11 [MQTT-3.11.3-1]', async () => {
@@ -365,6 +366,20 @@ describe('MQTT 5', () => {
       expect(running.broker.counters.publishesOverClientMaximum).toBe(1);
     });
 
+    it('no more QoS 1/2 PUBLISHes in flight to a client than its Receive Maximum; the next goes once one is acknowledged [MQTT-3.3.4-9]', async () => {
+      await start();
+      const subscriber = await clients.raw5Accepted({ clientId: 'slow', properties: { receiveMaximum: 2 } });
+      await subscribe5(subscriber, [{ topic: 'rm', qos: 1 }, { topic: 'rm-marker', qos: 0 }]);
+      const publisher = await clients.raw5Accepted({ clientId: 'pub' });
+      for (const messageId of [1, 2, 3]) await publish5(publisher, { topic: 'rm', payload: `m${messageId}` }, messageId);
+      publisher.send({ cmd: 'publish', topic: 'rm-marker', payload: '', qos: 0, dup: false, retain: false });
+      // QoS 0 is not held back by Receive Maximum: the marker overtakes the third.
+      const before = [await subscriber.next('publish'), await subscriber.next('publish'), await subscriber.next('publish')];
+      expect(before.map(({ topic, payload }) => `${topic}:${payload}`)).toEqual(['rm:m1', 'rm:m2', 'rm-marker:']);
+      subscriber.send({ cmd: 'puback', messageId: before[0]!.messageId! });
+      expect((await subscriber.next('publish')).payload.toString()).toBe('m3');
+    });
+
     it('more unreleased QoS 2 PUBLISHes than the Receive Maximum: DISCONNECT 0x93 [MQTT-3.3.4-7] (MQTT 5.0 4.9)', async () => {
       await start({ receiveMaximum: 2 });
       const { client, connack } = await clients.raw5({ clientId: 'fast' });
@@ -425,6 +440,65 @@ describe('MQTT 5', () => {
       const client = await clients.raw5Accepted({ clientId: 'c' });
       expect((await publish5(client, { topic: 'closed/door' })).reasonCode).toBe(0x87);
       expect(await subscribe5(client, [{ topic: 'closed/#', qos: 1 }, { topic: 'open/#', qos: 1 }])).toEqual([0x87, 1]);
+    });
+
+    it('a Reason String says why, unless the client set Request Problem Information to 0 [MQTT-3.1.2-29]', async () => {
+      const dir = (await import('../helpers/broker-process.js')).makeDataDir();
+      const aclFile = join(dir, 'acl');
+      writeFileSync(aclFile, 'topic readwrite open/#\n');
+      await start({ dataDir: dir, aclFile });
+      const told = await clients.raw5Accepted({ clientId: 'told' });
+      const toldAck = await publish5(told, { topic: 'closed/door' });
+      expect([toldAck.reasonCode, toldAck.properties?.reasonString]).toEqual([0x87, 'not authorized to publish on "closed/door"']);
+      const quiet = await clients.raw5Accepted({ clientId: 'quiet', properties: { requestProblemInformation: false } });
+      const quietAck = await publish5(quiet, { topic: 'closed/door' });
+      expect([quietAck.reasonCode, quietAck.properties?.reasonString]).toEqual([0x87, undefined]);
+    });
+  });
+
+  describe('queue limits and packet identifiers', () => {
+    /** A persistent subscriber to `topic`, away, whose queue takes one message (max_queued_messages 1). */
+    async function awaySubscriber(clientId: string, topic: string) {
+      const client = await clients.raw5Accepted({ clientId, clean: false, properties: { sessionExpiryInterval: 3600 } });
+      await subscribe5(client, [{ topic, qos: 1 }]);
+      await client.disconnect();
+    }
+
+    it('PUBACK and PUBREC say 0x97 when a queue limit refused the message for every subscriber, 0x00 when one took it (MQTT 5.0 3.4.2.1)', async () => {
+      await start({ maxQueuedMessages: 1 });
+      await awaySubscriber('full', 'q/#');
+      const publisher = await clients.raw5Accepted({ clientId: 'pub' });
+      expect((await publish5(publisher, { topic: 'q/1' }, 1)).reasonCode ?? 0).toBe(0);
+      expect((await publish5(publisher, { topic: 'q/2' }, 2)).reasonCode).toBe(0x97);
+      // QoS 2: PUBREC 0x97 ends the exchange [MQTT-4.3.3-4]; the packet id is free again at once.
+      publisher.send({ cmd: 'publish', topic: 'q/3', payload: 'x', qos: 2, messageId: 3, dup: false, retain: false });
+      expect((await publisher.next('pubrec')).reasonCode).toBe(0x97);
+      // A second subscriber with room: the message is taken, so the publisher hears 0x00.
+      await awaySubscriber('roomy', 'q/#');
+      expect((await publish5(publisher, { topic: 'q/4' }, 4)).reasonCode ?? 0).toBe(0);
+      // 3.1.1 has no way to say it: a plain PUBACK.
+      const publisher4 = await clients.rawAccepted({ clientId: 'pub4' });
+      publisher4.send({ cmd: 'publish', topic: 'q/5', payload: 'x', qos: 1, messageId: 5, dup: false, retain: false });
+      expect(await publisher4.next('puback')).toMatchObject({ messageId: 5 });
+    });
+
+    it('a PUBLISH whose topic name has a wildcard gets DISCONNECT 0x90 Topic Name invalid [MQTT-3.3.2-2]', async () => {
+      await start();
+      const client = await clients.raw5Accepted({ clientId: 'wild' });
+      client.send({ cmd: 'publish', topic: 'a/+', payload: 'x', qos: 1, messageId: 1, dup: false, retain: false });
+      expect((await client.next('disconnect')).reasonCode).toBe(0x90);
+      await client.closed;
+    });
+
+    it('PUBREL for a packet id not held gets PUBCOMP 0x92; for a held one 0x00 (MQTT 5.0 3.7.2.1) [MQTT-4.3.3-2]', async () => {
+      await start();
+      const client = await clients.raw5Accepted({ clientId: 'q2' });
+      client.send({ cmd: 'publish', topic: 'x', payload: 'x', qos: 2, messageId: 7, dup: false, retain: false });
+      await client.next('pubrec');
+      client.send({ cmd: 'pubrel', messageId: 7 });
+      expect((await client.next('pubcomp')).reasonCode ?? 0).toBe(0);
+      client.send({ cmd: 'pubrel', messageId: 7 });
+      expect((await client.next('pubcomp')).reasonCode).toBe(0x92);
     });
   });
 });

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { TopicTree, type Matched } from '../../src/routing/topic-tree.js';
-import { isValidTopicFilter, isValidTopicName, topicMatches } from '../../src/routing/topic.js';
+import { TopicTree, type Matched, type SharedGroup } from '../../src/routing/topic-tree.js';
+import { isValidTopicFilter, isValidTopicName, parseSharedFilter, topicMatches } from '../../src/routing/topic.js';
 import type { QoS } from '../../src/store/repository.js';
 import { filterArb, levelArb, qosArb, topicArb } from './topic-arbitraries.js';
 
@@ -293,5 +293,74 @@ describe('TopicTree node count (what the subscription budget counts)', () => {
         expect([tree.nodes, tree.bytes]).toEqual([0, 0]);
       }),
     );
+  });
+});
+
+describe('TopicTree shared groups ($share/{group}/{filter}, MQTT 5.0 4.8.2)', () => {
+  const sharedArb = fc.tuple(fc.constantFrom('g1', 'g2'), filterArb).map(([group, filter]) => `$share/${group}/${filter}`);
+  const anyFilterArb = fc.oneof(filterArb, sharedArb);
+  const mixedArb: fc.Arbitrary<Operation> = fc.oneof(
+    { weight: 3, arbitrary: fc.record({ kind: fc.constant('add' as const), clientId: clientArb, filter: anyFilterArb, qos: qosArb }) },
+    { weight: 1, arbitrary: fc.record({ kind: fc.constant('remove' as const), clientId: clientArb, filter: anyFilterArb }) },
+  );
+
+  it('parses the ShareName and filter, and refuses a ShareName with wildcards or without a filter [MQTT-4.8.2-1] [MQTT-4.8.2-2]', () => {
+    expect(parseSharedFilter('$share/g/a/+/#')).toEqual({ group: 'g', filter: 'a/+/#' });
+    expect(parseSharedFilter('$share/g//')).toEqual({ group: 'g', filter: '/' });
+    for (const invalid of ['$share/g', '$share//a', '$share/g+/a', '$share/#/a', '$share/g/a/#/b', '$share/g/']) expect(parseSharedFilter(invalid)).toBeUndefined();
+    expect(parseSharedFilter('$shared/g/a')).toBeUndefined();
+  });
+
+  it('matches the groups whose filter matches, each with its members; ordinary subscribers are as without them', () => {
+    fc.assert(
+      fc.property(fc.array(mixedArb, { maxLength: 40 }), topicArb, (operations, topic) => {
+        const tree = treeOf(operations);
+        const groups: SharedGroup[] = [];
+        const matched = tree.match(topic, undefined, groups);
+        const live = new Map<string, Set<string>>();
+        for (const operation of operations) {
+          if (!operation.filter.startsWith('$share/')) continue;
+          const members = live.get(operation.filter) ?? new Set<string>();
+          if (operation.kind === 'add') members.add(operation.clientId);
+          else members.delete(operation.clientId);
+          live.set(operation.filter, members);
+        }
+        const expected = [...live].filter(([filter, members]) => members.size > 0 && topicMatches(parseSharedFilter(filter)!.filter, topic));
+        expect(groups.map((group) => [group.key, [...group.candidates()].sort()]).sort()).toEqual(expected.map(([key, members]) => [key, [...members].sort()]).sort());
+        const ordinary = operations.filter((operation) => !operation.filter.startsWith('$share/'));
+        expect(sorted(matched)).toEqual([...referenceMatch(ordinary, topic)].sort(([a], [b]) => a.localeCompare(b)));
+      }),
+    );
+  });
+
+  it('a plan says exactly the bytes shared filters add (nodes and new groups), and removing everything counts back to zero', () => {
+    fc.assert(
+      fc.property(fc.array(mixedArb, { maxLength: 30 }), fc.array(anyFilterArb, { maxLength: 6 }), (operations, filters) => {
+        const tree = treeOf(operations);
+        const plan = tree.plan();
+        const predicted = filters.reduce((sum, filter) => sum + plan.add(filter), 0);
+        const before = tree.bytes;
+        for (const filter of filters) tree.add(filter, 'new-client', 1);
+        expect(tree.bytes - before).toBe(predicted);
+        for (const filter of filters) tree.remove(filter, 'new-client');
+        for (const operation of operations) tree.remove(operation.filter, operation.clientId);
+        expect([tree.nodes, tree.bytes, tree.groups]).toEqual([0, 0, 0]);
+      }),
+    );
+  });
+
+  it('round robin goes on after the member chosen last, and a member leaving keeps the next one\'s turn', () => {
+    const tree = new TopicTree();
+    for (const clientId of ['a', 'b', 'c']) tree.add('$share/g/t', clientId, 1);
+    const group = tree.group('$share/g/t')!;
+    expect([...group.candidates()]).toEqual(['a', 'b', 'c']);
+    group.chose('b');
+    expect([...group.candidates()]).toEqual(['c', 'a', 'b']);
+    tree.remove('$share/g/t', 'a');
+    expect([...group.candidates()]).toEqual(['c', 'b']);
+    tree.remove('$share/g/t', 'c');
+    expect([...group.candidates()]).toEqual(['b']);
+    tree.remove('$share/g/t', 'b');
+    expect(tree.group('$share/g/t')).toBeUndefined();
   });
 });

@@ -2221,6 +2221,68 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           expect((await readAll(repository, 'one'))[1]!.message.properties).toBeUndefined();
         }));
 
+      it("a delivery's shared subscriptions stay with its entry, inline and with a shared body, and survive reopen", ({ skip }) =>
+        withReopen(skip, async (repository, reopen) => {
+          for (const clientId of ['a', 'b', 'c']) await repository.createSession(clientId);
+          await repository.publish({ message: message('solo', 'p'), deliveries: [{ ...to('a'), shared: ['$share/g/solo'] }] });
+          await repository.publish({ message: message('fan', 'q'), deliveries: [{ ...to('b'), shared: ['$share/g/#', '$share/h/fan'] }, to('c')] });
+          const check = async (store: SessionRepository) => {
+            expect((await readAll(store, 'a')).map(({ shared }) => shared)).toEqual([['$share/g/solo']]);
+            expect((await readAll(store, 'b')).map(({ shared }) => shared)).toEqual([['$share/g/#', '$share/h/fan']]);
+            expect((await readAll(store, 'c')).map(({ shared }) => shared)).toEqual([undefined]);
+          };
+          await check(repository);
+          await check(await reopen());
+        }));
+
+      it('handOver moves an entry: gone from the old queue and queued for the new sessions in one transition, counts following', () =>
+        withFixture(async ({ repository }) => {
+          for (const clientId of ['old', 'other', 'new']) await repository.createSession(clientId);
+          // A shared body: the old session's entry and another session's hold the same message.
+          await repository.publish({ message: message('t', 'payload'), deliveries: [{ ...to('old'), shared: ['$share/g/t'] }, to('other')] });
+          await repository.publish({ message: message('t', 'second', 2), deliveries: [{ ...to('old', 2), shared: ['$share/g/t'] }] });
+          const [first, second] = await readAll(repository, 'old');
+          await repository.markReleased('old', second!.seq, 9);
+          const moved = await repository.publish({ message: first!.message, deliveries: [{ ...to('new'), shared: ['$share/g/t'] }], handOver: { clientId: 'old', seq: first!.seq } });
+          expect([...moved.keys()]).toEqual(['new']);
+          await repository.publish({ message: second!.message, deliveries: [{ ...to('new', 2), shared: ['$share/g/t'] }], handOver: { clientId: 'old', seq: second!.seq } });
+          expect(await readAll(repository, 'old')).toEqual([]);
+          expect(await repository.queueStats('old')).toEqual({ messages: 0, bytes: 0, dropped: 0 });
+          const arrived = await readAll(repository, 'new');
+          expect(arrived.map((entry) => [entry.message.payload.toString(), entry.qos, entry.state, entry.packetId, entry.shared])).toEqual([
+            ['payload', 1, 'queued', undefined, ['$share/g/t']],
+            ['second', 2, 'queued', undefined, ['$share/g/t']],
+          ]);
+          expect(await repository.queueStats('new')).toEqual({ messages: 2, bytes: 'payload'.length + 'second'.length, dropped: 0 });
+          // The other holder of the shared body still reads it.
+          expect((await readAll(repository, 'other')).map((entry) => entry.message.payload.toString())).toEqual(['payload']);
+        }));
+
+      it('handOver of an entry gone already (completed, or its session destroyed) queues nothing', () =>
+        withFixture(async ({ repository }) => {
+          for (const clientId of ['old', 'new']) await repository.createSession(clientId);
+          await repository.publish({ message: message('t', 'a'), deliveries: [to('old')] });
+          await repository.publish({ message: message('t', 'b'), deliveries: [to('old')] });
+          const [a, b] = await readAll(repository, 'old');
+          // Submitted without awaiting, in this order: the complete lands first.
+          const completed = repository.complete('old', a!.seq);
+          const handed = repository.publish({ message: a!.message, deliveries: [to('new')], handOver: { clientId: 'old', seq: a!.seq } });
+          await completed;
+          expect((await handed).size).toBe(0);
+          await repository.destroySession('old');
+          expect((await repository.publish({ message: b!.message, deliveries: [to('new')], handOver: { clientId: 'old', seq: b!.seq } })).size).toBe(0);
+          expect(await readAll(repository, 'new')).toEqual([]);
+          expect(await repository.queueStats('new')).toEqual({ messages: 0, bytes: 0, dropped: 0 });
+        }));
+
+      it('settled resolves once the transitions submitted before it have landed', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          void repository.publish({ message: message('t', 'x'), deliveries: [to('a')] });
+          await repository.settled();
+          expect((await readAll(repository, 'a')).map((entry) => entry.message.payload.toString())).toEqual(['x']);
+        }));
+
       it('all of it survives reopen', ({ skip }) =>
         withReopen(skip, async (repository, reopen) => {
           await repository.createSession('a', 'alice', 3600);

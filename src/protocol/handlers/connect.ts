@@ -102,7 +102,7 @@ function connackProperties(connection: Connection, assignedClientId: string | un
     ...(topicAliasMaximum > 0 ? { topicAliasMaximum } : {}),
     // A client that sent an empty client id is told the one it got [MQTT-3.1.3-7].
     ...(assignedClientId === undefined ? {} : { assignedClientIdentifier: assignedClientId }),
-    sharedSubscriptionAvailable: false,
+    // Shared subscriptions are available: the property's default (1) says so.
   };
 }
 

@@ -1,6 +1,6 @@
 import type { ISubscribePacket } from 'mqtt-packet';
 import { ProtocolViolation } from '../../errors.js';
-import { isValidTopicFilter } from '../../routing/topic.js';
+import { isSharedFilter, isValidTopicFilter, parseSharedFilter } from '../../routing/topic.js';
 import type { QoS, Subscription } from '../../store/repository.js';
 import type { Connection } from '../connection.js';
 import { topicOverLimits } from '../limits.js';
@@ -36,11 +36,14 @@ export async function handleSubscribe(connection: Connection, packet: ISubscribe
   const refuse = (reason: ReasonCode) => granted.push(v5 ? reason : REJECTED);
   for (const { topic, qos, nl, rap, rh } of packet.subscriptions) {
     const isNew = !session.subscriptions.has(topic) && !accepted.has(topic);
-    if (!isValidTopicFilter(topic) || topicOverLimits(topic, options)) {
+    // A shared subscription `$share/{group}/{filter}`: the ACL judges its filter, as for any other.
+    const shared = parseSharedFilter(topic);
+    // No Local on a shared subscription is a Protocol Error [MQTT-3.8.3-4] (3.1.1 has no No Local;
+    // its bridge bit sets it, and for a shared subscription is ignored).
+    if (v5 && nl && isSharedFilter(topic)) throw new ProtocolViolation('No Local on a shared subscription [MQTT-3.8.3-4]');
+    if (!isValidTopicFilter(topic) || topicOverLimits(topic, options) || (isSharedFilter(topic) && !shared)) {
       refuse(Reason.TOPIC_FILTER_INVALID);
-    } else if (v5 && topic.startsWith('$share/')) {
-      refuse(Reason.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED);
-    } else if (!access.canSubscribe(session.clientId, session.owner, topic)) {
+    } else if (!access.canSubscribe(session.clientId, session.owner, shared?.filter ?? topic)) {
       refuse(Reason.NOT_AUTHORIZED);
     } else if (isNew && held >= options.maxSubscriptionsPerClient) {
       refuse(Reason.QUOTA_EXCEEDED);
@@ -50,7 +53,7 @@ export async function handleSubscribe(connection: Connection, packet: ISubscribe
       const grantedQos = Math.min(qos, options.maxQos) as QoS;
       const subscription: Subscription = { filter: topic, qos: grantedQos };
       // 3.1.1 clients with the bridge bit get No Local and Retain As Published (mqtt-packet sets them, as Mosquitto does).
-      if (nl) subscription.noLocal = true;
+      if (nl && !shared) subscription.noLocal = true;
       if (rap) subscription.retainAsPublished = true;
       if (rh) subscription.retainHandling = rh as 1 | 2;
       if (identifier !== undefined) subscription.identifier = identifier;
@@ -76,6 +79,8 @@ export async function handleSubscribe(connection: Connection, packet: ISubscribe
   }
   connection.send({ cmd: 'suback', messageId: packet.messageId!, granted });
   for (const subscription of subscriptions) {
+    // Retained messages are sent for a new non-shared subscription only (MQTT 5.0 3.3.1.3, 4.8.2).
+    if (isSharedFilter(subscription.filter)) continue;
     // Retain Handling: 0 send retained messages, 1 only for a new subscription, 2 never [MQTT-3.3.1-9] [MQTT-3.3.1-10] [MQTT-3.3.1-11].
     const handling = subscription.retainHandling ?? 0;
     if (handling === 2 || (handling === 1 && existed.has(subscription.filter))) continue;
