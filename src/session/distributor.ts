@@ -404,6 +404,8 @@ export class Distributor {
   async #sendRetainedBatch(session: Session, matches: RetainedMatch[], granted: QoS, identifier: number | undefined): Promise<boolean> {
     const inStore = matches.filter(({ payload }) => payload === undefined).map(({ topic }) => topic);
     const read = inStore.length > 0 ? await this.#durable.readRetained(inStore) : [];
+    const enqueues: Promise<void>[] = [];
+    let current = true;
     let next = 0;
     for (const match of matches) {
       let message: Message;
@@ -419,15 +421,23 @@ export class Distributor {
         }
         message = stored;
       }
-      if (!this.#isCurrent(session)) return false;
+      if (!this.#isCurrent(session)) {
+        current = false;
+        break;
+      }
       // A retained message past its expiry is not sent [MQTT-3.3.2-5]; it stays stored until its topic is set again.
       if (isExpired(message)) continue;
       const qos = Math.min(message.qos, granted) as QoS;
       const subscriptionIds = identifier === undefined ? undefined : [identifier];
       if (qos === 0) session.sendDirect(message, true, subscriptionIds);
-      else await session.enqueue(message, qos, true, subscriptionIds);
+      // Submitted together, stored in one batch: one fsync for the read, not one per message,
+      // which held a wide subscription's SUBSCRIBE (and the client's acknowledgements behind
+      // it) for as many fsyncs as it matched retained messages. They commit, and the session
+      // learns of them, in submission order.
+      else enqueues.push(session.enqueue(message, qos, true, subscriptionIds));
     }
-    return true;
+    await Promise.all(enqueues);
+    return current;
   }
 
   /** A damaged retained record is never sent: the operator hears of it, once per topic. */

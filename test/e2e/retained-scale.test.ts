@@ -97,4 +97,30 @@ describe('retained messages at scale', { timeout: 120_000 }, () => {
     ]);
     expect(order).toEqual(['bystander answered', 'wide got marker/last']);
   });
+
+  it('a persistent QoS 1 SUBSCRIBE matching many retained messages queues them in shared store batches, not one fsync each', async () => {
+    const broker = await start(freshDataDir(), ['--metrics-port', '0']);
+    const metricsPort = Number(/metrics and health on http:\/\/127\.0\.0\.1:(\d+)\/metrics/.exec(broker.output)![1]);
+    const syncs = async () => {
+      const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      return Number(/^mqtt_store_syncs_total (\d+)$/m.exec(text)![1]);
+    };
+    const count = 2_000;
+    const publisher = await connect(broker, 'publisher');
+    await publishRetained(
+      publisher,
+      Array.from({ length: count }, (_, index) => ({ topic: `wide/${index}`, payload: Buffer.from(`r${index}`) })),
+    );
+    const before = await syncs();
+    const subscriber = (await connectRaw(broker, 'wide-subscriber', false)).client;
+    expect(await subscribe(subscriber, 1, [{ topic: 'wide/#', qos: 1 }])).toEqual([1]);
+    // Packets of one connection are handled in order: PINGRESP comes once the SUBSCRIBE, its
+    // retained messages queued, is done. They were queued one store write (and fsync) each,
+    // which held the client's own acknowledgements back for as many fsyncs.
+    subscriber.send({ cmd: 'pingreq' });
+    await subscriber.next('pingresp');
+    const queued = (await syncs()) - before;
+    expect(queued).toBeGreaterThan(0);
+    expect(queued).toBeLessThan(count / 10);
+  });
 });

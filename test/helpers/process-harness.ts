@@ -58,8 +58,8 @@ export function useBrokerProcesses(dataDirPrefix: string) {
     return dir;
   }
 
-  async function startBroker(dataDir: string): Promise<BrokerProcess> {
-    const broker = await BrokerProcess.start(dataDir);
+  async function startBroker(dataDir: string, args: string[] = []): Promise<BrokerProcess> {
+    const broker = await BrokerProcess.start(dataDir, args);
     brokers.push(broker);
     return broker;
   }
