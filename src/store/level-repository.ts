@@ -287,9 +287,9 @@ export class LevelRepository implements SessionRepository {
       if (value.s !== undefined) entry.subscriptionIds = value.s;
       if (value.g !== undefined) entry.shared = value.g;
       if (release) entry.packetId = release.i;
-      // An entry with its own copy of the message is completed from this, without a read. Shared
-      // bodies are always read back: their reference counts must never be taken from memory.
-      if (value.m === undefined) entry.stored = new InlineEntry(entryKeys[index]!, message.payload.length, value.q);
+      // Completed from this, without reading the entry back (the reference count of a shared body
+      // is still read: it is never taken from memory).
+      entry.stored = new HeldEntry(entryKeys[index]!, value.m === undefined ? message.payload.length : value.z!, value.q, value.m);
       return entry;
     });
   }
@@ -440,11 +440,9 @@ export class LevelRepository implements SessionRepository {
         if (inbound) batch.put(keys.inbound(inbound.clientId, inbound.packetId), { a: Date.now() });
       },
     });
-    if (admitted.length === 1) {
-      // One entry holding the whole message: completing it needs no read (see #completeHeld).
-      const [delivery] = admitted;
-      delivery!.stored = new InlineEntry(keys.queueEntry(delivery!.clientId, seqs.get(delivery!.clientId)!), size, delivery!.qos);
-    }
+    // Completing these entries needs no read of them (see #completeHeld).
+    const bodyId = admitted.length > 1 ? messageId : undefined;
+    for (const delivery of admitted) delivery.stored = new HeldEntry(keys.queueEntry(delivery.clientId, seqs.get(delivery.clientId)!), size, delivery.qos, bodyId);
     const result: PublishResult = new Map(admitted.map(({ clientId }) => [clientId, seqs.get(clientId)!]));
     if (retainedRefused) result.retainedRefused = true;
     return result;
@@ -484,11 +482,11 @@ export class LevelRepository implements SessionRepository {
   }
 
   async complete(clientId: string, ...completions: Completion[]): Promise<void> {
-    const held: { seq: number; inline: InlineEntry }[] = [];
+    const held: { seq: number; entry: HeldEntry }[] = [];
     const seqs: number[] = [];
     for (const completion of completions) {
       if (typeof completion === 'number') seqs.push(completion);
-      else if (completion.stored instanceof InlineEntry) held.push({ seq: completion.seq, inline: completion.stored });
+      else if (completion.stored instanceof HeldEntry) held.push({ seq: completion.seq, entry: completion.stored });
       else seqs.push(completion.seq);
     }
     await this.#openWriter().submit({
@@ -504,17 +502,18 @@ export class LevelRepository implements SessionRepository {
     });
   }
 
-  /** Entries with their own copy of the message, as readOutbound returned them: deleted and counted out without a read. */
-  #completeHeld(batch: BatchBuilder, clientId: string, held: { seq: number; inline: InlineEntry }[]): void {
+  /** Entries as readOutbound or publish handed them out: deleted and counted out without reading them back. */
+  #completeHeld(batch: BatchBuilder, clientId: string, held: { seq: number; entry: HeldEntry }[]): void {
     let count = 0;
     let bytes = 0;
-    for (const { seq, inline } of held) {
-      if (batch.deletes(inline.key)) continue; // completed earlier in this batch: counted out already
-      batch.del(inline.key);
+    for (const { seq, entry } of held) {
+      if (batch.deletes(entry.key)) continue; // completed earlier in this batch: counted out already
+      batch.del(entry.key);
       count++;
-      bytes += inline.size;
+      bytes += entry.size;
+      if (entry.bodyId !== undefined) releaseBody(batch, entry.bodyId);
       // Only QoS2 entries can have a released record; deleting a missing key still writes.
-      if (inline.qos === 2) batch.del(keys.release(clientId, seq));
+      if (entry.qos === 2) batch.del(keys.release(clientId, seq));
     }
     if (count === 0) return;
     const stats = readStats(batch, clientId);
@@ -522,7 +521,7 @@ export class LevelRepository implements SessionRepository {
     writeStats(batch, clientId, stats);
   }
 
-  /** Entries known by seq only, or holding a shared body: read back, then removed. */
+  /** Entries known by seq only: read back, then removed. */
   async #completeRead(batch: BatchBuilder, clientId: string, seqs: number[]): Promise<void> {
     // One read per seq, before anything is removed: a seq given twice would otherwise be counted out twice.
     const unique = seqs.length > 1 ? [...new Set(seqs)] : seqs;
@@ -633,15 +632,16 @@ function readAheadBytes(limit: number, maxBytes: number): number {
 }
 
 /**
- * What readOutbound keeps with an entry holding its own copy of the message (OutboundEntry.stored):
- * its key, payload size and QoS, all completing it needs. A shared body's entry gets none: its
- * reference count is always read from the store, never taken from memory.
+ * What readOutbound and publish keep with an entry they hand out (OutboundEntry.stored,
+ * Delivery.stored): its key, payload size, QoS and, when its message is a shared body, the body's
+ * id: all completing it needs but the body's reference count, which is always read from the store.
  */
-class InlineEntry {
+class HeldEntry {
   constructor(
     readonly key: string,
     readonly size: number,
     readonly qos: QueueEntryValue['q'],
+    readonly bodyId?: number,
   ) {}
 }
 
@@ -697,14 +697,18 @@ function removeQueueEntry(
     release(stats, entry.m === undefined ? entry.p!.length : entry.z!);
     writeStats(batch, clientId, stats);
   }
-  if (entry.m === undefined) return entry;
-  const countKey = keys.refCount(entry.m);
+  if (entry.m !== undefined) releaseBody(batch, entry.m);
+  return entry;
+}
+
+/** One queue entry less refers to the shared body: its count, read from the store, goes down; at 0 the body goes. */
+function releaseBody(batch: BatchBuilder, messageId: number): void {
+  const countKey = keys.refCount(messageId);
   const remaining = (batch.get(countKey, isRefCount) ?? 1) - 1;
   if (remaining > 0) {
     batch.put(countKey, remaining);
   } else {
     batch.del(countKey);
-    batch.del(keys.body(entry.m));
+    batch.del(keys.body(messageId));
   }
-  return entry;
 }
