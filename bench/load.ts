@@ -29,6 +29,7 @@ import {
   type ThroughputJob,
   type ThroughputResult,
 } from './lib/jobs.js';
+import { connectProbe, retainedFill, sessionsFill, storeCheck } from './lib/memory-load.js';
 import { payloadSentAt, payloadSeq, RawClient } from './lib/mqtt-client.js';
 import { readCpu, readMachineCpu, type CpuTimes, type MachineCpu } from './lib/proc.js';
 import { PublishTemplate } from './lib/wire.js';
@@ -719,6 +720,18 @@ async function main(): Promise<void> {
       break;
     case 'disk':
       result = await disk(job);
+      break;
+    case 'retained-fill':
+      result = await retainedFill(job);
+      break;
+    case 'sessions-fill':
+      result = await sessionsFill(job);
+      break;
+    case 'connect-probe':
+      result = await connectProbe(job);
+      break;
+    case 'store-check':
+      result = await storeCheck(job);
       break;
     default:
       throw new Error(`unknown job ${JSON.stringify(job)}`);

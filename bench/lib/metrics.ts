@@ -24,8 +24,8 @@ export interface MetricDef {
   headroomOf?: string;
 }
 
-export type ScenarioId = 'qos0' | 'qos1' | 'qos2' | 'fanout' | 'fanin' | 'latency' | 'offline' | 'offline2' | 'startup' | 'crash' | 'disk';
-export const ALL_SCENARIOS: ScenarioId[] = ['qos1', 'qos0', 'qos2', 'fanout', 'fanin', 'latency', 'offline', 'offline2', 'startup', 'crash', 'disk'];
+export type ScenarioId = 'qos0' | 'qos1' | 'qos2' | 'fanout' | 'fanin' | 'latency' | 'offline' | 'offline2' | 'startup' | 'crash' | 'memory' | 'disk';
+export const ALL_SCENARIOS: ScenarioId[] = ['qos1', 'qos0', 'qos2', 'fanout', 'fanin', 'latency', 'offline', 'offline2', 'startup', 'crash', 'memory', 'disk'];
 
 /** Scenarios the trivial sink takes part in: those where only the load generator's capacity is in question. */
 export const SINK_SCENARIOS: ScenarioId[] = ['qos1', 'qos0', 'qos2', 'fanout', 'fanin', 'latency'];
@@ -47,6 +47,7 @@ export const SCENARIO_TITLES: Record<ScenarioId, string> = {
   offline2: 'Offline queue QoS2 (QoS2 into an offline persistent session, SIGTERM, restart, drain)',
   startup: 'Start-up with a small store (1 offline session with a few queued QoS1 messages, SIGTERM, restart)',
   crash: 'Crash (SIGKILL mid-stream, restart, drain)',
+  memory: 'Memory with many retained messages, and with many offline persistent sessions (before and after a restart)',
   disk: 'Machine limits (data disk)',
 };
 
@@ -100,6 +101,21 @@ function queued(scenario: 'offline' | 'offline2', name: string): MetricDef[] {
   ];
 }
 
+function memory(part: 'retained' | 'sessions', name: string, each: string): MetricDef[] {
+  const scenario = 'memory' as const;
+  const k = (metric: string) => `memory.${part}.${metric}`;
+  return [
+    { key: k('rss'), scenario, label: `${name}: RSS 1 s after the last one`, unit: 'MiB', better: 'lower', format: 'mib', aggregate: 'median' },
+    { key: k('hwm'), scenario, label: `${name}: peak RSS (VmHWM) by then`, unit: 'MiB', better: 'lower', format: 'mib', aggregate: 'median' },
+    { key: k('restartRss'), scenario, label: `${name}: RSS after a restart (first CONNACK + 1 s)`, unit: 'MiB', better: 'lower', format: 'mib', aggregate: 'median' },
+    { key: k('restartHwm'), scenario, label: `${name}: peak RSS of the restart (VmHWM by then)`, unit: 'MiB', better: 'lower', format: 'mib', aggregate: 'median' },
+    { key: k('perItem'), scenario, label: `${name}: RSS after the restart minus idle RSS, per ${each}`, unit: 'B', better: 'lower', format: 'bytes', aggregate: 'median' },
+    part === 'retained'
+      ? { key: k('kept'), scenario, label: `${name}: retained messages a new subscriber got after the restart / published`, unit: '', better: 'none', format: 'ratio-of-runs', aggregate: 'sum', of: k('count') }
+      : { key: k('present'), scenario, label: `${name}: sampled sessions present after the restart / sampled`, unit: '', better: 'none', format: 'ratio-of-runs', aggregate: 'sum', of: k('checked') },
+  ];
+}
+
 export const METRICS: MetricDef[] = [
   ...online('qos1', 'QoS1 1→1', 'throughput'),
   ...online('qos0', 'QoS0 1→1', 'throughput'),
@@ -120,6 +136,8 @@ export const METRICS: MetricDef[] = [
   { key: 'crash.duplicates', scenario: 'crash', label: 'Crash: delivered twice', unit: 'msgs', better: 'none', format: 'count', aggregate: 'sum' },
   { key: 'crash.sessionPresent', scenario: 'crash', label: 'Crash: session present after restart', unit: 'runs', better: 'none', format: 'ratio-of-runs', aggregate: 'sum', of: 'runs' },
   { key: 'crash.cpuPerMsg', scenario: 'crash', label: 'Crash: broker CPU per message acknowledged before the kill (user+sys)', unit: 'µs', better: 'lower', format: 'us', aggregate: 'median' },
+  ...memory('retained', 'Memory, retained (QoS1, 64 B, distinct topics)', 'retained message'),
+  ...memory('sessions', 'Memory, offline sessions (10 filters each)', 'session'),
 ];
 
 /** Machine limits are one value each, not per broker. */

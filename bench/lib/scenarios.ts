@@ -18,6 +18,7 @@ import {
   type ThroughputResult,
 } from './jobs.js';
 import { startLoad } from './load-runner.js';
+import { runMemory } from './memory-scenario.js';
 import { LATENCY_RATES, type ScenarioId } from './metrics.js';
 import { cpuSpentMs, dirSize, freePort, readCpu, readIo, readMem, sleep } from './proc.js';
 
@@ -49,6 +50,9 @@ export interface BenchSizes {
   idleSettleMs: number;
   /** Share of the machine's CPU used by other processes above which a run counts as disturbed. */
   disturbedShare: number;
+  /** Memory scenario: retained messages published, and offline persistent sessions created. */
+  retainedCount: number;
+  sessionCount: number;
 }
 
 export interface Context {
@@ -70,7 +74,7 @@ export interface RunOutcome {
 }
 
 /** Microseconds of CPU per message. */
-function cpuPerMessageUs(cpu: CpuSpent | undefined, messages: number): number {
+export function cpuPerMessageUs(cpu: CpuSpent | undefined, messages: number): number {
   return cpu && messages > 0 ? ((cpu.userMs + cpu.systemMs) * 1000) / messages : NaN;
 }
 
@@ -82,7 +86,7 @@ const MIN_JUDGED_MS = 250;
  * of all its cores: other jobs on a shared machine (and the hypervisor's steal) that took CPU from
  * the two processes measured.
  */
-function disturbanceOf(result: { brokerCpu?: CpuSpent; loadCpu?: CpuSpent; machineCpu?: MachineSpent }): number | undefined {
+export function disturbanceOf(result: { brokerCpu?: CpuSpent; loadCpu?: CpuSpent; machineCpu?: MachineSpent }): number | undefined {
   const machine = result.machineCpu;
   // /proc/stat counts in clock ticks (10 ms): shorter intervals say nothing reliable.
   if (!machine || machine.wallMs < MIN_JUDGED_MS) return undefined;
@@ -91,13 +95,13 @@ function disturbanceOf(result: { brokerCpu?: CpuSpent; loadCpu?: CpuSpent; machi
 }
 
 /** The load process's CPU over the measured interval as a share of one core. */
-function busyShare(result: { loadCpu?: CpuSpent; machineCpu?: MachineSpent }): number {
+export function busyShare(result: { loadCpu?: CpuSpent; machineCpu?: MachineSpent }): number {
   const wallMs = result.machineCpu?.wallMs ?? 0;
   return result.loadCpu && wallMs >= MIN_JUDGED_MS ? (result.loadCpu.userMs + result.loadCpu.systemMs) / wallMs : NaN;
 }
 
 /** Notes on what may have capped or disturbed a measurement. */
-function cpuNotes(ctx: Context, result: { loadCpu?: CpuSpent; machineCpu?: MachineSpent }, disturbance: number | undefined): string[] {
+export function cpuNotes(ctx: Context, result: { loadCpu?: CpuSpent; machineCpu?: MachineSpent }, disturbance: number | undefined): string[] {
   const notes: string[] = [];
   const busy = busyShare(result);
   if (busy > 0.9) notes.push(`the load process was ${Math.round(busy * 100)} % busy: this run may be capped by the generator`);
@@ -108,19 +112,19 @@ function cpuNotes(ctx: Context, result: { loadCpu?: CpuSpent; machineCpu?: Machi
 }
 
 let sequence = 0;
-function freshDir(ctx: Context, broker: BrokerId, scenario: string): string {
+export function freshDir(ctx: Context, broker: BrokerId, scenario: string): string {
   const dir = join(ctx.workRoot, `${broker}-${scenario}-${++sequence}`);
   mkdirSync(dir, { recursive: true });
   return dir;
 }
 
-async function start(ctx: Context, broker: BrokerId, dataDir: string, port?: number): Promise<BrokerProcess> {
+export async function start(ctx: Context, broker: BrokerId, dataDir: string, port?: number): Promise<BrokerProcess> {
   const process = startBroker(ctx.definitions[broker], broker, dataDir, port ?? (await freePort()), ctx.workRoot, ctx.sizes.readyTimeoutMs);
   return process;
 }
 
 /** Runs body with the brokers it starts; every one still running afterwards is killed. */
-async function withBrokers<T>(body: (started: BrokerProcess[]) => Promise<T>): Promise<T> {
+export async function withBrokers<T>(body: (started: BrokerProcess[]) => Promise<T>): Promise<T> {
   const started: BrokerProcess[] = [];
   try {
     return await body(started);
@@ -130,7 +134,7 @@ async function withBrokers<T>(body: (started: BrokerProcess[]) => Promise<T>): P
 }
 
 /** A broker stopped by SIGTERM should exit 0; anything else is worth a note. */
-function exitNote(broker: BrokerId, outcome: Awaited<ReturnType<BrokerProcess['stop']>>): string[] {
+export function exitNote(broker: BrokerId, outcome: Awaited<ReturnType<BrokerProcess['stop']>>): string[] {
   if (outcome.forced) return [`${broker} did not exit within the stop timeout after SIGTERM; killed`];
   if (outcome.status.code !== 0) return [`${broker} exited with ${describeExit(outcome.status)} after SIGTERM`];
   return [];
@@ -485,4 +489,5 @@ export const PER_BROKER: Record<Exclude<ScenarioId, 'disk'>, (ctx: Context, brok
   offline2: (ctx, broker) => runQueued(ctx, broker, 'offline2', 2, ctx.sizes.queueSize),
   startup: (ctx, broker) => runQueued(ctx, broker, 'startup', 1, ctx.sizes.smallStore),
   crash: runCrash,
+  memory: (ctx, broker) => runMemory(ctx, broker),
 };
