@@ -32,7 +32,7 @@ import {
 import { connectProbe, retainedFill, sessionsFill, storeCheck } from './lib/memory-load.js';
 import { payloadSentAt, payloadSeq, RawClient } from './lib/mqtt-client.js';
 import { readCpu, readMachineCpu, type CpuTimes, type MachineCpu } from './lib/proc.js';
-import { PublishTemplate } from './lib/wire.js';
+import { PublishTemplate, typicalV5PublishProperties } from './lib/wire.js';
 
 function emit(event: LoadEvent): void {
   process.stdout.write(`${JSON.stringify(event)}\n`);
@@ -161,7 +161,9 @@ async function throughput(job: ThroughputJob): Promise<ThroughputResult> {
   const expectedDeliveries = measured * subs;
   const qos = job.qos;
   const releaseOnAck = job.openUntil === 'ack' && qos > 0;
-  const template = new PublishTemplate(job.topic, qos, job.payloadSize);
+  const protocol = job.protocol ?? 4;
+  const transport = job.transport ?? { kind: 'tcp' as const };
+  const template = new PublishTemplate(job.topic, qos, job.payloadSize, protocol === 5 ? { properties: typicalV5PublishProperties() } : {});
   if (job.brokerPid !== undefined) brokerPid = job.brokerPid;
   const isMeasured = (seq: number) => seq % perPublisher >= warmupPer;
 
@@ -271,6 +273,8 @@ async function throughput(job: ThroughputJob): Promise<ThroughputResult> {
     const { client } = await RawClient.connect(job.port, {
       clientId: `${job.idPrefix}-sub-${s}`,
       clean: false,
+      transport,
+      protocol,
       setup: (client) => {
         client.onPublish = (data, start, end, packetQos, id) => {
           client.acknowledge(packetQos, id);
@@ -296,6 +300,8 @@ async function throughput(job: ThroughputJob): Promise<ThroughputResult> {
     const { client } = await RawClient.connect(job.port, {
       clientId: `${job.idPrefix}-pub-${p}`,
       clean: true,
+      transport,
+      protocol,
       setup: (client) => {
         client.onPuback = (id) => onAck(p, id);
         client.onPubrec = (id) => client.pubrel(id);

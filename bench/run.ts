@@ -363,6 +363,12 @@ function summary(record: RunRecord): string {
       add(`latency.${key}.p99`, 'p99', 'ms', ' ms');
       add(`latency.${key}.p999`, 'p99.9', 'ms', ' ms');
     }
+  } else if (s === 'websocket' || s === 'mqtt5') {
+    for (const key of s === 'websocket' ? ['tcp', 'ws'] : ['v311', 'v5']) {
+      add(`${s}.${key}.rate`, key, 'rate', ' msg/s');
+      add(`${s}.${key}.cpuPerMsg`, 'CPU', 'us', ' µs/msg');
+    }
+    add(`${s}.rateRatio`, 'ratio', 'times');
   } else if (s === 'memory') {
     for (const part of ['retained', 'sessions']) {
       add(`memory.${part}.rss`, `${part} RSS`, 'mib', ' MiB');

@@ -1,3 +1,5 @@
+import type { ProtocolLevel, Transport } from './mqtt-client.js';
+
 /**
  * What the runner asks of a load process (bench/dist/load.js <job-json>) and what it answers, one
  * JSON object per stdout line.
@@ -31,6 +33,10 @@ export interface ThroughputJob {
    * QoS 0 messages always wait for their delivery.
    */
   openUntil?: 'delivery' | 'ack';
+  /** How every client reaches the broker (default TCP). */
+  transport?: Transport;
+  /** MQTT 3.1.1 (4, default) or 5.0 (5: every PUBLISH then carries typicalV5PublishProperties()). */
+  protocol?: ProtocolLevel;
 }
 
 /**

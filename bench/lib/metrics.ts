@@ -24,8 +24,8 @@ export interface MetricDef {
   headroomOf?: string;
 }
 
-export type ScenarioId = 'qos0' | 'qos1' | 'qos2' | 'fanout' | 'fanin' | 'latency' | 'offline' | 'offline2' | 'startup' | 'crash' | 'memory' | 'disk';
-export const ALL_SCENARIOS: ScenarioId[] = ['qos1', 'qos0', 'qos2', 'fanout', 'fanin', 'latency', 'offline', 'offline2', 'startup', 'crash', 'memory', 'disk'];
+export type ScenarioId = 'qos0' | 'qos1' | 'qos2' | 'fanout' | 'fanin' | 'latency' | 'offline' | 'offline2' | 'startup' | 'crash' | 'memory' | 'websocket' | 'mqtt5' | 'disk';
+export const ALL_SCENARIOS: ScenarioId[] = ['qos1', 'qos0', 'qos2', 'fanout', 'fanin', 'latency', 'offline', 'offline2', 'startup', 'crash', 'memory', 'websocket', 'mqtt5', 'disk'];
 
 /** Scenarios the trivial sink takes part in: those where only the load generator's capacity is in question. */
 export const SINK_SCENARIOS: ScenarioId[] = ['qos1', 'qos0', 'qos2', 'fanout', 'fanin', 'latency'];
@@ -48,6 +48,8 @@ export const SCENARIO_TITLES: Record<ScenarioId, string> = {
   startup: 'Start-up with a small store (1 offline session with a few queued QoS1 messages, SIGTERM, restart)',
   crash: 'Crash (SIGKILL mid-stream, restart, drain)',
   memory: 'Memory with many retained messages, and with many offline persistent sessions (before and after a restart)',
+  websocket: 'QoS1 1 → 1 persistent subscriber over WebSocket, beside the same over TCP',
+  mqtt5: 'QoS1 1 → 1 persistent subscriber in MQTT 5 (3 properties per PUBLISH), beside the same in 3.1.1',
   disk: 'Machine limits (data disk)',
 };
 
@@ -116,6 +118,27 @@ function memory(part: 'retained' | 'sessions', name: string, each: string): Metr
   ];
 }
 
+/**
+ * One QoS1 1→1 load measured as `base` and as `other` on fresh processes (variant-scenarios.ts), and
+ * other ÷ base per run: `target` says what the issue asks of that ratio.
+ */
+function variants(scenario: 'websocket' | 'mqtt5', base: [string, string], other: [string, string], target: { rate: string; cpu: string }): MetricDef[] {
+  const rows = ([key, name]: [string, string]): MetricDef[] => [
+    { key: `${scenario}.${key}.rate`, scenario, label: `${name}: throughput`, unit: 'msg/s', better: 'higher', format: 'rate', aggregate: 'median', throughput: true },
+    { key: `${scenario}.${key}.p50`, scenario, label: `${name}: latency p50`, unit: 'ms', better: 'lower', format: 'ms', aggregate: 'median' },
+    { key: `${scenario}.${key}.p99`, scenario, label: `${name}: latency p99`, unit: 'ms', better: 'lower', format: 'ms', aggregate: 'median' },
+    { key: `${scenario}.${key}.cpuPerMsg`, scenario, label: `${name}: broker CPU per delivered message (user+sys)`, unit: 'µs', better: 'lower', format: 'us', aggregate: 'median' },
+    { key: `${scenario}.${key}.undelivered`, scenario, label: `${name}: never delivered`, unit: 'msgs', better: 'lower', format: 'count', aggregate: 'sum' },
+    { key: `${scenario}.${key}.loadBusy`, scenario, label: `${name}: load generator busy (share of one core)`, unit: '%', better: 'none', format: 'percent', aggregate: 'median' },
+  ];
+  return [
+    ...rows(other),
+    ...rows(base),
+    { key: `${scenario}.rateRatio`, scenario, label: `${other[1]} ÷ ${base[1]}: throughput (target ${target.rate})`, unit: '×', better: 'higher', format: 'times', aggregate: 'median' },
+    { key: `${scenario}.cpuRatio`, scenario, label: `${other[1]} ÷ ${base[1]}: broker CPU per message (target ${target.cpu})`, unit: '×', better: 'lower', format: 'times', aggregate: 'median' },
+  ];
+}
+
 export const METRICS: MetricDef[] = [
   ...online('qos1', 'QoS1 1→1', 'throughput'),
   ...online('qos0', 'QoS0 1→1', 'throughput'),
@@ -138,6 +161,8 @@ export const METRICS: MetricDef[] = [
   { key: 'crash.cpuPerMsg', scenario: 'crash', label: 'Crash: broker CPU per message acknowledged before the kill (user+sys)', unit: 'µs', better: 'lower', format: 'us', aggregate: 'median' },
   ...memory('retained', 'Memory, retained (QoS1, 64 B, distinct topics)', 'retained message'),
   ...memory('sessions', 'Memory, offline sessions (10 filters each)', 'session'),
+  ...variants('websocket', ['tcp', 'QoS1 1→1 over TCP'], ['ws', 'QoS1 1→1 over WebSocket'], { rate: '≥ 0.8', cpu: '≤ 1.2' }),
+  ...variants('mqtt5', ['v311', 'QoS1 1→1 in MQTT 3.1.1'], ['v5', 'QoS1 1→1 in MQTT 5'], { rate: '≥ 0.9', cpu: '≤ 1.1' }),
 ];
 
 /** Machine limits are one value each, not per broker. */
