@@ -256,6 +256,8 @@ export interface PopulateResult {
   done: number;
   /** Filters the broker refused in SUBACK (0x80), over all sessions. */
   refusedFilters: number;
+  /** CONNECTs the broker refused (CONNACK return code other than 0). */
+  refusedSessions: number;
   elapsedMs: number;
 }
 

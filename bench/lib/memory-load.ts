@@ -29,6 +29,11 @@ export function sessionFilters(i: number): string[] {
   return Array.from({ length: FILTERS_PER_SESSION }, (_, k) => (k % 3 === 0 ? `s/${i}/+/t${k}` : k % 3 === 1 ? `s/${i}/d/t${k}` : `s/${i}/t${k}/#`));
 }
 
+/** A CONNECT the broker answered with a CONNACK return code other than 0 (RawClient.connect's error). */
+function isRefusal(error: unknown): boolean {
+  return error instanceof Error && error.message.startsWith('CONNACK return code');
+}
+
 /** Fails when `progress()` has not moved for stallMs, or after timeoutMs. */
 async function guarded<T>(body: Promise<T>, progress: () => number, stallMs: number, timeoutMs: number, what: () => string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -82,7 +87,7 @@ export async function retainedFill(job: RetainedFillJob): Promise<PopulateResult
   });
   await guarded(Promise.race([done, closed]), () => acked, job.stallMs, job.timeoutMs, () => `${acked}/${job.count} retained messages acknowledged`);
   await client.disconnect();
-  return { done: acked, refusedFilters: 0, elapsedMs: performance.now() - started };
+  return { done: acked, refusedFilters: 0, refusedSessions: 0, elapsedMs: performance.now() - started };
 }
 
 export async function sessionsFill(job: SessionsFillJob): Promise<PopulateResult> {
@@ -90,11 +95,22 @@ export async function sessionsFill(job: SessionsFillJob): Promise<PopulateResult
   let next = 0;
   let created = 0;
   let refusedFilters = 0;
+  let refusedSessions = 0;
   // A few connections at a time: each one connects, subscribes, disconnects, and the next takes its place.
   const worker = async () => {
     while (next < job.count) {
       const i = next++;
-      const { client } = await RawClient.connect(job.port, { clientId: sessionClientId(i), clean: false });
+      let client: RawClient;
+      try {
+        ({ client } = await RawClient.connect(job.port, { clientId: sessionClientId(i), clean: false }));
+      } catch (error) {
+        // A broker at its session limit refuses the CONNECT (ours: 0x03): counted, the others go on.
+        if (isRefusal(error)) {
+          refusedSessions++;
+          continue;
+        }
+        throw error;
+      }
       const granted = await client.subscribeAll(sessionFilters(i), 1);
       const refused = granted.filter((code) => code > 2).length;
       refusedFilters += refused;
@@ -104,7 +120,7 @@ export async function sessionsFill(job: SessionsFillJob): Promise<PopulateResult
   };
   const workers = Promise.all(Array.from({ length: Math.min(job.parallel, job.count) }, worker));
   await guarded(workers, () => next, job.stallMs, job.timeoutMs, () => `${next}/${job.count} sessions started`);
-  return { done: created, refusedFilters, elapsedMs: performance.now() - started };
+  return { done: created, refusedFilters, refusedSessions, elapsedMs: performance.now() - started };
 }
 
 /** Connects a clean session as soon as the broker answers; the runner reads memory after this CONNACK. */
@@ -148,10 +164,14 @@ export async function storeCheck(job: StoreCheckJob): Promise<StoreCheckResult> 
   }
   let sessionsPresent = 0;
   for (const clientId of job.sessionIds ?? []) {
-    // Resuming a session and leaving again changes nothing in it (no filter, no message).
-    const { client, sessionPresent } = await RawClient.connect(job.port, { clientId, clean: false });
-    if (sessionPresent) sessionsPresent++;
-    await client.disconnect();
+    // Resuming a session and leaving again changes nothing in it (no filter, no message). A session
+    // that is not there would be created: a broker at its session limit refuses that, and it is not present either.
+    const connected = await RawClient.connect(job.port, { clientId, clean: false }).catch((error: unknown) => {
+      if (isRefusal(error)) return undefined;
+      throw error;
+    });
+    if (connected?.sessionPresent) sessionsPresent++;
+    await connected?.client.disconnect();
   }
   return { retainedReceived, sessionsPresent, sessionsChecked: job.sessionIds?.length ?? 0 };
 }

@@ -43,7 +43,10 @@ async function measurePart(ctx: Context, broker: BrokerId, part: Part): Promise<
         ? { kind: 'retained-fill', port: first.port, count, window: ctx.sizes.window, payloadSize: ctx.sizes.payloadSize, stallMs: ctx.sizes.stallMs, timeoutMs }
         : { kind: 'sessions-fill', port: first.port, count, parallel: SESSION_PARALLEL, stallMs: ctx.sizes.stallMs, timeoutMs };
     const filled = await startLoad<PopulateResult>(ctx.distDir, fillJob, timeoutMs + 30_000).result;
-    if (filled.done < count) notes.push(`${part}: only ${filled.done} of ${count} ${part === 'retained' ? 'acknowledged' : `sessions got all their filters (${filled.refusedFilters} filters refused)`}`);
+    if (filled.done < count) {
+      const why = part === 'retained' ? 'acknowledged' : `sessions created with all their filters (${filled.refusedSessions} CONNECTs and ${filled.refusedFilters} filters refused)`;
+      notes.push(`${part}: only ${filled.done} of ${count} ${why}`);
+    }
     await sleep(SETTLE_MS);
     const populated = readMem(first.pid);
     notes.push(...exitNote(broker, await first.stop(timeoutMs)).map((note) => `${part}: ${note}`));
