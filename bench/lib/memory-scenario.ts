@@ -65,7 +65,8 @@ async function measurePart(ctx: Context, broker: BrokerId, part: Part): Promise<
       kind: 'store-check',
       port: second.port,
       ...(part === 'retained' ? { retainedFilter: 'r/#', retainedExpected: count } : { sessionIds: sample }),
-      idleMs: Math.max(2_000, ctx.sizes.overdueMs * 2),
+      // A broker may store what a subscription matched before it sends it (ours queues it on disk): seconds may pass.
+      idleMs: ctx.sizes.stallMs,
       timeoutMs,
     };
     const check = await startLoad<StoreCheckResult>(ctx.distDir, checkJob, timeoutMs + 30_000).result;
