@@ -15,6 +15,8 @@ import { exitNote, freshDir, start, withBrokers, type Context, type RunOutcome }
 const SETTLE_MS = 1_000;
 /** Connections creating sessions at once: enough to keep a broker's group commit busy, few enough to be ordinary clients. */
 const SESSION_PARALLEL = 8;
+/** The retained check ends when no message came for this long (a complete delivery ends it at once). */
+const CHECK_IDLE_MS = 5_000;
 /** Sessions resumed after the restart to see that they came back (evenly spread over all of them). */
 const SESSION_SAMPLE = 20;
 
@@ -65,8 +67,7 @@ async function measurePart(ctx: Context, broker: BrokerId, part: Part): Promise<
       kind: 'store-check',
       port: second.port,
       ...(part === 'retained' ? { retainedFilter: 'r/#', retainedExpected: count } : { sessionIds: sample }),
-      // A broker may store what a subscription matched before it sends it (ours queues it on disk): seconds may pass.
-      idleMs: ctx.sizes.stallMs,
+      idleMs: CHECK_IDLE_MS,
       timeoutMs,
     };
     const check = await startLoad<StoreCheckResult>(ctx.distDir, checkJob, timeoutMs + 30_000).result;
