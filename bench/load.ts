@@ -29,9 +29,10 @@ import {
   type ThroughputJob,
   type ThroughputResult,
 } from './lib/jobs.js';
+import { connectProbe, retainedFill, sessionsFill, storeCheck } from './lib/memory-load.js';
 import { payloadSentAt, payloadSeq, RawClient } from './lib/mqtt-client.js';
 import { readCpu, readMachineCpu, type CpuTimes, type MachineCpu } from './lib/proc.js';
-import { PublishTemplate } from './lib/wire.js';
+import { PublishTemplate, typicalV5PublishProperties } from './lib/wire.js';
 
 function emit(event: LoadEvent): void {
   process.stdout.write(`${JSON.stringify(event)}\n`);
@@ -166,7 +167,9 @@ async function throughput(job: ThroughputJob): Promise<ThroughputResult> {
   const expectedDeliveries = measured * subs;
   const qos = job.qos;
   const releaseOnAck = job.openUntil === 'ack' && qos > 0;
-  const template = new PublishTemplate(job.topic, qos, job.payloadSize);
+  const protocol = job.protocol ?? 4;
+  const transport = job.transport ?? { kind: 'tcp' as const };
+  const template = new PublishTemplate(job.topic, qos, job.payloadSize, protocol === 5 ? { properties: typicalV5PublishProperties() } : {});
   if (job.brokerPid !== undefined) brokerPid = job.brokerPid;
   if (job.upstreamPid !== undefined) upstreamPid = job.upstreamPid;
   const isMeasured = (seq: number) => seq % perPublisher >= warmupPer;
@@ -277,6 +280,8 @@ async function throughput(job: ThroughputJob): Promise<ThroughputResult> {
     const { client } = await RawClient.connect(job.subscriberPort ?? job.port, {
       clientId: `${job.idPrefix}-sub-${s}`,
       clean: false,
+      transport,
+      protocol,
       setup: (client) => {
         client.onPublish = (data, start, end, packetQos, id) => {
           client.acknowledge(packetQos, id);
@@ -302,6 +307,8 @@ async function throughput(job: ThroughputJob): Promise<ThroughputResult> {
     const { client } = await RawClient.connect(job.port, {
       clientId: `${job.idPrefix}-pub-${p}`,
       clean: true,
+      transport,
+      protocol,
       setup: (client) => {
         client.onPuback = (id) => onAck(p, id);
         client.onPubrec = (id) => client.pubrel(id);
@@ -726,6 +733,18 @@ async function main(): Promise<void> {
       break;
     case 'disk':
       result = await disk(job);
+      break;
+    case 'retained-fill':
+      result = await retainedFill(job);
+      break;
+    case 'sessions-fill':
+      result = await sessionsFill(job);
+      break;
+    case 'connect-probe':
+      result = await connectProbe(job);
+      break;
+    case 'store-check':
+      result = await storeCheck(job);
       break;
     default:
       throw new Error(`unknown job ${JSON.stringify(job)}`);

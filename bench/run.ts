@@ -63,6 +63,8 @@ const FULL = {
   smallStore: 1_000,
   idleSettleMs: 1_000,
   reruns: 2,
+  retainedCount: 100_000,
+  sessionCount: 10_000,
 };
 const QUICK = {
   runs: 1,
@@ -76,6 +78,8 @@ const QUICK = {
   smallStore: 200,
   idleSettleMs: 200,
   reruns: 0,
+  retainedCount: 2_000,
+  sessionCount: 200,
 };
 const DEFAULT_DISTURBED_SHARE = 0.25;
 /** Throughput runs send 20 % more messages first, uncounted, through the same connections. */
@@ -92,6 +96,8 @@ interface Options {
   crashMessages?: number;
   latencySeconds?: number;
   smallStore?: number;
+  retained?: number;
+  sessions?: number;
   reruns?: number;
   disturbedShare: number;
   quietWait: number;
@@ -123,6 +129,8 @@ async function main(): Promise<void> {
     .option('--crash-messages <n>', `messages in the crash scenario's stream (default ${FULL.crashMessages})`, positive)
     .option('--latency-seconds <n>', `seconds measured per offered rate in the latency scenario (default ${FULL.latencySeconds})`, positiveNumber)
     .option('--small-store <n>', `messages queued in the start-up scenario's small store (default ${FULL.smallStore})`, positive)
+    .option('--retained <n>', `retained messages in the memory scenario (default ${FULL.retainedCount})`, positive)
+    .option('--sessions <n>', `offline persistent sessions in the memory scenario (default ${FULL.sessionCount})`, positive)
     .option('--window <n>', 'messages in flight per publisher (the same for every broker)', positive, 64)
     .addOption(
       new Option('--open-until <when>', 'a message leaves the window once acknowledged and delivered ("delivery"), or once acknowledged ("ack")')
@@ -171,6 +179,8 @@ async function main(): Promise<void> {
     smallStore: options.smallStore ?? base.smallStore,
     idleSettleMs: base.idleSettleMs,
     disturbedShare: options.disturbedShare,
+    retainedCount: options.retained ?? base.retainedCount,
+    sessionCount: options.sessions ?? base.sessionCount,
   };
   const reruns = options.reruns ?? base.reruns;
   const isDefault =
@@ -185,7 +195,9 @@ async function main(): Promise<void> {
     options.payload === 64 &&
     options.openUntil === 'delivery' &&
     sizes.latencySeconds === FULL.latencySeconds &&
-    sizes.smallStore === FULL.smallStore;
+    sizes.smallStore === FULL.smallStore &&
+    sizes.retainedCount === FULL.retainedCount &&
+    sizes.sessionCount === FULL.sessionCount;
   const tag = options.tag ?? (options.quick ? 'quick' : isDefault ? '' : options.million ? 'million' : 'custom');
 
   installCleanup(() => Boolean(options.keepData));
@@ -358,6 +370,17 @@ function summary(record: RunRecord): string {
       add(`latency.${key}.p50`, `${key}/s p50`, 'ms', ' ms');
       add(`latency.${key}.p99`, 'p99', 'ms', ' ms');
       add(`latency.${key}.p999`, 'p99.9', 'ms', ' ms');
+    }
+  } else if (s === 'websocket' || s === 'mqtt5') {
+    for (const key of s === 'websocket' ? ['tcp', 'ws'] : ['v311', 'v5']) {
+      add(`${s}.${key}.rate`, key, 'rate', ' msg/s');
+      add(`${s}.${key}.cpuPerMsg`, 'CPU', 'us', ' µs/msg');
+    }
+    add(`${s}.rateRatio`, 'ratio', 'times');
+  } else if (s === 'memory') {
+    for (const part of ['retained', 'sessions']) {
+      add(`memory.${part}.rss`, `${part} RSS`, 'mib', ' MiB');
+      add(`memory.${part}.restartRss`, 'after restart', 'mib', ' MiB');
     }
   } else if (s === 'crash') {
     add('crash.acked', 'acked', 'count');

@@ -26,10 +26,18 @@ interface Launch {
   readyLine?: RegExp;
 }
 
+/** What a scenario may ask of a broker's listener beyond the defaults. */
+export interface LaunchOptions {
+  /** MQTT over WebSocket (path /mqtt, subprotocol mqtt) on the port instead of plain TCP. */
+  websocket?: boolean;
+}
+
 interface BrokerDefinition {
   info(): BrokerInfo;
   /** workDir holds config files: not part of the data directory whose size is measured. */
-  launch(dataDir: string, port: number, workDir: string): Launch;
+  launch(dataDir: string, port: number, workDir: string, options?: LaunchOptions): Launch;
+  /** Options this broker cannot be launched with here, and why; undefined when it can. */
+  cannot?(options: LaunchOptions): string | undefined;
 }
 
 /** Where Debian's `mosquitto` package puts the broker; `--mosquitto <path>` overrides it. */
@@ -79,11 +87,29 @@ export function brokerDefinitions(
         (oursArgs.length > 0 ? `, with ${oursArgs.join(' ')}` : ''),
       ...(existsSync(join(root, 'dist/cli/broker-cli.js')) ? {} : { missing: 'dist/ is not built (run `npx tsc -p .`)' }),
     }),
-    launch: (dataDir, port) => ({
-      command: process.execPath,
-      args: [join(oursDir, 'bin/broker.js'), '--host', '127.0.0.1', '--port', String(port), '--data', dataDir, '--max-inflight', String(BENCH_MAX_INFLIGHT), ...(sync ? [] : ['--no-sync']), ...oursArgs],
-      readyLine: /listening on 127\.0\.0\.1:\d+/,
-    }),
+    launch: (dataDir, port, workDir, options = {}) => {
+      // A WebSocket listener is a config file's listener (README "MQTT over WebSocket"); --host and --port then set its address.
+      const config = join(workDir, `ours-${port}.json`);
+      if (options.websocket) writeFileSync(config, `${JSON.stringify({ listeners: [{ host: '127.0.0.1', port, websocket: true, path: '/mqtt' }] })}\n`);
+      return {
+        command: process.execPath,
+        args: [
+          join(oursDir, 'bin/broker.js'),
+          ...(options.websocket ? ['--config', config] : []),
+          '--host',
+          '127.0.0.1',
+          '--port',
+          String(port),
+          '--data',
+          dataDir,
+          '--max-inflight',
+          String(BENCH_MAX_INFLIGHT),
+          ...(sync ? [] : ['--no-sync']),
+          ...oursArgs,
+        ],
+        readyLine: /listening on 127\.0\.0\.1:\d+/,
+      };
+    },
   });
 
   return {
@@ -109,12 +135,16 @@ export function brokerDefinitions(
           config: `persistence true (autosave defaults), max_queued_messages 0 (unlimited), max_inflight_messages ${BENCH_MAX_INFLIGHT}, set_tcp_nodelay true`,
         };
       },
-      launch: (dataDir, port, workDir) => {
+      launch: (dataDir, port, workDir, options = {}) => {
         const config = join(workDir, `mosquitto-${port}.conf`);
         const lines = [
           // Mosquitto started as root drops to the `mosquitto` user, which cannot write our temp dirs.
           ...(process.getuid?.() === 0 ? ['user root'] : []),
+          // Mosquitto 2.0 does not start with a WebSocket listener alone (eclipse-mosquitto/mosquitto#2284): a unix
+          // socket listener nobody uses goes first. The WebSocket one (libwebsockets) takes any path and the subprotocol mqtt.
+          ...(options.websocket ? [`listener 0 ${join(workDir, `mosquitto-${port}.sock`)}`] : []),
           `listener ${port} 127.0.0.1`,
+          ...(options.websocket ? ['protocol websockets'] : []),
           'allow_anonymous true',
           'persistence true',
           `persistence_location ${dataDir}/`,
@@ -153,6 +183,7 @@ export function brokerDefinitions(
         args: [join(root, 'bench/dist/peers/aedes-server.js'), '--port', String(port), '--data', dataDir],
         readyLine: /listening on 127\.0\.0\.1:\d+/,
       }),
+      cannot: (options) => (options.websocket ? 'bench/peers/aedes-server.ts serves TCP only' : undefined),
     },
     sink: {
       info: () => ({
@@ -297,7 +328,8 @@ export function startBroker(
   port: number,
   workDir: string,
   readyTimeoutMs: number,
+  options: LaunchOptions = {},
 ): BrokerProcess {
   mkdirSync(dataDir, { recursive: true });
-  return new BrokerProcess(id, port, dataDir, definition.launch(dataDir, port, workDir), readyTimeoutMs);
+  return new BrokerProcess(id, port, dataDir, definition.launch(dataDir, port, workDir, options), readyTimeoutMs);
 }

@@ -1,3 +1,5 @@
+import type { ProtocolLevel, Transport } from './mqtt-client.js';
+
 /**
  * What the runner asks of a load process (bench/dist/load.js <job-json>) and what it answers, one
  * JSON object per stdout line.
@@ -35,6 +37,10 @@ export interface ThroughputJob {
    * QoS 0 messages always wait for their delivery.
    */
   openUntil?: 'delivery' | 'ack';
+  /** How every client reaches the broker (default TCP). */
+  transport?: Transport;
+  /** MQTT 3.1.1 (4, default) or 5.0 (5: every PUBLISH then carries typicalV5PublishProperties()). */
+  protocol?: ProtocolLevel;
 }
 
 /**
@@ -99,7 +105,56 @@ export interface DiskJob {
   maxOps: number;
 }
 
-export type Job = ThroughputJob | OpenLoopJob | FillJob | DrainJob | DiskJob;
+/**
+ * The memory scenario's population: `count` QoS 1 PUBLISHes with RETAIN, each to its own topic
+ * (retainedTopic(i)), `window` in flight.
+ */
+export interface RetainedFillJob {
+  kind: 'retained-fill';
+  port: number;
+  count: number;
+  window: number;
+  payloadSize: number;
+  stallMs: number;
+  timeoutMs: number;
+}
+
+/**
+ * The memory scenario's other population: `count` persistent sessions (CleanSession=0), each
+ * subscribing to sessionFilters(i) in one SUBSCRIBE and disconnecting, `parallel` at a time.
+ */
+export interface SessionsFillJob {
+  kind: 'sessions-fill';
+  port: number;
+  count: number;
+  parallel: number;
+  stallMs: number;
+  timeoutMs: number;
+}
+
+/** After a restart: a clean session connects, retrying until the broker answers, and leaves. */
+export interface ConnectProbeJob {
+  kind: 'connect-probe';
+  port: number;
+  connectTimeoutMs: number;
+}
+
+/**
+ * Once the runner has read the broker's memory: what the store gave back, the retained messages
+ * under `retainedFilter` (counted) and whether each of `sessionIds` is present.
+ */
+export interface StoreCheckJob {
+  kind: 'store-check';
+  port: number;
+  retainedFilter?: string;
+  /** Stop counting retained messages once this many came, or none came for idleMs. */
+  retainedExpected?: number;
+  sessionIds?: string[];
+  idleMs: number;
+  timeoutMs: number;
+}
+
+export type Job = ThroughputJob | OpenLoopJob | FillJob | DrainJob | DiskJob | RetainedFillJob | SessionsFillJob | ConnectProbeJob | StoreCheckJob;
 
 /** CPU time spent by one process over a measured interval (from /proc/<pid>/stat, or process.cpuUsage()). */
 export interface CpuSpent {
@@ -202,6 +257,27 @@ export interface DrainResult {
   machineCpu?: MachineSpent;
 }
 
+export interface PopulateResult {
+  /** Retained messages acknowledged, or sessions created with every filter granted. */
+  done: number;
+  /** Filters the broker refused in SUBACK (0x80), over all sessions. */
+  refusedFilters: number;
+  /** CONNECTs the broker refused (CONNACK return code other than 0). */
+  refusedSessions: number;
+  elapsedMs: number;
+}
+
+export interface ConnectProbeResult {
+  connackAt: number;
+  connectAttempts: number;
+}
+
+export interface StoreCheckResult {
+  retainedReceived: number;
+  sessionsPresent: number;
+  sessionsChecked: number;
+}
+
 export interface DiskResult {
   appendFsyncPerS: number;
   appendFdatasyncPerS: number;
@@ -215,7 +291,7 @@ export type LoadEvent =
   | { type: 'progress'; sent: number; acked: number }
   | { type: 'waiting' }
   | { type: 'connack'; at: number; sessionPresent: boolean }
-  | { type: 'result'; result: ThroughputResult | OpenLoopResult | FillResult | DrainResult | DiskResult }
+  | { type: 'result'; result: ThroughputResult | OpenLoopResult | FillResult | DrainResult | DiskResult | PopulateResult | ConnectProbeResult | StoreCheckResult }
   | { type: 'error'; message: string };
 
 /** What the runner may tell a running load process, one JSON object per stdin line. */

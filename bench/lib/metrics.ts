@@ -1,5 +1,5 @@
 /** Every row the report can have, in table order. Scenario code fills values by `key`. */
-import { BRIDGE_METRICS, BRIDGE_SCENARIOS, BRIDGE_TITLES, type BridgeScenarioId } from './bridge-metrics.js';
+import { BRIDGE_SCENARIOS, type BridgeScenarioId } from './bridge-metrics.js';
 
 export type Better = 'higher' | 'lower' | 'none';
 /** How runs combine into one cell: the median (with min–max spread for throughput) or the total. */
@@ -25,11 +25,42 @@ export interface MetricDef {
   headroomOf?: string;
 }
 
-export type ScenarioId = 'qos0' | 'qos1' | 'qos2' | 'fanout' | 'fanin' | 'latency' | 'offline' | 'offline2' | 'startup' | 'crash' | 'disk' | BridgeScenarioId;
-export const ALL_SCENARIOS: ScenarioId[] = ['qos1', 'qos0', 'qos2', 'fanout', 'fanin', 'latency', 'offline', 'offline2', 'startup', 'crash', 'disk', ...BRIDGE_SCENARIOS];
+export type ScenarioId =
+  | 'qos0' | 'qos1' | 'qos2' | 'fanout' | 'fanin' | 'latency' | 'offline' | 'offline2' | 'startup' | 'crash' | 'memory' | 'websocket' | 'mqtt5' | 'disk'
+  | BridgeScenarioId;
+export const ALL_SCENARIOS: ScenarioId[] = ['qos1', 'qos0', 'qos2', 'fanout', 'fanin', 'latency', 'offline', 'offline2', 'startup', 'crash', 'memory', 'websocket', 'mqtt5', 'disk', ...BRIDGE_SCENARIOS];
 
 /** Scenarios the trivial sink takes part in: those where only the load generator's capacity is in question. */
 export const SINK_SCENARIOS: ScenarioId[] = ['qos1', 'qos0', 'qos2', 'fanout', 'fanin', 'latency'];
+
+/** The bridge scenarios' titles and rows (bridge-scenarios.ts fills them). */
+const BRIDGE_TITLES: Record<BridgeScenarioId, string> = {
+  bridge: 'Bridge QoS1: local publisher → gateway → upstream Mosquitto → persistent subscriber',
+  'bridge-outage': 'Bridge outage (upstream down, QoS1 into the gateway, gateway SIGKILLed and restarted, upstream back)',
+};
+
+const bridge = 'bridge' as const;
+const outage = 'bridge-outage' as const;
+
+const BRIDGE_METRICS: MetricDef[] = [
+  { key: 'bridge.rate', scenario: bridge, label: 'Bridge: forwarding throughput (delivered upstream)', unit: 'msg/s', better: 'higher', format: 'rate', aggregate: 'median', throughput: true },
+  { key: 'bridge.p50', scenario: bridge, label: 'Bridge: end-to-end latency p50', unit: 'ms', better: 'lower', format: 'ms', aggregate: 'median' },
+  { key: 'bridge.p99', scenario: bridge, label: 'Bridge: end-to-end latency p99', unit: 'ms', better: 'lower', format: 'ms', aggregate: 'median' },
+  { key: 'bridge.cpuPerMsg', scenario: bridge, label: 'Bridge: gateway CPU per forwarded message (user+sys)', unit: 'µs', better: 'lower', format: 'us', aggregate: 'median' },
+  { key: 'bridge.upstreamCpuPerMsg', scenario: bridge, label: 'Bridge: upstream Mosquitto CPU per message (user+sys)', unit: 'µs', better: 'none', format: 'us', aggregate: 'median' },
+  { key: 'bridge.peakRss', scenario: bridge, label: 'Bridge: gateway peak RSS', unit: 'MiB', better: 'lower', format: 'mib', aggregate: 'median' },
+  { key: 'bridge.undelivered', scenario: bridge, label: 'Bridge: never delivered upstream', unit: 'msgs', better: 'lower', format: 'count', aggregate: 'sum' },
+  { key: 'bridge.duplicates', scenario: bridge, label: 'Bridge: delivered twice upstream', unit: 'msgs', better: 'lower', format: 'count', aggregate: 'sum' },
+  { key: 'bridge.loadBusy', scenario: bridge, label: 'Bridge: load generator busy (share of one core)', unit: '%', better: 'none', format: 'percent', aggregate: 'median' },
+  { key: 'bridge-outage.acked', scenario: outage, label: 'Bridge outage: acknowledged by the gateway, upstream down', unit: 'msgs', better: 'none', format: 'count', aggregate: 'sum' },
+  { key: 'bridge-outage.fillRate', scenario: outage, label: 'Bridge outage: gateway acknowledgements, upstream down', unit: 'msg/s', better: 'higher', format: 'rate', aggregate: 'median', throughput: true },
+  { key: 'bridge-outage.fillCpuPerMsg', scenario: outage, label: 'Bridge outage: gateway CPU per message acknowledged, upstream down (user+sys)', unit: 'µs', better: 'lower', format: 'us', aggregate: 'median' },
+  { key: 'bridge-outage.receivedAcked', scenario: outage, label: 'Bridge outage: of those, reached the upstream subscriber', unit: 'msgs', better: 'higher', format: 'count', aggregate: 'sum' },
+  { key: 'bridge-outage.lost', scenario: outage, label: 'Bridge outage: lost (acknowledged by the gateway, never reached upstream)', unit: 'msgs', better: 'lower', format: 'count', aggregate: 'sum' },
+  { key: 'bridge-outage.duplicates', scenario: outage, label: 'Bridge outage: delivered twice upstream', unit: 'msgs', better: 'none', format: 'count', aggregate: 'sum' },
+  { key: 'bridge-outage.outOfOrder', scenario: outage, label: 'Bridge outage: arrived out of order upstream', unit: 'msgs', better: 'lower', format: 'count', aggregate: 'sum' },
+  { key: 'bridge-outage.catchUpRate', scenario: outage, label: 'Bridge outage: catch-up (upstream back → last message, reconnect wait included)', unit: 'msg/s', better: 'higher', format: 'rate', aggregate: 'median', throughput: true },
+];
 
 /** Offered rates of the open-loop latency scenario, and the key each one's rows use. */
 export const LATENCY_RATES = [
@@ -48,6 +79,9 @@ export const SCENARIO_TITLES: Record<ScenarioId, string> = {
   offline2: 'Offline queue QoS2 (QoS2 into an offline persistent session, SIGTERM, restart, drain)',
   startup: 'Start-up with a small store (1 offline session with a few queued QoS1 messages, SIGTERM, restart)',
   crash: 'Crash (SIGKILL mid-stream, restart, drain)',
+  memory: 'Memory with many retained messages, and with many offline persistent sessions (before and after a restart)',
+  websocket: 'QoS1 1 → 1 persistent subscriber over WebSocket, beside the same over TCP',
+  mqtt5: 'QoS1 1 → 1 persistent subscriber in MQTT 5 (3 properties per PUBLISH), beside the same in 3.1.1',
   disk: 'Machine limits (data disk)',
   ...BRIDGE_TITLES,
 };
@@ -102,6 +136,42 @@ function queued(scenario: 'offline' | 'offline2', name: string): MetricDef[] {
   ];
 }
 
+function memory(part: 'retained' | 'sessions', name: string, each: string): MetricDef[] {
+  const scenario = 'memory' as const;
+  const k = (metric: string) => `memory.${part}.${metric}`;
+  return [
+    { key: k('rss'), scenario, label: `${name}: RSS 1 s after the last one`, unit: 'MiB', better: 'lower', format: 'mib', aggregate: 'median' },
+    { key: k('hwm'), scenario, label: `${name}: peak RSS (VmHWM) by then`, unit: 'MiB', better: 'lower', format: 'mib', aggregate: 'median' },
+    { key: k('restartRss'), scenario, label: `${name}: RSS after a restart (first CONNACK + 1 s)`, unit: 'MiB', better: 'lower', format: 'mib', aggregate: 'median' },
+    { key: k('restartHwm'), scenario, label: `${name}: peak RSS of the restart (VmHWM by then)`, unit: 'MiB', better: 'lower', format: 'mib', aggregate: 'median' },
+    { key: k('perItem'), scenario, label: `${name}: RSS after the restart minus idle RSS, per ${each}`, unit: 'B', better: 'lower', format: 'bytes', aggregate: 'median' },
+    part === 'retained'
+      ? { key: k('kept'), scenario, label: `${name}: retained messages a new subscriber got after the restart / published`, unit: '', better: 'none', format: 'ratio-of-runs', aggregate: 'sum', of: k('count') }
+      : { key: k('present'), scenario, label: `${name}: sampled sessions present after the restart / sampled`, unit: '', better: 'none', format: 'ratio-of-runs', aggregate: 'sum', of: k('checked') },
+  ];
+}
+
+/**
+ * One QoS1 1→1 load measured as `base` and as `other` on fresh processes (variant-scenarios.ts), and
+ * other ÷ base per run: `target` says what the issue asks of that ratio.
+ */
+function variants(scenario: 'websocket' | 'mqtt5', base: [string, string], other: [string, string], target: { rate: string; cpu: string }): MetricDef[] {
+  const rows = ([key, name]: [string, string]): MetricDef[] => [
+    { key: `${scenario}.${key}.rate`, scenario, label: `${name}: throughput`, unit: 'msg/s', better: 'higher', format: 'rate', aggregate: 'median', throughput: true },
+    { key: `${scenario}.${key}.p50`, scenario, label: `${name}: latency p50`, unit: 'ms', better: 'lower', format: 'ms', aggregate: 'median' },
+    { key: `${scenario}.${key}.p99`, scenario, label: `${name}: latency p99`, unit: 'ms', better: 'lower', format: 'ms', aggregate: 'median' },
+    { key: `${scenario}.${key}.cpuPerMsg`, scenario, label: `${name}: broker CPU per delivered message (user+sys)`, unit: 'µs', better: 'lower', format: 'us', aggregate: 'median' },
+    { key: `${scenario}.${key}.undelivered`, scenario, label: `${name}: never delivered`, unit: 'msgs', better: 'lower', format: 'count', aggregate: 'sum' },
+    { key: `${scenario}.${key}.loadBusy`, scenario, label: `${name}: load generator busy (share of one core)`, unit: '%', better: 'none', format: 'percent', aggregate: 'median' },
+  ];
+  return [
+    ...rows(other),
+    ...rows(base),
+    { key: `${scenario}.rateRatio`, scenario, label: `${other[1]} ÷ ${base[1]}: throughput (target ${target.rate})`, unit: '×', better: 'higher', format: 'times', aggregate: 'median' },
+    { key: `${scenario}.cpuRatio`, scenario, label: `${other[1]} ÷ ${base[1]}: broker CPU per message (target ${target.cpu})`, unit: '×', better: 'lower', format: 'times', aggregate: 'median' },
+  ];
+}
+
 export const METRICS: MetricDef[] = [
   ...online('qos1', 'QoS1 1→1', 'throughput'),
   ...online('qos0', 'QoS0 1→1', 'throughput'),
@@ -122,6 +192,10 @@ export const METRICS: MetricDef[] = [
   { key: 'crash.duplicates', scenario: 'crash', label: 'Crash: delivered twice', unit: 'msgs', better: 'none', format: 'count', aggregate: 'sum' },
   { key: 'crash.sessionPresent', scenario: 'crash', label: 'Crash: session present after restart', unit: 'runs', better: 'none', format: 'ratio-of-runs', aggregate: 'sum', of: 'runs' },
   { key: 'crash.cpuPerMsg', scenario: 'crash', label: 'Crash: broker CPU per message acknowledged before the kill (user+sys)', unit: 'µs', better: 'lower', format: 'us', aggregate: 'median' },
+  ...memory('retained', 'Memory, retained (QoS1, 64 B, distinct topics)', 'retained message'),
+  ...memory('sessions', 'Memory, offline sessions (10 filters each)', 'session'),
+  ...variants('websocket', ['tcp', 'QoS1 1→1 over TCP'], ['ws', 'QoS1 1→1 over WebSocket'], { rate: '≥ 0.8', cpu: '≤ 1.2' }),
+  ...variants('mqtt5', ['v311', 'QoS1 1→1 in MQTT 3.1.1'], ['v5', 'QoS1 1→1 in MQTT 5'], { rate: '≥ 0.9', cpu: '≤ 1.1' }),
   ...BRIDGE_METRICS,
 ];
 

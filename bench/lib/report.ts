@@ -187,7 +187,8 @@ export function markdown(header: ReportHeader, rows: Row[], brokers: BrokerId[],
   out.push(
     `Sizes: ${o['messages']} deliveries per throughput run, window ${o['window']} per publisher, ${o['payload']}-byte payloads; ` +
       `offline queue ${o['queueSize']} messages; crash stream ${o['crashMessages']} messages (SIGKILL at 40 % acknowledged); ` +
-      `${o['runs']} run(s) per scenario and broker, runs interleaved across brokers.`,
+      `${o['runs']} run(s) per scenario and broker, runs interleaved across brokers.` +
+      ((o['scenarios'] as string[] | undefined)?.includes('memory') ? ` Memory: ${o['retainedCount']} retained messages; ${o['sessionCount']} offline sessions.` : ''),
     '',
   );
   out.push('| broker | version | configuration |', '|---|---|---|');

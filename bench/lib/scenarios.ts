@@ -1,6 +1,6 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { brokerDefinitions, describeExit, startBroker, type BrokerId, type BrokerProcess } from './brokers.js';
+import { brokerDefinitions, describeExit, startBroker, type BrokerId, type BrokerProcess, type LaunchOptions } from './brokers.js';
 import {
   rangesCount,
   rangesMissing,
@@ -18,6 +18,8 @@ import {
   type ThroughputResult,
 } from './jobs.js';
 import { startLoad } from './load-runner.js';
+import { runMemory } from './memory-scenario.js';
+import { runVariants } from './variant-scenarios.js';
 import { LATENCY_RATES, type ScenarioId } from './metrics.js';
 import { cpuSpentMs, dirSize, freePort, readCpu, readIo, readMem, sleep } from './proc.js';
 import type { BridgeScenarioId } from './bridge-metrics.js';
@@ -50,6 +52,9 @@ export interface BenchSizes {
   idleSettleMs: number;
   /** Share of the machine's CPU used by other processes above which a run counts as disturbed. */
   disturbedShare: number;
+  /** Memory scenario: retained messages published, and offline persistent sessions created. */
+  retainedCount: number;
+  sessionCount: number;
 }
 
 export interface Context {
@@ -115,8 +120,8 @@ export function freshDir(ctx: Context, broker: BrokerId, scenario: string): stri
   return dir;
 }
 
-async function start(ctx: Context, broker: BrokerId, dataDir: string, port?: number): Promise<BrokerProcess> {
-  const process = startBroker(ctx.definitions[broker], broker, dataDir, port ?? (await freePort()), ctx.workRoot, ctx.sizes.readyTimeoutMs);
+export async function start(ctx: Context, broker: BrokerId, dataDir: string, port?: number, options?: LaunchOptions): Promise<BrokerProcess> {
+  const process = startBroker(ctx.definitions[broker], broker, dataDir, port ?? (await freePort()), ctx.workRoot, ctx.sizes.readyTimeoutMs, options);
   return process;
 }
 
@@ -487,4 +492,7 @@ export const PER_BROKER: Record<Exclude<ScenarioId, 'disk' | BridgeScenarioId>, 
   offline2: (ctx, broker) => runQueued(ctx, broker, 'offline2', 2, ctx.sizes.queueSize),
   startup: (ctx, broker) => runQueued(ctx, broker, 'startup', 1, ctx.sizes.smallStore),
   crash: runCrash,
+  memory: (ctx, broker) => runMemory(ctx, broker),
+  websocket: (ctx, broker) => runVariants(ctx, broker, 'websocket'),
+  mqtt5: (ctx, broker) => runVariants(ctx, broker, 'mqtt5'),
 };

@@ -174,7 +174,8 @@ export function writeRemainingLength(target: Buffer, at: number, value: number):
 
 /**
  * One PUBLISH laid out once (topic, QoS, payload size, filler): sending it is a copy and three
- * small writes (packet id, sequence number, send time).
+ * small writes (packet id, sequence number, send time). `properties` (MQTT 5 only) is the whole
+ * property block, its length included; without it the packet is MQTT 3.1.1's.
  */
 export class PublishTemplate {
   readonly bytes: Buffer;
@@ -182,17 +183,41 @@ export class PublishTemplate {
   readonly idAt: number;
   readonly payloadAt: number;
 
-  constructor(topic: string | Buffer, qos: 0 | 1 | 2, payloadSize: number, filler = 0x2e) {
+  constructor(topic: string | Buffer, qos: 0 | 1 | 2, payloadSize: number, options: { filler?: number; properties?: Buffer; retain?: boolean } = {}) {
     const topicBytes = typeof topic === 'string' ? Buffer.from(topic) : topic;
-    const remaining = 2 + topicBytes.length + (qos > 0 ? 2 : 0) + payloadSize;
-    this.bytes = Buffer.alloc(1 + remainingLengthBytes(remaining) + remaining, filler);
-    this.bytes[0] = 0x30 | (qos << 1);
+    const properties = options.properties ?? Buffer.alloc(0);
+    const remaining = 2 + topicBytes.length + (qos > 0 ? 2 : 0) + properties.length + payloadSize;
+    this.bytes = Buffer.alloc(1 + remainingLengthBytes(remaining) + remaining, options.filler ?? 0x2e);
+    this.bytes[0] = 0x30 | (qos << 1) | (options.retain ? 1 : 0);
     let at = writeRemainingLength(this.bytes, 1, remaining);
     this.bytes.writeUInt16BE(topicBytes.length, at);
     at += 2;
     topicBytes.copy(this.bytes, at);
     at += topicBytes.length;
     this.idAt = qos > 0 ? at : -1;
-    this.payloadAt = at + (qos > 0 ? 2 : 0);
+    if (qos > 0) at += 2;
+    at += properties.copy(this.bytes, at);
+    this.payloadAt = at;
   }
+}
+
+/**
+ * An MQTT 5 PUBLISH property block (3.3.2.3) with what a device typically sends: a Message Expiry
+ * Interval, a Content Type and one User Property.
+ */
+export function typicalV5PublishProperties(): Buffer {
+  const string = (text: string) => {
+    const bytes = Buffer.from(text);
+    const out = Buffer.alloc(2 + bytes.length);
+    out.writeUInt16BE(bytes.length, 0);
+    bytes.copy(out, 2);
+    return out;
+  };
+  const expiry = Buffer.from([0x02, 0, 0, 0x0e, 0x10]); // Message Expiry Interval: 3600 s
+  const contentType = Buffer.concat([Buffer.from([0x03]), string('application/octet-stream')]);
+  const userProperty = Buffer.concat([Buffer.from([0x26]), string('source'), string('bench')]);
+  const body = Buffer.concat([expiry, contentType, userProperty]);
+  const length = Buffer.alloc(remainingLengthBytes(body.length));
+  writeRemainingLength(length, 0, body.length);
+  return Buffer.concat([length, body]);
 }
