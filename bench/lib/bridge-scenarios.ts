@@ -16,7 +16,7 @@ import { rangesMissing, type CpuSpent, type DrainJob, type DrainResult, type Fil
 import { startLoad } from './load-runner.js';
 import { RawClient } from './mqtt-client.js';
 import { freePort, readMem } from './proc.js';
-import { busyShare, cpuNotes, cpuPerMessageUs, disturbanceOf, exitNote, freshDir, withBrokers, type Context, type RunOutcome } from './scenarios.js';
+import { busyShare, cpuNotes, cpuPerMessageUs, disturbanceOf, exitNote, freshDir, withBrokers, type Context, type RunOutcome } from './scenario-kit.js';
 
 type BrokerDefinition = Parameters<typeof startBroker>[0];
 

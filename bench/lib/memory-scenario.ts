@@ -9,7 +9,7 @@ import type { ConnectProbeJob, ConnectProbeResult, PopulateResult, RetainedFillJ
 import { startLoad } from './load-runner.js';
 import { FILTERS_PER_SESSION, sessionClientId } from './memory-load.js';
 import { readMem, sleep } from './proc.js';
-import { exitNote, freshDir, start, withBrokers, type Context, type RunOutcome } from './scenarios.js';
+import { exitNote, freshDir, start, withBrokers, type Context, type RunOutcome } from './scenario-kit.js';
 
 /** How long the broker sits idle after its population, and after the first CONNACK of the restart, before RSS is read. */
 const SETTLE_MS = 1_000;

@@ -8,7 +8,7 @@ import type { BrokerId, LaunchOptions } from './brokers.js';
 import type { ThroughputJob, ThroughputResult } from './jobs.js';
 import { startLoad } from './load-runner.js';
 import type { ProtocolLevel, Transport } from './mqtt-client.js';
-import { busyShare, cpuNotes, cpuPerMessageUs, disturbanceOf, exitNote, freshDir, start, withBrokers, type Context, type RunOutcome } from './scenarios.js';
+import { busyShare, cpuNotes, cpuPerMessageUs, disturbanceOf, exitNote, freshDir, start, withBrokers, type Context, type RunOutcome } from './scenario-kit.js';
 
 interface Variant {
   /** Metric key part and the note prefix. */
