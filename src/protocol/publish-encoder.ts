@@ -99,36 +99,47 @@ const EMPTY = Buffer.alloc(0);
 const NO_IDS: number[] = [];
 const encoded = new WeakMap<MessageProperties, Buffer>();
 
-/** The properties that travel with the message unchanged, in a fixed order; User Properties in theirs. */
+/**
+ * The properties that travel with the message unchanged, in a fixed order; User Properties in
+ * theirs. Sized first, then written into one buffer.
+ */
 function messagePropertyBytes(properties: MessageProperties): Buffer {
   let bytes = encoded.get(properties);
   if (bytes !== undefined) return bytes;
-  const parts: Buffer[] = [];
-  if (properties.payloadFormat !== undefined) parts.push(Buffer.from([PAYLOAD_FORMAT_INDICATOR, properties.payloadFormat]));
-  if (properties.contentType !== undefined) parts.push(stringProperty(CONTENT_TYPE, properties.contentType));
-  if (properties.responseTopic !== undefined) parts.push(stringProperty(RESPONSE_TOPIC, properties.responseTopic));
-  if (properties.correlationData !== undefined) parts.push(binaryProperty(CORRELATION_DATA, properties.correlationData));
-  for (const [key, value] of properties.userProperties ?? []) {
-    parts.push(Buffer.from([USER_PROPERTY]), lengthPrefixed(Buffer.from(key, 'utf8')), lengthPrefixed(Buffer.from(value, 'utf8')));
+  const { payloadFormat, contentType, responseTopic, correlationData, userProperties } = properties;
+  let size = payloadFormat === undefined ? 0 : 2;
+  if (contentType !== undefined) size += 3 + Buffer.byteLength(contentType);
+  if (responseTopic !== undefined) size += 3 + Buffer.byteLength(responseTopic);
+  if (correlationData !== undefined) size += 3 + correlationData.length;
+  for (const [key, value] of userProperties ?? []) size += 5 + Buffer.byteLength(key) + Buffer.byteLength(value);
+  bytes = Buffer.allocUnsafe(size);
+  let offset = 0;
+  if (payloadFormat !== undefined) {
+    bytes[offset++] = PAYLOAD_FORMAT_INDICATOR;
+    bytes[offset++] = payloadFormat;
   }
-  bytes = Buffer.concat(parts);
+  if (contentType !== undefined) offset = writeString(bytes, writeId(bytes, offset, CONTENT_TYPE), contentType);
+  if (responseTopic !== undefined) offset = writeString(bytes, writeId(bytes, offset, RESPONSE_TOPIC), responseTopic);
+  if (correlationData !== undefined) {
+    offset = writeId(bytes, offset, CORRELATION_DATA);
+    bytes.writeUInt16BE(correlationData.length, offset);
+    offset += 2 + correlationData.copy(bytes, offset + 2);
+  }
+  for (const [key, value] of userProperties ?? []) offset = writeString(bytes, writeString(bytes, writeId(bytes, offset, USER_PROPERTY), key), value);
   encoded.set(properties, bytes);
   return bytes;
 }
 
-function stringProperty(id: number, value: string): Buffer {
-  return binaryProperty(id, Buffer.from(value, 'utf8'));
+function writeId(buffer: Buffer, offset: number, id: number): number {
+  buffer[offset] = id;
+  return offset + 1;
 }
 
-function binaryProperty(id: number, value: Buffer): Buffer {
-  return Buffer.concat([Buffer.from([id]), lengthPrefixed(value)]);
-}
-
-function lengthPrefixed(value: Buffer): Buffer {
-  const buffer = Buffer.allocUnsafe(2 + value.length);
-  buffer.writeUInt16BE(value.length, 0);
-  value.copy(buffer, 2);
-  return buffer;
+/** A UTF-8 string with its two-byte length [MQTT-1.5.3]. */
+function writeString(buffer: Buffer, offset: number, value: string): number {
+  const length = buffer.write(value, offset + 2, 'utf8');
+  buffer.writeUInt16BE(length, offset);
+  return offset + 2 + length;
 }
 
 export function variableByteIntegerSize(value: number): number {

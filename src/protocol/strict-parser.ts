@@ -127,6 +127,9 @@ export function createStrictParser(maxPacketSize: number | (() => number) = Infi
     if (length === -1 || end > this._list.length || end > this.packet.length) return null;
     const bytes = this._list.slice(this._pos, end);
     this._pos += length;
+    // Nearly every string (topics, client ids, property names) is ASCII without U+0000: valid as
+    // it is, read without the decoder's checks; anything else takes the checked path.
+    if (isPlainAscii(bytes)) return bytes.toString('latin1');
     let text: string;
     try {
       text = strictDecoder.decode(bytes);
@@ -141,6 +144,15 @@ export function createStrictParser(maxPacketSize: number | (() => number) = Infi
     return text;
   };
   return parser;
+}
+
+/** Bytes 0x01–0x7F only: well-formed UTF-8 (each its own character) with no U+0000. */
+function isPlainAscii(bytes: Buffer): boolean {
+  for (let index = 0; index < bytes.length; index++) {
+    const byte = bytes[index]!;
+    if (byte === 0 || byte > 0x7f) return false;
+  }
+  return true;
 }
 
 /**

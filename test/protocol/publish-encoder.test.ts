@@ -2,7 +2,9 @@ import fc from 'fast-check';
 import mqttPacket, { type IPublishPacket } from 'mqtt-packet';
 import { describe, expect, it } from 'vitest';
 import { encodePublish } from '../../src/protocol/publish-encoder.js';
+import { createStrictParser } from '../../src/protocol/strict-parser.js';
 import type { OutgoingPublish } from '../../src/session/session.js';
+import type { MessageProperties } from '../../src/store/model.js';
 
 const outgoing: fc.Arbitrary<OutgoingPublish> = fc
   .record({
@@ -26,8 +28,8 @@ const outgoing: fc.Arbitrary<OutgoingPublish> = fc
     ...(qos === 0 ? {} : { packetId }),
   }));
 
-function parseOne(bytes: Buffer): IPublishPacket {
-  const parser = mqttPacket.parser({ protocolVersion: 4 });
+function parseOne(bytes: Buffer, protocolVersion: 4 | 5 = 4): IPublishPacket {
+  const parser = mqttPacket.parser({ protocolVersion });
   const packets: IPublishPacket[] = [];
   parser.on('packet', (packet) => packets.push(packet as IPublishPacket));
   parser.on('error', (error) => {
@@ -68,4 +70,49 @@ describe('encodePublish', () => {
       { numRuns: 500 },
     );
   });
+
+  it('MQTT 5: every message property, what remains of the expiry, alias and identifiers read back through a v5 parser (spec 3.3.2.3)', () => {
+    const text = fc.string({ unit: 'grapheme', maxLength: 12 }).filter((value) => !value.includes('\u0000'));
+    const properties: fc.Arbitrary<MessageProperties> = fc.record(
+      {
+        payloadFormat: fc.constantFrom(0 as const, 1 as const),
+        expiresAt: fc.integer({ min: 1, max: 100_000 }).map((seconds) => NOW + seconds * 1000 - 1),
+        contentType: text,
+        responseTopic: text.filter((topic) => topic.length > 0 && !/[+#]/.test(topic)),
+        correlationData: fc.uint8Array({ maxLength: 20 }).map((bytes) => Buffer.from(bytes)),
+        userProperties: fc.array(fc.tuple(text, text), { maxLength: 4 }),
+      },
+      { requiredKeys: [] },
+    );
+    fc.assert(
+      fc.property(outgoing, properties, fc.option(fc.integer({ min: 1, max: 65_535 }), { nil: undefined }), fc.array(fc.integer({ min: 1, max: 268_435_455 }), { maxLength: 3 }), (packet, props, alias, ids) => {
+        const parsed = parseOne(
+          encodePublish({ ...packet, properties: props, ...(ids.length > 0 ? { subscriptionIds: ids } : {}) }, { now: NOW, ...(alias === undefined ? {} : { topicAlias: alias }) }),
+          5,
+        );
+        expect(parsed.topic).toBe(packet.topic);
+        expect(Buffer.from(parsed.payload).equals(packet.payload)).toBe(true);
+        const got = parsed.properties ?? {};
+        expect(got.payloadFormatIndicator).toBe(props.payloadFormat === undefined ? undefined : props.payloadFormat === 1);
+        expect(got.messageExpiryInterval).toBe(props.expiresAt === undefined ? undefined : Math.ceil((props.expiresAt - NOW) / 1000));
+        expect(got.contentType).toBe(props.contentType);
+        expect(got.responseTopic).toBe(props.responseTopic);
+        expect(got.correlationData === undefined ? undefined : Buffer.from(got.correlationData)).toEqual(props.correlationData);
+        expect(got.topicAlias).toBe(alias);
+        const wantedIds = ids.length === 0 ? undefined : ids.length === 1 ? ids[0] : ids;
+        expect(got.subscriptionIdentifier).toEqual(wantedIds);
+        // mqtt-packet folds User Properties into an object (and repeats away): the strict parser
+        // keeps them as the ordered list they are [MQTT-3.3.2-18].
+        const strict = createStrictParser() as unknown as { settings: { protocolVersion: number }; parse(bytes: Buffer): void; on(event: string, listener: (packet: IPublishPacket & { properties?: { userPropertyList?: unknown } }) => void): void };
+        strict.settings.protocolVersion = 5;
+        let list: unknown;
+        strict.on('packet', (publish) => (list = publish.properties?.userPropertyList));
+        strict.parse(encodePublish({ ...packet, properties: props }, { now: NOW }));
+        expect(list).toEqual(props.userProperties?.length ? props.userProperties : undefined);
+      }),
+      { numRuns: 1000 },
+    );
+  });
 });
+
+const NOW = 1_800_000_000_000;
