@@ -27,9 +27,12 @@ export interface BridgeOptions {
   username?: string;
   password?: string;
   tls?: BridgeTlsOptions;
-  /** 4 (MQTT 3.1.1), the only one for now. */
-  protocolVersion?: 4;
-  /** Set bit 0x80 of the protocol level, so a Mosquitto upstream does not echo our messages back. Default true. */
+  /**
+   * 4 (MQTT 3.1.1, the default) or 5 (MQTT 5: our subscriptions upstream are No Local and Retain
+   * As Published, and messages keep their properties both ways).
+   */
+  protocolVersion?: 4 | 5;
+  /** MQTT 3.1.1: set bit 0x80 of the protocol level, so a Mosquitto upstream does not echo our messages back. Default true. */
   tryPrivate?: boolean;
   /** CleanSession towards the upstream; default false (the upstream keeps our subscriptions and queue). */
   cleanSession?: boolean;
@@ -111,7 +114,7 @@ export function bridgeProblems(options: BridgeOptions): BridgeProblem[] {
     if (typeof parsed === 'string') problem(Array.isArray(options.address) ? `address[${index}]` : 'address', parsed);
     else if (!parsed.tls && options.tls !== undefined) problem('tls', `given for ${text}, which is not mqtts://`);
   });
-  if (options.protocolVersion !== undefined && options.protocolVersion !== 4) problem('protocol_version', 'only 4 (MQTT 3.1.1) is supported');
+  if (options.protocolVersion !== undefined && options.protocolVersion !== 4 && options.protocolVersion !== 5) problem('protocol_version', 'must be 4 (MQTT 3.1.1) or 5 (MQTT 5)');
   if (options.password !== undefined && options.username === undefined) problem('password', 'a password needs a username [MQTT-3.1.2-22]');
   if (options.tls && (options.tls.cert === undefined) !== (options.tls.key === undefined)) problem('tls', 'cert and key go together');
   const { minMs, maxMs } = { ...BRIDGE_DEFAULTS.reconnect, ...options.reconnect };
@@ -154,7 +157,7 @@ export function bridgeSettings(options: BridgeOptions): BridgeSettings {
     ...(options.username === undefined ? {} : { username: options.username }),
     ...(options.password === undefined ? {} : { password: options.password }),
     ...(options.tls === undefined ? {} : { tls: options.tls }),
-    protocolVersion: 4,
+    protocolVersion: options.protocolVersion ?? 4,
     tryPrivate: options.tryPrivate ?? BRIDGE_DEFAULTS.tryPrivate,
     cleanSession: options.cleanSession ?? BRIDGE_DEFAULTS.cleanSession,
     keepalive: options.keepalive ?? BRIDGE_DEFAULTS.keepalive,

@@ -165,7 +165,8 @@ export class Bridge {
       const address = addresses[index % addresses.length]!;
       this.#address = address;
       this.#enter('connecting');
-      const privateBit = this.settings.tryPrivate && !this.#withoutPrivateBit.has(address.text);
+      // MQTT 5 has no bridge bit to try (see #connectPacket).
+      const privateBit = this.settings.tryPrivate && this.settings.protocolVersion === 4 && !this.#withoutPrivateBit.has(address.text);
       const { failure, wasConnected } = await this.#connectAndServe(address, privateBit);
       if (this.#stopping) return;
       if (privateBit && refusesPrivateBit(failure)) {
@@ -240,15 +241,20 @@ export class Bridge {
   }
 
   #connectPacket(privateBit: boolean): IConnectPacket {
-    const { clientId, cleanSession, keepalive, username, password, notifications, notificationTopic } = this.settings;
+    const { clientId, cleanSession, keepalive, username, password, notifications, notificationTopic, protocolVersion } = this.settings;
+    const v5 = protocolVersion === 5;
     return {
       cmd: 'connect',
       protocolId: 'MQTT',
-      protocolVersion: 4,
+      protocolVersion,
+      // MQTT 5 has no bridge bit: No Local on our subscriptions upstream does its work (Uplink.start).
       ...(privateBit ? { bridgeMode: true } : {}),
       clientId,
       clean: cleanSession,
       keepalive,
+      // MQTT 5: a session kept upstream lives until we connect with Clean Start, as 3.1.1's
+      // CleanSession=0 does [MQTT-3.1.2-23]; we accept no Topic Aliases (none announced).
+      ...(v5 ? { properties: { sessionExpiryInterval: cleanSession ? 0 : 0xffff_ffff } } : {}),
       ...(username === undefined ? {} : { username }),
       ...(password === undefined ? {} : { password: Buffer.from(password) }),
       // Marks the gateway offline upstream when the connection ends without DISCONNECT.

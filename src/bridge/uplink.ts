@@ -1,13 +1,15 @@
 import type { IPublishPacket, ISubackPacket, Packet } from 'mqtt-packet';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
+import { messagePropertiesOf } from '../protocol/message-properties.js';
 import { encodePublish } from '../protocol/publish-encoder.js';
+import { knownReasonName, Reason } from '../protocol/reason-codes.js';
 import { isValidTopicName } from '../routing/topic.js';
 import type { Distributor } from '../session/distributor.js';
 import { MAX_PACKET_ID } from '../session/packet-ids.js';
 import type { SessionManager } from '../session/session-manager.js';
 import type { OutboundChannel, OutgoingPublish, Session, SessionLink } from '../session/session.js';
-import type { QoS } from '../store/repository.js';
+import type { Message, QoS } from '../store/repository.js';
 import type { BridgeSettings } from './bridge-options.js';
 import type { TopicMap } from './topic-map.js';
 import { UpstreamFailure, type UpstreamConnection } from './upstream-connection.js';
@@ -60,6 +62,8 @@ export class Uplink implements OutboundChannel {
   /** An upstream message matched no in line / a queued one no out line: each logged once per connection. */
   #unmappedInLogged = false;
   #unmappedOutLogged = false;
+  /** MQTT 5: the upstream refused one of our messages with a reason code (logged once per connection). */
+  #refusalLogged = false;
 
   constructor(context: UplinkContext, connection: UpstreamConnection) {
     this.#context = context;
@@ -95,7 +99,14 @@ export class Uplink implements OutboundChannel {
       // is on its way; packet types keep them apart on both sides, as every broker we know does.
       let packetId = MAX_PACKET_ID;
       while (this.#inflight.has(packetId)) packetId--;
-      this.#connection.send({ cmd: 'subscribe', messageId: packetId, subscriptions: subscriptions.map(({ filter, qos }) => ({ topic: filter, qos })) });
+      // MQTT 5: No Local keeps the upstream from sending our own messages back, and Retain As
+      // Published keeps their RETAIN flag: what the bridge bit asks of a 3.1.1 upstream [MQTT-3.8.3-3].
+      const v5 = this.#connection.protocolVersion === 5;
+      this.#connection.send({
+        cmd: 'subscribe',
+        messageId: packetId,
+        subscriptions: subscriptions.map(({ filter, qos }) => ({ topic: filter, qos, ...(v5 ? { nl: true, rap: true } : {}) })),
+      });
     }
     if (settings.notifications) {
       this.#connection.send({ cmd: 'publish', topic: settings.notificationTopic, payload: Buffer.from('1'), qos: 0, retain: true, dup: false });
@@ -104,9 +115,17 @@ export class Uplink implements OutboundChannel {
 
   // --- OutboundChannel: the session's engine writes upstream ----------------------------------------
 
-  /** Always true: the upstream connection speaks 3.1.1 and announces no Maximum Packet Size to honour. */
+  /**
+   * Writes a PUBLISH upstream. MQTT 5: with the message's properties (what remains of its expiry),
+   * never our own Subscription Identifiers (a client's PUBLISH has none [MQTT-3.3.4-6]); false,
+   * unsent, when it is larger than the upstream's Maximum Packet Size [MQTT-3.1.2-24].
+   */
   publish(packet: OutgoingPublish): boolean {
     const { counters } = this.#context;
+    const topic = this.#remoteTopic(packet.topic);
+    const v5 = this.#connection.protocolVersion === 5;
+    const bytes = v5 ? encodePublish({ ...packet, topic, subscriptionIds: undefined }, { now: Date.now() }) : encodePublish({ ...packet, topic });
+    if (bytes.length > (this.#connection.connackProperties.maximumPacketSize ?? Infinity)) return false;
     if (packet.qos === 0) {
       if (this.#connection.backlog > this.#context.maxUnsentBytes) {
         counters.qos0Dropped++;
@@ -116,8 +135,13 @@ export class Uplink implements OutboundChannel {
     } else {
       this.#inflight.set(packet.packetId!, packet.qos);
     }
-    this.#connection.write(encodePublish({ ...packet, topic: this.#remoteTopic(packet.topic) }));
+    this.#connection.write(bytes);
     return true;
+  }
+
+  /** MQTT 5: the upstream's Receive Maximum bounds what we have in flight to it [MQTT-3.3.4-9] (OutboundChannel). */
+  get receiveMaximum(): number | undefined {
+    return this.#connection.connackProperties.receiveMaximum;
   }
 
   /** What the upstream may be sent before it holds max_unsent_bytes of ours (OutboundChannel). */
@@ -146,10 +170,16 @@ export class Uplink implements OutboundChannel {
     if (!link) return;
     switch (packet.cmd) {
       case 'puback':
-        if (this.#checkAck(link, packet.messageId!, 'puback')) this.#acknowledged(packet.messageId!, () => link.outbound.acknowledge(packet.messageId!));
+        if (!this.#checkAck(link, packet.messageId!, 'puback')) return;
+        // MQTT 5: 0x80 and above, the upstream did not take it; the delivery is over all the same.
+        if ((packet.reasonCode ?? 0) >= 0x80) this.#refusedUpstream(packet.messageId!, packet.reasonCode!, () => link.outbound.acknowledge(packet.messageId!));
+        else this.#acknowledged(packet.messageId!, () => link.outbound.acknowledge(packet.messageId!));
         return;
       case 'pubrec':
-        if (this.#checkAck(link, packet.messageId!, 'pubrec')) void link.outbound.received(packet.messageId!).catch((error: unknown) => this.end(`store failure: ${errorMessage(error)}`));
+        if (!this.#checkAck(link, packet.messageId!, 'pubrec')) return;
+        // A PUBREC of 0x80 or more ends the exchange: no PUBREL [MQTT-4.3.3-4].
+        if ((packet.reasonCode ?? 0) >= 0x80) this.#refusedUpstream(packet.messageId!, packet.reasonCode!, () => link.outbound.refused(packet.messageId!));
+        else void link.outbound.received(packet.messageId!).catch((error: unknown) => this.end(`store failure: ${errorMessage(error)}`));
         return;
       case 'pubcomp':
         if (this.#checkAck(link, packet.messageId!, 'pubcomp')) this.#acknowledged(packet.messageId!, () => link.outbound.completed(packet.messageId!));
@@ -162,6 +192,16 @@ export class Uplink implements OutboundChannel {
         return;
       case 'suback':
         this.#subscribed(packet);
+        return;
+      case 'disconnect':
+        // MQTT 5: a server may close with a reason [MQTT-3.14.0-1]; 3.1.1 servers never send one.
+        if (this.#connection.protocolVersion === 5) {
+          const code = packet.reasonCode ?? 0;
+          const text = packet.properties?.reasonString === undefined ? '' : `: ${JSON.stringify(packet.properties.reasonString)}`;
+          this.#connection.close(`the upstream disconnected with 0x${code.toString(16).padStart(2, '0')} (${knownReasonName(code) ?? 'unknown reason'})${text}`);
+          return;
+        }
+        this.#connection.close('the upstream sent DISCONNECT, which a server never sends', 'protocol');
         return;
       default:
         // CONNACK again, SUBSCRIBE, PINGREQ…: not what a server sends to a client.
@@ -188,6 +228,20 @@ export class Uplink implements OutboundChannel {
 
   #acknowledged(packetId: number, complete: () => void): void {
     if (this.#inflight.delete(packetId)) this.#context.counters.forwarded++;
+    complete();
+  }
+
+  /** The upstream answered with a refusal: the message leaves our queue unforwarded (it would be refused again), logged once per connection. */
+  #refusedUpstream(packetId: number, code: number, complete: () => void): void {
+    this.#inflight.delete(packetId);
+    if (!this.#refusalLogged) {
+      this.#refusalLogged = true;
+      const { settings, log } = this.#context;
+      log.warn(
+        `bridge ${settings.name}: the upstream refused a message with reason 0x${code.toString(16)} (${knownReasonName(code) ?? 'unknown reason'}); ` +
+          'it is dropped from the out queue (and any others it refuses on this connection, not logged)',
+      );
+    }
     complete();
   }
 
@@ -218,10 +272,25 @@ export class Uplink implements OutboundChannel {
       return;
     }
     const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
-    const publication = distributor.route(
-      { topic, payload, qos },
-      { retain: packet.retain, origin: session.clientId, ...(qos === 2 ? { inbound: { session, packetId: packetId! } } : {}) },
-    );
+    const message: Message = { topic, payload, qos };
+    if (this.#connection.protocolVersion === 5) {
+      // The message keeps its properties (the upstream's Subscription Identifiers are not its).
+      const properties = messagePropertiesOf(packet.properties, payload, Date.now());
+      if (properties === 'payload-format-invalid') {
+        // Not routed, nothing stored; a PUBREC of 0x80 or more ends a QoS 2 exchange [MQTT-4.3.3-4].
+        if (qos === 2) link.inbound.abandon(packetId!);
+        this.#reply(Promise.resolve(), () => {
+          if (acknowledgement) this.#connection.send({ cmd: acknowledgement, messageId: packetId!, reasonCode: Reason.PAYLOAD_FORMAT_INVALID });
+        });
+        return;
+      }
+      if (properties) message.properties = properties;
+    }
+    const publication = distributor.route(message, {
+      retain: packet.retain,
+      origin: session.clientId,
+      ...(qos === 2 ? { inbound: { session, packetId: packetId! } } : {}),
+    });
     if (qos === 2) session.track(publication.stored);
     this.#reply(
       publication.stored,
@@ -241,7 +310,8 @@ export class Uplink implements OutboundChannel {
     const subscriptions = topics.remoteSubscriptions;
     packet.granted.forEach((granted, index) => {
       const code = Number(granted);
-      if (code === 0x80) log.warn(`bridge ${settings.name}: the upstream refused the subscription to ${JSON.stringify(subscriptions[index]?.filter)}`);
+      // 0x80 for 3.1.1; MQTT 5 says why with any code from 0x80 up.
+      if (code >= 0x80) log.warn(`bridge ${settings.name}: the upstream refused the subscription to ${JSON.stringify(subscriptions[index]?.filter)}`);
     });
     log.info(`bridge ${settings.name}: subscribed upstream to ${subscriptions.map(({ filter }) => JSON.stringify(filter)).join(', ')}`);
   }

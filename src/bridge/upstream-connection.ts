@@ -3,6 +3,8 @@ import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import mqttPacket, { type IConnackPacket, type IConnectPacket, type Packet } from 'mqtt-packet';
 import { errorMessage } from '../errors.js';
+import { knownReasonName } from '../protocol/reason-codes.js';
+import { createStrictParser } from '../protocol/strict-parser.js';
 import type { BridgeTlsOptions, UpstreamAddress } from './bridge-options.js';
 
 /**
@@ -30,7 +32,7 @@ export class UpstreamFailure extends Error {
   }
 }
 
-/** CONNACK refusals (MQTT 3.1.1 table 3.1). */
+/** CONNACK refusals (MQTT 3.1.1 table 3.1); MQTT 5's are named by reason-codes.ts. */
 export const CONNACK_REASONS: Record<number, string> = {
   1: 'unacceptable protocol version',
   2: 'identifier rejected',
@@ -60,6 +62,10 @@ export interface DialOptions {
  */
 export class UpstreamConnection {
   readonly sessionPresent: boolean;
+  /** 4 or 5: every packet both ways is in this version. */
+  readonly protocolVersion: 4 | 5;
+  /** MQTT 5: what the upstream announced in CONNACK (Receive Maximum, Maximum Packet Size, …); empty for 3.1.1. */
+  readonly connackProperties: NonNullable<IConnackPacket['properties']>;
   readonly #socket: Socket;
   readonly #parser: ReturnType<typeof mqttPacket.parser>;
   #handlers: UpstreamHandlers | undefined;
@@ -70,10 +76,12 @@ export class UpstreamConnection {
   #outbox: Buffer[] = [];
   #outboxBytes = 0;
 
-  private constructor(socket: Socket, parser: ReturnType<typeof mqttPacket.parser>, sessionPresent: boolean) {
+  private constructor(socket: Socket, parser: ReturnType<typeof mqttPacket.parser>, connack: IConnackPacket, protocolVersion: 4 | 5) {
     this.#socket = socket;
     this.#parser = parser;
-    this.sessionPresent = sessionPresent;
+    this.sessionPresent = connack.sessionPresent;
+    this.protocolVersion = protocolVersion;
+    this.connackProperties = connack.properties ?? {};
   }
 
   /**
@@ -91,7 +99,9 @@ export class UpstreamConnection {
             ...(options.tls?.cert === undefined ? {} : { cert: options.tls.cert, key: options.tls.key }),
           })
         : netConnect({ host: address.host, port: address.port });
-      const parser = mqttPacket.parser({ protocolVersion: 4 });
+      const protocolVersion = connect.protocolVersion === 5 ? 5 : 4;
+      // MQTT 5: the strict parser, which keeps User Properties in their order (mqtt-packet groups them by name).
+      const parser = protocolVersion === 5 ? createStrictParser(Infinity, { protocolVersion: 5 }) : mqttPacket.parser({ protocolVersion });
       let settled = false;
       let connected = false;
       /** Every listener of the attempt, removed together once it is settled. */
@@ -118,7 +128,7 @@ export class UpstreamConnection {
       options.signal?.addEventListener('abort', onAbort, { once: true });
       const onConnect = () => {
         connected = true;
-        socket.write(mqttPacket.generate(connect));
+        socket.write(mqttPacket.generate(connect, { protocolVersion }));
       };
       const onError = (error: NodeJS.ErrnoException) => {
         const tls = address.tls && !connected && (error.code === undefined || !NETWORK_CODES.has(error.code));
@@ -134,15 +144,18 @@ export class UpstreamConnection {
           fail(new UpstreamFailure('protocol', `${packet.cmd.toUpperCase()} before CONNACK`, { beforeConnack: true }));
           return;
         }
-        const { returnCode = 0, sessionPresent } = packet as IConnackPacket;
+        const connack = packet as IConnackPacket;
+        // MQTT 5 says reasonCode (0x80 and above refuse), 3.1.1 returnCode (1 to 5).
+        const returnCode = (protocolVersion === 5 ? connack.reasonCode : connack.returnCode) ?? 0;
         if (returnCode !== 0) {
-          const reason = CONNACK_REASONS[returnCode] ?? 'unknown code';
-          fail(new UpstreamFailure('refused', `refused with CONNACK ${returnCode} (${reason})`, { returnCode }));
+          const reason = (protocolVersion === 5 ? knownReasonName(returnCode) : CONNACK_REASONS[returnCode]) ?? 'unknown code';
+          const text = connack.properties?.reasonString === undefined ? '' : `: ${JSON.stringify(connack.properties.reasonString)}`;
+          fail(new UpstreamFailure('refused', `refused with CONNACK ${formatCode(returnCode, protocolVersion)} (${reason})${text}`, { returnCode }));
           return;
         }
         settle();
         // Packets in the same chunk as CONNACK are parsed on in this same call, into the new listener.
-        const connection = new UpstreamConnection(socket, parser, sessionPresent);
+        const connection = new UpstreamConnection(socket, parser, connack, protocolVersion);
         connection.#attach(connect.keepalive ?? 0);
         resolve(connection);
       };
@@ -188,7 +201,7 @@ export class UpstreamConnection {
   }
 
   send(packet: Packet): void {
-    this.write(mqttPacket.generate(packet));
+    this.write(mqttPacket.generate(packet, { protocolVersion: this.protocolVersion }));
   }
 
   /** Packets written in one tick leave in one socket write (as a client connection's do). */
@@ -271,6 +284,11 @@ const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'EN
 function describeSocketError(error: NodeJS.ErrnoException): string {
   const message = errorMessage(error);
   return error.code && !message.includes(error.code) ? `${error.code}: ${message}` : message;
+}
+
+/** MQTT 5 reason codes in hex as the spec writes them; 3.1.1 return codes as numbers. */
+function formatCode(code: number, protocolVersion: 4 | 5): string {
+  return protocolVersion === 5 ? `0x${code.toString(16).padStart(2, '0').toUpperCase()}` : String(code);
 }
 
 function isIp(host: string): boolean {

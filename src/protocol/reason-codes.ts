@@ -88,6 +88,11 @@ export function reasonName(code: ReasonCode): string {
   return INFO[code].name;
 }
 
+/** The name of a reason code another server sent us (a bridge's upstream), if it is one we know. */
+export function knownReasonName(code: number): string | undefined {
+  return (INFO as Partial<Record<number, ReasonInfo>>)[code]?.name;
+}
+
 /** The CONNACK return code a 3.1/3.1.1 client gets for a refusal (3, server unavailable, where 3.1.1 has no closer one). */
 export function v3ConnackCode(code: ReasonCode): number {
   return INFO[code].v3Connack ?? 3;

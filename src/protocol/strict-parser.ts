@@ -63,13 +63,16 @@ export class PacketTooLarge extends Error {
  * the next packet's bytes, or got -1 (found by the fuzz suite). A packet identifier must be there
  * and non-zero [MQTT-2.3.1-1].
  */
-export function createStrictParser(maxPacketSize: number | (() => number) = Infinity): Parser {
+export function createStrictParser(maxPacketSize: number | (() => number) = Infinity, client?: { protocolVersion: 5 }): Parser {
   const limit = typeof maxPacketSize === 'number' ? () => maxPacketSize : maxPacketSize;
-  const parser = mqttPacket.parser({ protocolVersion: 4 });
+  // A server's parser starts at 4 and follows the CONNECT; a client's (a bridge's, `client`) speaks
+  // MQTT 5 from the start and reads what a server sends.
+  const parser = mqttPacket.parser({ protocolVersion: client?.protocolVersion ?? 4 });
+  const allowed = client ? ALLOWED_FROM_SERVER : ALLOWED;
   const internals = parser as unknown as ParserInternals & { _parseProperties(): unknown };
   useByteQueue(internals);
   internals._parseProperties = function strictParseProperties(this: ParserInternals): Properties | false {
-    return parseProperties(this);
+    return parseProperties(this, allowed);
   };
   const parseLength = internals._parseLength;
   internals._parseLength = function checkedParseLength(this: ParserInternals): boolean {
@@ -202,18 +205,26 @@ const PROPERTIES: Record<number, [string, PropertyType]> = {
   0x09: ['correlationData', 'binary'],
   0x0b: ['subscriptionIdentifier', 'var'],
   0x11: ['sessionExpiryInterval', 'int32'],
+  0x12: ['assignedClientIdentifier', 'string'],
+  0x13: ['serverKeepAlive', 'int16'],
   0x15: ['authenticationMethod', 'string'],
   0x16: ['authenticationData', 'binary'],
   0x17: ['requestProblemInformation', 'byte'],
   0x18: ['willDelayInterval', 'int32'],
   0x19: ['requestResponseInformation', 'byte'],
+  0x1a: ['responseInformation', 'string'],
   0x1c: ['serverReference', 'string'],
   0x1f: ['reasonString', 'string'],
   0x21: ['receiveMaximum', 'int16'],
   0x22: ['topicAliasMaximum', 'int16'],
   0x23: ['topicAlias', 'int16'],
+  0x24: ['maximumQoS', 'int8'],
+  0x25: ['retainAvailable', 'byte'],
   0x26: ['userProperties', 'pair'],
   0x27: ['maximumPacketSize', 'int32'],
+  0x28: ['wildcardSubscriptionAvailable', 'byte'],
+  0x29: ['subscriptionIdentifiersAvailable', 'byte'],
+  0x2a: ['sharedSubscriptionAvailable', 'byte'],
 };
 
 const ACK_PROPERTIES = ['reasonString', 'userProperties'];
@@ -244,6 +255,38 @@ const ALLOWED: Record<string, ReadonlySet<string>> = {
   auth: new Set(['authenticationMethod', 'authenticationData', 'reasonString', 'userProperties']),
 };
 
+/** Which properties a server may send in which packet (MQTT 5.0, 2.2.2.2): what a bridge's parser reads. */
+const ALLOWED_FROM_SERVER: Record<string, ReadonlySet<string>> = {
+  connack: new Set([
+    'sessionExpiryInterval',
+    'receiveMaximum',
+    'maximumQoS',
+    'retainAvailable',
+    'maximumPacketSize',
+    'assignedClientIdentifier',
+    'topicAliasMaximum',
+    'reasonString',
+    'userProperties',
+    'wildcardSubscriptionAvailable',
+    'subscriptionIdentifiersAvailable',
+    'sharedSubscriptionAvailable',
+    'serverKeepAlive',
+    'responseInformation',
+    'serverReference',
+    'authenticationMethod',
+    'authenticationData',
+  ]),
+  publish: ALLOWED.publish!,
+  puback: ALLOWED.puback!,
+  pubrec: ALLOWED.pubrec!,
+  pubrel: ALLOWED.pubrel!,
+  pubcomp: ALLOWED.pubcomp!,
+  suback: new Set(ACK_PROPERTIES),
+  unsuback: new Set(ACK_PROPERTIES),
+  disconnect: ALLOWED.disconnect!,
+  auth: ALLOWED.auth!,
+};
+
 /**
  * Reads an MQTT 5 property list within its declared length and the packet: each property allowed
  * in its packet (MQTT 5.0 2.2.2.2), each at most once but User Properties (and Subscription
@@ -251,7 +294,7 @@ const ALLOWED: Record<string, ReadonlySet<string>> = {
  * strings checked like all others. mqtt-packet's own reader accepts unknown placements and
  * repeats, and turns User Properties into an object that loses their order.
  */
-function parseProperties(parser: ParserInternals): Properties | false {
+function parseProperties(parser: ParserInternals, allowedIn: Record<string, ReadonlySet<string>>): Properties | false {
   const fail = (error: Error): false => {
     parser._emitError(error);
     return false;
@@ -265,7 +308,7 @@ function parseProperties(parser: ParserInternals): Properties | false {
   if (end > parser.packet.length || end > parser._list.length) return fail(new Error('properties run past the end of the packet'));
   // CONNECT has two lists: its own, before the client id, and the will's, after it.
   const placement = packet.cmd === 'connect' && packet.clientId !== undefined ? 'will' : (packet.cmd ?? '');
-  const allowed = ALLOWED[placement];
+  const allowed = allowedIn[placement];
   const result: Properties = {};
   while (parser._pos < end) {
     const id = parser._parseByte();

@@ -245,8 +245,8 @@ async function readBridges(check: Checker, value: unknown): Promise<BridgeOption
       const tls = await readBridgeTls(check, entry['tls'], `${path}.tls`);
       if (tls !== undefined) bridge.tls = tls;
     }
-    const protocolVersion = check.integer(entry, 'protocol_version', `${path}.protocol_version`, 4, 4);
-    if (protocolVersion !== undefined) bridge.protocolVersion = 4;
+    const protocolVersion = check.integer(entry, 'protocol_version', `${path}.protocol_version`, 4, 5);
+    if (protocolVersion !== undefined) bridge.protocolVersion = protocolVersion === 5 ? 5 : 4;
     for (const [key, option] of [
       ['try_private', 'tryPrivate'],
       ['clean_session', 'cleanSession'],

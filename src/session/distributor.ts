@@ -140,7 +140,8 @@ export class Distributor {
       else this.#retained.setEphemeral(topic, payload);
     }
     const message: Message = { topic, payload, qos: 0 };
-    for (const [clientId] of this.#subscriptions.match(topic)) {
+    // A shared group's member is chosen as for any message: QoS 0, so a connected one.
+    for (const [clientId] of this.#match(message)) {
       const session = this.#lookup(clientId);
       if (!session) continue;
       if (this.#canRead !== undefined && !this.#canRead(session, topic)) continue;

@@ -123,6 +123,15 @@ describe('bridge options', () => {
     expect(brokerProblem(camel)).toContain(message);
   });
 
+  it('protocol_version: 4 (the default) or 5; anything else is refused by both', async () => {
+    const options = await configToOptions({ bridges: [{ name: 'a', address: 'mqtt://h', protocol_version: 5, topics: [{ pattern: 'a' }] }] }, join(dir, 'broker.yaml'));
+    expect(options.bridges?.[0]?.protocolVersion).toBe(5);
+    expect(bridgeSettings(options.bridges![0]!).protocolVersion).toBe(5);
+    expect(bridgeSettings({ name: 'a', address: 'mqtt://h', topics: [{ pattern: 'a' }] }).protocolVersion).toBe(4);
+    expect(await configProblem([{ name: 'a', address: 'mqtt://h', protocol_version: 3, topics: [{ pattern: 'a' }] }])).toContain('bridges[0].protocol_version: expected an integer from 4 to 5, got 3');
+    expect(brokerProblem([{ name: 'a', address: 'mqtt://h', protocolVersion: 3, topics: [{ pattern: 'a' }] }])).toContain('bridges[0].protocol_version: must be 4 (MQTT 3.1.1) or 5 (MQTT 5)');
+  });
+
   it('the config file names unknown keys and wrong types', async () => {
     const message = await configProblem([{ name: 'a', adress: 'mqtt://h', keepalive: -1, topics: [{ pattern: 1, qos: 3, direction: 'up' }] }]);
     expect(message).toContain('bridges[0].adress: unknown key (did you mean address?)');

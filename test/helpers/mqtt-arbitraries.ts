@@ -10,7 +10,7 @@ const qos = fc.constantFrom(0 as const, 1 as const, 2 as const);
 const messageId = fc.oneof(fc.integer({ min: 1, max: 8 }), fc.integer({ min: 0, max: 65535 }));
 const text = fc.string({ unit: 'binary', maxLength: 24 });
 const topicName = fc.oneof(fc.constantFrom('fz/a', 'fz/b', 'fz/a/b', 'fz', '$SYS/fz', 'fz/é', 'fz//', '/'), text);
-const topicFilter = fc.oneof(fc.constantFrom('#', '+', 'fz/#', 'fz/+', '+/+', '$SYS/#', 'fz/+/b', 'fz/a', '', 'fz/#/a', 'fz+'), text);
+const topicFilter = fc.oneof(fc.constantFrom('#', '+', 'fz/#', 'fz/+', '+/+', '$SYS/#', 'fz/+/b', 'fz/a', '', 'fz/#/a', 'fz+', '$share/g/fz/#', '$share/g'), text);
 const payload = fc.uint8Array({ maxLength: 96 }).map((bytes) => Buffer.from(bytes));
 /** Client ids of the fuzz clients; never the well-behaved client's. */
 const clientId = fc.oneof(fc.integer({ min: 0, max: 40 }).map((n) => `fz-${n}`), fc.constant(''));

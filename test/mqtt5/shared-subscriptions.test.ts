@@ -161,6 +161,30 @@ describe('shared subscriptions', () => {
     expect(payloads(await untilMarker(b))).toEqual(['m0', 'm1', 'm2']);
   });
 
+  it("the broker's own $SYS messages go to one connected member each, in turn", async () => {
+    await clients.closeAll();
+    await running.stop();
+    running = await startBroker({ sysInterval: 1 });
+    clients = new Clients(running.port);
+    const a = await clients.raw5Accepted({ clientId: 'a' });
+    const b = await clients.raw5Accepted({ clientId: 'b' });
+    for (const member of [a, b]) await subscribe(member, [{ topic: '$share/g/$SYS/broker/uptime', qos: 0 }]);
+    // Four publications of the uptime, one a second: a, b, a, b (or b, a, b, a).
+    const arrivals: string[] = [];
+    await new Promise<void>((resolve) => {
+      for (const [name, member] of [['a', a], ['b', b]] as const) {
+        void (async () => {
+          while (arrivals.length < 4) {
+            await member.next('publish');
+            arrivals.push(name);
+            if (arrivals.length === 4) resolve();
+          }
+        })().catch(() => {});
+      }
+    });
+    expect([['a', 'b', 'a', 'b'], ['b', 'a', 'b', 'a']]).toContainEqual(arrivals.slice(0, 4));
+  });
+
   describe('a member whose session ends', () => {
     /** `holder` gets `count` QoS `qos` messages and acknowledges none; `spare` is a persistent member, away. */
     async function holding(qos: 1 | 2, count: number, holderSession: { clean: boolean; properties: object }) {

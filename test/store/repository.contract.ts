@@ -169,12 +169,14 @@ interface NormalizedEntry {
   packetId: number | undefined;
   properties?: object | undefined;
   subscriptionIds?: number[] | undefined;
+  shared?: string[] | undefined;
 }
 
 function normalizeEntry(entry: OutboundEntry): NormalizedEntry {
   return {
     properties: normalizeProperties(entry.message.properties),
     subscriptionIds: entry.subscriptionIds,
+    shared: entry.shared,
     seq: entry.seq,
     topic: entry.message.topic,
     payloadIsBuffer: Buffer.isBuffer(entry.message.payload),
@@ -229,6 +231,7 @@ interface ModelEntry {
   released?: number;
   properties?: MessageProperties;
   subscriptionIds?: number[];
+  shared?: string[];
 }
 
 interface ModelSession {
@@ -303,6 +306,7 @@ function expectedEntry(session: ModelSession, entry: ModelEntry): NormalizedEntr
     packetId: entry.released,
     properties: normalizeProperties(entry.properties),
     subscriptionIds: entry.subscriptionIds,
+    shared: entry.shared,
   };
 }
 
@@ -535,6 +539,7 @@ interface DeliverySpec {
   qos: QoS;
   retain: boolean;
   subscriptionIds?: number[] | undefined;
+  shared?: string[] | undefined;
 }
 
 class PublishCmd implements Cmd {
@@ -557,7 +562,13 @@ class PublishCmd implements Cmd {
     for (const spec of this.deliveries) {
       const clientId = resolveClient(model, spec.client);
       if (!deliveries.some((d) => d.clientId === clientId)) {
-        deliveries.push({ clientId, qos: spec.qos, retain: spec.retain, ...(spec.subscriptionIds ? { subscriptionIds: [...spec.subscriptionIds] } : {}) });
+        deliveries.push({
+          clientId,
+          qos: spec.qos,
+          retain: spec.retain,
+          ...(spec.subscriptionIds ? { subscriptionIds: [...spec.subscriptionIds] } : {}),
+          ...(spec.shared ? { shared: [...spec.shared] } : {}),
+        });
       }
     }
     const inbound = this.inbound && { clientId: resolveClient(model, this.inbound.client), packetId: this.inbound.packetId };
@@ -588,7 +599,7 @@ class PublishCmd implements Cmd {
       model.sessions.get(clientId)!.dropped++;
       model.observed.drops++;
     }
-    for (const { clientId, qos, retain, subscriptionIds } of admitted) {
+    for (const { clientId, qos, retain, subscriptionIds, shared } of admitted) {
       const session = model.sessions.get(clientId)!;
       const seq = seqOf(seqs, clientId);
       expect(Number.isSafeInteger(seq), `${this}: seq of ${clientId} is an integer`).toBe(true);
@@ -605,6 +616,7 @@ class PublishCmd implements Cmd {
         retain,
         ...(this.properties ? { properties: this.properties } : {}),
         ...(subscriptionIds ? { subscriptionIds } : {}),
+        ...(shared ? { shared } : {}),
       });
       model.observed.admitted++;
     }
@@ -709,6 +721,71 @@ class CompleteCmd extends ClientCmd {
   }
 }
 
+/**
+ * A message handed over from one session's entry to another session (a shared subscription's
+ * member whose session ends): one transition that removes the entry and queues the message for the
+ * target; nothing at all if the entry is gone (a missing seq, an unknown source session).
+ */
+class HandOverCmd extends ClientCmd {
+  #seq: number | undefined;
+  constructor(
+    client: ClientRef,
+    readonly pick: number,
+    readonly target: ClientRef,
+    readonly qos: QoS,
+  ) {
+    super(client);
+  }
+  async run(model: Model, real: Real): Promise<void> {
+    const from = this.clientId(model);
+    const to = resolveClient(model, this.target);
+    const seq = (this.#seq = pickSeq(model, from, this.pick));
+    const source = model.sessions.get(from);
+    const entry = source?.queue.find((candidate) => candidate.seq === seq);
+    const message: Message = entry
+      ? { topic: entry.topic, payload: Buffer.from(entry.payload), qos: entry.messageQos, ...(entry.properties ? { properties: entry.properties } : {}) }
+      : { topic: 'gone', payload: Buffer.from('gone'), qos: 1 };
+    const transition: PublishTransition = { message, deliveries: [{ clientId: to, qos: this.qos, retain: false, shared: ['$share/g/#'] }], handOver: { clientId: from, seq } };
+    const target = model.sessions.get(to);
+    if (!target) {
+      await expectUnknownSession(() => real.repository.publish(transition), this.toString());
+      await expectMatchesModel(model, real.repository, this.toString());
+      return;
+    }
+    const seqs = await real.repository.publish(transition);
+    if (!entry) {
+      expect(seqs.size, `${this}: an entry gone hands over nothing`).toBe(0);
+      await expectMatchesModel(model, real.repository, this.toString());
+      return;
+    }
+    source!.queue = source!.queue.filter((candidate) => candidate !== entry);
+    if (!fits(model.limits, target, entry.payload.length)) {
+      expect(seqs.size, `${this}: refused at the target's limits`).toBe(0);
+      target.dropped++;
+      model.observed.drops++;
+    } else {
+      const newSeq = seqOf(seqs, to);
+      expect(newSeq, `${this}: seq of ${to}`).toBeGreaterThan(target.lastSeq);
+      target.lastSeq = newSeq;
+      target.queue.push({
+        seq: newSeq,
+        topic: entry.topic,
+        payload: Buffer.from(entry.payload),
+        messageQos: entry.messageQos,
+        qos: this.qos,
+        retain: false,
+        ...(entry.properties ? { properties: entry.properties } : {}),
+        shared: ['$share/g/#'],
+      });
+      model.observed.admitted++;
+    }
+    await expectMatchesModel(model, real.repository, this.toString());
+  }
+  toString(): string {
+    return `handOver(${this.who}, pick ${this.pick}${this.#seq === undefined ? '' : `=seq ${this.#seq}`} → ${JSON.stringify(this.target)}, q${this.qos})`;
+  }
+}
+
 class ReleaseInboundCmd extends ClientCmd {
   constructor(
     client: ClientRef,
@@ -805,6 +882,7 @@ function commandArbitraries(withReopen: boolean, publishes: number): fc.Arbitrar
     qos: qosArb,
     retain: fc.boolean(),
     subscriptionIds: fc.option(fc.array(subscriptionIdArb, { minLength: 1, maxLength: 3 }), { nil: undefined, freq: 3 }),
+    shared: fc.option(fc.array(fc.constantFrom('$share/g/#', '$share/h/a/+'), { minLength: 1, maxLength: 2 }), { nil: undefined, freq: 4 }),
   });
   const publishArb = fc
     .record({
@@ -837,6 +915,7 @@ function commandArbitraries(withReopen: boolean, publishes: number): fc.Arbitrar
       .map(([client, pick, packetId]) => new MarkReleasedCmd(client, pick, packetId)),
     fc.tuple(clientRefArb, pickArb).map(([client, pick]) => new CompleteCmd(client, pick)),
     fc.tuple(clientRefArb, pickArb).map(([client, pick]) => new CompleteCmd(client, pick)),
+    fc.tuple(clientRefArb, pickArb, clientRefArb, qosArb).map(([client, pick, target, qos]) => new HandOverCmd(client, pick, target, qos)),
     fc.tuple(clientRefArb, packetIdArb).map(([client, packetId]) => new ReleaseInboundCmd(client, packetId)),
     fc.constantFrom(...TOPICS).map((topic) => new ClearRetainedCmd(topic)),
     fc
