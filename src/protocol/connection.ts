@@ -17,6 +17,9 @@ import type { ByteBudget } from '../session/byte-budget.js';
 import type { ListenerInfo } from './listener-info.js';
 import { createStrictParser, discardUnfinished, PacketTooLarge, packetUnderway, ProtocolError } from './strict-parser.js';
 
+/** How long packets that arrived before the client's socket closed are still handled (see #peerGone). */
+const PEER_GONE_GRACE_MS = 5_000;
+
 /**
  * What a connection reads from and writes to: a net.Socket (TCP, TLS) is one as it is, a
  * WebSocket is adapted to it (src/server/websocket-transport.ts). The limits rely on what it
@@ -252,7 +255,7 @@ export class Connection implements OutboundChannel {
     socket.on('held', () => this.#account(false));
     socket.on('drain', () => this.#checkUnsent());
     socket.on('error', (error: Error) => this.close(`socket error: ${error.message}`));
-    socket.on('close', () => this.close('connection lost'));
+    socket.on('close', () => void this.#peerGone());
     this.#connectTimer = setTimeout(() => this.close('no CONNECT in time'), context.options.connectTimeoutMs);
   }
 
@@ -602,6 +605,23 @@ export class Connection implements OutboundChannel {
   }
 
   /** Graceful (after DISCONNECT) closes discard the will [MQTT-3.14.4-3]; all others publish it. */
+  /**
+   * The client's side of the socket is gone. What it sent before is still its last word, handled
+   * in order before the connection closes (nothing can be answered any more): a QoS 0 PUBLISH,
+   * DISCONNECT and FIN in a row, as mosquitto_pub sends them, may all arrive while the CONNECT is
+   * still being handled, and the PUBLISH must still be routed and the DISCONNECT still discard the
+   * will [MQTT-3.14.4-3]. Bounded: a handler that does not finish in time is not waited for.
+   */
+  async #peerGone(): Promise<void> {
+    const deadline = Date.now() + PEER_GONE_GRACE_MS;
+    while (this.#state !== 'closed' && (this.#processing !== undefined || this.#inbox.length > 0) && Date.now() < deadline) {
+      if (this.#processing === undefined) this.#startProcessing();
+      const grace = new Promise<void>((resolve) => setTimeout(resolve, Math.max(0, deadline - Date.now())).unref());
+      await Promise.race([this.#processing?.catch(() => {}), grace]);
+    }
+    this.close('connection lost');
+  }
+
   close(reason: string, options: { graceful?: boolean } = {}): void {
     if (this.#state === 'closed') return;
     const wasConnected = this.#state === 'connected';
