@@ -191,7 +191,7 @@ export function discardUnfinished(parser: Parser): void {
   (parser as unknown as ParserInternals)._resetState();
 }
 
-/** The properties mqtt-packet reports, with the User Properties also as ordered pairs. */
+/** The properties mqtt-packet reports, but User Properties as the ordered pairs they are (userPropertyList), not mqtt-packet's folded object. */
 export type Properties = Record<string, unknown> & { userPropertyList?: Array<[string, string]> };
 
 type PropertyType = 'byte' | 'int8' | 'int16' | 'int32' | 'var' | 'string' | 'pair' | 'binary';
@@ -330,7 +330,6 @@ function parseProperties(parser: ParserInternals, allowedIn: Record<string, Read
     }
     if (parser._pos > end) return fail(new Error('a property runs past the property length'));
   }
-  if (result.userPropertyList) result.userProperties = userPropertyObject(result.userPropertyList);
   return result;
 }
 
@@ -365,14 +364,3 @@ function readValue(parser: ParserInternals, type: PropertyType): unknown {
   }
 }
 
-/** mqtt-packet's shape of User Properties (name → value, or values when repeated), for code that reads it. */
-function userPropertyObject(pairs: Array<[string, string]>): Record<string, string | string[]> {
-  const object: Record<string, string | string[]> = Object.create(null) as Record<string, string | string[]>;
-  for (const [key, value] of pairs) {
-    const known = object[key];
-    if (known === undefined) object[key] = value;
-    else if (Array.isArray(known)) known.push(value);
-    else object[key] = [known, value];
-  }
-  return object;
-}
