@@ -12,11 +12,11 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { BridgeScenarioId } from './bridge-metrics.js';
 import { describeExit, startBroker, type BrokerId, type BrokerProcess } from './brokers.js';
-import { rangesMissing, type CpuSpent, type DrainJob, type DrainResult, type FillJob, type FillResult, type ThroughputJob, type ThroughputResult } from './jobs.js';
+import { rangesMissing, type CpuSpent, type DrainJob, type DrainResult, type FillJob, type FillResult, type ThroughputResult } from './jobs.js';
 import { startLoad } from './load-runner.js';
 import { RawClient } from './mqtt-client.js';
 import { freePort, readMem } from './proc.js';
-import { busyShare, cpuNotes, cpuPerMessageUs, disturbanceOf, exitNote, freshDir, withBrokers, type Context, type RunOutcome } from './scenario-kit.js';
+import { busyShare, cpuNotes, cpuPerMessageUs, disturbanceOf, exitNote, freshDir, qos1OneToOneJob, withBrokers, type Context, type RunOutcome } from './scenario-kit.js';
 
 type BrokerDefinition = Parameters<typeof startBroker>[0];
 
@@ -148,26 +148,7 @@ export async function runBridge(ctx: Context, broker: BrokerId): Promise<RunOutc
     await gateway.ready;
     await bridgeConnected(ctx, upstream.port, gateway);
 
-    const job: ThroughputJob = {
-      kind: 'throughput',
-      port: gateway.port,
-      subscriberPort: upstream.port,
-      qos: 1,
-      publishers: 1,
-      subscribers: 1,
-      messages: ctx.sizes.messages,
-      warmup: Math.round(ctx.sizes.messages * ctx.sizes.warmupShare),
-      window: ctx.sizes.window,
-      payloadSize: ctx.sizes.payloadSize,
-      topic: 'bench/bridge',
-      idPrefix: 'bench-bridge',
-      overdueMs: ctx.sizes.overdueMs,
-      stallMs: ctx.sizes.stallMs,
-      timeoutMs: Math.max(60_000, ctx.sizes.messages * 10),
-      brokerPid: gateway.pid,
-      upstreamPid: upstream.pid,
-      openUntil: ctx.sizes.openUntil,
-    };
+    const job = qos1OneToOneJob(ctx, gateway.port, gateway.pid, 'bridge', { subscriberPort: upstream.port, upstreamPid: upstream.pid });
     const result = await startLoad<ThroughputResult>(ctx.distDir, job, job.timeoutMs + 30_000).result;
     // The upstream works for this run too: its CPU is not "other work".
     const disturbance = disturbanceOf({ ...result, brokerCpu: sumCpu(result.brokerCpu, result.upstreamCpu) });

@@ -6,7 +6,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { brokerDefinitions, describeExit, startBroker, type BrokerId, type BrokerProcess, type LaunchOptions } from './brokers.js';
-import type { CpuSpent, MachineSpent } from './jobs.js';
+import type { CpuSpent, MachineSpent, ThroughputJob } from './jobs.js';
 import { freePort } from './proc.js';
 
 export interface BenchSizes {
@@ -125,4 +125,31 @@ export function exitNote(broker: BrokerId, outcome: Awaited<ReturnType<BrokerPro
   if (outcome.forced) return [`${broker} did not exit within the stop timeout after SIGTERM; killed`];
   if (outcome.status.code !== 0) return [`${broker} exited with ${describeExit(outcome.status)} after SIGTERM`];
   return [];
+}
+
+/**
+ * The QoS 1 1→1 throughput job (one publisher, one persistent subscriber) at the run's sizes,
+ * window and warm-up share, as the scenarios that vary it (transport, protocol, a bridge in
+ * between) run it; `extra` says what they vary.
+ */
+export function qos1OneToOneJob(ctx: Context, port: number, brokerPid: number, name: string, extra: Partial<ThroughputJob> = {}): ThroughputJob {
+  return {
+    kind: 'throughput',
+    port,
+    qos: 1,
+    publishers: 1,
+    subscribers: 1,
+    messages: ctx.sizes.messages,
+    warmup: Math.round(ctx.sizes.messages * ctx.sizes.warmupShare),
+    window: ctx.sizes.window,
+    payloadSize: ctx.sizes.payloadSize,
+    topic: `bench/${name}`,
+    idPrefix: `bench-${name}`,
+    overdueMs: ctx.sizes.overdueMs,
+    stallMs: ctx.sizes.stallMs,
+    timeoutMs: Math.max(60_000, ctx.sizes.messages * 10),
+    brokerPid,
+    openUntil: ctx.sizes.openUntil,
+    ...extra,
+  };
 }

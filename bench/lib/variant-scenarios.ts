@@ -5,10 +5,10 @@
  * measurements and their ratio per broker, which is what the issues set targets for.
  */
 import type { BrokerId, LaunchOptions } from './brokers.js';
-import type { ThroughputJob, ThroughputResult } from './jobs.js';
+import type { ThroughputResult } from './jobs.js';
 import { startLoad } from './load-runner.js';
 import type { ProtocolLevel, Transport } from './mqtt-client.js';
-import { busyShare, cpuNotes, cpuPerMessageUs, disturbanceOf, exitNote, freshDir, start, withBrokers, type Context, type RunOutcome } from './scenario-kit.js';
+import { busyShare, cpuNotes, cpuPerMessageUs, disturbanceOf, exitNote, freshDir, qos1OneToOneJob, start, withBrokers, type Context, type RunOutcome } from './scenario-kit.js';
 
 interface Variant {
   /** Metric key part and the note prefix. */
@@ -44,26 +44,11 @@ async function measure(ctx: Context, broker: BrokerId, scenario: VariantScenario
     const server = await start(ctx, broker, freshDir(ctx, broker, `${scenario}-${variant.key}`), undefined, variant.launch);
     started.push(server);
     await server.ready;
-    const job: ThroughputJob = {
-      kind: 'throughput',
-      port: server.port,
-      qos: 1,
-      publishers: 1,
-      subscribers: 1,
-      messages: ctx.sizes.messages,
-      warmup: Math.round(ctx.sizes.messages * ctx.sizes.warmupShare),
-      window: ctx.sizes.window,
-      payloadSize: ctx.sizes.payloadSize,
-      topic: `bench/${scenario}`,
+    const job = qos1OneToOneJob(ctx, server.port, server.pid, scenario, {
       idPrefix: `bench-${scenario}-${variant.key}`,
-      overdueMs: ctx.sizes.overdueMs,
-      stallMs: ctx.sizes.stallMs,
-      timeoutMs: Math.max(60_000, ctx.sizes.messages * 10),
-      brokerPid: server.pid,
-      openUntil: ctx.sizes.openUntil,
       transport: variant.transport,
       protocol: variant.protocol,
-    };
+    });
     const result = await startLoad<ThroughputResult>(ctx.distDir, job, job.timeoutMs + 30_000).result;
     const notes = [...exitNote(broker, await server.stop())];
     if (result.undelivered > 0) notes.push(`${result.undelivered} of ${result.expectedDeliveries} deliveries never arrived`);
