@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import mqttPacket, { type IConnackPacket, type Packet } from 'mqtt-packet';
+import mqttPacket, { type IConnackPacket, type IDisconnectPacket, type Packet } from 'mqtt-packet';
 import { errorMessage, ProtocolViolation } from '../errors.js';
 import type { AccessControl } from '../auth/access-control.js';
 import type { LogFields, Logger } from '../logger.js';
@@ -16,9 +16,6 @@ import { ArrivingPacket, UNSENT_SHARE, type BrokerCounters, type TopicLimits, ty
 import type { ByteBudget } from '../session/byte-budget.js';
 import type { ListenerInfo } from './listener-info.js';
 import { createStrictParser, discardUnfinished, PacketTooLarge, packetUnderway, ProtocolError } from './strict-parser.js';
-
-/** How long packets that arrived before the client's socket closed are still handled (see #peerGone). */
-const PEER_GONE_GRACE_MS = 5_000;
 
 /**
  * What a connection reads from and writes to: a net.Socket (TCP, TLS) is one as it is, a
@@ -255,7 +252,7 @@ export class Connection implements OutboundChannel {
     socket.on('held', () => this.#account(false));
     socket.on('drain', () => this.#checkUnsent());
     socket.on('error', (error: Error) => this.close(`socket error: ${error.message}`));
-    socket.on('close', () => void this.#peerGone());
+    socket.on('close', () => this.#peerGone());
     this.#connectTimer = setTimeout(() => this.close('no CONNECT in time'), context.options.connectTimeoutMs);
   }
 
@@ -604,24 +601,24 @@ export class Connection implements OutboundChannel {
     };
   }
 
-  /** Graceful (after DISCONNECT) closes discard the will [MQTT-3.14.4-3]; all others publish it. */
   /**
-   * The client's side of the socket is gone. What it sent before is still its last word, handled
-   * in order before the connection closes (nothing can be answered any more): a QoS 0 PUBLISH,
-   * DISCONNECT and FIN in a row, as mosquitto_pub sends them, may all arrive while the CONNECT is
-   * still being handled, and the PUBLISH must still be routed and the DISCONNECT still discard the
-   * will [MQTT-3.14.4-3]. Bounded: a handler that does not finish in time is not waited for.
+   * The client's side of the socket is gone. A DISCONNECT it sent before, still waiting behind a
+   * handler (the CONNECT's session resume, a PUBLISH's store write), was received all the same: the
+   * will is discarded [MQTT-3.14.4-3] (MQTT 5: unless its reason asks for it) and the close is the
+   * DISCONNECT's. What else waits is not handled: nothing could be answered, and QoS 0 is at most once.
    */
-  async #peerGone(): Promise<void> {
-    const deadline = Date.now() + PEER_GONE_GRACE_MS;
-    while (this.#state !== 'closed' && (this.#processing !== undefined || this.#inbox.length > 0) && Date.now() < deadline) {
-      if (this.#processing === undefined) this.#startProcessing();
-      const grace = new Promise<void>((resolve) => setTimeout(resolve, Math.max(0, deadline - Date.now())).unref());
-      await Promise.race([this.#processing?.catch(() => {}), grace]);
+  #peerGone(): void {
+    const disconnect = this.#state === 'connected' ? this.#inbox.find((packet) => packet.cmd === 'disconnect') : undefined;
+    if (disconnect === undefined) {
+      this.close('connection lost');
+      return;
     }
-    this.close('connection lost');
+    const withWill = this.#protocolVersion === 5 && (disconnect as IDisconnectPacket).reasonCode === Reason.DISCONNECT_WITH_WILL;
+    if (!withWill) this.discardWill();
+    this.close('DISCONNECT', { graceful: !withWill });
   }
 
+  /** Graceful (after DISCONNECT) closes discard the will [MQTT-3.14.4-3]; all others publish it. */
   close(reason: string, options: { graceful?: boolean } = {}): void {
     if (this.#state === 'closed') return;
     const wasConnected = this.#state === 'connected';

@@ -107,7 +107,12 @@ describe('bridge to Mosquitto', () => {
     await gateway.waitFor(/bridge cloud: connection to .* lost/);
     await publishAll(gateway.port, [{ topic: 'status/live', payload: 'qos0 while down', qos: 0 }, { ...marker, payload: 'queued' }]);
     gate.open();
-    expect(summaries(await receiveAndAck(cloud, 1))).toEqual([{ ...marker, payload: 'queued' }]);
+    // The first marker may come once more: if the gate shut before Mosquitto's PUBACK for it reached
+    // the bridge, the bridge sends it again once reconnected, a duplicate QoS 1 allows. Nothing else
+    // comes before the queued marker: not the QoS 0 message published while the uplink was down.
+    let next = summaries(await receiveAndAck(cloud, 1))[0];
+    while (next?.payload === 'end') next = summaries(await receiveAndAck(cloud, 1))[0];
+    expect(next).toEqual({ ...marker, payload: 'queued' });
     await cloud.close();
     await local.close();
   });
