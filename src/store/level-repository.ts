@@ -287,9 +287,10 @@ export class LevelRepository implements SessionRepository {
       if (value.s !== undefined) entry.subscriptionIds = value.s;
       if (value.g !== undefined) entry.shared = value.g;
       if (release) entry.packetId = release.i;
-      // Completed from this, without reading the entry back (the reference count of a shared body
-      // is still read: it is never taken from memory).
-      entry.stored = new HeldEntry(entryKeys[index]!, value.m === undefined ? message.payload.length : value.z!, value.q, value.m);
+      // An entry with its own copy of the message is completed from this, without a read. Shared
+      // bodies are always read back: whether the entry still holds its reference to the body (another
+      // transition, a hand-over, may have taken it) decides whether the count goes down.
+      if (value.m === undefined) entry.stored = new HeldEntry(entryKeys[index]!, message.payload.length, value.q);
       return entry;
     });
   }
@@ -440,9 +441,11 @@ export class LevelRepository implements SessionRepository {
         if (inbound) batch.put(keys.inbound(inbound.clientId, inbound.packetId), { a: Date.now() });
       },
     });
-    // Completing these entries needs no read of them (see #completeHeld).
-    const bodyId = admitted.length > 1 ? messageId : undefined;
-    for (const delivery of admitted) delivery.stored = new HeldEntry(keys.queueEntry(delivery.clientId, seqs.get(delivery.clientId)!), size, delivery.qos, bodyId);
+    if (admitted.length === 1) {
+      // One entry holding the whole message: completing it needs no read (see #completeHeld).
+      const [delivery] = admitted;
+      delivery!.stored = new HeldEntry(keys.queueEntry(delivery!.clientId, seqs.get(delivery!.clientId)!), size, delivery!.qos);
+    }
     const result: PublishResult = new Map(admitted.map(({ clientId }) => [clientId, seqs.get(clientId)!]));
     if (retainedRefused) result.retainedRefused = true;
     return result;
@@ -511,7 +514,6 @@ export class LevelRepository implements SessionRepository {
       batch.del(entry.key);
       count++;
       bytes += entry.size;
-      if (entry.bodyId !== undefined) releaseBody(batch, entry.bodyId);
       // Only QoS2 entries can have a released record; deleting a missing key still writes.
       if (entry.qos === 2) batch.del(keys.release(clientId, seq));
     }
@@ -521,7 +523,7 @@ export class LevelRepository implements SessionRepository {
     writeStats(batch, clientId, stats);
   }
 
-  /** Entries known by seq only: read back, then removed. */
+  /** Entries known by seq only, or holding a shared body: read back, then removed. */
   async #completeRead(batch: BatchBuilder, clientId: string, seqs: number[]): Promise<void> {
     // One read per seq, before anything is removed: a seq given twice would otherwise be counted out twice.
     const unique = seqs.length > 1 ? [...new Set(seqs)] : seqs;
@@ -632,16 +634,16 @@ function readAheadBytes(limit: number, maxBytes: number): number {
 }
 
 /**
- * What readOutbound and publish keep with an entry they hand out (OutboundEntry.stored,
- * Delivery.stored): its key, payload size, QoS and, when its message is a shared body, the body's
- * id: all completing it needs but the body's reference count, which is always read from the store.
+ * What readOutbound and publish keep with an entry holding its own copy of the message
+ * (OutboundEntry.stored, Delivery.stored): its key, payload size and QoS, all completing it needs.
+ * A shared body's entry gets none: completing it must find the entry still there before the body's
+ * reference count goes down, so it is read back.
  */
 class HeldEntry {
   constructor(
     readonly key: string,
     readonly size: number,
     readonly qos: QueueEntryValue['q'],
-    readonly bodyId?: number,
   ) {}
 }
 

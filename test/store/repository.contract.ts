@@ -1719,6 +1719,20 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           expect((await readAll(repository, 'b')).map((entry) => entry.message.payload.toString())).toEqual(['two!']);
         }));
 
+      it('an entry handed over to another session, then completed with what was handed out for it, leaves the shared body to its other readers', () =>
+        withFixture(async ({ repository }) => {
+          for (const clientId of ['a', 'b', 'c']) await repository.createSession(clientId);
+          const fromA = to('a', 1);
+          const seq = (await repository.publish({ message: message('t', 'shared', 1), deliveries: [fromA, to('c', 1)] })).get('a')!;
+          const [entry] = await readAll(repository, 'a');
+          await repository.publish({ message: entry!.message, deliveries: [to('b', 1)], handOver: { clientId: 'a', seq } });
+          // A completion of a's entry that was on its way when the hand-over took it.
+          await repository.complete('a', { seq, stored: fromA.stored }, entry!);
+          expect(await repository.queueStats('a')).toEqual(stats(0, 0, 0));
+          expect((await readAll(repository, 'b')).map((read) => read.message.payload.toString())).toEqual(['shared']);
+          expect((await readAll(repository, 'c')).map((read) => read.message.payload.toString())).toEqual(['shared']);
+        }));
+
       it('entries of a destroyed session complete to nothing: no counts come back, other sessions untouched', () =>
         withFixture(async ({ repository }) => {
           await repository.createSession('a');
