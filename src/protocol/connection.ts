@@ -9,6 +9,7 @@ import type { EndCause, OutboundChannel, OutgoingPublish, SessionLink } from '..
 import type { SessionManager } from '../session/session-manager.js';
 import type { Message } from '../store/repository.js';
 import { readAcks } from './ack-reader.js';
+import { encodeAck, type AckCommand } from './ack-writer.js';
 import { encodePublish } from './publish-encoder.js';
 import { Mqtt5Link, type ClientAnnouncement } from './mqtt5-link.js';
 import { Reason, reasonOfEnd, v3ConnackCode, type ReasonCode } from './reason-codes.js';
@@ -147,7 +148,6 @@ type State = 'awaiting-connect' | 'connecting' | 'connected' | 'closed';
 export type ProtocolVersion = 3 | 4 | 5;
 
 /** Acknowledgements that MQTT 5 gives a reason code (and, when the client wants problem information, a reason string). */
-export type AckCommand = 'puback' | 'pubrec' | 'pubrel' | 'pubcomp';
 
 /** Packets queued before the socket is paused: bounds what a fast sender can make us buffer. */
 const INBOX_HIGH_WATER = 256;
@@ -349,7 +349,8 @@ export class Connection implements OutboundChannel {
    */
   acknowledge(cmd: AckCommand, messageId: number, reason: ReasonCode = Reason.SUCCESS, text?: string): void {
     if (this.#protocolVersion !== 5 || (reason === Reason.SUCCESS && text === undefined)) {
-      this.send({ cmd, messageId } as Packet);
+      this.#observeAck(cmd);
+      this.#write(encodeAck(cmd, messageId));
       return;
     }
     const withText = text !== undefined && this.#mqtt5!.problemInformation;
@@ -385,11 +386,15 @@ export class Connection implements OutboundChannel {
   }
 
   send(packet: Packet): void {
-    if ((packet.cmd === 'puback' || packet.cmd === 'pubrec') && this.#ackWaits.length > 0) {
+    this.#observeAck(packet.cmd);
+    this.#write(mqttPacket.generate(packet, { protocolVersion: this.#protocolVersion }));
+  }
+
+  #observeAck(cmd: Packet['cmd']): void {
+    if ((cmd === 'puback' || cmd === 'pubrec') && this.#ackWaits.length > 0) {
       // Replies leave in the order their PUBLISHes arrived, one PUBACK or PUBREC each.
       this.context.observePublishAck?.((performance.now() - this.#ackWaits.shift()!) / 1000);
     }
-    this.#write(mqttPacket.generate(packet, { protocolVersion: this.#protocolVersion }));
   }
 
   /**
@@ -503,7 +508,7 @@ export class Connection implements OutboundChannel {
   }
 
   pubrel(packetId: number): void {
-    this.send({ cmd: 'pubrel', messageId: packetId });
+    this.#write(encodeAck('pubrel', packetId));
   }
 
   end(reason: string, cause?: EndCause): void {
