@@ -6,6 +6,7 @@
  */
 
 import type { BrokerCounters } from '../protocol/limits.js';
+import { namedMessageProperties } from '../protocol/message-properties.js';
 import { parseSharedFilter } from '../routing/topic.js';
 import { EXPIRY_NEVER } from '../session/session-manager.js';
 import type { MessageProperties, Subscription } from '../store/model.js';
@@ -310,7 +311,7 @@ export function subscriptionField(subscription: Subscription): SubscriptionField
 /** The MQTT 5 fields of a message record at `now` (ms since the epoch); none for a message without properties. */
 export function messagePropertyFields(properties: MessageProperties | undefined, now: number): MessagePropertyFields {
   if (properties === undefined) return {};
-  const { payloadFormat, expiresAt, contentType, responseTopic, correlationData, userProperties } = properties;
+  const { payloadFormat, expiresAt, contentType, responseTopic, correlationData, userProperties } = namedMessageProperties(properties);
   const shown: PropertiesField = {};
   if (payloadFormat !== undefined) shown.payloadFormat = payloadFormat;
   if (contentType !== undefined) shown.contentType = contentType;

@@ -1,5 +1,6 @@
 import mqttPacket, { type Parser } from 'mqtt-packet';
 import { ByteQueue } from './byte-queue.js';
+import { TRAVELLING_PROPERTY_IDS } from './message-properties.js';
 
 /** Thrown inside the parser; it surfaces as the parser's usual 'error' event. */
 const strictDecoder = new TextDecoder('utf-8', { fatal: true });
@@ -125,28 +126,39 @@ export function createStrictParser(maxPacketSize: number | (() => number) = Infi
     return true;
   };
   internals._parseString = function parseString(this: ParserInternals): string | null {
-    const length = this._parseNum();
-    const end = length + this._pos;
-    if (length === -1 || end > this._list.length || end > this.packet.length) return null;
-    const bytes = this._list.slice(this._pos, end);
-    this._pos += length;
-    // Nearly every string (topics, client ids, property names) is ASCII without U+0000: valid as
-    // it is, read without the decoder's checks; anything else takes the checked path.
-    if (isPlainAscii(bytes)) return bytes.toString('latin1');
-    let text: string;
-    try {
-      text = strictDecoder.decode(bytes);
-    } catch {
-      this._emitError(new Error('string is not well-formed UTF-8 [MQTT-1.5.3-1]'));
-      return null;
-    }
-    if (text.includes('\u0000')) {
-      this._emitError(new Error('string contains U+0000 [MQTT-1.5.3-2]'));
-      return null;
-    }
-    return text;
+    return readCheckedString(this, true);
   };
   return parser;
+}
+
+const CHECKED_ONLY = '';
+
+/**
+ * Reads the next string and checks it; null when it is cut short or (an error emitted) invalid.
+ * Without `build`, a valid string is returned as '' (CHECKED_ONLY): checked, not decoded, for a
+ * property whose bytes are kept instead.
+ */
+function readCheckedString(parser: ParserInternals, build: boolean): string | null {
+  const length = parser._parseNum();
+  const end = length + parser._pos;
+  if (length === -1 || end > parser._list.length || end > parser.packet.length) return null;
+  const bytes = parser._list.slice(parser._pos, end);
+  parser._pos += length;
+  // Nearly every string (topics, client ids, property names) is ASCII without U+0000: valid as
+  // it is, read without the decoder's checks; anything else takes the checked path.
+  if (isPlainAscii(bytes)) return build ? bytes.toString('latin1') : CHECKED_ONLY;
+  let text: string;
+  try {
+    text = strictDecoder.decode(bytes);
+  } catch {
+    parser._emitError(new Error('string is not well-formed UTF-8 [MQTT-1.5.3-1]'));
+    return null;
+  }
+  if (text.includes('\u0000')) {
+    parser._emitError(new Error('string contains U+0000 [MQTT-1.5.3-2]'));
+    return null;
+  }
+  return text;
 }
 
 /** Bytes 0x01–0x7F only: well-formed UTF-8 (each its own character) with no U+0000. */
@@ -191,8 +203,14 @@ export function discardUnfinished(parser: Parser): void {
   (parser as unknown as ParserInternals)._resetState();
 }
 
-/** The properties mqtt-packet reports, but User Properties as the ordered pairs they are (userPropertyList), not mqtt-packet's folded object. */
-export type Properties = Record<string, unknown> & { userPropertyList?: Array<[string, string]> };
+/**
+ * The properties mqtt-packet reports, but User Properties as the ordered pairs they are
+ * (userPropertyList), not mqtt-packet's folded object; and for a PUBLISH or a will, the bytes of
+ * the properties that travel with the message unchanged (messagePropertyBytes: those of
+ * TRAVELLING_PROPERTY_IDS, in the order they came), so that the broker stores and forwards them
+ * without encoding them again.
+ */
+export type Properties = Record<string, unknown> & { userPropertyList?: Array<[string, string]>; messagePropertyBytes?: Buffer };
 
 type PropertyType = 'byte' | 'int8' | 'int16' | 'int32' | 'var' | 'string' | 'pair' | 'binary';
 
@@ -310,27 +328,52 @@ function parseProperties(parser: ParserInternals, allowedIn: Record<string, Read
   const placement = packet.cmd === 'connect' && packet.clientId !== undefined ? 'will' : (packet.cmd ?? '');
   const allowed = allowedIn[placement];
   const result: Properties = {};
+  // For a PUBLISH or a will: runs [from, to) of the properties that travel with the message, kept
+  // as bytes (one run, a view of what was read, unless an expiry, alias or will delay sits
+  // between them). Their strings and binary values are checked, not built: nothing reads them.
+  const travelling = placement === 'publish' || placement === 'will' ? ([] as number[]) : undefined;
+  // Identifiers seen, for "at most once": bit (id % 32) of the first word below 32, of the second from 32.
+  let seenBelow32 = 0;
+  let seenFrom32 = 0;
   while (parser._pos < end) {
+    const at = parser._pos;
     const id = parser._parseByte();
     const known = id === undefined ? undefined : PROPERTIES[id];
-    if (known === undefined || allowed === undefined || !allowed.has(known[0])) {
+    if (id === undefined || known === undefined || allowed === undefined || !allowed.has(known[0])) {
       return fail(new Error(`property ${id === undefined ? '?' : `0x${id.toString(16)}`} is not allowed in ${placement.toUpperCase()}`));
     }
     const [name, type] = known;
+    const keptAsBytes = travelling !== undefined && TRAVELLING_PROPERTY_IDS.has(id);
+    const build = !keptAsBytes || (type !== 'string' && type !== 'pair' && type !== 'binary');
     if (name === 'userProperties') {
-      const key = parser._parseString();
-      const value = key === null ? null : parser._parseString();
+      const key = readCheckedString(parser, build);
+      const value = key === null ? null : readCheckedString(parser, build);
       if (key === null || value === null) return parser.error ? false : fail(new Error('User Property cut short'));
-      (result.userPropertyList ??= []).push([key, value]);
+      if (build) (result.userPropertyList ??= []).push([key, value]);
     } else {
-      if (name in result) return fail(new ProtocolError(`property ${name} appears more than once (MQTT 5.0 2.2.2.2)`));
-      const value = readValue(parser, type);
+      const bit = 1 << (id & 31);
+      if ((id < 32 ? seenBelow32 : seenFrom32) & bit) return fail(new ProtocolError(`property ${name} appears more than once (MQTT 5.0 2.2.2.2)`));
+      if (id < 32) seenBelow32 |= bit;
+      else seenFrom32 |= bit;
+      const value = type === 'string' ? (readCheckedString(parser, build) ?? undefined) : readValue(parser, type);
       if (value === undefined) return parser.error ? false : fail(new Error(`property ${name} cut short or out of range`));
-      result[name] = value;
+      if (build) result[name] = value;
     }
     if (parser._pos > end) return fail(new Error('a property runs past the property length'));
+    if (keptAsBytes) {
+      if (travelling.length > 0 && travelling[travelling.length - 1] === at) travelling[travelling.length - 1] = parser._pos;
+      else travelling.push(at, parser._pos);
+    }
   }
+  if (travelling !== undefined && travelling.length > 0) result.messagePropertyBytes = joinedRuns(parser._list, travelling);
   return result;
+}
+
+function joinedRuns(list: ByteQueue, runs: number[]): Buffer {
+  if (runs.length === 2) return list.slice(runs[0], runs[1]);
+  const pieces: Buffer[] = [];
+  for (let index = 0; index < runs.length; index += 2) pieces.push(list.slice(runs[index], runs[index + 1]));
+  return Buffer.concat(pieces);
 }
 
 function readValue(parser: ParserInternals, type: PropertyType): unknown {
@@ -355,8 +398,6 @@ function readValue(parser: ParserInternals, type: PropertyType): unknown {
       const value = parser._parseVarByteNum();
       return value === false ? undefined : value;
     }
-    case 'string':
-      return parser._parseString() ?? undefined;
     case 'binary':
       return parser._parseBuffer() ?? undefined;
     default:

@@ -23,7 +23,9 @@
  *
  * `x` is a message's MQTT 5 properties, absent for a message without any (every 3.1.1 message, so
  * their records are as small as before MQTT 5):  { f?: payload format, e?: expires at (ms since
- * the epoch), c?: content type, r?: response topic, d?: correlation data, u?: [[name, value], …] }.
+ * the epoch), c?: content type, r?: response topic, d?: correlation data, u?: [[name, value], …],
+ * w?: the properties but the expiry as MQTT 5 encodes them (MessageProperties.encoded; then none of
+ * f, c, r, d, u) }. A message the broker received keeps its properties as `w`.
  *
  * Retained payloads stay on disk: at start the broker reads the small t\0 records (their range
  * holds no payload), and a payload is read only when a new subscription matches its topic.
@@ -147,6 +149,7 @@ export interface PropertiesValue {
   r?: string;
   d?: Uint8Array;
   u?: Array<[string, string]>;
+  w?: Uint8Array;
 }
 export interface QueueEntryValue {
   q: 0 | 1 | 2;
@@ -235,7 +238,8 @@ export const isPropertiesValue = (value: unknown): value is PropertiesValue =>
   (value.c === undefined || isString(value.c)) &&
   (value.r === undefined || isString(value.r)) &&
   (value.d === undefined || isBytes(value.d)) &&
-  (value.u === undefined || (Array.isArray(value.u) && value.u.every(isStringPair)));
+  (value.u === undefined || (Array.isArray(value.u) && value.u.every(isStringPair))) &&
+  (value.w === undefined || (isBytes(value.w) && value.f === undefined && value.c === undefined && value.r === undefined && value.d === undefined && value.u === undefined));
 const hasValidProperties = (value: Fields): boolean => value.x === undefined || isPropertiesValue(value.x);
 export const isQueueEntryValue = (value: unknown): value is QueueEntryValue =>
   isObject(value) &&
@@ -287,6 +291,7 @@ export function propertiesValue(properties: MessageProperties): PropertiesValue 
   if (properties.responseTopic !== undefined) value.r = properties.responseTopic;
   if (properties.correlationData !== undefined) value.d = properties.correlationData;
   if (properties.userProperties !== undefined) value.u = properties.userProperties;
+  if (properties.encoded !== undefined) value.w = properties.encoded;
   return value;
 }
 
@@ -298,6 +303,7 @@ export function propertiesOf(value: PropertiesValue): MessageProperties {
   if (value.r !== undefined) properties.responseTopic = value.r;
   if (value.d !== undefined) properties.correlationData = toBuffer(value.d);
   if (value.u !== undefined) properties.userProperties = value.u.map(([name, text]) => [name, text]);
+  if (value.w !== undefined) properties.encoded = toBuffer(value.w);
   return properties;
 }
 

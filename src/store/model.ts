@@ -38,6 +38,13 @@ export interface MessageProperties {
   correlationData?: Buffer;
   /** User Properties in the order they arrived, duplicates kept [MQTT-3.3.2-18]. */
   userProperties?: Array<[string, string]>;
+  /**
+   * The properties above but the expiry, as MQTT 5 encodes them in a PUBLISH, in the order they
+   * arrived: how the broker keeps the properties of a message it received (stored and forwarded as
+   * these bytes, never decoded per message). When present, the fields above but `expiresAt` are
+   * absent: these bytes are the whole truth (protocol/message-properties.ts reads them by name).
+   */
+  encoded?: Buffer;
 }
 
 /** An application message as the store keeps it: the body is stored once, whatever its fan-out. */

@@ -108,6 +108,20 @@ describe('MQTT 5', () => {
       await client.closed;
     });
 
+    it('a PUBLISH property string that is not well-formed UTF-8, or holds U+0000, makes it malformed: DISCONNECT 0x81 [MQTT-1.5.4-1] [MQTT-1.5.4-2]', async () => {
+      // User Property "k" = bytes C3 28 (a lead byte without its continuation); Content Type "a\0".
+      for (const [clientId, properties] of [
+        ['bad-utf8-prop', [0x26, 0x00, 0x01, 0x6b, 0x00, 0x02, 0xc3, 0x28]],
+        ['nul-prop', [0x03, 0x00, 0x02, 0x61, 0x00]],
+      ] as const) {
+        const client = await clients.raw5Accepted({ clientId });
+        const body = [0x00, 0x01, 0x74, properties.length, ...properties];
+        client.sendBytes([0x30, body.length, ...body]);
+        expect((await client.next('disconnect')).reasonCode).toBe(0x81);
+        await client.closed;
+      }
+    });
+
     it('a property not allowed in its packet makes it malformed: DISCONNECT 0x81 (MQTT 5.0 2.2.2.2)', async () => {
       const client = await clients.raw5Accepted({ clientId: 'wrong-prop' });
       // PUBLISH QoS 0, topic "t", properties: Session Expiry Interval (a CONNECT property).

@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import mqttPacket, { type IPublishPacket } from 'mqtt-packet';
 import { describe, expect, it } from 'vitest';
+import { messagePropertiesOf, namedMessageProperties } from '../../src/protocol/message-properties.js';
 import { encodePublish } from '../../src/protocol/publish-encoder.js';
 import { createStrictParser } from '../../src/protocol/strict-parser.js';
 import type { OutgoingPublish } from '../../src/session/session.js';
@@ -27,6 +28,19 @@ const outgoing: fc.Arbitrary<OutgoingPublish> = fc
     dup: qos === 0 ? false : dup,
     ...(qos === 0 ? {} : { packetId }),
   }));
+
+const text = fc.string({ unit: 'grapheme', maxLength: 12 }).filter((value) => !value.includes('\u0000'));
+const messageProperties: fc.Arbitrary<MessageProperties> = fc.record(
+  {
+    payloadFormat: fc.constantFrom(0 as const, 1 as const),
+    expiresAt: fc.integer({ min: 1, max: 100_000 }).map((seconds) => NOW + seconds * 1000 - 1),
+    contentType: text,
+    responseTopic: text.filter((topic) => topic.length > 0 && !/[+#]/.test(topic)),
+    correlationData: fc.uint8Array({ maxLength: 20 }).map((bytes) => Buffer.from(bytes)),
+    userProperties: fc.array(fc.tuple(text, text), { maxLength: 4 }),
+  },
+  { requiredKeys: [] },
+);
 
 function parseOne(bytes: Buffer, protocolVersion: 4 | 5 = 4): IPublishPacket {
   const parser = mqttPacket.parser({ protocolVersion });
@@ -72,20 +86,8 @@ describe('encodePublish', () => {
   });
 
   it('MQTT 5: every message property, what remains of the expiry, alias and identifiers read back through a v5 parser (spec 3.3.2.3)', () => {
-    const text = fc.string({ unit: 'grapheme', maxLength: 12 }).filter((value) => !value.includes('\u0000'));
-    const properties: fc.Arbitrary<MessageProperties> = fc.record(
-      {
-        payloadFormat: fc.constantFrom(0 as const, 1 as const),
-        expiresAt: fc.integer({ min: 1, max: 100_000 }).map((seconds) => NOW + seconds * 1000 - 1),
-        contentType: text,
-        responseTopic: text.filter((topic) => topic.length > 0 && !/[+#]/.test(topic)),
-        correlationData: fc.uint8Array({ maxLength: 20 }).map((bytes) => Buffer.from(bytes)),
-        userProperties: fc.array(fc.tuple(text, text), { maxLength: 4 }),
-      },
-      { requiredKeys: [] },
-    );
     fc.assert(
-      fc.property(outgoing, properties, fc.option(fc.integer({ min: 1, max: 65_535 }), { nil: undefined }), fc.array(fc.integer({ min: 1, max: 268_435_455 }), { maxLength: 3 }), (packet, props, alias, ids) => {
+      fc.property(outgoing, messageProperties, fc.option(fc.integer({ min: 1, max: 65_535 }), { nil: undefined }), fc.array(fc.integer({ min: 1, max: 268_435_455 }), { maxLength: 3 }), (packet, props, alias, ids) => {
         const parsed = parseOne(
           encodePublish({ ...packet, properties: props, ...(ids.length > 0 ? { subscriptionIds: ids } : {}) }, { now: NOW, ...(alias === undefined ? {} : { topicAlias: alias }) }),
           5,
@@ -101,18 +103,54 @@ describe('encodePublish', () => {
         expect(got.topicAlias).toBe(alias);
         const wantedIds = ids.length === 0 ? undefined : ids.length === 1 ? ids[0] : ids;
         expect(got.subscriptionIdentifier).toEqual(wantedIds);
-        // mqtt-packet folds User Properties into an object (and repeats away): the strict parser
-        // keeps them as the ordered list they are [MQTT-3.3.2-18].
-        const strict = createStrictParser() as unknown as { settings: { protocolVersion: number }; parse(bytes: Buffer): void; on(event: string, listener: (packet: IPublishPacket & { properties?: { userPropertyList?: unknown } }) => void): void };
+      }),
+      { numRuns: 1000 },
+    );
+  });
+
+  // mqtt-packet folds User Properties into an object (and repeats away); kept as bytes, they keep
+  // their order and repeats [MQTT-3.3.2-18].
+  it('MQTT 5: properties kept as the bytes they arrived in read back by name as sent, and go out as the same bytes (no expiry, alias or identifier of the sender kept)', () => {
+    fc.assert(
+      fc.property(outgoing, messageProperties, fc.option(fc.integer({ min: 1, max: 65_535 }), { nil: undefined }), (packet, props, alias) => {
+        const strict = createStrictParser() as unknown as { settings: { protocolVersion: number }; parse(bytes: Buffer): void; on(event: string, listener: (packet: IPublishPacket) => void): void };
         strict.settings.protocolVersion = 5;
-        let list: unknown;
-        strict.on('packet', (publish) => (list = publish.properties?.userPropertyList));
-        strict.parse(encodePublish({ ...packet, properties: props }, { now: NOW }));
-        expect(list).toEqual(props.userProperties?.length ? props.userProperties : undefined);
+        let arrived: IPublishPacket | undefined;
+        strict.on('packet', (publish) => (arrived = publish));
+        strict.parse(encodePublish({ ...packet, properties: props }, { now: NOW, ...(alias === undefined ? {} : { topicAlias: alias }) }));
+        const kept = messagePropertiesOf(arrived!.properties, packet.payload, NOW);
+        if (props.payloadFormat === 1 && !isUtf8(packet.payload)) {
+          expect(kept).toBe('payload-format-invalid');
+          return;
+        }
+        const { expiresAt, ...travelling } = props;
+        if (travelling.userProperties?.length === 0) delete travelling.userProperties;
+        if (kept === undefined) {
+          expect({ expiresAt, ...travelling }).toEqual({ expiresAt: undefined });
+          return;
+        }
+        expect(kept).not.toBe('payload-format-invalid');
+        const properties = kept as MessageProperties;
+        expect(properties.expiresAt).toBe(expiresAt === undefined ? undefined : NOW + Math.ceil((expiresAt - NOW) / 1000) * 1000);
+        expect(properties.encoded !== undefined).toBe(Object.keys(travelling).length > 0);
+        const { encoded, ...named } = namedMessageProperties(properties);
+        expect(encoded).toBeUndefined();
+        expect(named).toEqual({ ...travelling, ...(properties.expiresAt === undefined ? {} : { expiresAt: properties.expiresAt }) });
+        const sent = encodePublish({ ...packet, properties }, { now: NOW });
+        expect(sent.equals(encodePublish({ ...packet, properties: { ...travelling, ...(properties.expiresAt === undefined ? {} : { expiresAt: properties.expiresAt }) } }, { now: NOW }))).toBe(true);
       }),
       { numRuns: 1000 },
     );
   });
 });
+
+function isUtf8(bytes: Buffer): boolean {
+  try {
+    new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 const NOW = 1_800_000_000_000;
