@@ -1,7 +1,8 @@
 import type { EventEmitter } from 'node:events';
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
-import mqttPacket, { type IConnackPacket, type IConnectPacket, type Packet } from 'mqtt-packet';
+import type { IConnackPacket, IConnectPacket, Packet } from 'mqtt-packet';
+import mqttPacket from '../protocol/mqtt-packet-loader.js';
 import { errorMessage } from '../errors.js';
 import { knownReasonName } from '../protocol/reason-codes.js';
 import { createStrictParser } from '../protocol/strict-parser.js';

@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import mqttPacket, { type IConnackPacket, type IDisconnectPacket, type Packet } from 'mqtt-packet';
+import type { IConnackPacket, IDisconnectPacket, Packet } from 'mqtt-packet';
 import { errorMessage, ProtocolViolation } from '../errors.js';
 import type { AccessControl } from '../auth/access-control.js';
 import type { LogFields, Logger } from '../logger.js';
@@ -9,6 +9,7 @@ import type { EndCause, OutboundChannel, OutgoingPublish, SessionLink } from '..
 import type { SessionManager } from '../session/session-manager.js';
 import type { Message } from '../store/repository.js';
 import { readAcks } from './ack-reader.js';
+import mqttPacket from './mqtt-packet-loader.js';
 import { encodeAck, type AckCommand } from './ack-writer.js';
 import { encodePublish } from './publish-encoder.js';
 import { Mqtt5Link, type ClientAnnouncement } from './mqtt5-link.js';
@@ -135,13 +136,6 @@ export interface Will {
   clientId: string;
   user: string | undefined;
 }
-
-/**
- * mqtt-packet by default builds a cache of 65,536 two-byte Buffers on the first packet it
- * generates: it delays the first CONNACK and takes megabytes of RSS, to save less per PUBLISH
- * than looking a number up in it costs (bench/results/figures-behind-code.md).
- */
-mqttPacket.writeToStream.cacheNumbers = false;
 
 type State = 'awaiting-connect' | 'connecting' | 'connected' | 'closed';
 

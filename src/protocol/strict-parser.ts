@@ -1,5 +1,6 @@
-import mqttPacket, { type Parser } from 'mqtt-packet';
+import type { Parser } from 'mqtt-packet';
 import { ByteQueue } from './byte-queue.js';
+import mqttPacket from './mqtt-packet-loader.js';
 import { TRAVELLING_PROPERTY_IDS } from './message-properties.js';
 
 /** Thrown inside the parser; it surfaces as the parser's usual 'error' event. */

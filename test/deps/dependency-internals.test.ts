@@ -1,7 +1,8 @@
 /**
- * Three files lean on the internals of a dependency, below its public API, for speed or for checks
+ * Four files lean on the internals of a dependency, below its public API, for speed or for checks
  * the public API cannot make: strict-parser.ts and ack-reader.ts (mqtt-packet's parser state and
- * string reader), group-commit.ts (classic-level's native chained batch). package.json pins both
+ * string reader), mqtt-packet-loader.ts (what mqtt-packet requires), group-commit.ts
+ * (classic-level's native chained batch). package.json pins both
  * packages to an exact version, and this suite states each assumption on its own, so that an
  * upgrade that breaks one fails here, by name, instead of somewhere inside the broker.
  */
@@ -9,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
+import { execFileSync } from 'node:child_process';
 import { ClassicLevel } from 'classic-level';
 import { ByteQueue } from '../../src/protocol/byte-queue.js';
 import { createStrictParser } from '../../src/protocol/strict-parser.js';
@@ -70,6 +72,38 @@ describe('mqtt-packet parser internals (strict-parser.ts, ack-reader.ts)', () =>
     expect(strict._list).toBeInstanceOf(ByteQueue);
     strict._resetState();
     expect(strict._list).toBeInstanceOf(ByteQueue);
+  });
+
+  it('requires bl and debug as mqtt-packet-loader.ts provides them: bl() called for each byte list, debug(namespace) for a logger', () => {
+    const read = (file: string) => fs.readFileSync(createRequire(import.meta.url).resolve(`mqtt-packet/${file}`), 'utf8');
+    const parser = read('parser.js');
+    expect(parser).toContain("const bl = require('bl')");
+    // Its one require (two mentions), and otherwise only calls.
+    expect([...parser.matchAll(/\bbl\b/g)].length, 'bl is used only as required and called as bl()').toBe([...parser.matchAll(/\bbl\(\)/g)].length + 2);
+    for (const file of ['parser.js', 'writeToStream.js']) {
+      expect(read(file)).toMatch(/const debug = require\('debug'\)\('mqtt-packet:\w+'\)/);
+      expect(read(file), `${file} only calls its logger`).not.toMatch(/debug\.(enabled|extend|log)/);
+    }
+  });
+
+  it('loaded through mqtt-packet-loader.ts, neither bl (with readable-stream) nor debug is loaded, and packets still parse and generate', () => {
+    const loader = new URL('../../dist/protocol/mqtt-packet-loader.js', import.meta.url).href;
+    const script = `
+      import { createRequire } from 'node:module';
+import { execFileSync } from 'node:child_process';
+      const { default: mqttPacket } = await import(${JSON.stringify(loader)});
+      const parser = mqttPacket.parser({ protocolVersion: 4 });
+      const packets = [];
+      parser.on('packet', (packet) => packets.push(packet.cmd + ':' + packet.topic + ':' + packet.payload));
+      const publish = mqttPacket.generate({ cmd: 'publish', topic: 'a/b', payload: Buffer.from('xyz'), qos: 1, messageId: 7, dup: false, retain: false });
+      parser.parse(publish.subarray(0, 4));
+      parser.parse(Buffer.concat([publish.subarray(4), publish]));
+      // The loader's own entries stand under bl's and debug's main files; what those would load is absent.
+      const loaded = Object.keys(createRequire(import.meta.url).cache).filter((file) => /node_modules[/](readable-stream[/]|ms[/]|bl[/]BufferList|debug[/]src[/](node|common))/.test(file));
+      console.log(JSON.stringify({ packets, loaded }));
+    `;
+    const result = execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', env: { ...process.env, DEBUG: '' } });
+    expect(JSON.parse(result)).toEqual({ packets: ['publish:a/b:xyz', 'publish:a/b:xyz'], loaded: [] });
   });
 
   it('_resetState drops the bytes of an unfinished packet, so a closed connection lets go of them', () => {
