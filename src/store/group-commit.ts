@@ -54,6 +54,13 @@ export class BatchBuilder {
     return this.#overlay.get(key) === DELETED;
   }
 
+  /** Whether `key` holds a value, seen as `get` sees it, without decoding that value. */
+  has(key: string): boolean {
+    const pending = this.#overlay.get(key);
+    if (pending !== undefined) return pending !== DELETED;
+    return this.#db.getSync(key) !== undefined;
+  }
+
   get<T>(key: string, isValid: (value: unknown) => value is T): T | undefined {
     const pending = this.#overlay.get(key);
     if (pending === DELETED) return undefined;

@@ -477,7 +477,7 @@ export class LevelRepository implements SessionRepository {
     await this.#openWriter().submit({
       prepare: (batch) => {
         // An entry completed or destroyed meanwhile must not get a release record without an entry.
-        if (batch.get(keys.queueEntry(clientId, seq), isQueueEntryValue) !== undefined) {
+        if (batch.has(keys.queueEntry(clientId, seq))) {
           batch.put(keys.release(clientId, seq), { s: 2, i: packetId } satisfies ReleaseValue);
         }
       },
