@@ -612,7 +612,19 @@ export class Connection implements OutboundChannel {
       this.close('connection lost');
       return;
     }
-    const withWill = this.#protocolVersion === 5 && (disconnect as IDisconnectPacket).reasonCode === Reason.DISCONNECT_WITH_WILL;
+    const { reasonCode, properties } = disconnect as IDisconnectPacket;
+    // Its new Session Expiry Interval applies as the handler's would; the session manager stores
+    // it when it closes the session, or ends the session now for 0.
+    const expiry = properties?.sessionExpiryInterval;
+    const session = this.#link?.session;
+    if (expiry !== undefined && session !== undefined) {
+      if (session.expiry === 0 && expiry !== 0) {
+        this.close('DISCONNECT sets a Session Expiry Interval where CONNECT had 0 [MQTT-3.14.2-2]');
+        return;
+      }
+      session.expiry = expiry;
+    }
+    const withWill = this.#protocolVersion === 5 && reasonCode === Reason.DISCONNECT_WITH_WILL;
     if (!withWill) this.discardWill();
     this.close('DISCONNECT', { graceful: !withWill });
   }

@@ -45,4 +45,35 @@ describe("a client's last words", { timeout: 30_000 }, () => {
     // No will: the next message is a marker published now.
     await expectMarkerNext(broker, subscriber, 'last/marker');
   });
+
+  it('MQTT 5: a DISCONNECT read as the socket closes still sets the Session Expiry Interval: 0 ends the session [MQTT-3.14.2-2] (MQTT 5.0 3.14.2.2.2)', async () => {
+    const broker = await startBroker(freshDataDir());
+    const connectPacket = mqttPacket.generate(
+      { cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clientId: 'leaving5', clean: false, keepalive: 0, properties: { sessionExpiryInterval: 3600 } },
+      { protocolVersion: 5 },
+    );
+    const socket = connect(broker.port, '127.0.0.1');
+    await once(socket, 'connect');
+    socket.on('error', () => {});
+    socket.write(connectPacket);
+    await once(socket, 'data'); // CONNACK
+    socket.end(
+      Buffer.concat([
+        mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'leaving5/#', qos: 1 }] }, { protocolVersion: 5 }),
+        mqttPacket.generate({ cmd: 'disconnect', reasonCode: 0, properties: { sessionExpiryInterval: 0 } }, { protocolVersion: 5 }),
+      ]),
+    );
+    while (!/client "leaving5" disconnected/.test(broker.output)) await once(broker.child.stdout!, 'data');
+    expect(broker.output).toContain('client "leaving5" disconnected: DISCONNECT');
+
+    // Back with Clean Start 0: the session ended with that connection, so none is present [MQTT-3.2.2-2].
+    const again = connect(broker.port, '127.0.0.1');
+    await once(again, 'connect');
+    const parser = mqttPacket.parser({ protocolVersion: 5 });
+    const connack = new Promise<mqttPacket.IConnackPacket>((resolve) => parser.once('packet', resolve));
+    again.on('data', (chunk) => parser.parse(chunk));
+    again.write(connectPacket);
+    expect((await connack).sessionPresent).toBe(false);
+    again.destroy();
+  });
 });
