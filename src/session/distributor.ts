@@ -229,14 +229,10 @@ export class Distributor {
     }
 
     const deliver = async (): Promise<PublicationOutcome> => {
-      const stillVolatile = volatileTargets.filter(({ session }) => this.#isCurrent(session));
-      // A clean member chosen for a shared subscription whose session ended meanwhile: its session's
-      // hand-over found nothing of this message yet, so it goes to another member now.
-      for (const { session, delivery } of volatileTargets) {
-        if (delivery.shared && !stillVolatile.some((target) => target.session === session)) {
-          queued += await this.#handTo(message, delivery.retain, delivery.shared);
-        }
-      }
+      // The clean targets are looked up again here, as their write is submitted (nothing awaited in
+      // between), not as they were at routing: one discarded since (its connection closed, or was
+      // taken over) has no queue left and gets nothing [MQTT-3.1.2-6]; the others get the message.
+      const [stillVolatile, discarded] = this.#stillCurrent(volatileTargets);
       const volatileInbound = inbound?.session.clean && this.#isCurrent(inbound.session);
       if (stillVolatile.length > 0 || volatileInbound) {
         const seqs = await this.#volatile.publish({
@@ -246,10 +242,21 @@ export class Distributor {
         });
         queued += notify(stillVolatile, seqs, message);
       }
-      for (const { session, retain, subscriptionIds } of direct) session.sendDirect(message, retain, subscriptionIds);
-      const subscribers = durableTargets.length + volatileTargets.length + direct.length;
+      // A clean member chosen for a shared subscription whose session ended meanwhile: its session's
+      // hand-over found nothing of this message yet, so it goes to another member now.
+      let handedOn = 0;
+      for (const { delivery } of discarded) {
+        if (!delivery.shared) continue;
+        const count = await this.#handTo(message, delivery.retain, delivery.shared);
+        queued += count;
+        if (count > 0) handedOn++;
+      }
+      const connected = direct.filter(({ session }) => this.#isCurrent(session));
+      for (const { session, retain, subscriptionIds } of connected) session.sendDirect(message, retain, subscriptionIds);
+      // A discarded session is no subscriber any more: a message that only it matched had none (not a full queue).
+      const subscribers = durableTargets.length + stillVolatile.length + handedOn + connected.length;
       if (subscribers === 0) return 'no-subscribers';
-      return direct.length === 0 && queued === 0 ? 'quota-exceeded' : 'delivered';
+      return connected.length === 0 && queued === 0 ? 'quota-exceeded' : 'delivered';
     };
     return { stored, deliver };
   }
@@ -321,55 +328,85 @@ export class Distributor {
 
   /**
    * Queues `message` for one member of each of the shared groups `filters` (any QoS 0 delivery
-   * sent at once), taking it from `from`'s queue entry in the same transition when given. The
-   * other repository's part, if any, goes first: its targets are clean sessions (or the source
-   * is), which a crash ends anyway. Resolves to how many sessions got it.
+   * sent at once), taking it from `from`'s queue entry in the same transition when given. That
+   * transition goes last, in the store that holds `from`'s entry (without `from`, the durable one);
+   * the other store's part goes first: its targets are clean sessions (or the source is), which a
+   * crash ends anyway. Resolves to how many sessions got it.
+   *
+   * A member chosen for the last transition may be discarded while the first part is written: it
+   * gets nothing, and its groups choose again, so the last transition names only sessions that
+   * exist as it is submitted, and the entry still leaves `from` in one transition with its new
+   * places (MQTT 5.0 4.8.2: another member SHOULD get it).
    */
   async #handTo(message: Message, retain: boolean, filters: readonly string[], from?: { session: Session; seq: number }): Promise<number> {
-    const chosen = new Map<string, { session: Session; qos: QoS; subscriptionIds: number[] | undefined; shared: string[] }>();
+    const sourceIsClean = from?.session.clean ?? false;
+    const [firstStore, lastStore] = sourceIsClean ? [this.#durable, this.#volatile] : [this.#volatile, this.#durable];
+    const last = new Map<string, Choice>();
+    const direct: Session[] = [];
+    let chosen = false;
+    let queued = 0;
+    for (let groups = filters; groups.length > 0; ) {
+      const first: Target[] = [];
+      for (const choice of this.#chooseMembers(message, groups)) {
+        chosen = true;
+        if (choice.qos === 0) direct.push(choice.session);
+        else if (choice.session.clean === sourceIsClean) mergeChoice(last, choice);
+        else first.push(this.#target(choice, retain));
+      }
+      if (first.length === 0) break;
+      queued += notify(first, await firstStore.publish({ message, deliveries: first.map(({ delivery }) => delivery) }), message);
+      // While that part was written, a member chosen for the last one may have been discarded.
+      groups = [];
+      for (const [clientId, choice] of last) {
+        if (this.#isCurrent(choice.session)) continue;
+        last.delete(clientId);
+        groups = [...groups, ...choice.shared];
+      }
+    }
+    // No other member (or none that may read it): it ends with the session, as any other entry.
+    if (!chosen) return 0;
+    if (last.size > 0 || from) {
+      const targets = [...last.values()].map((choice) => this.#target(choice, retain));
+      const transition: PublishTransition = { message, deliveries: targets.map(({ delivery }) => delivery) };
+      if (from) transition.handOver = { clientId: from.session.clientId, seq: from.seq };
+      queued += notify(targets, await lastStore.publish(transition), message);
+    }
+    for (const session of direct) session.sendDirect(message, false);
+    return queued + direct.length;
+  }
+
+  /**
+   * One member of each of the shared groups `filters` that has one (see #choose), each session
+   * once, with what its subscriptions in those groups make of the message.
+   */
+  #chooseMembers(message: Message, filters: readonly string[]): IterableIterator<Choice> {
+    const chosen = new Map<string, Choice>();
     for (const filter of filters) {
       const group = this.#subscriptions.group(filter);
       const session = group && this.#choose(group, message);
       if (!session) continue;
       const route = group.route(session.clientId)!;
-      const qos = Math.min(message.qos, qosOf(route)) as QoS;
       const identifier = typeof route === 'number' ? undefined : route.identifier;
-      const known = chosen.get(session.clientId);
-      if (known) {
-        known.qos = Math.max(known.qos, qos) as QoS;
-        known.shared.push(filter);
-        if (identifier !== undefined) (known.subscriptionIds ??= []).push(identifier);
-      } else {
-        chosen.set(session.clientId, { session, qos, subscriptionIds: identifier === undefined ? undefined : [identifier], shared: [filter] });
-      }
+      const qos = Math.min(message.qos, qosOf(route)) as QoS;
+      mergeChoice(chosen, { session, qos, subscriptionIds: identifier === undefined ? undefined : [identifier], shared: [filter] });
     }
-    // No other member (or none that may read it): it ends with the session, as any other entry.
-    if (chosen.size === 0) return 0;
-    const durable: Target[] = [];
-    const volatile: Target[] = [];
-    const direct: Session[] = [];
-    for (const { session, qos, subscriptionIds, shared } of chosen.values()) {
-      if (qos === 0) {
-        direct.push(session);
-        continue;
-      }
-      const delivery = session.clean ? { clientId: session.clientId, qos, retain } : session.delivery(qos, retain);
-      if (subscriptionIds) delivery.subscriptionIds = subscriptionIds;
-      delivery.shared = shared;
-      (session.clean ? volatile : durable).push({ session, delivery });
-    }
-    const sourceIsClean = from?.session.clean ?? false;
-    const [first, second] = sourceIsClean ? [durable, volatile] : [volatile, durable];
-    const [firstStore, secondStore] = sourceIsClean ? [this.#durable, this.#volatile] : [this.#volatile, this.#durable];
-    let queued = 0;
-    if (first.length > 0) queued += notify(first, await firstStore.publish({ message, deliveries: first.map(({ delivery }) => delivery) }), message);
-    if (second.length > 0 || from) {
-      const transition: PublishTransition = { message, deliveries: second.map(({ delivery }) => delivery) };
-      if (from) transition.handOver = { clientId: from.session.clientId, seq: from.seq };
-      queued += notify(second, await secondStore.publish(transition), message);
-    }
-    for (const session of direct) session.sendDirect(message, false);
-    return queued + direct.length;
+    return chosen.values();
+  }
+
+  /** The delivery a shared group's chosen member gets of a handed-on message. */
+  #target({ session, qos, subscriptionIds, shared }: Choice, retain: boolean): Target {
+    const delivery = session.clean ? { clientId: session.clientId, qos, retain } : session.delivery(qos, retain);
+    if (subscriptionIds) delivery.subscriptionIds = subscriptionIds;
+    delivery.shared = shared;
+    return { session, delivery };
+  }
+
+  /** Targets whose session is still the one routing knows, and those discarded since they were chosen. */
+  #stillCurrent(targets: Target[]): [current: Target[], discarded: Target[]] {
+    const current: Target[] = [];
+    const discarded: Target[] = [];
+    for (const target of targets) (this.#isCurrent(target.session) ? current : discarded).push(target);
+    return [current, discarded];
   }
 
   /**
@@ -488,6 +525,26 @@ export class Distributor {
   #isCurrent(session: Session): boolean {
     return this.#lookup(session.clientId) === session;
   }
+}
+
+/** A shared group's member chosen for a handed-on message, with what its subscriptions in the chosen groups ask. */
+interface Choice {
+  session: Session;
+  qos: QoS;
+  subscriptionIds: number[] | undefined;
+  shared: string[];
+}
+
+/** Adds `choice` to `chosen`, merged with what its session was chosen for already: one delivery per session. */
+function mergeChoice(chosen: Map<string, Choice>, choice: Choice): void {
+  const known = chosen.get(choice.session.clientId);
+  if (!known) {
+    chosen.set(choice.session.clientId, { ...choice, shared: [...choice.shared], subscriptionIds: choice.subscriptionIds && [...choice.subscriptionIds] });
+    return;
+  }
+  known.qos = Math.max(known.qos, choice.qos) as QoS;
+  known.shared.push(...choice.shared);
+  if (choice.subscriptionIds) (known.subscriptionIds ??= []).push(...choice.subscriptionIds);
 }
 
 /** Queue entries read at a time when a session's messages are handed over. */
