@@ -1,5 +1,4 @@
 import type { MessageProperties } from '../store/repository.js';
-import type { Properties } from './strict-parser.js';
 
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -7,6 +6,8 @@ const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 export interface ArrivingProperties {
   payloadFormatIndicator?: boolean;
   messageExpiryInterval?: number;
+  /** The bytes of the properties that travel with the message (TRAVELLING_PROPERTY_IDS). */
+  messagePropertyBytes?: Buffer;
 }
 
 /** Property identifiers (MQTT 5.0, table 2-4) of the properties that travel with a message unchanged. */
@@ -34,9 +35,8 @@ export function messagePropertiesOf(
   now: number,
 ): MessageProperties | undefined | 'payload-format-invalid' {
   if (properties === undefined) return undefined;
-  const { payloadFormatIndicator, messageExpiryInterval } = properties;
+  const { payloadFormatIndicator, messageExpiryInterval, messagePropertyBytes: encoded } = properties;
   if (payloadFormatIndicator && !isUtf8(payload)) return 'payload-format-invalid';
-  const encoded = (properties as Properties).messagePropertyBytes;
   if (messageExpiryInterval === undefined) return encoded === undefined ? undefined : { encoded };
   const expiresAt = now + messageExpiryInterval * 1000;
   return encoded === undefined ? { expiresAt } : { expiresAt, encoded };
