@@ -8,9 +8,13 @@ import { isWritten, reopen, WriteFailures } from './write-failures.js';
 
 /**
  * Up to this many keys, `getMany` reads on the main thread: a read in the thread pool costs a
- * round trip that delays the whole batch, and with it every acknowledgement waiting for it.
+ * round trip that delays the whole batch, and with it every acknowledgement waiting for it. Its
+ * one caller reads back the queue entries a session's acknowledgements complete, which were
+ * written or read moments ago (LevelDB's memtable, or cached), so each read costs microseconds;
+ * a fan-out's subscriber acknowledges more than a few dozen at once. Above this, a read of that
+ * many keys would hold the main thread too long: the thread pool takes it.
  */
-const SYNC_READ_LIMIT = 32;
+const SYNC_READ_LIMIT = 1024;
 
 /** Where an overlay entry stands: a value to put (kept decoded until the batch is written) or a delete. */
 const DELETED = Symbol('deleted');
