@@ -7,7 +7,8 @@
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Connection, TrafficCounters } from '../protocol/connection.js';
+import type { TrafficCounters } from '../protocol/broker-context.js';
+import type { Connection } from '../protocol/connection.js';
 import type { BrokerCounters } from '../protocol/limits.js';
 import type { RetainedIndex } from '../routing/retained-index.js';
 import type { SessionManager } from '../session/session-manager.js';

@@ -2,7 +2,7 @@ import { BlockList, createServer as createTcpServer, isIP, type AddressInfo, typ
 import { createServer as createTlsServer, type TlsOptions, type TLSSocket } from 'node:tls';
 import { BrokerError, ErrorCodes, errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
-import type { Transport } from '../protocol/connection.js';
+import type { Transport } from '../protocol/broker-context.js';
 import type { ListenerInfo } from '../protocol/listener-info.js';
 
 export interface TlsListenerOptions {

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import type { WebSocket } from 'ws';
-import type { Transport } from '../protocol/connection.js';
+import type { Transport } from '../protocol/broker-context.js';
 
 /**
  * What ws's receiver holds of a frame still arriving: `_bufferedBytes`, bytes read from the socket

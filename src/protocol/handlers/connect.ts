@@ -5,7 +5,8 @@ import { BrokerError, ErrorCodes, errorMessage, ProtocolViolation } from '../../
 import { LogCauses, summaryOf } from '../../log-summary.js';
 import { isValidTopicName } from '../../routing/topic.js';
 import type { QoS } from '../../store/repository.js';
-import type { Connection, ProtocolVersion, Will } from '../connection.js';
+import type { Will } from '../broker-context.js';
+import type { Connection, ProtocolVersion } from '../connection.js';
 import { topicOverLimits } from '../limits.js';
 import { messagePropertiesOf } from '../message-properties.js';
 import { Reason, reasonOfV3Connack } from '../reason-codes.js';
