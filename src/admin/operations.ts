@@ -1,5 +1,5 @@
 import type { BridgeStatus } from '../bridge/bridge.js';
-import { BRIDGE_CLIENT_ID_PREFIX, isBridgeClientId } from '../bridge/client-id.js';
+import { BRIDGE_CLIENT_ID_PREFIX, isBridgeClientId } from '../session/bridge-client-id.js';
 import { isValidTopicFilter, isValidTopicName, topicMatches } from '../routing/topic.js';
 import { packetIdOf } from '../session/packet-ids.js';
 import type { InspectedEntry, InspectedSession, LevelInspector, StoreView } from '../store/level-inspector.js';

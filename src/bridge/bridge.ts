@@ -6,7 +6,7 @@ import type { SessionManager } from '../session/session-manager.js';
 import type { Session } from '../session/session.js';
 import type { QueueLimits, QueueStats } from '../store/repository.js';
 import type { BridgeSettings, UpstreamAddress } from './bridge-options.js';
-import { bridgeClientId } from './client-id.js';
+import { bridgeClientId } from '../session/bridge-client-id.js';
 import { Backoff, FailureReport } from './reconnect.js';
 import { TopicMap } from './topic-map.js';
 import { Uplink, type BridgeCounters } from './uplink.js';

@@ -3,7 +3,7 @@ import type { Logger } from '../logger.js';
 import type { SubscriberOptions } from '../session/distributor.js';
 import { Bridge, type BridgeDependencies, type BridgeStatus } from './bridge.js';
 import { bridgeProblems, bridgeSetProblems, bridgeSettings, type BridgeOptions, type BridgeSettings } from './bridge-options.js';
-import { isBridgeClientId } from './client-id.js';
+import { isBridgeClientId } from '../session/bridge-client-id.js';
 
 /**
  * Checks the bridges of createBroker's options before anything starts; every problem at once,

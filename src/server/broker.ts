@@ -4,7 +4,7 @@ import { AdminServer } from '../admin/admin-server.js';
 import { AccessControl } from '../auth/access-control.js';
 import type { BridgeOptions } from '../bridge/bridge-options.js';
 import { Bridges, checkBridges } from '../bridge/bridges.js';
-import { isBridgeClientId } from '../bridge/client-id.js';
+import { isBridgeClientId } from '../session/bridge-client-id.js';
 import { BrokerError, ErrorCodes, errorMessage } from '../errors.js';
 import { silentLogger, type Logger } from '../logger.js';
 import { summaryOf } from '../log-summary.js';

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { IConnackPacket, IConnectPacket } from 'mqtt-packet';
-import { BRIDGE_CLIENT_ID_PREFIX, isBridgeClientId } from '../../bridge/client-id.js';
+import { BRIDGE_CLIENT_ID_PREFIX, isBridgeClientId } from '../../session/bridge-client-id.js';
 import { BrokerError, ErrorCodes, errorMessage, ProtocolViolation } from '../../errors.js';
 import { LogCauses, summaryOf } from '../../log-summary.js';
 import { isValidTopicName } from '../../routing/topic.js';
