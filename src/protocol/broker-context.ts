@@ -38,7 +38,8 @@ export interface Transport {
   end(): unknown;
   destroy(): unknown;
   on(event: 'data', listener: (chunk: Buffer) => void): unknown;
-  on(event: 'drain' | 'close' | 'held', listener: () => void): unknown;
+  /** 'end': the peer finished sending (a socket's FIN); nothing written after it can reach the peer. */
+  on(event: 'drain' | 'close' | 'held' | 'end', listener: () => void): unknown;
   on(event: 'error', listener: (error: Error) => void): unknown;
 }
 

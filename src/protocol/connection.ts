@@ -25,7 +25,8 @@ type State = 'awaiting-connect' | 'connecting' | 'connected' | 'closed';
 
 export type ProtocolVersion = 3 | 4 | 5;
 
-/** Acknowledgements that MQTT 5 gives a reason code (and, when the client wants problem information, a reason string). */
+/** How long packets that arrived before the client's socket closed are still handled (see #peerGone). */
+const PEER_GONE_GRACE_MS = 5_000;
 
 /** Packets queued before the socket is paused: bounds what a fast sender can make us buffer. */
 const INBOX_HIGH_WATER = 256;
@@ -103,6 +104,8 @@ export class Connection implements OutboundChannel {
   readonly #summary: LogSummary;
   /** Packets written in this tick, sent together at its end (see #write). */
   #outbox: Buffer[] = [];
+  /** The peer sent its FIN: nothing more is written (see the 'end' listener). */
+  #peerEnded = false;
   #outboxBytes = 0;
   #keepaliveTimer: NodeJS.Timeout | undefined;
   #connectTimer: NodeJS.Timeout | undefined;
@@ -130,7 +133,10 @@ export class Connection implements OutboundChannel {
     socket.on('held', () => this.#account(false));
     socket.on('drain', () => this.#checkUnsent());
     socket.on('error', (error: Error) => this.close(`socket error: ${error.message}`));
-    socket.on('close', () => this.#peerGone());
+    // The peer's FIN: what is still written would fail with EPIPE, and the socket's error would
+    // close the connection before the packets that came with the FIN are handled (#peerGone).
+    socket.on('end', () => (this.#peerEnded = true));
+    socket.on('close', () => void this.#peerGone());
     this.#connectTimer = setTimeout(() => this.close('no CONNECT in time'), context.options.connectTimeoutMs);
   }
 
@@ -280,7 +286,7 @@ export class Connection implements OutboundChannel {
    * one buffer: a stream write per packet, even corked, cost more than encoding the packet.
    */
   #write(bytes: Buffer): void {
-    if (this.#state === 'closed' || this.#socket.destroyed) return;
+    if (this.#state === 'closed' || this.#socket.destroyed || this.#peerEnded) return;
     this.context.traffic.packetsSent++;
     this.#outbox.push(bytes);
     this.#outboxBytes += bytes.length;
@@ -293,7 +299,7 @@ export class Connection implements OutboundChannel {
     if (outbox.length === 0) return;
     this.#outbox = [];
     this.#outboxBytes = 0;
-    if (this.#socket.destroyed) return;
+    if (this.#socket.destroyed || this.#peerEnded) return;
     // Counted in the broker-wide budget until the kernel has it (or the socket is gone: the
     // callback runs then too, with an error).
     const { unsent } = this.context;
@@ -485,12 +491,36 @@ export class Connection implements OutboundChannel {
   }
 
   /**
-   * The client's side of the socket is gone. A DISCONNECT it sent before, still waiting behind a
-   * handler (the CONNECT's session resume, a PUBLISH's store write), was received all the same: the
-   * will is discarded [MQTT-3.14.4-3] (MQTT 5: unless its reason asks for it) and the close is the
-   * DISCONNECT's. What else waits is not handled: nothing could be answered, and QoS 0 is at most once.
+   * The client's side of the socket is gone. What it sent before is still its last word, handled
+   * in order before the connection closes (nothing can be answered any more): a QoS 0 PUBLISH,
+   * DISCONNECT and FIN in a row, as mosquitto_pub sends them, may all arrive while the CONNECT is
+   * still being handled (a persistent session's start waits for the store), and the PUBLISH must
+   * still be routed and the DISCONNECT still discard the will [MQTT-3.14.4-3] and set the Session
+   * Expiry Interval. Bounded: handlers that do not finish in time are not waited for, and a
+   * DISCONNECT still waiting behind them is applied as the connection closes (#closeAfterPeer).
    */
-  #peerGone(): void {
+  async #peerGone(): Promise<void> {
+    let graceOver = false;
+    const grace = new Promise<void>((resolve) => {
+      setTimeout(() => {
+        graceOver = true;
+        resolve();
+      }, PEER_GONE_GRACE_MS).unref();
+    });
+    while (!graceOver && this.#state !== 'closed' && (this.#processing !== undefined || this.#inbox.length > 0)) {
+      if (this.#processing === undefined) this.#startProcessing();
+      await Promise.race([this.#processing?.catch(() => {}), grace]);
+    }
+    this.#closeAfterPeer();
+  }
+
+  /**
+   * The client is gone and its packets handled, or no longer waited for. A DISCONNECT among those
+   * still waiting was received all the same: the will is discarded (MQTT 5: unless its reason asks
+   * for it), its Session Expiry Interval applies, and the close is the DISCONNECT's.
+   */
+  #closeAfterPeer(): void {
+    if (this.#state === 'closed') return;
     const disconnect = this.#state === 'connected' ? this.#inbox.find((packet) => packet.cmd === 'disconnect') : undefined;
     if (disconnect === undefined) {
       this.close('connection lost');

@@ -46,6 +46,30 @@ describe("a client's last words", { timeout: 30_000 }, () => {
     await expectMarkerNext(broker, subscriber, 'last/marker');
   });
 
+  it('CONNECT (persistent session), QoS 0 PUBLISH, DISCONNECT and FIN in one segment, as mosquitto_pub -c sends them: the PUBLISH is still routed', async () => {
+    const broker = await startBroker(freshDataDir());
+    const { client: subscriber } = await connectRaw(broker, 'listener', true);
+    expect(await subscribe(subscriber, 1, [{ topic: 'last/#', qos: 1 }])).toEqual([1]);
+
+    const socket = connect(broker.port, '127.0.0.1');
+    await once(socket, 'connect');
+    socket.on('error', () => {});
+    // Creating the persistent session waits for the store: the PUBLISH and the DISCONNECT wait
+    // behind it when the FIN arrives.
+    socket.end(
+      Buffer.concat([
+        mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId: 'quick-publisher', clean: false, keepalive: 0 }),
+        mqttPacket.generate({ cmd: 'publish', topic: 'last/words', payload: Buffer.from('said before leaving'), qos: 0, dup: false, retain: false }),
+        mqttPacket.generate({ cmd: 'disconnect' }),
+      ]),
+    );
+    const publish = await subscriber.next('publish');
+    expect(publish.topic).toBe('last/words');
+    expect(Buffer.from(publish.payload).toString()).toBe('said before leaving');
+    while (!/client "quick-publisher" disconnected/.test(broker.output)) await once(broker.child.stdout!, 'data');
+    expect(broker.output).toContain('client "quick-publisher" disconnected: DISCONNECT');
+  });
+
   it('MQTT 5: a DISCONNECT read as the socket closes still sets the Session Expiry Interval: 0 ends the session [MQTT-3.14.2-2] (MQTT 5.0 3.14.2.2.2)', async () => {
     const broker = await startBroker(freshDataDir());
     const connectPacket = mqttPacket.generate(
