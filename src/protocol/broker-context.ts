@@ -97,7 +97,6 @@ export interface BrokerContext {
   counters: BrokerCounters;
   /** Bytes of packets still arriving, across all connections (max_unfinished_packet_bytes). */
   unfinishedPackets: UnfinishedPacketBudget;
-  /** Bytes written to clients and not yet taken by the kernel, across all connections (max_total_unsent_bytes). */
   /** Bytes written to clients and not yet taken by the kernel (max_total_unsent_bytes): while it is over, a client with more than UNSENT_SHARE waiting counts as not reading. */
   unsent: ByteBudget;
   /** Authentication and the ACL: who a client is and what it may publish, subscribe to and receive. */

@@ -330,7 +330,7 @@ function parseProperties(parser: ParserInternals, allowedIn: Record<string, Read
   const allowed = allowedIn[placement];
   const result: Properties = {};
   // For a PUBLISH or a will: runs [from, to) of the properties that travel with the message, kept
-  // as bytes (one run, a view of what was read, unless an expiry, alias or will delay sits
+  // as bytes (one run, unless an expiry, alias or will delay sits
   // between them). Their strings and binary values are checked, not built: nothing reads them.
   const travelling = placement === 'publish' || placement === 'will' ? ([] as number[]) : undefined;
   // Identifiers seen, for "at most once": bit (id % 32) of the first word below 32, of the second from 32.
@@ -370,8 +370,9 @@ function parseProperties(parser: ParserInternals, allowedIn: Record<string, Read
   return result;
 }
 
+/** The bytes of `runs`, copied: a view would keep the whole chunk the socket read alive with the message. */
 function joinedRuns(list: ByteQueue, runs: number[]): Buffer {
-  if (runs.length === 2) return list.slice(runs[0], runs[1]);
+  if (runs.length === 2) return Buffer.from(list.slice(runs[0], runs[1]));
   const pieces: Buffer[] = [];
   for (let index = 0; index < runs.length; index += 2) pieces.push(list.slice(runs[index], runs[index + 1]));
   return Buffer.concat(pieces);
