@@ -106,6 +106,8 @@ export class Connection implements OutboundChannel {
   #outbox: Buffer[] = [];
   /** The peer sent its FIN: nothing more is written (see the 'end' listener). */
   #peerEnded = false;
+  /** Ended because another connection took over the session (see #finish: its delayed will is not published). */
+  #takenOver = false;
   #outboxBytes = 0;
   #keepaliveTimer: NodeJS.Timeout | undefined;
   #connectTimer: NodeJS.Timeout | undefined;
@@ -396,6 +398,7 @@ export class Connection implements OutboundChannel {
   }
 
   end(reason: string, cause?: EndCause): void {
+    if (cause === 'taken-over') this.#takenOver = true;
     if (cause === undefined) this.close(reason);
     else this.disconnect(reasonOfEnd(cause), reason);
   }
@@ -577,7 +580,9 @@ export class Connection implements OutboundChannel {
       // MQTT 5 Will Delay Interval: the will waits, in the session manager, for the client to come
       // back [MQTT-3.1.3-9]; a session that ends with this connection publishes it now [MQTT-3.1.2-8].
       if (will.delaySeconds && session && !session.clean && session.expiry !== 0) {
-        sessions.deferWill(session.clientId, will.delaySeconds, () => this.#publishWill(will));
+        // Taken over: a new connection to the session came within the delay, so the will is not
+        // published [MQTT-3.1.3-9] (the session manager cancelled pending wills before ending this one).
+        if (!this.#takenOver) sessions.deferWill(session.clientId, will.delaySeconds, () => this.#publishWill(will));
       } else {
         await this.#publishWill(will);
       }

@@ -252,4 +252,18 @@ describe('MQTT 5 state across restarts', { timeout: 60_000 }, () => {
     expect(watcher.client.received.filter((packet) => packet.cmd === 'publish')).toEqual([]);
     await returned.client.close();
   });
+
+  it('Will Delay: a second connection taking over the session within the delay means the will is never published [MQTT-3.1.3-9] [MQTT-3.1.4-3]', async () => {
+    const broker = await startBroker(freshDataDir());
+    const watcher = await v5(broker, 'watcher', { clean: true, expiry: 0 });
+    await subscribe5(watcher.client, [{ topic: 'will/#', qos: 0 }]);
+    const first = await v5(broker, 'taken', { will: { topic: 'will/taken', payload: Buffer.from('taken'), qos: 0, retain: false, properties: { willDelayInterval: 1 } } });
+    const second = await v5(broker, 'taken');
+    expect((await first.client.next('disconnect')).reasonCode).toBe(0x8e);
+    // Past the delay: nothing for the watcher.
+    await sleep(1500);
+    await watcher.client.roundTrip();
+    expect(watcher.client.received.filter((packet) => packet.cmd === 'publish')).toEqual([]);
+    await second.client.close();
+  });
 });
