@@ -9,7 +9,7 @@ import type { ByteBudget } from '../session/byte-budget.js';
 import type { Distributor } from '../session/distributor.js';
 import type { SessionManager } from '../session/session-manager.js';
 import type { Message } from '../store/repository.js';
-import type { BrokerCounters, TopicLimits, UnfinishedPacketBudget } from './limits.js';
+import type { BrokerCounters, TopicLimits } from './limits.js';
 
 /**
  * What a connection reads from and writes to: a net.Socket (TCP, TLS) is one as it is, a
@@ -95,8 +95,12 @@ export interface BrokerContext {
   log: Logger;
   options: ProtocolOptions;
   counters: BrokerCounters;
-  /** Bytes of packets still arriving, across all connections (max_unfinished_packet_bytes). */
-  unfinishedPackets: UnfinishedPacketBudget;
+  /**
+   * Bytes of packets still arriving, across all connections (max_unfinished_packet_bytes):
+   * max_packet_size bounds one packet, this bounds them all together, so many clients that each
+   * leave a large packet unfinished cannot make the broker hold their sum (ArrivingPacket).
+   */
+  unfinishedPackets: ByteBudget;
   /** Bytes written to clients and not yet taken by the kernel (max_total_unsent_bytes): while it is over, a client with more than UNSENT_SHARE waiting counts as not reading. */
   unsent: ByteBudget;
   /** Authentication and the ACL: who a client is and what it may publish, subscribe to and receive. */

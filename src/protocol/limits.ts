@@ -4,41 +4,13 @@
  * applies them the same way.
  */
 
+import type { ByteBudget } from '../session/byte-budget.js';
+
 export interface TopicLimits {
   /** UTF-8 bytes of a topic name or filter. */
   maxTopicLength: number;
   /** Levels (`/`-separated parts) of a topic name or filter. */
   maxTopicLevels: number;
-}
-
-/**
- * Bytes held across all connections in packets that have begun to arrive and are not complete
- * (mqtt-packet collects a packet's body before parsing it): max_packet_size bounds one packet,
- * this bounds them all together, so many clients that each leave a large packet unfinished cannot
- * make the broker hold their sum.
- */
-export class UnfinishedPacketBudget {
-  readonly max: number;
-  #held = 0;
-
-  constructor(max: number) {
-    this.max = max;
-  }
-
-  get held(): number {
-    return this.#held;
-  }
-
-  /** Takes `bytes` more; false, taking nothing, when that would go over the budget. */
-  take(bytes: number): boolean {
-    if (this.#held + bytes > this.max) return false;
-    this.#held += bytes;
-    return true;
-  }
-
-  give(bytes: number): void {
-    this.#held -= bytes;
-  }
 }
 
 /** What one client may have waiting unsent while the broker-wide budget is over. */
@@ -50,7 +22,7 @@ export const UNSENT_SHARE = 64 * 1024;
  * stops while the connection is not read: then it is the broker that holds the packet up.
  */
 export class ArrivingPacket {
-  readonly #budget: UnfinishedPacketBudget;
+  readonly #budget: ByteBudget;
   readonly #timeoutMs: number;
   readonly #onTimeout: () => void;
   /** Bytes of the packet underway the parser holds, counted in the budget. */
@@ -58,7 +30,7 @@ export class ArrivingPacket {
   #timer: NodeJS.Timeout | undefined;
   #paused = false;
 
-  constructor(budget: UnfinishedPacketBudget, timeoutMs: number, onTimeout: () => void) {
+  constructor(budget: ByteBudget, timeoutMs: number, onTimeout: () => void) {
     this.#budget = budget;
     this.#timeoutMs = timeoutMs;
     this.#onTimeout = onTimeout;
@@ -71,7 +43,7 @@ export class ArrivingPacket {
    */
   update(held: number, underway: boolean, newPacket: boolean): boolean {
     const more = held - this.#held;
-    if (more > 0 && !this.#budget.take(more)) return false;
+    if (more > 0 && !this.#budget.tryTake(more)) return false;
     if (more < 0) this.#budget.give(-more);
     this.#held = held;
     if (!underway) this.#stopClock();

@@ -12,7 +12,7 @@ import { newTrafficCounters, type BrokerContext, type Transport } from '../proto
 import { Connection } from '../protocol/connection.js';
 import type { ListenerInfo } from '../protocol/listener-info.js';
 import { dispatch } from '../protocol/dispatcher.js';
-import { newCounters, UnfinishedPacketBudget, type BrokerCounters } from '../protocol/limits.js';
+import { newCounters, type BrokerCounters } from '../protocol/limits.js';
 import { RetainedIndex } from '../routing/retained-index.js';
 import { TopicTree } from '../routing/topic-tree.js';
 import { Distributor, type SubscriberOptions } from '../session/distributor.js';
@@ -370,7 +370,7 @@ export function createBroker(options: BrokerOptions = {}): Broker {
       maxQos,
     },
     counters: newCounters(),
-    unfinishedPackets: new UnfinishedPacketBudget(maxUnfinishedPacketBytes),
+    unfinishedPackets: new ByteBudget(maxUnfinishedPacketBytes),
     unsent: new ByteBudget(ranged('maxTotalUnsentBytes', DEFAULTS.maxTotalUnsentBytes)),
     access,
     shuttingDown: false,
