@@ -4,7 +4,7 @@
  * so the will is discarded [MQTT-3.14.4-3] and the close is logged as the DISCONNECT's.
  */
 import { once } from 'node:events';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import mqttPacket from 'mqtt-packet';
 import { describe, expect, it } from 'vitest';
 import { useBrokerProcesses } from '../helpers/process-harness.js';
@@ -12,15 +12,35 @@ import { subscribe } from '../helpers/wait.js';
 
 const { freshDataDir, startBroker, connectRaw, expectMarkerNext } = useBrokerProcesses('broker-last-words-');
 
+type Broker = Awaited<ReturnType<typeof startBroker>>;
+
+/** A broker with a clean subscriber on last/#. */
+async function brokerWithListener(): Promise<{ broker: Broker; subscriber: Awaited<ReturnType<typeof connectRaw>>['client'] }> {
+  const broker = await startBroker(freshDataDir());
+  const { client: subscriber } = await connectRaw(broker, 'listener', true);
+  expect(await subscribe(subscriber, 1, [{ topic: 'last/#', qos: 1 }])).toEqual([1]);
+  return { broker, subscriber };
+}
+
+/** A plain TCP socket to the broker: its bytes, and when it ends, are the test's to decide. */
+async function rawSocket(broker: Broker): Promise<Socket> {
+  const socket = connect(broker.port, '127.0.0.1');
+  await once(socket, 'connect');
+  socket.on('error', () => {});
+  return socket;
+}
+
+/** Waits for the broker's line about `clientId`'s connection ending; the reason it gave. */
+async function disconnectReason(broker: Broker, clientId: string): Promise<string> {
+  const line = new RegExp(`client "${clientId}" disconnected: ([^\\n]*?) clientId=`);
+  while (!line.test(broker.output)) await once(broker.child.stdout!, 'data');
+  return line.exec(broker.output)![1]!;
+}
+
 describe("a client's last words", { timeout: 30_000 }, () => {
   it('connected with a will, then SUBSCRIBE, DISCONNECT and FIN in one segment: the will is discarded [MQTT-3.14.4-3]', async () => {
-    const broker = await startBroker(freshDataDir());
-    const { client: subscriber } = await connectRaw(broker, 'listener', true);
-    expect(await subscribe(subscriber, 1, [{ topic: 'last/#', qos: 1 }])).toEqual([1]);
-
-    const socket = connect(broker.port, '127.0.0.1');
-    await once(socket, 'connect');
-    socket.on('error', () => {});
+    const { broker, subscriber } = await brokerWithListener();
+    const socket = await rawSocket(broker);
     socket.write(
       mqttPacket.generate({
         cmd: 'connect',
@@ -40,20 +60,14 @@ describe("a client's last words", { timeout: 30_000 }, () => {
         mqttPacket.generate({ cmd: 'disconnect' }),
       ]),
     );
-    while (!/client "leaving" disconnected/.test(broker.output)) await once(broker.child.stdout!, 'data');
-    expect(broker.output).toContain('client "leaving" disconnected: DISCONNECT');
+    expect(await disconnectReason(broker, 'leaving')).toBe('DISCONNECT');
     // No will: the next message is a marker published now.
     await expectMarkerNext(broker, subscriber, 'last/marker');
   });
 
   it('CONNECT (persistent session), QoS 0 PUBLISH, DISCONNECT and FIN in one segment, as mosquitto_pub -c sends them: the PUBLISH is still routed', async () => {
-    const broker = await startBroker(freshDataDir());
-    const { client: subscriber } = await connectRaw(broker, 'listener', true);
-    expect(await subscribe(subscriber, 1, [{ topic: 'last/#', qos: 1 }])).toEqual([1]);
-
-    const socket = connect(broker.port, '127.0.0.1');
-    await once(socket, 'connect');
-    socket.on('error', () => {});
+    const { broker, subscriber } = await brokerWithListener();
+    const socket = await rawSocket(broker);
     // Creating the persistent session waits for the store: the PUBLISH and the DISCONNECT wait
     // behind it when the FIN arrives.
     socket.end(
@@ -66,8 +80,7 @@ describe("a client's last words", { timeout: 30_000 }, () => {
     const publish = await subscriber.next('publish');
     expect(publish.topic).toBe('last/words');
     expect(Buffer.from(publish.payload).toString()).toBe('said before leaving');
-    while (!/client "quick-publisher" disconnected/.test(broker.output)) await once(broker.child.stdout!, 'data');
-    expect(broker.output).toContain('client "quick-publisher" disconnected: DISCONNECT');
+    expect(await disconnectReason(broker, 'quick-publisher')).toBe('DISCONNECT');
   });
 
   it('MQTT 5: a DISCONNECT read as the socket closes still sets the Session Expiry Interval: 0 ends the session [MQTT-3.14.2-2] (MQTT 5.0 3.14.2.2.2)', async () => {
@@ -76,9 +89,7 @@ describe("a client's last words", { timeout: 30_000 }, () => {
       { cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clientId: 'leaving5', clean: false, keepalive: 0, properties: { sessionExpiryInterval: 3600 } },
       { protocolVersion: 5 },
     );
-    const socket = connect(broker.port, '127.0.0.1');
-    await once(socket, 'connect');
-    socket.on('error', () => {});
+    const socket = await rawSocket(broker);
     socket.write(connectPacket);
     await once(socket, 'data'); // CONNACK
     socket.end(
@@ -87,12 +98,10 @@ describe("a client's last words", { timeout: 30_000 }, () => {
         mqttPacket.generate({ cmd: 'disconnect', reasonCode: 0, properties: { sessionExpiryInterval: 0 } }, { protocolVersion: 5 }),
       ]),
     );
-    while (!/client "leaving5" disconnected/.test(broker.output)) await once(broker.child.stdout!, 'data');
-    expect(broker.output).toContain('client "leaving5" disconnected: DISCONNECT');
+    expect(await disconnectReason(broker, 'leaving5')).toBe('DISCONNECT');
 
     // Back with Clean Start 0: the session ended with that connection, so none is present [MQTT-3.2.2-2].
-    const again = connect(broker.port, '127.0.0.1');
-    await once(again, 'connect');
+    const again = await rawSocket(broker);
     const parser = mqttPacket.parser({ protocolVersion: 5 });
     const connack = new Promise<mqttPacket.IConnackPacket>((resolve) => parser.once('packet', resolve));
     again.on('data', (chunk) => parser.parse(chunk));
