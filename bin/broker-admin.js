@@ -1,4 +1,4 @@
 #!/usr/bin/env node
-import { main } from '../dist/cli/admin-cli.js';
+import { main } from '../dist/bundle/admin-cli.js';
 
 await main(process.argv);

@@ -1,4 +1,4 @@
 #!/usr/bin/env node
-import { main } from '../dist/cli/broker-cli.js';
+import { main } from '../dist/bundle/broker-cli.js';
 
 await main(process.argv);
