@@ -75,17 +75,19 @@ export function brokerDefinitions(
     }
     return commit ? `${pkg.version} (${commit})` : pkg.version;
   };
+  const nodeFlags = startNodeFlags(root);
   const ours = (sync: boolean): BrokerDefinition => ({
     info: () => ({
       id: sync ? 'ours' : 'ours-nosync',
       label: sync ? 'ours' : 'ours --no-sync',
       version: ourVersion(),
       config:
+        `node ${[...nodeFlags, ''].join(' ')}` +
         (sync
           ? `bin/broker.js defaults (fsync before every ack, group commit) but --max-inflight ${BENCH_MAX_INFLIGHT}`
           : `bin/broker.js --no-sync --max-inflight ${BENCH_MAX_INFLIGHT}`) +
         (oursArgs.length > 0 ? `, with ${oursArgs.join(' ')}` : ''),
-      ...(existsSync(join(root, 'dist/cli/broker-cli.js')) ? {} : { missing: 'dist/ is not built (run `npx tsc -p .`)' }),
+      ...(existsSync(join(root, 'dist/bundle/broker-cli.js')) ? {} : { missing: 'dist/ is not built (run `npm run build`)' }),
     }),
     launch: (dataDir, port, workDir, options = {}) => {
       // A WebSocket listener is a config file's listener (README "MQTT over WebSocket"); --host and --port then set its address.
@@ -94,6 +96,7 @@ export function brokerDefinitions(
       return {
         command: process.execPath,
         args: [
+          ...nodeFlags,
           join(oursDir, 'bin/broker.js'),
           ...(options.websocket ? ['--config', config] : []),
           '--host',
@@ -332,4 +335,16 @@ export function startBroker(
 ): BrokerProcess {
   mkdirSync(dataDir, { recursive: true });
   return new BrokerProcess(id, port, dataDir, definition.launch(dataDir, port, workDir, options), readyTimeoutMs);
+}
+
+/**
+ * Node's own flags in `npm start` (package.json: `node FLAGS bin/broker.js`): the bench runs our
+ * broker as a user who follows the README does, V8's heap settings included.
+ */
+function startNodeFlags(root: string): string[] {
+  const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { scripts?: { start?: string } };
+  const words = (pkg.scripts?.start ?? '').split(/\s+/);
+  const script = words.indexOf('bin/broker.js');
+  if (words[0] !== 'node' || script < 0) throw new Error(`package.json: npm start is not "node [flags] bin/broker.js": ${pkg.scripts?.start}`);
+  return words.slice(1, script);
 }
