@@ -74,7 +74,7 @@ export interface OutboundStore {
   readQueue(afterSeq: number, limit: number, maxBytes?: number): Promise<OutboundEntry[]>;
   raiseDupMark(throughSeq: number): Promise<void>;
   setDupMark(throughSeq: number): Promise<void>;
-  markReleased(seq: number, packetId: number): Promise<void>;
+  markReleased(entry: Completion, packetId: number): Promise<void>;
   complete(entries: Completion[]): Promise<void>;
   /** Makes the session's next link wait for `write`, submitted or not yet. */
   track<T>(write: Promise<T>): Promise<T>;
@@ -288,8 +288,14 @@ export class OutboundFlow {
     this.#finish(inflight);
   }
 
-  /** PUBREC: store that the QoS2 message arrived, then PUBREL [MQTT-4.3.3-1]. */
+  /**
+   * PUBREC: store that the QoS2 message arrived, then PUBREL [MQTT-4.3.3-1]. Nothing is stored
+   * once the flow is closed: the store trusts the entry handed back to be still queued, which only
+   * holds while this flow is the session's (a discard unlinks it first). The client's next
+   * connection gets the PUBLISH again and answers it with PUBREC again.
+   */
   async received(packetId: number): Promise<void> {
+    if (this.#closed) return;
     const inflight = this.#inflight.get(packetId);
     if (!inflight || inflight.entry.qos !== 2) return;
     if (inflight.state === 'released') {
@@ -298,7 +304,7 @@ export class OutboundFlow {
     }
     if (inflight.state !== 'sent') return;
     inflight.state = 'releasing';
-    await this.#session.markReleased(inflight.entry.seq, packetId);
+    await this.#session.markReleased(inflight.entry, packetId);
     if (this.#closed) return;
     inflight.state = 'released';
     this.channel.pubrel(packetId);

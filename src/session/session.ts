@@ -209,8 +209,8 @@ export class Session implements OutboundStore, InboundStore {
     return this.#track(this.#store.setDupMark(this.clientId, throughSeq));
   }
 
-  markReleased(seq: number, packetId: number): Promise<void> {
-    return this.#track(this.#store.markReleased(this.clientId, seq, packetId));
+  markReleased(entry: Completion, packetId: number): Promise<void> {
+    return this.#track(this.#store.markReleased(this.clientId, entry, packetId));
   }
 
   complete(entries: Completion[]): Promise<void> {

@@ -473,15 +473,28 @@ export class LevelRepository implements SessionRepository {
     await writer.submit({ prepare: (batch) => writeDupMark(batch, clientId, through, exact) });
   }
 
-  async markReleased(clientId: string, seq: number, packetId: number): Promise<void> {
+  async markReleased(clientId: string, entry: Completion, packetId: number): Promise<void> {
+    const seq = typeof entry === 'number' ? entry : entry.seq;
+    const key = keys.queueEntry(clientId, seq);
+    const held = typeof entry === 'number' ? undefined : entry.stored;
     await this.#openWriter().submit({
       prepare: (batch) => {
         // An entry completed or destroyed meanwhile must not get a release record without an entry.
-        if (batch.has(keys.queueEntry(clientId, seq))) {
-          batch.put(keys.release(clientId, seq), { s: 2, i: packetId } satisfies ReleaseValue);
-        }
+        if (!this.#stillQueued(batch, clientId, key, held)) return;
+        batch.put(keys.release(clientId, seq), { s: 2, i: packetId } satisfies ReleaseValue);
       },
     });
+  }
+
+  /**
+   * Whether the queue entry under `key` is there, as the batch sees it. An entry handed out whole
+   * (HeldEntry) and not completed yet is trusted, as `complete` trusts it, unless its session is
+   * being destroyed or this batch removed it: that spares a read of the store (about 4 µs, a
+   * tenth of a QoS 2 delivery's CPU while draining). Anything else is read.
+   */
+  #stillQueued(batch: BatchBuilder, clientId: string, key: string, held: unknown): boolean {
+    if (held instanceof HeldEntry && !held.completed && held.key === key && this.#nextSeq.has(clientId)) return !batch.deletes(key);
+    return batch.has(key);
   }
 
   async complete(clientId: string, ...completions: Completion[]): Promise<void> {
@@ -511,6 +524,7 @@ export class LevelRepository implements SessionRepository {
     let bytes = 0;
     for (const { seq, entry } of held) {
       if (batch.deletes(entry.key)) continue; // completed earlier in this batch: counted out already
+      entry.completed = true;
       batch.del(entry.key);
       count++;
       bytes += entry.size;
@@ -640,6 +654,9 @@ function readAheadBytes(limit: number, maxBytes: number): number {
  * reference count goes down, so it is read back.
  */
 class HeldEntry {
+  /** Set once `complete` removed the entry: a late markReleased with it then reads the store. */
+  completed = false;
+
   constructor(
     readonly key: string,
     readonly size: number,

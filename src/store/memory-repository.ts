@@ -213,9 +213,9 @@ export class MemoryRepository implements SessionRepository {
     }
   }
 
-  async markReleased(clientId: string, seq: number, packetId: number): Promise<void> {
+  async markReleased(clientId: string, released: Completion, packetId: number): Promise<void> {
     this.#checkOpen();
-    const entry = this.#sessions.get(clientId)?.queue.get(seq);
+    const entry = this.#sessions.get(clientId)?.queue.get(typeof released === 'number' ? released : released.seq);
     if (entry) {
       entry.state = 'released';
       entry.packetId = packetId;

@@ -43,9 +43,10 @@ export interface OutboundEntry {
 }
 
 /**
- * What `complete` takes: a seq, or an entry as `readOutbound` returned it. A seq may be completed
- * any number of times; an entry (with its `stored`) only once, as the session does: the repository
- * may trust it instead of reading the entry back.
+ * What `complete` and `markReleased` take: a seq, or an entry as `readOutbound` (or the session's
+ * enqueue) returned it. A seq may be completed any number of times; an entry (with its `stored`)
+ * only once, as the session does, and not after it was completed: the repository may trust it to
+ * be still queued instead of reading the entry back.
  */
 export type Completion = number | Pick<OutboundEntry, 'seq' | 'stored'>;
 
@@ -209,8 +210,12 @@ export interface SessionRepository {
    * it was sent (a session whose connection ends with entries marked ahead but never sent).
    */
   setDupMark(clientId: string, throughSeq: number): Promise<void>;
-  /** PUBREC arrived for an outbound QoS2 entry: from now on it is PUBREL that gets resent. */
-  markReleased(clientId: string, seq: number, packetId: number): Promise<void>;
+  /**
+   * PUBREC arrived for an outbound QoS2 entry: from now on it is PUBREL that gets resent. An entry
+   * no longer queued gets nothing (a release record without its entry could mark a later entry
+   * that reuses the seq after a restart).
+   */
+  markReleased(clientId: string, entry: Completion, packetId: number): Promise<void>;
   /**
    * PUBACK (QoS1) or PUBCOMP (QoS2) arrived: the entries are gone. Also drops undeliverable
    * entries. Several seqs in one call are one transition: a draining session completes every

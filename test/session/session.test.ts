@@ -7,10 +7,13 @@ import { MemoryRepository } from '../../src/store/memory-repository.js';
 /** A connection stand-in that records what the session hands it. */
 class RecordingChannel implements OutboundChannel {
   readonly published: OutgoingPublish[] = [];
+  readonly pubrels: number[] = [];
   publish(packet: OutgoingPublish): void {
     this.published.push(packet);
   }
-  pubrel(): void {}
+  pubrel(packetId: number): void {
+    this.pubrels.push(packetId);
+  }
   end(): void {}
 }
 
@@ -49,5 +52,25 @@ describe('Session and its outbound flow', () => {
       [1, '65536'],
       [2, '65537'],
     ]);
+  });
+
+  it('a PUBREC handled after the connection was unlinked stores nothing: the entry stays sent, so the next connection sends the PUBLISH again [MQTT-4.4.0-1]', async () => {
+    const repository = new MemoryRepository();
+    await repository.open();
+    await repository.createSession('s');
+    await repository.publish({ message: { topic: 't', payload: Buffer.from('m'), qos: 2 }, deliveries: [{ clientId: 's', qos: 2, retain: false }] });
+    const session = new Session('s', false, repository, { limits: { maxInflight: 10, readWindow: 10, readWindowBytes: 1_000_000 } }, silentLogger);
+    const channel = new RecordingChannel();
+    const link = session.link(channel);
+    await session.resume(link);
+    await turn();
+    expect(channel.published.map((publish) => publish.qos)).toEqual([2]);
+
+    // The session is discarded or taken over: its flow is closed first, and the store may be told
+    // to trust no entry that flow holds.
+    session.unlink(channel);
+    await link.outbound.received(channel.published[0]!.packetId!);
+    expect(channel.pubrels).toEqual([]);
+    expect((await repository.readOutbound('s', 0, 10)).map((entry) => entry.state)).toEqual(['dup']);
   });
 });

@@ -403,6 +403,11 @@ describe('LevelRepository: DUP mark, released entries and queue stats on disk', 
     await repository.complete('a', seqs[0]!);
     // markReleased of an entry already completed must not leave a record behind.
     await repository.markReleased('a', seqs[0]!, 1);
+    // Nor when it is handed the entry as readOutbound returned it, which it trusts until completed.
+    const [held] = await repository.readOutbound('a', seqs[0]!, 1);
+    expect(held!.seq).toBe(seqs[1]);
+    await repository.complete('a', held!);
+    await repository.markReleased('a', held!, 2);
     await repository.close();
     entries = await rawEntries(location);
     expect(keysWithPrefix(entries, RELEASE_PREFIX)).toEqual([]);

@@ -1461,6 +1461,25 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           ]);
         }));
 
+      it('markReleased takes an entry as readOutbound returned it, as complete does; once that entry is completed it gets no release', () =>
+        withFixture(async ({ repository }) => {
+          const seqs = await entries(repository, 3, 2);
+          await repository.raiseDupMark('a', seqs[2]!);
+          const [first, second, third] = await readAll(repository, 'a');
+          await repository.markReleased('a', first!, 5);
+          expect(await statesOf(repository)).toEqual([
+            [seqs[0], 'released', 5],
+            [seqs[1], 'dup', undefined],
+            [seqs[2], 'dup', undefined],
+          ]);
+          // Completed first, then a late PUBREC's release: nothing, whether in one batch or after it.
+          await repository.complete('a', second!);
+          await repository.markReleased('a', second!, 6);
+          await Promise.all([repository.complete('a', third!), repository.markReleased('a', third!, 7)]);
+          expect(await statesOf(repository)).toEqual([[seqs[0], 'released', 5]]);
+          expect(await repository.queueStats('a')).toEqual({ messages: 1, bytes: 2, dropped: 0 });
+        }));
+
       it('a released entry stays released with its packet id whatever the DUP mark does at or above it', () =>
         withFixture(async ({ repository }) => {
           const seqs = await entries(repository, 3, 2);
