@@ -179,7 +179,7 @@ export class Uplink implements OutboundChannel {
         if (!this.#checkAck(link, packet.messageId!, 'pubrec')) return;
         // A PUBREC of 0x80 or more ends the exchange: no PUBREL [MQTT-4.3.3-4].
         if ((packet.reasonCode ?? 0) >= 0x80) this.#refusedUpstream(packet.messageId!, packet.reasonCode!, () => link.outbound.refused(packet.messageId!));
-        else void link.outbound.received(packet.messageId!).catch((error: unknown) => this.end(`store failure: ${errorMessage(error)}`));
+        else link.outbound.received(packet.messageId!); // a failed write ends the link, as for completions
         return;
       case 'pubcomp':
         if (this.#checkAck(link, packet.messageId!, 'pubcomp')) this.#acknowledged(packet.messageId!, () => link.outbound.completed(packet.messageId!));

@@ -1,7 +1,7 @@
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { LogCauses, summaryOf } from '../log-summary.js';
-import type { Completion, Delivery, Message, MessageProperties, OutboundEntry, QoS } from '../store/repository.js';
+import type { Completion, Delivery, Message, MessageProperties, OutboundEntry, QoS, Release } from '../store/repository.js';
 import { EntryWindow } from './entry-window.js';
 import { Fifo } from './fifo.js';
 import { MAX_PACKET_ID, packetIdOf } from './packet-ids.js';
@@ -74,7 +74,7 @@ export interface OutboundStore {
   readQueue(afterSeq: number, limit: number, maxBytes?: number): Promise<OutboundEntry[]>;
   raiseDupMark(throughSeq: number): Promise<void>;
   setDupMark(throughSeq: number): Promise<void>;
-  markReleased(entry: Completion, packetId: number): Promise<void>;
+  markReleased(releases: Release[]): Promise<void>;
   complete(entries: Completion[]): Promise<void>;
   /** Makes the session's next link wait for `write`, submitted or not yet. */
   track<T>(write: Promise<T>): Promise<T>;
@@ -148,6 +148,8 @@ export class OutboundFlow {
   #dupMarkWrite: Promise<void> = Promise.resolve();
   /** Entries acknowledged in this tick: one write completes them all. */
   #completing: Completion[] = [];
+  /** QoS 2 entries whose PUBREC arrived in this tick: one write releases them all. */
+  #releasing: Inflight[] = [];
   /** Waiting for a full channel to drain (see OutboundChannel.room). */
   #awaitingDrain = false;
   /** Bytes of bursts waiting for their DUP mark: handed to the channel soon, not counted in its room yet. */
@@ -289,12 +291,13 @@ export class OutboundFlow {
   }
 
   /**
-   * PUBREC: store that the QoS2 message arrived, then PUBREL [MQTT-4.3.3-1]. Nothing is stored
-   * once the flow is closed: the store trusts the entry handed back to be still queued, which only
-   * holds while this flow is the session's (a discard unlinks it first). The client's next
-   * connection gets the PUBLISH again and answers it with PUBREC again.
+   * PUBREC: store that the QoS2 message arrived, then PUBREL [MQTT-4.3.3-1]. The PUBRECs of one
+   * tick are stored as one transition, as completions are. Nothing is stored once the flow is
+   * closed: the store trusts the entries handed back to be still queued, which only holds while
+   * this flow is the session's (a discard unlinks it first). The client's next connection gets
+   * the PUBLISH again and answers it with PUBREC again. A failed write ends the connection.
    */
-  async received(packetId: number): Promise<void> {
+  received(packetId: number): void {
     if (this.#closed) return;
     const inflight = this.#inflight.get(packetId);
     if (!inflight || inflight.entry.qos !== 2) return;
@@ -304,10 +307,21 @@ export class OutboundFlow {
     }
     if (inflight.state !== 'sent') return;
     inflight.state = 'releasing';
-    await this.#session.markReleased(inflight.entry, packetId);
-    if (this.#closed) return;
-    inflight.state = 'released';
-    this.channel.pubrel(packetId);
+    this.#releasing.push(inflight);
+    if (this.#releasing.length > 1) return;
+    // Tracked from now, not from the submit: the next link must not read the store in between.
+    const write = new Promise<void>((resolve) => process.nextTick(resolve)).then(async () => {
+      const releasing = this.#releasing;
+      this.#releasing = [];
+      if (this.#closed) return;
+      await this.#session.markReleased(releasing.map(({ entry, packetId }) => ({ entry, packetId })));
+      if (this.#closed) return;
+      for (const released of releasing) {
+        released.state = 'released';
+        this.channel.pubrel(released.packetId);
+      }
+    });
+    this.#session.track(write).catch((error: unknown) => this.#fail(error));
   }
 
   /** An MQTT 5 PUBREC with an error reason: the client refused the QoS 2 message, which is complete unreleased. */

@@ -1,6 +1,6 @@
 import type { Logger } from '../logger.js';
 import type { Route } from '../routing/topic-tree.js';
-import type { Completion, Delivery, Message, OutboundEntry, QoS, QueueStats, SessionRepository, Subscription } from '../store/repository.js';
+import type { Completion, Delivery, Message, OutboundEntry, QoS, QueueStats, Release, SessionRepository, Subscription } from '../store/repository.js';
 import { InboundFlow, type InboundStore } from './inbound-flow.js';
 import { OutboundFlow, type OutboundChannel, type OutboundOptions, type OutboundStore } from './outbound-flow.js';
 
@@ -209,8 +209,8 @@ export class Session implements OutboundStore, InboundStore {
     return this.#track(this.#store.setDupMark(this.clientId, throughSeq));
   }
 
-  markReleased(entry: Completion, packetId: number): Promise<void> {
-    return this.#track(this.#store.markReleased(this.clientId, entry, packetId));
+  markReleased(releases: Release[]): Promise<void> {
+    return this.#track(this.#store.markReleased(this.clientId, ...releases));
   }
 
   complete(entries: Completion[]): Promise<void> {

@@ -42,6 +42,7 @@ import {
 } from './key-layout.js';
 import type {
   Completion,
+  Release,
   OnDiskStore,
   Delivery,
   Message,
@@ -473,15 +474,15 @@ export class LevelRepository implements SessionRepository {
     await writer.submit({ prepare: (batch) => writeDupMark(batch, clientId, through, exact) });
   }
 
-  async markReleased(clientId: string, entry: Completion, packetId: number): Promise<void> {
-    const seq = typeof entry === 'number' ? entry : entry.seq;
-    const key = keys.queueEntry(clientId, seq);
-    const held = typeof entry === 'number' ? undefined : entry.stored;
+  async markReleased(clientId: string, ...releases: Release[]): Promise<void> {
     await this.#openWriter().submit({
       prepare: (batch) => {
-        // An entry completed or destroyed meanwhile must not get a release record without an entry.
-        if (!this.#stillQueued(batch, clientId, key, held)) return;
-        batch.put(keys.release(clientId, seq), { s: 2, i: packetId } satisfies ReleaseValue);
+        for (const { entry, packetId } of releases) {
+          const seq = typeof entry === 'number' ? entry : entry.seq;
+          // An entry completed or destroyed meanwhile must not get a release record without an entry.
+          if (!this.#stillQueued(batch, clientId, keys.queueEntry(clientId, seq), typeof entry === 'number' ? undefined : entry.stored)) continue;
+          batch.put(keys.release(clientId, seq), { s: 2, i: packetId } satisfies ReleaseValue);
+        }
       },
     });
   }

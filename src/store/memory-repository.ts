@@ -3,6 +3,7 @@ import { admit, DEFAULT_QUEUE_LIMITS, emptyQueueStats, release, type QueueLimits
 import { admitRetained, DEFAULT_RETAINED_LIMITS, emptyRetainedStats, removeRetained, type RetainedLimits, type RetainedStats } from './retained-limits.js';
 import type {
   Completion,
+  Release,
   OutboundEntry,
   PublishResult,
   PublishTransition,
@@ -213,12 +214,15 @@ export class MemoryRepository implements SessionRepository {
     }
   }
 
-  async markReleased(clientId: string, released: Completion, packetId: number): Promise<void> {
+  async markReleased(clientId: string, ...releases: Release[]): Promise<void> {
     this.#checkOpen();
-    const entry = this.#sessions.get(clientId)?.queue.get(typeof released === 'number' ? released : released.seq);
-    if (entry) {
-      entry.state = 'released';
-      entry.packetId = packetId;
+    const queue = this.#sessions.get(clientId)?.queue;
+    for (const { entry: released, packetId } of releases) {
+      const entry = queue?.get(typeof released === 'number' ? released : released.seq);
+      if (entry) {
+        entry.state = 'released';
+        entry.packetId = packetId;
+      }
     }
   }
 

@@ -50,6 +50,12 @@ export interface OutboundEntry {
  */
 export type Completion = number | Pick<OutboundEntry, 'seq' | 'stored'>;
 
+/** What `markReleased` takes for each PUBREC: the entry (as for `complete`) and the packet id PUBREL is sent with. */
+export interface Release {
+  entry: Completion;
+  packetId: number;
+}
+
 export interface StoredSession {
   clientId: string;
   subscriptions: Subscription[];
@@ -211,11 +217,12 @@ export interface SessionRepository {
    */
   setDupMark(clientId: string, throughSeq: number): Promise<void>;
   /**
-   * PUBREC arrived for an outbound QoS2 entry: from now on it is PUBREL that gets resent. An entry
+   * PUBREC arrived for outbound QoS2 entries: from now on it is PUBREL that gets resent. An entry
    * no longer queued gets nothing (a release record without its entry could mark a later entry
-   * that reuses the seq after a restart).
+   * that reuses the seq after a restart). Several in one call are one transition: the PUBRECs of
+   * one socket read are stored together.
    */
-  markReleased(clientId: string, entry: Completion, packetId: number): Promise<void>;
+  markReleased(clientId: string, ...releases: Release[]): Promise<void>;
   /**
    * PUBACK (QoS1) or PUBCOMP (QoS2) arrived: the entries are gone. Also drops undeliverable
    * entries. Several seqs in one call are one transition: a draining session completes every

@@ -201,7 +201,7 @@ describe('LevelRepository: checked records', TIMEOUT, () => {
       inbound: { clientId: 'b', packetId: 7 },
     });
     await repository.raiseDupMark('a', seqOf(seqs, 'a'));
-    await repository.markReleased('a', seqOf(seqs, 'a'), 1);
+    await repository.markReleased('a', { entry: seqOf(seqs, 'a'), packetId: 1 });
     await repository.close();
     const entries = await rawEntries(location);
     // Every kind of record the layout has, but the sync mark (only with a sync interval).
@@ -390,7 +390,7 @@ describe('LevelRepository: DUP mark, released entries and queue stats on disk', 
       seqs.push(seqOf(await repository.publish({ message: message('t', `m${i}`, 2), deliveries: [{ clientId: 'a', qos: 2, retain: false }] }), 'a'));
     }
     for (const seq of seqs) await repository.raiseDupMark('a', seq);
-    await repository.markReleased('a', seqs[0]!, 4242);
+    await repository.markReleased('a', { entry: seqs[0]!, packetId: 4242 });
     await repository.close();
 
     let entries = await rawEntries(location);
@@ -402,12 +402,12 @@ describe('LevelRepository: DUP mark, released entries and queue stats on disk', 
     repository = await openRepository(location);
     await repository.complete('a', seqs[0]!);
     // markReleased of an entry already completed must not leave a record behind.
-    await repository.markReleased('a', seqs[0]!, 1);
+    await repository.markReleased('a', { entry: seqs[0]!, packetId: 1 });
     // Nor when it is handed the entry as readOutbound returned it, which it trusts until completed.
     const [held] = await repository.readOutbound('a', seqs[0]!, 1);
     expect(held!.seq).toBe(seqs[1]);
     await repository.complete('a', held!);
-    await repository.markReleased('a', held!, 2);
+    await repository.markReleased('a', { entry: held!, packetId: 2 });
     await repository.close();
     entries = await rawEntries(location);
     expect(keysWithPrefix(entries, RELEASE_PREFIX)).toEqual([]);

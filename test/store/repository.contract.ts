@@ -690,13 +690,13 @@ class MarkReleasedCmd extends ClientCmd {
     const session = model.sessions.get(clientId);
     const inFlight = session?.queue.filter((entry) => stateOf(session, entry) !== 'queued') ?? [];
     const seq = (this.#seq = pickAmong(session, inFlight, this.pick));
-    await real.repository.markReleased(clientId, seq, this.packetId);
+    await real.repository.markReleased(clientId, { entry: seq, packetId: this.packetId });
     const entry = session?.queue.find((e) => e.seq === seq);
     if (entry) entry.released = this.packetId;
     await expectMatchesModel(model, real.repository, this.toString());
   }
   toString(): string {
-    return `markReleased(${this.who}, pick ${this.pick}${this.#seq === undefined ? '' : `=seq ${this.#seq}`}, packetId ${this.packetId})`;
+    return `markReleased(${this.who}, { entry: pick ${this.pick}${this.#seq === undefined ? '' : `=seq ${this.#seq}`}, packetId: ${this.packetId} })`;
   }
 }
 
@@ -1445,7 +1445,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
         withFixture(async ({ repository }) => {
           const seqs = await entries(repository, 3, 2);
           await repository.raiseDupMark('a', seqs[1]!);
-          await repository.markReleased('a', seqs[0]!, 7);
+          await repository.markReleased('a', { entry: seqs[0]!, packetId: 7 });
           for (let i = 0; i < 2; i++) {
             expect(await statesOf(repository)).toEqual([
               [seqs[0], 'released', 7],
@@ -1453,7 +1453,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
               [seqs[2], 'queued', undefined],
             ]);
           }
-          await repository.markReleased('a', seqs[1]!, 65535);
+          await repository.markReleased('a', { entry: seqs[1]!, packetId: 65535 });
           expect(await statesOf(repository)).toEqual([
             [seqs[0], 'released', 7],
             [seqs[1], 'released', 65535],
@@ -1466,7 +1466,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           const seqs = await entries(repository, 3, 2);
           await repository.raiseDupMark('a', seqs[2]!);
           const [first, second, third] = await readAll(repository, 'a');
-          await repository.markReleased('a', first!, 5);
+          await repository.markReleased('a', { entry: first!, packetId: 5 });
           expect(await statesOf(repository)).toEqual([
             [seqs[0], 'released', 5],
             [seqs[1], 'dup', undefined],
@@ -1474,17 +1474,29 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           ]);
           // Completed first, then a late PUBREC's release: nothing, whether in one batch or after it.
           await repository.complete('a', second!);
-          await repository.markReleased('a', second!, 6);
-          await Promise.all([repository.complete('a', third!), repository.markReleased('a', third!, 7)]);
+          await repository.markReleased('a', { entry: second!, packetId: 6 });
+          await Promise.all([repository.complete('a', third!), repository.markReleased('a', { entry: third!, packetId: 7 })]);
           expect(await statesOf(repository)).toEqual([[seqs[0], 'released', 5]]);
           expect(await repository.queueStats('a')).toEqual({ messages: 1, bytes: 2, dropped: 0 });
+        }));
+
+      it('markReleased of several entries is one transition: each still queued is released, one completed before is skipped', () =>
+        withFixture(async ({ repository }) => {
+          const seqs = await entries(repository, 3, 2);
+          await repository.raiseDupMark('a', seqs[2]!);
+          await repository.complete('a', seqs[1]!);
+          await repository.markReleased('a', { entry: seqs[0]!, packetId: 3 }, { entry: seqs[1]!, packetId: 4 }, { entry: seqs[2]!, packetId: 5 });
+          expect(await statesOf(repository)).toEqual([
+            [seqs[0], 'released', 3],
+            [seqs[2], 'released', 5],
+          ]);
         }));
 
       it('a released entry stays released with its packet id whatever the DUP mark does at or above it', () =>
         withFixture(async ({ repository }) => {
           const seqs = await entries(repository, 3, 2);
           await repository.raiseDupMark('a', seqs[1]!);
-          await repository.markReleased('a', seqs[1]!, 9);
+          await repository.markReleased('a', { entry: seqs[1]!, packetId: 9 });
           await repository.raiseDupMark('a', seqs[2]! + 10);
           expect(await statesOf(repository)).toEqual([
             [seqs[0], 'dup', undefined],
@@ -1503,7 +1515,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
         withFixture(async ({ repository }) => {
           const seqs = await entries(repository, 4, 2);
           await repository.raiseDupMark('a', seqs[2]!);
-          await repository.markReleased('a', seqs[0]!, 1);
+          await repository.markReleased('a', { entry: seqs[0]!, packetId: 1 });
           await repository.complete('a', seqs[1]!);
           expect(await statesOf(repository)).toEqual([
             [seqs[0], 'released', 1],
@@ -1533,17 +1545,17 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           await repository.raiseDupMark('a', seq);
           const before = (await readAll(repository, 'a')).map(normalizeEntry);
           await repository.complete('a', seq + 1000);
-          await repository.markReleased('a', seq + 1000, 6);
+          await repository.markReleased('a', { entry: seq + 1000, packetId: 6 });
           await repository.complete('nobody', seq);
           await repository.raiseDupMark('nobody', seq);
-          await repository.markReleased('nobody', seq, 6);
+          await repository.markReleased('nobody', { entry: seq, packetId: 6 });
           expect((await readAll(repository, 'a')).map(normalizeEntry)).toEqual(before);
           expect(await readAll(repository, 'nobody')).toEqual([]);
           expect(await repository.queueStats('a')).toEqual({ messages: 1, bytes: 1, dropped: 0 });
           // A completed seq stays gone whatever arrives late for it.
           await repository.complete('a', seq);
           await repository.complete('a', seq);
-          await repository.markReleased('a', seq, 9);
+          await repository.markReleased('a', { entry: seq, packetId: 9 });
           expect(await readAll(repository, 'a')).toEqual([]);
           expect(await repository.queueStats('a')).toEqual({ messages: 0, bytes: 0, dropped: 0 });
           const next = seqOf(await repository.publish({ message: message('t', 'n'), deliveries: [to('a')] }), 'a');
@@ -1558,9 +1570,9 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           const third = seqOf(await repository.publish({ message: message('t', 'r', 2), deliveries: [to('a', 2)] }), 'a');
           await Promise.all([
             repository.raiseDupMark('a', seq),
-            repository.markReleased('a', seq, 11),
+            repository.markReleased('a', { entry: seq, packetId: 11 }),
             repository.raiseDupMark('a', third),
-            repository.markReleased('a', second, 12),
+            repository.markReleased('a', { entry: second, packetId: 12 }),
             repository.complete('a', second),
             repository.setDupMark('a', seq),
           ]);
@@ -1636,7 +1648,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           expect(await repository.queueStats('a')).toEqual(stats(3, 8, 0));
           expect(await repository.queueStats('b')).toEqual(stats(3, 8, 0));
           await repository.raiseDupMark('a', seqs[2]!);
-          await repository.markReleased('a', seqs[0]!, 1);
+          await repository.markReleased('a', { entry: seqs[0]!, packetId: 1 });
           expect(await repository.queueStats('a')).toEqual(stats(3, 8, 0));
           await repository.complete('a', seqs[0]!);
           expect(await repository.queueStats('a')).toEqual(stats(2, 3, 0));
@@ -1661,7 +1673,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           const bytes = (list: number[]) => list.reduce((sum, seq) => sum + seqs.indexOf(seq), 0);
           expect(await repository.queueStats('a')).toEqual(stats(100, bytes(seqs), 0));
           await repository.raiseDupMark('a', seqs[99]!);
-          await repository.markReleased('a', seqs[0]!, 1);
+          await repository.markReleased('a', { entry: seqs[0]!, packetId: 1 });
           const done = seqs.slice(0, 60);
           await repository.complete('a', ...done, seqs[0]!, seqs[1]!, seqs[99]! + 1000);
           const left = seqs.slice(60);
@@ -1688,7 +1700,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           const size = (list: OutboundEntry[]) => list.reduce((sum, entry) => sum + entry.message.payload.length, 0);
           expect(await repository.queueStats('a')).toEqual(stats(60, size(entries), 0));
           await repository.raiseDupMark('a', entries[59]!.seq);
-          await repository.markReleased('a', entries[0]!.seq, 1);
+          await repository.markReleased('a', { entry: entries[0]!.seq, packetId: 1 });
           // Entries and bare seqs mixed, in two calls.
           await repository.complete('a', ...entries.slice(0, 20));
           await repository.complete('a', ...entries.slice(20, 40).map((entry) => entry.seq));
@@ -1708,7 +1720,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           const entries = await readAll(repository, 'a');
           await repository.raiseDupMark('a', entries[5]!.seq);
           // Released (PUBREC stored): completing it also removes what PUBREC stored.
-          await repository.markReleased('a', entries[0]!.seq, 7);
+          await repository.markReleased('a', { entry: entries[0]!.seq, packetId: 7 });
           await Promise.all([
             repository.complete('a', entries[0]!, entries[1]!),
             repository.complete('a', entries[0]!.seq, entries[1]!.seq, entries[2]!.seq),
@@ -1728,7 +1740,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           const sharedSeq = (await repository.publish({ message: message('t', 'two!', 1), deliveries: [sharedA, to('b', 1)] })).get('a')!;
           await repository.raiseDupMark('a', sharedSeq);
           // Released (PUBREC stored): completing it also removes what PUBREC stored.
-          await repository.markReleased('a', aloneSeq, 3);
+          await repository.markReleased('a', { entry: aloneSeq, packetId: 3 });
           await Promise.all([
             repository.complete('a', { seq: aloneSeq, stored: alone.stored }, { seq: sharedSeq, stored: sharedA.stored }),
             repository.complete('a', aloneSeq),
@@ -2354,7 +2366,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           await repository.publish({ message: message('t', 'payload'), deliveries: [{ ...to('old'), shared: ['$share/g/t'] }, to('other')] });
           await repository.publish({ message: message('t', 'second', 2), deliveries: [{ ...to('old', 2), shared: ['$share/g/t'] }] });
           const [first, second] = await readAll(repository, 'old');
-          await repository.markReleased('old', second!.seq, 9);
+          await repository.markReleased('old', { entry: second!.seq, packetId: 9 });
           const moved = await repository.publish({ message: first!.message, deliveries: [{ ...to('new'), shared: ['$share/g/t'] }], handOver: { clientId: 'old', seq: first!.seq } });
           expect([...moved.keys()]).toEqual(['new']);
           await repository.publish({ message: second!.message, deliveries: [{ ...to('new', 2), shared: ['$share/g/t'] }], handOver: { clientId: 'old', seq: second!.seq } });
@@ -2422,7 +2434,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           const sent = await repository.publish({ message: message('a/2', 'sent', 2), deliveries: [to('gone', 2)] });
           const released = await repository.publish({ message: message('a/3', 'rel', 2), deliveries: [to('gone', 2)] });
           await repository.raiseDupMark('gone', seqOf(released, 'gone'));
-          await repository.markReleased('gone', seqOf(released, 'gone'), 4);
+          await repository.markReleased('gone', { entry: seqOf(released, 'gone'), packetId: 4 });
           expect(seqOf(sent, 'gone')).toBeLessThan(seqOf(released, 'gone'));
           const shared = await repository.publish({
             message: message('a/4', 'shared', 1),
@@ -2512,7 +2524,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
         ['publish', (r) => r.publish({ message: message('x', 'p'), deliveries: [to('a')] })],
         ['raiseDupMark', (r, seq) => r.raiseDupMark('a', seq)],
         ['setDupMark', (r, seq) => r.setDupMark('a', seq)],
-        ['markReleased', (r, seq) => r.markReleased('a', seq, 1)],
+        ['markReleased', (r, seq) => r.markReleased('a', { entry: seq, packetId: 1 })],
         ['complete', (r, seq) => r.complete('a', seq)],
         ['releaseInbound', (r) => r.releaseInbound('a', 1)],
         ['clearRetained', (r) => r.clearRetained('x')],
@@ -2559,7 +2571,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
             inbound: { clientId: 'b', packetId: 300 },
           });
           await repository.raiseDupMark('a', seqOf(released, 'a'));
-          await repository.markReleased('a', seqOf(released, 'a'), 18);
+          await repository.markReleased('a', { entry: seqOf(released, 'a'), packetId: 18 });
           await repository.raiseDupMark('b', seqOf(shared, 'b'));
           await repository.publish({ message: message('z', 'retained-only', 0), deliveries: [], retained: 'set' });
           expect(seqOf(sent, 'a')).toBeLessThan(seqOf(queued, 'a'));
@@ -2592,7 +2604,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           expect(await again.queueStats('nobody')).toBeUndefined();
 
           // And the reopened store keeps working: transitions on the restored state.
-          await again.markReleased('b', seqOf(shared, 'b'), 1);
+          await again.markReleased('b', { entry: seqOf(shared, 'b'), packetId: 1 });
           await again.complete('a', seqOf(shared, 'a'));
           await again.releaseInbound('b', 300);
           expect((await readAll(again, 'b')).map((e) => [e.state, e.packetId, e.message.payload.toString()])).toEqual([

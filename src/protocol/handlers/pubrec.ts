@@ -11,5 +11,5 @@ export function handlePubrec(connection: Connection, packet: IPubrecPacket): voi
   const packetId = packet.messageId!;
   const outbound = flowAcknowledged(connection, 'pubrec', packetId);
   if ((packet.reasonCode ?? 0) >= 0x80) outbound.refused(packetId);
-  else connection.background(outbound.received(packetId));
+  else outbound.received(packetId);
 }
