@@ -260,9 +260,23 @@ export class Connection implements OutboundChannel {
     this.#unacknowledgedQos1--;
   }
 
-  /** DISCONNECT: the will is discarded [MQTT-3.14.4-3]. */
-  discardWill(): void {
-    this.#will = undefined;
+  /**
+   * What a DISCONNECT changes before the connection closes, whether its handler or the close of a
+   * client gone before that handler ran (#closeAfterPeer) applies it: an MQTT 5 client's new
+   * Session Expiry Interval, never from 0 [MQTT-3.14.2-2] (a ProtocolViolation, nothing changed),
+   * and the will, discarded [MQTT-3.14.4-3] unless the reason is 0x04, Disconnect with Will
+   * Message. Returns whether the will stays. Storing the expiry is the caller's.
+   */
+  applyDisconnect({ reasonCode, properties }: IDisconnectPacket): { withWill: boolean } {
+    const expiry = properties?.sessionExpiryInterval;
+    const session = this.#link?.session;
+    if (expiry !== undefined && session !== undefined) {
+      if (session.expiry === 0 && expiry !== 0) throw new ProtocolViolation('DISCONNECT sets a Session Expiry Interval where CONNECT had 0 [MQTT-3.14.2-2]');
+      session.expiry = expiry;
+    }
+    const withWill = this.#protocolVersion === 5 && reasonCode === Reason.DISCONNECT_WITH_WILL;
+    if (!withWill) this.#will = undefined;
+    return { withWill };
   }
 
   /** The session this connection belongs to; the dispatcher lets no packet but CONNECT through before there is one. */
@@ -529,20 +543,15 @@ export class Connection implements OutboundChannel {
       this.close('connection lost');
       return;
     }
-    const { reasonCode, properties } = disconnect as IDisconnectPacket;
-    // Its new Session Expiry Interval applies as the handler's would; the session manager stores
-    // it when it closes the session, or ends the session now for 0.
-    const expiry = properties?.sessionExpiryInterval;
-    const session = this.#link?.session;
-    if (expiry !== undefined && session !== undefined) {
-      if (session.expiry === 0 && expiry !== 0) {
-        this.close('DISCONNECT sets a Session Expiry Interval where CONNECT had 0 [MQTT-3.14.2-2]');
-        return;
-      }
-      session.expiry = expiry;
+    // Applied as its handler would; the session manager stores the new expiry as it closes the
+    // session (or ends the session now for 0).
+    let withWill: boolean;
+    try {
+      ({ withWill } = this.applyDisconnect(disconnect as IDisconnectPacket));
+    } catch (error) {
+      this.close(errorMessage(error));
+      return;
     }
-    const withWill = this.#protocolVersion === 5 && reasonCode === Reason.DISCONNECT_WITH_WILL;
-    if (!withWill) this.discardWill();
     this.close('DISCONNECT', { graceful: !withWill });
   }
 

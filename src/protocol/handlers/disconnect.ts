@@ -1,7 +1,5 @@
 import type { IDisconnectPacket } from 'mqtt-packet';
-import { ProtocolViolation } from '../../errors.js';
 import type { Connection } from '../connection.js';
-import { Reason } from '../reason-codes.js';
 
 /**
  * DISCONNECT: the will is discarded [MQTT-3.14.4-3] (MQTT 5: unless the reason is 0x04, Disconnect
@@ -10,19 +8,11 @@ import { Reason } from '../reason-codes.js';
  * from 0 [MQTT-3.14.2-2].
  */
 export async function handleDisconnect(connection: Connection, packet: IDisconnectPacket): Promise<void> {
-  const expiry = packet.properties?.sessionExpiryInterval;
-  if (expiry !== undefined) {
-    const { session } = connection.requireLink();
-    if (session.expiry === 0 && expiry !== 0) {
-      throw new ProtocolViolation('DISCONNECT sets a Session Expiry Interval where CONNECT had 0 [MQTT-3.14.2-2]');
-    }
-    session.expiry = expiry;
-    // Stored before the connection closes, as every session transition is: a broker killed right
-    // after the close still keeps the session as long as the client asked.
-    await session.touch();
-  }
-  const withWill = connection.protocolVersion === 5 && packet.reasonCode === Reason.DISCONNECT_WITH_WILL;
-  if (!withWill) connection.discardWill();
+  const { session } = connection.requireLink();
+  const { withWill } = connection.applyDisconnect(packet);
+  // A new expiry is stored before the connection closes, as every session transition is: a broker
+  // killed right after the close still keeps the session as long as the client asked.
+  if (packet.properties?.sessionExpiryInterval !== undefined) await session.touch();
   await connection.repliesSent();
   connection.close('DISCONNECT', { graceful: !withWill });
 }
