@@ -314,7 +314,8 @@ export class OutboundFlow {
       const releasing = this.#releasing;
       this.#releasing = [];
       if (this.#closed) return;
-      await this.#session.markReleased(releasing.map(({ entry, packetId }) => ({ entry, packetId })));
+      // An Inflight is a Release as it is (its entry and packet id): no copy per PUBREC.
+      await this.#session.markReleased(releasing);
       if (this.#closed) return;
       for (const released of releasing) {
         released.state = 'released';

@@ -69,7 +69,10 @@ describe('Session and its outbound flow', () => {
     // The session is discarded or taken over: its flow is closed first, and the store may be told
     // to trust no entry that flow holds.
     session.unlink(channel);
-    await link.outbound.received(channel.published[0]!.packetId!);
+    link.outbound.received(channel.published[0]!.packetId!);
+    // Past the tick in which the PUBRECs of a socket read would be stored together.
+    await turn();
+    await session.settled();
     expect(channel.pubrels).toEqual([]);
     expect((await repository.readOutbound('s', 0, 10)).map((entry) => entry.state)).toEqual(['dup']);
   });
