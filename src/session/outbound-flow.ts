@@ -282,9 +282,13 @@ export class OutboundFlow {
 
   /**
    * PUBACK: the QoS1 delivery is complete [MQTT-4.3.2]. Unknown ids are ignored. The completion is
-   * stored behind (see the class comment); if that write fails, the connection is ended.
+   * stored behind (see the class comment); if that write fails, the connection is ended. Once the
+   * flow is closed, acknowledgements (this one, PUBCOMP's, a refusing PUBREC's) store nothing: the
+   * store trusts the entries handed back (see `received`), and the next connection's flow may hold
+   * the same entries; it delivers them again, with DUP=1.
    */
   acknowledge(packetId: number): void {
+    if (this.#closed) return;
     const inflight = this.#inflight.get(packetId);
     if (!inflight || inflight.entry.qos !== 1 || inflight.state !== 'sent') return;
     this.#finish(inflight);
@@ -327,6 +331,7 @@ export class OutboundFlow {
 
   /** An MQTT 5 PUBREC with an error reason: the client refused the QoS 2 message, which is complete unreleased. */
   refused(packetId: number): void {
+    if (this.#closed) return;
     const inflight = this.#inflight.get(packetId);
     if (!inflight || inflight.entry.qos !== 2 || inflight.state !== 'sent') return;
     this.#finish(inflight);
@@ -334,6 +339,7 @@ export class OutboundFlow {
 
   /** PUBCOMP: the QoS2 delivery is complete; stored like a PUBACK's. */
   completed(packetId: number): void {
+    if (this.#closed) return;
     const inflight = this.#inflight.get(packetId);
     if (!inflight || inflight.state !== 'released') return;
     this.#finish(inflight);

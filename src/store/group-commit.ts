@@ -9,9 +9,9 @@ import { isWritten, reopen, WriteFailures } from './write-failures.js';
 /**
  * Up to this many keys, `getMany` reads on the main thread: a read in the thread pool costs a
  * round trip that delays the whole batch, and with it every acknowledgement waiting for it. Its
- * one caller reads back the queue entries a session's acknowledgements complete, which were
- * written or read moments ago (LevelDB's memtable, or cached), so each read costs microseconds;
- * a fan-out's subscriber acknowledges more than a few dozen at once. Above this, a read of that
+ * one caller reads back the queue entries a session's acknowledgements complete when it cannot
+ * trust the handles it handed out (LevelRepository.#standing), entries written or read moments
+ * ago (LevelDB's memtable, or cached), so each read costs microseconds. Above this, a read of that
  * many keys would hold the main thread too long: the thread pool takes it.
  */
 const SYNC_READ_LIMIT = 1024;

@@ -104,8 +104,8 @@ export class LevelRepository implements SessionRepository {
   #syncTimer: NodeJS.Timeout | undefined;
   #db: Db | undefined;
   #writer: GroupCommitWriter | undefined;
-  /** Next outbound seq per stored session; also the set of sessions that exist. */
-  readonly #nextSeq = new Map<string, number>();
+  /** Every stored session's queue as this run knows it (its next seq); also the set of sessions that exist. */
+  readonly #queues = new Map<string, SessionQueue>();
   #nextMessageId = 1;
 
   constructor(options: LevelRepositoryOptions) {
@@ -158,7 +158,7 @@ export class LevelRepository implements SessionRepository {
     await this.#writer?.close();
     this.#db = undefined;
     this.#writer = undefined;
-    this.#nextSeq.clear();
+    this.#queues.clear();
     await flushLog(db);
     await db.close();
   }
@@ -221,16 +221,27 @@ export class LevelRepository implements SessionRepository {
 
   async readOutbound(clientId: string, afterSeq: number, limit: number, maxBytes = Infinity): Promise<OutboundEntry[]> {
     const db = this.#open();
+    // Taken before the snapshot: should the session be destroyed and made again meanwhile, the
+    // entries read are not the new queue's, and their handles must not be trusted by it.
+    const queue = this.#queues.get(clientId);
     // One snapshot for all reads, so the queue, the DUP mark and the releases agree.
     const snapshot = db.snapshot();
     try {
-      return await this.#readOutbound(db, snapshot, clientId, afterSeq, limit, maxBytes);
+      return await this.#readOutbound(db, snapshot, clientId, queue, afterSeq, limit, maxBytes);
     } finally {
       await snapshot.close();
     }
   }
 
-  async #readOutbound(db: Db, snapshot: Snapshot, clientId: string, afterSeq: number, limit: number, maxBytes: number): Promise<OutboundEntry[]> {
+  async #readOutbound(
+    db: Db,
+    snapshot: Snapshot,
+    clientId: string,
+    queue: SessionQueue | undefined,
+    afterSeq: number,
+    limit: number,
+    maxBytes: number,
+  ): Promise<OutboundEntry[]> {
     if (limit <= 0) return [];
     const seqs: number[] = [];
     const entryKeys: string[] = [];
@@ -288,10 +299,8 @@ export class LevelRepository implements SessionRepository {
       if (value.s !== undefined) entry.subscriptionIds = value.s;
       if (value.g !== undefined) entry.shared = value.g;
       if (release) entry.packetId = release.i;
-      // An entry with its own copy of the message is completed from this, without a read. Shared
-      // bodies are always read back: whether the entry still holds its reference to the body (another
-      // transition, a hand-over, may have taken it) decides whether the count goes down.
-      if (value.m === undefined) entry.stored = new HeldEntry(entryKeys[index]!, message.payload.length, value.q);
+      // Completed from this without a read (see HeldEntry).
+      if (queue !== undefined) entry.stored = new HeldEntry(queue, entryKeys[index]!, value.m === undefined ? message.payload.length : value.z!, value.q, value.m);
       return entry;
     });
   }
@@ -305,8 +314,8 @@ export class LevelRepository implements SessionRepository {
 
   async createSession(clientId: string, owner?: string, expiry?: number): Promise<void> {
     const writer = this.#openWriter();
-    const created = !this.#nextSeq.has(clientId);
-    if (created) this.#nextSeq.set(clientId, 1);
+    const created = !this.#queues.has(clientId);
+    if (created) this.#queues.set(clientId, new SessionQueue(1));
     try {
       await writer.submit({
         prepare: (batch) => {
@@ -321,7 +330,7 @@ export class LevelRepository implements SessionRepository {
       });
     } catch (error) {
       // Not stored: the session does not exist (publish, raiseDupMark must not take it for one).
-      if (created) this.#nextSeq.delete(clientId);
+      if (created) this.#queues.delete(clientId);
       throw error;
     }
   }
@@ -351,8 +360,9 @@ export class LevelRepository implements SessionRepository {
 
   async destroySession(clientId: string): Promise<void> {
     const writer = this.#openWriter();
-    const next = this.#nextSeq.get(clientId);
-    this.#nextSeq.delete(clientId);
+    const queue = this.#queues.get(clientId);
+    this.#queues.delete(clientId);
+    if (queue !== undefined) queue.destroyed = true;
     try {
       await writer.submit({
         exclusive: true,
@@ -367,8 +377,12 @@ export class LevelRepository implements SessionRepository {
         },
       });
     } catch (error) {
-      // Not deleted: the session is still stored, with seqs continuing where they were.
-      if (next !== undefined && !this.#nextSeq.has(clientId)) this.#nextSeq.set(clientId, next);
+      // Not deleted: the session is still stored, with seqs continuing where they were (and the
+      // entries handed out still there: the same SessionQueue, so their handles hold again).
+      if (queue !== undefined && !this.#queues.has(clientId)) {
+        queue.destroyed = false;
+        this.#queues.set(clientId, queue);
+      }
       throw error;
     }
   }
@@ -407,7 +421,7 @@ export class LevelRepository implements SessionRepository {
     // Seqs and the message id are taken now, synchronously, so commit order is seq order. A
     // delivery refused for a full queue leaves a gap in that session's seqs, nothing more.
     const size = message.payload.length;
-    const seqs = new Map(deliveries.map(({ clientId }) => [clientId, this.#takeSeq(clientId)]));
+    const places = new Map(deliveries.map(({ clientId }) => [clientId, takePlace(this.#requireSession(clientId))]));
     const messageId = deliveries.length > 1 ? this.#nextMessageId++ : 0;
     const properties = message.properties && propertiesValue(message.properties);
     let admitted: Delivery[] = [];
@@ -415,7 +429,7 @@ export class LevelRepository implements SessionRepository {
     await writer.submit({
       prepare: (batch) => {
         // Handed over from another session's entry: moved only if that entry is still there.
-        if (handOver && !takeHandedOver(batch, handOver)) return;
+        if (handOver && !this.#takeHandedOver(batch, handOver)) return;
         // Queue limits are decided here, where transitions are applied in submission order and a
         // batch that fails to write leaves the stored counts as they were.
         admitted = deliveries.filter(({ clientId, limits }) => this.#admit(batch, clientId, size, limits));
@@ -433,8 +447,9 @@ export class LevelRepository implements SessionRepository {
           if (properties && !bodyShared) entry.x = properties;
           if (subscriptionIds) entry.s = subscriptionIds;
           if (shared) entry.g = shared;
-          batch.put(keys.queueEntry(clientId, seqs.get(clientId)!), entry);
-          if (raiseDupMark) writeDupMark(batch, clientId, seqs.get(clientId)!, false);
+          const { seq } = places.get(clientId)!;
+          batch.put(keys.queueEntry(clientId, seq), entry);
+          if (raiseDupMark) writeDupMark(batch, clientId, seq, false);
         }
         // The retained limits too, for the same reasons.
         if (retained === 'set') retainedRefused = !setRetained(batch, message, this.#retainedLimits);
@@ -442,12 +457,14 @@ export class LevelRepository implements SessionRepository {
         if (inbound) batch.put(keys.inbound(inbound.clientId, inbound.packetId), { a: Date.now() });
       },
     });
-    if (admitted.length === 1) {
-      // One entry holding the whole message: completing it needs no read (see #completeHeld).
-      const [delivery] = admitted;
-      delivery!.stored = new HeldEntry(keys.queueEntry(delivery!.clientId, seqs.get(delivery!.clientId)!), size, delivery!.qos);
+    // Completing an entry needs no read then (see HeldEntry).
+    const body = admitted.length > 1 ? messageId : undefined;
+    const result: PublishResult = new Map();
+    for (const delivery of admitted) {
+      const { seq, queue } = places.get(delivery.clientId)!;
+      delivery.stored = new HeldEntry(queue, keys.queueEntry(delivery.clientId, seq), size, delivery.qos, body);
+      result.set(delivery.clientId, seq);
     }
-    const result: PublishResult = new Map(admitted.map(({ clientId }) => [clientId, seqs.get(clientId)!]));
     if (retainedRefused) result.retainedRefused = true;
     return result;
   }
@@ -467,7 +484,7 @@ export class LevelRepository implements SessionRepository {
 
   async #storeDupMark(clientId: string, throughSeq: number, exact: boolean): Promise<void> {
     const writer = this.#openWriter();
-    const next = this.#nextSeq.get(clientId);
+    const next = this.#queues.get(clientId)?.nextSeq;
     if (next === undefined) return;
     // Never past the last seq given: a later enqueue must not read back as 'dup'.
     const through = Math.max(0, Math.min(throughSeq, next - 1));
@@ -480,7 +497,10 @@ export class LevelRepository implements SessionRepository {
         for (const { entry, packetId } of releases) {
           const seq = typeof entry === 'number' ? entry : entry.seq;
           // An entry completed or destroyed meanwhile must not get a release record without an entry.
-          if (!this.#stillQueued(batch, clientId, keys.queueEntry(clientId, seq), typeof entry === 'number' ? undefined : entry.stored)) continue;
+          const key = keys.queueEntry(clientId, seq);
+          const held = typeof entry === 'number' ? undefined : entry.stored;
+          const standing = held instanceof HeldEntry && held.key === key ? this.#standing(batch, clientId, held) : 'unknown';
+          if (standing === 'gone' || (standing === 'unknown' && !batch.has(key))) continue;
           batch.put(keys.release(clientId, seq), { s: 2, i: packetId } satisfies ReleaseValue);
         }
       },
@@ -488,14 +508,33 @@ export class LevelRepository implements SessionRepository {
   }
 
   /**
-   * Whether the queue entry under `key` is there, as the batch sees it. An entry handed out whole
-   * (HeldEntry) and not completed yet is trusted, as `complete` trusts it, unless its session is
-   * being destroyed or this batch removed it: that spares a read of the store (about 4 µs, a
-   * tenth of a QoS 2 delivery's CPU while draining). Anything else is read.
+   * What the handle `held` tells of its entry, as the batch sees it, without reading the store
+   * (about 4 µs a read; for a shared body's entry, a read and a decode, a fifth of a fan-out's CPU):
+   * - 'gone': its session was destroyed (or is being destroyed), or this batch removed it. The
+   *   seq may already name an entry of a new session of the same client: it must not be read.
+   * - 'queued': nothing but its holder can have removed it: not completed through this handle,
+   *   handed out of the session's queue as it is now, and no hand-over took entries from that queue.
+   * - 'unknown': the caller reads the store by seq.
+   * A wrong 'queued' would count an entry out twice, and for a shared body's entry delete the body
+   * under the other sessions' entries: every one of these conditions is tested.
    */
-  #stillQueued(batch: BatchBuilder, clientId: string, key: string, held: unknown): boolean {
-    if (held instanceof HeldEntry && !held.completed && held.key === key && this.#nextSeq.has(clientId)) return !batch.deletes(key);
-    return batch.has(key);
+  #standing(batch: BatchBuilder, clientId: string, held: HeldEntry): 'queued' | 'gone' | 'unknown' {
+    if (held.queue.destroyed || batch.deletes(held.key)) return 'gone';
+    return !held.completed && this.#queues.get(clientId) === held.queue && !held.queue.handedOver ? 'queued' : 'unknown';
+  }
+
+  /**
+   * Removes the entry a message is handed over from (PublishTransition.handOver); false if it is
+   * gone. Handles to that queue's entries are not trusted from now on: they may name this one.
+   */
+  #takeHandedOver(batch: BatchBuilder, { clientId, seq }: { clientId: string; seq: number }): boolean {
+    const queue = this.#queues.get(clientId);
+    if (queue !== undefined) queue.handedOver = true;
+    const key = keys.queueEntry(clientId, seq);
+    const entry = removeQueueEntry(batch, clientId, key);
+    if (entry === undefined) return false;
+    if (entry.q === 2) batch.del(keys.release(clientId, seq));
+    return true;
   }
 
   async complete(clientId: string, ...completions: Completion[]): Promise<void> {
@@ -508,27 +547,32 @@ export class LevelRepository implements SessionRepository {
     }
     await this.#openWriter().submit({
       prepare: async (batch) => {
-        // A destroyed session's entries are gone whatever the caller holds: read, find nothing.
-        if (this.#nextSeq.has(clientId)) {
-          this.#completeHeld(batch, clientId, held);
-        } else {
-          for (const { seq } of held) seqs.push(seq);
-        }
+        // Decided as the batch is built: what the transitions before this one did counts.
+        this.#completeHeld(batch, clientId, held, seqs);
         if (seqs.length > 0) await this.#completeRead(batch, clientId, seqs);
       },
     });
   }
 
-  /** Entries as readOutbound or publish handed them out: deleted and counted out without reading them back. */
-  #completeHeld(batch: BatchBuilder, clientId: string, held: { seq: number; entry: HeldEntry }[]): void {
+  /**
+   * Entries as readOutbound or publish handed them out: deleted and counted out without reading
+   * them back, each shared body's count going down; those whose standing is unknown (#standing)
+   * go to `unread`, to be read.
+   */
+  #completeHeld(batch: BatchBuilder, clientId: string, held: { seq: number; entry: HeldEntry }[], unread: number[]): void {
     let count = 0;
     let bytes = 0;
     for (const { seq, entry } of held) {
-      if (batch.deletes(entry.key)) continue; // completed earlier in this batch: counted out already
+      const standing = this.#standing(batch, clientId, entry);
+      if (standing !== 'queued') {
+        if (standing === 'unknown') unread.push(seq);
+        continue;
+      }
       entry.completed = true;
       batch.del(entry.key);
       count++;
       bytes += entry.size;
+      if (entry.body !== undefined) releaseBody(batch, entry.body);
       // Only QoS2 entries can have a released record; deleting a missing key still writes.
       if (entry.qos === 2) batch.del(keys.release(clientId, seq));
     }
@@ -565,7 +609,7 @@ export class LevelRepository implements SessionRepository {
 
   async queueStats(clientId: string): Promise<QueueStats | undefined> {
     const db = this.#open();
-    if (!this.#nextSeq.has(clientId)) return undefined;
+    if (!this.#queues.has(clientId)) return undefined;
     const bytes = await db.get(keys.queueStats(clientId));
     return bytes === undefined ? emptyQueueStats() : fromStatsValue(decode(bytes, keys.queueStats(clientId), isQueueStatsValue));
   }
@@ -578,18 +622,12 @@ export class LevelRepository implements SessionRepository {
     return admitted;
   }
 
-  #takeSeq(clientId: string): number {
-    const seq = this.#requireSession(clientId);
-    this.#nextSeq.set(clientId, seq + 1);
-    return seq;
-  }
-
-  #requireSession(clientId: string): number {
-    const next = this.#nextSeq.get(clientId);
-    if (next === undefined) {
+  #requireSession(clientId: string): SessionQueue {
+    const queue = this.#queues.get(clientId);
+    if (queue === undefined) {
       throw new BrokerError(ErrorCodes.STORE_UNKNOWN_SESSION, `no stored session for client ${JSON.stringify(clientId)}`);
     }
-    return next;
+    return queue;
   }
 
   async #loadCounters(db: Db): Promise<void> {
@@ -600,7 +638,7 @@ export class LevelRepository implements SessionRepository {
       const dupMark = markBytes === undefined ? 0 : decode(markBytes, keys.dupMark(clientId), isDupMarkValue).s;
       const lastSeq = last === undefined ? 0 : keys.seqOfQueueKey(last);
       // Seqs continue above the DUP mark too, or a new entry would read back as 'dup'.
-      this.#nextSeq.set(clientId, Math.max(lastSeq, dupMark) + 1);
+      this.#queues.set(clientId, new SessionQueue(Math.max(lastSeq, dupMark) + 1));
     }
     // Decoded once at start so a corrupt count is reported now, not at the first publish.
     for await (const [key, value] of db.iterator(keys.allQueueStats())) decode(value, key, isQueueStatsValue);
@@ -649,19 +687,39 @@ function readAheadBytes(limit: number, maxBytes: number): number {
 }
 
 /**
- * What readOutbound and publish keep with an entry holding its own copy of the message
- * (OutboundEntry.stored, Delivery.stored): its key, payload size and QoS, all completing it needs.
- * A shared body's entry gets none: completing it must find the entry still there before the body's
- * reference count goes down, so it is read back.
+ * This run's knowledge of one stored session's queue. A new one for each session made (a session
+ * destroyed and made again gets another), so a HeldEntry names the queue it was handed out of.
+ */
+class SessionQueue {
+  /** A hand-over removed entries from this queue: handles to it are no longer trusted (see #standing). */
+  handedOver = false;
+  /** Its session was destroyed (or is being): every entry handed out of it is gone (see #standing). */
+  destroyed = false;
+
+  constructor(public nextSeq: number) {}
+}
+
+/** The next seq of `queue`, taken: seqs are taken synchronously, in submission order. */
+function takePlace(queue: SessionQueue): { seq: number; queue: SessionQueue } {
+  return { seq: queue.nextSeq++, queue };
+}
+
+/**
+ * What readOutbound and publish keep with an entry they hand out (OutboundEntry.stored,
+ * Delivery.stored): what completing it needs, so that it is not read back while it may be trusted
+ * (LevelRepository.#standing): its queue, key, payload size, QoS, and the shared body it refers to.
  */
 class HeldEntry {
-  /** Set once `complete` removed the entry: a late markReleased with it then reads the store. */
+  /** Set once `complete` removed the entry: a late completion or markReleased with it then reads the store. */
   completed = false;
 
   constructor(
+    readonly queue: SessionQueue,
     readonly key: string,
     readonly size: number,
     readonly qos: QueueEntryValue['q'],
+    /** The shared body's message id; undefined for an entry holding its own copy of the message. */
+    readonly body: number | undefined,
   ) {}
 }
 
@@ -689,15 +747,6 @@ function writeStats(batch: BatchBuilder, clientId: string, stats: QueueStats): v
 
 function fromStatsValue({ m, b, d }: QueueStatsValue): QueueStats {
   return { messages: m, bytes: b, dropped: d };
-}
-
-/** Removes the entry a message is handed over from (PublishTransition.handOver); false if it is gone. */
-function takeHandedOver(batch: BatchBuilder, { clientId, seq }: { clientId: string; seq: number }): boolean {
-  const key = keys.queueEntry(clientId, seq);
-  const entry = removeQueueEntry(batch, clientId, key);
-  if (entry === undefined) return false;
-  if (entry.q === 2) batch.del(keys.release(clientId, seq));
-  return true;
 }
 
 /**

@@ -94,7 +94,8 @@ export class MemoryRepository implements SessionRepository {
     let bytes = 0;
     for (const entry of session.queue.values()) {
       if (entry.seq <= afterSeq) continue;
-      entries.push({ ...entry });
+      // Handed out with its session: a session destroyed and made again does not take it for its own.
+      entries.push({ ...entry, stored: session });
       bytes += entry.message.payload.length;
       if (entries.length >= limit || bytes >= maxBytes) break;
     }
@@ -172,8 +173,10 @@ export class MemoryRepository implements SessionRepository {
     const seqs: PublishResult = new Map<string, number>();
     // Handed over from another session's entry: moved only if that entry is still there.
     if (handOver && !this.#takeEntry(handOver.clientId, handOver.seq)) return seqs;
-    for (const [{ clientId, qos, retain, raiseDupMark, limits, subscriptionIds, shared }, session] of targets) {
+    for (const [delivery, session] of targets) {
+      const { clientId, qos, retain, raiseDupMark, limits, subscriptionIds, shared } = delivery;
       if (!admit(session.stats, message.payload.length, limits ?? this.#limits)) continue;
+      delivery.stored = session;
       const seq = session.nextSeq++;
       const entry: OutboundEntry = { seq, message, qos, retain, state: 'queued' };
       if (subscriptionIds) entry.subscriptionIds = [...subscriptionIds];
@@ -216,9 +219,10 @@ export class MemoryRepository implements SessionRepository {
 
   async markReleased(clientId: string, ...releases: Release[]): Promise<void> {
     this.#checkOpen();
-    const queue = this.#sessions.get(clientId)?.queue;
+    const session = this.#sessions.get(clientId);
+    if (!session) return;
     for (const { entry: released, packetId } of releases) {
-      const entry = queue?.get(typeof released === 'number' ? released : released.seq);
+      const entry = heldBy(session, released) ? session.queue.get(typeof released === 'number' ? released : released.seq) : undefined;
       if (entry) {
         entry.state = 'released';
         entry.packetId = packetId;
@@ -230,7 +234,9 @@ export class MemoryRepository implements SessionRepository {
     this.#checkOpen();
     const session = this.#sessions.get(clientId);
     if (!session) return;
-    for (const completion of completions) this.#takeEntry(clientId, typeof completion === 'number' ? completion : completion.seq);
+    for (const completion of completions) {
+      if (heldBy(session, completion)) this.#takeEntry(clientId, typeof completion === 'number' ? completion : completion.seq);
+    }
   }
 
   /** Removes a queue entry and counts it out; false if there is none. */
@@ -278,6 +284,15 @@ export class MemoryRepository implements SessionRepository {
   #checkOpen(): void {
     if (!this.#open) throw new BrokerError(ErrorCodes.STORE_CLOSED, 'the store is not open');
   }
+}
+
+/**
+ * Whether `completion` may name an entry of `session`: a seq always; an entry handed out (stored
+ * holds the session it came from) only by this session, not by one its client had before it was
+ * destroyed, whose seqs this one gives again.
+ */
+function heldBy(session: MemorySession, completion: Completion): boolean {
+  return typeof completion === 'number' || completion.stored === undefined || completion.stored === session;
 }
 
 /** Raises the DUP mark: entries are in seq order, the ones up to it are the first ones. */

@@ -46,7 +46,8 @@ export interface OutboundEntry {
  * What `complete` and `markReleased` take: a seq, or an entry as `readOutbound` (or the session's
  * enqueue) returned it. A seq may be completed any number of times; an entry (with its `stored`)
  * only once, as the session does, and not after it was completed: the repository may trust it to
- * be still queued instead of reading the entry back.
+ * be still queued instead of reading the entry back. An entry handed out before its session was
+ * destroyed names nothing in a session its client has later, whose seqs may start again.
  */
 export type Completion = number | Pick<OutboundEntry, 'seq' | 'stored'>;
 

@@ -76,4 +76,30 @@ describe('Session and its outbound flow', () => {
     expect(channel.pubrels).toEqual([]);
     expect((await repository.readOutbound('s', 0, 10)).map((entry) => entry.state)).toEqual(['dup']);
   });
+
+  it('a PUBACK or PUBCOMP handled after the connection was unlinked stores nothing: the next connection holds the same entries, and the store trusts their handles [MQTT-4.4.0-1]', async () => {
+    const repository = new MemoryRepository();
+    await repository.open();
+    await repository.createSession('s');
+    for (const qos of [1, 2] as const) {
+      await repository.publish({ message: { topic: 't', payload: Buffer.from(`qos ${qos}`), qos }, deliveries: [{ clientId: 's', qos, retain: false }] });
+    }
+    const session = new Session('s', false, repository, { limits: { maxInflight: 10, readWindow: 10, readWindowBytes: 1_000_000 } }, silentLogger);
+    const channel = new RecordingChannel();
+    const link = session.link(channel);
+    await session.resume(link);
+    await turn();
+    const [first, second] = channel.published.map((publish) => publish.packetId!);
+    link.outbound.received(second!);
+    await turn();
+    await session.settled();
+    expect(channel.pubrels).toEqual([second]);
+
+    session.unlink(channel);
+    link.outbound.acknowledge(first!);
+    link.outbound.completed(second!);
+    await turn();
+    await session.settled();
+    expect((await repository.readOutbound('s', 0, 10)).map((entry) => entry.state)).toEqual(['dup', 'released']);
+  });
 });

@@ -27,7 +27,7 @@ import {
 } from '../../src/store/key-layout.js';
 import { LevelRepository } from '../../src/store/level-repository.js';
 import type { QueueLimits } from '../../src/store/queue-limits.js';
-import type { Message, SessionRepository } from '../../src/store/repository.js';
+import type { Delivery, Message, OutboundEntry, SessionRepository } from '../../src/store/repository.js';
 
 type RawDb = ClassicLevel<string, Uint8Array>;
 
@@ -373,6 +373,136 @@ describe('LevelRepository: shared message bodies', TIMEOUT, () => {
     entries = await rawEntries(location);
     expect(keysWithPrefix(entries, BODY_PREFIX)).toEqual([]);
     expect(keysWithPrefix(entries, COUNT_PREFIX)).toEqual([]);
+  });
+});
+
+describe('LevelRepository: completing a shared body through the handles it handed out', TIMEOUT, () => {
+  /** A repository that counts reads of queue entries on the main thread, where a completion reads them back. */
+  async function openCountingEntryReads(location: string): Promise<{ repository: LevelRepository; entryReads: () => number }> {
+    let reads = 0;
+    const repository = new LevelRepository({
+      location,
+      instrument: (db) => {
+        const getSync = db.getSync.bind(db) as (key: string, options?: object) => Uint8Array | undefined;
+        db.getSync = ((key: string, options?: object) => {
+          if (key.startsWith('q\u0000')) reads++;
+          return getSync(key, options);
+        }) as typeof db.getSync;
+      },
+    });
+    repositories.push(repository);
+    await repository.open();
+    return { repository, entryReads: () => reads };
+  }
+
+  /** An entry as the repository handed it out, to complete it with. */
+  type Handle = Pick<OutboundEntry, 'seq' | 'stored'>;
+
+  /** Publishes one QoS 1 message to every session of `clientIds`: each gets its entry as publish handed it out. */
+  async function fanOut(repository: SessionRepository, payload: string, clientIds: string[]): Promise<Map<string, Handle>> {
+    const deliveries: Delivery[] = clientIds.map((clientId) => ({ clientId, qos: 1, retain: false }));
+    const seqs = await repository.publish({ message: message('fan/out', payload), deliveries });
+    return new Map(deliveries.map(({ clientId, stored }) => [clientId, { seq: seqOf(seqs, clientId), stored }]));
+  }
+
+  async function payloadsOf(repository: SessionRepository, clientId: string): Promise<string[]> {
+    return (await repository.readOutbound(clientId, 0, 10)).map((entry) => entry.message.payload.toString());
+  }
+
+  it('entries handed out by publish or readOutbound are completed without being read back; the body goes with the last', async () => {
+    const location = tempDir();
+    const { repository, entryReads } = await openCountingEntryReads(location);
+    for (const clientId of ['a', 'b', 'c']) await repository.createSession(clientId);
+    const published = await fanOut(repository, 'one body', ['a', 'b', 'c']);
+    const [readBack] = await repository.readOutbound('b', 0, 10);
+
+    const before = entryReads();
+    await repository.complete('a', published.get('a')!);
+    await repository.complete('b', readBack!);
+    expect(entryReads()).toBe(before);
+    expect(await payloadsOf(repository, 'c')).toEqual(['one body']);
+    await repository.complete('c', published.get('c')!);
+    expect(entryReads()).toBe(before);
+    for (const clientId of ['a', 'b', 'c']) expect(await repository.queueStats(clientId)).toEqual({ messages: 0, bytes: 0, dropped: 0 });
+    await repository.close();
+
+    const entries = await rawEntries(location);
+    expect(keysWithPrefix(entries, BODY_PREFIX)).toEqual([]);
+    expect(keysWithPrefix(entries, COUNT_PREFIX)).toEqual([]);
+    expect(keysWithPrefix(entries, 'q\u0000')).toEqual([]);
+  });
+
+  // Each way a's entry can leave other than through the handle. Were the handle trusted after it,
+  // the body's count would go down twice, and b's completion would delete the body under c's entry.
+  const elsewhere: Array<[string, (repository: SessionRepository, handle: Handle) => Promise<void>]> = [
+    ['completed through the same handle before', (repository, handle) => repository.complete('a', handle)],
+    [
+      'handed over to another session',
+      async (repository, handle) => {
+        await repository.publish({ message: message('fan/out', 'shared'), deliveries: [{ clientId: 'd', qos: 1, retain: false }], handOver: { clientId: 'a', seq: handle.seq } });
+      },
+    ],
+    ['its session destroyed', (repository) => repository.destroySession('a')],
+    [
+      'its session destroyed and made again, with a new entry under the same seq',
+      async (repository) => {
+        await repository.destroySession('a');
+        await repository.createSession('a');
+        await repository.publish({ message: message('fan/out', 'new'), deliveries: [{ clientId: 'a', qos: 1, retain: false }] });
+      },
+    ],
+  ];
+
+  it.each(elsewhere)('a handle is not trusted once its entry was %s: the count stays exact', async (_, takeElsewhere) => {
+    const location = tempDir();
+    const repository = await openRepository(location);
+    for (const clientId of ['a', 'b', 'c', 'd']) await repository.createSession(clientId);
+    const handles = await fanOut(repository, 'shared', ['a', 'b', 'c']);
+    const stale = handles.get('a')!;
+    await takeElsewhere(repository, stale);
+    const left = await payloadsOf(repository, 'a');
+    expect(left).not.toContain('shared');
+
+    // Nor may a PUBREC with it mark whatever the seq names now as released.
+    await repository.markReleased('a', { entry: stale, packetId: 7 });
+    await repository.complete('a', stale);
+    expect(await payloadsOf(repository, 'a')).toEqual(left);
+    expect((await repository.readOutbound('a', 0, 10)).map((entry) => entry.state)).not.toContain('released');
+    await repository.complete('b', handles.get('b')!.seq);
+    expect(await payloadsOf(repository, 'c')).toEqual(['shared']);
+    await repository.complete('c', handles.get('c')!.seq);
+    await repository.destroySession('a');
+    await repository.close();
+    const entries = await rawEntries(location);
+    expect(keysWithPrefix(entries, BODY_PREFIX)).toEqual([]);
+    expect(keysWithPrefix(entries, COUNT_PREFIX)).toEqual([]);
+  });
+
+  it('a handle from before the store was closed and opened again is not trusted: its entry may have been completed by seq since', async () => {
+    const location = tempDir();
+    let repository = await openRepository(location);
+    for (const clientId of ['a', 'b', 'c']) await repository.createSession(clientId);
+    const handles = await fanOut(repository, 'shared', ['a', 'b', 'c']);
+    await repository.close();
+    repository = await openRepository(location);
+    await repository.complete('a', handles.get('a')!.seq);
+    await repository.complete('a', handles.get('a')!);
+    await repository.complete('b', handles.get('b')!.seq);
+    expect(await payloadsOf(repository, 'c')).toEqual(['shared']);
+  });
+
+  it('a handle completed in the batch of its session\'s destroy is not trusted either', async () => {
+    const location = tempDir();
+    const repository = await openRepository(location);
+    for (const clientId of ['a', 'b', 'c']) await repository.createSession(clientId);
+    const handles = await fanOut(repository, 'shared', ['a', 'b', 'c']);
+    await Promise.all([repository.destroySession('a'), repository.complete('a', handles.get('a')!)]);
+    await repository.complete('b', handles.get('b')!);
+    expect(await payloadsOf(repository, 'c')).toEqual(['shared']);
+    await repository.close();
+    const entries = await rawEntries(location);
+    const [countKey] = keysWithPrefix(entries, COUNT_PREFIX);
+    expect(decodeRecord(entries.get(countKey!)!, countKey!, isRefCount)).toBe(1);
   });
 });
 

@@ -1480,6 +1480,31 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           expect(await repository.queueStats('a')).toEqual({ messages: 1, bytes: 2, dropped: 0 });
         }));
 
+      it('an entry handed out before its session was destroyed names nothing in the session made after it, whose seqs start again', () =>
+        withFixture(async ({ repository }) => {
+          await repository.createSession('a');
+          await repository.createSession('b');
+          // Alone (publish's own handle) and with another session (one body for both, in a store that shares it).
+          const alone = to('a', 2);
+          const aloneSeq = seqOf(await repository.publish({ message: message('t', 'old alone', 2), deliveries: [alone] }), 'a');
+          await repository.publish({ message: message('t', 'old shared', 2), deliveries: [to('a', 2), to('b', 2)] });
+          const [, shared] = await readAll(repository, 'a');
+          const handles = [{ seq: aloneSeq, stored: alone.stored }, shared!];
+          await repository.destroySession('a');
+          await repository.createSession('a');
+          const seqs = await entries(repository, 2, 2);
+          // What makes the case: the new session's entries have the old ones' seqs.
+          expect(seqs).toEqual(handles.map(({ seq }) => seq));
+
+          await repository.markReleased('a', ...handles.map((entry) => ({ entry, packetId: 9 })));
+          await repository.complete('a', ...handles);
+          expect(await statesOf(repository)).toEqual([
+            [seqs[0], 'queued', undefined],
+            [seqs[1], 'queued', undefined],
+          ]);
+          expect((await readAll(repository, 'b')).map((entry) => entry.message.payload.toString())).toEqual(['old shared']);
+        }));
+
       it('markReleased of several entries is one transition: each still queued is released, one completed before is skipped', () =>
         withFixture(async ({ repository }) => {
           const seqs = await entries(repository, 3, 2);
