@@ -546,6 +546,8 @@ export class LevelRepository implements SessionRepository {
       else seqs.push(completion.seq);
     }
     await this.#openWriter().submit({
+      // Nobody waits on it to act: it shares the next batch that must be written (Job.deferrable).
+      deferrable: true,
       prepare: async (batch) => {
         // Decided as the batch is built: what the transitions before this one did counts.
         this.#completeHeld(batch, clientId, held, seqs);

@@ -227,7 +227,8 @@ export interface SessionRepository {
   /**
    * PUBACK (QoS1) or PUBCOMP (QoS2) arrived: the entries are gone. Also drops undeliverable
    * entries. Several seqs in one call are one transition: a draining session completes every
-   * acknowledgement of a socket read together.
+   * acknowledgement of a socket read together. A store may hold it back for a moment to write it
+   * with the next transition (it only ever spares a redelivery), so its caller does not wait on it.
    */
   complete(clientId: string, ...completions: Completion[]): Promise<void>;
   /** PUBREL arrived for an inbound QoS2 packet id. */

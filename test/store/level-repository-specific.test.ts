@@ -801,4 +801,35 @@ describe('LevelRepository: group commit', TIMEOUT, () => {
     expect([...(await reopened.loadInbound('g'))].sort((a, b) => a - b)).toEqual(expectedInbound);
     expect((await reopened.loadRetainedIndex()).map((r) => r.topic).sort()).toEqual(expectedRetained);
   });
+
+  it('a completion waits for the next transition that must be written and shares its batch (one fsync, not two)', async () => {
+    const repository = await openRepository(tempDir());
+    await repository.createSession('a');
+    const first = seqOf(await repository.publish({ message: message('t', 'first'), deliveries: [{ clientId: 'a', qos: 1, retain: false }] }), 'a');
+    const batches = recordBatches();
+    const completing = repository.complete('a', first);
+    // Later: past the turn in which transitions submitted together share a batch anyway.
+    for (let turn = 0; turn < 3; turn++) await Promise.resolve();
+    await repository.publish({ message: message('t', 'second'), deliveries: [{ clientId: 'a', qos: 1, retain: false }] });
+    await completing;
+    expect(batches).toHaveLength(1);
+    expect(batches[0]!.map((operation) => operation.key)).toContain(keys.queueEntry('a', first));
+    expect((await repository.readOutbound('a', 0, 10)).map((entry) => entry.message.payload.toString())).toEqual(['second']);
+  });
+
+  it('a completion with nothing to ride with is written all the same, and close writes one still waiting', async () => {
+    const location = tempDir();
+    const repository = await openRepository(location);
+    await repository.createSession('a');
+    const deliveries = [{ clientId: 'a', qos: 1 as const, retain: false }];
+    const seqs = [];
+    for (const payload of ['one', 'two']) seqs.push(seqOf(await repository.publish({ message: message('t', payload), deliveries }), 'a'));
+    await repository.complete('a', seqs[0]!);
+    expect((await repository.readOutbound('a', 0, 10)).map((entry) => entry.message.payload.toString())).toEqual(['two']);
+    const waiting = repository.complete('a', seqs[1]!);
+    await repository.close();
+    await waiting;
+    const reopened = await openRepository(location);
+    expect(await reopened.readOutbound('a', 0, 10)).toEqual([]);
+  });
 });
