@@ -11,6 +11,7 @@ import { encodeAck, type AckCommand } from './ack-writer.js';
 import { encodePublish } from './publish-encoder.js';
 import { Mqtt5Link, type ClientAnnouncement } from './mqtt5-link.js';
 import { Reason, reasonOfEnd, v3ConnackCode, type ReasonCode } from './reason-codes.js';
+import { ReplyQueue } from './reply-queue.js';
 import { ArrivingPacket, UNSENT_SHARE } from './limits.js';
 import type { ListenerInfo } from './listener-info.js';
 import { createStrictParser, discardUnfinished, PacketTooLarge, packetUnderway, ProtocolError } from './strict-parser.js';
@@ -81,9 +82,14 @@ export class Connection implements OutboundChannel {
   readonly #parser;
   readonly #inbox: Packet[] = [];
   #processing: Promise<void> | undefined;
-  #replies: Promise<void> = Promise.resolve();
-  #unreplied = 0;
-  #unrepliedBytes = 0;
+  readonly #replies = new ReplyQueue({
+    failed: (error) => {
+      // Once per connection: the writes behind a failed one fail too, and the store logs the failure itself.
+      if (this.#state === 'closed') return;
+      this.#storeFailed(`${errorMessage(error)}; nothing acknowledged, closing the connection`);
+    },
+    settled: () => this.#flowControl(),
+  });
   /** Remaining lengths of the packets in #inbox. */
   #inboxBytes = 0;
   /**
@@ -424,24 +430,7 @@ export class Connection implements OutboundChannel {
    * acknowledged when it reconnects.
    */
   reply<T>(work: Promise<T>, send: (result: T) => void | Promise<void>, onFailure?: () => void, heldBytes = 0): void {
-    work.catch(() => {}); // handled below, in order; keeps an early rejection from going unhandled
-    this.#unreplied++;
-    this.#unrepliedBytes += heldBytes;
-    this.#replies = this.#replies.then(() =>
-      work
-        .then(send)
-        .catch((error: unknown) => {
-          onFailure?.();
-          // Once per connection: the writes behind a failed one fail too, and the store logs the failure itself.
-          if (this.#state === 'closed') return;
-          this.#storeFailed(`${errorMessage(error)}; nothing acknowledged, closing the connection`);
-        })
-        .finally(() => {
-          this.#unreplied--;
-          this.#unrepliedBytes -= heldBytes;
-          this.#flowControl();
-        }),
-    );
+    this.#replies.add(work, send, onFailure, heldBytes);
   }
 
   /**
@@ -473,7 +462,7 @@ export class Connection implements OutboundChannel {
 
   /** Resolves when every reply queued so far is sent (or abandoned). */
   repliesSent(): Promise<void> {
-    return this.#replies;
+    return this.#replies.sent();
   }
 
   /** Keepalive: close after 1.5 times the interval without a packet [MQTT-3.1.2-24]. Zero turns it off. */
@@ -596,7 +585,7 @@ export class Connection implements OutboundChannel {
         await this.#publishWill(will);
       }
     }
-    await Promise.allSettled([this.#processing, this.#replies]);
+    await Promise.allSettled([this.#processing, this.#replies.sent()]);
     if (this.#link) {
       try {
         await sessions.close(this.#link.session, this);
@@ -747,16 +736,16 @@ export class Connection implements OutboundChannel {
       this.#notReading ||
       this.#inbox.length >= INBOX_HIGH_WATER ||
       this.#inboxBytes >= INBOX_HIGH_WATER_BYTES ||
-      this.#unreplied >= UNREPLIED_HIGH_WATER ||
-      this.#unrepliedBytes >= UNREPLIED_HIGH_WATER_BYTES
+      this.#replies.count >= UNREPLIED_HIGH_WATER ||
+      this.#replies.bytes >= UNREPLIED_HIGH_WATER_BYTES
     ) {
       this.#pauseReading();
     } else if (
       this.#readingPaused &&
       this.#inbox.length < INBOX_HIGH_WATER / 2 &&
       this.#inboxBytes < INBOX_HIGH_WATER_BYTES / 2 &&
-      this.#unreplied < UNREPLIED_HIGH_WATER / 2 &&
-      this.#unrepliedBytes < UNREPLIED_HIGH_WATER_BYTES / 2
+      this.#replies.count < UNREPLIED_HIGH_WATER / 2 &&
+      this.#replies.bytes < UNREPLIED_HIGH_WATER_BYTES / 2
     ) {
       this.#resumeReading();
     }

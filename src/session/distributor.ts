@@ -81,7 +81,8 @@ interface Target {
  */
 export interface Publication {
   stored: Promise<void>;
-  deliver(): Promise<PublicationOutcome>;
+  /** An outcome at once when nothing had to be written for clean subscribers (the usual case), else a promise of it. */
+  deliver(): PublicationOutcome | Promise<PublicationOutcome>;
 }
 
 /** Fans published messages out to the sessions whose subscriptions match them (write-ahead). */
@@ -228,35 +229,23 @@ export class Distributor {
       stored.then(settled, settled);
     }
 
-    const deliver = async (): Promise<PublicationOutcome> => {
-      // The clean targets are looked up again here, as their write is submitted (nothing awaited in
-      // between), not as they were at routing: one discarded since (its connection closed, or was
-      // taken over) has no queue left and gets nothing [MQTT-3.1.2-6]; the others get the message.
-      const [stillVolatile, discarded] = this.#stillCurrent(volatileTargets);
-      const volatileInbound = inbound?.session.clean && this.#isCurrent(inbound.session);
-      if (stillVolatile.length > 0 || volatileInbound) {
-        const seqs = await this.#volatile.publish({
-          message,
-          deliveries: stillVolatile.map(({ delivery }) => delivery),
-          ...(volatileInbound ? { inbound: { clientId: inbound.session.clientId, packetId: inbound.packetId } } : {}),
-        });
-        queued += notify(stillVolatile, seqs, message);
+    /** Last: QoS 0 to the subscribers still connected, and what became of the message. */
+    const finish = (volatileSubscribers: number, handedOn: number): PublicationOutcome => {
+      let connected = 0;
+      for (const { session, retain, subscriptionIds } of direct) {
+        if (!this.#isCurrent(session)) continue;
+        session.sendDirect(message, retain, subscriptionIds);
+        connected++;
       }
-      // A clean member chosen for a shared subscription whose session ended meanwhile: its session's
-      // hand-over found nothing of this message yet, so it goes to another member now.
-      let handedOn = 0;
-      for (const { delivery } of discarded) {
-        if (!delivery.shared) continue;
-        const count = await this.#handTo(message, delivery.retain, delivery.shared);
-        queued += count;
-        if (count > 0) handedOn++;
-      }
-      const connected = direct.filter(({ session }) => this.#isCurrent(session));
-      for (const { session, retain, subscriptionIds } of connected) session.sendDirect(message, retain, subscriptionIds);
       // A discarded session is no subscriber any more: a message that only it matched had none (not a full queue).
-      const subscribers = durableTargets.length + stillVolatile.length + handedOn + connected.length;
+      const subscribers = durableTargets.length + volatileSubscribers + handedOn + connected;
       if (subscribers === 0) return 'no-subscribers';
-      return connected.length === 0 && queued === 0 ? 'quota-exceeded' : 'delivered';
+      return connected === 0 && queued === 0 ? 'quota-exceeded' : 'delivered';
+    };
+    const deliver = (): PublicationOutcome | Promise<PublicationOutcome> => {
+      // Without clean targets, nothing is written here: the outcome comes at once, with no promise.
+      if (volatileTargets.length === 0 && !inbound?.session.clean) return finish(0, 0);
+      return this.#deliverClean(message, volatileTargets, inbound, (count) => (queued += count), finish);
     };
     return { stored, deliver };
   }
@@ -402,6 +391,42 @@ export class Distributor {
   }
 
   /** Targets whose session is still the one routing knows, and those discarded since they were chosen. */
+  /**
+   * Publication.deliver's part for clean subscribers (and a clean publisher's QoS 2 packet id),
+   * in the memory store; `queued` hears how many got an entry, `finish` ends it.
+   */
+  async #deliverClean(
+    message: Message,
+    volatileTargets: Target[],
+    inbound: PublishOptions['inbound'],
+    queued: (count: number) => void,
+    finish: (volatileSubscribers: number, handedOn: number) => PublicationOutcome,
+  ): Promise<PublicationOutcome> {
+    // The clean targets are looked up again here, as their write is submitted (nothing awaited in
+    // between), not as they were at routing: one discarded since (its connection closed, or was
+    // taken over) has no queue left and gets nothing [MQTT-3.1.2-6]; the others get the message.
+    const [stillVolatile, discarded] = this.#stillCurrent(volatileTargets);
+    const volatileInbound = inbound?.session.clean && this.#isCurrent(inbound.session);
+    if (stillVolatile.length > 0 || volatileInbound) {
+      const seqs = await this.#volatile.publish({
+        message,
+        deliveries: stillVolatile.map(({ delivery }) => delivery),
+        ...(volatileInbound ? { inbound: { clientId: inbound.session.clientId, packetId: inbound.packetId } } : {}),
+      });
+      queued(notify(stillVolatile, seqs, message));
+    }
+    // A clean member chosen for a shared subscription whose session ended meanwhile: its session's
+    // hand-over found nothing of this message yet, so it goes to another member now.
+    let handedOn = 0;
+    for (const { delivery } of discarded) {
+      if (!delivery.shared) continue;
+      const count = await this.#handTo(message, delivery.retain, delivery.shared);
+      queued(count);
+      if (count > 0) handedOn++;
+    }
+    return finish(stillVolatile.length, handedOn);
+  }
+
   #stillCurrent(targets: Target[]): [current: Target[], discarded: Target[]] {
     const current: Target[] = [];
     const discarded: Target[] = [];

@@ -73,14 +73,18 @@ export async function handlePublish(connection: Connection, packet: IPublishPack
     ...(qos === 2 ? { inbound: { session, packetId } } : {}),
   });
   if (qos === 2) session.track(publication.stored);
+  const answer = (outcome: PublicationOutcome): void => {
+    const reason = reasonOf(outcome);
+    // A PUBREC of 0x80 or more ends the exchange: no PUBREL comes for that packet id [MQTT-4.3.3-4].
+    if (qos === 2 && reason >= 0x80) connection.background(inbound.release(packetId));
+    acknowledge(reason);
+  };
   connection.reply(
     publication.stored,
-    async () => {
-      const outcome = await publication.deliver();
-      const reason = reasonOf(outcome);
-      // A PUBREC of 0x80 or more ends the exchange: no PUBREL comes for that packet id [MQTT-4.3.3-4].
-      if (qos === 2 && reason >= 0x80) connection.background(inbound.release(packetId));
-      acknowledge(reason);
+    // Synchronous unless clean subscribers had to be written to: no promise per message then.
+    () => {
+      const outcome = publication.deliver();
+      return outcome instanceof Promise ? outcome.then(answer) : answer(outcome);
     },
     () => {
       if (qos === 1) connection.qos1Acknowledged();
