@@ -413,7 +413,7 @@ export class LevelRepository implements SessionRepository {
     const writer = this.#openWriter();
     const { message, deliveries, retained, inbound, handOver } = transition;
     // Everything is checked before anything is counted: a transition lands whole or not at all.
-    if (new Set(deliveries.map(({ clientId }) => clientId)).size !== deliveries.length) {
+    if (deliveries.length > 1 && new Set(deliveries.map(({ clientId }) => clientId)).size !== deliveries.length) {
       throw new Error('publish delivers twice to one session');
     }
     for (const { clientId } of deliveries) this.#requireSession(clientId);
@@ -421,10 +421,10 @@ export class LevelRepository implements SessionRepository {
     // Seqs and the message id are taken now, synchronously, so commit order is seq order. A
     // delivery refused for a full queue leaves a gap in that session's seqs, nothing more.
     const size = message.payload.length;
-    const places = new Map(deliveries.map(({ clientId }) => [clientId, takePlace(this.#requireSession(clientId))]));
+    const places = deliveries.map((delivery) => new Place(delivery, this.#requireSession(delivery.clientId)));
     const messageId = deliveries.length > 1 ? this.#nextMessageId++ : 0;
     const properties = message.properties && propertiesValue(message.properties);
-    let admitted: Delivery[] = [];
+    let admitted: Place[] = [];
     let retainedRefused = false;
     await writer.submit({
       prepare: (batch) => {
@@ -432,7 +432,7 @@ export class LevelRepository implements SessionRepository {
         if (handOver && !this.#takeHandedOver(batch, handOver)) return;
         // Queue limits are decided here, where transitions are applied in submission order and a
         // batch that fails to write leaves the stored counts as they were.
-        admitted = deliveries.filter(({ clientId, limits }) => this.#admit(batch, clientId, size, limits));
+        admitted = places.filter(({ delivery }) => this.#admit(batch, delivery.clientId, size, delivery.limits));
         const bodyShared = admitted.length > 1;
         if (bodyShared) {
           const body: BodyValue = { t: message.topic, p: message.payload, o: message.qos };
@@ -440,15 +440,15 @@ export class LevelRepository implements SessionRepository {
           batch.put(keys.body(messageId), body);
           batch.put(keys.refCount(messageId), admitted.length);
         }
-        for (const { clientId, qos, retain, raiseDupMark, subscriptionIds, shared } of admitted) {
+        for (const { delivery, seq, key } of admitted) {
+          const { clientId, qos, retain, raiseDupMark, subscriptionIds, shared } = delivery;
           const entry: QueueEntryValue = bodyShared
             ? { q: qos, r: retain, m: messageId, z: size }
             : { q: qos, r: retain, t: message.topic, p: message.payload, o: message.qos };
           if (properties && !bodyShared) entry.x = properties;
           if (subscriptionIds) entry.s = subscriptionIds;
           if (shared) entry.g = shared;
-          const { seq } = places.get(clientId)!;
-          batch.put(keys.queueEntry(clientId, seq), entry);
+          batch.put(key, entry);
           if (raiseDupMark) writeDupMark(batch, clientId, seq, false);
         }
         // The retained limits too, for the same reasons.
@@ -460,9 +460,8 @@ export class LevelRepository implements SessionRepository {
     // Completing an entry needs no read then (see HeldEntry).
     const body = admitted.length > 1 ? messageId : undefined;
     const result: PublishResult = new Map();
-    for (const delivery of admitted) {
-      const { seq, queue } = places.get(delivery.clientId)!;
-      delivery.stored = new HeldEntry(queue, keys.queueEntry(delivery.clientId, seq), size, delivery.qos, body);
+    for (const { delivery, seq, queue, key } of admitted) {
+      delivery.stored = new HeldEntry(queue, key, size, delivery.qos, body);
       result.set(delivery.clientId, seq);
     }
     if (retainedRefused) result.retainedRefused = true;
@@ -701,9 +700,18 @@ class SessionQueue {
   constructor(public nextSeq: number) {}
 }
 
-/** The next seq of `queue`, taken: seqs are taken synchronously, in submission order. */
-function takePlace(queue: SessionQueue): { seq: number; queue: SessionQueue } {
-  return { seq: queue.nextSeq++, queue };
+/** Where a delivery of a publish goes: the next seq of its session's queue, taken as the publish is submitted. */
+class Place {
+  readonly seq: number;
+  readonly key: string;
+
+  constructor(
+    readonly delivery: Delivery,
+    readonly queue: SessionQueue,
+  ) {
+    this.seq = queue.nextSeq++;
+    this.key = keys.queueEntry(delivery.clientId, this.seq);
+  }
 }
 
 /**
