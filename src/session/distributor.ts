@@ -390,7 +390,6 @@ export class Distributor {
     return { session, delivery };
   }
 
-  /** Targets whose session is still the one routing knows, and those discarded since they were chosen. */
   /**
    * Publication.deliver's part for clean subscribers (and a clean publisher's QoS 2 packet id),
    * in the memory store; `queued` hears how many got an entry, `finish` ends it.
@@ -427,6 +426,7 @@ export class Distributor {
     return finish(stillVolatile.length, handedOn);
   }
 
+  /** Targets whose session is still the one routing knows, and those discarded since they were chosen. */
   #stillCurrent(targets: Target[]): [current: Target[], discarded: Target[]] {
     const current: Target[] = [];
     const discarded: Target[] = [];
