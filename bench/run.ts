@@ -18,6 +18,7 @@ import type { DiskResult } from './lib/jobs.js';
 import { ALL_SCENARIOS, SINK_SCENARIOS, type ScenarioId } from './lib/metrics.js';
 import { freePort, readMachineCpu, sleep } from './lib/proc.js';
 import { buildRows, formatValue, markdown, type RunRecord } from './lib/report.js';
+import { resultsBase } from './lib/results-name.js';
 import { PER_BROKER, runDisk, type BenchSizes, type Context } from './lib/scenarios.js';
 
 const distDir = dirname(fileURLToPath(import.meta.url));
@@ -336,7 +337,7 @@ async function main(): Promise<void> {
   };
 
   mkdirSync(options.out, { recursive: true });
-  const base2 = join(options.out, `${date}${tag ? `-${tag}` : ''}`);
+  const base2 = resultsBase(options.out, date, tag);
   writeFileSync(`${base2}.json`, `${JSON.stringify(json, null, 2)}\n`);
   writeFileSync(`${base2}.md`, md);
   if (!options.keepData) removeTempDirs();
