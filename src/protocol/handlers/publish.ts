@@ -11,9 +11,11 @@ import { Reason, type ReasonCode } from '../reason-codes.js';
 /**
  * PUBLISH from a client. The message is routed and stored at once; PUBACK/PUBREC follow only once
  * it is in every matching persistent session's queue (write-ahead), and in arrival order. An
- * MQTT 5 client learns from their reason code what became of it.
+ * MQTT 5 client learns from their reason code what became of it. Synchronous: what waits is
+ * queued as a reply, so the packets behind it in the same socket read are handled at once, not
+ * one microtask (and one promise) later each.
  */
-export async function handlePublish(connection: Connection, packet: IPublishPacket): Promise<void> {
+export function handlePublish(connection: Connection, packet: IPublishPacket): void {
   const { qos } = packet;
   const properties = packet.properties;
   const mqtt5 = connection.mqtt5;
