@@ -313,8 +313,7 @@ export class OutboundFlow {
     inflight.state = 'releasing';
     this.#releasing.push(inflight);
     if (this.#releasing.length > 1) return;
-    // Tracked from now, not from the submit: the next link must not read the store in between.
-    const write = new Promise<void>((resolve) => process.nextTick(resolve)).then(async () => {
+    this.#storeAtTickEnd(async () => {
       const releasing = this.#releasing;
       this.#releasing = [];
       if (this.#closed) return;
@@ -326,7 +325,6 @@ export class OutboundFlow {
         this.channel.pubrel(released.packetId);
       }
     });
-    this.#session.track(write).catch((error: unknown) => this.#fail(error));
   }
 
   /** An MQTT 5 PUBREC with an error reason: the client refused the QoS 2 message, which is complete unreleased. */
@@ -361,14 +359,22 @@ export class OutboundFlow {
     // Each entry once: it has just left #inflight (or the window), so the store may trust it.
     this.#completing.push(entry);
     if (this.#completing.length > 1) return;
-    // Tracked from now, not from the submit: the next link must not read the store in between.
-    const write = new Promise<void>((resolve) => process.nextTick(resolve)).then(() => {
+    this.#storeAtTickEnd(() => {
       const entries = this.#completing;
       this.#completing = [];
       return this.#session.complete(entries);
     });
-    // A later connection reads the store after this write settled: it sees the entries as queued.
-    this.#session.track(write).catch((error: unknown) => this.#fail(error));
+  }
+
+  /**
+   * Runs `write` once this tick's acknowledgements are all in (the PUBACKs, PUBRECs or PUBCOMPs of
+   * one socket read become one transition). Tracked from now, not from the submit: a later
+   * connection reads the store only after it settled, so it sees those entries as they are. A
+   * failed write ends the connection.
+   */
+  #storeAtTickEnd(write: () => Promise<void>): void {
+    const tracked = new Promise<void>((resolve) => process.nextTick(resolve)).then(write);
+    this.#session.track(tracked).catch((error: unknown) => this.#fail(error));
   }
 
   /**
