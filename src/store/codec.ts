@@ -1,6 +1,7 @@
 import zlib from 'node:zlib';
 import { Packr } from 'msgpackr/pack';
 import { BrokerError, ErrorCodes } from '../errors.js';
+import { flatMapSize, writeFlatMap } from './flat-map-encoder.js';
 
 /**
  * Values are msgpack maps with short field names. Records (structure sharing) stay off: a record
@@ -34,7 +35,13 @@ export function encode(value: unknown): Buffer {
 
 /** A checked record of `value` stored under `key`. */
 export function encodeRecord(key: string, value: unknown): Buffer {
-  return checkedRecord(key, packr.pack(value));
+  const size = flatMapSize(value);
+  if (size === -1) return checkedRecord(key, packr.pack(value));
+  const record = Buffer.allocUnsafe(HEADER_BYTES + size);
+  writeFlatMap(value as Record<string, unknown>, record, HEADER_BYTES);
+  record[0] = CHECKED;
+  record.writeUInt32BE(crc32(record.subarray(HEADER_BYTES), crc32(key)), 1);
+  return record;
 }
 
 /** A checked record around msgpack bytes that are already encoded (a format 1 value being converted). */
