@@ -4,7 +4,7 @@ import { errorMessage, ProtocolViolation } from '../errors.js';
 import type { LogFields } from '../logger.js';
 import { LogCauses, refusalCause, summaryOf, type LogSummary } from '../log-summary.js';
 import type { EndCause, OutboundChannel, OutgoingPublish, SessionLink } from '../session/session.js';
-import { readAcks } from './ack-reader.js';
+import { type FastPathOptions, readPackets } from './packet-fast-path.js';
 import type { BrokerContext, Transport, Will } from './broker-context.js';
 import mqttPacket from './mqtt-packet-loader.js';
 import { encodeAck, type AckCommand } from './ack-writer.js';
@@ -78,6 +78,9 @@ export class Connection implements OutboundChannel {
   /** Arrival times of the QoS 1/2 PUBLISHes not acknowledged yet, in order (with observePublishAck only). */
   readonly #ackWaits: number[] = [];
   readonly #dispatch: Dispatch;
+  /** How a connected client's packets are read (packet-fast-path.ts); PUBLISH too once the CONNECT says 3.1 or 3.1.1. */
+  readonly #fastPath: FastPathOptions;
+  readonly #receiveFast = (packet: Packet): void => this.#receive(packet);
   readonly #socket: Transport;
   readonly #parser;
   readonly #inbox: Packet[] = [];
@@ -136,6 +139,7 @@ export class Connection implements OutboundChannel {
     );
     this.#parser.on('packet', (packet: Packet) => this.#receive(packet));
     this.#parser.on('error', (error: Error) => this.#malformed(error));
+    this.#fastPath = { maxPacketSize, publishes: false, reading: () => this.#state !== 'closed' };
     // Not after close: the socket is read until it is destroyed, and the parser would start afresh.
     socket.on('data', (chunk: Buffer) => this.#read(chunk));
     socket.on('held', () => this.#account(false));
@@ -173,6 +177,7 @@ export class Connection implements OutboundChannel {
    */
   useProtocolVersion(version: ProtocolVersion, announcement: ClientAnnouncement = {}): void {
     this.#protocolVersion = version;
+    this.#fastPath.publishes = version !== 5;
     if (version === 5) this.#mqtt5 = new Mqtt5Link(announcement, this.context.options.topicAliasMaximum);
   }
 
@@ -619,10 +624,8 @@ export class Connection implements OutboundChannel {
     if (this.#state === 'closed' || chunk.length === 0) return;
     this.context.traffic.bytesReceived += chunk.length;
     const received = this.#packetsReceived;
-    const parsed = this.#state === 'connected' ? readAcks(chunk, this.#parser, (packet) => this.#receive(packet)) : 0;
-    // readAcks reads only while the parser holds nothing: a chunk it read whole leaves nothing held.
-    let held = 0;
-    if (parsed < chunk.length && !this.isClosed) held = this.#parser.parse(parsed === 0 ? chunk : chunk.subarray(parsed));
+    // Until the CONNECT is accepted, every byte goes through the parser and its checks.
+    const held = this.#state === 'connected' ? readPackets(chunk, this.#parser, this.#fastPath, this.#receiveFast) : this.#parser.parse(chunk);
     if (this.isClosed) return;
     this.#parserHeld = held;
     this.#account(this.#packetsReceived !== received);

@@ -1,6 +1,6 @@
 /**
  * Four files lean on the internals of a dependency, below its public API, for speed or for checks
- * the public API cannot make: strict-parser.ts and ack-reader.ts (mqtt-packet's parser state and
+ * the public API cannot make: strict-parser.ts and packet-fast-path.ts (mqtt-packet's parser state and
  * string reader), mqtt-packet-loader.ts (what mqtt-packet requires), group-commit.ts
  * (classic-level's native chained batch). package.json pins both
  * packages to an exact version, and this suite states each assumption on its own, so that an
@@ -32,7 +32,7 @@ describe('pinned dependencies whose internals we use', () => {
   });
 });
 
-describe('mqtt-packet parser internals (strict-parser.ts, ack-reader.ts)', () => {
+describe('mqtt-packet parser internals (strict-parser.ts, packet-fast-path.ts)', () => {
   interface ParserInternals {
     _list: { length: number; slice(start: number, end: number): Buffer; shallowSlice(start: number, end: number): unknown };
     _pos: number;
@@ -62,6 +62,16 @@ describe('mqtt-packet parser internals (strict-parser.ts, ack-reader.ts)', () =>
     expect(parser._list.length).toBe(0);
     expect(parser._stateCounter).toBe(0);
     expect(parser.error ?? null).toBeNull();
+  });
+
+  it('waits for a body in state 2 with the packet\'s remaining length in packet.length and only body bytes in _list', () => {
+    const parser = mqttPacket.parser({ protocolVersion: 4 }) as unknown as ParserInternals & { parse(bytes: Buffer): number };
+    const publish = mqttPacket.generate({ cmd: 'publish', topic: 'a/b', payload: Buffer.alloc(200), qos: 1, messageId: 7, dup: false, retain: false });
+    // Two bytes of remaining length; ten bytes of the body.
+    parser.parse(publish.subarray(0, 13));
+    expect([parser._stateCounter, parser.packet.length, parser._list.length]).toEqual([2, publish.length - 3, 10]);
+    parser.parse(publish.subarray(13));
+    expect([parser._stateCounter, parser._list.length]).toEqual([0, 0]);
   });
 
   it('reads its byte list only through what ByteQueue offers (strict-parser.ts gives it one in place of bl)', () => {
