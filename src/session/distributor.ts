@@ -2,7 +2,7 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import { BrokerError } from '../errors.js';
 import { silentLogger, type Logger } from '../logger.js';
 import { PAUSE, type RetainedIndex, type RetainedMatch } from '../routing/retained-index.js';
-import { mergeShared, qosOf, type SharedGroup, type TopicTree } from '../routing/topic-tree.js';
+import { type Matched, mergeShared, qosOf, type SharedGroup, type TopicTree } from '../routing/topic-tree.js';
 import type { Delivery, Message, OutboundEntry, PublishResult, PublishTransition, QoS, QueueLimits, RetainedEntry, SessionRepository } from '../store/repository.js';
 import { isExpired } from './outbound-flow.js';
 import type { Session } from './session.js';
@@ -254,8 +254,8 @@ export class Distributor {
    * The subscribers of a message, and for each shared subscription whose filter matches it the one
    * member chosen to get it (MQTT 5.0 4.8.2), merged with what that session matched otherwise.
    */
-  #match(message: Message, origin?: string): ReturnType<TopicTree['match']> {
-    if (this.#subscriptions.groups === 0) return this.#subscriptions.match(message.topic, origin);
+  #match(message: Message, origin?: string): ReadonlyMap<string, Matched> {
+    if (this.#subscriptions.groups === 0) return this.#subscriptions.subscribers(message.topic, origin);
     const groups: SharedGroup[] = [];
     const matched = this.#subscriptions.match(message.topic, origin, groups);
     for (const group of groups) {

@@ -186,6 +186,63 @@ describe('TopicTree', () => {
     );
   });
 
+  it('subscribers(), which keeps answers until the tree changes, answers as match() at every point of adds, removes and lookups', () => {
+    // Routes with options too: No Local makes an answer depend on the publisher (origin) [MQTT-3.8.3-3].
+    const routeArb = fc.oneof(qosArb, fc.record({ qos: qosArb, noLocal: fc.boolean(), identifier: fc.option(fc.integer({ min: 1, max: 9 }), { nil: undefined }) }));
+    const stepArb = fc.oneof(
+      { weight: 2, arbitrary: fc.record({ kind: fc.constant('add' as const), clientId: clientArb, filter: filterArb, route: routeArb }) },
+      { weight: 1, arbitrary: fc.record({ kind: fc.constant('remove' as const), clientId: clientArb, filter: filterArb }) },
+      {
+        weight: 4,
+        // Mostly a few topics, so that lookups repeat.
+        arbitrary: fc.record({ kind: fc.constant('lookup' as const), topic: fc.oneof(fc.constantFrom('a', 'a/b', 'b/c', '$SYS/a', 'a/b/c'), topicArb), origin: fc.option(clientArb, { nil: undefined }) }),
+      },
+    );
+    let repeated = 0;
+    fc.assert(
+      fc.property(fc.array(stepArb, { minLength: 20, maxLength: 60 }), (steps) => {
+        const tree = new TopicTree();
+        const seen = new Set<string>();
+        for (const step of steps) {
+          if (step.kind === 'add') tree.add(step.filter, step.clientId, step.route);
+          else if (step.kind === 'remove') tree.remove(step.filter, step.clientId);
+          else {
+            if (seen.has(step.topic)) repeated++;
+            seen.add(step.topic);
+            expect(sorted(new Map(tree.subscribers(step.topic, step.origin)))).toEqual(sorted(tree.match(step.topic, step.origin)));
+          }
+        }
+      }),
+      { numRuns: 1000 },
+    );
+    // Lookups of a topic already looked up, where a kept answer is used (or must not be).
+    expect(repeated).toBeGreaterThan(1000);
+  });
+
+  it('subscribers() keeps an answer for a topic until the tree changes, and only an answer without options', () => {
+    const tree = new TopicTree();
+    tree.add('a/+', 'c1', 1);
+    const first = tree.subscribers('a/b');
+    expect(tree.subscribers('a/b')).toBe(first);
+    tree.add('a/#', 'c2', 0);
+    expect(tree.subscribers('a/b')).not.toBe(first);
+    expect(sorted(new Map(tree.subscribers('a/b')))).toEqual([['c1', 1], ['c2', 0]]);
+    tree.add('a/b', 'c3', { qos: 1, noLocal: true });
+    expect(tree.subscribers('a/b', 'c3')).not.toBe(tree.subscribers('a/b', 'c3'));
+    expect(tree.subscribers('a/b', 'c3').has('c3')).toBe(false);
+    expect(tree.subscribers('a/b', 'c1').has('c3')).toBe(true);
+  });
+
+  it('subscribers() keeps a bounded number of answers, and none for a long topic (a client cannot make it hold more)', () => {
+    const tree = new TopicTree();
+    tree.add('x/#', 'c1', 1);
+    const first = tree.subscribers('x/0');
+    for (let index = 1; index <= 1024; index++) tree.subscribers(`x/${index}`);
+    expect(tree.subscribers('x/0')).not.toBe(first);
+    const long = `x/${'y'.repeat(300)}`;
+    expect(tree.subscribers(long)).not.toBe(tree.subscribers(long));
+  });
+
   it("never matches a '$' topic through a leading wildcard [MQTT-4.7.2-1]", () => {
     fc.assert(
       fc.property(fc.array(filterArb, { minLength: 1, maxLength: 10 }), topicArb, (filters, topic) => {
