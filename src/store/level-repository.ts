@@ -291,6 +291,13 @@ export class LevelRepository implements SessionRepository {
         bodies.set(id, bodyMessage(decode(bytes, keys.body(id), isBodyValue)));
       });
     }
+    // One per body, as publish hands out one for all the entries it writes.
+    const sharedBodies = new Map<number, SharedBody>();
+    const sharedBodyOf = (id: number): SharedBody => {
+      let body = sharedBodies.get(id);
+      if (body === undefined) sharedBodies.set(id, (body = new SharedBody(id)));
+      return body;
+    };
     return values.map((value, index) => {
       const seq = seqs[index]!;
       const release = releases.get(seq);
@@ -300,7 +307,10 @@ export class LevelRepository implements SessionRepository {
       if (value.g !== undefined) entry.shared = value.g;
       if (release) entry.packetId = release.i;
       // Completed from this without a read (see HeldEntry).
-      if (queue !== undefined) entry.stored = new HeldEntry(queue, entryKeys[index]!, value.m === undefined ? message.payload.length : value.z!, value.q, value.m);
+      if (queue !== undefined) {
+        const body = value.m === undefined ? undefined : sharedBodyOf(value.m);
+        entry.stored = new HeldEntry(queue, entryKeys[index]!, value.m === undefined ? message.payload.length : value.z!, value.q, body);
+      }
       return entry;
     });
   }
@@ -315,7 +325,7 @@ export class LevelRepository implements SessionRepository {
   async createSession(clientId: string, owner?: string, expiry?: number): Promise<void> {
     const writer = this.#openWriter();
     const created = !this.#queues.has(clientId);
-    if (created) this.#queues.set(clientId, new SessionQueue(1));
+    if (created) this.#queues.set(clientId, new SessionQueue(clientId, 1));
     try {
       await writer.submit({
         prepare: (batch) => {
@@ -422,7 +432,8 @@ export class LevelRepository implements SessionRepository {
     // delivery refused for a full queue leaves a gap in that session's seqs, nothing more.
     const size = message.payload.length;
     const places = deliveries.map((delivery) => new Place(delivery, this.#requireSession(delivery.clientId)));
-    const messageId = deliveries.length > 1 ? this.#nextMessageId++ : 0;
+    const sharedBody = deliveries.length > 1 ? new SharedBody(this.#nextMessageId++) : undefined;
+    const messageId = sharedBody?.id ?? 0;
     const properties = message.properties && propertiesValue(message.properties);
     let admitted: Place[] = [];
     let retainedRefused = false;
@@ -432,13 +443,13 @@ export class LevelRepository implements SessionRepository {
         if (handOver && !this.#takeHandedOver(batch, handOver)) return;
         // Queue limits are decided here, where transitions are applied in submission order and a
         // batch that fails to write leaves the stored counts as they were.
-        admitted = places.filter(({ delivery }) => this.#admit(batch, delivery.clientId, size, delivery.limits));
+        admitted = places.filter((place) => this.#admit(batch, place, size, place.delivery.limits));
         const bodyShared = admitted.length > 1;
         if (bodyShared) {
           const body: BodyValue = { t: message.topic, p: message.payload, o: message.qos };
           if (properties) body.x = properties;
           batch.put(keys.body(messageId), body);
-          batch.put(keys.refCount(messageId), admitted.length);
+          batch.put(sharedBody!.countKey, admitted.length);
         }
         for (const { delivery, seq, key } of admitted) {
           const { clientId, qos, retain, raiseDupMark, subscriptionIds, shared } = delivery;
@@ -458,7 +469,7 @@ export class LevelRepository implements SessionRepository {
       },
     });
     // Completing an entry needs no read then (see HeldEntry).
-    const body = admitted.length > 1 ? messageId : undefined;
+    const body = admitted.length > 1 ? sharedBody : undefined;
     const result: PublishResult = new Map();
     for (const { delivery, seq, queue, key } of admitted) {
       delivery.stored = new HeldEntry(queue, key, size, delivery.qos, body);
@@ -578,9 +589,10 @@ export class LevelRepository implements SessionRepository {
       if (entry.qos === 2) batch.del(keys.release(clientId, seq));
     }
     if (count === 0) return;
-    const stats = readStats(batch, clientId);
+    const statsKey = keys.queueStats(clientId);
+    const stats = readStats(batch, statsKey);
     release(stats, bytes, count);
-    writeStats(batch, clientId, stats);
+    writeStats(batch, statsKey, stats);
   }
 
   /** Entries known by seq only, or holding a shared body: read back, then removed. */
@@ -616,10 +628,10 @@ export class LevelRepository implements SessionRepository {
   }
 
   /** Counts a delivery of `size` bytes into the session's queue if its limits allow; counts a drop if not. */
-  #admit(batch: BatchBuilder, clientId: string, size: number, limits = this.#limits): boolean {
-    const stats = readStats(batch, clientId);
+  #admit(batch: BatchBuilder, { queue }: Place, size: number, limits = this.#limits): boolean {
+    const stats = readStats(batch, queue.statsKey);
     const admitted = admit(stats, size, limits);
-    writeStats(batch, clientId, stats);
+    writeStats(batch, queue.statsKey, stats);
     return admitted;
   }
 
@@ -639,7 +651,7 @@ export class LevelRepository implements SessionRepository {
       const dupMark = markBytes === undefined ? 0 : decode(markBytes, keys.dupMark(clientId), isDupMarkValue).s;
       const lastSeq = last === undefined ? 0 : keys.seqOfQueueKey(last);
       // Seqs continue above the DUP mark too, or a new entry would read back as 'dup'.
-      this.#queues.set(clientId, new SessionQueue(Math.max(lastSeq, dupMark) + 1));
+      this.#queues.set(clientId, new SessionQueue(clientId, Math.max(lastSeq, dupMark) + 1));
     }
     // Decoded once at start so a corrupt count is reported now, not at the first publish.
     for await (const [key, value] of db.iterator(keys.allQueueStats())) decode(value, key, isQueueStatsValue);
@@ -697,7 +709,15 @@ class SessionQueue {
   /** Its session was destroyed (or is being): every entry handed out of it is gone (see #standing). */
   destroyed = false;
 
-  constructor(public nextSeq: number) {}
+  /** The key of its session's queue counts, built once: every publish to the session reads and writes it. */
+  readonly statsKey: string;
+
+  constructor(
+    clientId: string,
+    public nextSeq: number,
+  ) {
+    this.statsKey = keys.queueStats(clientId);
+  }
 }
 
 /** Where a delivery of a publish goes: the next seq of its session's queue, taken as the publish is submitted. */
@@ -728,9 +748,21 @@ class HeldEntry {
     readonly key: string,
     readonly size: number,
     readonly qos: QueueEntryValue['q'],
-    /** The shared body's message id; undefined for an entry holding its own copy of the message. */
-    readonly body: number | undefined,
+    /** The shared body; undefined for an entry holding its own copy of the message. */
+    readonly body: SharedBody | undefined,
   ) {}
+}
+
+/**
+ * A shared body as the handles of its entries refer to it: its message id, and the key of its
+ * reference count, built once for all of them (a fan-out's every completion releases the body).
+ */
+class SharedBody {
+  readonly countKey: string;
+
+  constructor(readonly id: number) {
+    this.countKey = keys.refCount(id);
+  }
 }
 
 /** Now as a last-seen time: never before the session's creation or its previous last-seen (a clock stepping back). */
@@ -746,13 +778,13 @@ function writeDupMark(batch: BatchBuilder, clientId: string, through: number, ex
 }
 
 /** A session's stored queue counts as the batch sees them (earlier jobs of the batch included). */
-function readStats(batch: BatchBuilder, clientId: string): QueueStats {
-  const value = batch.get(keys.queueStats(clientId), isQueueStatsValue);
+function readStats(batch: BatchBuilder, statsKey: string): QueueStats {
+  const value = batch.get(statsKey, isQueueStatsValue);
   return value === undefined ? emptyQueueStats() : fromStatsValue(value);
 }
 
-function writeStats(batch: BatchBuilder, clientId: string, stats: QueueStats): void {
-  batch.put(keys.queueStats(clientId), { m: stats.messages, b: stats.bytes, d: stats.dropped } satisfies QueueStatsValue);
+function writeStats(batch: BatchBuilder, statsKey: string, stats: QueueStats): void {
+  batch.put(statsKey, { m: stats.messages, b: stats.bytes, d: stats.dropped } satisfies QueueStatsValue);
 }
 
 function fromStatsValue({ m, b, d }: QueueStatsValue): QueueStats {
@@ -772,22 +804,23 @@ function removeQueueEntry(
   if (entry === undefined) return undefined;
   batch.del(key);
   if (clientId !== undefined) {
-    const stats = readStats(batch, clientId);
+    const statsKey = keys.queueStats(clientId);
+    const stats = readStats(batch, statsKey);
     release(stats, entry.m === undefined ? entry.p!.length : entry.z!);
-    writeStats(batch, clientId, stats);
+    writeStats(batch, statsKey, stats);
   }
   if (entry.m !== undefined) releaseBody(batch, entry.m);
   return entry;
 }
 
 /** One queue entry less refers to the shared body: its count, read from the store, goes down; at 0 the body goes. */
-function releaseBody(batch: BatchBuilder, messageId: number): void {
-  const countKey = keys.refCount(messageId);
+function releaseBody(batch: BatchBuilder, body: SharedBody | number): void {
+  const { id, countKey } = typeof body === 'number' ? new SharedBody(body) : body;
   const remaining = (batch.get(countKey, isRefCount) ?? 1) - 1;
   if (remaining > 0) {
     batch.put(countKey, remaining);
   } else {
     batch.del(countKey);
-    batch.del(keys.body(messageId));
+    batch.del(keys.body(id));
   }
 }
