@@ -219,8 +219,8 @@ export class Distributor {
     const needsDurableWrite = durable.deliveries.length > 0 || durable.retained !== undefined || durable.inbound;
     let queued = 0;
     const stored = needsDurableWrite
-      ? this.#store(durable, durableTargets).then((count) => {
-          queued += count;
+      ? this.#durable.publish(durable).then((result) => {
+          queued += this.#stored(durable, durableTargets, result);
         })
       : Promise.resolve();
     if (durable.retained !== undefined) {
@@ -514,10 +514,13 @@ export class Distributor {
   }
 
   /** Stores the durable part of a publication; resolves to how many sessions got an entry. */
-  async #store(durable: PublishTransition, targets: Target[]): Promise<number> {
-    const result = await this.#durable.publish(durable);
-    // Notified before anything else is awaited: batches resolve in seq order, and a session must
-    // learn of its entries in that order to keep them in order.
+  /**
+   * The durable write of a publication is done: its sessions hear of their entries, and the
+   * retained index follows. Run in the write's own continuation, before anything else is awaited:
+   * batches resolve in seq order, and a session must learn of its entries in that order to keep
+   * them in order. Returns how many sessions queued it.
+   */
+  #stored(durable: PublishTransition, targets: Target[], result: PublishResult): number {
     const queued = notify(targets, result, durable.message);
     const { retained, message } = durable;
     if (retained === 'clear') this.#retained.deleteStored(message.topic);
