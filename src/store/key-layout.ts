@@ -95,7 +95,9 @@ export const keys = {
   seqOfQueueKey: (key: string) => parseInt(key.slice(key.length - 12), 16),
 
   dupMark: (clientId: string) => `w${SEP}${clientId}`,
+  isDupMarkKey: (key: string) => key.charCodeAt(0) === 0x77 && key.charCodeAt(1) === 0,
   queueStats: (clientId: string) => `n${SEP}${clientId}`,
+  isQueueStatsKey: (key: string) => key.charCodeAt(0) === 0x6e && key.charCodeAt(1) === 0,
   allQueueStats: (): KeyRange => ({ gt: `n${SEP}`, lt: `n${END}` }),
   clientIdOfQueueStats: (key: string) => key.slice(2),
 

@@ -133,7 +133,14 @@ export class LevelRepository implements SessionRepository {
       throw error;
     }
     this.#db = db;
-    this.#writer = new GroupCommitWriter(db, { sync: this.#sync, location: this.#location, ...(this.#log ? { log: this.#log } : {}) });
+    this.#writer = new GroupCommitWriter(db, {
+      sync: this.#sync,
+      location: this.#location,
+      // Every publish and every completion reads and writes its session's queue counts, and a
+      // delivery to a connected session its DUP mark: one key of each per session.
+      keepCommitted: (key) => keys.isQueueStatsKey(key) || keys.isDupMarkKey(key),
+      ...(this.#log ? { log: this.#log } : {}),
+    });
     if (!this.#sync && this.#syncIntervalMs > 0) this.#startPeriodicSync(this.#writer);
   }
 

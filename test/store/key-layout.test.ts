@@ -32,6 +32,16 @@ describe('key layout: parseKey is the inverse of keys.*', () => {
     );
   });
 
+  it('isQueueStatsKey and isDupMarkKey pick out exactly the keys of those kinds', () => {
+    fc.assert(
+      fc.property(builtKey, ([key, parts]) => {
+        expect(keys.isQueueStatsKey(key)).toBe(parts.kind === 'queue-stats');
+        expect(keys.isDupMarkKey(key)).toBe(parts.kind === 'dup-mark');
+      }),
+    );
+    for (const singleton of [FORMAT_KEY, SYNC_MARK_KEY, RETAINED_TOTALS_KEY]) expect(keys.isQueueStatsKey(singleton) || keys.isDupMarkKey(singleton)).toBe(false);
+  });
+
   it('knows the three singleton keys', () => {
     expect(parseKey(FORMAT_KEY)).toEqual({ kind: 'format' });
     expect(parseKey(SYNC_MARK_KEY)).toEqual({ kind: 'sync-mark' });

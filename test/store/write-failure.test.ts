@@ -200,6 +200,10 @@ describe('LevelRepository when store writes fail', () => {
     expect(log.at('warn').join('\n')).toMatch(/yet after reopening the store the batch is in it/);
     faults.recover();
     expect(await payloads(repository, 'a')).toEqual(['1:in the log']);
+    // The queue counts go on from what the store holds, that batch included (the writer keeps
+    // committed counts in memory: it must not keep the ones from before that batch).
+    await repository.publish({ message: message('next'), deliveries: [{ clientId: 'a', qos: 1, retain: false }] });
+    expect(await repository.queueStats('a')).toEqual({ messages: 2, bytes: 'in the log'.length + 'next'.length, dropped: 0 });
   });
 
   it('a failed destroySession leaves the session stored and usable, seqs continuing', async () => {
