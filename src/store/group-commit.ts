@@ -22,18 +22,26 @@ const DELETED = Symbol('deleted');
 /** A key the committed store does not hold, as CommittedValues remembers it. */
 const ABSENT = Symbol('absent');
 
+/** At most this many values are kept by CommittedValues; past it, it starts afresh. Exported for tests. */
+export const COMMITTED_VALUES = 65_536;
+
 /**
- * The committed values of a few keys that nearly every batch reads and writes (a session's queue
- * counts), kept decoded by the writer: read from the store once, then taken from here, and set to
- * what each batch that commits wrote. Reading one from LevelDB cost a native call and, once the
- * memtable had been flushed, a search of the level-0 tables: 2 % of a QoS 1 message's time. Only
- * what a committed batch wrote goes in; after a failed write it is emptied (the store decides
- * again). `holds` must select keys whose number is bounded (one per session), as this grows with them.
+ * The committed values of a few keys that many batches read and write (a session's queue counts,
+ * a shared body's reference count), kept decoded by the writer: read from the store once, then
+ * taken from here, and set to what each batch that commits wrote. Reading one from LevelDB cost a
+ * native call and, once the memtable had been flushed, a search of the level-0 tables: 2 % of a
+ * QoS 1 message's time. Only what a committed batch wrote goes in; after a failed write it is
+ * emptied (the store decides again). Bounded (COMMITTED_VALUES): forgetting is always safe.
  */
-class CommittedValues {
+export class CommittedValues {
   readonly #values = new Map<string, unknown>();
 
   constructor(readonly holds: (key: string) => boolean) {}
+
+  /** How many values it keeps. */
+  get size(): number {
+    return this.#values.size;
+  }
 
   /** The committed value (ABSENT: no such key), or undefined when not known here. */
   get(key: string): unknown {
@@ -41,16 +49,21 @@ class CommittedValues {
   }
 
   remember(key: string, value: unknown): void {
-    this.#values.set(key, value === undefined ? ABSENT : value);
+    this.#set(key, value === undefined ? ABSENT : value);
   }
 
-  /** A batch committed: what it wrote to held keys is what the store now holds. */
-  committed(overlay: ReadonlyMap<string, unknown>): void {
-    for (const [key, value] of overlay) {
-      if (!this.holds(key)) continue;
+  /** A batch committed: what it wrote to `keys` (held keys) is what the store now holds. */
+  committed(overlay: ReadonlyMap<string, unknown>, keys: Iterable<string>): void {
+    for (const key of keys) {
+      const value = overlay.get(key);
       if (value === DELETED) this.#values.delete(key);
-      else this.#values.set(key, value);
+      else this.#set(key, value);
     }
+  }
+
+  #set(key: string, value: unknown): void {
+    if (this.#values.size >= COMMITTED_VALUES && !this.#values.has(key)) this.#values.clear();
+    this.#values.set(key, value);
   }
 
   forget(): void {
@@ -70,24 +83,28 @@ export class BatchBuilder {
   readonly #committed: CommittedValues | undefined;
   /** Every key the batch writes, with its last value. */
   readonly #overlay = new Map<string, unknown>();
+  /** The keys it writes whose committed values are kept (CommittedValues.holds). */
+  readonly #held = new Set<string>();
 
   constructor(db: Db, committed?: CommittedValues) {
     this.#db = db;
     this.#committed = committed;
   }
 
-  /** Every key the batch writes, with its last value (DELETED for a delete). */
-  get overlay(): ReadonlyMap<string, unknown> {
-    return this.#overlay;
-  }
-
   /** `value` must not be changed after this: it is encoded when the batch is written. */
   put(key: string, value: unknown): void {
     this.#overlay.set(key, value);
+    if (this.#committed?.holds(key)) this.#held.add(key);
   }
 
   del(key: string): void {
     this.#overlay.set(key, DELETED);
+    if (this.#committed?.holds(key)) this.#held.add(key);
+  }
+
+  /** The batch is written: the committed values it changed are what it wrote. */
+  committed(): void {
+    if (this.#held.size > 0) this.#committed?.committed(this.#overlay, this.#held);
   }
 
   /** One operation per key, its last value: a counter updated by many jobs is written once. */
@@ -313,7 +330,7 @@ export class GroupCommitWriter {
         try {
           await writeBatch(this.#db, operations, sync);
           this.#observe(started, jobs.length, synced, false);
-          this.#committed?.committed(batch.overlay);
+          batch.committed();
         } catch (cause) {
           this.#observe(started, jobs.length, synced, true);
           // Whether the batch is in is the store's to say now (and after a reopen, of every batch).

@@ -112,6 +112,7 @@ export const keys = {
   bodies: (): KeyRange => ({ gt: `m${SEP}`, lt: `m${END}` }),
   messageIdOfBodyKey: (key: string) => parseInt(key.slice(2), 16),
   refCount: (messageId: number) => `c${SEP}${hex(messageId, 12)}`,
+  isRefCountKey: (key: string) => key.charCodeAt(0) === 0x63 && key.charCodeAt(1) === 0,
 
   retained: (topic: string) => `r${SEP}${topic}`,
   allRetained: (): KeyRange => ({ gt: `r${SEP}`, lt: `r${END}` }),

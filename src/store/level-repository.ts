@@ -136,9 +136,10 @@ export class LevelRepository implements SessionRepository {
     this.#writer = new GroupCommitWriter(db, {
       sync: this.#sync,
       location: this.#location,
-      // Every publish and every completion reads and writes its session's queue counts, and a
-      // delivery to a connected session its DUP mark: one key of each per session.
-      keepCommitted: (key) => keys.isQueueStatsKey(key) || keys.isDupMarkKey(key),
+      // Every publish and every completion reads and writes its session's queue counts, a delivery
+      // to a connected session its DUP mark, and every completion of a shared body's entry the
+      // body's reference count.
+      keepCommitted: (key) => keys.isQueueStatsKey(key) || keys.isDupMarkKey(key) || keys.isRefCountKey(key),
       ...(this.#log ? { log: this.#log } : {}),
     });
     if (!this.#sync && this.#syncIntervalMs > 0) this.#startPeriodicSync(this.#writer);

@@ -32,14 +32,17 @@ describe('key layout: parseKey is the inverse of keys.*', () => {
     );
   });
 
-  it('isQueueStatsKey and isDupMarkKey pick out exactly the keys of those kinds', () => {
+  it('isQueueStatsKey, isDupMarkKey and isRefCountKey pick out exactly the keys of those kinds', () => {
     fc.assert(
       fc.property(builtKey, ([key, parts]) => {
         expect(keys.isQueueStatsKey(key)).toBe(parts.kind === 'queue-stats');
         expect(keys.isDupMarkKey(key)).toBe(parts.kind === 'dup-mark');
+        expect(keys.isRefCountKey(key)).toBe(parts.kind === 'ref-count');
       }),
     );
-    for (const singleton of [FORMAT_KEY, SYNC_MARK_KEY, RETAINED_TOTALS_KEY]) expect(keys.isQueueStatsKey(singleton) || keys.isDupMarkKey(singleton)).toBe(false);
+    for (const singleton of [FORMAT_KEY, SYNC_MARK_KEY, RETAINED_TOTALS_KEY]) {
+      expect(keys.isQueueStatsKey(singleton) || keys.isDupMarkKey(singleton) || keys.isRefCountKey(singleton)).toBe(false);
+    }
   });
 
   it('knows the three singleton keys', () => {
