@@ -11,7 +11,7 @@ import { encodeAck, type AckCommand } from './ack-writer.js';
 import { encodePublish } from './publish-encoder.js';
 import { Mqtt5Link, type ClientAnnouncement } from './mqtt5-link.js';
 import { Reason, reasonOfEnd, v3ConnackCode, type ReasonCode } from './reason-codes.js';
-import { ReplyQueue } from './reply-queue.js';
+import { type Reply, ReplyQueue } from './reply-queue.js';
 import { ArrivingPacket, UNSENT_SHARE } from './limits.js';
 import type { ListenerInfo } from './listener-info.js';
 import { createStrictParser, discardUnfinished, PacketTooLarge, packetUnderway, ProtocolError } from './strict-parser.js';
@@ -436,6 +436,11 @@ export class Connection implements OutboundChannel {
    */
   reply<T>(work: Promise<T>, send: (result: T) => void | Promise<void>, onFailure?: () => void, heldBytes = 0): void {
     this.#replies.add(work, send, onFailure, heldBytes);
+  }
+
+  /** `reply`, with the reply as an object (see Reply). */
+  replyWith<T>(work: Promise<T>, reply: Reply<T>): void {
+    this.#replies.addReply(work, reply);
   }
 
   /**

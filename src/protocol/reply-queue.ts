@@ -4,17 +4,44 @@ const WAITING = 0;
 const DONE = 1;
 const FAILED = 2;
 
-/** A reply waiting for its work (a store write), then for every reply queued before it. */
-class PendingReply {
+/**
+ * A reply waiting for its work (a store write), then for every reply queued before it. A handler
+ * that replies to every message (PUBLISH) makes one of its own, one object per message where
+ * closures for sending and failing and their shared scope were four.
+ */
+export abstract class Reply<T = unknown> {
+  /** Kept by the queue. */
   state: typeof WAITING | typeof DONE | typeof FAILED = WAITING;
   /** The work's result once DONE, its error once FAILED. */
   outcome: unknown;
 
+  /** `heldBytes`: what the reply holds (the payload of the PUBLISH it answers), counted by the queue. */
+  constructor(readonly heldBytes = 0) {}
+
+  /** Sends it, with its work's result; a promise holds the replies behind it until it settles. */
+  abstract send(result: T): void | Promise<void>;
+
+  /** Its work (or its send) failed: nothing is sent for it. */
+  failed(): void {}
+}
+
+/** A reply given as functions (ReplyQueue.add). */
+class FunctionReply extends Reply {
   constructor(
-    readonly send: (result: never) => void | Promise<void>,
+    readonly sendResult: (result: never) => void | Promise<void>,
     readonly onFailure: (() => void) | undefined,
-    readonly heldBytes: number,
-  ) {}
+    heldBytes: number,
+  ) {
+    super(heldBytes);
+  }
+
+  send(result: unknown): void | Promise<void> {
+    return (this.sendResult as (result: unknown) => void | Promise<void>)(result);
+  }
+
+  override failed(): void {
+    this.onFailure?.();
+  }
 }
 
 /** What a connection hears from its replies. */
@@ -34,7 +61,7 @@ export interface ReplyHooks {
  */
 export class ReplyQueue {
   readonly #hooks: ReplyHooks;
-  readonly #queue = new Fifo<PendingReply>();
+  readonly #queue = new Fifo<Reply>();
   /** A send returned a promise: the replies behind it wait until it settles. */
   #sending = false;
   #count = 0;
@@ -59,10 +86,14 @@ export class ReplyQueue {
    * been sent. If `work` fails (or `send` throws), `onFailure` runs instead and the hooks hear of it.
    */
   add<T>(work: Promise<T>, send: (result: T) => void | Promise<void>, onFailure?: () => void, heldBytes = 0): void {
-    const reply = new PendingReply(send, onFailure, heldBytes);
+    this.addReply(work, new FunctionReply(send, onFailure, heldBytes));
+  }
+
+  /** `add`, with the reply as an object. */
+  addReply<T>(work: Promise<T>, reply: Reply<T>): void {
     this.#count++;
-    this.#bytes += heldBytes;
-    this.#queue.push(reply);
+    this.#bytes += reply.heldBytes;
+    this.#queue.push(reply as Reply);
     work.then(
       (result) => {
         reply.state = DONE;
@@ -93,7 +124,7 @@ export class ReplyQueue {
       }
       let sending: void | Promise<void>;
       try {
-        sending = (reply.send as (result: unknown) => void | Promise<void>)(reply.outcome);
+        sending = reply.send(reply.outcome);
       } catch (error) {
         this.#fail(reply, error);
         continue;
@@ -116,13 +147,13 @@ export class ReplyQueue {
     }
   }
 
-  #fail(reply: PendingReply, error: unknown): void {
-    reply.onFailure?.();
+  #fail(reply: Reply, error: unknown): void {
+    reply.failed();
     this.#hooks.failed(error);
     this.#settle(reply);
   }
 
-  #settle(reply: PendingReply): void {
+  #settle(reply: Reply): void {
     this.#count--;
     this.#bytes -= reply.heldBytes;
     this.#hooks.settled();

@@ -1,12 +1,14 @@
 import type { IPublishPacket } from 'mqtt-packet';
 import { ProtocolViolation } from '../../errors.js';
 import { isValidTopicName } from '../../routing/topic.js';
-import type { PublicationOutcome } from '../../session/distributor.js';
-import type { Message } from '../../store/repository.js';
+import type { Publication, PublicationOutcome } from '../../session/distributor.js';
+import type { InboundFlow } from '../../session/inbound-flow.js';
+import type { Message, QoS } from '../../store/repository.js';
 import type { Connection } from '../connection.js';
 import { topicOverLimits } from '../limits.js';
 import { messagePropertiesOf } from '../message-properties.js';
 import { Reason, type ReasonCode } from '../reason-codes.js';
+import { Reply } from '../reply-queue.js';
 
 /**
  * PUBLISH from a client. The message is routed and stored at once; PUBACK/PUBREC follow only once
@@ -38,18 +40,12 @@ export function handlePublish(connection: Connection, packet: IPublishPacket): v
     throw new ProtocolViolation('more unacknowledged QoS 1/2 PUBLISHes than the Receive Maximum [MQTT-3.3.4-7] (MQTT 5.0 4.9)', Reason.RECEIVE_MAXIMUM_EXCEEDED);
   }
   const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
-  const acknowledgement = qos === 1 ? 'puback' : qos === 2 ? 'pubrec' : undefined;
   if (qos === 1) connection.qos1Received();
-  const acknowledge = (reason: ReasonCode, text?: string) => {
-    if (acknowledgement === undefined) return;
-    if (qos === 1) connection.qos1Acknowledged();
-    connection.acknowledge(acknowledgement, packetId, reason, text);
-  };
 
   const messageProperties = mqtt5 ? messagePropertiesOf(properties, payload, Date.now()) : undefined;
   if (messageProperties === 'payload-format-invalid') {
     // Not routed (MQTT 5.0 3.3.2.3.2: the receiver may check it); QoS 0 has nothing to say it with.
-    connection.reply(Promise.resolve(), () => acknowledge(Reason.PAYLOAD_FORMAT_INVALID, 'the payload is not UTF-8, as its Payload Format Indicator says'));
+    acknowledgeInTurn(connection, qos, packetId, Reason.PAYLOAD_FORMAT_INVALID, 'the payload is not UTF-8, as its Payload Format Indicator says');
     return;
   }
   const message: Message = { topic, payload, qos };
@@ -60,13 +56,13 @@ export function handlePublish(connection: Connection, packet: IPublishPacket): v
     refused(connection, topic);
     // 3.1.1 has no way to say no to a PUBLISH: it is acknowledged as usual and dropped [MQTT-3.3.5-2];
     // MQTT 5 says 0x87. A PUBREL for it later finds no packet id held and still gets PUBCOMP.
-    connection.reply(Promise.resolve(), () => acknowledge(Reason.NOT_AUTHORIZED, `not authorized to publish on ${JSON.stringify(topic)}`));
+    acknowledgeInTurn(connection, qos, packetId, Reason.NOT_AUTHORIZED, `not authorized to publish on ${JSON.stringify(topic)}`);
     return;
   }
 
   if (qos === 2 && !inbound.claim(packetId)) {
     // Already received and not released: acknowledge again, deliver nothing again [MQTT-4.3.3-2].
-    connection.reply(Promise.resolve(), () => acknowledge(Reason.SUCCESS));
+    acknowledgeInTurn(connection, qos, packetId, Reason.SUCCESS);
     return;
   }
   const publication = distributor.route(message, {
@@ -75,25 +71,60 @@ export function handlePublish(connection: Connection, packet: IPublishPacket): v
     ...(qos === 2 ? { inbound: { session, packetId } } : {}),
   });
   if (qos === 2) session.track(publication.stored);
-  const answer = (outcome: PublicationOutcome): void => {
+  connection.replyWith(publication.stored, new PublishReply(connection, publication, inbound, qos, packetId, payload.length));
+}
+
+/**
+ * What follows a routed PUBLISH once its durable write is done: the message goes to clean and QoS
+ * 0 subscribers (Publication.deliver), then the publisher hears PUBACK or PUBREC with what became
+ * of it. One object per message, in the connection's reply queue.
+ */
+class PublishReply extends Reply<void> {
+  constructor(
+    readonly connection: Connection,
+    readonly publication: Publication,
+    readonly inbound: InboundFlow,
+    readonly qos: QoS,
+    readonly packetId: number,
+    heldBytes: number,
+  ) {
+    super(heldBytes);
+  }
+
+  /** Synchronous unless clean subscribers had to be written to: no promise per message then. */
+  send(): void | Promise<void> {
+    const outcome = this.publication.deliver();
+    return outcome instanceof Promise ? outcome.then((settled) => this.#answer(settled)) : this.#answer(outcome);
+  }
+
+  /** Not stored: no acknowledgement; the packet id is free again (the connection closes). */
+  override failed(): void {
+    if (this.qos === 1) this.connection.qos1Acknowledged();
+    if (this.qos === 2) this.inbound.abandon(this.packetId);
+  }
+
+  #answer(outcome: PublicationOutcome): void {
+    const { connection, inbound, qos, packetId } = this;
     const reason = reasonOf(outcome);
     // A PUBREC of 0x80 or more ends the exchange: no PUBREL comes for that packet id [MQTT-4.3.3-4].
     if (qos === 2 && reason >= 0x80) connection.background(inbound.release(packetId));
-    acknowledge(reason);
-  };
-  connection.reply(
-    publication.stored,
-    // Synchronous unless clean subscribers had to be written to: no promise per message then.
-    () => {
-      const outcome = publication.deliver();
-      return outcome instanceof Promise ? outcome.then(answer) : answer(outcome);
-    },
-    () => {
-      if (qos === 1) connection.qos1Acknowledged();
-      if (qos === 2) inbound.abandon(packetId);
-    },
-    payload.length,
-  );
+    acknowledgePublish(connection, qos, packetId, reason);
+  }
+}
+
+/**
+ * A PUBLISH answered without being routed: its acknowledgement still waits in the reply queue for
+ * those of the PUBLISHes before it. Apart from handlePublish, so that its closure is made only here.
+ */
+function acknowledgeInTurn(connection: Connection, qos: QoS, packetId: number, reason: ReasonCode, text?: string): void {
+  connection.reply(Promise.resolve(), () => acknowledgePublish(connection, qos, packetId, reason, text));
+}
+
+/** PUBACK for QoS 1, PUBREC for QoS 2 (QoS 0 has none), with `reason` for an MQTT 5 client. */
+function acknowledgePublish(connection: Connection, qos: QoS, packetId: number, reason: ReasonCode, text?: string): void {
+  if (qos === 0) return;
+  if (qos === 1) connection.qos1Acknowledged();
+  connection.acknowledge(qos === 1 ? 'puback' : 'pubrec', packetId, reason, text);
 }
 
 function reasonOf(outcome: PublicationOutcome): ReasonCode {
