@@ -513,7 +513,6 @@ export class Distributor {
     );
   }
 
-  /** Stores the durable part of a publication; resolves to how many sessions got an entry. */
   /**
    * The durable write of a publication is done: its sessions hear of their entries, and the
    * retained index follows. Run in the write's own continuation, before anything else is awaited:

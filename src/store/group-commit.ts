@@ -22,8 +22,12 @@ const DELETED = Symbol('deleted');
 /** A key the committed store does not hold, as CommittedValues remembers it. */
 const ABSENT = Symbol('absent');
 
-/** At most this many values are kept by CommittedValues; past it, it starts afresh. Exported for tests. */
-export const COMMITTED_VALUES = 65_536;
+/**
+ * At most this many values are kept by CommittedValues; past it, it starts afresh (about 2 MiB at
+ * most: a key and a small value each). A broker with more than 8,000 busy persistent sessions
+ * reads some of them from the store again, as it did before. Exported for tests.
+ */
+export const COMMITTED_VALUES = 16_384;
 
 /**
  * The committed values of a few keys that many batches read and write (a session's queue counts,
