@@ -78,7 +78,7 @@ export class Connection implements OutboundChannel {
   /** Arrival times of the QoS 1/2 PUBLISHes not acknowledged yet, in order (with observePublishAck only). */
   readonly #ackWaits: number[] = [];
   readonly #dispatch: Dispatch;
-  /** How a connected client's packets are read (packet-fast-path.ts); PUBLISH too once the CONNECT says 3.1 or 3.1.1. */
+  /** How a connected client's packets are read (packet-fast-path.ts); PUBLISH too once its CONNECT is taken. */
   readonly #fastPath: FastPathOptions;
   readonly #receiveFast = (packet: Packet): void => this.#receive(packet);
   readonly #socket: Transport;
@@ -139,7 +139,7 @@ export class Connection implements OutboundChannel {
     );
     this.#parser.on('packet', (packet: Packet) => this.#receive(packet));
     this.#parser.on('error', (error: Error) => this.#malformed(error));
-    this.#fastPath = { maxPacketSize, publishes: false, reading: () => this.#state !== 'closed' };
+    this.#fastPath = { maxPacketSize, publishes: false, mqtt5: false, reading: () => this.#state !== 'closed' };
     // Not after close: the socket is read until it is destroyed, and the parser would start afresh.
     socket.on('data', (chunk: Buffer) => this.#read(chunk));
     socket.on('held', () => this.#account(false));
@@ -177,7 +177,8 @@ export class Connection implements OutboundChannel {
    */
   useProtocolVersion(version: ProtocolVersion, announcement: ClientAnnouncement = {}): void {
     this.#protocolVersion = version;
-    this.#fastPath.publishes = version !== 5;
+    this.#fastPath.publishes = true;
+    this.#fastPath.mqtt5 = version === 5;
     if (version === 5) this.#mqtt5 = new Mqtt5Link(announcement, this.context.options.topicAliasMaximum);
   }
 

@@ -15,8 +15,8 @@ interface Reading {
  * What a connection does with its chunks once connected: the fast path first, the rest to the
  * parser; nothing more is read after an error (the connection is closed).
  */
-function readWithFastPath(chunks: Buffer[], maxPacketSize: number, publishes = true): Reading {
-  const parser = createStrictParser(maxPacketSize);
+function readWithFastPath(chunks: Buffer[], maxPacketSize: number, publishes = true, mqtt5 = false): Reading {
+  const parser = parserFor(maxPacketSize, mqtt5);
   const reading: Reading = { seen: [], fast: 0 };
   let open = true;
   parser.on('packet', (packet: Packet) => reading.seen.push(describePacket(packet)));
@@ -24,7 +24,7 @@ function readWithFastPath(chunks: Buffer[], maxPacketSize: number, publishes = t
     reading.seen.push(`error ${error.message}`);
     open = false;
   });
-  const options = { maxPacketSize, publishes, reading: () => open };
+  const options = { maxPacketSize, publishes, mqtt5, reading: () => open };
   const onPacket = (packet: FastPacket) => {
     reading.fast++;
     reading.seen.push(describePacket(packet));
@@ -37,8 +37,8 @@ function readWithFastPath(chunks: Buffer[], maxPacketSize: number, publishes = t
   return reading;
 }
 
-function readWithParserOnly(chunks: Buffer[], maxPacketSize: number): string[] {
-  const parser = createStrictParser(maxPacketSize);
+function readWithParserOnly(chunks: Buffer[], maxPacketSize: number, mqtt5 = false): string[] {
+  const parser = parserFor(maxPacketSize, mqtt5);
   const seen: string[] = [];
   let open = true;
   parser.on('packet', (packet: Packet) => seen.push(describePacket(packet)));
@@ -50,12 +50,21 @@ function readWithParserOnly(chunks: Buffer[], maxPacketSize: number): string[] {
   return seen;
 }
 
-/** Everything a handler reads of a packet, the payload hashed. */
+/**
+ * A server's parser after an MQTT 5 CONNECT reads PUBLISH with the same rules as one made for
+ * MQTT 5 from the start (the bridge's), which needs no CONNECT to get there.
+ */
+function parserFor(maxPacketSize: number, mqtt5: boolean) {
+  return mqtt5 ? createStrictParser(maxPacketSize, { protocolVersion: 5 }) : createStrictParser(maxPacketSize);
+}
+
+/** Everything a handler reads of a packet, the payload hashed, the properties as they are. */
 function describePacket(packet: Packet): string {
-  const fields = packet as Packet & { messageId?: number; topic?: string; payload?: Buffer; qos?: number; dup?: boolean; retain?: boolean; length?: number };
+  const fields = packet as Packet & { messageId?: number; topic?: string; payload?: Buffer; qos?: number; dup?: boolean; retain?: boolean; length?: number; properties?: object };
   const payload = fields.payload === undefined || fields.payload === null ? undefined : `${fields.payload.length}:${createHash('sha1').update(fields.payload).digest('hex').slice(0, 8)}`;
   if (packet.cmd !== 'publish') return [packet.cmd, fields.messageId].filter((part) => part !== undefined).join(' ');
-  return JSON.stringify([packet.cmd, fields.messageId, fields.topic, fields.qos, fields.dup, fields.retain, fields.length, payload, Buffer.isBuffer(fields.payload)]);
+  const properties = fields.properties === undefined ? undefined : Object.entries(fields.properties).map(([name, value]) => [name, Buffer.isBuffer(value) ? `bytes ${value.toString('hex')}` : value]);
+  return JSON.stringify([packet.cmd, fields.messageId, fields.topic, fields.qos, fields.dup, fields.retain, fields.length, payload, Buffer.isBuffer(fields.payload), properties]);
 }
 
 const qos = fc.constantFrom<0 | 1 | 2>(0, 1, 2);
@@ -85,6 +94,42 @@ const publish = fc
     return Buffer.concat([header, body.subarray(0, length), Buffer.alloc(Math.max(0, length - body.length))]);
   });
 
+/** One property of an MQTT 5 PUBLISH as bytes: the allowed ones with any value, and some that are not allowed or not valid. */
+const string16 = (text: Buffer) => Buffer.concat([Buffer.from([text.length >> 8, text.length & 0xff]), text]);
+const propertyText = fc.oneof(
+  { weight: 6, arbitrary: fc.constantFrom('text/plain', 'reply/to', '', 'k').map((text) => Buffer.from(text)) },
+  { weight: 1, arbitrary: fc.constantFrom('é', 'a\u0000b').map((text) => Buffer.from(text)) },
+  { weight: 1, arbitrary: fc.uint8Array({ maxLength: 4 }).map((bytes) => Buffer.from(bytes)) },
+);
+const property: fc.Arbitrary<Buffer> = fc.oneof(
+  fc.integer({ min: 0, max: 2 }).map((flag) => Buffer.from([0x01, flag])),
+  fc.nat().map((seconds) => Buffer.from([0x02, seconds >>> 24, (seconds >>> 16) & 0xff, (seconds >>> 8) & 0xff, seconds & 0xff])),
+  propertyText.map((text) => Buffer.concat([Buffer.from([0x03]), string16(text)])),
+  propertyText.map((text) => Buffer.concat([Buffer.from([0x08]), string16(text)])),
+  fc.uint8Array({ maxLength: 6 }).map((bytes) => Buffer.concat([Buffer.from([0x09]), string16(Buffer.from(bytes))])),
+  fc.integer({ min: 0, max: 300 }).map((id) => Buffer.from([0x0b, ...variableByteInteger(id)])),
+  fc.integer({ min: 0, max: 65535 }).map((alias) => Buffer.from([0x23, alias >> 8, alias & 0xff])),
+  fc.tuple(propertyText, propertyText).map(([key, value]) => Buffer.concat([Buffer.from([0x26]), string16(key), string16(value)])),
+  // Not allowed in a PUBLISH: Session Expiry Interval, Receive Maximum.
+  fc.constantFrom(Buffer.from([0x11, 0, 0, 0, 1]), Buffer.from([0x21, 0, 1])),
+);
+const publishV5 = fc
+  .record({
+    qosBits: fc.oneof({ weight: 12, arbitrary: qos }, { weight: 1, arbitrary: fc.constant(3) }),
+    topic: topicBytes,
+    id: fc.integer({ min: 1, max: 65535 }),
+    properties: fc.array(property, { maxLength: 5 }),
+    // Property length off by this much.
+    propertiesError: fc.oneof({ weight: 8, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.integer({ min: -3, max: 3 }) }),
+    size: fc.integer({ min: 0, max: 100 }),
+  })
+  .map(({ qosBits, topic, id, properties, propertiesError, size }) => {
+    const list = Buffer.concat(properties);
+    const idBytes = qosBits > 0 ? Buffer.from([id >> 8, id & 0xff]) : Buffer.alloc(0);
+    const body = Buffer.concat([string16(topic), idBytes, Buffer.from(variableByteInteger(Math.max(0, list.length + propertiesError))), list, Buffer.alloc(size, 9)]);
+    return Buffer.concat([Buffer.from([0x30 | (qosBits << 1), ...variableByteInteger(body.length)]), body]);
+  });
+
 function variableByteInteger(value: number): number[] {
   const bytes: number[] = [];
   do {
@@ -101,6 +146,7 @@ const packet: fc.Arbitrary<Buffer> = fc.oneof(
   { weight: 1, arbitrary: fc.integer({ min: 1, max: 65535 }).map((id) => mqttPacket.generate({ cmd: 'pubrel', messageId: id })) },
   { weight: 1, arbitrary: fc.constant(mqttPacket.generate({ cmd: 'pingreq' })) },
   { weight: 8, arbitrary: publish },
+  { weight: 8, arbitrary: publishV5 },
   // A PUBACK with a wrong remaining length or reserved flags set: the parser's to judge [MQTT-2.2.2-2].
   { weight: 1, arbitrary: fc.constantFrom(Buffer.from([0x40, 3, 0, 1, 0]), Buffer.from([0x41, 2, 0, 1]), Buffer.from([0x40, 0]), Buffer.from([0x40, 2, 0, 0])) },
   // PUBLISHes ending inside their own fields: a remaining length of five bytes, one byte of the
@@ -128,10 +174,10 @@ describe('packet fast path', () => {
   it('sees exactly the packets, fields, order and first error that the parser alone sees, however the bytes are cut into chunks', () => {
     let fast = 0;
     fc.assert(
-      fc.property(chunked, maxPacketSize, fc.boolean(), (chunks, max, publishes) => {
-        const reading = readWithFastPath(chunks, max, publishes);
+      fc.property(chunked, maxPacketSize, fc.boolean(), fc.boolean(), (chunks, max, publishes, mqtt5) => {
+        const reading = readWithFastPath(chunks, max, publishes, mqtt5);
         fast += reading.fast;
-        expect(reading.seen).toEqual(readWithParserOnly(chunks, max));
+        expect(reading.seen).toEqual(readWithParserOnly(chunks, max, mqtt5));
       }),
       { numRuns: 3000 },
     );
@@ -146,9 +192,9 @@ describe('packet fast path', () => {
     const reading = readWithFastPath([chunk], 1_048_576);
     expect(reading.fast).toBe(3);
     expect(reading.seen).toEqual([
-      JSON.stringify(['publish', 7, 'a/b', 1, false, true, first.length - 2, `2:${createHash('sha1').update('hi').digest('hex').slice(0, 8)}`, true]),
+      JSON.stringify(['publish', 7, 'a/b', 1, false, true, first.length - 2, `2:${createHash('sha1').update('hi').digest('hex').slice(0, 8)}`, true, undefined]),
       'puback 9',
-      JSON.stringify(['publish', undefined, 'c', 0, false, false, second.length - 2, '0:da39a3ee', true]),
+      JSON.stringify(['publish', undefined, 'c', 0, false, false, second.length - 2, '0:da39a3ee', true, undefined]),
       'pingreq',
     ]);
   });
@@ -163,7 +209,47 @@ describe('packet fast path', () => {
     expect(reading.fast).toBe(2);
   });
 
-  it('leaves PUBLISH to the parser for an MQTT 5 client (its properties)', () => {
+  it('reads an MQTT 5 PUBLISH with its properties as the parser does: travelling ones as bytes, the others as values', () => {
+    const chunk = mqttPacket.generate(
+      {
+        cmd: 'publish',
+        topic: 'a/b',
+        qos: 1,
+        messageId: 3,
+        payload: Buffer.from('x'),
+        retain: false,
+        dup: false,
+        properties: { payloadFormatIndicator: true, messageExpiryInterval: 60, topicAlias: 2, contentType: 'text/plain', userProperties: { k: 'v' } },
+      },
+      { protocolVersion: 5 },
+    );
+    const reading = readWithFastPath([chunk], 1_048_576, true, true);
+    expect(reading.fast).toBe(1);
+    expect(reading.seen).toEqual(readWithParserOnly([chunk], 1_048_576, true));
+    expect(reading.seen[0]).toContain('messagePropertyBytes');
+  });
+
+  it('agrees with the parser on MQTT 5 property lists that end inside their last property, of each kind', () => {
+    const lastProperties = [
+      Buffer.from([0x01, 1]),
+      Buffer.from([0x02, 0, 0, 0, 9]),
+      Buffer.concat([Buffer.from([0x03]), string16(Buffer.from('text'))]),
+      Buffer.concat([Buffer.from([0x09]), string16(Buffer.from([1, 2, 3]))]),
+      Buffer.from([0x0b, 0x81, 0x01]),
+      Buffer.from([0x23, 0, 5]),
+      Buffer.concat([Buffer.from([0x26]), string16(Buffer.from('k')), string16(Buffer.from('v'))]),
+    ];
+    for (const last of lastProperties) {
+      for (let cut = 1; cut < last.length; cut++) {
+        const list = last.subarray(0, last.length - cut);
+        const body = Buffer.concat([string16(Buffer.from('t')), Buffer.from([0, 1]), Buffer.from([list.length]), last, Buffer.from('payload')]);
+        const chunk = Buffer.concat([Buffer.from([0x32, body.length]), body]);
+        expect(readWithFastPath([chunk], 1_048_576, true, true).seen).toEqual(readWithParserOnly([chunk], 1_048_576, true));
+      }
+    }
+  });
+
+  it('leaves PUBLISH to the parser until the CONNECT is taken', () => {
     const chunk = mqttPacket.generate({ cmd: 'publish', topic: 'a', qos: 0, payload: Buffer.from('x'), retain: false, dup: false });
     expect(readWithFastPath([chunk], 1_048_576, false).fast).toBe(0);
   });
