@@ -7,14 +7,17 @@ type Fields = Record<string, unknown>;
  * copy into the record) was a tenth of the busy time of a QoS 1 message.
  *
  * A flat map here: a plain object of at most 15 fields whose names are ASCII and shorter than 32
- * characters, and whose values are integers from 0 to 2^32 - 1, booleans, ASCII strings shorter
- * than 64 KiB, or byte arrays. Anything else (nested properties, arrays, timestamps, negative
- * numbers, text beyond ASCII, an undefined field) makes `flatMapSize` answer -1, and the caller
- * uses msgpackr. The bytes differ from msgpackr's in one way: a fixmap header where msgpackr
- * always writes map 16. Both are msgpack, and both decoders the broker uses (msgpackr's, and
- * readFields for queue entries) read either; a test checks that every flat map reads back as itself.
+ * characters, and whose values are numbers, booleans, ASCII strings shorter than 64 KiB, byte
+ * arrays, or (one level down: a message's properties in a queue entry) a flat map of those.
+ * Anything else (arrays such as user properties, deeper maps, text beyond ASCII, an undefined
+ * field) makes `flatMapSize` answer -1, and the caller uses msgpackr. Numbers are written as
+ * msgpackr writes them: integers from 0 to 2^32 - 1 in the smallest form, any other (a timestamp,
+ * a negative or fractional one) as a float 64. The bytes differ from msgpackr's in two ways: a
+ * fixmap header where msgpackr always writes map 16, and a negative integer as a float 64. Both
+ * are msgpack and read back as the same values by both decoders the broker uses (msgpackr's, and
+ * readFields for queue entries); a test checks that every flat map reads back as itself.
  */
-export function flatMapSize(value: unknown): number {
+export function flatMapSize(value: unknown, depth = 0): number {
   if (typeof value !== 'object' || value === null || Object.getPrototypeOf(value) !== Object.prototype) return -1;
   let size = 1;
   let count = 0;
@@ -24,8 +27,7 @@ export function flatMapSize(value: unknown): number {
     const field = (value as Fields)[name];
     switch (typeof field) {
       case 'number':
-        if (field >>> 0 !== field) return -1;
-        size += field < 0x80 ? 1 : field < 0x100 ? 2 : field < 0x10000 ? 3 : 5;
+        size += field >>> 0 !== field ? 9 : field < 0x80 ? 1 : field < 0x100 ? 2 : field < 0x10000 ? 3 : 5;
         break;
       case 'boolean':
         size += 1;
@@ -34,10 +36,16 @@ export function flatMapSize(value: unknown): number {
         if (field.length >= 0x10000 || !isAscii(field)) return -1;
         size += (field.length < 0x20 ? 1 : field.length < 0x100 ? 2 : 3) + field.length;
         break;
-      case 'object':
-        if (!(field instanceof Uint8Array)) return -1;
-        size += (field.length < 0x100 ? 2 : field.length < 0x10000 ? 3 : 5) + field.length;
+      case 'object': {
+        if (field instanceof Uint8Array) {
+          size += (field.length < 0x100 ? 2 : field.length < 0x10000 ? 3 : 5) + field.length;
+          break;
+        }
+        const nested = depth === 0 ? flatMapSize(field, 1) : -1;
+        if (nested === -1) return -1;
+        size += nested;
         break;
+      }
       default:
         return -1;
     }
@@ -54,7 +62,10 @@ export function writeFlatMap(value: Fields, target: Buffer, at: number): number 
     at = writeString(name, target, at);
     const field = value[name];
     if (typeof field === 'number') {
-      if (field < 0x80) {
+      if (field >>> 0 !== field) {
+        target[at++] = 0xcb;
+        at = target.writeDoubleBE(field, at);
+      } else if (field < 0x80) {
         target[at++] = field;
       } else if (field < 0x100) {
         target[at++] = 0xcc;
@@ -70,6 +81,8 @@ export function writeFlatMap(value: Fields, target: Buffer, at: number): number 
       target[at++] = field ? 0xc3 : 0xc2;
     } else if (typeof field === 'string') {
       at = writeString(field, target, at);
+    } else if (!(field instanceof Uint8Array)) {
+      at = writeFlatMap(field as Fields, target, at);
     } else {
       const bytes = field as Uint8Array;
       if (bytes.length < 0x100) {
