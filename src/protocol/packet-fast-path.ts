@@ -32,15 +32,17 @@ export interface FastPathOptions {
 /**
  * Reads a socket chunk's most common packets ourselves and hands the rest to mqtt-packet's parser
  * (strict-parser.ts), in their order: PUBACK, PUBREC and PUBCOMP (each four bytes), and PUBLISH
- * (an MQTT 5 one with its property list, see readProperties). The parser spends several times the work of the packet itself on each:
- * a state machine step per field, a Packet, views and a sub-queue per packet, an event; a
- * publisher at full speed sends little else, nor does a subscriber draining its queue.
+ * (an MQTT 5 one with its property list, see readProperties). The parser spends several times
+ * the work of the packet itself on each: a state machine step per field, a Packet, views and a
+ * sub-queue per packet, an event; a publisher at full speed sends little else, nor does a
+ * subscriber draining its queue.
  *
  * It reads only at a packet boundary, while the parser holds nothing, and only packets that are
  * whole in the chunk and plainly valid: an ASCII topic without U+0000, a non-zero packet id, QoS
- * 0 to 2, a size within the limit, properties the parser would take as they are. Anything else, a malformed or cut packet included, goes to the
- * parser and its checks, so what is accepted, and what closes the connection, is what the parser
- * decides (a property test compares the two on arbitrary bytes). When the parser holds the start
+ * 0 to 2, a size within the limit, properties the parser would take as they are. Anything else,
+ * a malformed or cut packet included, goes to the parser and its checks, so what is accepted, and
+ * what closes the connection, is what the parser decides (a property test compares the two on
+ * arbitrary bytes). When the parser holds the start
  * of a packet whose length it knows, it is given just the rest of that packet, and reading goes
  * on from there. Returns the bytes the parser holds afterwards, as `parse` does.
  *
