@@ -80,7 +80,8 @@ export class Connection implements OutboundChannel {
   readonly #dispatch: Dispatch;
   /** How a connected client's packets are read (packet-fast-path.ts); PUBLISH too once its CONNECT is taken. */
   readonly #fastPath: FastPathOptions;
-  readonly #receiveFast = (packet: Packet): void => this.#receive(packet);
+  /** Every packet read, by the fast path or the parser. */
+  readonly #onPacket = (packet: Packet): void => this.#receive(packet);
   readonly #socket: Transport;
   readonly #parser;
   readonly #inbox: Packet[] = [];
@@ -137,7 +138,7 @@ export class Connection implements OutboundChannel {
     this.#parser = createStrictParser(() =>
       this.#state === 'awaiting-connect' ? Math.min(maxPacketSize, MAX_CONNECT_SIZE) : maxPacketSize,
     );
-    this.#parser.on('packet', (packet: Packet) => this.#receive(packet));
+    this.#parser.on('packet', this.#onPacket);
     this.#parser.on('error', (error: Error) => this.#malformed(error));
     this.#fastPath = { maxPacketSize, publishes: false, mqtt5: false, reading: () => this.#state !== 'closed' };
     // Not after close: the socket is read until it is destroyed, and the parser would start afresh.
@@ -631,7 +632,7 @@ export class Connection implements OutboundChannel {
     this.context.traffic.bytesReceived += chunk.length;
     const received = this.#packetsReceived;
     // Until the CONNECT is accepted, every byte goes through the parser and its checks.
-    const held = this.#state === 'connected' ? readPackets(chunk, this.#parser, this.#fastPath, this.#receiveFast) : this.#parser.parse(chunk);
+    const held = this.#state === 'connected' ? readPackets(chunk, this.#parser, this.#fastPath, this.#onPacket) : this.#parser.parse(chunk);
     if (this.isClosed) return;
     this.#parserHeld = held;
     this.#account(this.#packetsReceived !== received);

@@ -39,17 +39,20 @@ export function encodeRecord(key: string, value: unknown): Buffer {
   if (size === -1) return checkedRecord(key, packr.pack(value));
   const record = Buffer.allocUnsafe(HEADER_BYTES + size);
   writeFlatMap(value as Record<string, unknown>, record, HEADER_BYTES);
-  record[0] = CHECKED;
-  record.writeUInt32BE(crc32(record.subarray(HEADER_BYTES), crc32(key)), 1);
-  return record;
+  return sealed(record, key);
 }
 
 /** A checked record around msgpack bytes that are already encoded (a format 1 value being converted). */
 export function checkedRecord(key: string, body: Uint8Array): Buffer {
   const record = Buffer.allocUnsafe(HEADER_BYTES + body.length);
-  record[0] = CHECKED;
-  record.writeUInt32BE(crc32(body, crc32(key)), 1);
   record.set(body, HEADER_BYTES);
+  return sealed(record, key);
+}
+
+/** Writes the header of `record`, whose msgpack body is in place after it: the marker, then the check of key and body. */
+function sealed(record: Buffer, key: string): Buffer {
+  record[0] = CHECKED;
+  record.writeUInt32BE(crc32(record.subarray(HEADER_BYTES), crc32(key)), 1);
   return record;
 }
 

@@ -459,8 +459,8 @@ export class LevelRepository implements SessionRepository {
           batch.put(keys.body(messageId), body);
           batch.put(sharedBody!.countKey, admitted.length);
         }
-        for (const { delivery, seq, key } of admitted) {
-          const { clientId, qos, retain, raiseDupMark, subscriptionIds, shared } = delivery;
+        for (const { delivery, seq, key, queue } of admitted) {
+          const { qos, retain, raiseDupMark, subscriptionIds, shared } = delivery;
           const entry: QueueEntryValue = bodyShared
             ? { q: qos, r: retain, m: messageId, z: size }
             : { q: qos, r: retain, t: message.topic, p: message.payload, o: message.qos };
@@ -468,7 +468,7 @@ export class LevelRepository implements SessionRepository {
           if (subscriptionIds) entry.s = subscriptionIds;
           if (shared) entry.g = shared;
           batch.put(key, entry);
-          if (raiseDupMark) writeDupMark(batch, clientId, seq, false);
+          if (raiseDupMark) writeDupMark(batch, queue.dupMarkKey, seq, false);
         }
         // The retained limits too, for the same reasons.
         if (retained === 'set') retainedRefused = !setRetained(batch, message, this.#retainedLimits);
@@ -502,11 +502,11 @@ export class LevelRepository implements SessionRepository {
 
   async #storeDupMark(clientId: string, throughSeq: number, exact: boolean): Promise<void> {
     const writer = this.#openWriter();
-    const next = this.#queues.get(clientId)?.nextSeq;
-    if (next === undefined) return;
+    const queue = this.#queues.get(clientId);
+    if (queue === undefined) return;
     // Never past the last seq given: a later enqueue must not read back as 'dup'.
-    const through = Math.max(0, Math.min(throughSeq, next - 1));
-    await writer.submit({ prepare: (batch) => writeDupMark(batch, clientId, through, exact) });
+    const through = Math.max(0, Math.min(throughSeq, queue.nextSeq - 1));
+    await writer.submit({ prepare: (batch) => writeDupMark(batch, queue.dupMarkKey, through, exact) });
   }
 
   async markReleased(clientId: string, ...releases: Release[]): Promise<void> {
@@ -582,6 +582,8 @@ export class LevelRepository implements SessionRepository {
   #completeHeld(batch: BatchBuilder, clientId: string, held: { seq: number; entry: HeldEntry }[], unread: number[]): void {
     let count = 0;
     let bytes = 0;
+    // The session's queue, as every entry counted out here names it ('queued' standing).
+    let queue: SessionQueue | undefined;
     for (const { seq, entry } of held) {
       const standing = this.#standing(batch, clientId, entry);
       if (standing !== 'queued') {
@@ -589,6 +591,7 @@ export class LevelRepository implements SessionRepository {
         continue;
       }
       entry.completed = true;
+      queue = entry.queue;
       batch.del(entry.key);
       count++;
       bytes += entry.size;
@@ -596,11 +599,10 @@ export class LevelRepository implements SessionRepository {
       // Only QoS2 entries can have a released record; deleting a missing key still writes.
       if (entry.qos === 2) batch.del(keys.release(clientId, seq));
     }
-    if (count === 0) return;
-    const statsKey = keys.queueStats(clientId);
-    const stats = readStats(batch, statsKey);
+    if (queue === undefined) return;
+    const stats = readStats(batch, queue.statsKey);
     release(stats, bytes, count);
-    writeStats(batch, statsKey, stats);
+    writeStats(batch, queue.statsKey, stats);
   }
 
   /** Entries known by seq only, or holding a shared body: read back, then removed. */
@@ -717,14 +719,16 @@ class SessionQueue {
   /** Its session was destroyed (or is being): every entry handed out of it is gone (see #standing). */
   destroyed = false;
 
-  /** The key of its session's queue counts, built once: every publish to the session reads and writes it. */
+  /** The keys of its session's queue counts and DUP mark, built once: every publish to the session reads and writes them. */
   readonly statsKey: string;
+  readonly dupMarkKey: string;
 
   constructor(
     clientId: string,
     public nextSeq: number,
   ) {
     this.statsKey = keys.queueStats(clientId);
+    this.dupMarkKey = keys.dupMark(clientId);
   }
 }
 
@@ -779,10 +783,10 @@ function seenNow({ c, l }: SessionValue): number {
 }
 
 /** Stores the DUP mark: raised only, unless `exact`. */
-function writeDupMark(batch: BatchBuilder, clientId: string, through: number, exact: boolean): void {
-  const current = batch.get(keys.dupMark(clientId), isDupMarkValue)?.s ?? 0;
+function writeDupMark(batch: BatchBuilder, dupMarkKey: string, through: number, exact: boolean): void {
+  const current = batch.get(dupMarkKey, isDupMarkValue)?.s ?? 0;
   const value = exact ? through : Math.max(current, through);
-  if (value !== current || exact) batch.put(keys.dupMark(clientId), { s: value } satisfies DupMarkValue);
+  if (value !== current || exact) batch.put(dupMarkKey, { s: value } satisfies DupMarkValue);
 }
 
 /** A session's stored queue counts as the batch sees them (earlier jobs of the batch included). */
