@@ -1,30 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { startBroker, type RunningBroker } from '../helpers/in-process.js';
+import { controlPacket as packet, mqttString } from '../helpers/packet-bytes.js';
 import type { RawClient } from '../helpers/raw-client.js';
 import { answeredOrClosed, Clients, publishQos1, receiveAndAck, subscribe, summary } from '../helpers/wait.js';
 
-/** An MQTT string: 16-bit length, then the bytes (given raw, so they may be ill-formed UTF-8). */
-function mqttString(value: string | Buffer | number[]): Buffer {
-  const bytes = typeof value === 'string' ? Buffer.from(value) : Buffer.from(value);
-  const length = Buffer.alloc(2);
-  length.writeUInt16BE(bytes.length);
-  return Buffer.concat([length, bytes]);
-}
-
-/** A control packet from its first byte and body; the remaining length is encoded here. */
-function packet(firstByte: number, ...body: Buffer[]): Buffer {
-  const rest = Buffer.concat(body);
-  const length: number[] = [];
-  let remaining = rest.length;
-  do {
-    let digit = remaining % 128;
-    remaining = Math.floor(remaining / 128);
-    if (remaining > 0) digit |= 0x80;
-    length.push(digit);
-  } while (remaining > 0);
-  return Buffer.concat([Buffer.from([firstByte, ...length]), rest]);
-}
 
 /** A 3.1.1 CONNECT with the given flags byte and payload fields, keepalive 0. */
 function connectPacket(flags: number, ...payload: Buffer[]): Buffer {

@@ -4,6 +4,7 @@ import mqttPacket, { type Packet } from 'mqtt-packet';
 import { describe, expect, it } from 'vitest';
 import { type FastPacket, readPackets } from '../../src/protocol/packet-fast-path.js';
 import { createStrictParser } from '../../src/protocol/strict-parser.js';
+import { controlPacket, mqttString, variableByteInteger } from '../helpers/packet-bytes.js';
 
 interface Reading {
   seen: string[];
@@ -88,14 +89,13 @@ const publish = fc
   })
   .map(({ qosBits, dup, retain, topic, id, size, lengthError }) => {
     const idBytes = qosBits > 0 ? Buffer.from([id >> 8, id & 0xff]) : Buffer.alloc(0);
-    const body = Buffer.concat([Buffer.from([topic.length >> 8, topic.length & 0xff]), topic, idBytes, Buffer.alloc(size, size & 0xff)]);
+    const body = Buffer.concat([mqttString(topic), idBytes, Buffer.alloc(size, size & 0xff)]);
     const length = Math.max(0, body.length + lengthError);
     const header = Buffer.from([0x30 | (dup ? 8 : 0) | (qosBits << 1) | (retain ? 1 : 0), ...variableByteInteger(length)]);
     return Buffer.concat([header, body.subarray(0, length), Buffer.alloc(Math.max(0, length - body.length))]);
   });
 
 /** One property of an MQTT 5 PUBLISH as bytes: the allowed ones with any value, and some that are not allowed or not valid. */
-const string16 = (text: Buffer) => Buffer.concat([Buffer.from([text.length >> 8, text.length & 0xff]), text]);
 const propertyText = fc.oneof(
   { weight: 6, arbitrary: fc.constantFrom('text/plain', 'reply/to', '', 'k').map((text) => Buffer.from(text)) },
   { weight: 1, arbitrary: fc.constantFrom('é', 'a\u0000b').map((text) => Buffer.from(text)) },
@@ -104,12 +104,12 @@ const propertyText = fc.oneof(
 const property: fc.Arbitrary<Buffer> = fc.oneof(
   fc.integer({ min: 0, max: 2 }).map((flag) => Buffer.from([0x01, flag])),
   fc.nat().map((seconds) => Buffer.from([0x02, seconds >>> 24, (seconds >>> 16) & 0xff, (seconds >>> 8) & 0xff, seconds & 0xff])),
-  propertyText.map((text) => Buffer.concat([Buffer.from([0x03]), string16(text)])),
-  propertyText.map((text) => Buffer.concat([Buffer.from([0x08]), string16(text)])),
-  fc.uint8Array({ maxLength: 6 }).map((bytes) => Buffer.concat([Buffer.from([0x09]), string16(Buffer.from(bytes))])),
+  propertyText.map((text) => Buffer.concat([Buffer.from([0x03]), mqttString(text)])),
+  propertyText.map((text) => Buffer.concat([Buffer.from([0x08]), mqttString(text)])),
+  fc.uint8Array({ maxLength: 6 }).map((bytes) => Buffer.concat([Buffer.from([0x09]), mqttString(Buffer.from(bytes))])),
   fc.integer({ min: 0, max: 300 }).map((id) => Buffer.from([0x0b, ...variableByteInteger(id)])),
   fc.integer({ min: 0, max: 65535 }).map((alias) => Buffer.from([0x23, alias >> 8, alias & 0xff])),
-  fc.tuple(propertyText, propertyText).map(([key, value]) => Buffer.concat([Buffer.from([0x26]), string16(key), string16(value)])),
+  fc.tuple(propertyText, propertyText).map(([key, value]) => Buffer.concat([Buffer.from([0x26]), mqttString(key), mqttString(value)])),
   // Not allowed in a PUBLISH: Session Expiry Interval, Receive Maximum.
   fc.constantFrom(Buffer.from([0x11, 0, 0, 0, 1]), Buffer.from([0x21, 0, 1])),
 );
@@ -126,20 +126,10 @@ const publishV5 = fc
   .map(({ qosBits, topic, id, properties, propertiesError, size }) => {
     const list = Buffer.concat(properties);
     const idBytes = qosBits > 0 ? Buffer.from([id >> 8, id & 0xff]) : Buffer.alloc(0);
-    const body = Buffer.concat([string16(topic), idBytes, Buffer.from(variableByteInteger(Math.max(0, list.length + propertiesError))), list, Buffer.alloc(size, 9)]);
-    return Buffer.concat([Buffer.from([0x30 | (qosBits << 1), ...variableByteInteger(body.length)]), body]);
+    const body = Buffer.concat([mqttString(topic), idBytes, Buffer.from(variableByteInteger(Math.max(0, list.length + propertiesError))), list, Buffer.alloc(size, 9)]);
+    return controlPacket(0x30 | (qosBits << 1), body);
   });
 
-function variableByteInteger(value: number): number[] {
-  const bytes: number[] = [];
-  do {
-    let byte = value % 128;
-    value = Math.floor(value / 128);
-    if (value > 0) byte |= 0x80;
-    bytes.push(byte);
-  } while (value > 0);
-  return bytes;
-}
 
 const packet: fc.Arbitrary<Buffer> = fc.oneof(
   { weight: 6, arbitrary: fc.record({ cmd: fc.constantFrom('puback', 'pubrec', 'pubcomp'), id: fc.integer({ min: 1, max: 65535 }) }).map(({ cmd, id }) => mqttPacket.generate({ cmd, messageId: id } as Packet)) },
@@ -233,17 +223,17 @@ describe('packet fast path', () => {
     const lastProperties = [
       Buffer.from([0x01, 1]),
       Buffer.from([0x02, 0, 0, 0, 9]),
-      Buffer.concat([Buffer.from([0x03]), string16(Buffer.from('text'))]),
-      Buffer.concat([Buffer.from([0x09]), string16(Buffer.from([1, 2, 3]))]),
+      Buffer.concat([Buffer.from([0x03]), mqttString(Buffer.from('text'))]),
+      Buffer.concat([Buffer.from([0x09]), mqttString(Buffer.from([1, 2, 3]))]),
       Buffer.from([0x0b, 0x81, 0x01]),
       Buffer.from([0x23, 0, 5]),
-      Buffer.concat([Buffer.from([0x26]), string16(Buffer.from('k')), string16(Buffer.from('v'))]),
+      Buffer.concat([Buffer.from([0x26]), mqttString(Buffer.from('k')), mqttString(Buffer.from('v'))]),
     ];
     for (const last of lastProperties) {
       for (let cut = 1; cut < last.length; cut++) {
         const list = last.subarray(0, last.length - cut);
-        const body = Buffer.concat([string16(Buffer.from('t')), Buffer.from([0, 1]), Buffer.from([list.length]), last, Buffer.from('payload')]);
-        const chunk = Buffer.concat([Buffer.from([0x32, body.length]), body]);
+        const body = Buffer.concat([mqttString(Buffer.from('t')), Buffer.from([0, 1]), Buffer.from([list.length]), last, Buffer.from('payload')]);
+        const chunk = controlPacket(0x32, body);
         expect(readWithFastPath([chunk], 1_048_576, true, true).seen).toEqual(readWithParserOnly([chunk], 1_048_576, true));
       }
     }
