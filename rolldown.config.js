@@ -1,8 +1,13 @@
-// The broker and broker-admin as two ES modules (plus shared and lazily loaded chunks), built from
-// tsc's output in dist/. Node resolves, reads and compiles each module of a program on its own
-// before the first line runs: importing our ~100 modules one by one took about twice as long as
-// importing them as one file. Dependencies stay external and load as npm laid them out
-// (classic-level finds its native binding next to itself; mqtt-packet goes through its loader).
+// The broker and broker-admin as CommonJS chunks (one per CLI, plus shared and lazily loaded ones),
+// built from tsc's output in dist/, with their dependencies inside. Node resolves, reads and
+// compiles each module of a program on its own before the first line runs: importing our ~100
+// modules one by one took about twice as long as importing them as one file. CommonJS, because
+// bin/ loads the chunks through V8's code cache (src/cli/bundle-loader.ts), which Node 20 offers
+// for scripts (vm.Script) and not for ES modules.
+//
+// Left outside: node's builtins; classic-level, which finds its native binding next to itself;
+// mqtt-packet, which mqtt-packet-loader.ts requires at run time with two of its dependencies
+// replaced.
 import { defineConfig } from 'rolldown';
 
 export default defineConfig({
@@ -11,15 +16,20 @@ export default defineConfig({
     'admin-cli': 'dist/cli/admin-cli.js',
   },
   platform: 'node',
-  // Anything not a relative or absolute path is a package or a node: builtin.
-  external: /^[^./]/,
+  external: /^(node:|classic-level$|mqtt-packet$)/,
   output: {
     // Two levels under the package root, like dist/cli/: version.ts reads ../../package.json.
     dir: 'dist/bundle',
-    format: 'esm',
-    // Fixed names, and the directory emptied first, so a rebuild leaves no stale chunk behind.
-    entryFileNames: '[name].js',
-    chunkFileNames: '[name].js',
+    format: 'cjs',
+    // Our code was written as ES modules, which are always strict; as CommonJS it must say so.
+    strict: true,
+    // Fixed names, and the directory emptied first, so a rebuild leaves no stale chunk (or code
+    // cache) behind.
+    entryFileNames: '[name].cjs',
+    chunkFileNames: '[name].cjs',
+    // The YAML parser, loaded only for a .yaml config file, would otherwise be named after its
+    // package's folder (dist.cjs).
+    codeSplitting: { groups: [{ name: 'yaml', test: /node_modules[\\/]yaml[\\/]/ }] },
     cleanDir: true,
     sourcemap: true,
   },

@@ -1,4 +1,7 @@
 #!/usr/bin/env node
-import { main } from '../dist/bundle/admin-cli.js';
+import { fileURLToPath } from 'node:url';
+import { BundleLoader } from '../dist/cli/bundle-loader.js';
+
+const { main } = new BundleLoader(fileURLToPath(new URL('../dist/bundle/', import.meta.url))).load('admin-cli.cjs');
 
 await main(process.argv);

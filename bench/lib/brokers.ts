@@ -87,7 +87,7 @@ export function brokerDefinitions(
           ? `bin/broker.js defaults (fsync before every ack, group commit) but --max-inflight ${BENCH_MAX_INFLIGHT}`
           : `bin/broker.js --no-sync --max-inflight ${BENCH_MAX_INFLIGHT}`) +
         (oursArgs.length > 0 ? `, with ${oursArgs.join(' ')}` : ''),
-      ...(existsSync(join(root, 'dist/bundle/broker-cli.js')) ? {} : { missing: 'dist/ is not built (run `npm run build`)' }),
+      ...(existsSync(join(root, 'dist/bundle/broker-cli.cjs')) ? {} : { missing: 'dist/ is not built (run `npm run build`)' }),
     }),
     launch: (dataDir, port, workDir, options = {}) => {
       // A WebSocket listener is a config file's listener (README "MQTT over WebSocket"); --host and --port then set its address.
