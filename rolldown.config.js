@@ -3,7 +3,8 @@
 // compiles each module of a program on its own before the first line runs: importing our ~100
 // modules one by one took about twice as long as importing them as one file. CommonJS, because
 // bin/ loads the chunks through V8's code cache (src/cli/bundle-loader.ts), which Node 20 offers
-// for scripts (vm.Script) and not for ES modules.
+// for scripts (vm.Script) and not for ES modules; and bin/ is CommonJS itself (bin/package.json):
+// an ES module entry makes Node start its ES module loader first.
 //
 // Left outside: node's builtins; classic-level, which finds its native binding next to itself;
 // mqtt-packet, which mqtt-packet-loader.ts requires at run time with two of its dependencies
@@ -14,6 +15,9 @@ export default defineConfig({
   input: {
     'broker-cli': 'dist/cli/broker-cli.js',
     'admin-cli': 'dist/cli/admin-cli.js',
+    // What bin/ requires to load the two above; it imports node's builtins only, so it shares no
+    // chunk with them.
+    'bundle-loader': 'dist/cli/bundle-loader.js',
   },
   platform: 'node',
   external: /^(node:|classic-level$|mqtt-packet$)/,

@@ -1,7 +1,9 @@
 #!/usr/bin/env node
-import { fileURLToPath } from 'node:url';
-import { BundleLoader } from '../dist/cli/bundle-loader.js';
+// CommonJS (bin/package.json), like bin/broker.js.
+const { join } = require('node:path');
+const { BundleLoader } = require('../dist/bundle/bundle-loader.cjs');
 
-const { main } = new BundleLoader(fileURLToPath(new URL('../dist/bundle/', import.meta.url))).load('admin-cli.cjs');
+const { main } = new BundleLoader(join(__dirname, '../dist/bundle')).load('admin-cli.cjs');
 
-await main(process.argv);
+// A rejection is left unhandled: Node prints it and exits 1.
+main(process.argv);
