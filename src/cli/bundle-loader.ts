@@ -32,9 +32,9 @@ const CHECK_BYTES = 32;
  *
  * A cache is only an accelerator: V8 refuses one made by another Node version or with other V8
  * flags (`rejected`, then the chunk is compiled as usual), and each cache file starts with a
- * SHA-256 over its chunk's source (as a digest) and its own bytes, so a cache left over from another build or a
- * damaged file (`stale`) is not even offered to V8, whose own check compares only the source's
- * length.
+ * SHA-256 over its chunk's source digest and its own bytes, so a cache left over from another
+ * build or a damaged file (`stale`) is not even offered to V8, whose own check compares only the
+ * source's length and takes damaged bytes as they are.
  */
 export class BundleLoader {
   readonly #directory: string;

@@ -29,7 +29,7 @@ process.once('exit', (code) => {
     console.log(`code cache written for ${[...loader.cacheOutcomes().keys()].join(', ')}`);
     return;
   }
-  // The broker could not start here (it said why above: a port, the temporary directory). The
+  // The broker could not start here (it said why above: its port taken, its scratch store). The
   // cache only speeds up a start, so the build goes on without one; test/cli/bundle-loader.test.ts
   // fails when a build has none. process.exit(code) reads exitCode again after this event.
   console.warn('code cache: not written, the warm-up broker did not start; a start compiles the bundle as before');
