@@ -12,7 +12,10 @@
 // time with two of its dependencies replaced.
 import { defineConfig } from 'rolldown';
 
-/** classic-level's `require('./binding')` (index.js, chained-batch.js, iterator.js), kept as a require of that file where npm put it. */
+/**
+ * classic-level's `require('./binding')` (in index.js, chained-batch.js and iterator.js), kept as
+ * a require of that file where npm put it.
+ */
 const classicLevelBinding = {
   name: 'classic-level-binding',
   resolveId(id, importer) {
