@@ -157,7 +157,9 @@ function failOnClose(clients: RawClient[], isOver: () => boolean, fail: (error: 
 async function throughput(job: ThroughputJob): Promise<ThroughputResult> {
   // Each publisher first sends its share of the warm-up, then its measured messages, through the
   // same connections and the same full window: the measured part starts in a steady state, not
-  // while the broker's and the generator's JIT compilers are still at work.
+  // while the broker's and the generator's JIT compilers are still at work. The warm-up ends after
+  // warmupMs (the rest of it is skipped) or when its messages are all sent, whichever comes first:
+  // a count alone would warm a fast broker for a fraction of a second and a slow one for minutes.
   const warmupPer = Math.ceil((job.warmup ?? 0) / job.publishers);
   const measuredPer = Math.max(1, Math.ceil(job.messages / job.publishers));
   const perPublisher = warmupPer + measuredPer;
@@ -203,31 +205,53 @@ async function throughput(job: ThroughputJob): Promise<ThroughputResult> {
   });
 
   const sent = new Int32Array(job.publishers);
+  /** Per publisher: the packet id of its last send (skipped warm-up messages take none). */
+  const lastId = new Int32Array(job.publishers);
   const releasedBy = new Int32Array(job.publishers);
+  let warmupEndsAt = Infinity;
+  let warmupSkipped = 0;
   /** Per publisher: the oldest message (local index) not finished yet, where the overdue scan starts. */
   const oldest = new Int32Array(job.publishers);
   const idToSeq = Array.from({ length: job.publishers }, () => new Int32Array(65536).fill(-1));
   const publishers: RawClient[] = [];
 
+  /** The warm-up time is over: this publisher's unsent warm-up messages count as finished, unsent. */
+  const skipRestOfWarmup = (p: number) => {
+    const from = sent[p]!;
+    for (let local = from; local < warmupPer; local++) {
+      const seq = p * perPublisher + local;
+      finished[seq] = 1;
+      released[seq] = 1;
+    }
+    const skipped = warmupPer - from;
+    finishedCount += skipped;
+    releasedBy[p]! += skipped;
+    warmupSkipped += skipped;
+    sent[p] = warmupPer;
+  };
   const pump = (p: number) => {
     const client = publishers[p]!;
     const ids = idToSeq[p]!;
+    if (sent[p]! < warmupPer && performance.now() >= warmupEndsAt) skipRestOfWarmup(p);
     let local = sent[p]!;
     const limit = Math.min(perPublisher, releasedBy[p]! + job.window);
     if (local >= limit) return;
     // Everything sent now leaves in one write at the end of this tick: one send time for all.
     const now = performance.now();
+    if (warmupEndsAt === Infinity) warmupEndsAt = now + (job.warmupMs ?? Infinity);
+    let id = lastId[p]!;
     for (; local < limit; local++) {
       if (local === warmupPer && firstSendAt === 0) {
         firstSendAt = now;
         cpu.start();
       }
       const seq = p * perPublisher + local;
-      const id = (local % 65535) + 1;
+      id = (id % 65535) + 1;
       if (qos > 0) ids[id] = seq;
       else settledAt[seq] = now;
       client.publish(template, id, seq, now);
     }
+    lastId[p] = id;
     sent[p] = local;
   };
   const release = (seq: number) => {
@@ -341,7 +365,7 @@ async function throughput(job: ThroughputJob): Promise<ThroughputResult> {
   await Promise.all([...publishers, ...subscribers].map((client) => client.disconnect()));
   return {
     publishes: measured,
-    warmupPublishes: total - measured,
+    warmupPublishes: total - measured - warmupSkipped,
     deliveries,
     expectedDeliveries,
     undelivered: expectedDeliveries - deliveries,

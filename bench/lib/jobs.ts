@@ -15,6 +15,8 @@ export interface ThroughputJob {
   messages: number;
   /** Publishes sent before the measured ones, through the same connections, and not counted. */
   warmup?: number;
+  /** The warm-up ends this long after the first send even if not all of `warmup` went out (default: no limit). */
+  warmupMs?: number;
   /** Messages each publisher may have outstanding: sent but not yet acknowledged and delivered to every subscriber. */
   window: number;
   payloadSize: number;
@@ -173,6 +175,7 @@ export interface MachineSpent {
 export interface ThroughputResult {
   /** Measured publishes (the warm-up not included). */
   publishes: number;
+  /** Warm-up publishes actually sent (fewer than ThroughputJob.warmup when warmupMs ended it). */
   warmupPublishes?: number;
   deliveries: number;
   expectedDeliveries: number;

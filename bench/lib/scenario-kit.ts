@@ -24,8 +24,12 @@ export interface BenchSizes {
   /** No progress for this long fails a run. */
   stallMs: number;
   readyTimeoutMs: number;
-  /** Throughput runs first send this share of their messages again as an uncounted warm-up. */
+  /**
+   * Throughput runs first send up to this share of their messages again as an uncounted warm-up,
+   * ended after warmupMs if it takes longer (ThroughputJob.warmupMs).
+   */
   warmupShare: number;
+  warmupMs: number;
   /** When a message leaves the publisher's window (ThroughputJob.openUntil). */
   openUntil: 'delivery' | 'ack';
   /** Open-loop latency: seconds measured per offered rate, after warmupSeconds not counted. */
@@ -129,7 +133,7 @@ export function exitNote(broker: BrokerId, outcome: Awaited<ReturnType<BrokerPro
 
 /**
  * The QoS 1 1→1 throughput job (one publisher, one persistent subscriber) at the run's sizes,
- * window and warm-up share, as the scenarios that vary it (transport, protocol, a bridge in
+ * window and warm-up, as the scenarios that vary it (transport, protocol, a bridge in
  * between) run it; `extra` says what they vary.
  */
 export function qos1OneToOneJob(ctx: Context, port: number, brokerPid: number, name: string, extra: Partial<ThroughputJob> = {}): ThroughputJob {
@@ -141,6 +145,7 @@ export function qos1OneToOneJob(ctx: Context, port: number, brokerPid: number, n
     subscribers: 1,
     messages: ctx.sizes.messages,
     warmup: Math.round(ctx.sizes.messages * ctx.sizes.warmupShare),
+    warmupMs: ctx.sizes.warmupMs,
     window: ctx.sizes.window,
     payloadSize: ctx.sizes.payloadSize,
     topic: `bench/${name}`,

@@ -58,6 +58,7 @@ export async function runThroughput(ctx: Context, broker: BrokerId, scenario: ke
       // Fan-out: messages/10 publishes × 10 subscribers; fan-in: 10 publishers × messages/10.
       messages: Math.max(1, Math.round((ctx.sizes.messages * scale) / shape.subscribers)),
       warmup: Math.round(((ctx.sizes.messages * scale) / shape.subscribers) * ctx.sizes.warmupShare),
+      warmupMs: ctx.sizes.warmupMs,
       window: ctx.sizes.window,
       payloadSize: ctx.sizes.payloadSize,
       topic: `bench/${scenario}`,
