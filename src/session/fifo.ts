@@ -37,6 +37,11 @@ export class Fifo<T> {
     return item;
   }
 
+  /** From first to last. */
+  *[Symbol.iterator](): IterableIterator<T> {
+    for (let index = this.#head; index < this.#items.length; index++) yield this.#items[index]!;
+  }
+
   clear(): void {
     this.#items = [];
     this.#head = 0;

@@ -74,7 +74,7 @@ export interface OutboundStore {
   readQueue(afterSeq: number, limit: number, maxBytes?: number): Promise<OutboundEntry[]>;
   raiseDupMark(throughSeq: number): Promise<void>;
   setDupMark(throughSeq: number): Promise<void>;
-  markReleased(releases: Release[]): Promise<void>;
+  markReleased(releases: Release[], releasedThrough?: number): Promise<void>;
   complete(entries: Completion[]): Promise<void>;
   /** Makes the session's next link wait for `write`, submitted or not yet. */
   track<T>(write: Promise<T>): Promise<T>;
@@ -318,13 +318,31 @@ export class OutboundFlow {
       this.#releasing = [];
       if (this.#closed) return;
       // An Inflight is a Release as it is (its entry and packet id): no copy per PUBREC.
-      await this.#session.markReleased(releasing);
+      await this.#session.markReleased(releasing, this.#releasedThrough());
       if (this.#closed) return;
       for (const released of releasing) {
         released.state = 'released';
         this.channel.pubrel(released.packetId);
       }
     });
+  }
+
+  /**
+   * The highest seq at or below which every QoS 2 entry still in flight has its PUBREC, stored or
+   * being stored (markReleased's releasedThrough): the store then keeps one mark instead of a
+   * record per PUBREC. Entries leave flight in seq order, and the ones before the oldest in flight
+   * are completed (or being completed), so flight is all there is to look at; the window holds
+   * only entries after it. PUBRECs come in order as a rule, so the look stops soon: at the first
+   * QoS 2 entry still waiting for its PUBREC.
+   */
+  #releasedThrough(): number {
+    let through = 0;
+    for (const inflight of this.#inflightOrder) {
+      if (this.#inflight.get(inflight.packetId) !== inflight || inflight.entry.qos !== 2) continue;
+      if (inflight.state === 'sending' || inflight.state === 'sent') break;
+      through = inflight.entry.seq;
+    }
+    return through;
   }
 
   /** An MQTT 5 PUBREC with an error reason: the client refused the QoS 2 message, which is complete unreleased. */

@@ -209,8 +209,8 @@ export class Session implements OutboundStore, InboundStore {
     return this.#track(this.#store.setDupMark(this.clientId, throughSeq));
   }
 
-  markReleased(releases: Release[]): Promise<void> {
-    return this.#track(this.#store.markReleased(this.clientId, ...releases));
+  markReleased(releases: Release[], releasedThrough?: number): Promise<void> {
+    return this.#track(this.#store.markReleased(this.clientId, releases, releasedThrough));
   }
 
   complete(entries: Completion[]): Promise<void> {

@@ -11,8 +11,8 @@
  *   b\0<client>\0<filter>        subscription                  { q: qos, n?: no local, a?: retain as published, h?: retain handling, i?: identifier }
  *   q\0<client>\0<seq>           outbound queue entry          { q, r, m, z, s?, g? } or { q, r, t, p, o, x?, s?, g? }  (s: subscription ids, g: shared subscriptions)
  *   n\0<client>                  queue size and drops          { m: messages, b: bytes, d: dropped }
- *   w\0<client>                  DUP mark: entries up to this seq go out with DUP=1  { s: seq }
- *   f\0<client>\0<seq>           outbound QoS2 entry released by PUBREC             { s: 2, i: packetId }
+ *   w\0<client>                  outbound marks: DUP mark, QoS2 released-through    { s: seq, r?: seq }
+ *   f\0<client>\0<seq>           outbound QoS2 entry released by PUBREC, above r    { s: 2, i: packetId }
  *   i\0<client>\0<packetId>      inbound QoS2 awaiting PUBREL  { a: receivedAt }
  *   m\0<messageId>               message body shared by ≥ 2 queue entries { t, p, o, x? }
  *   c\0<messageId>               how many queue entries still reference that body
@@ -37,6 +37,14 @@
  * its entries in seq order: it is raised before a PUBLISH leaves (written ahead over the whole
  * window in memory), so every entry at or below it may have reached the client and is delivered
  * with DUP=1 from then on [MQTT-3.3.1-1]; an entry above it has certainly never been sent.
+ *
+ * PUBRECs mostly arrive in seq order too, so the same record holds a released-through mark `r`:
+ * every QoS2 entry at or below it had its PUBREC stored, and is sent PUBREL, with the packet id its
+ * seq gives, rather than the PUBLISH again. A PUBREC that arrives while an older QoS2 entry still
+ * waits for its own gets a record of its own under f\0, as every PUBREC did before the mark. The
+ * mark spares a QoS2 delivery a record written at PUBREC and deleted at PUBCOMP: half its writes.
+ * It never passes the DUP mark (a PUBREC answers a PUBLISH sent), so seqs given after a restart,
+ * which start above the DUP mark, stay above it too.
  *
  * This file is the one place that knows how keys are built and taken apart (`keys`, `parseKey`).
  */
@@ -177,6 +185,8 @@ export interface QueueStatsValue {
 }
 export interface DupMarkValue {
   s: number;
+  /** Released-through: QoS2 entries at or below this seq had their PUBREC stored; absent: 0. */
+  r?: number;
 }
 export interface ReleaseValue {
   /** Always 2 (released); 1 (sent) belonged to per-message sent records, replaced by the watermark. */
@@ -253,7 +263,7 @@ export const isQueueEntryValue = (value: unknown): value is QueueEntryValue =>
   (value.g === undefined || (Array.isArray(value.g) && value.g.length > 0 && value.g.every((filter) => typeof filter === 'string')));
 export const isQueueStatsValue = (value: unknown): value is QueueStatsValue =>
   isObject(value) && isCount(value.m) && isCount(value.b) && isCount(value.d);
-export const isDupMarkValue = (value: unknown): value is DupMarkValue => isObject(value) && isCount(value.s);
+export const isDupMarkValue = (value: unknown): value is DupMarkValue => isObject(value) && isCount(value.s) && (value.r === undefined || isCount(value.r));
 export const isReleaseValue = (value: unknown): value is ReleaseValue =>
   isObject(value) && value.s === 2 && isCount(value.i) && (value.i as number) <= 65535;
 export const isInboundValue = (value: unknown): value is InboundValue => isObject(value) && isNumber(value.a);
@@ -329,10 +339,23 @@ export function subscriptionOfValue(filter: string, value: SubscriptionValue): S
   return subscription;
 }
 
-/** An entry is released once PUBREC was stored for it, else 'dup' up to the DUP mark, else queued. */
-export function outboundStateOf(seq: number, dupMark: number, release: ReleaseValue | undefined): OutboundState {
-  if (release) return 'released';
-  return seq <= dupMark ? 'dup' : 'queued';
+/** A session's outbound marks as stored (0 where none is). */
+export interface OutboundMarks {
+  dup: number;
+  releasedThrough: number;
+}
+
+export function outboundMarksOf(value: DupMarkValue | undefined): OutboundMarks {
+  return value === undefined ? { dup: 0, releasedThrough: 0 } : { dup: value.s, releasedThrough: value.r ?? 0 };
+}
+
+/**
+ * An entry is released once PUBREC was stored for it (its own record, or a QoS2 entry under the
+ * released-through mark), else 'dup' up to the DUP mark, else queued.
+ */
+export function outboundStateOf(seq: number, qos: QueueEntryValue['q'], marks: OutboundMarks, release: ReleaseValue | undefined): OutboundState {
+  if (release || (qos === 2 && seq <= marks.releasedThrough)) return 'released';
+  return seq <= marks.dup ? 'dup' : 'queued';
 }
 
 /** A key of the layout, taken apart; `malformed`: one of our kinds with parts that do not fit it. */

@@ -13,7 +13,9 @@ import {
   bodyMessage,
   inlineMessage,
   keys,
+  outboundMarksOf,
   outboundStateOf,
+  type OutboundMarks,
   parseKey,
   propertiesOf,
   subscriptionOfValue,
@@ -59,7 +61,10 @@ export interface InspectedEntry {
   qos: QoS;
   retain: boolean;
   state: OutboundState;
-  /** Stored for 'released' entries only; a 'dup' entry's packet id is derived from its seq by the session layer. */
+  /**
+   * Stored for 'released' entries with a release record only; the packet id of a 'dup' entry, and
+   * of one released under the released-through mark, is derived from its seq by the session layer.
+   */
   packetId?: number;
   /** Id of the shared body (m\0…) when the message is stored once for several sessions. */
   sharedBody?: number;
@@ -214,9 +219,14 @@ export class StoreView {
 
   /** The session's DUP mark: entries up to this seq were sent, or marked so just before being sent (0: none). */
   async dupMark(clientId: string): Promise<number> {
+    return (await this.outboundMarks(clientId)).dup;
+  }
+
+  /** The DUP mark, and the released-through mark: QoS 2 entries up to it had their PUBREC (0: none). */
+  async outboundMarks(clientId: string): Promise<OutboundMarks> {
     const key = keys.dupMark(clientId);
     const bytes = await this.#get(key);
-    return bytes === undefined ? 0 : this.#decode(bytes, key, isDupMarkValue).s;
+    return outboundMarksOf(bytes === undefined ? undefined : this.#decode(bytes, key, isDupMarkValue));
   }
 
   /**
@@ -224,8 +234,9 @@ export class StoreView {
    * entries sent and not yet acknowledged (few: at most the in-flight window).
    */
   async *queue(clientId: string, options: { inflightOnly?: boolean } = {}): AsyncGenerator<InspectedEntry> {
-    const dupMark = await this.dupMark(clientId);
-    // Released entries are few (at most the in-flight window), so they are read first.
+    const marks = await this.outboundMarks(clientId);
+    const dupMark = marks.dup;
+    // Released entries with records of their own are few (at most the in-flight window), so they are read first.
     const releases = new Map<number, number>();
     for await (const { seq, packetId } of this.releases(clientId)) releases.set(seq, packetId);
     const range = options.inflightOnly
@@ -242,7 +253,7 @@ export class StoreView {
         message: await this.#message(stored, key, bodies),
         qos: stored.q,
         retain: stored.r,
-        state: outboundStateOf(seq, dupMark, packetId === undefined ? undefined : { s: 2, i: packetId }),
+        state: outboundStateOf(seq, stored.q, marks, packetId === undefined ? undefined : { s: 2, i: packetId }),
         ...(packetId === undefined ? {} : { packetId }),
       };
       if (stored.m !== undefined) entry.sharedBody = stored.m;

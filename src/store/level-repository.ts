@@ -22,6 +22,7 @@ import {
   isRetainedTotalsValue,
   isRetainedValue,
   isDupMarkValue,
+  outboundMarksOf,
   isSessionValue,
   isSubscriptionValue,
   propertiesOf,
@@ -276,8 +277,9 @@ export class LevelRepository implements SessionRepository {
     if (seqs.length === 0) return [];
     // A point read is cheaper on the main thread than a round trip to the thread pool.
     const markBytes = db.getSync(keys.dupMark(clientId), { snapshot });
-    const dupMark = markBytes === undefined ? 0 : decode(markBytes, keys.dupMark(clientId), isDupMarkValue).s;
-    // Released entries (QoS2 after PUBREC) are few: read their range rather than probe every seq.
+    const marks = outboundMarksOf(markBytes === undefined ? undefined : decode(markBytes, keys.dupMark(clientId), isDupMarkValue));
+    // Entries released with a record of their own (QoS2 after PUBREC, above the released-through
+    // mark) are few: read their range rather than probe every seq.
     const releases = new Map<number, ReleaseValue>();
     const releaseRange = { gt: keys.release(clientId, afterSeq), lte: keys.release(clientId, seqs[seqs.length - 1]!), snapshot };
     for await (const [key, value] of db.iterator(releaseRange)) {
@@ -310,14 +312,16 @@ export class LevelRepository implements SessionRepository {
       const seq = seqs[index]!;
       const release = releases.get(seq);
       const message = value.m === undefined ? inlineMessage(value) : bodies.get(value.m)!;
-      const entry: OutboundEntry = { seq, message, qos: value.q, retain: value.r, state: outboundStateOf(seq, dupMark, release) };
+      const entry: OutboundEntry = { seq, message, qos: value.q, retain: value.r, state: outboundStateOf(seq, value.q, marks, release) };
       if (value.s !== undefined) entry.subscriptionIds = value.s;
       if (value.g !== undefined) entry.shared = value.g;
       if (release) entry.packetId = release.i;
       // Completed from this without a read (see HeldEntry).
       if (queue !== undefined) {
         const body = value.m === undefined ? undefined : sharedBodyOf(value.m);
-        entry.stored = new HeldEntry(queue, entryKeys[index]!, value.m === undefined ? message.payload.length : value.z!, value.q, body);
+        const held = new HeldEntry(queue, entryKeys[index]!, value.m === undefined ? message.payload.length : value.z!, value.q, body);
+        held.releaseRecord = release !== undefined;
+        entry.stored = held;
       }
       return entry;
     });
@@ -509,20 +513,54 @@ export class LevelRepository implements SessionRepository {
     await writer.submit({ prepare: (batch) => writeDupMark(batch, queue.dupMarkKey, through, exact) });
   }
 
-  async markReleased(clientId: string, ...releases: Release[]): Promise<void> {
+  async markReleased(clientId: string, releases: Release[], releasedThrough = 0): Promise<void> {
     await this.#openWriter().submit({
       prepare: (batch) => {
+        const through = this.#raiseReleasedThrough(batch, clientId, releases, releasedThrough);
         for (const { entry, packetId } of releases) {
           const seq = typeof entry === 'number' ? entry : entry.seq;
+          if (seq <= through) continue;
           // An entry completed or destroyed meanwhile must not get a release record without an entry.
           const key = keys.queueEntry(clientId, seq);
           const held = typeof entry === 'number' ? undefined : entry.stored;
-          const standing = held instanceof HeldEntry && held.key === key ? this.#standing(batch, clientId, held) : 'unknown';
+          const trusted = held instanceof HeldEntry && held.key === key;
+          const standing = trusted ? this.#standing(batch, clientId, held) : 'unknown';
           if (standing === 'gone' || (standing === 'unknown' && !batch.has(key))) continue;
           batch.put(keys.release(clientId, seq), { s: 2, i: packetId } satisfies ReleaseValue);
+          if (trusted) {
+            held.releaseRecord = true;
+          } else {
+            // No queue: its session is being destroyed, which deletes the record with the rest.
+            const queue = this.#queues.get(clientId);
+            if (queue !== undefined) queue.releasedBySeq = true;
+          }
         }
       },
     });
+  }
+
+  /**
+   * Raises the session's released-through mark to `releasedThrough` where the caller's word for it
+   * can be trusted (markReleased), and returns the mark; 0 when no release is under it. The word
+   * holds for the session the caller's entries came from, so every release must be a handle of the
+   * session's queue as it is now (not one destroyed meanwhile, whose seqs a new session may reuse).
+   * The mark never passes the DUP mark, which every PUBREC'd entry is under: seqs given after a
+   * restart start above both.
+   */
+  #raiseReleasedThrough(batch: BatchBuilder, clientId: string, releases: Release[], releasedThrough: number): number {
+    if (releasedThrough <= 0) return 0;
+    const queue = this.#queues.get(clientId);
+    if (queue === undefined || queue.destroyed) return 0;
+    for (const { entry } of releases) {
+      if (typeof entry === 'number' || !(entry.stored instanceof HeldEntry) || entry.stored.queue !== queue) return 0;
+    }
+    const stored = batch.get(queue.dupMarkKey, isDupMarkValue);
+    if (stored === undefined) return 0;
+    const current = stored.r ?? 0;
+    const through = Math.min(releasedThrough, stored.s);
+    if (through <= current) return current;
+    batch.put(queue.dupMarkKey, { s: stored.s, r: through } satisfies DupMarkValue);
+    return through;
   }
 
   /**
@@ -596,8 +634,9 @@ export class LevelRepository implements SessionRepository {
       count++;
       bytes += entry.size;
       if (entry.body !== undefined) releaseBody(batch, entry.body);
-      // Only QoS2 entries can have a released record; deleting a missing key still writes.
-      if (entry.qos === 2) batch.del(keys.release(clientId, seq));
+      // Deleting a missing key still writes: only an entry known to have a release record (most
+      // QoS2 entries are released by the mark instead) deletes it.
+      if (entry.qos === 2 && (entry.releaseRecord || entry.queue.releasedBySeq)) batch.del(keys.release(clientId, seq));
     }
     if (queue === undefined) return;
     const stats = readStats(batch, queue.statsKey);
@@ -658,10 +697,10 @@ export class LevelRepository implements SessionRepository {
       const clientId = keys.clientIdOfSession(key);
       const [last] = await db.keys({ ...keys.queue(clientId), reverse: true, limit: 1 }).all();
       const markBytes = await db.get(keys.dupMark(clientId));
-      const dupMark = markBytes === undefined ? 0 : decode(markBytes, keys.dupMark(clientId), isDupMarkValue).s;
+      const marks = outboundMarksOf(markBytes === undefined ? undefined : decode(markBytes, keys.dupMark(clientId), isDupMarkValue));
       const lastSeq = last === undefined ? 0 : keys.seqOfQueueKey(last);
-      // Seqs continue above the DUP mark too, or a new entry would read back as 'dup'.
-      this.#queues.set(clientId, new SessionQueue(clientId, Math.max(lastSeq, dupMark) + 1));
+      // Seqs continue above the marks too, or a new entry would read back as 'dup' or 'released'.
+      this.#queues.set(clientId, new SessionQueue(clientId, Math.max(lastSeq, marks.dup, marks.releasedThrough) + 1));
     }
     // Decoded once at start so a corrupt count is reported now, not at the first publish.
     for await (const [key, value] of db.iterator(keys.allQueueStats())) decode(value, key, isQueueStatsValue);
@@ -718,6 +757,8 @@ class SessionQueue {
   handedOver = false;
   /** Its session was destroyed (or is being): every entry handed out of it is gone (see #standing). */
   destroyed = false;
+  /** A release record was written for a seq without its handle: completing any QoS2 entry deletes one then. */
+  releasedBySeq = false;
 
   /** The keys of its session's queue counts and DUP mark, built once: every publish to the session reads and writes them. */
   readonly statsKey: string;
@@ -754,6 +795,8 @@ class Place {
 class HeldEntry {
   /** Set once `complete` removed the entry: a late completion or markReleased with it then reads the store. */
   completed = false;
+  /** It has a release record (f\0) of its own, which completing it deletes; under the released-through mark it has none. */
+  releaseRecord = false;
 
   constructor(
     readonly queue: SessionQueue,
@@ -782,11 +825,16 @@ function seenNow({ c, l }: SessionValue): number {
   return Math.max(Date.now(), c, l ?? c);
 }
 
-/** Stores the DUP mark: raised only, unless `exact`. */
+/**
+ * Stores the DUP mark: raised only, unless `exact`; the released-through mark beside it stays, and
+ * the DUP mark never goes under it (no entry still stored there is unsent: it moves nothing).
+ */
 function writeDupMark(batch: BatchBuilder, dupMarkKey: string, through: number, exact: boolean): void {
-  const current = batch.get(dupMarkKey, isDupMarkValue)?.s ?? 0;
-  const value = exact ? through : Math.max(current, through);
-  if (value !== current || exact) batch.put(dupMarkKey, { s: value } satisfies DupMarkValue);
+  const stored = batch.get(dupMarkKey, isDupMarkValue);
+  const current = stored?.s ?? 0;
+  const value = Math.max(exact ? through : Math.max(current, through), stored?.r ?? 0);
+  if (value === current && !exact) return;
+  batch.put(dupMarkKey, stored?.r === undefined ? ({ s: value } satisfies DupMarkValue) : ({ s: value, r: stored.r } satisfies DupMarkValue));
 }
 
 /** A session's stored queue counts as the batch sees them (earlier jobs of the batch included). */

@@ -352,6 +352,10 @@ export async function* verifyStore(source: VerifySource, progress?: (keysRead: n
         const { clientId } = parsed;
         const result = check(key, value, isDupMarkValue);
         if ('problem' in result) yield result.problem;
+        else if ((result.value.r ?? 0) > result.value.s) {
+          // A PUBREC answers a PUBLISH sent, and every PUBLISH sent is under the DUP mark.
+          yield problem(key, 'bad-flight', `released through seq ${result.value.r}, above the DUP mark (${result.value.s}): those entries were never sent`);
+        }
         if (!(await sessionExists(clientId))) yield problem(key, 'no-session', `DUP mark of ${JSON.stringify(clientId)}, which has no session record`);
         break;
       }

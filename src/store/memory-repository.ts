@@ -217,7 +217,8 @@ export class MemoryRepository implements SessionRepository {
     }
   }
 
-  async markReleased(clientId: string, ...releases: Release[]): Promise<void> {
+  /** Each release is recorded with its entry: the released-through mark would only say the same again. */
+  async markReleased(clientId: string, releases: Release[]): Promise<void> {
     this.#checkOpen();
     const session = this.#sessions.get(clientId);
     if (!session) return;

@@ -31,8 +31,10 @@ export interface OutboundEntry {
   shared?: string[];
   state: OutboundState;
   /**
-   * The packet id stored with a 'released' entry. Packet ids of 'dup' entries are not stored: the
-   * session layer derives them from seq, so they are the same on every redelivery [MQTT-4.4.0-1].
+   * The packet id stored with a 'released' entry that has a record of its own (see markReleased).
+   * Packet ids of 'dup' entries, and of entries released under a released-through mark, are not
+   * stored: the session layer derives them from seq, so they are the same on every redelivery
+   * [MQTT-4.4.0-1].
    */
   packetId?: number;
   /**
@@ -222,8 +224,15 @@ export interface SessionRepository {
    * no longer queued gets nothing (a release record without its entry could mark a later entry
    * that reuses the seq after a restart). Several in one call are one transition: the PUBRECs of
    * one socket read are stored together.
+   *
+   * `releasedThrough` is the caller's word that every QoS2 entry of the session still queued at or
+   * below that seq has had its PUBREC, in this call or before, and that its PUBREL goes with the
+   * packet id its seq gives: a store may then keep one mark per session for them instead of a
+   * record per entry, and read them back as 'released' without a packet id (OutboundEntry.packetId).
+   * The releases must be entries as readOutbound or the session's enqueue handed them out, of the
+   * session as it is now; seqs alone get a record each.
    */
-  markReleased(clientId: string, ...releases: Release[]): Promise<void>;
+  markReleased(clientId: string, releases: Release[], releasedThrough?: number): Promise<void>;
   /**
    * PUBACK (QoS1) or PUBCOMP (QoS2) arrived: the entries are gone. Also drops undeliverable
    * entries. Several seqs in one call are one transition: a draining session completes every

@@ -107,6 +107,50 @@ describe('crash (SIGKILL, then a new broker process on the same data directory)'
     await expectMarkerNext(broker, after, 'stream/marker');
   });
 
+  it('outbound QoS2 PUBRECs in order and out of order before SIGKILL: PUBREL for every one PUBREC\'d, the PUBLISH (DUP=1) for the one not, original packet ids and order; once completed, nothing comes back after another SIGKILL [MQTT-4.3.3-1] [MQTT-4.4.0-1] [MQTT-4.6.0-1]', async () => {
+    // PUBRECs in seq order are stored as one released-through mark, an out-of-order one as a
+    // record of its own (key-layout.ts): this crosses both, and the mark rising over a record.
+    const dataDir = freshDataDir();
+    let broker = await startBroker(dataDir);
+    const { client: before } = await connectRaw(broker, 'crash-outbound-qos2', false);
+    await subscribe(before, [['outrel/#', 2]]);
+    const messages: Outgoing[] = range(6).map((index) => ({ topic: `outrel/${index}`, payload: `message ${index}`, qos: 2 }));
+    await publishAll(broker, messages);
+    const sent = await before.take('publish', 6);
+    expect(sent.map(summary)).toEqual(messages.map(({ topic, payload, qos }) => ({ topic, payload, qos })));
+    const id = sent.map((publish) => publish.messageId!);
+    const pubrec = async (index: number) => {
+      before.send({ cmd: 'pubrec', messageId: id[index]! });
+      expect((await before.next('pubrel')).messageId).toBe(id[index]);
+    };
+    await pubrec(0);
+    await pubrec(1);
+    before.send({ cmd: 'pubcomp', messageId: id[0]! });
+    await before.roundTrip();
+    await pubrec(3); // before 2: a record of its own
+    await pubrec(2); // now 0 to 3 have theirs: the mark rises over 3
+    await pubrec(5); // 4 still waits: a record of its own
+
+    broker = await crash(broker, dataDir);
+
+    const { client: after, connack } = await connectRaw(broker, 'crash-outbound-qos2', false);
+    expect(connack.sessionPresent).toBe(true);
+    const resent = await after.takeOf(['publish', 'pubrel'], 5);
+    const described = resent.map((packet) => (packet.cmd === 'publish' ? `publish ${packet.messageId} dup=${packet.dup} ${packet.payload.toString()}` : `pubrel ${packet.messageId}`));
+    expect(described).toEqual([`pubrel ${id[1]}`, `pubrel ${id[2]}`, `pubrel ${id[3]}`, `publish ${id[4]} dup=true message 4`, `pubrel ${id[5]}`]);
+    for (const index of [1, 2, 3, 5]) after.send({ cmd: 'pubcomp', messageId: id[index]! });
+    after.send({ cmd: 'pubrec', messageId: id[4]! });
+    expect((await after.next('pubrel')).messageId).toBe(id[4]);
+    after.send({ cmd: 'pubcomp', messageId: id[4]! });
+    await after.roundTrip();
+    await expectMarkerNext(broker, after, 'outrel/marker');
+
+    broker = await crash(broker, dataDir);
+    const { client: third, connack: thirdConnack } = await connectRaw(broker, 'crash-outbound-qos2', false);
+    expect(thirdConnack.sessionPresent).toBe(true);
+    await expectMarkerNext(broker, third, 'outrel/marker');
+  });
+
   it('inbound QoS2 PUBREC sent before SIGKILL: a re-sent PUBLISH (DUP=1) gets PUBREC, PUBREL gets PUBCOMP, delivered exactly once [MQTT-4.3.3-2] [MQTT-4.4.0-1]', async () => {
     const dataDir = freshDataDir();
     let broker = await startBroker(dataDir);

@@ -93,6 +93,21 @@ export class RawClient {
     return packets;
   }
 
+  /** The next `count` packets of any of these kinds, in arrival order (packets of other kinds stay queued). */
+  async takeOf(cmds: Array<Packet['cmd']>, count: number): Promise<Packet[]> {
+    const packets: Packet[] = [];
+    while (packets.length < count) {
+      const index = this.received.findIndex((packet) => cmds.includes(packet.cmd));
+      if (index >= 0) {
+        packets.push(this.received.splice(index, 1)[0]!);
+        continue;
+      }
+      if (this.#closed) throw new Error(`connection closed while waiting for ${cmds.join(' or ')}`);
+      await new Promise<void>((resolve) => this.#waiters.push(resolve));
+    }
+    return packets;
+  }
+
   /**
    * Sends PINGREQ and waits for PINGRESP: the broker handles a connection's packets in order, so
    * everything sent before has been processed, and every reply it caused is already here or on its way.

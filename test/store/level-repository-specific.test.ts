@@ -26,6 +26,7 @@ import {
   keys,
 } from '../../src/store/key-layout.js';
 import { LevelRepository } from '../../src/store/level-repository.js';
+import { packetIdOf } from '../../src/session/packet-ids.js';
 import type { QueueLimits } from '../../src/store/queue-limits.js';
 import type { Delivery, Message, OutboundEntry, SessionRepository } from '../../src/store/repository.js';
 
@@ -201,7 +202,7 @@ describe('LevelRepository: checked records', TIMEOUT, () => {
       inbound: { clientId: 'b', packetId: 7 },
     });
     await repository.raiseDupMark('a', seqOf(seqs, 'a'));
-    await repository.markReleased('a', { entry: seqOf(seqs, 'a'), packetId: 1 });
+    await repository.markReleased('a', [{ entry: seqOf(seqs, 'a'), packetId: 1 }]);
     await repository.close();
     const entries = await rawEntries(location);
     // Every kind of record the layout has, but the sync mark (only with a sync interval).
@@ -465,7 +466,7 @@ describe('LevelRepository: completing a shared body through the handles it hande
     expect(left).not.toContain('shared');
 
     // Nor may a PUBREC with it mark whatever the seq names now as released.
-    await repository.markReleased('a', { entry: stale, packetId: 7 });
+    await repository.markReleased('a', [{ entry: stale, packetId: 7 }]);
     await repository.complete('a', stale);
     expect(await payloadsOf(repository, 'a')).toEqual(left);
     expect((await repository.readOutbound('a', 0, 10)).map((entry) => entry.state)).not.toContain('released');
@@ -521,7 +522,7 @@ describe('LevelRepository: DUP mark, released entries and queue stats on disk', 
       seqs.push(seqOf(await repository.publish({ message: message('t', `m${i}`, 2), deliveries: [{ clientId: 'a', qos: 2, retain: false }] }), 'a'));
     }
     for (const seq of seqs) await repository.raiseDupMark('a', seq);
-    await repository.markReleased('a', { entry: seqs[0]!, packetId: 4242 });
+    await repository.markReleased('a', [{ entry: seqs[0]!, packetId: 4242 }]);
     await repository.close();
 
     let entries = await rawEntries(location);
@@ -533,12 +534,12 @@ describe('LevelRepository: DUP mark, released entries and queue stats on disk', 
     repository = await openRepository(location);
     await repository.complete('a', seqs[0]!);
     // markReleased of an entry already completed must not leave a record behind.
-    await repository.markReleased('a', { entry: seqs[0]!, packetId: 1 });
+    await repository.markReleased('a', [{ entry: seqs[0]!, packetId: 1 }]);
     // Nor when it is handed the entry as readOutbound returned it, which it trusts until completed.
     const [held] = await repository.readOutbound('a', seqs[0]!, 1);
     expect(held!.seq).toBe(seqs[1]);
     await repository.complete('a', held!);
-    await repository.markReleased('a', { entry: held!, packetId: 2 });
+    await repository.markReleased('a', [{ entry: held!, packetId: 2 }]);
     await repository.close();
     entries = await rawEntries(location);
     expect(keysWithPrefix(entries, RELEASE_PREFIX)).toEqual([]);
@@ -549,6 +550,48 @@ describe('LevelRepository: DUP mark, released entries and queue stats on disk', 
     entries = await rawEntries(location);
     expect(keysWithPrefix(entries, DUP_MARK_PREFIX)).toEqual([]);
     expect(keysWithPrefix(entries, STATS_PREFIX)).toEqual([]);
+  });
+
+  it('PUBRECs in seq order raise the released-through mark and leave no record; an out-of-order one gets a record, deleted with its entry (handle from markReleased or from a read); verify finds nothing wrong', async () => {
+    const location = tempDir();
+    let repository = await openRepository(location);
+    await repository.createSession('a');
+    for (let i = 0; i < 5; i++) await repository.publish({ message: message('t', `m${i}`, 2), deliveries: [{ clientId: 'a', qos: 2, retain: false }] });
+    const [e0, e1, e2, e3, e4] = await repository.readOutbound('a', 0, 10);
+    const seqs = [e0!, e1!, e2!, e3!, e4!].map((entry) => entry.seq);
+    const release = (entry: OutboundEntry) => ({ entry, packetId: packetIdOf(entry.seq) });
+    await repository.raiseDupMark('a', seqs[4]!);
+    await repository.markReleased('a', [release(e0!), release(e2!)], seqs[0]); // e1 waits: e2 gets a record
+    await repository.markReleased('a', [release(e1!)], seqs[2]); // the mark rises over e2's record
+    await repository.complete('a', e2!);
+    await repository.markReleased('a', [release(e4!)], seqs[2]); // e3 waits: e4 gets a record
+    await repository.close();
+
+    let entries = await rawEntries(location);
+    expect(keysWithPrefix(entries, RELEASE_PREFIX)).toEqual([keys.release('a', seqs[4]!)]);
+    expect(decodeRecord(entries.get(keys.dupMark('a'))!, keys.dupMark('a'), isDupMarkValue)).toEqual({ s: seqs[4], r: seqs[2] });
+
+    repository = await openRepository(location);
+    const read = await repository.readOutbound('a', 0, 10);
+    expect(read.map(({ seq, state, packetId }) => [seq, state, packetId])).toEqual([
+      [seqs[0], 'released', undefined],
+      [seqs[1], 'released', undefined],
+      [seqs[3], 'dup', undefined],
+      [seqs[4], 'released', packetIdOf(seqs[4]!)],
+    ]);
+    await repository.complete('a', read[0]!, read[1]!, read[3]!);
+    const view = repository.onDisk!.inspector().view();
+    const problems: unknown[] = [];
+    try {
+      for await (const event of view.verify()) if (event.kind === 'problem') problems.push(event);
+    } finally {
+      await view.close();
+    }
+    expect(problems).toEqual([]);
+    await repository.close();
+    entries = await rawEntries(location);
+    expect(keysWithPrefix(entries, RELEASE_PREFIX)).toEqual([]);
+    expect(keysWithPrefix(entries, 'q\u0000')).toEqual([keys.queueEntry('a', seqs[3]!)]);
   });
 
   it('the DUP mark is stored capped at the highest seq given', async () => {

@@ -12,6 +12,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { BrokerError, ErrorCodes, type ErrorCode } from '../../src/errors.js';
+import { packetIdOf } from '../../src/session/packet-ids.js';
 import { DEFAULT_QUEUE_LIMITS, type QueueLimits } from '../../src/store/queue-limits.js';
 import { DEFAULT_RETAINED_LIMITS, type RetainedLimits, type RetainedStats } from '../../src/store/retained-limits.js';
 import type {
@@ -690,13 +691,13 @@ class MarkReleasedCmd extends ClientCmd {
     const session = model.sessions.get(clientId);
     const inFlight = session?.queue.filter((entry) => stateOf(session, entry) !== 'queued') ?? [];
     const seq = (this.#seq = pickAmong(session, inFlight, this.pick));
-    await real.repository.markReleased(clientId, { entry: seq, packetId: this.packetId });
+    await real.repository.markReleased(clientId, [{ entry: seq, packetId: this.packetId }]);
     const entry = session?.queue.find((e) => e.seq === seq);
     if (entry) entry.released = this.packetId;
     await expectMatchesModel(model, real.repository, this.toString());
   }
   toString(): string {
-    return `markReleased(${this.who}, { entry: pick ${this.pick}${this.#seq === undefined ? '' : `=seq ${this.#seq}`}, packetId: ${this.packetId} })`;
+    return `markReleased(${this.who}, [{ entry: pick ${this.pick}${this.#seq === undefined ? '' : `=seq ${this.#seq}`}, packetId: ${this.packetId} }])`;
   }
 }
 
@@ -1445,7 +1446,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
         withFixture(async ({ repository }) => {
           const seqs = await entries(repository, 3, 2);
           await repository.raiseDupMark('a', seqs[1]!);
-          await repository.markReleased('a', { entry: seqs[0]!, packetId: 7 });
+          await repository.markReleased('a', [{ entry: seqs[0]!, packetId: 7 }]);
           for (let i = 0; i < 2; i++) {
             expect(await statesOf(repository)).toEqual([
               [seqs[0], 'released', 7],
@@ -1453,7 +1454,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
               [seqs[2], 'queued', undefined],
             ]);
           }
-          await repository.markReleased('a', { entry: seqs[1]!, packetId: 65535 });
+          await repository.markReleased('a', [{ entry: seqs[1]!, packetId: 65535 }]);
           expect(await statesOf(repository)).toEqual([
             [seqs[0], 'released', 7],
             [seqs[1], 'released', 65535],
@@ -1466,7 +1467,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           const seqs = await entries(repository, 3, 2);
           await repository.raiseDupMark('a', seqs[2]!);
           const [first, second, third] = await readAll(repository, 'a');
-          await repository.markReleased('a', { entry: first!, packetId: 5 });
+          await repository.markReleased('a', [{ entry: first!, packetId: 5 }]);
           expect(await statesOf(repository)).toEqual([
             [seqs[0], 'released', 5],
             [seqs[1], 'dup', undefined],
@@ -1474,8 +1475,8 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           ]);
           // Completed first, then a late PUBREC's release: nothing, whether in one batch or after it.
           await repository.complete('a', second!);
-          await repository.markReleased('a', { entry: second!, packetId: 6 });
-          await Promise.all([repository.complete('a', third!), repository.markReleased('a', { entry: third!, packetId: 7 })]);
+          await repository.markReleased('a', [{ entry: second!, packetId: 6 }]);
+          await Promise.all([repository.complete('a', third!), repository.markReleased('a', [{ entry: third!, packetId: 7 }])]);
           expect(await statesOf(repository)).toEqual([[seqs[0], 'released', 5]]);
           expect(await repository.queueStats('a')).toEqual({ messages: 1, bytes: 2, dropped: 0 });
         }));
@@ -1496,7 +1497,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           // What makes the case: the new session's entries have the old ones' seqs.
           expect(seqs).toEqual(handles.map(({ seq }) => seq));
 
-          await repository.markReleased('a', ...handles.map((entry) => ({ entry, packetId: 9 })));
+          await repository.markReleased('a', handles.map((entry) => ({ entry, packetId: 9 })));
           await repository.complete('a', ...handles);
           expect(await statesOf(repository)).toEqual([
             [seqs[0], 'queued', undefined],
@@ -1510,18 +1511,98 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           const seqs = await entries(repository, 3, 2);
           await repository.raiseDupMark('a', seqs[2]!);
           await repository.complete('a', seqs[1]!);
-          await repository.markReleased('a', { entry: seqs[0]!, packetId: 3 }, { entry: seqs[1]!, packetId: 4 }, { entry: seqs[2]!, packetId: 5 });
+          await repository.markReleased('a', [{ entry: seqs[0]!, packetId: 3 }, { entry: seqs[1]!, packetId: 4 }, { entry: seqs[2]!, packetId: 5 }]);
           expect(await statesOf(repository)).toEqual([
             [seqs[0], 'released', 3],
             [seqs[2], 'released', 5],
           ]);
         }));
 
+      describe('releasedThrough: the caller\'s word that every QoS 2 entry up to a seq had its PUBREC', () => {
+        /** Session a with entries of these QoS, all sent (DUP mark over them), as readOutbound hands them out. */
+        async function sentEntries(repository: SessionRepository, qos: QoS[]): Promise<OutboundEntry[]> {
+          await repository.createSession('a');
+          for (const [index, q] of qos.entries()) await repository.publish({ message: message('t', `m${index}`, q), deliveries: [to('a', q)] });
+          const handed = await readAll(repository, 'a');
+          await repository.raiseDupMark('a', handed[handed.length - 1]!.seq);
+          return handed;
+        }
+        const release = (entry: OutboundEntry) => ({ entry, packetId: packetIdOf(entry.seq) });
+        /** [seq, state, the packet id PUBREL goes with]: the stored one, else the one the seq gives. */
+        const flightOf = async (repository: SessionRepository) =>
+          (await readAll(repository, 'a')).map((e) => [e.seq, e.state, e.state === 'released' ? (e.packetId ?? packetIdOf(e.seq)) : undefined]);
+
+        it('in order and out of order, each PUBREC\'d QoS 2 entry reads back released with its seq\'s packet id; QoS 1 entries under the mark and entries above it do not', () =>
+          withFixture(async ({ repository }) => {
+            const handed = await sentEntries(repository, [2, 1, 2, 2, 2]);
+            const [q2a, q1, q2b, q2c, q2d] = handed;
+            await repository.markReleased('a', [release(q2a!)], q2a!.seq);
+            // Out of order: q2b still waits for its PUBREC, so the word stays at q2a.
+            await repository.markReleased('a', [release(q2c!)], q2a!.seq);
+            expect(await flightOf(repository)).toEqual([
+              [q2a!.seq, 'released', packetIdOf(q2a!.seq)],
+              [q1!.seq, 'dup', undefined],
+              [q2b!.seq, 'dup', undefined],
+              [q2c!.seq, 'released', packetIdOf(q2c!.seq)],
+              [q2d!.seq, 'dup', undefined],
+            ]);
+            await repository.markReleased('a', [release(q2b!)], q2c!.seq);
+            expect(await flightOf(repository)).toEqual([
+              [q2a!.seq, 'released', packetIdOf(q2a!.seq)],
+              [q1!.seq, 'dup', undefined],
+              [q2b!.seq, 'released', packetIdOf(q2b!.seq)],
+              [q2c!.seq, 'released', packetIdOf(q2c!.seq)],
+              [q2d!.seq, 'dup', undefined],
+            ]);
+            // PUBCOMPs and the PUBACK: each entry leaves as it is completed, whichever way it was released.
+            await repository.complete('a', q2c!, q2a!);
+            expect(await flightOf(repository)).toEqual([
+              [q1!.seq, 'dup', undefined],
+              [q2b!.seq, 'released', packetIdOf(q2b!.seq)],
+              [q2d!.seq, 'dup', undefined],
+            ]);
+            await repository.complete('a', q1!, q2b!);
+            await repository.markReleased('a', [release(q2d!)], q2d!.seq);
+            expect(await flightOf(repository)).toEqual([[q2d!.seq, 'released', packetIdOf(q2d!.seq)]]);
+            await repository.complete('a', q2d!);
+            expect(await readAll(repository, 'a')).toEqual([]);
+            expect(await repository.queueStats('a')).toEqual({ messages: 0, bytes: 0, dropped: 0 });
+            // What comes after the mark is a new delivery: queued, not released.
+            await repository.publish({ message: message('t', 'after', 2), deliveries: [to('a', 2)] });
+            expect((await flightOf(repository)).map(([, state]) => state)).toEqual(['queued']);
+          }));
+
+        it('with handles of a session destroyed meanwhile it releases nothing in the session made after it, whose seqs start again', () =>
+          withFixture(async ({ repository }) => {
+            const old = await sentEntries(repository, [2, 2]);
+            await repository.destroySession('a');
+            const again = await sentEntries(repository, [2, 2]);
+            // What makes the case: the new session's entries have the old ones' seqs.
+            expect(again.map(({ seq }) => seq)).toEqual(old.map(({ seq }) => seq));
+            await repository.markReleased('a', old.map(release), old[1]!.seq);
+            expect((await flightOf(repository)).map(([, state]) => state)).toEqual(['dup', 'dup']);
+          }));
+
+        it('after a reopen, entries given seqs after everything under the mark was completed are queued, not released', ({ skip }) =>
+          withReopen(skip, async (repository, reopen) => {
+            const handed = await sentEntries(repository, [2, 2, 2]);
+            await repository.markReleased('a', handed.map(release), handed[2]!.seq);
+            await repository.complete('a', ...handed);
+            // A connection that ends with nothing in flight sets the DUP mark down to what it sent.
+            await repository.setDupMark('a', 0);
+            const reopened = await reopen();
+            await reopened.publish({ message: message('t', 'after', 2), deliveries: [to('a', 2)] });
+            const [entry] = await readAll(reopened, 'a');
+            expect(entry!.seq).toBeGreaterThan(handed[2]!.seq);
+            expect(entry!.state).toBe('queued');
+          }));
+      });
+
       it('a released entry stays released with its packet id whatever the DUP mark does at or above it', () =>
         withFixture(async ({ repository }) => {
           const seqs = await entries(repository, 3, 2);
           await repository.raiseDupMark('a', seqs[1]!);
-          await repository.markReleased('a', { entry: seqs[1]!, packetId: 9 });
+          await repository.markReleased('a', [{ entry: seqs[1]!, packetId: 9 }]);
           await repository.raiseDupMark('a', seqs[2]! + 10);
           expect(await statesOf(repository)).toEqual([
             [seqs[0], 'dup', undefined],
@@ -1540,7 +1621,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
         withFixture(async ({ repository }) => {
           const seqs = await entries(repository, 4, 2);
           await repository.raiseDupMark('a', seqs[2]!);
-          await repository.markReleased('a', { entry: seqs[0]!, packetId: 1 });
+          await repository.markReleased('a', [{ entry: seqs[0]!, packetId: 1 }]);
           await repository.complete('a', seqs[1]!);
           expect(await statesOf(repository)).toEqual([
             [seqs[0], 'released', 1],
@@ -1570,17 +1651,17 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           await repository.raiseDupMark('a', seq);
           const before = (await readAll(repository, 'a')).map(normalizeEntry);
           await repository.complete('a', seq + 1000);
-          await repository.markReleased('a', { entry: seq + 1000, packetId: 6 });
+          await repository.markReleased('a', [{ entry: seq + 1000, packetId: 6 }]);
           await repository.complete('nobody', seq);
           await repository.raiseDupMark('nobody', seq);
-          await repository.markReleased('nobody', { entry: seq, packetId: 6 });
+          await repository.markReleased('nobody', [{ entry: seq, packetId: 6 }]);
           expect((await readAll(repository, 'a')).map(normalizeEntry)).toEqual(before);
           expect(await readAll(repository, 'nobody')).toEqual([]);
           expect(await repository.queueStats('a')).toEqual({ messages: 1, bytes: 1, dropped: 0 });
           // A completed seq stays gone whatever arrives late for it.
           await repository.complete('a', seq);
           await repository.complete('a', seq);
-          await repository.markReleased('a', { entry: seq, packetId: 9 });
+          await repository.markReleased('a', [{ entry: seq, packetId: 9 }]);
           expect(await readAll(repository, 'a')).toEqual([]);
           expect(await repository.queueStats('a')).toEqual({ messages: 0, bytes: 0, dropped: 0 });
           const next = seqOf(await repository.publish({ message: message('t', 'n'), deliveries: [to('a')] }), 'a');
@@ -1595,9 +1676,9 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           const third = seqOf(await repository.publish({ message: message('t', 'r', 2), deliveries: [to('a', 2)] }), 'a');
           await Promise.all([
             repository.raiseDupMark('a', seq),
-            repository.markReleased('a', { entry: seq, packetId: 11 }),
+            repository.markReleased('a', [{ entry: seq, packetId: 11 }]),
             repository.raiseDupMark('a', third),
-            repository.markReleased('a', { entry: second, packetId: 12 }),
+            repository.markReleased('a', [{ entry: second, packetId: 12 }]),
             repository.complete('a', second),
             repository.setDupMark('a', seq),
           ]);
@@ -1673,7 +1754,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           expect(await repository.queueStats('a')).toEqual(stats(3, 8, 0));
           expect(await repository.queueStats('b')).toEqual(stats(3, 8, 0));
           await repository.raiseDupMark('a', seqs[2]!);
-          await repository.markReleased('a', { entry: seqs[0]!, packetId: 1 });
+          await repository.markReleased('a', [{ entry: seqs[0]!, packetId: 1 }]);
           expect(await repository.queueStats('a')).toEqual(stats(3, 8, 0));
           await repository.complete('a', seqs[0]!);
           expect(await repository.queueStats('a')).toEqual(stats(2, 3, 0));
@@ -1698,7 +1779,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           const bytes = (list: number[]) => list.reduce((sum, seq) => sum + seqs.indexOf(seq), 0);
           expect(await repository.queueStats('a')).toEqual(stats(100, bytes(seqs), 0));
           await repository.raiseDupMark('a', seqs[99]!);
-          await repository.markReleased('a', { entry: seqs[0]!, packetId: 1 });
+          await repository.markReleased('a', [{ entry: seqs[0]!, packetId: 1 }]);
           const done = seqs.slice(0, 60);
           await repository.complete('a', ...done, seqs[0]!, seqs[1]!, seqs[99]! + 1000);
           const left = seqs.slice(60);
@@ -1725,7 +1806,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           const size = (list: OutboundEntry[]) => list.reduce((sum, entry) => sum + entry.message.payload.length, 0);
           expect(await repository.queueStats('a')).toEqual(stats(60, size(entries), 0));
           await repository.raiseDupMark('a', entries[59]!.seq);
-          await repository.markReleased('a', { entry: entries[0]!.seq, packetId: 1 });
+          await repository.markReleased('a', [{ entry: entries[0]!.seq, packetId: 1 }]);
           // Entries and bare seqs mixed, in two calls.
           await repository.complete('a', ...entries.slice(0, 20));
           await repository.complete('a', ...entries.slice(20, 40).map((entry) => entry.seq));
@@ -1745,7 +1826,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           const entries = await readAll(repository, 'a');
           await repository.raiseDupMark('a', entries[5]!.seq);
           // Released (PUBREC stored): completing it also removes what PUBREC stored.
-          await repository.markReleased('a', { entry: entries[0]!.seq, packetId: 7 });
+          await repository.markReleased('a', [{ entry: entries[0]!.seq, packetId: 7 }]);
           await Promise.all([
             repository.complete('a', entries[0]!, entries[1]!),
             repository.complete('a', entries[0]!.seq, entries[1]!.seq, entries[2]!.seq),
@@ -1765,7 +1846,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           const sharedSeq = (await repository.publish({ message: message('t', 'two!', 1), deliveries: [sharedA, to('b', 1)] })).get('a')!;
           await repository.raiseDupMark('a', sharedSeq);
           // Released (PUBREC stored): completing it also removes what PUBREC stored.
-          await repository.markReleased('a', { entry: aloneSeq, packetId: 3 });
+          await repository.markReleased('a', [{ entry: aloneSeq, packetId: 3 }]);
           await Promise.all([
             repository.complete('a', { seq: aloneSeq, stored: alone.stored }, { seq: sharedSeq, stored: sharedA.stored }),
             repository.complete('a', aloneSeq),
@@ -2391,7 +2472,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           await repository.publish({ message: message('t', 'payload'), deliveries: [{ ...to('old'), shared: ['$share/g/t'] }, to('other')] });
           await repository.publish({ message: message('t', 'second', 2), deliveries: [{ ...to('old', 2), shared: ['$share/g/t'] }] });
           const [first, second] = await readAll(repository, 'old');
-          await repository.markReleased('old', { entry: second!.seq, packetId: 9 });
+          await repository.markReleased('old', [{ entry: second!.seq, packetId: 9 }]);
           const moved = await repository.publish({ message: first!.message, deliveries: [{ ...to('new'), shared: ['$share/g/t'] }], handOver: { clientId: 'old', seq: first!.seq } });
           expect([...moved.keys()]).toEqual(['new']);
           await repository.publish({ message: second!.message, deliveries: [{ ...to('new', 2), shared: ['$share/g/t'] }], handOver: { clientId: 'old', seq: second!.seq } });
@@ -2459,7 +2540,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           const sent = await repository.publish({ message: message('a/2', 'sent', 2), deliveries: [to('gone', 2)] });
           const released = await repository.publish({ message: message('a/3', 'rel', 2), deliveries: [to('gone', 2)] });
           await repository.raiseDupMark('gone', seqOf(released, 'gone'));
-          await repository.markReleased('gone', { entry: seqOf(released, 'gone'), packetId: 4 });
+          await repository.markReleased('gone', [{ entry: seqOf(released, 'gone'), packetId: 4 }]);
           expect(seqOf(sent, 'gone')).toBeLessThan(seqOf(released, 'gone'));
           const shared = await repository.publish({
             message: message('a/4', 'shared', 1),
@@ -2549,7 +2630,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
         ['publish', (r) => r.publish({ message: message('x', 'p'), deliveries: [to('a')] })],
         ['raiseDupMark', (r, seq) => r.raiseDupMark('a', seq)],
         ['setDupMark', (r, seq) => r.setDupMark('a', seq)],
-        ['markReleased', (r, seq) => r.markReleased('a', { entry: seq, packetId: 1 })],
+        ['markReleased', (r, seq) => r.markReleased('a', [{ entry: seq, packetId: 1 }])],
         ['complete', (r, seq) => r.complete('a', seq)],
         ['releaseInbound', (r) => r.releaseInbound('a', 1)],
         ['clearRetained', (r) => r.clearRetained('x')],
@@ -2596,7 +2677,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
             inbound: { clientId: 'b', packetId: 300 },
           });
           await repository.raiseDupMark('a', seqOf(released, 'a'));
-          await repository.markReleased('a', { entry: seqOf(released, 'a'), packetId: 18 });
+          await repository.markReleased('a', [{ entry: seqOf(released, 'a'), packetId: 18 }]);
           await repository.raiseDupMark('b', seqOf(shared, 'b'));
           await repository.publish({ message: message('z', 'retained-only', 0), deliveries: [], retained: 'set' });
           expect(seqOf(sent, 'a')).toBeLessThan(seqOf(queued, 'a'));
@@ -2629,7 +2710,7 @@ export function repositoryContract(name: string, factory: RepositoryFactory): vo
           expect(await again.queueStats('nobody')).toBeUndefined();
 
           // And the reopened store keeps working: transitions on the restored state.
-          await again.markReleased('b', { entry: seqOf(shared, 'b'), packetId: 1 });
+          await again.markReleased('b', [{ entry: seqOf(shared, 'b'), packetId: 1 }]);
           await again.complete('a', seqOf(shared, 'a'));
           await again.releaseInbound('b', 300);
           expect((await readAll(again, 'b')).map((e) => [e.state, e.packetId, e.message.payload.toString()])).toEqual([
