@@ -112,3 +112,16 @@ describe('the code cache npm run build writes', () => {
     for (const [chunk, outcome] of outcomes) expect(`${chunk}: ${outcome}`).toBe(`${chunk}: accepted`);
   });
 });
+
+describe('the chunks npm run build writes', () => {
+  it('are ASCII only, so V8 holds the source of each (for as long as the broker runs) as one byte a character', () => {
+    const directory = join(root, 'dist/bundle');
+    const files = readdirSync(directory).filter((file) => file.endsWith('.cjs'));
+    expect(files).toContain('broker.cjs');
+    for (const file of files) {
+      const text = readFileSync(join(directory, file), 'latin1');
+      const at = text.search(/[^\x00-\x7f]/);
+      expect(at, `${file}: a byte above 0x7F at ${at}: ${JSON.stringify(text.slice(Math.max(0, at - 40), at + 10))}`).toBe(-1);
+    }
+  });
+});
