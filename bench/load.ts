@@ -161,12 +161,13 @@ async function throughput(job: ThroughputJob): Promise<ThroughputResult> {
   // warmupMs (the rest of it is skipped) or when its messages are all sent, whichever comes first:
   // a count alone would warm a fast broker for a fraction of a second and a slow one for minutes.
   const warmupPer = Math.ceil((job.warmup ?? 0) / job.publishers);
-  const measuredPer = Math.max(1, Math.ceil(job.messages / job.publishers));
+  // A publisher sends at least minMeasuredPer measured messages, then more until measureMs has
+  // passed since the first measured send, up to measuredPer (the slots kept for it).
+  const minMeasuredPer = Math.max(1, Math.ceil(job.messages / job.publishers));
+  const measuredPer = Math.max(minMeasuredPer, Math.ceil((job.maxMessages ?? 0) / job.publishers));
   const perPublisher = warmupPer + measuredPer;
   const total = perPublisher * job.publishers;
-  const measured = measuredPer * job.publishers;
   const subs = job.subscribers;
-  const expectedDeliveries = measured * subs;
   const qos = job.qos;
   const releaseOnAck = job.openUntil === 'ack' && qos > 0;
   const protocol = job.protocol ?? 4;
@@ -185,7 +186,7 @@ async function throughput(job: ThroughputJob): Promise<ThroughputResult> {
   /** Delivered to every subscriber and acknowledged, or given up on as overdue. */
   const finished = new Uint8Array(total);
   const seen = new Uint8Array(total * subs);
-  const latencies = new Float64Array(expectedDeliveries);
+  const latencies = new Float64Array(measuredPer * job.publishers * subs);
   /** Measured deliveries (warm-up ones only count as progress). */
   let deliveries = 0;
   let allDeliveries = 0;
@@ -210,6 +211,8 @@ async function throughput(job: ThroughputJob): Promise<ThroughputResult> {
   const releasedBy = new Int32Array(job.publishers);
   let warmupEndsAt = Infinity;
   let warmupSkipped = 0;
+  /** Measured slots left unsent once measureMs was over. */
+  let tailSkipped = 0;
   /** Per publisher: the oldest message (local index) not finished yet, where the overdue scan starts. */
   const oldest = new Int32Array(job.publishers);
   const idToSeq = Array.from({ length: job.publishers }, () => new Int32Array(65536).fill(-1));
@@ -229,6 +232,24 @@ async function throughput(job: ThroughputJob): Promise<ThroughputResult> {
     warmupSkipped += skipped;
     sent[p] = warmupPer;
   };
+  /** This publisher measured long enough: its unsent slots count as finished, unsent. */
+  const endMeasurement = (p: number) => {
+    const from = sent[p]!;
+    for (let local = from; local < perPublisher; local++) {
+      const seq = p * perPublisher + local;
+      finished[seq] = 1;
+      released[seq] = 1;
+    }
+    const skipped = perPublisher - from;
+    finishedCount += skipped;
+    tailSkipped += skipped;
+    sent[p] = perPublisher;
+    if (finishedCount === total) {
+      lastCompleteAt = performance.now();
+      cpu.stop();
+      finish();
+    }
+  };
   const pump = (p: number) => {
     const client = publishers[p]!;
     const ids = idToSeq[p]!;
@@ -244,6 +265,12 @@ async function throughput(job: ThroughputJob): Promise<ThroughputResult> {
       if (local === warmupPer && firstSendAt === 0) {
         firstSendAt = now;
         cpu.start();
+      }
+      if (local >= warmupPer + minMeasuredPer && !(now - firstSendAt < (job.measureMs ?? 0))) {
+        lastId[p] = id;
+        sent[p] = local;
+        endMeasurement(p);
+        return;
       }
       const seq = p * perPublisher + local;
       id = (id % 65535) + 1;
@@ -350,13 +377,15 @@ async function throughput(job: ThroughputJob): Promise<ThroughputResult> {
       () => allDeliveries + ackCount + overdue,
       job.stallMs,
       job.timeoutMs,
-      () => `${deliveries}/${expectedDeliveries} delivered, ${ackCount}/${qos > 0 ? total : 0} acknowledged`,
+      () => `${deliveries}/${(measuredPer * job.publishers - tailSkipped) * subs} delivered, ${ackCount} acknowledged`,
     );
   } finally {
     clearInterval(overdueTimer);
   }
 
   const elapsedMs = lastCompleteAt - firstSendAt;
+  const measured = measuredPer * job.publishers - tailSkipped;
+  const expectedDeliveries = measured * subs;
   // Stragglers released as overdue may still come: wait for them (not counted in the elapsed time)
   // until all arrived or none came for 2 × overdueMs (at least 2 s), at most 10 s.
   await settle(() => deliveries, expectedDeliveries, Math.max(2_000, 2 * job.overdueMs), 10_000);
@@ -365,7 +394,7 @@ async function throughput(job: ThroughputJob): Promise<ThroughputResult> {
   await Promise.all([...publishers, ...subscribers].map((client) => client.disconnect()));
   return {
     publishes: measured,
-    warmupPublishes: total - measured - warmupSkipped,
+    warmupPublishes: warmupPer * job.publishers - warmupSkipped,
     deliveries,
     expectedDeliveries,
     undelivered: expectedDeliveries - deliveries,

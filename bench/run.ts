@@ -67,6 +67,11 @@ const FULL = {
   // 13.5 µs: most of a fresh Node broker's first second is its JIT at work, and the generator's too.
   throughputWarmupSeconds: 1.5,
   throughputWarmupShare: 10,
+  // The measured part of a throughput run lasts at least this long (up to throughputMeasureGrowth ×
+  // its messages): 20,000 deliveries took 0.06 s of our QoS 0 and 0.13 s of our fan-out, where one
+  // GC pause or slow fsync moved the figure by a tenth (fan-out read 134k–159k in one run).
+  throughputMeasureSeconds: 1,
+  throughputMeasureGrowth: 20,
   smallStore: 1_000,
   idleSettleMs: 1_000,
   reruns: 2,
@@ -84,6 +89,8 @@ const QUICK = {
   latencyWarmupSeconds: 0.2,
   throughputWarmupSeconds: 0.2,
   throughputWarmupShare: 0.2,
+  throughputMeasureSeconds: 0,
+  throughputMeasureGrowth: 1,
   smallStore: 200,
   idleSettleMs: 200,
   reruns: 0,
@@ -182,6 +189,8 @@ async function main(): Promise<void> {
     openUntil: options.openUntil,
     warmupShare: base.throughputWarmupShare,
     warmupMs: base.throughputWarmupSeconds * 1000,
+    measureMs: base.throughputMeasureSeconds * 1000,
+    measureGrowth: base.throughputMeasureGrowth,
     latencySeconds: options.latencySeconds ?? base.latencySeconds,
     latencyWarmupSeconds: base.latencyWarmupSeconds,
     smallStore: options.smallStore ?? base.smallStore,

@@ -11,8 +11,15 @@ export interface ThroughputJob {
   qos: 0 | 1 | 2;
   publishers: number;
   subscribers: number;
-  /** Publishes measured (spread evenly over the publishers). */
+  /** Publishes measured (spread evenly over the publishers): at least these, see measureMs. */
   messages: number;
+  /**
+   * The measured part goes on past `messages` until this long after its first send, up to
+   * `maxMessages`: a count alone measured a fast broker for a few tens of ms, where one GC pause or
+   * one slow fsync decides the figure (default: `messages` and no more).
+   */
+  measureMs?: number;
+  maxMessages?: number;
   /** Publishes sent before the measured ones, through the same connections, and not counted. */
   warmup?: number;
   /** The warm-up ends this long after the first send even if not all of `warmup` went out (default: no limit). */

@@ -185,7 +185,7 @@ export function markdown(header: ReportHeader, rows: Row[], brokers: BrokerId[],
   );
   const o = header.options;
   out.push(
-    `Sizes: ${o['messages']} deliveries per throughput run${o['warmupMs'] ? ` after up to ${Number(o['warmupMs']) / 1000} s of warm-up` : ''}, window ${o['window']} per publisher, ${o['payload']}-byte payloads; ` +
+    `Sizes: ${o['messages']} deliveries per throughput run${o['measureMs'] ? ` or more, measured for at least ${Number(o['measureMs']) / 1000} s (up to ${o['measureGrowth']}×)` : ''}${o['warmupMs'] ? ` after up to ${Number(o['warmupMs']) / 1000} s of warm-up` : ''}, window ${o['window']} per publisher, ${o['payload']}-byte payloads; ` +
       `offline queue ${o['queueSize']} messages; crash stream ${o['crashMessages']} messages (SIGKILL at 40 % acknowledged); ` +
       `${o['runs']} run(s) per scenario and broker, runs interleaved across brokers.` +
       ((o['scenarios'] as string[] | undefined)?.includes('memory') ? ` Memory: ${o['retainedCount']} retained messages; ${o['sessionCount']} offline sessions.` : ''),

@@ -30,6 +30,9 @@ export interface BenchSizes {
    */
   warmupShare: number;
   warmupMs: number;
+  /** Throughput runs measure at least `messages`, and go on until measureMs, up to measureGrowth × their messages (ThroughputJob.measureMs). */
+  measureMs: number;
+  measureGrowth: number;
   /** When a message leaves the publisher's window (ThroughputJob.openUntil). */
   openUntil: 'delivery' | 'ack';
   /** Open-loop latency: seconds measured per offered rate, after warmupSeconds not counted. */
@@ -146,6 +149,8 @@ export function qos1OneToOneJob(ctx: Context, port: number, brokerPid: number, n
     messages: ctx.sizes.messages,
     warmup: Math.round(ctx.sizes.messages * ctx.sizes.warmupShare),
     warmupMs: ctx.sizes.warmupMs,
+    measureMs: ctx.sizes.measureMs,
+    maxMessages: ctx.sizes.messages * ctx.sizes.measureGrowth,
     window: ctx.sizes.window,
     payloadSize: ctx.sizes.payloadSize,
     topic: `bench/${name}`,

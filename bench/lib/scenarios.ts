@@ -59,6 +59,8 @@ export async function runThroughput(ctx: Context, broker: BrokerId, scenario: ke
       messages: Math.max(1, Math.round((ctx.sizes.messages * scale) / shape.subscribers)),
       warmup: Math.round(((ctx.sizes.messages * scale) / shape.subscribers) * ctx.sizes.warmupShare),
       warmupMs: ctx.sizes.warmupMs,
+      measureMs: ctx.sizes.measureMs,
+      maxMessages: Math.round((ctx.sizes.messages * scale * ctx.sizes.measureGrowth) / shape.subscribers),
       window: ctx.sizes.window,
       payloadSize: ctx.sizes.payloadSize,
       topic: `bench/${scenario}`,

@@ -88,3 +88,37 @@ describe('the load generator\'s timed warm-up', () => {
     });
   }
 });
+
+describe('the load generator\'s timed measurement', () => {
+  for (const [qos, publishers] of [
+    [0, 1],
+    [1, 4],
+    [2, 2],
+  ] as const) {
+    it(`QoS ${qos}, ${publishers} publisher(s): it measures past its messages until measureMs, and every measured message arrives once`, async () => {
+      const result = await runLoad({ ...job(qos, publishers), warmup: 0, measureMs: 300, maxMessages: 2_000_000 });
+      // More than the minimum went out, fewer than the slots kept: the time ended it.
+      expect(result.publishes).toBeGreaterThan(2_000);
+      expect(result.publishes).toBeLessThan(2_000_000);
+      expect(result.elapsedMs).toBeGreaterThanOrEqual(300);
+      // Unsent slots count as finished without a packet id: nothing stalls or arrives twice.
+      expect(result.expectedDeliveries).toBe(result.publishes * 2);
+      expect(result.deliveries).toBe(result.expectedDeliveries);
+      expect(result.duplicates).toBe(0);
+      expect(result.overdue).toBe(0);
+    });
+  }
+
+  it('stops at maxMessages when measureMs is not over by then', async () => {
+    const result = await runLoad({ ...job(1, 2), warmup: 0, messages: 1_000, measureMs: 600_000, maxMessages: 3_000 });
+    expect(result.publishes).toBe(3_000);
+    expect(result.deliveries).toBe(6_000);
+    expect(result.duplicates).toBe(0);
+  });
+
+  it('without measureMs, measures exactly its messages', async () => {
+    const result = await runLoad({ ...job(1, 2), warmup: 0, messages: 1_000, maxMessages: 3_000 });
+    expect(result.publishes).toBe(1_000);
+    expect(result.deliveries).toBe(2_000);
+  });
+});
