@@ -218,37 +218,39 @@ async function throughput(job: ThroughputJob): Promise<ThroughputResult> {
   const idToSeq = Array.from({ length: job.publishers }, () => new Int32Array(65536).fill(-1));
   const publishers: RawClient[] = [];
 
-  /** The warm-up time is over: this publisher's unsent warm-up messages count as finished, unsent. */
-  const skipRestOfWarmup = (p: number) => {
+  /**
+   * This publisher's slots from the next unsent one up to `end` will not be sent: they count as
+   * finished and out of the window, and take no packet id. Returns how many.
+   */
+  const skipUnsent = (p: number, end: number): number => {
     const from = sent[p]!;
-    for (let local = from; local < warmupPer; local++) {
+    for (let local = from; local < end; local++) {
       const seq = p * perPublisher + local;
       finished[seq] = 1;
       released[seq] = 1;
     }
-    const skipped = warmupPer - from;
+    const skipped = end - from;
     finishedCount += skipped;
     releasedBy[p]! += skipped;
-    warmupSkipped += skipped;
-    sent[p] = warmupPer;
+    sent[p] = end;
+    return skipped;
   };
-  /** This publisher measured long enough: its unsent slots count as finished, unsent. */
+  /** Every slot is finished: the run is over. */
+  const finishIfDone = (): boolean => {
+    if (finishedCount !== total) return false;
+    lastCompleteAt = performance.now();
+    cpu.stop();
+    finish();
+    return true;
+  };
+  /** The warm-up time is over: this publisher's unsent warm-up messages are skipped. */
+  const skipRestOfWarmup = (p: number) => {
+    warmupSkipped += skipUnsent(p, warmupPer);
+  };
+  /** This publisher measured long enough: its unsent measured slots are skipped. */
   const endMeasurement = (p: number) => {
-    const from = sent[p]!;
-    for (let local = from; local < perPublisher; local++) {
-      const seq = p * perPublisher + local;
-      finished[seq] = 1;
-      released[seq] = 1;
-    }
-    const skipped = perPublisher - from;
-    finishedCount += skipped;
-    tailSkipped += skipped;
-    sent[p] = perPublisher;
-    if (finishedCount === total) {
-      lastCompleteAt = performance.now();
-      cpu.stop();
-      finish();
-    }
+    tailSkipped += skipUnsent(p, perPublisher);
+    finishIfDone();
   };
   const pump = (p: number) => {
     const client = publishers[p]!;
@@ -292,11 +294,7 @@ async function throughput(job: ThroughputJob): Promise<ThroughputResult> {
     if (finished[seq] === 1) return;
     finished[seq] = 1;
     finishedCount++;
-    if (finishedCount === total) {
-      lastCompleteAt = performance.now();
-      cpu.stop();
-      finish();
-    } else release(seq);
+    if (!finishIfDone()) release(seq);
   };
   const onAck = (p: number, id: number) => {
     const seq = idToSeq[p]![id]!;
