@@ -23,6 +23,7 @@ import {
   isRetainedValue,
   isDupMarkValue,
   outboundMarksOf,
+  type OutboundMarks,
   isSessionValue,
   isSubscriptionValue,
   propertiesOf,
@@ -277,7 +278,7 @@ export class LevelRepository implements SessionRepository {
     if (seqs.length === 0) return [];
     // A point read is cheaper on the main thread than a round trip to the thread pool.
     const markBytes = db.getSync(keys.dupMark(clientId), { snapshot });
-    const marks = outboundMarksOf(markBytes === undefined ? undefined : decode(markBytes, keys.dupMark(clientId), isDupMarkValue));
+    const marks = storedMarks(markBytes, clientId);
     // Entries released with a record of their own (QoS2 after PUBREC, above the released-through
     // mark) are few: read their range rather than probe every seq.
     const releases = new Map<number, ReleaseValue>();
@@ -697,7 +698,7 @@ export class LevelRepository implements SessionRepository {
       const clientId = keys.clientIdOfSession(key);
       const [last] = await db.keys({ ...keys.queue(clientId), reverse: true, limit: 1 }).all();
       const markBytes = await db.get(keys.dupMark(clientId));
-      const marks = outboundMarksOf(markBytes === undefined ? undefined : decode(markBytes, keys.dupMark(clientId), isDupMarkValue));
+      const marks = storedMarks(markBytes, clientId);
       const lastSeq = last === undefined ? 0 : keys.seqOfQueueKey(last);
       // Seqs continue above the marks too, or a new entry would read back as 'dup' or 'released'.
       this.#queues.set(clientId, new SessionQueue(clientId, Math.max(lastSeq, marks.dup, marks.releasedThrough) + 1));
@@ -823,6 +824,11 @@ class SharedBody {
 /** Now as a last-seen time: never before the session's creation or its previous last-seen (a clock stepping back). */
 function seenNow({ c, l }: SessionValue): number {
   return Math.max(Date.now(), c, l ?? c);
+}
+
+/** The DUP and released-through marks of a session, from their record as stored (none: both 0). */
+function storedMarks(bytes: Uint8Array | undefined, clientId: string): OutboundMarks {
+  return outboundMarksOf(bytes === undefined ? undefined : decode(bytes, keys.dupMark(clientId), isDupMarkValue));
 }
 
 /**
