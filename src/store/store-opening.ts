@@ -26,16 +26,6 @@ export interface OpenOptions {
   skipFormatCheck?: boolean;
 }
 
-/**
- * LevelDB's write buffer (its memtable): 2 MiB instead of LevelDB's 4. Up to two are held at once,
- * one filling while the last is written to a table. Under the QoS 1 bench load the broker's peak
- * RSS had a median of 75.1 MiB against 78.8 (20 runs each) at the same rate and CPU per message;
- * peaks under the other loads went down by 0-8 MiB. The price: tables are written twice as often,
- * and a QoS 2 drain of 100,000 queued messages ran about 10 % slower (3 pairs), still well above
- * issue 16's 100,000 msg/s. A restart after a crash replays about this much log at most.
- */
-const WRITE_BUFFER_BYTES = 2 * 1024 * 1024;
-
 export async function openLevelStore(location: string, options: OpenOptions): Promise<LevelDatabase> {
   const creating = options.purpose === 'broker';
   // Before LevelDB sees the files: damage it would "repair" by dropping data must stop us here.
@@ -51,7 +41,6 @@ export async function openLevelStore(location: string, options: OpenOptions): Pr
     keyEncoding: 'utf8',
     valueEncoding: 'view',
     createIfMissing: creating,
-    writeBufferSize: WRITE_BUFFER_BYTES,
   });
   const letGoOfUmask = keepFilesPrivate(db);
   try {

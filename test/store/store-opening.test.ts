@@ -12,7 +12,6 @@ import { encode, encodeRecord } from '../../src/store/codec.js';
 import { FORMAT_KEY, keys } from '../../src/store/key-layout.js';
 import { openStoreForInspection } from '../../src/store/level-inspector.js';
 import { LevelRepository } from '../../src/store/level-repository.js';
-import { openLevelStore } from '../../src/store/store-opening.js';
 
 const directories: string[] = [];
 
@@ -86,31 +85,5 @@ describe('store opening: the broker and broker-admin agree on every store', () =
       await repository.open();
       return repository;
     })).code).toBe('ok');
-  });
-});
-
-describe('store opening: LevelDB options', () => {
-  /** Writes about 3 MiB in 64 KiB values, closes (LevelDB finishes its table writes first), and counts the tables. */
-  async function tablesAfterWriting(db: { put(key: string, value: Uint8Array): Promise<void>; close(): Promise<void> }, location: string): Promise<number> {
-    const value = Buffer.alloc(64 * 1024, 7);
-    for (let index = 0; index < 48; index++) await db.put(keys.session(`writer-${index}`), value);
-    await db.close();
-    return fs.readdirSync(location).filter((name) => name.endsWith('.ldb')).length;
-  }
-
-  function freshLocation(): string {
-    const location = fs.mkdtempSync(path.join(os.tmpdir(), 'broker-opening-'));
-    directories.push(location);
-    return location;
-  }
-
-  it('holds at most 2 MiB in its write buffer: 3 MiB written leave a table, where LevelDB\'s default 4 MiB keeps them all in its log', async () => {
-    const ours = freshLocation();
-    expect(await tablesAfterWriting(await openLevelStore(ours, { purpose: 'broker' }), ours)).toBeGreaterThan(0);
-
-    const defaults = freshLocation();
-    const db = new ClassicLevel<string, Uint8Array>(defaults, { keyEncoding: 'utf8', valueEncoding: 'view' });
-    await db.open();
-    expect(await tablesAfterWriting(db, defaults)).toBe(0);
   });
 });
