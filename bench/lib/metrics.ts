@@ -98,7 +98,7 @@ function online(scenario: ScenarioId, name: string, rateLabel: string): MetricDe
     { key: `${scenario}.peakRss`, scenario, label: `${name}: peak RSS`, unit: 'MiB', better: 'lower', format: 'mib', aggregate: 'median' },
     { key: `${scenario}.cpuPerMsg`, scenario, label: `${name}: broker CPU per ${per} (user+sys)`, unit: 'µs', better: 'lower', format: 'us', aggregate: 'median' },
     { key: `${scenario}.undelivered`, scenario, label: `${name}: never delivered${scenario === 'qos0' ? ' (allowed at QoS0)' : ''}`, unit: 'msgs', better: 'lower', format: 'count', aggregate: 'sum' },
-    { key: `${scenario}.headroom`, scenario, label: `${name}: load generator headroom (trivial sink ÷ this broker)`, unit: '×', better: 'none', format: 'times', aggregate: 'median', headroomOf: `${scenario}.rate` },
+    { key: `${scenario}.headroom`, scenario, label: `${name}: load generator headroom (its capacity, against the trivial sink, ÷ this broker)`, unit: '×', better: 'none', format: 'times', aggregate: 'median', headroomOf: `${scenario}.rate` },
     { key: `${scenario}.loadBusy`, scenario, label: `${name}: load generator busy (share of one core)`, unit: '%', better: 'none', format: 'percent', aggregate: 'median' },
   ];
 }

@@ -227,9 +227,10 @@ export function markdown(header: ReportHeader, rows: Row[], brokers: BrokerId[],
         ? 'Every measured rate row has at least 2× headroom.'
         : 'Rows with less than 2× headroom:';
     out.push(
-      'The trivial sink (`bench/peers/sink-server.ts`) is not a broker: it acknowledges and forwards in memory, so its column is what the load ' +
-        'generator itself can do on this machine; the headroom rows divide it by each broker, and "load generator busy" says how much of ' +
-        `one core the generator used in each broker's own runs. ${verdict}`,
+      'The trivial sink (`bench/peers/sink-server.ts`) is not a broker: it acknowledges and forwards in memory, and its throughput runs keep ' +
+        'enough messages in flight that the load generator, not the round trip, bounds them (a note says when the generator was under 90 % ' +
+        'busy), so its rate column is what the generator itself can do on this machine; the headroom rows divide it by each broker, and ' +
+        `"load generator busy" says how much of one core the generator used in each broker's own runs. ${verdict}`,
       '',
       ...warnings.map((warning) => `- ${warning}`),
       ...(warnings.length > 0 ? [''] : []),

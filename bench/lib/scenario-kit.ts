@@ -94,11 +94,18 @@ export function busyShare(result: { loadCpu?: CpuSpent; machineCpu?: MachineSpen
   return result.loadCpu && wallMs >= MIN_JUDGED_MS ? (result.loadCpu.userMs + result.loadCpu.systemMs) / wallMs : NaN;
 }
 
-/** Notes on what may have capped or disturbed a measurement. */
-export function cpuNotes(ctx: Context, result: { loadCpu?: CpuSpent; machineCpu?: MachineSpent }, disturbance: number | undefined): string[] {
+/**
+ * Notes on what may have capped or disturbed a measurement. A capacity run (the trivial sink's
+ * throughput runs) is meant to be capped by the generator: it gets a note when it was not.
+ */
+export function cpuNotes(ctx: Context, result: { loadCpu?: CpuSpent; machineCpu?: MachineSpent }, disturbance: number | undefined, capacityRun = false): string[] {
   const notes: string[] = [];
   const busy = busyShare(result);
-  if (busy > 0.9) notes.push(`the load process was ${Math.round(busy * 100)} % busy: this run may be capped by the generator`);
+  if (capacityRun) {
+    if (busy < 0.9) notes.push(`the load process was only ${Math.round(busy * 100)} % busy: this rate may be below the generator's capacity`);
+  } else if (busy > 0.9) {
+    notes.push(`the load process was ${Math.round(busy * 100)} % busy: this run may be capped by the generator`);
+  }
   if (disturbance !== undefined && disturbance > ctx.sizes.disturbedShare) {
     notes.push(`disturbed: other processes used ${Math.round(disturbance * 100)} % of the machine's CPU during the measurement`);
   }

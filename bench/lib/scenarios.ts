@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { describeExit, type BrokerId, type BrokerProcess } from './brokers.js';
+import { describeExit, SINK_WINDOW, type BrokerId, type BrokerProcess } from './brokers.js';
 import {
   rangesCount,
   rangesMissing,
@@ -33,9 +33,9 @@ const THROUGHPUT_SHAPES: Record<'qos0' | 'qos1' | 'qos2' | 'fanout' | 'fanin', {
 };
 
 /**
- * The trivial sink runs this many times the messages of a broker run (same window, same payload):
- * at several hundred thousand messages a second a broker-sized run would last a few tens of ms, too
- * short to say what the generator can sustain.
+ * The trivial sink runs this many times the messages of a broker run (same payload): at millions of
+ * messages a second a broker-sized run would last a few tens of ms, too short to say what the
+ * generator can sustain.
  */
 export const SINK_SCALE = 5;
 
@@ -61,7 +61,7 @@ export async function runThroughput(ctx: Context, broker: BrokerId, scenario: ke
       warmupMs: ctx.sizes.warmupMs,
       measureMs: ctx.sizes.measureMs,
       maxMessages: Math.round((ctx.sizes.messages * scale * ctx.sizes.measureGrowth) / shape.subscribers),
-      window: ctx.sizes.window,
+      window: broker === 'sink' ? Math.max(ctx.sizes.window, SINK_WINDOW) : ctx.sizes.window,
       payloadSize: ctx.sizes.payloadSize,
       topic: `bench/${scenario}`,
       idPrefix: `bench-${scenario}`,
@@ -82,7 +82,7 @@ export async function runThroughput(ctx: Context, broker: BrokerId, scenario: ke
     if (result.overdue > 0) {
       notes.push(`${result.overdue} messages not delivered within ${ctx.sizes.overdueMs} ms of their ack/send (released from the window; max latency ${Math.round(result.latencyMaxMs)} ms)`);
     }
-    notes.push(...cpuNotes(ctx, result, disturbance));
+    notes.push(...cpuNotes(ctx, result, disturbance, broker === 'sink'));
     const stopped = await server.stop();
     notes.push(...exitNote(broker, stopped));
     return {
